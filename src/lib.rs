@@ -1,0 +1,5 @@
+//! reelstate: the music stage of an Airtable-driven video pipeline, as an explicit
+//! state machine. See ARCHITECTURE.md for the map and its invariants.
+
+pub mod domain;
+pub mod machine;

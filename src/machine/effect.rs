@@ -1,0 +1,68 @@
+use serde::{Deserialize, Serialize};
+
+use super::{JobId, Outcome};
+use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus};
+
+/// A side effect decided by the machine and performed, later and durably, by the executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Project the video's new fields onto its Videos record.
+    UpdateVideo(VideoPatch),
+    /// Create a Jobs record linked to the video.
+    CreateJob {
+        job: JobId,
+        kind: JobType,
+        status: JobStatus,
+    },
+    /// Patch a Jobs record the engine knows.
+    UpdateJob { job: JobId, patch: JobPatch },
+    /// Ask GoAPI for a music track; its task id comes back as `ExternalAccepted`.
+    CreateGoapiTask { job: JobId, prompt: Option<String> },
+    /// Ask NCA to mix `music` at `volume` under `video`'s own audio. `submission_id` is
+    /// sent as NCA's `id` and is this effect's id, which makes the submission idempotent.
+    SubmitNcaMix {
+        job: JobId,
+        submission_id: String,
+        video: MediaUrl,
+        music: MediaUrl,
+        volume: f64,
+    },
+    /// Close the Webhook Events record of the event that caused this decision.
+    RecordWebhookOutcome {
+        outcome: Outcome,
+        job: Option<JobId>,
+        detail: Option<String>,
+    },
+}
+
+impl Effect {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::UpdateVideo(_) => "update_video",
+            Effect::CreateJob { .. } => "create_job",
+            Effect::UpdateJob { .. } => "update_job",
+            Effect::CreateGoapiTask { .. } => "create_goapi_task",
+            Effect::SubmitNcaMix { .. } => "submit_nca_mix",
+            Effect::RecordWebhookOutcome { .. } => "record_webhook_outcome",
+        }
+    }
+}
+
+/// Fields of a Videos record to write; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoPatch {
+    pub status: Option<VideoStatus>,
+    pub music: Option<MediaUrl>,
+    pub final_video: Option<MediaUrl>,
+    /// `Some(None)` clears Error Details (a redrive starts clean).
+    pub error_details: Option<Option<String>>,
+}
+
+/// Fields of a Jobs record to write; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPatch {
+    pub status: Option<JobStatus>,
+    pub external_id: Option<String>,
+    pub error: Option<String>,
+}

@@ -1,0 +1,83 @@
+use serde::{Deserialize, Serialize};
+
+use super::JobId;
+use crate::domain::MediaUrl;
+
+/// Everything that can happen to a video, already parsed: no JSON reaches the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// An operator or the pipeline asks for music (`POST /videos/{id}/music`).
+    MusicRequested { prompt: Option<String> },
+    /// An operator redrives a failed stage (`POST /videos/{id}/retry`).
+    RetryRequested,
+    /// GoAPI reports on a music task (webhook or status poll).
+    GoapiTaskUpdate(TaskUpdate),
+    /// NCA reports that a mix ended (callback or status poll).
+    NcaJobFinished(NcaUpdate),
+    /// A job got no answer at its source before its last deadline.
+    JobDeadlinePassed { job: JobId },
+    /// The executor got the external service to accept a job (its id for the job).
+    ExternalAccepted { job: JobId, external_id: String },
+    /// The executor gave up on the effect that was to start a job.
+    EffectFailed { job: JobId, error: String },
+}
+
+impl Event {
+    /// The label of this event in `states/` and in the transition history.
+    pub fn label(&self) -> &'static str {
+        super::EventClass::of(self).label()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUpdate {
+    pub task_id: String,
+    pub status: TaskStatus,
+    /// Every track the task reported, usable or not, in the order GoAPI gave them.
+    pub tracks: Vec<Track>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Processing,
+    Staged,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Track {
+    /// `None` when the payload's URL was empty or not http(s).
+    pub url: Option<MediaUrl>,
+    pub finished: bool,
+}
+
+impl TaskUpdate {
+    /// The track the mix uses: the first finished one with a usable URL.
+    pub fn usable_track(&self) -> Option<&MediaUrl> {
+        self.tracks
+            .iter()
+            .filter(|t| t.finished)
+            .find_map(|t| t.url.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NcaUpdate {
+    /// The `id` we sent with the request, echoed back; absent on legacy callbacks.
+    pub submission_id: Option<String>,
+    pub nca_job_id: Option<String>,
+    pub result: NcaResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum NcaResult {
+    Succeeded { output: MediaUrl },
+    Failed { error: String },
+}

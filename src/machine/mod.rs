@@ -1,0 +1,17 @@
+//! The state machine: pure functions from (snapshot, event) to a decision.
+//!
+//! Invariant: nothing in this module performs IO, reads a clock, generates randomness,
+//! or knows any wire format (no tokio, warp, reqwest, serde_json). The clock and new ids
+//! arrive in [`Ctx`]; side effects leave as [`Effect`] values for the executor.
+
+mod catalogue;
+mod decide;
+mod effect;
+mod event;
+mod snapshot;
+
+pub use catalogue::{EventClass, JobTransitionRow, TransitionRow, explore, job_rows, mermaid};
+pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide};
+pub use effect::{Effect, JobPatch, VideoPatch};
+pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
+pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};
