@@ -1,0 +1,89 @@
+//! The system of record: the Videos, Jobs and Webhook Events tables.
+//!
+//! Two layers. [`RecordBackend`] is the narrow, Airtable-shaped interface that both
+//! implementations provide (Airtable over HTTP in production, SQLite embedded by default):
+//! records with Airtable-format ids, field maps with empties omitted, linked fields as
+//! arrays of record ids. [`Records`] is the typed layer on top that the engine uses; it
+//! applies the [`Mapping`] (table, field and status names) and nothing else.
+
+pub mod airtable;
+mod mapping;
+pub mod sqlite;
+mod typed;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::domain::RecordId;
+
+pub use mapping::{Mapping, MappingError, MediaKind};
+pub use typed::{JobFields, JobRecord, Records, VideoFields, VideoRecord, WebhookEventRecord};
+
+/// A record's fields, as Airtable has them: empty values (`""`, `[]`, `false`) are absent.
+pub type Fields = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: RecordId,
+    /// ISO 8601, as Airtable's `createdTime`.
+    pub created_time: String,
+    pub fields: Fields,
+}
+
+/// The only filters the engine needs. Backends render them (Airtable: a formula built by
+/// one escaping function); no caller ever writes a formula.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// A text field equals a value exactly.
+    Equals { field: String, value: String },
+    /// The records with these ids (`RECORD_ID()` in Airtable).
+    RecordIds(Vec<RecordId>),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordsError {
+    /// Worth retrying later: rate limits, 5xx, timeouts, connection errors.
+    #[error("transient records error: {0}")]
+    Transient(String),
+    /// Retrying will not help: bad field, unknown select option, no permission.
+    #[error("records error {status} {kind}: {message}")]
+    Permanent {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    #[error("record {0} not found in {1}")]
+    NotFound(String, String),
+}
+
+impl RecordsError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RecordsError::Transient(_))
+    }
+}
+
+/// What both stores of records provide. Implementations may batch concurrent calls
+/// (Airtable: up to 10 records a request per table) but must apply each call exactly as
+/// if it had been made alone.
+#[async_trait]
+pub trait RecordBackend: Send + Sync {
+    /// One record by id; `None` when it does not exist or belongs to another table.
+    async fn get(&self, table: &str, id: &RecordId) -> Result<Option<Record>, RecordsError>;
+    /// Every record matching the filter (following pagination to the end).
+    async fn find(&self, table: &str, filter: &Filter) -> Result<Vec<Record>, RecordsError>;
+    async fn create(&self, table: &str, fields: Fields) -> Result<Record, RecordsError>;
+    /// Partial update: fields not named are left as they are; `Value::Null` clears one.
+    async fn update(
+        &self,
+        table: &str,
+        id: &RecordId,
+        fields: Fields,
+    ) -> Result<Record, RecordsError>;
+    /// Updates the record whose `merge_on` field equals the one in `fields`, or creates it.
+    async fn upsert(
+        &self,
+        table: &str,
+        merge_on: &str,
+        fields: Fields,
+    ) -> Result<Record, RecordsError>;
+}

@@ -1,0 +1,393 @@
+//! The engine's view of the three tables, on top of any [`RecordBackend`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use super::{Fields, Filter, Mapping, MediaKind, Record, RecordBackend, RecordsError};
+use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
+
+/// Airtable's long text limit; longer values are cut, keeping start and end.
+pub const LONG_TEXT_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoRecord {
+    pub id: RecordId,
+    /// `None` when the base has no Status field or the cell is empty.
+    pub status: Option<VideoStatus>,
+    pub combined_segments_video: Option<MediaUrl>,
+    pub music_prompt: Option<String>,
+    pub music: Option<MediaUrl>,
+    pub final_video: Option<MediaUrl>,
+    pub error_details: Option<String>,
+    pub jobs: Vec<RecordId>,
+}
+
+/// A partial write to a Videos record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VideoFields {
+    pub status: Option<VideoStatus>,
+    pub combined_segments_video: Option<MediaUrl>,
+    pub music_prompt: Option<String>,
+    pub music: Option<MediaUrl>,
+    pub final_video: Option<MediaUrl>,
+    /// `Some(None)` clears it.
+    pub error_details: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: RecordId,
+    /// The engine's own job id (`Job ID`), when the engine created the job.
+    pub job_id: Option<String>,
+    pub job_type: JobType,
+    pub status: Option<JobStatus>,
+    pub external_job_id: Option<String>,
+    pub related_video: Vec<RecordId>,
+    pub error_details: Option<String>,
+}
+
+/// A write to a Jobs record, matched on `Job ID` (an upsert: one request creates or updates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFields {
+    pub job_id: String,
+    pub job_type: Option<JobType>,
+    pub status: Option<JobStatus>,
+    pub related_video: Option<RecordId>,
+    pub external_job_id: Option<String>,
+    pub webhook_url: Option<String>,
+    pub error_details: Option<String>,
+    pub timestamps: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEventRecord {
+    pub event_id: String,
+    pub service: String,
+    pub endpoint: String,
+    pub raw_payload: String,
+    pub processed: bool,
+    pub success: bool,
+    pub timestamp: DateTime<Utc>,
+    pub related_job: Option<RecordId>,
+    pub error_details: Option<String>,
+}
+
+/// The typed tables. Cheap to clone.
+#[derive(Clone)]
+pub struct Records {
+    backend: Arc<dyn RecordBackend>,
+    mapping: Arc<Mapping>,
+}
+
+impl Records {
+    pub fn new(backend: Arc<dyn RecordBackend>, mapping: Mapping) -> Self {
+        Self {
+            backend,
+            mapping: Arc::new(mapping),
+        }
+    }
+
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    pub fn backend(&self) -> &Arc<dyn RecordBackend> {
+        &self.backend
+    }
+
+    pub async fn get_video(&self, id: &RecordId) -> Result<Option<VideoRecord>, RecordsError> {
+        let m = &self.mapping.videos;
+        let Some(r) = self.backend.get(&m.table, id).await? else {
+            return Ok(None);
+        };
+        let f = &r.fields;
+        Ok(Some(VideoRecord {
+            id: r.id.clone(),
+            status: self
+                .mapping
+                .video_status_field()
+                .and_then(|s| text(f, s))
+                .map(|s| self.mapping.parse_video_status(&s)),
+            combined_segments_video: media(f, &m.combined_segments_video),
+            music_prompt: m.music_prompt.as_deref().and_then(|p| text(f, p)),
+            music: media(f, &m.music),
+            final_video: media(f, &m.final_video),
+            error_details: m.error_details.as_deref().and_then(|p| text(f, p)),
+            jobs: m.jobs_link.as_deref().map(|l| links(f, l)).unwrap_or_default(),
+        }))
+    }
+
+    /// Creates a Videos record (the sandbox and tests seed videos this way).
+    pub async fn create_video(&self, fields: &VideoFields) -> Result<RecordId, RecordsError> {
+        let r = self
+            .backend
+            .create(&self.mapping.videos.table, self.video_fields(fields))
+            .await?;
+        Ok(r.id)
+    }
+
+    pub async fn update_video(
+        &self,
+        id: &RecordId,
+        fields: &VideoFields,
+    ) -> Result<(), RecordsError> {
+        let f = self.video_fields(fields);
+        if f.is_empty() {
+            return Ok(());
+        }
+        self.backend
+            .update(&self.mapping.videos.table, id, f)
+            .await?;
+        Ok(())
+    }
+
+    fn video_fields(&self, v: &VideoFields) -> Fields {
+        let m = &self.mapping.videos;
+        let mut f = Fields::new();
+        if let (Some(s), Some(field)) = (&v.status, self.mapping.video_status_field()) {
+            f.insert(field.into(), json!(self.mapping.video_status_value(s)));
+        }
+        if let Some(u) = &v.combined_segments_video {
+            f.insert(
+                m.combined_segments_video.clone(),
+                media_value(u, m.combined_segments_video_kind),
+            );
+        }
+        if let (Some(p), Some(field)) = (&v.music_prompt, &m.music_prompt) {
+            f.insert(field.clone(), json!(p));
+        }
+        if let Some(u) = &v.music {
+            f.insert(m.music.clone(), media_value(u, m.music_kind));
+        }
+        if let Some(u) = &v.final_video {
+            f.insert(m.final_video.clone(), media_value(u, m.final_video_kind));
+        }
+        if let (Some(e), Some(field)) = (&v.error_details, &m.error_details) {
+            f.insert(
+                field.clone(),
+                e.as_deref().map_or(Value::Null, |e| json!(long_text(e))),
+            );
+        }
+        f
+    }
+
+    /// The video's music jobs, found the way real Airtable allows: by the video's own link
+    /// array, then by `RECORD_ID()`; never by searching a linked field in a formula.
+    pub async fn jobs_of_video(&self, video: &VideoRecord) -> Result<Vec<JobRecord>, RecordsError> {
+        if video.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self
+            .backend
+            .find(&self.mapping.jobs.table, &Filter::RecordIds(video.jobs.clone()))
+            .await?;
+        Ok(records.iter().map(|r| self.job_record(r)).collect())
+    }
+
+    pub async fn find_job_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<JobRecord>, RecordsError> {
+        let m = &self.mapping.jobs;
+        let records = self
+            .backend
+            .find(
+                &m.table,
+                &Filter::Equals {
+                    field: m.external_job_id.clone(),
+                    value: external_id.to_owned(),
+                },
+            )
+            .await?;
+        Ok(records.first().map(|r| self.job_record(r)))
+    }
+
+    pub async fn get_job(&self, id: &RecordId) -> Result<Option<JobRecord>, RecordsError> {
+        Ok(self
+            .backend
+            .get(&self.mapping.jobs.table, id)
+            .await?
+            .map(|r| self.job_record(&r)))
+    }
+
+    fn job_record(&self, r: &Record) -> JobRecord {
+        let m = &self.mapping.jobs;
+        let f = &r.fields;
+        JobRecord {
+            id: r.id.clone(),
+            job_id: text(f, &m.job_id),
+            job_type: JobType::from(text(f, &m.job_type).unwrap_or_default()),
+            status: text(f, &m.status).and_then(|s| self.mapping.parse_job_status(&s)),
+            external_job_id: text(f, &m.external_job_id),
+            related_video: links(f, &m.related_video),
+            error_details: m.error_details.as_deref().and_then(|e| text(f, e)),
+        }
+    }
+
+    /// Creates or updates the job with this `Job ID`; returns its record id.
+    pub async fn write_job(&self, job: &JobFields) -> Result<RecordId, RecordsError> {
+        let m = &self.mapping.jobs;
+        let mut f = Fields::new();
+        f.insert(m.job_id.clone(), json!(job.job_id));
+        if let Some(t) = &job.job_type {
+            f.insert(m.job_type.clone(), json!(self.mapping.job_type_value(t)));
+        }
+        if let Some(s) = job.status {
+            f.insert(m.status.clone(), json!(self.mapping.job_status_value(s)));
+        }
+        if let Some(v) = &job.related_video {
+            f.insert(m.related_video.clone(), json!([v.as_str()]));
+        }
+        if let Some(x) = &job.external_job_id {
+            f.insert(m.external_job_id.clone(), json!(x));
+        }
+        if let (Some(u), Some(field)) = (&job.webhook_url, &m.webhook_url) {
+            f.insert(field.clone(), json!(u));
+        }
+        if let (Some(e), Some(field)) = (&job.error_details, &m.error_details) {
+            f.insert(field.clone(), json!(long_text(e)));
+        }
+        if let (Some(t), Some(field)) = (&job.timestamps, &m.timestamps) {
+            f.insert(field.clone(), json!(t));
+        }
+        let r = self.backend.upsert(&m.table, &m.job_id, f).await?;
+        Ok(r.id)
+    }
+
+    /// Writes the event's record, once per Event ID whatever its outcome (an upsert, so a
+    /// retried write never makes a second record).
+    pub async fn record_webhook_event(
+        &self,
+        e: &WebhookEventRecord,
+    ) -> Result<RecordId, RecordsError> {
+        let m = &self.mapping.webhook_events;
+        let mut f = Fields::new();
+        f.insert(m.event_id.clone(), json!(e.event_id));
+        f.insert(m.service.clone(), json!(e.service));
+        f.insert(m.endpoint.clone(), json!(e.endpoint));
+        f.insert(m.raw_payload.clone(), json!(long_text(&e.raw_payload)));
+        f.insert(m.processed.clone(), json!(e.processed));
+        f.insert(m.success.clone(), json!(e.success));
+        f.insert(
+            m.timestamp.clone(),
+            json!(e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
+        if let (Some(j), Some(field)) = (&e.related_job, &m.related_job) {
+            f.insert(field.clone(), json!([j.as_str()]));
+        }
+        if let (Some(d), Some(field)) = (&e.error_details, &m.error_details) {
+            f.insert(field.clone(), json!(long_text(d)));
+        }
+        let r = self.backend.upsert(&m.table, &m.event_id, f).await?;
+        Ok(r.id)
+    }
+
+    pub async fn find_webhook_event(&self, event_id: &str) -> Result<Option<Record>, RecordsError> {
+        let m = &self.mapping.webhook_events;
+        let found = self
+            .backend
+            .find(
+                &m.table,
+                &Filter::Equals {
+                    field: m.event_id.clone(),
+                    value: event_id.to_owned(),
+                },
+            )
+            .await?;
+        Ok(found.into_iter().next())
+    }
+}
+
+/// A text cell; absent and empty are the same (Airtable omits empties).
+fn text(f: &Fields, name: &str) -> Option<String> {
+    match f.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        // A single select read through some APIs, or a lookup: take the first text.
+        Value::Array(items) => items.iter().find_map(|v| v.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+/// A media cell of either kind: a URL string, or attachments `[{"url": ...}]`.
+fn media(f: &Fields, name: &str) -> Option<MediaUrl> {
+    match f.get(name)? {
+        Value::String(s) => MediaUrl::parse(s).ok(),
+        Value::Array(items) => items
+            .iter()
+            .find_map(|a| a.get("url").and_then(Value::as_str))
+            .and_then(|u| MediaUrl::parse(u).ok()),
+        _ => None,
+    }
+}
+
+fn media_value(u: &MediaUrl, kind: MediaKind) -> Value {
+    match kind {
+        MediaKind::Url => json!(u.as_str()),
+        MediaKind::Attachment => json!([{ "url": u.as_str() }]),
+    }
+}
+
+fn links(f: &Fields, name: &str) -> Vec<RecordId> {
+    f.get(name)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .filter_map(|s| RecordId::parse(s).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Cuts text to Airtable's long text limit, keeping its start and its end, where an
+/// ffmpeg error usually says what went wrong.
+pub fn long_text(s: &str) -> String {
+    shorten(s, LONG_TEXT_MAX)
+}
+
+/// Shortens `s` to at most `max` bytes, keeping the start and the end around a marker.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let marker = format!("\n[… {} bytes cut …]\n", s.len().saturating_sub(max));
+    let keep = max.saturating_sub(marker.len()) / 2;
+    let mut head = keep;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - keep;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{}{}", &s[..head], marker, &s[tail..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_keeps_both_ends_within_the_limit() {
+        let s = format!("START{}END", "é".repeat(100_000));
+        let out = shorten(&s, 1000);
+        assert!(out.len() <= 1000, "{}", out.len());
+        assert!(out.starts_with("START") && out.ends_with("END"));
+        assert_eq!(shorten("short", 10), "short");
+    }
+
+    #[test]
+    fn media_reads_both_kinds() {
+        let mut f = Fields::new();
+        f.insert("A".into(), json!("https://x.example/a.mp3"));
+        f.insert("B".into(), json!([{"id": "att1", "url": "https://x.example/b.mp4"}]));
+        f.insert("C".into(), json!("not a url"));
+        assert_eq!(media(&f, "A").unwrap().as_str(), "https://x.example/a.mp3");
+        assert_eq!(media(&f, "B").unwrap().as_str(), "https://x.example/b.mp4");
+        assert_eq!(media(&f, "C"), None);
+        assert_eq!(media(&f, "D"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Webhook payload parsing and authentication (filled in by the webhook work).
