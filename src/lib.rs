@@ -5,4 +5,5 @@ pub mod clients;
 pub mod domain;
 pub mod machine;
 pub mod records;
+pub mod text;
 pub mod webhook;

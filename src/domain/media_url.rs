@@ -79,7 +79,14 @@ mod tests {
 
     #[test]
     fn rejects_non_media_urls() {
-        for bad in ["", "   ", "ftp://x/a.mp3", "file:///etc/passwd", "javascript:alert(1)", "/relative.mp3"] {
+        for bad in [
+            "",
+            "   ",
+            "ftp://x/a.mp3",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "/relative.mp3",
+        ] {
             assert!(MediaUrl::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(

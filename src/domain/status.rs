@@ -57,7 +57,8 @@ impl VideoStatus {
 
     /// Parses an Airtable value; unknown values become `Other` rather than an error.
     pub fn from_airtable(s: &str) -> Self {
-        s.parse().unwrap_or_else(|_| VideoStatus::Other(s.to_owned()))
+        s.parse()
+            .unwrap_or_else(|_| VideoStatus::Other(s.to_owned()))
     }
 }
 

@@ -151,7 +151,13 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
         Snapshot { video: v, jobs }
     };
     vec![
-        with(base(VideoStatus::SegmentsCombined), false, false, false, vec![]),
+        with(
+            base(VideoStatus::SegmentsCombined),
+            false,
+            false,
+            false,
+            vec![],
+        ),
         with(
             base(VideoStatus::Other("segments_combining".into())),
             false,
@@ -179,7 +185,13 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
             false,
             false,
             false,
-            vec![job(1, gen_.clone(), JobStatus::Processing, Some("task-1"), None)],
+            vec![job(
+                1,
+                gen_.clone(),
+                JobStatus::Processing,
+                Some("task-1"),
+                None,
+            )],
         ),
         with(
             base(VideoStatus::AddingMusic),
@@ -198,7 +210,13 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
             false,
             vec![
                 job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
-                job(2, add.clone(), JobStatus::Processing, Some("nca-1"), Some(&sid)),
+                job(
+                    2,
+                    add.clone(),
+                    JobStatus::Processing,
+                    Some("nca-1"),
+                    Some(&sid),
+                ),
             ],
         ),
         with(
@@ -208,7 +226,13 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
             false,
             vec![
                 job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
-                job(2, add.clone(), JobStatus::Completed, Some("nca-1"), Some(&sid)),
+                job(
+                    2,
+                    add.clone(),
+                    JobStatus::Completed,
+                    Some("nca-1"),
+                    Some(&sid),
+                ),
             ],
         ),
         with(
@@ -216,7 +240,13 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
             false,
             false,
             true,
-            vec![job(1, gen_.clone(), JobStatus::Failed, Some("task-1"), None)],
+            vec![job(
+                1,
+                gen_.clone(),
+                JobStatus::Failed,
+                Some("task-1"),
+                None,
+            )],
         ),
         with(
             base(VideoStatus::MusicAdditionFailed),
@@ -331,7 +361,9 @@ pub fn explore() -> (Vec<TransitionRow>, Vec<JobTransitionRow>) {
     for s in canonical_snapshots() {
         for class in EventClass::iter() {
             for e in canonical_events(class, &s) {
-                let Ok(d) = decide(&s, &e, &ctx) else { continue };
+                let Ok(d) = decide(&s, &e, &ctx) else {
+                    continue;
+                };
                 if d.outcome != Outcome::Applied {
                     continue;
                 }
@@ -382,7 +414,12 @@ pub fn mermaid() -> String {
     let mut seen = BTreeSet::new();
     for r in &videos {
         if seen.insert((r.from.clone(), r.event.clone(), r.to.clone())) {
-            out.push_str(&format!("    {} --> {} : {}\n", node(&r.from), node(&r.to), r.event));
+            out.push_str(&format!(
+                "    {} --> {} : {}\n",
+                node(&r.from),
+                node(&r.to),
+                r.event
+            ));
         }
     }
     out.push_str("    completed --> [*]\n");
@@ -390,7 +427,13 @@ pub fn mermaid() -> String {
     let mut seen = BTreeSet::new();
     for r in &jobs {
         if seen.insert((r.from.clone(), r.to.clone(), r.event.clone())) {
-            out.push_str(&format!("    {} --> {} : {} ({})\n", node(&r.from), node(&r.to), r.event, r.job_type));
+            out.push_str(&format!(
+                "    {} --> {} : {} ({})\n",
+                node(&r.from),
+                node(&r.to),
+                r.event,
+                r.job_type
+            ));
         }
     }
     out.push_str("    completed --> [*]\n    failed --> [*]\n");

@@ -40,7 +40,16 @@ impl Default for Policy {
 /// What an event did. Duplicates and stale events are outcomes, not errors: they are
 /// recorded in the event log like any other.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display, strum::EnumString,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -126,7 +135,9 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
             give_up(&mut next, *job, error, ctx)
         }
         Event::EffectFailed { job, error } => give_up(&mut next, *job, error, ctx),
-        Event::ExternalAccepted { job, external_id } => external_accepted(&mut next, *job, external_id),
+        Event::ExternalAccepted { job, external_id } => {
+            external_accepted(&mut next, *job, external_id)
+        }
     };
     debug_assert!(step.outcome == Outcome::Applied || next == *s);
     Ok(finish(s, next, step, actions, ctx))
@@ -213,8 +224,10 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
                 ));
             }
             None => {
-                return Step::new(Outcome::Unmatched, None)
-                    .note(format!("no music_generation job of this video has task {}", u.task_id));
+                return Step::new(Outcome::Unmatched, None).note(format!(
+                    "no music_generation job of this video has task {}",
+                    u.task_id
+                ));
             }
         },
     };
@@ -255,7 +268,11 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
                 next.video.status = VideoStatus::GeneratingMusic;
                 changed = true;
             }
-            let outcome = if changed { Outcome::Applied } else { Outcome::Recorded };
+            let outcome = if changed {
+                Outcome::Applied
+            } else {
+                Outcome::Recorded
+            };
             Step::new(outcome, Some(job))
         }
         TaskStatus::Failed => {
@@ -280,8 +297,7 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
                 next.video.music = Some(music.clone());
                 if next.video.source_video.is_none() {
                     next.video.status = VideoStatus::MusicAdditionFailed;
-                    next.video.error_details =
-                        Some(Rejection::MissingSourceVideo.to_string());
+                    next.video.error_details = Some(Rejection::MissingSourceVideo.to_string());
                 } else {
                     start_addition(next, music, ctx, actions);
                 }
@@ -325,8 +341,10 @@ fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
         return if same {
             Step::new(Outcome::Duplicate, Some(job)).note(format!("job already {}", current.status))
         } else {
-            Step::new(Outcome::Stale, Some(job))
-                .note(format!("callback arrived after the job was {}", current.status))
+            Step::new(Outcome::Stale, Some(job)).note(format!(
+                "callback arrived after the job was {}",
+                current.status
+            ))
         };
     }
     if next.video.status != VideoStatus::AddingMusic {
@@ -497,7 +515,9 @@ fn finish(s: &Snapshot, next: Snapshot, step: Step, actions: Vec<Effect>, ctx: &
                     external_id: (old.external_id != job.external_id)
                         .then(|| job.external_id.clone())
                         .flatten(),
-                    error: (old.error != job.error).then(|| job.error.clone()).flatten(),
+                    error: (old.error != job.error)
+                        .then(|| job.error.clone())
+                        .flatten(),
                 };
                 if patch != JobPatch::default() {
                     effects.push(Effect::UpdateJob { job: job.id, patch });

@@ -13,7 +13,10 @@ impl JobId {
     /// Jobs another part of the pipeline created are named after their Airtable record,
     /// so that loading them twice gives the same id.
     pub fn for_record(record: &RecordId) -> Self {
-        JobId(Uuid::new_v5(&Uuid::NAMESPACE_OID, record.as_str().as_bytes()))
+        JobId(Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            record.as_str().as_bytes(),
+        ))
     }
 }
 

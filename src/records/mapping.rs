@@ -222,7 +222,9 @@ impl Mapping {
 
     pub fn job_status_options(&self) -> Vec<String> {
         use strum::IntoEnumIterator;
-        JobStatus::iter().map(|s| self.job_status_value(s)).collect()
+        JobStatus::iter()
+            .map(|s| self.job_status_value(s))
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Fields, Filter, Mapping, MediaKind, Record, RecordBackend, RecordsError};
 use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
+use crate::text::shorten;
 
 /// Airtable's long text limit; longer values are cut, keeping start and end.
 pub const LONG_TEXT_MAX: usize = 100_000;
@@ -115,7 +116,11 @@ impl Records {
             music: media(f, &m.music),
             final_video: media(f, &m.final_video),
             error_details: m.error_details.as_deref().and_then(|p| text(f, p)),
-            jobs: m.jobs_link.as_deref().map(|l| links(f, l)).unwrap_or_default(),
+            jobs: m
+                .jobs_link
+                .as_deref()
+                .map(|l| links(f, l))
+                .unwrap_or_default(),
         }))
     }
 
@@ -181,7 +186,10 @@ impl Records {
         }
         let records = self
             .backend
-            .find(&self.mapping.jobs.table, &Filter::RecordIds(video.jobs.clone()))
+            .find(
+                &self.mapping.jobs.table,
+                &Filter::RecordIds(video.jobs.clone()),
+            )
             .await?;
         Ok(records.iter().map(|r| self.job_record(r)).collect())
     }
@@ -348,42 +356,18 @@ pub fn long_text(s: &str) -> String {
     shorten(s, LONG_TEXT_MAX)
 }
 
-/// Shortens `s` to at most `max` bytes, keeping the start and the end around a marker.
-pub fn shorten(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let marker = format!("\n[… {} bytes cut …]\n", s.len().saturating_sub(max));
-    let keep = max.saturating_sub(marker.len()) / 2;
-    let mut head = keep;
-    while !s.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = s.len() - keep;
-    while !s.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!("{}{}{}", &s[..head], marker, &s[tail..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn shorten_keeps_both_ends_within_the_limit() {
-        let s = format!("START{}END", "é".repeat(100_000));
-        let out = shorten(&s, 1000);
-        assert!(out.len() <= 1000, "{}", out.len());
-        assert!(out.starts_with("START") && out.ends_with("END"));
-        assert_eq!(shorten("short", 10), "short");
-    }
-
-    #[test]
     fn media_reads_both_kinds() {
         let mut f = Fields::new();
         f.insert("A".into(), json!("https://x.example/a.mp3"));
-        f.insert("B".into(), json!([{"id": "att1", "url": "https://x.example/b.mp4"}]));
+        f.insert(
+            "B".into(),
+            json!([{"id": "att1", "url": "https://x.example/b.mp4"}]),
+        );
         f.insert("C".into(), json!("not a url"));
         assert_eq!(media(&f, "A").unwrap().as_str(), "https://x.example/a.mp3");
         assert_eq!(media(&f, "B").unwrap().as_str(), "https://x.example/b.mp4");
