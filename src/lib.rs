@@ -2,8 +2,17 @@
 //! state machine. See ARCHITECTURE.md for the map and its invariants.
 
 pub mod clients;
+pub mod configuration;
 pub mod domain;
+pub mod engine;
+pub mod executor;
+pub mod http;
 pub mod machine;
+pub mod metrics;
 pub mod records;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
 pub mod text;
 pub mod webhook;
+pub mod worker;

@@ -1,1 +1,113 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use reelstate::configuration::ServeArgs;
+use reelstate::startup::{Application, shutdown_signal};
+use reelstate::telemetry::{self, LogFormat};
+
+/// reelstate: the music stage of an Airtable-driven video pipeline.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "REELSTATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: webhooks, worker, executor, inspection API.
+    Serve(Box<ServeArgs>),
+    /// Print the Mermaid state diagrams of the Video and Job lifecycles, drawn from the code.
+    States,
+    /// Ask a running server to generate music for a video.
+    Music {
+        /// The video's Airtable record id.
+        video_id: String,
+        /// The running server.
+        #[arg(long, env = "REELSTATE_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Music prompt (default: the video's Music Prompt field).
+        #[arg(long)]
+        prompt: Option<String>,
+        #[arg(long, env = "REELSTATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::States => {
+            print!("{}", reelstate::machine::mermaid());
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            telemetry::init(cli.log_format);
+            let settings = match args.validate() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("reelstate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run_async(async move {
+                let app = Application::build(settings).await?;
+                // Tests and scripts read the bound address from this line.
+                println!("reelstate listening on http://{}", app.local_addr());
+                app.run_until_stopped(shutdown_signal()).await;
+                Ok(())
+            })
+        }
+        Command::Music {
+            video_id,
+            server,
+            prompt,
+            admin_token,
+        } => run_async(async move {
+            let body = serde_json::json!({ "prompt": prompt });
+            let mut req = reqwest::Client::new()
+                .post(format!(
+                    "{}/videos/{}/music",
+                    server.trim_end_matches('/'),
+                    video_id
+                ))
+                .json(&body);
+            if let Some(t) = admin_token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| e.to_string())?;
+            println!("{text}");
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("server answered {status}").into())
+            }
+        }),
+    }
+}
+
+fn run_async<F>(f: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reelstate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reelstate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,10 +8,12 @@ mod catalogue;
 mod decide;
 mod effect;
 mod event;
+mod next;
 mod snapshot;
 
 pub use catalogue::{EventClass, JobTransitionRow, TransitionRow, explore, job_rows, mermaid};
 pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide};
 pub use effect::{Effect, JobPatch, VideoPatch};
+pub use next::next_events;
 pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
 pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};

@@ -237,8 +237,27 @@ impl Records {
     /// Creates or updates the job with this `Job ID`; returns its record id.
     pub async fn write_job(&self, job: &JobFields) -> Result<RecordId, RecordsError> {
         let m = &self.mapping.jobs;
-        let mut f = Fields::new();
+        let mut f = self.job_fields(job);
         f.insert(m.job_id.clone(), json!(job.job_id));
+        let r = self.backend.upsert(&m.table, &m.job_id, f).await?;
+        Ok(r.id)
+    }
+
+    /// Updates a job by record id: for jobs another part of the pipeline created, whose
+    /// Job ID (if any) is not the engine's. The Job ID field is left as it is.
+    pub async fn update_job(&self, record: &RecordId, job: &JobFields) -> Result<(), RecordsError> {
+        let f = self.job_fields(job);
+        if !f.is_empty() {
+            self.backend
+                .update(&self.mapping.jobs.table, record, f)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn job_fields(&self, job: &JobFields) -> Fields {
+        let m = &self.mapping.jobs;
+        let mut f = Fields::new();
         if let Some(t) = &job.job_type {
             f.insert(m.job_type.clone(), json!(self.mapping.job_type_value(t)));
         }
@@ -260,8 +279,7 @@ impl Records {
         if let (Some(t), Some(field)) = (&job.timestamps, &m.timestamps) {
             f.insert(field.clone(), json!(t));
         }
-        let r = self.backend.upsert(&m.table, &m.job_id, f).await?;
-        Ok(r.id)
+        f
     }
 
     /// Writes the event's record, once per Event ID whatever its outcome (an upsert, so a

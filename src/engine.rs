@@ -1,0 +1,218 @@
+//! The running engine's shared parts: store, records, clients, settings and the signals
+//! that wake the worker and the executor. The API, the worker and the executor all hold
+//! one `Arc<Engine>`; none of them owns another.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use tokio::sync::{Notify, oneshot, watch};
+use uuid::Uuid;
+
+use crate::clients::goapi::GoapiClient;
+use crate::clients::nca::NcaClient;
+use crate::configuration::Settings;
+use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
+use crate::machine::{Job, JobId, Policy, Snapshot, Video};
+use crate::metrics::Metrics;
+use crate::records::{Records, RecordsError, VideoRecord};
+use crate::store::{Accepted, NewEntry, Payload, SqliteStore, Source, StoreError};
+use crate::webhook::callback::CallbackSigner;
+
+/// What the worker made of a command, for the caller waiting on it.
+#[derive(Debug, Clone)]
+pub enum CommandOutcome {
+    Done {
+        outcome: String,
+        status: String,
+        job: Option<JobId>,
+    },
+    Rejected(String),
+    VideoNotFound,
+}
+
+pub struct Engine {
+    pub store: SqliteStore,
+    pub records: Records,
+    pub settings: Arc<Settings>,
+    pub signer: CallbackSigner,
+    pub nca: Option<NcaClient>,
+    pub goapi: Option<GoapiClient>,
+    pub metrics: Arc<Metrics>,
+    pub wake_worker: Notify,
+    pub wake_executor: Notify,
+    waiters: Mutex<HashMap<Uuid, oneshot::Sender<CommandOutcome>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: SqliteStore,
+        records: Records,
+        settings: Arc<Settings>,
+        signer: CallbackSigner,
+        nca: Option<NcaClient>,
+        goapi: Option<GoapiClient>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            records,
+            settings,
+            signer,
+            nca,
+            goapi,
+            metrics,
+            wake_worker: Notify::new(),
+            wake_executor: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            volume: self.settings.volume,
+            max_retries: self.settings.max_retries,
+        }
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        self.wake_worker.notify_waiters();
+        self.wake_executor.notify_waiters();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Stores an entry, then wakes the worker.
+    pub async fn enqueue(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
+        let accepted = self.store.accept(entry).await?;
+        self.wake_worker.notify_one();
+        Ok(accepted)
+    }
+
+    /// Stores a command and waits (bounded) for the worker's answer.
+    pub async fn command(
+        &self,
+        video: RecordId,
+        event: crate::machine::Event,
+        endpoint: &str,
+        body: String,
+    ) -> Result<(Uuid, Option<CommandOutcome>), StoreError> {
+        let event_id = Uuid::new_v4();
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(event_id, tx);
+        }
+        let entry = NewEntry {
+            event_id,
+            video_id: video,
+            source: Source::Api,
+            endpoint: endpoint.to_owned(),
+            dedupe_key: None,
+            raw_body: body,
+            headers: "{}".into(),
+            received_at: Utc::now(),
+            payload: Payload::Event { event },
+        };
+        if let Err(e) = self.enqueue(entry).await {
+            self.forget_waiter(event_id);
+            return Err(e);
+        }
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(15), rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.forget_waiter(event_id);
+        Ok((event_id, answer))
+    }
+
+    fn forget_waiter(&self, id: Uuid) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(&id);
+        }
+    }
+
+    pub(crate) fn answer(&self, id: Uuid, outcome: CommandOutcome) {
+        let tx = self.waiters.lock().ok().and_then(|mut w| w.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// A video the engine has not handled yet, as the base has it: the only time the
+    /// engine reads a video's jobs from the records (what it creates, it remembers).
+    pub async fn snapshot_from_records(
+        &self,
+        video: &RecordId,
+    ) -> Result<Option<(Snapshot, Vec<(JobId, RecordId)>)>, RecordsError> {
+        let Some(v) = self.records.get_video(video).await? else {
+            return Ok(None);
+        };
+        let jobs = self.records.jobs_of_video(&v).await?;
+        let mut known = Vec::new();
+        let mut snapshot = Snapshot::new(video_from_record(&v));
+        for j in jobs {
+            if !matches!(j.job_type, JobType::MusicGeneration | JobType::MusicAddition) {
+                continue;
+            }
+            let id = j
+                .job_id
+                .as_deref()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .map(JobId)
+                .unwrap_or_else(|| JobId::for_record(&j.id));
+            known.push((id, j.id.clone()));
+            snapshot.jobs.push(Job {
+                id,
+                kind: j.job_type,
+                // A job with no Status is taken as started but not yet confirmed.
+                status: j.status.unwrap_or(JobStatus::Pending),
+                external_id: j.external_job_id,
+                submission_id: None,
+                error: j.error_details,
+                created_at: Utc::now(),
+                ended_at: None,
+            });
+        }
+        Ok(Some((snapshot, known)))
+    }
+
+    /// Refreshes what others write on the video (the source video, the prompt) into a
+    /// snapshot the engine already has.
+    pub async fn refresh_inputs(&self, s: &mut Snapshot) -> Result<bool, RecordsError> {
+        let Some(v) = self.records.get_video(&s.video.id).await? else {
+            return Ok(false);
+        };
+        s.video.source_video = v.combined_segments_video;
+        s.video.music_prompt = v.music_prompt;
+        Ok(true)
+    }
+}
+
+fn video_from_record(v: &VideoRecord) -> Video {
+    // A base without a Status field still works: infer the stage from the results.
+    let status = v.status.clone().unwrap_or(if v.final_video.is_some() {
+        VideoStatus::Completed
+    } else {
+        VideoStatus::SegmentsCombined
+    });
+    Video {
+        id: v.id.clone(),
+        status,
+        source_video: v.combined_segments_video.clone(),
+        music_prompt: v.music_prompt.clone(),
+        music: v.music.clone(),
+        final_video: v.final_video.clone(),
+        error_details: v.error_details.clone(),
+        retries: 0,
+    }
+}

@@ -1,0 +1,307 @@
+//! The effect executor: the one place that performs side effects. It runs persisted
+//! effects, a video's in decision order and different videos' in parallel, retries
+//! transient failures with exponential backoff and full jitter, and records permanent ones.
+//!
+//! Exactly once: an effect is marked done in the same transaction that stores what it
+//! produced (the follow-up event). The one window left is between an external call
+//! returning and that transaction: a kill -9 there makes the restarted executor call
+//! again. For NCA the request carries `id` = the effect id, so the callback of either
+//! submission is matched to the same job and the second changes nothing; GoAPI offers no
+//! idempotency key, so a second task may be created (and its webhooks are stale).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use tracing::{Instrument, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::clients::error::ClientError;
+use crate::clients::goapi::CreateTask;
+use crate::clients::nca::MixRequest;
+use crate::domain::{JobType, RecordId};
+use crate::engine::Engine;
+use crate::machine::{Effect, Event, JobId, Outcome};
+use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
+use crate::store::{NewEntry, OutboxEntry, Payload, Source};
+
+/// How many effects run at once (Airtable's limiter, not this, bounds Airtable traffic).
+const CONCURRENCY: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<RecordsError> for EffectError {
+    fn from(e: RecordsError) -> Self {
+        if e.is_transient() {
+            EffectError::Transient(e.to_string())
+        } else {
+            EffectError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<ClientError> for EffectError {
+    fn from(e: ClientError) -> Self {
+        if e.is_transient() {
+            EffectError::Transient(e.to_string())
+        } else {
+            EffectError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for EffectError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EffectError::Transient(e.to_string())
+    }
+}
+
+pub async fn run(engine: Arc<Engine>) {
+    let in_flight: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if engine.is_shutting_down() {
+            break;
+        }
+        let wake = engine.wake_executor.notified();
+        match engine.store.due_effects(Utc::now(), 512).await {
+            Ok(due) => {
+                for e in due {
+                    let claimed = in_flight
+                        .lock()
+                        .map(|mut s| s.insert(e.video_id.clone()))
+                        .unwrap_or(false);
+                    if !claimed {
+                        continue;
+                    }
+                    let Ok(permit) = limit.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let (engine, in_flight) = (engine.clone(), in_flight.clone());
+                    tasks.spawn(async move {
+                        let video = e.video_id.clone();
+                        run_one(&engine, e).await;
+                        drop(permit);
+                        if let Ok(mut s) = in_flight.lock() {
+                            s.remove(&video);
+                        }
+                        engine.wake_executor.notify_one();
+                    });
+                }
+            }
+            Err(e) => warn!(error = %e, "executor could not read the outbox"),
+        }
+        while tasks.try_join_next().is_some() {}
+        let sleep = match engine.store.next_due().await {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    // Graceful shutdown: effects already started finish and are recorded.
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn run_one(engine: &Engine, e: OutboxEntry) {
+    let span = info_span!("effect", effect_id = %e.effect_id, kind = e.effect.kind(),
+                          video_id = %e.video_id, event_id = %e.event_id);
+    async {
+        let kind = e.effect.kind();
+        let result = perform(engine, &e).await;
+        let stored = match result {
+            Ok(follow_up) => {
+                engine
+                    .metrics
+                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "done")]);
+                let entry = follow_up.map(|event| engine_entry(&e, "done", event));
+                engine.store.effect_done_with(&e.effect_id, entry).await
+            }
+            Err(EffectError::Transient(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
+                let delay = backoff(engine.settings.effect_backoff, e.attempts);
+                engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
+                warn!(error = %msg, attempt = e.attempts + 1, retry_in_ms = delay.as_millis() as u64, "effect failed; will retry");
+                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                engine.store.effect_retry_later(&e.effect_id, at, &msg).await
+            }
+            Err(EffectError::Transient(msg)) | Err(EffectError::Permanent(msg)) => {
+                engine
+                    .metrics
+                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "failed")]);
+                warn!(error = %msg, attempts = e.attempts + 1, "effect failed for good; recorded and replayable");
+                // A job that could not be started fails, with the reason in Error Details.
+                let entry = match &e.effect {
+                    Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } => {
+                        Some(engine_entry(&e, "failed", Event::EffectFailed { job: *job, error: msg.clone() }))
+                    }
+                    _ => None,
+                };
+                engine.store.effect_failed_with(&e.effect_id, &msg, entry).await
+            }
+        };
+        match stored {
+            Ok(()) => engine.wake_worker.notify_one(),
+            Err(err) => warn!(error = %err, "could not record the effect's result; it will run again"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Exponential backoff with full jitter: uniform in [0, base·2^attempt], capped at 5 min.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let cap = Duration::from_secs(300);
+    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(0..=ms.max(1)))
+}
+
+/// An event the engine feeds itself, named after the effect so that storing it twice
+/// (a retried commit) stores it once.
+fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntry {
+    NewEntry {
+        event_id: Uuid::new_v4(),
+        video_id: e.video_id.clone(),
+        source: Source::Engine,
+        endpoint: format!("effect/{}", e.effect.kind()),
+        dedupe_key: Some(format!("effect:{what}:{}", e.effect_id)),
+        raw_body: String::new(),
+        headers: "{}".into(),
+        received_at: Utc::now(),
+        payload: Payload::Event { event },
+    }
+}
+
+async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, EffectError> {
+    let video = &e.video_id;
+    match &e.effect {
+        Effect::UpdateVideo(p) => {
+            let fields = VideoFields {
+                status: p.status.clone(),
+                music: p.music.clone(),
+                final_video: p.final_video.clone(),
+                error_details: p.error_details.clone(),
+                ..VideoFields::default()
+            };
+            engine.records.update_video(video, &fields).await?;
+            Ok(None)
+        }
+        Effect::CreateJob { job, kind, status } => {
+            let webhook_url = match kind {
+                JobType::MusicAddition => Some(engine.signer.nca_url(video, &job.to_string())),
+                JobType::MusicGeneration => Some(engine.signer.goapi_url(video, &job.to_string())),
+                JobType::Other(_) => None,
+            };
+            let fields = JobFields {
+                job_id: job.to_string(),
+                job_type: Some(kind.clone()),
+                status: Some(*status),
+                related_video: Some(video.clone()),
+                external_job_id: None,
+                webhook_url,
+                error_details: None,
+                timestamps: Some(format!("{{\"created\":\"{}\"}}", Utc::now().to_rfc3339())),
+            };
+            let record = engine.records.write_job(&fields).await?;
+            engine.store.set_job_record(*job, &record).await?;
+            Ok(None)
+        }
+        Effect::UpdateJob { job, patch } => {
+            let fields = JobFields {
+                job_id: job.to_string(),
+                job_type: None,
+                status: patch.status,
+                related_video: None,
+                external_job_id: patch.external_id.clone(),
+                webhook_url: None,
+                error_details: patch.error.clone(),
+                timestamps: None,
+            };
+            match engine.store.job_location(*job).await?.and_then(|(_, r)| r) {
+                Some(record) => engine.records.update_job(&record, &fields).await?,
+                None => {
+                    let record = engine.records.write_job(&fields).await?;
+                    engine.store.set_job_record(*job, &record).await?;
+                }
+            }
+            Ok(None)
+        }
+        Effect::CreateGoapiTask { job, prompt } => {
+            let client = engine.goapi.as_ref().ok_or_else(|| {
+                EffectError::Permanent("GoAPI is not configured: set GOAPI_API_KEY".into())
+            })?;
+            let secret = engine.settings.goapi_webhook_secret.clone().unwrap_or_default();
+            let task = CreateTask {
+                prompt: prompt
+                    .clone()
+                    .filter(|p| !p.trim().is_empty())
+                    .unwrap_or_else(|| engine.settings.default_music_prompt.clone()),
+                webhook_url: engine.signer.goapi_url(video, &job.to_string()),
+                webhook_secret: secret,
+            };
+            let task_id = client.create_task(&task).await?;
+            info!(job_id = %job, task_id = %task_id, "GoAPI task created");
+            Ok(Some(Event::ExternalAccepted { job: *job, external_id: task_id }))
+        }
+        Effect::SubmitNcaMix { job, submission_id, video: source, music, volume } => {
+            let client = engine.nca.as_ref().ok_or_else(|| {
+                EffectError::Permanent("NCA is not configured: set NCA_API_URL and NCA_API_KEY".into())
+            })?;
+            let req = MixRequest {
+                video_url: source.clone(),
+                music_url: music.clone(),
+                volume: *volume,
+                webhook_url: engine.signer.nca_url(video, &job.to_string()),
+                id: submission_id.clone(),
+            };
+            let accepted = client.submit_mix(&req).await?;
+            info!(job_id = %job, nca_job_id = %accepted.job_id, "NCA mix submitted");
+            Ok(Some(Event::ExternalAccepted { job: *job, external_id: accepted.job_id }))
+        }
+        Effect::RecordWebhookOutcome { outcome, job, detail } => {
+            let Some(entry) = engine.store.entry(e.event_id).await? else {
+                return Err(EffectError::Permanent(format!("event {} is not in the inbox", e.event_id)));
+            };
+            let related_job = match job {
+                Some(j) => job_record(engine, *j).await?,
+                None => None,
+            };
+            let success = matches!(outcome, Outcome::Applied | Outcome::Recorded);
+            let error_details = (!success).then(|| match detail {
+                Some(d) => format!("{outcome}: {d}"),
+                None => outcome.to_string(),
+            });
+            let record = WebhookEventRecord {
+                event_id: entry.event_id.to_string(),
+                service: entry.source.service_name().to_owned(),
+                endpoint: entry.endpoint.clone(),
+                raw_payload: entry.raw_body.clone(),
+                processed: true,
+                success,
+                timestamp: entry.received_at,
+                related_job,
+                error_details,
+            };
+            engine.records.record_webhook_event(&record).await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn job_record(engine: &Engine, job: JobId) -> Result<Option<RecordId>, EffectError> {
+    Ok(engine.store.job_location(job).await?.and_then(|(_, r)| r))
+}

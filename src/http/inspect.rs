@@ -1,0 +1,329 @@
+//! State inspection and operations: what people who run reelstate use every day.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{ApiError, Request, json};
+use crate::domain::RecordId;
+use crate::engine::{CommandOutcome, Engine};
+use crate::machine::{Event, JobId, next_events};
+use crate::store::{EventQuery, InboxEntry, OutboxEntry};
+
+fn record_id(id: &str) -> Result<RecordId, ApiError> {
+    RecordId::parse(id).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_video_id",
+            "expected an Airtable record id (rec followed by 14 letters or digits)",
+        )
+    })
+}
+
+fn uuid(id: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::bad_request(what, "expected a UUID"))
+}
+
+fn effect_json(e: &OutboxEntry) -> Value {
+    json!({
+        "effect_id": e.effect_id,
+        "kind": e.effect.kind(),
+        "state": e.state,
+        "attempts": e.attempts,
+        "next_attempt_at": e.next_attempt_at,
+        "last_error": e.last_error,
+        "event_id": e.event_id,
+        "effect": e.effect,
+    })
+}
+
+fn entry_json(e: &InboxEntry) -> Value {
+    let (kind, detail) = match &e.payload {
+        crate::store::Payload::Event { event } => (event.label().to_owned(), json!(event)),
+        crate::store::Payload::NotMusic { task_id, description } => (
+            "not_music".to_owned(),
+            json!({"task_id": task_id, "description": description}),
+        ),
+        crate::store::Payload::Duplicate { of } => ("duplicate".to_owned(), json!({"of": of})),
+    };
+    json!({
+        "event_id": e.event_id,
+        "seq": e.seq,
+        "video_id": e.video_id,
+        "source": e.source,
+        "endpoint": e.endpoint,
+        "received_at": e.received_at,
+        "event": kind,
+        "detail": detail,
+        "state": e.state,
+        "outcome": e.outcome,
+        "note": e.note,
+        "job_id": e.job.map(|j| j.to_string()),
+    })
+}
+
+pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    let video = record_id(id)?;
+    let Some(s) = engine.store.snapshot(&video).await? else {
+        return Err(ApiError::not_found(format!(
+            "reelstate has not handled video {video} yet"
+        )));
+    };
+    let history = engine.store.history(&video).await?;
+    let effects = engine.store.effects_of(&video).await?;
+    let mut jobs = Vec::new();
+    for j in &s.jobs {
+        let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);
+        let attempts: u32 = effects
+            .iter()
+            .filter(|e| effect_job(e) == Some(j.id))
+            .map(|e| e.attempts)
+            .sum();
+        jobs.push(json!({
+            "job_id": j.id.to_string(),
+            "record_id": record,
+            "type": j.kind.name(),
+            "status": j.status,
+            "external_id": j.external_id,
+            "submission_id": j.submission_id,
+            "error": j.error,
+            "attempts": attempts,
+            "created_at": j.created_at,
+            "ended_at": j.ended_at,
+        }));
+    }
+    let open: Vec<Value> = effects
+        .iter()
+        .filter(|e| e.state != "done")
+        .map(effect_json)
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "video_id": video,
+            "status": s.video.status.name(),
+            "music": s.video.music,
+            "final_video": s.video.final_video,
+            "source_video": s.video.source_video,
+            "error_details": s.video.error_details,
+            "retries": s.video.retries,
+            "jobs": jobs,
+            "history": history,
+            "effects": open,
+            "accepts_next": next_events(&s, engine.policy()),
+        }),
+    ))
+}
+
+fn effect_job(e: &OutboxEntry) -> Option<JobId> {
+    use crate::machine::Effect::*;
+    match &e.effect {
+        CreateJob { job, .. }
+        | UpdateJob { job, .. }
+        | CreateGoapiTask { job, .. }
+        | SubmitNcaMix { job, .. } => Some(*job),
+        RecordWebhookOutcome { job, .. } => *job,
+        UpdateVideo(_) => None,
+    }
+}
+
+pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    let job = JobId(uuid(id, "invalid_job_id")?);
+    let Some((video, record)) = engine.store.job_location(job).await? else {
+        return Err(ApiError::not_found(format!("no job {job}")));
+    };
+    let snapshot = engine.store.snapshot(&video).await?;
+    let Some(j) = snapshot.as_ref().and_then(|s| s.job(job)) else {
+        return Err(ApiError::not_found(format!("no job {job}")));
+    };
+    let effects: Vec<Value> = engine
+        .store
+        .effects_of(&video)
+        .await?
+        .iter()
+        .filter(|e| effect_job(e) == Some(job))
+        .map(effect_json)
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "job_id": job.to_string(),
+            "video_id": video,
+            "record_id": record,
+            "type": j.kind.name(),
+            "status": j.status,
+            "external_id": j.external_id,
+            "submission_id": j.submission_id,
+            "error": j.error,
+            "created_at": j.created_at,
+            "ended_at": j.ended_at,
+            "effects": effects,
+        }),
+    ))
+}
+
+const OUTCOMES: [&str; 7] = [
+    "applied",
+    "recorded",
+    "duplicate",
+    "stale",
+    "unmatched",
+    "rejected",
+    "failed",
+];
+
+pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+    let outcome = req.param("outcome");
+    if let Some(o) = &outcome {
+        if !OUTCOMES.contains(&o.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_outcome",
+                format!("outcome must be one of {}", OUTCOMES.join(", ")),
+            ));
+        }
+    }
+    let video = req.param("video_id").map(|v| record_id(&v)).transpose()?;
+    let before_seq = req
+        .param("before")
+        .map(|b| b.parse::<i64>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "before must be an integer"))?;
+    let limit = req
+        .param("limit")
+        .map(|l| l.parse::<u32>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_limit", "limit must be an integer"))?
+        .unwrap_or(50)
+        .clamp(1, 500);
+    // "failed" events are those whose effects failed for good; the rest are outcomes.
+    let entries = engine
+        .store
+        .events(EventQuery {
+            outcome: outcome.filter(|o| o != "failed"),
+            video,
+            before_seq,
+            limit,
+        })
+        .await?;
+    let next = (entries.len() as u32 == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "events": entries.iter().map(entry_json).collect::<Vec<_>>(),
+            "next_before": next,
+        }),
+    ))
+}
+
+pub async fn event(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    let id = uuid(id, "invalid_event_id")?;
+    let Some(e) = engine.store.entry(id).await? else {
+        return Err(ApiError::not_found(format!("no event {id}")));
+    };
+    let mut body = entry_json(&e);
+    body["raw_payload"] = json!(e.raw_body);
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// Runs a stored webhook through the machine again, as a new entry. Safe: the machine
+/// sees a duplicate for what was already applied.
+pub async fn replay(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    let id = uuid(id, "invalid_event_id")?;
+    let Some(e) = engine.store.entry(id).await? else {
+        return Err(ApiError::not_found(format!("no event {id}")));
+    };
+    let crate::store::Payload::Event { event } = e.payload.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_replayable",
+            "only events that went through the machine can be replayed",
+        ));
+    };
+    let (event_id, answer) = engine
+        .command(
+            e.video_id.clone(),
+            event,
+            &format!("/events/{id}/replay"),
+            e.raw_body.clone(),
+        )
+        .await?;
+    Ok(command_reply(event_id, answer))
+}
+
+pub async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    if engine.store.requeue_effect(id).await? {
+        engine.wake_executor.notify_one();
+        Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({"status": "requeued", "effect_id": id}),
+        ))
+    } else {
+        Err(ApiError::not_found(format!("no failed effect {id}")))
+    }
+}
+
+pub async fn music(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
+    let video = record_id(id)?;
+    let prompt = if req.body.is_empty() {
+        None
+    } else {
+        let v: Value = serde_json::from_slice(&req.body)
+            .map_err(|_| ApiError::bad_request("invalid_json", "body must be JSON"))?;
+        match v.get("prompt") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() <= 2000 => Some(s.clone()),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_prompt",
+                    "prompt must be a string of at most 2000 characters",
+                ));
+            }
+        }
+    };
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let (event_id, answer) = engine
+        .command(
+            video,
+            Event::MusicRequested { prompt },
+            "/videos/music",
+            body,
+        )
+        .await?;
+    Ok(command_reply(event_id, answer))
+}
+
+pub async fn retry(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
+    let video = record_id(id)?;
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let (event_id, answer) = engine
+        .command(video, Event::RetryRequested, "/videos/retry", body)
+        .await?;
+    Ok(command_reply(event_id, answer))
+}
+
+fn command_reply(event_id: Uuid, answer: Option<CommandOutcome>) -> Response {
+    match answer {
+        Some(CommandOutcome::Done { outcome, status, job }) => json(
+            StatusCode::ACCEPTED,
+            &json!({"status": outcome, "event_id": event_id, "video_status": status,
+                    "job_id": job.map(|j| j.to_string())}),
+        ),
+        Some(CommandOutcome::Rejected(reason)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "rejected",
+            reason,
+        )
+        .into_response(),
+        Some(CommandOutcome::VideoNotFound) => {
+            ApiError::not_found("no such video in the Videos table").into_response()
+        }
+        None => json(
+            StatusCode::ACCEPTED,
+            &json!({"status": "queued", "event_id": event_id}),
+        ),
+    }
+}

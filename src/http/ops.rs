@@ -1,0 +1,78 @@
+//! Health, readiness, metrics and the admin token check.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{ApiError, Request, json};
+use crate::engine::Engine;
+
+pub fn healthz() -> Response {
+    json(StatusCode::OK, &json!({"status": "up"}))
+}
+
+pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+    let store = match engine.store.ping().await {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    };
+    let ok = store["ok"] == json!(true);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(json(
+        status,
+        &json!({"status": if ok {"ready"} else {"not_ready"}, "store": store}),
+    ))
+}
+
+pub async fn metrics(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+    let d = engine.store.depths().await?;
+    let text = engine.metrics.render(&[
+        (
+            "reelstate_inbox_depth",
+            "entries waiting for the worker",
+            d.inbox_pending as f64,
+        ),
+        (
+            "reelstate_outbox_depth",
+            "effects waiting for the executor",
+            d.outbox_pending as f64,
+        ),
+        (
+            "reelstate_outbox_failed",
+            "effects that failed for good (replayable)",
+            d.outbox_failed as f64,
+        ),
+    ]);
+    let mut r = warp::reply::Reply::into_response(text);
+    r.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok(r)
+}
+
+/// With an admin token configured, the inspection and operations endpoints require it.
+pub fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
+    let Some(expected) = &engine.settings.admin_token else {
+        return Ok(());
+    };
+    let given = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let same: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "this endpoint needs the admin token: Authorization: Bearer <REELSTATE_ADMIN_TOKEN>",
+        ))
+    }
+}

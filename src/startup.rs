@@ -1,0 +1,179 @@
+//! Wiring: from validated settings to a bound server with its worker and executor.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::clients::goapi::{GoapiClient, GoapiConfig};
+use crate::clients::nca::{NcaClient, NcaConfig};
+use crate::configuration::Settings;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::records::airtable::{AirtableBackend, AirtableConfig};
+use crate::records::sqlite::SqliteRecords;
+use crate::records::{RecordBackend, Records};
+use crate::store::SqliteStore;
+use crate::webhook::callback::CallbackSigner;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
+    #[error("cannot set up the records: {0}")]
+    Records(#[from] crate::records::RecordsError),
+    #[error("cannot set up a client: {0}")]
+    Client(#[from] crate::clients::error::ClientError),
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let store = SqliteStore::open(&settings.db).map_err(|source| StartupError::Store {
+            path: settings.db.display().to_string(),
+            source,
+        })?;
+        let backend: Arc<dyn RecordBackend> = match &settings.airtable {
+            Some(a) => Arc::new(AirtableBackend::new(AirtableConfig {
+                api_url: a.api_url.clone(),
+                token: a.token.clone(),
+                base_id: a.base_id.clone(),
+                lockout: a.lockout,
+                ..AirtableConfig::default()
+            })?),
+            None => Arc::new(SqliteRecords::open(&settings.db, &settings.mapping)?),
+        };
+        let records = Records::new(backend, settings.mapping.clone());
+        let base = settings
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let signer = CallbackSigner::new(settings.signing_secret.as_bytes(), &base)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let nca = settings
+            .nca
+            .as_ref()
+            .map(|n| {
+                NcaClient::new(NcaConfig {
+                    api_url: n.url.clone(),
+                    api_key: n.key.clone(),
+                    timeout: Duration::from_secs(30),
+                })
+            })
+            .transpose()?;
+        let goapi = settings
+            .goapi
+            .as_ref()
+            .map(|g| {
+                GoapiClient::new(GoapiConfig {
+                    api_url: g.url.clone(),
+                    api_key: g.key.clone(),
+                    model: settings.goapi_model.clone(),
+                    timeout: Duration::from_secs(30),
+                })
+            })
+            .transpose()?;
+        if settings.dev {
+            warn!("development mode: webhook authentication is relaxed; never run this in production");
+        }
+        let engine = Engine::new(
+            store,
+            records,
+            Arc::new(settings),
+            signer,
+            nca,
+            goapi,
+            Arc::new(Metrics::default()),
+        );
+        Ok(Self {
+            listener,
+            addr,
+            engine,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests,
+    /// decisions and effects finish, and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let engine = self.engine;
+        let worker = tokio::spawn(crate::worker::run(engine.clone()));
+        let executor = tokio::spawn(crate::executor::run(engine.clone()));
+        let routes = crate::http::routes(engine.clone());
+        info!(addr = %self.addr, "serving");
+        warp::serve(routes)
+            .incoming(self.listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+        info!("stopped accepting; finishing in-flight work");
+        engine.begin_shutdown();
+        let drained = tokio::time::timeout(Duration::from_secs(30), async {
+            let _ = worker.await;
+            let _ = executor.await;
+        })
+        .await;
+        if drained.is_err() {
+            warn!("in-flight work did not finish within 30 s; it resumes at the next start");
+        }
+        info!("shut down");
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    info!("shutdown signal received");
+}

@@ -1,0 +1,642 @@
+//! The embedded store: one SQLite file in WAL mode. rusqlite is blocking, so every call
+//! runs on the blocking pool behind one connection; SQLite serialises writers anyway, and
+//! one connection keeps "check then insert" steps (duplicate detection) atomic.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::{
+    Accepted, Commit, Depths, EventQuery, HistoryRow, InboxEntry, NewEntry, OutboxEntry, Payload,
+    Source, StoreError,
+};
+use crate::domain::RecordId;
+use crate::machine::{Effect, JobId, Snapshot};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS inbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    video_id     TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    dedupe_key   TEXT UNIQUE,
+    raw_body     TEXT NOT NULL,
+    headers      TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    outcome      TEXT,
+    note         TEXT,
+    job_id       TEXT,
+    processed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(state, seq);
+CREATE INDEX IF NOT EXISTS inbox_video ON inbox(video_id, seq);
+CREATE INDEX IF NOT EXISTS inbox_outcome ON inbox(outcome, seq);
+CREATE TABLE IF NOT EXISTS video_state (
+    video_id   TEXT PRIMARY KEY,
+    snapshot   TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_index (
+    job_id    TEXT PRIMARY KEY,
+    video_id  TEXT NOT NULL,
+    record_id TEXT
+);
+CREATE TABLE IF NOT EXISTS history (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    video_id  TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    event     TEXT NOT NULL,
+    from_status TEXT NOT NULL,
+    to_status TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_video ON history(video_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    effect_id       TEXT NOT NULL UNIQUE,
+    video_id        TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    effect          TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_video ON outbox(video_id, state, seq);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+"#;
+
+/// Fixed-width UTC timestamps, so that text order is time order in SQL.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL + NORMAL: a commit survives a process kill (it is in the WAL); only an OS
+        // crash can lose the last transactions, which is the usual SQLite trade.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Stores an entry durably. A repeat (same dedupe key) is stored too, as a duplicate
+    /// entry pointing at the first, so that the event log shows every delivery.
+    pub async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            if let Some(key) = &entry.dedupe_key {
+                let first: Option<String> = tx
+                    .query_row(
+                        "SELECT event_id FROM inbox WHERE dedupe_key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(first) = first {
+                    let of = Uuid::parse_str(&first).map_err(|e| corrupt("event id", e))?;
+                    let dup = NewEntry {
+                        dedupe_key: None,
+                        payload: Payload::Duplicate { of },
+                        ..entry
+                    };
+                    insert_entry(&tx, &dup)?;
+                    tx.commit()?;
+                    return Ok(Accepted::Duplicate {
+                        of,
+                        entry: dup.event_id,
+                    });
+                }
+            }
+            insert_entry(&tx, &entry)?;
+            tx.commit()?;
+            Ok(Accepted::New(entry.event_id))
+        })
+        .await
+    }
+
+    /// Pending entries in arrival order.
+    pub async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLS} FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT ?1"
+            ))?;
+            let rows = st.query_map([limit], entry_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    pub async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {ENTRY_COLS} FROM inbox WHERE event_id = ?1"),
+                [event_id.to_string()],
+                entry_row,
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    pub async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError> {
+        self.with(move |c| {
+            let mut sql = format!("SELECT {ENTRY_COLS} FROM inbox WHERE 1=1");
+            let mut args: Vec<String> = Vec::new();
+            if let Some(o) = &q.outcome {
+                args.push(o.clone());
+                sql.push_str(&format!(" AND outcome = ?{}", args.len()));
+            }
+            if let Some(v) = &q.video {
+                args.push(v.to_string());
+                sql.push_str(&format!(" AND video_id = ?{}", args.len()));
+            }
+            if let Some(b) = q.before_seq {
+                args.push(b.to_string());
+                sql.push_str(&format!(" AND seq < CAST(?{} AS INTEGER)", args.len()));
+            }
+            sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", q.limit.clamp(1, 500)));
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), entry_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    pub async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError> {
+        let video = video.to_string();
+        self.with(move |c| {
+            let s: Option<String> = c
+                .query_row(
+                    "SELECT snapshot FROM video_state WHERE video_id = ?1",
+                    [&video],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt("snapshot", e)))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Stores a processed entry's decision: snapshot, history, effects and the entry's
+    /// outcome, all or nothing.
+    pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let video = commit.video_id.to_string();
+            let at = ts(commit.at);
+            if let Some(s) = &commit.snapshot {
+                let json = serde_json::to_string(s).map_err(|e| corrupt("snapshot", e))?;
+                tx.execute(
+                    "INSERT INTO video_state (video_id, snapshot, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(video_id) DO UPDATE SET snapshot = ?2, updated_at = ?3",
+                    params![video, json, at],
+                )?;
+                for j in &s.jobs {
+                    tx.execute(
+                        "INSERT INTO job_index (job_id, video_id) VALUES (?1, ?2)
+                         ON CONFLICT(job_id) DO NOTHING",
+                        params![j.id.to_string(), video],
+                    )?;
+                }
+            }
+            for (job, record) in &commit.job_records {
+                tx.execute(
+                    "UPDATE job_index SET record_id = ?2 WHERE job_id = ?1",
+                    params![job.to_string(), record.to_string()],
+                )?;
+            }
+            if let Some(h) = &commit.history {
+                tx.execute(
+                    "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![video, h.event_id.to_string(), h.event, h.from, h.to, h.outcome, ts(h.at)],
+                )?;
+            }
+            for (id, effect) in &commit.effects {
+                let json = serde_json::to_string(effect).map_err(|e| corrupt("effect", e))?;
+                // An effect id names one effect for ever: storing it again is a no-op.
+                tx.execute(
+                    "INSERT INTO outbox (effect_id, video_id, event_id, kind, effect, next_attempt_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(effect_id) DO NOTHING",
+                    params![id, video, commit.event_id.to_string(), effect.kind(), json, at],
+                )?;
+            }
+            tx.execute(
+                "UPDATE inbox SET state = 'done', outcome = ?2, note = ?3, job_id = ?4, processed_at = ?5
+                 WHERE event_id = ?1",
+                params![
+                    commit.event_id.to_string(),
+                    commit.outcome,
+                    commit.note,
+                    commit.job.map(|j| j.to_string()),
+                    at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The first pending effect of each video whose time has come, oldest first: a
+    /// video's effects run one at a time, in the order they were decided.
+    pub async fn due_effects(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLS} FROM outbox o
+                 WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+                   AND o.seq = (SELECT MIN(seq) FROM outbox p
+                                WHERE p.video_id = o.video_id AND p.state = 'pending')
+                 ORDER BY o.seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![ts(now), limit], outbox_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    /// When the next pending effect is due, if any (to sleep until then).
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|c| {
+            let s: Option<String> = c.query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            s.map(|s| parse_ts(&s)).transpose()
+        })
+        .await
+    }
+
+    /// Marks an effect done and stores what it produced, in one transaction: this is
+    /// what makes an effect's result count once even if the process dies right after.
+    pub async fn effect_done_with(
+        &self,
+        effect_id: &str,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError> {
+        self.finish_effect(effect_id, "done", None, follow_up).await
+    }
+
+    /// Records an effect as failed for good (replayable), with its follow-up event.
+    pub async fn effect_failed_with(
+        &self,
+        effect_id: &str,
+        error: &str,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError> {
+        self.finish_effect(effect_id, "failed", Some(error.to_owned()), follow_up)
+            .await
+    }
+
+    async fn finish_effect(
+        &self,
+        effect_id: &str,
+        state: &'static str,
+        error: Option<String>,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError> {
+        let id = effect_id.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            if let Some(entry) = &follow_up {
+                let seen: Option<i64> = match &entry.dedupe_key {
+                    Some(k) => tx
+                        .query_row("SELECT seq FROM inbox WHERE dedupe_key = ?1", [k], |r| {
+                            r.get(0)
+                        })
+                        .optional()?,
+                    None => None,
+                };
+                if seen.is_none() {
+                    insert_entry(&tx, entry)?;
+                }
+            }
+            tx.execute(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4
+                 WHERE effect_id = ?1",
+                params![id, state, error, ts(Utc::now())],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn effect_retry_later(
+        &self,
+        effect_id: &str,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (id, error) = (effect_id.to_owned(), error.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4
+                 WHERE effect_id = ?1",
+                params![id, ts(at), error, ts(Utc::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts a failed effect back in the queue (operator replay). Returns false if there is
+    /// no failed effect of that id.
+    pub async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
+        let id = effect_id.to_owned();
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
+                 WHERE effect_id = ?1 AND state = 'failed'",
+                params![id, ts(Utc::now())],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError> {
+        let video = video.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLS} FROM outbox o WHERE video_id = ?1 ORDER BY seq"
+            ))?;
+            let rows = st.query_map([video], outbox_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    pub async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError> {
+        let video = video.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT event_id, event, from_status, to_status, outcome, at FROM history
+                 WHERE video_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([video], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (id, event, from, to, outcome, at) = r?;
+                Ok(HistoryRow {
+                    event_id: Uuid::parse_str(&id).map_err(|e| corrupt("event id", e))?,
+                    event,
+                    from,
+                    to,
+                    outcome,
+                    at: parse_ts(&at)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    pub async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
+        let record = record.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE job_index SET record_id = ?2 WHERE job_id = ?1",
+                params![job.to_string(), record],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The job's video and, once written, its Airtable record id.
+    pub async fn job_location(
+        &self,
+        job: JobId,
+    ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError> {
+        self.with(move |c| {
+            let row: Option<(String, Option<String>)> = c
+                .query_row(
+                    "SELECT video_id, record_id FROM job_index WHERE job_id = ?1",
+                    [job.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            row.map(|(v, r)| {
+                let v = RecordId::parse(&v).map_err(|e| corrupt("video id", e))?;
+                let r = r
+                    .map(|r| RecordId::parse(&r).map_err(|e| corrupt("record id", e)))
+                    .transpose()?;
+                Ok((v, r))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    pub async fn depths(&self) -> Result<Depths, StoreError> {
+        self.with(|c| {
+            let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+            Ok(Depths {
+                inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
+                outbox_pending: count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
+                outbox_failed: count("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
+            })
+        })
+        .await
+    }
+
+    /// A cheap write that proves the store is writable (/readyz).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY, at TEXT);
+                 INSERT INTO heartbeat (id, at) VALUES (1, datetime('now'))
+                 ON CONFLICT(id) DO UPDATE SET at = excluded.at;",
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+const ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, raw_body, received_at, payload, state, outcome, note, job_id";
+
+fn insert_entry(tx: &rusqlite::Transaction<'_>, e: &NewEntry) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(&e.payload).map_err(|err| corrupt("payload", err))?;
+    tx.execute(
+        "INSERT INTO inbox (event_id, video_id, source, endpoint, dedupe_key, raw_body, headers, received_at, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            e.event_id.to_string(),
+            e.video_id.to_string(),
+            e.source.to_string(),
+            e.endpoint,
+            e.dedupe_key,
+            e.raw_body,
+            e.headers,
+            ts(e.received_at),
+            payload
+        ],
+    )?;
+    Ok(())
+}
+
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxEntry, StoreError>> {
+    let seq: i64 = r.get(0)?;
+    let event_id: String = r.get(1)?;
+    let video: String = r.get(2)?;
+    let source: String = r.get(3)?;
+    let endpoint: String = r.get(4)?;
+    let raw_body: String = r.get(5)?;
+    let received_at: String = r.get(6)?;
+    let payload: String = r.get(7)?;
+    let state: String = r.get(8)?;
+    let outcome: Option<String> = r.get(9)?;
+    let note: Option<String> = r.get(10)?;
+    let job: Option<String> = r.get(11)?;
+    Ok((|| {
+        Ok(InboxEntry {
+            seq,
+            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event id", e))?,
+            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
+            source: source.parse::<Source>().map_err(|e| corrupt("source", e))?,
+            endpoint,
+            raw_body,
+            received_at: parse_ts(&received_at)?,
+            payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", e))?,
+            state,
+            outcome,
+            note,
+            job: job
+                .map(|j| Uuid::parse_str(&j).map(JobId).map_err(|e| corrupt("job id", e)))
+                .transpose()?,
+        })
+    })())
+}
+
+const OUTBOX_COLS: &str =
+    "o.seq, o.effect_id, o.video_id, o.event_id, o.effect, o.state, o.attempts, o.next_attempt_at, o.last_error";
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> {
+    let seq: i64 = r.get(0)?;
+    let effect_id: String = r.get(1)?;
+    let video: String = r.get(2)?;
+    let event_id: String = r.get(3)?;
+    let effect: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let attempts: u32 = r.get(6)?;
+    let next: String = r.get(7)?;
+    let last_error: Option<String> = r.get(8)?;
+    Ok((|| {
+        Ok(OutboxEntry {
+            seq,
+            effect_id,
+            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
+            event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event id", e))?,
+            effect: serde_json::from_str::<Effect>(&effect).map_err(|e| corrupt("effect", e))?,
+            state,
+            attempts,
+            next_attempt_at: parse_ts(&next)?,
+            last_error,
+        })
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Event;
+
+    fn entry(key: Option<&str>) -> NewEntry {
+        NewEntry {
+            event_id: Uuid::new_v4(),
+            video_id: RecordId::parse("recA1b2C3d4E5f6G7").unwrap(),
+            source: Source::Goapi,
+            endpoint: "/webhooks/goapi".into(),
+            dedupe_key: key.map(str::to_owned),
+            raw_body: "{}".into(),
+            headers: "{}".into(),
+            received_at: Utc::now(),
+            payload: Payload::Event {
+                event: Event::RetryRequested,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeat_is_stored_as_a_duplicate_of_the_first() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let first = s.accept(entry(Some("k"))).await.unwrap();
+        let Accepted::New(id) = first else { panic!("{first:?}") };
+        let again = s.accept(entry(Some("k"))).await.unwrap();
+        assert!(matches!(again, Accepted::Duplicate { of, .. } if of == id));
+        let pending = s.pending_entries(10).await.unwrap();
+        assert_eq!(pending.len(), 2);
+        assert!(matches!(pending[1].payload, Payload::Duplicate { of } if of == id));
+    }
+}

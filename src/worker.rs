@@ -1,0 +1,285 @@
+//! The worker: drains the inbox. One video at a time, in arrival order; different videos
+//! in parallel. For each entry it loads the snapshot, calls the pure machine, and stores
+//! the decision with its effects in one transaction. It performs no effect itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::domain::RecordId;
+use crate::engine::{CommandOutcome, Engine};
+use crate::machine::{Ctx, Effect, Event, Outcome, Snapshot, decide};
+use crate::store::{Commit, HistoryRow, InboxEntry, Payload};
+
+/// How long a video waits before its entry is tried again after a transient failure
+/// (reading the base), doubling up to the cap.
+const RETRY_BASE: Duration = Duration::from_millis(250);
+const RETRY_CAP: Duration = Duration::from_secs(60);
+
+pub async fn run(engine: Arc<Engine>) {
+    let in_flight: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
+    let backoff: Arc<Mutex<HashMap<RecordId, (u32, tokio::time::Instant)>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if engine.is_shutting_down() {
+            break;
+        }
+        let wake = engine.wake_worker.notified();
+        match engine.store.pending_entries(1000).await {
+            Ok(entries) => {
+                let now = tokio::time::Instant::now();
+                let mut by_video: Vec<(RecordId, Vec<InboxEntry>)> = Vec::new();
+                for e in entries {
+                    match by_video.iter_mut().find(|(v, _)| *v == e.video_id) {
+                        Some((_, list)) => list.push(e),
+                        None => by_video.push((e.video_id.clone(), vec![e])),
+                    }
+                }
+                for (video, list) in by_video {
+                    let waiting = backoff
+                        .lock()
+                        .ok()
+                        .and_then(|b| b.get(&video).map(|(_, until)| *until > now))
+                        .unwrap_or(false);
+                    let claimed = !waiting
+                        && in_flight
+                            .lock()
+                            .map(|mut s| s.insert(video.clone()))
+                            .unwrap_or(false);
+                    if !claimed {
+                        continue;
+                    }
+                    let (engine, in_flight, backoff) =
+                        (engine.clone(), in_flight.clone(), backoff.clone());
+                    tasks.spawn(async move {
+                        let failed = process_video(&engine, list).await;
+                        if let Ok(mut b) = backoff.lock() {
+                            if failed {
+                                let n = b.get(&video).map_or(0, |(n, _)| n + 1);
+                                let delay = RETRY_BASE
+                                    .saturating_mul(1 << n.min(10))
+                                    .min(RETRY_CAP);
+                                b.insert(video.clone(), (n, tokio::time::Instant::now() + delay));
+                            } else {
+                                b.remove(&video);
+                            }
+                        }
+                        if let Ok(mut s) = in_flight.lock() {
+                            s.remove(&video);
+                        }
+                        engine.wake_worker.notify_one();
+                    });
+                }
+            }
+            Err(e) => warn!(error = %e, "worker could not read the inbox"),
+        }
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    // Finish in-flight videos: each entry either commits whole or stays pending.
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Processes a video's entries in order; stops at the first one that must be retried.
+/// Returns true when it stopped early.
+async fn process_video(engine: &Engine, entries: Vec<InboxEntry>) -> bool {
+    for entry in entries {
+        if engine.is_shutting_down() {
+            return false;
+        }
+        let span = info_span!(
+            "event",
+            event_id = %entry.event_id,
+            video_id = %entry.video_id,
+            source = %entry.source
+        );
+        match process_entry(engine, &entry).instrument(span).await {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(event_id = %entry.event_id, video_id = %entry.video_id, error = %e,
+                      "event left pending; will retry");
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Records(#[from] crate::records::RecordsError),
+}
+
+async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), ProcessError> {
+    let now = Utc::now();
+    let webhook = entry.source.is_webhook();
+    let record_only = |outcome: Outcome, note: String| Commit {
+        event_id: entry.event_id,
+        video_id: entry.video_id.clone(),
+        snapshot: None,
+        history: None,
+        effects: if webhook {
+            vec![(
+                format!("{}:0", entry.event_id),
+                Effect::RecordWebhookOutcome {
+                    outcome,
+                    job: None,
+                    detail: Some(note.clone()),
+                },
+            )]
+        } else {
+            Vec::new()
+        },
+        outcome: outcome.to_string(),
+        note: Some(note),
+        job: None,
+        job_records: Vec::new(),
+        at: now,
+    };
+    let event = match &entry.payload {
+        Payload::Duplicate { of } => {
+            let commit = record_only(Outcome::Duplicate, format!("repeat delivery of event {of}"));
+            return finish(engine, entry, commit).await;
+        }
+        Payload::NotMusic { task_id, description } => {
+            let commit = record_only(
+                Outcome::Recorded,
+                format!("task {task_id} is not a music task ({description}); recorded only"),
+            );
+            return finish(engine, entry, commit).await;
+        }
+        Payload::Event { event } => event,
+    };
+
+    let (mut snapshot, job_records) = match engine.store.snapshot(&entry.video_id).await? {
+        Some(s) => (s, Vec::new()),
+        None => match engine.snapshot_from_records(&entry.video_id).await? {
+            Some(found) => found,
+            None => {
+                engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
+                let commit = record_only(
+                    Outcome::Unmatched,
+                    format!("video {} is not in the Videos table", entry.video_id),
+                );
+                return finish(engine, entry, commit).await;
+            }
+        },
+    };
+    // Commands read what others write on the video (source video, prompt) afresh;
+    // webhooks of jobs the engine started need no read at all.
+    if matches!(event, Event::MusicRequested { .. } | Event::RetryRequested)
+        && job_records.is_empty()
+    {
+        engine.refresh_inputs(&mut snapshot).await?;
+    }
+
+    let ctx = Ctx {
+        now,
+        event_id: entry.event_id,
+        from_webhook: webhook,
+        policy: engine.policy(),
+    };
+    let before = snapshot.video.status.name().to_owned();
+    match decide(&snapshot, event, &ctx) {
+        Ok(d) => {
+            let effects = d
+                .effects
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (effect_id(entry, i, e), e.clone()))
+                .collect();
+            let after = d.next.video.status.name().to_owned();
+            info!(
+                event = event.label(),
+                outcome = %d.outcome,
+                from = %before,
+                to = %after,
+                job_id = ?d.job.map(|j| j.to_string()),
+                note = d.note.as_deref().unwrap_or(""),
+                "decided"
+            );
+            if before != after {
+                engine.metrics.inc(
+                    "reelstate_transitions_total",
+                    &[("lifecycle", "video"), ("from", &before), ("to", &after)],
+                );
+            }
+            engine.answer(
+                entry.event_id,
+                CommandOutcome::Done {
+                    outcome: d.outcome.to_string(),
+                    status: after.clone(),
+                    job: d.job,
+                },
+            );
+            let commit = Commit {
+                event_id: entry.event_id,
+                video_id: entry.video_id.clone(),
+                history: Some(HistoryRow {
+                    event_id: entry.event_id,
+                    event: event.label().to_owned(),
+                    from: before,
+                    to: after,
+                    outcome: d.outcome.to_string(),
+                    at: now,
+                }),
+                snapshot: Some(d.next),
+                effects,
+                outcome: d.outcome.to_string(),
+                note: d.note,
+                job: d.job,
+                job_records,
+                at: now,
+            };
+            finish(engine, entry, commit).await
+        }
+        Err(rejection) => {
+            info!(event = event.label(), status = %before, reason = %rejection, "rejected");
+            engine.answer(entry.event_id, CommandOutcome::Rejected(rejection.to_string()));
+            let commit = Commit {
+                snapshot: (!job_records.is_empty()).then_some(snapshot),
+                outcome: "rejected".into(),
+                ..record_only(Outcome::Stale, rejection.to_string())
+            };
+            finish(engine, entry, commit).await
+        }
+    }
+}
+
+/// An NCA submission's effect id is its submission id (sent to NCA as `id`), so that a
+/// callback or status poll names the effect; every other effect is named after its event.
+fn effect_id(entry: &InboxEntry, i: usize, e: &Effect) -> String {
+    match e {
+        Effect::SubmitNcaMix { submission_id, .. } => submission_id.clone(),
+        _ => format!("{}:{i}", entry.event_id),
+    }
+}
+
+async fn finish(engine: &Engine, entry: &InboxEntry, commit: Commit) -> Result<(), ProcessError> {
+    let outcome = commit.outcome.clone();
+    let has_effects = !commit.effects.is_empty();
+    engine.store.commit(commit).await?;
+    if entry.source.is_webhook() {
+        engine.metrics.inc(
+            "reelstate_events_processed_total",
+            &[("source", &entry.source.to_string()), ("outcome", &outcome)],
+        );
+        let waited = Utc::now() - entry.received_at;
+        engine
+            .metrics
+            .observe_latency(waited.to_std().unwrap_or_default());
+    }
+    if has_effects {
+        engine.wake_executor.notify_one();
+    }
+    Ok(())
+}
