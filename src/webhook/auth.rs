@@ -227,3 +227,150 @@ impl StandardWebhooks {
         format!("v1,{}", STANDARD.encode(mac))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    // The example from the Standard Webhooks spec's reference test vectors.
+    const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SPEC_TS: i64 = 1614265330;
+    const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SPEC_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn at(ts: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(ts, 0).single().unwrap()
+    }
+
+    #[test]
+    fn shared_secret() {
+        assert_eq!(verify_shared_secret(Some("s3cret"), "s3cret"), Ok(()));
+        assert_eq!(
+            verify_shared_secret(Some("s3cre"), "s3cret"),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(
+            verify_shared_secret(Some("s3cret "), "s3cret"),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(
+            verify_shared_secret(None, "s3cret"),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            verify_shared_secret(Some(""), "s3cret"),
+            Err(AuthError::Missing)
+        );
+        assert!(matches!(
+            verify_shared_secret(Some("x"), ""),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn spec_vector_verifies_and_signs() {
+        let wh = StandardWebhooks::new([SPEC_SECRET]).unwrap();
+        assert_eq!(wh.sign(SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
+        let ts = SPEC_TS.to_string();
+        assert_eq!(
+            wh.verify(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, at(SPEC_TS)),
+            Ok(())
+        );
+        // Without the prefix the string is base64 too, as in the spec's libraries.
+        let bare = StandardWebhooks::new([&SPEC_SECRET[6..]]).unwrap();
+        assert_eq!(
+            bare.verify(SPEC_ID, &ts, SPEC_SIG, SPEC_BODY, at(SPEC_TS)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rotation_and_multiple_entries() {
+        let old = StandardWebhooks::new(["whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0"]).unwrap();
+        let both = StandardWebhooks::from_list(&format!(
+            "{SPEC_SECRET}, whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0"
+        ))
+        .unwrap();
+        let sig_old = old.sign("m", 100, b"b");
+        assert_eq!(both.verify("m", "100", &sig_old, b"b", at(100)), Ok(()));
+        // A header with an unknown version, a junk entry and a good one passes.
+        let header = format!("v2,abc junk v1,!!! {sig_old}");
+        assert_eq!(both.verify("m", "100", &header, b"b", at(100)), Ok(()));
+        let only_new = StandardWebhooks::new([SPEC_SECRET]).unwrap();
+        assert_eq!(
+            only_new.verify("m", "100", &sig_old, b"b", at(100)),
+            Err(AuthError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn tampering_and_time() {
+        let wh = StandardWebhooks::new([SPEC_SECRET]).unwrap();
+        let sig = wh.sign("m", 1000, b"body");
+        assert_eq!(
+            wh.verify("m", "1000", &sig, b"body!", at(1000)),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(
+            wh.verify("m2", "1000", &sig, b"body", at(1000)),
+            Err(AuthError::Mismatch)
+        );
+        assert_eq!(wh.verify("m", "1000", &sig, b"body", at(1300)), Ok(()));
+        assert_eq!(wh.verify("m", "1000", &sig, b"body", at(700)), Ok(()));
+        assert_eq!(
+            wh.verify("m", "1000", &sig, b"body", at(1301)),
+            Err(AuthError::Timestamp)
+        );
+        assert_eq!(
+            wh.verify("m", "1000", &sig, b"body", at(699)),
+            Err(AuthError::Timestamp)
+        );
+        let strict = wh.clone().with_tolerance(Duration::from_secs(10));
+        assert_eq!(
+            strict.verify("m", "1000", &sig, b"body", at(1011)),
+            Err(AuthError::Timestamp)
+        );
+        // The timestamp is part of the MAC: moving it into the window does not help.
+        assert_eq!(
+            wh.verify("m", "1001", &sig, b"body", at(1000)),
+            Err(AuthError::Mismatch)
+        );
+        assert!(matches!(
+            wh.verify("m", "soon", &sig, b"body", at(1000)),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            wh.verify("m", "1000", "v2,abc", b"body", at(1000)),
+            Err(AuthError::Malformed(_))
+        ));
+        assert_eq!(
+            wh.verify("", "1000", &sig, b"body", at(1000)),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            wh.verify("m", "", &sig, b"body", at(1000)),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            wh.verify("m", "1000", " ", b"body", at(1000)),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            wh.verify("m", &i64::MIN.to_string(), &sig, b"body", at(1000)),
+            Err(AuthError::Timestamp)
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_without_echoing_secrets() {
+        let err = StandardWebhooks::new(["whsec_not base64!!"]).unwrap_err();
+        assert!(!err.to_string().contains("not base64!!"), "{err}");
+        assert!(StandardWebhooks::new(Vec::<String>::new()).is_err());
+        assert!(StandardWebhooks::from_keys(vec![vec![]]).is_err());
+        let wh = StandardWebhooks::new([SPEC_SECRET]).unwrap();
+        assert!(!format!("{wh:?}").contains("MfKQ"));
+    }
+}

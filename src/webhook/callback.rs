@@ -193,3 +193,162 @@ impl CallbackSigner {
         hmac_sha256(&self.key, &[&msg])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const JOB: &str = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
+
+    fn video() -> RecordId {
+        RecordId::parse("recA1b2C3d4E5f6G7").unwrap()
+    }
+
+    /// Reads a URL's query back the way warp does (serde_urlencoded).
+    fn params(url: &str) -> CallbackParams {
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let mut p = CallbackParams::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let v = Some(v.into_owned());
+            match k.as_ref() {
+                "video_id" => p.video_id = v,
+                "operation" => p.operation = v,
+                "job" => p.job = v,
+                "token" => p.token = v,
+                _ => {}
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn urls_have_the_documented_shape_and_verify() {
+        let s = CallbackSigner::new(KEY, "https://x.example/prefix/").unwrap();
+        let nca = s.nca_url(&video(), JOB);
+        assert!(
+            nca.starts_with(&format!(
+                "https://x.example/prefix/webhooks/nca-toolkit?video_id=recA1b2C3d4E5f6G7&operation=add_music&job={JOB}&token="
+            )),
+            "{nca}"
+        );
+        assert_eq!(s.verify(CallbackEndpoint::Nca, &params(&nca)), Ok(()));
+        let goapi = s.goapi_url(&video(), JOB);
+        assert!(goapi.starts_with(&format!(
+            "https://x.example/prefix/webhooks/goapi?video_id=recA1b2C3d4E5f6G7&job={JOB}&token="
+        )));
+        assert_eq!(s.verify(CallbackEndpoint::Goapi, &params(&goapi)), Ok(()));
+        // 32-byte MAC in base64url without padding.
+        assert_eq!(params(&goapi).token.unwrap().len(), 43);
+    }
+
+    #[test]
+    fn odd_job_strings_round_trip() {
+        let s = CallbackSigner::new(KEY, "http://127.0.0.1:8080").unwrap();
+        let job = "a b&c=d/é?#+";
+        let url = s.goapi_url(&video(), job);
+        assert!(!url.contains(' ') && !url.contains('#') && !url.contains('é'));
+        let p = params(&url);
+        assert_eq!(p.job.as_deref(), Some(job));
+        assert_eq!(s.verify(CallbackEndpoint::Goapi, &p), Ok(()));
+    }
+
+    #[test]
+    fn any_change_is_a_mismatch() {
+        let s = CallbackSigner::new(KEY, "http://127.0.0.1:8080").unwrap();
+        let good = params(&s.nca_url(&video(), JOB));
+        let mut cases = Vec::new();
+        let mut p = good.clone();
+        p.video_id = Some("recZZZZZZZZZZZZZZ".into());
+        cases.push(p);
+        let mut p = good.clone();
+        p.job = Some(format!("{JOB}x"));
+        cases.push(p);
+        let mut p = good.clone();
+        p.operation = Some("generate_music".into());
+        cases.push(p);
+        let mut p = good.clone();
+        p.operation = None;
+        cases.push(p);
+        let mut p = good.clone();
+        p.operation = Some(String::new());
+        cases.push(p);
+        let mut p = good.clone();
+        p.video_id = None;
+        cases.push(p);
+        for p in &cases {
+            assert_eq!(
+                s.verify(CallbackEndpoint::Nca, p),
+                Err(AuthError::Mismatch),
+                "{p:?}"
+            );
+        }
+        // The token of one endpoint is worthless at the other.
+        assert_eq!(
+            s.verify(CallbackEndpoint::Goapi, &good),
+            Err(AuthError::Mismatch)
+        );
+        // Another key.
+        let other = CallbackSigner::new(b"another key, long enough......", "http://h").unwrap();
+        assert_eq!(
+            other.verify(CallbackEndpoint::Nca, &good),
+            Err(AuthError::Mismatch)
+        );
+        // A truncated token.
+        let mut p = good.clone();
+        p.token = p.token.map(|t| t[..20].to_owned());
+        assert_eq!(
+            s.verify(CallbackEndpoint::Nca, &p),
+            Err(AuthError::Mismatch)
+        );
+        let mut p = good.clone();
+        p.token = Some("***".into());
+        assert!(matches!(
+            s.verify(CallbackEndpoint::Nca, &p),
+            Err(AuthError::Malformed(_))
+        ));
+        let mut p = good;
+        p.token = None;
+        assert_eq!(s.verify(CallbackEndpoint::Nca, &p), Err(AuthError::Missing));
+        p.token = Some(String::new());
+        assert_eq!(s.verify(CallbackEndpoint::Nca, &p), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn field_boundaries_cannot_be_shifted() {
+        let s = CallbackSigner::new(KEY, "http://h").unwrap();
+        let a = s.mac(CallbackEndpoint::Nca, Some("ab"), Some("c"), Some("d"));
+        let b = s.mac(CallbackEndpoint::Nca, Some("a"), Some("bc"), Some("d"));
+        let c = s.mac(CallbackEndpoint::Nca, Some("a"), None, Some("bcd"));
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(b, c);
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        assert_eq!(
+            CallbackSigner::new(b"short", "http://h").unwrap_err(),
+            CallbackConfigError::ShortKey
+        );
+        for bad in [
+            "",
+            "ftp://h",
+            "/relative",
+            "http://h/?q=1",
+            "http://h/#f",
+            "not a url",
+        ] {
+            assert!(
+                matches!(
+                    CallbackSigner::new(KEY, bad),
+                    Err(CallbackConfigError::BadBaseUrl(_))
+                ),
+                "{bad}"
+            );
+        }
+        let s = CallbackSigner::new(KEY, "http://127.0.0.1:8080/").unwrap();
+        assert_eq!(s.base_url(), "http://127.0.0.1:8080");
+        assert!(!format!("{s:?}").contains("0123456789"));
+    }
+}
