@@ -53,17 +53,23 @@ fn parse_value(v: &Value) -> Result<NcaWebhook, ParseError> {
     if !v.is_object() {
         return Err(ParseError::NotObject);
     }
-    // An object with none of these is some other JSON, not a job result: refusing it
-    // keeps a stray POST from failing a job.
-    if !["code", "id", "job_id", "response", "message"]
+    // An object with none of these is some other JSON (our own request, say), not a job
+    // result: refusing it keeps a stray POST from failing a job.
+    if !["code", "response", "message"]
         .iter()
         .any(|k| v.get(k).is_some())
     {
         return Err(ParseError::Invalid(
-            "not an NCA callback (none of code, id, job_id, response, message)".into(),
+            "not an NCA job result (none of code, response, message)".into(),
         ));
     }
     let code = opt_int(v, "code");
+    // 202 is NCA's "queued" acknowledgement: the result is still to come.
+    if code == Some(202) {
+        return Err(ParseError::Invalid(
+            "NCA code 202 acknowledges a queued job; it is not a job result".into(),
+        ));
+    }
     let message = message_text(v.get("message"));
     let result = match code {
         Some(200) => match file_url(v.get("response")) {
@@ -269,8 +275,16 @@ mod tests {
         assert_eq!(failed(&w), "NCA job failed with code 500 and no message");
         let w = parse(json!({"id": "x", "message": {"error": "boom"}})).unwrap();
         assert_eq!(failed(&w), r#"{"error":"boom"}"#);
-        let w = parse(json!({"job_id": "x"})).unwrap();
+        let w = parse(json!({"job_id": "x", "response": null})).unwrap();
         assert_eq!(failed(&w), "NCA job ended without a code or a message");
+        assert!(matches!(
+            parse(json!({"job_id": "x"})),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(json!({"code": 202, "message": "processing"})),
+            Err(ParseError::Invalid(_))
+        ));
     }
 
     #[test]
