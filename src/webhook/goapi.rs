@@ -98,15 +98,15 @@ fn parse_value(top: &Value, ts_override: Option<i64>) -> Result<GoapiWebhook, Pa
         } else {
             PayloadShape::Envelope
         };
-        if let Some(code) = top.get("code").filter(|c| !c.is_null()) {
-            if opt_int(top, "code") != Some(200) {
-                let msg = opt_str(top, "message").unwrap_or("no message");
-                return Err(ParseError::Invalid(format!(
-                    "GoAPI replied code {}: {}",
-                    shorten(&code.to_string(), 40),
-                    shorten(msg, 300)
-                )));
-            }
+        if let Some(code) = top.get("code").filter(|c| !c.is_null())
+            && opt_int(top, "code") != Some(200)
+        {
+            let msg = opt_str(top, "message").unwrap_or("no message");
+            return Err(ParseError::Invalid(format!(
+                "GoAPI replied code {}: {}",
+                shorten(&code.to_string(), 40),
+                shorten(msg, 300)
+            )));
         }
         match top.get("data") {
             Some(d) if d.is_object() => (d, shape),
