@@ -141,7 +141,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
         // with its secret; URLs without a token (configured elsewhere) rely on the secret.
         if let Some(token) = req.param("token") {
             let params = CallbackParams {
-                video_id: video.to_string(),
+                video_id: Some(video.to_string()),
                 operation: req.param("operation"),
                 job: req.param("job"),
                 token: Some(token),
@@ -212,7 +212,7 @@ pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiErr
         }
         // NCA signs nothing: the token in the URL we handed out is the authentication.
         let params = CallbackParams {
-            video_id: video.to_string(),
+            video_id: Some(video.to_string()),
             operation,
             job: req.param("job"),
             token: req.param("token"),
