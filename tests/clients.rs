@@ -437,6 +437,7 @@ async fn nca_down_refused_or_silent_is_transient() {
     let refused = nca(&dead_url().await, "k");
     let err = refused.submit_mix(&req).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
     assert!(refused.job_status("j").await.unwrap_err().is_transient());
 
     let (url, _silent) = silent_url().await;

@@ -46,12 +46,10 @@ pub(crate) fn scrub(message: &str, api_key: &str) -> String {
 
 /// Classifies a transport error. Everything after the request was built is retryable:
 /// the service may be restarting, and the caller owns deduplication of retries.
-pub(crate) fn from_transport(
-    service: &str,
-    err: &reqwest::Error,
-    timeout: Duration,
-) -> ClientError {
-    // `without_url` is not needed: our URLs never carry the key (it travels in a header).
+pub(crate) fn from_transport(service: &str, err: reqwest::Error, timeout: Duration) -> ClientError {
+    // The key travels in a header, never in the URL; the URL is dropped anyway because an
+    // operator may have put proxy credentials in api_url (`https://user:pass@host`).
+    let err = err.without_url();
     if err.is_builder() {
         return ClientError::permanent(None, format!("{service}: cannot build request: {err}"));
     }
@@ -59,9 +57,15 @@ pub(crate) fn from_transport(
         return ClientError::Transient(format!("{service}: no answer within {timeout:?}"));
     }
     if err.is_connect() {
-        return ClientError::Transient(format!("{service}: cannot connect: {}", source_chain(err)));
+        return ClientError::Transient(format!(
+            "{service}: cannot connect: {}",
+            source_chain(&err)
+        ));
     }
-    ClientError::Transient(format!("{service}: transport error: {}", source_chain(err)))
+    ClientError::Transient(format!(
+        "{service}: transport error: {}",
+        source_chain(&err)
+    ))
 }
 
 /// Classifies an HTTP status that is not the expected success: 408, 429 and 5xx are

@@ -101,12 +101,12 @@ impl Http {
         let resp = req
             .send()
             .await
-            .map_err(|e| from_transport(self.service, &e, self.timeout))?;
+            .map_err(|e| from_transport(self.service, e, self.timeout))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| from_transport(self.service, &e, self.timeout))?;
+            .map_err(|e| from_transport(self.service, e, self.timeout))?;
         let body = &bytes[..bytes.len().min(MAX_BODY)];
         let json = serde_json::from_slice(body).ok();
         let text = String::from_utf8_lossy(body).into_owned();
