@@ -1,1 +1,10 @@
 //! Clients of the external services (NCA Toolkit, GoAPI).
+
+mod error;
+pub mod goapi;
+mod http;
+pub mod nca;
+
+pub use error::ClientError;
+pub use goapi::{CreateTask, GoapiClient, GoapiConfig};
+pub use nca::{MixRequest, NcaAccepted, NcaClient, NcaConfig, compose_body};

@@ -1,0 +1,229 @@
+//! NCA Toolkit client: submits the "music under the voice-over" mix and reads job status.
+//! Knows NCA's request shapes only; parsing NCA's result payloads belongs to the webhook module.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::error::{ClientError, from_status};
+use super::http::Http;
+use crate::domain::MediaUrl;
+
+const SERVICE: &str = "NCA";
+
+#[derive(Clone)]
+pub struct NcaConfig {
+    pub api_url: String,
+    pub api_key: String,
+    pub timeout: Duration,
+}
+
+// Hand-written so that `{:?}` of a config never prints the key.
+impl fmt::Debug for NcaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NcaConfig")
+            .field("api_url", &self.api_url)
+            .field("api_key", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixRequest {
+    pub video_url: MediaUrl,
+    pub music_url: MediaUrl,
+    /// Linear gain of the music, 0.2 = 20 %. Must be finite, >= 0 and <= 10.
+    pub volume: f64,
+    pub webhook_url: String,
+    /// Echoed back by NCA in the callback; NCA does not deduplicate on it.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NcaAccepted {
+    pub job_id: String,
+    pub id: Option<String>,
+    /// `Some(final envelope)` when NCA answered 200, i.e. ran the job synchronously
+    /// (it does so only when it ignored `webhook_url`): then NO callback will come, and the
+    /// caller should treat this envelope as the callback payload. `None` for a queued 202.
+    pub finished: Option<Value>,
+}
+
+pub struct NcaClient {
+    http: Http,
+}
+
+/// Volume as ffmpeg's `volume` filter reads it: a plain decimal, at most 4 decimals,
+/// no trailing zeros (0.2 → `0.2`, 1 → `1`, 0.1+0.2 → `0.3`). Rounding avoids float noise
+/// like `0.30000000000000004` in the filter graph; 1e-4 is far below audibility steps.
+pub fn format_volume(volume: f64) -> String {
+    let s = format!("{volume:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    match s {
+        "" | "-0" => "0".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The exact `/v1/ffmpeg/compose` body: music looped (`-stream_loop -1`) and mixed at
+/// `volume` under the video's own audio, video stream copied. `normalize=0` keeps amix from
+/// lowering the voice; `duration=first` ends with the video. Only keys NCA's schema knows.
+pub fn compose_body(req: &MixRequest) -> Value {
+    let filter = format!(
+        "[1:a]volume={}[bg];[0:a][bg]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]",
+        format_volume(req.volume)
+    );
+    json!({
+        "inputs": [
+            { "file_url": req.video_url.as_str() },
+            {
+                "file_url": req.music_url.as_str(),
+                "options": [ { "option": "-stream_loop", "argument": -1 } ]
+            }
+        ],
+        "filters": [ { "filter": filter } ],
+        "outputs": [ {
+            "options": [
+                { "option": "-map", "argument": "0:v" },
+                { "option": "-map", "argument": "[aout]" },
+                { "option": "-c:v", "argument": "copy" },
+                { "option": "-c:a", "argument": "aac" }
+            ]
+        } ],
+        "metadata": { "duration": true, "filesize": true },
+        "webhook_url": req.webhook_url,
+        "id": req.id,
+    })
+}
+
+impl NcaClient {
+    pub fn new(cfg: NcaConfig) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: Http::new(SERVICE, &cfg.api_url, &cfg.api_key, cfg.timeout)?,
+        })
+    }
+
+    /// Queues the mix. A `Transient` error after the request left (timeout, reset) is
+    /// ambiguous: NCA may have queued it, and NCA does not deduplicate by `id`.
+    pub async fn submit_mix(&self, req: &MixRequest) -> Result<NcaAccepted, ClientError> {
+        if !(req.volume.is_finite() && (0.0..=10.0).contains(&req.volume)) {
+            return Err(ClientError::permanent(
+                None,
+                format!("NCA: volume {} outside 0..=10", req.volume),
+            ));
+        }
+        // Without webhook_url NCA blocks for the whole mix: never send that by accident.
+        let webhook = url::Url::parse(&req.webhook_url).ok();
+        if !webhook.is_some_and(|u| matches!(u.scheme(), "http" | "https")) {
+            return Err(ClientError::permanent(
+                None,
+                "NCA: webhook_url is not an http(s) URL",
+            ));
+        }
+        let url = self.http.url(&["v1", "ffmpeg", "compose"])?;
+        tracing::debug!(id = %req.id, "NCA compose submit");
+        let reply = self
+            .http
+            .send(self.http.client.post(url).json(&compose_body(req)))
+            .await?;
+        match reply.status {
+            202 | 200 => {
+                let body = reply.json.as_ref();
+                let job_id = body
+                    .and_then(|b| b.get("job_id"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        // Permanent, not transient: NCA took the job, so a retry would mix twice.
+                        ClientError::permanent(
+                            Some(reply.status),
+                            format!(
+                                "NCA: accepted without a job_id: {}",
+                                self.http.message_of(&reply)
+                            ),
+                        )
+                    })?
+                    .to_owned();
+                let id = body
+                    .and_then(|b| b.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let finished = if reply.status == 200 {
+                    reply.json.clone()
+                } else {
+                    None
+                };
+                Ok(NcaAccepted {
+                    job_id,
+                    id,
+                    finished,
+                })
+            }
+            401 => Err(ClientError::permanent(
+                Some(401),
+                "NCA: unauthorized (check the NCA API key)",
+            )),
+            status => Err(from_status(SERVICE, status, &self.http.message_of(&reply))),
+        }
+    }
+
+    /// The raw status reply for 200 (known job) and 404 (unknown job, e.g. after an NCA
+    /// restart: its queue lives in memory). Parsing it is the webhook module's business.
+    pub async fn job_status(&self, job_id: &str) -> Result<Value, ClientError> {
+        let url = self.http.url(&["v1", "toolkit", "job", "status"])?;
+        let reply = self
+            .http
+            .send(
+                self.http
+                    .client
+                    .post(url)
+                    .json(&json!({ "job_id": job_id })),
+            )
+            .await?;
+        match reply.status {
+            200 | 404 => match reply.json {
+                Some(body) if body.is_object() => Ok(body),
+                // A 404 that is not NCA's JSON comes from a wrong api_url or a proxy.
+                _ => Err(ClientError::permanent(
+                    Some(reply.status),
+                    "NCA: job status reply is not a JSON object",
+                )),
+            },
+            401 => Err(ClientError::permanent(
+                Some(401),
+                "NCA: unauthorized (check the NCA API key)",
+            )),
+            status => Err(from_status(SERVICE, status, &self.http.message_of(&reply))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_is_formatted_minimally() {
+        assert_eq!(format_volume(0.2), "0.2");
+        assert_eq!(format_volume(1.0), "1");
+        assert_eq!(format_volume(0.0), "0");
+        assert_eq!(format_volume(-0.0), "0");
+        assert_eq!(format_volume(0.35), "0.35");
+        assert_eq!(format_volume(0.1 + 0.2), "0.3");
+        assert_eq!(format_volume(2.5), "2.5");
+        assert_eq!(format_volume(10.0), "10");
+        assert_eq!(format_volume(0.12346), "0.1235");
+    }
+
+    #[test]
+    fn config_debug_hides_the_key() {
+        let cfg = NcaConfig {
+            api_url: "http://nca".into(),
+            api_key: "sekrit".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{cfg:?}").contains("sekrit"));
+    }
+}

@@ -1,0 +1,660 @@
+//! In-process NCA Toolkit double, faithful to CONTRACTS.md: X-API-Key auth, a strict
+//! compose schema, 202 + one unsigned callback per accepted job (no retry), 429 when the
+//! queue is full, job status with 404 for unknown jobs. Like NCA it does NOT deduplicate
+//! submissions by `id`: tests count submissions per id to prove the caller does.
+
+// Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::Reply;
+
+pub const NCA_TEST_KEY: &str = "nca-test-key";
+
+const SUCCESS_TEMPLATE: &str = include_str!("../fixtures/nca/compose_success_webhook.json");
+const FAILURE_TEMPLATE: &str = include_str!("../fixtures/nca/compose_failure_webhook.json");
+const ACCEPTED_TEMPLATE: &str = include_str!("../fixtures/nca/compose_accepted.json");
+const QUEUE_FULL_TEMPLATE: &str = include_str!("../fixtures/nca/queue_full.json");
+
+/// The keys NCA's `/v1/ffmpeg/compose` JSON schema declares (`additionalProperties: false`).
+const COMPOSE_KEYS: [&str; 7] = [
+    "id",
+    "inputs",
+    "filters",
+    "outputs",
+    "global_options",
+    "metadata",
+    "webhook_url",
+];
+
+#[derive(Debug, Clone)]
+pub struct NcaDoubleConfig {
+    pub api_key: String,
+    /// Time from acceptance to the end of the job (and its callback).
+    pub callback_delay: Duration,
+    /// Jobs end with the failure payload instead of success.
+    pub fail_mix: bool,
+    /// The failure `message` (NCA sends ffmpeg's stderr: make it huge to test truncation).
+    pub failure_message: String,
+    /// Jobs end but their callback is never sent ("lost webhook"); status still says done.
+    pub drop_callbacks: bool,
+    /// Everything answers 503, as NCA behind a proxy while it restarts.
+    pub down: bool,
+}
+
+impl Default for NcaDoubleConfig {
+    fn default() -> Self {
+        let failure: Value = serde_json::from_str(FAILURE_TEMPLATE).expect("fixture");
+        Self {
+            api_key: NCA_TEST_KEY.to_owned(),
+            callback_delay: Duration::from_millis(50),
+            fail_mix: false,
+            failure_message: failure["message"].as_str().unwrap_or_default().to_owned(),
+            drop_callbacks: false,
+            down: false,
+        }
+    }
+}
+
+/// One accepted compose request.
+#[derive(Debug, Clone)]
+pub struct NcaSubmission {
+    pub job_id: String,
+    /// The request's `id`, if it had one.
+    pub id: Option<String>,
+    pub body: Value,
+    pub at: SystemTime,
+}
+
+/// One callback POST the double made (at most one per job).
+#[derive(Debug, Clone)]
+pub struct NcaCallback {
+    pub job_id: String,
+    pub id: Option<String>,
+    pub url: String,
+    pub payload: Value,
+    /// The HTTP status the receiver answered; `None` if it could not be reached.
+    pub answered: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+enum JobState {
+    Queued,
+    Running,
+    Done(Value),
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    state: JobState,
+    queue_id: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    cfg: NcaDoubleConfig,
+    queue_full_next: usize,
+    canned: Vec<(u16, Value)>,
+    attempts: usize,
+    submissions: Vec<NcaSubmission>,
+    callbacks: Vec<NcaCallback>,
+    dropped_callbacks: usize,
+    jobs: HashMap<String, Job>,
+    next_queue_id: u64,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    in_flight: AtomicUsize,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panicking test thread must not hide the double's records from the others.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct NcaDouble {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NcaDouble {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl NcaDouble {
+    pub async fn start() -> Self {
+        Self::start_with(NcaDoubleConfig::default()).await
+    }
+
+    pub async fn start_with(cfg: NcaDoubleConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind NCA double");
+        let addr = listener.local_addr().expect("NCA double address");
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                cfg,
+                next_queue_id: 139_652_379_057_488,
+                ..Inner::default()
+            }),
+            in_flight: AtomicUsize::new(0),
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        });
+        let s = shared.clone();
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .then(
+                move |method: Method,
+                      path: warp::path::FullPath,
+                      headers: HeaderMap,
+                      body: bytes::Bytes| {
+                    let s = s.clone();
+                    async move { handle(s, method, path.as_str(), &headers, &body) }
+                },
+            );
+        let server = tokio::spawn(warp::serve(route).incoming(listener).run());
+        Self {
+            addr,
+            shared,
+            server,
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:12345` (what `NcaConfig::api_url` takes).
+    pub fn url(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn api_key(&self) -> String {
+        self.shared.lock().cfg.api_key.clone()
+    }
+
+    /// The `file_url` a successful job reports (served by the double).
+    pub fn output_url(&self, job_id: &str) -> String {
+        format!("{}/output/{job_id}.mp4", self.shared.base)
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.shared.lock().cfg.down = down;
+    }
+
+    /// The next `n` compose submissions answer 429 (queue_full.json).
+    pub fn queue_full_next(&self, n: usize) {
+        self.shared.lock().queue_full_next = n;
+    }
+
+    /// The next compose submission (after auth) answers `status` with `body` verbatim and
+    /// is not recorded: for replies the double never produces itself (a 400 on a valid
+    /// body, a synchronous 200). Queued: call several times for several replies.
+    pub fn respond_next(&self, status: u16, body: Value) {
+        self.shared.lock().canned.push((status, body));
+    }
+
+    /// Applies to jobs accepted from now on.
+    pub fn set_fail_mix(&self, fail: bool) {
+        self.shared.lock().cfg.fail_mix = fail;
+    }
+
+    pub fn set_failure_message(&self, message: impl Into<String>) {
+        self.shared.lock().cfg.failure_message = message.into();
+    }
+
+    /// Applies to jobs accepted from now on.
+    pub fn set_drop_callbacks(&self, drop: bool) {
+        self.shared.lock().cfg.drop_callbacks = drop;
+    }
+
+    pub fn set_callback_delay(&self, delay: Duration) {
+        self.shared.lock().cfg.callback_delay = delay;
+    }
+
+    /// NCA restarted: its in-memory queue is gone, status answers 404 for every old job.
+    pub fn forget_jobs(&self) {
+        self.shared.lock().jobs.clear();
+    }
+
+    /// Every accepted compose request, in order.
+    pub fn submissions(&self) -> Vec<NcaSubmission> {
+        self.shared.lock().submissions.clone()
+    }
+
+    /// Accepted submissions counted per request `id` (requests without one are not counted).
+    pub fn submissions_by_id(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for s in &self.shared.lock().submissions {
+            if let Some(id) = &s.id {
+                *out.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Every compose POST that reached the double (accepted, rejected, 429, 401, down).
+    pub fn attempts(&self) -> usize {
+        self.shared.lock().attempts
+    }
+
+    pub fn callbacks_sent(&self) -> Vec<NcaCallback> {
+        self.shared.lock().callbacks.clone()
+    }
+
+    /// Callbacks withheld because of `set_drop_callbacks(true)`.
+    pub fn callbacks_dropped(&self) -> usize {
+        self.shared.lock().dropped_callbacks
+    }
+
+    /// Waits until at least `n` callbacks were sent or `within` elapsed; returns them all.
+    pub async fn wait_for_callbacks(&self, n: usize, within: Duration) -> Vec<NcaCallback> {
+        let deadline = Instant::now() + within;
+        loop {
+            let sent = self.callbacks_sent();
+            if sent.len() >= n || Instant::now() >= deadline {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until every accepted job has ended and its callback (if any) was attempted.
+    pub async fn wait_idle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+fn json_reply(status: u16, body: &Value) -> warp::reply::Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+fn invalid(message: String) -> warp::reply::Response {
+    json_reply(
+        400,
+        &json!({ "message": format!("Invalid payload: {message}") }),
+    )
+}
+
+fn handle(
+    s: Arc<Shared>,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> warp::reply::Response {
+    let (down, key) = {
+        let mut g = s.lock();
+        if path == "/v1/ffmpeg/compose" {
+            g.attempts += 1;
+        }
+        (g.cfg.down, g.cfg.api_key.clone())
+    };
+    if down {
+        return warp::reply::with_status(
+            warp::reply::html("<html><body><h1>503 Service Unavailable</h1></body></html>"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response();
+    }
+    // Produced files are public, as on NCA's storage: no key needed.
+    if (method == Method::GET || method == Method::HEAD)
+        && path
+            .strip_prefix("/output/")
+            .is_some_and(|f| f.ends_with(".mp4"))
+    {
+        return warp::reply::with_header(
+            b"\x00\x00\x00\x18ftypmp42".to_vec(),
+            "content-type",
+            "video/mp4",
+        )
+        .into_response();
+    }
+    let authorized = headers
+        .get("x-api-key")
+        .is_some_and(|v| v.as_bytes() == key.as_bytes());
+    if !authorized {
+        return json_reply(401, &json!({ "message": "Unauthorized" }));
+    }
+    match (method, path) {
+        (Method::POST, "/v1/ffmpeg/compose") => compose(s, body),
+        (Method::POST, "/v1/toolkit/job/status") => status(&s, body),
+        _ => json_reply(404, &json!({ "message": "Not Found" })),
+    }
+}
+
+/// The checks NCA's jsonschema makes, with its wording for the ones tests rely on.
+fn validate_compose(body: &Value) -> Result<(), String> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| format!("{body} is not of type 'object'"))?;
+    let mut unexpected: Vec<String> = obj
+        .keys()
+        .filter(|k| !COMPOSE_KEYS.contains(&k.as_str()))
+        .map(|k| format!("'{k}'"))
+        .collect();
+    unexpected.sort();
+    match unexpected.len() {
+        0 => {}
+        1 => {
+            return Err(format!(
+                "Additional properties are not allowed ({} was unexpected)",
+                unexpected[0]
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "Additional properties are not allowed ({} were unexpected)",
+                unexpected.join(", ")
+            ));
+        }
+    }
+    for required in ["inputs", "outputs"] {
+        if !obj.contains_key(required) {
+            return Err(format!("'{required}' is a required property"));
+        }
+    }
+    let inputs = obj["inputs"]
+        .as_array()
+        .ok_or("'inputs' is not of type 'array'")?;
+    if inputs.is_empty() {
+        return Err("[] should be non-empty".into());
+    }
+    for input in inputs {
+        if !input.get("file_url").is_some_and(Value::is_string) {
+            return Err("'file_url' is a required property".into());
+        }
+        validate_options(input.get("options"))?;
+    }
+    let outputs = obj["outputs"]
+        .as_array()
+        .ok_or("'outputs' is not of type 'array'")?;
+    if outputs.is_empty() {
+        return Err("[] should be non-empty".into());
+    }
+    for output in outputs {
+        match output.get("options") {
+            Some(o) => validate_options(Some(o))?,
+            None => return Err("'options' is a required property".into()),
+        }
+    }
+    if let Some(filters) = obj.get("filters") {
+        let ok = filters.as_array().is_some_and(|f| {
+            f.iter()
+                .all(|x| x.get("filter").is_some_and(Value::is_string))
+        });
+        if !ok {
+            return Err("'filter' is a required property".into());
+        }
+    }
+    for key in ["id", "webhook_url"] {
+        if obj.get(key).is_some_and(|v| !v.is_string()) {
+            return Err(format!("{} is not of type 'string'", obj[key]));
+        }
+    }
+    if let Some(meta) = obj.get("metadata") {
+        let ok = meta
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_boolean));
+        if !ok {
+            return Err(format!("{meta} is not valid under the metadata schema"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_options(options: Option<&Value>) -> Result<(), String> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    let list = options
+        .as_array()
+        .ok_or_else(|| format!("{options} is not of type 'array'"))?;
+    for o in list {
+        if !o.get("option").is_some_and(Value::is_string) {
+            return Err("'option' is a required property".into());
+        }
+        if o.get("argument")
+            .is_some_and(|a| !(a.is_string() || a.is_number()))
+        {
+            return Err(format!(
+                "{} is not of type 'string', 'number'",
+                o["argument"]
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compose(s: Arc<Shared>, body: &[u8]) -> warp::reply::Response {
+    let canned = {
+        let mut g = s.lock();
+        if g.canned.is_empty() {
+            None
+        } else {
+            Some(g.canned.remove(0))
+        }
+    };
+    if let Some((status, reply)) = canned {
+        return json_reply(status, &reply);
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return invalid("request body is not JSON".into());
+    };
+    if let Err(message) = validate_compose(&body) {
+        return invalid(message);
+    }
+    let id = body.get("id").and_then(Value::as_str).map(str::to_owned);
+    let webhook_url = body
+        .get("webhook_url")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let mut g = s.lock();
+    if g.queue_full_next > 0 {
+        g.queue_full_next -= 1;
+        let mut reply: Value = serde_json::from_str(QUEUE_FULL_TEMPLATE).expect("fixture");
+        reply["id"] = json!(id);
+        reply["job_id"] = json!(job_id);
+        return json_reply(429, &reply);
+    }
+    let queue_id = g.next_queue_id;
+    g.next_queue_id += 1;
+    g.submissions.push(NcaSubmission {
+        job_id: job_id.clone(),
+        id: id.clone(),
+        body: body.clone(),
+        at: SystemTime::now(),
+    });
+    let fail = g.cfg.fail_mix;
+    let final_payload = end_payload(&s.base, &g.cfg, &job_id, id.as_deref(), queue_id, fail);
+    let Some(webhook_url) = webhook_url else {
+        // No webhook_url: NCA runs the job in the request and answers the final envelope.
+        g.jobs.insert(
+            job_id,
+            Job {
+                state: JobState::Done(final_payload.clone()),
+                queue_id,
+            },
+        );
+        let status = if fail { 500 } else { 200 };
+        return json_reply(status, &final_payload);
+    };
+    g.jobs.insert(
+        job_id.clone(),
+        Job {
+            state: JobState::Queued,
+            queue_id,
+        },
+    );
+    let delay = g.cfg.callback_delay;
+    let drop_callback = g.cfg.drop_callbacks;
+    let queue_length = g
+        .jobs
+        .values()
+        .filter(|j| !matches!(j.state, JobState::Done(_)))
+        .count()
+        .saturating_sub(1);
+    drop(g);
+
+    s.in_flight.fetch_add(1, Ordering::SeqCst);
+    let s2 = s.clone();
+    let job = job_id.clone();
+    let cb_id = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay / 2).await;
+        set_state(&s2, &job, JobState::Running);
+        tokio::time::sleep(delay - delay / 2).await;
+        set_state(&s2, &job, JobState::Done(final_payload.clone()));
+        if drop_callback {
+            s2.lock().dropped_callbacks += 1;
+        } else {
+            // Once, no retry, no signature, errors ignored: NCA's behaviour.
+            let answered = s2
+                .http
+                .post(&webhook_url)
+                .json(&final_payload)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16());
+            s2.lock().callbacks.push(NcaCallback {
+                job_id: job,
+                id: cb_id,
+                url: webhook_url,
+                payload: final_payload,
+                answered,
+            });
+        }
+        s2.in_flight.fetch_sub(1, Ordering::SeqCst);
+    });
+
+    let mut reply: Value = serde_json::from_str(ACCEPTED_TEMPLATE).expect("fixture");
+    reply["id"] = json!(id);
+    reply["job_id"] = json!(job_id);
+    reply["queue_id"] = json!(queue_id);
+    reply["queue_length"] = json!(queue_length);
+    json_reply(202, &reply)
+}
+
+fn set_state(s: &Shared, job_id: &str, state: JobState) {
+    // A job forgotten by a simulated restart stays forgotten.
+    if let Some(job) = s.lock().jobs.get_mut(job_id) {
+        job.state = state;
+    }
+}
+
+/// The payload NCA posts when the job ends (and returns in synchronous mode).
+fn end_payload(
+    base: &str,
+    cfg: &NcaDoubleConfig,
+    job_id: &str,
+    id: Option<&str>,
+    queue_id: u64,
+    fail: bool,
+) -> Value {
+    let template = if fail {
+        FAILURE_TEMPLATE
+    } else {
+        SUCCESS_TEMPLATE
+    };
+    let mut p: Value = serde_json::from_str(template).expect("fixture");
+    p["id"] = json!(id);
+    p["job_id"] = json!(job_id);
+    p["queue_id"] = json!(queue_id);
+    if fail {
+        p["message"] = json!(cfg.failure_message);
+    } else {
+        p["response"][0]["file_url"] = json!(format!("{base}/output/{job_id}.mp4"));
+    }
+    p
+}
+
+fn status(s: &Shared, body: &[u8]) -> warp::reply::Response {
+    let Some(asked) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|b| b.get("job_id").and_then(Value::as_str).map(str::to_owned))
+    else {
+        return invalid("'job_id' is a required property".into());
+    };
+    // Like NCA, the status request is itself a job: the envelope's job_id is a fresh one,
+    // the asked job's id is inside `response`.
+    let envelope = |code: u16, response: Value, message: Value| {
+        json!({
+            "code": code,
+            "id": null,
+            "job_id": uuid::Uuid::new_v4().to_string(),
+            "response": response,
+            "message": message,
+            "pid": 6953,
+            "queue_id": 139_652_379_057_488_u64,
+            "run_time": 0.001,
+            "queue_time": 0,
+            "total_time": 0.001,
+            "queue_length": 0,
+            "build_number": 209,
+        })
+    };
+    let job = s.lock().jobs.get(&asked).cloned();
+    match job {
+        None => json_reply(
+            404,
+            &envelope(
+                404,
+                Value::Null,
+                json!({ "error": "Job not found", "job_id": asked }),
+            ),
+        ),
+        Some(job) => {
+            let (job_status, result) = match job.state {
+                JobState::Queued => ("queued", Value::Null),
+                JobState::Running => ("running", Value::Null),
+                JobState::Done(payload) => ("done", payload),
+            };
+            json_reply(
+                200,
+                &envelope(
+                    200,
+                    json!({
+                        "job_status": job_status,
+                        "job_id": asked,
+                        "queue_id": job.queue_id,
+                        "process_id": 6953,
+                        "response": result,
+                    }),
+                    json!("success"),
+                ),
+            )
+        }
+    }
+}
