@@ -10,6 +10,7 @@ pub mod http;
 pub mod machine;
 pub mod metrics;
 pub mod records;
+pub mod sandbox;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -46,7 +46,18 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+    pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
+        if settings.sandbox {
+            let sandbox = crate::sandbox::Sandbox::start(settings.goapi_webhook_secret.clone())
+                .await
+                .map_err(|e| StartupError::Config(format!("cannot start the sandbox: {e}")))?;
+            let stand_in = crate::configuration::ServiceSettings {
+                url: sandbox.url(),
+                key: crate::sandbox::SANDBOX_KEY.to_owned(),
+            };
+            settings.nca = Some(stand_in.clone());
+            settings.goapi = Some(stand_in);
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| StartupError::Bind {
@@ -118,6 +129,45 @@ impl Application {
             addr,
             engine,
         })
+    }
+
+    /// In sandbox mode: a demo video in the embedded records, with music requested, so
+    /// that a first run shows the whole lifecycle.
+    pub async fn start_demo(&self) -> Result<Option<crate::domain::RecordId>, StartupError> {
+        let e = &self.engine;
+        let (Some(goapi), true) = (&e.settings.goapi, e.settings.sandbox) else {
+            return Ok(None);
+        };
+        let source = crate::domain::MediaUrl::parse(&format!("{}/media/demo_combined.mp4", goapi.url))
+            .map_err(|err| StartupError::Config(err.to_string()))?;
+        let video = e
+            .records
+            .create_video(&crate::records::VideoFields {
+                status: Some(crate::domain::VideoStatus::SegmentsCombined),
+                combined_segments_video: Some(source),
+                music_prompt: Some("gentle lo-fi piano for a product demo".into()),
+                ..Default::default()
+            })
+            .await?;
+        e.enqueue(crate::store::NewEntry {
+            event_id: uuid::Uuid::new_v4(),
+            video_id: video.clone(),
+            source: crate::store::Source::Api,
+            endpoint: "/videos/music".into(),
+            dedupe_key: None,
+            raw_body: String::new(),
+            headers: "{}".into(),
+            received_at: chrono::Utc::now(),
+            payload: crate::store::Payload::Event {
+                event: crate::machine::Event::MusicRequested { prompt: None },
+            },
+        })
+        .await
+        .map_err(|source| StartupError::Store {
+            path: e.settings.db.display().to_string(),
+            source,
+        })?;
+        Ok(Some(video))
     }
 
     pub fn local_addr(&self) -> SocketAddr {

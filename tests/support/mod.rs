@@ -1,4 +1,9 @@
 //! Helpers shared by the integration tests.
 
+// Each test binary uses part of the support code.
+#![allow(dead_code)]
+
 pub mod goapi_double;
 pub mod nca_double;
+pub mod app;
+pub mod world;
