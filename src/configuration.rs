@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// First retry delay of an effect (then exponential, with full jitter).
     #[arg(long, env = "REELSTATE_EFFECT_BACKOFF_MS", default_value_t = 500)]
     pub effect_backoff_ms: u64,
+    /// After a crash during a GoAPI/NCA call, how long to wait for that call's callback
+    /// before calling again (a second call would be a second job at the service).
+    #[arg(long, env = "REELSTATE_INTERRUPTED_GRACE_SECS", default_value_t = 600.0)]
+    pub interrupted_grace_secs: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +154,7 @@ pub struct Settings {
     pub max_retries: u32,
     pub effect_max_attempts: u32,
     pub effect_backoff: Duration,
+    pub interrupted_grace: Duration,
 }
 
 /// The key used in dev mode when none is set: fine on a laptop, refused in production
@@ -234,6 +239,7 @@ impl ServeArgs {
             max_retries: self.max_retries,
             effect_max_attempts: self.effect_max_attempts.max(1),
             effect_backoff: Duration::from_millis(self.effect_backoff_ms),
+            interrupted_grace: Duration::from_secs_f64(self.interrupted_grace_secs.max(0.0)),
         })
     }
 }

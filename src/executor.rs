@@ -18,7 +18,7 @@ use rand::Rng;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::clients::error::ClientError;
+use crate::clients::ClientError;
 use crate::clients::goapi::CreateTask;
 use crate::clients::nca::MixRequest;
 use crate::domain::{JobType, RecordId};
@@ -117,11 +117,38 @@ pub async fn run(engine: Arc<Engine>) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn run_one(engine: &Engine, e: OutboxEntry) {
-    let span = info_span!("effect", effect_id = %e.effect_id, kind = e.effect.kind(),
-                          video_id = %e.video_id, event_id = %e.event_id);
+async fn run_one(engine: &Engine, listed: OutboxEntry) {
+    let span = info_span!("effect", effect_id = %listed.effect_id, kind = listed.effect.kind(),
+                          video_id = %listed.video_id, event_id = %listed.event_id);
     async {
+        // The list this came from may be older than the previous run for this video:
+        // only what the store says now counts.
+        let e = match engine.store.outbox_entry(&listed.effect_id).await {
+            Ok(Some(e)) if e.state == "pending" => e,
+            Ok(_) => return,
+            Err(err) => {
+                warn!(error = %err, "could not read the effect");
+                return;
+            }
+        };
         let kind = e.effect.kind();
+        if let Some(job) = external_job(&e.effect) {
+            match prepare_external(engine, &e, job).await {
+                Ok(Prepared::Go) => {}
+                Ok(Prepared::Deferred) => return,
+                Ok(Prepared::NotNeeded(why)) => {
+                    info!(reason = why, "external call not needed any more");
+                    if let Err(err) = engine.store.effect_done_with(&e.effect_id, None).await {
+                        warn!(error = %err, "could not record the skipped effect");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    warn!(error = %err, "could not prepare the external call");
+                    return;
+                }
+            }
+        }
         let result = perform(engine, &e).await;
         let stored = match result {
             Ok(follow_up) => {
@@ -160,6 +187,49 @@ async fn run_one(engine: &Engine, e: OutboxEntry) {
     }
     .instrument(span)
     .await
+}
+
+/// The job an effect starts at an external service (the calls that must not be repeated).
+fn external_job(effect: &Effect) -> Option<JobId> {
+    match effect {
+        Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } => Some(*job),
+        _ => None,
+    }
+}
+
+enum Prepared {
+    Go,
+    Deferred,
+    NotNeeded(&'static str),
+}
+
+/// Before an external call: if a previous call for this effect was interrupted (the
+/// process died after sending, before storing the answer), give the service's callback
+/// the grace period to arrive first; then call only if the job still waits for it. This
+/// is what keeps a kill -9 from submitting the same mix twice.
+async fn prepare_external(
+    engine: &Engine,
+    e: &OutboxEntry,
+    job: JobId,
+) -> Result<Prepared, crate::store::StoreError> {
+    if let Some(started) = e.started_at {
+        let resume = started + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
+        if Utc::now() < resume {
+            info!(resume_at = %resume, "a previous call was interrupted; waiting for its callback before calling again");
+            engine.store.effect_defer(&e.effect_id, resume).await?;
+            return Ok(Prepared::Deferred);
+        }
+    }
+    let snapshot = engine.store.snapshot(&e.video_id).await?;
+    let waiting = snapshot
+        .as_ref()
+        .and_then(|s| s.job(job))
+        .is_some_and(|j| j.status == crate::domain::JobStatus::Pending && j.external_id.is_none());
+    if !waiting {
+        return Ok(Prepared::NotNeeded("the job was already accepted, finished or failed"));
+    }
+    engine.store.effect_started(&e.effect_id).await?;
+    Ok(Prepared::Go)
 }
 
 /// Exponential backoff with full jitter: uniform in [0, base·2^attempt], capped at 5 min.

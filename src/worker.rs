@@ -11,7 +11,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::domain::RecordId;
 use crate::engine::{CommandOutcome, Engine};
-use crate::machine::{Ctx, Effect, Event, Outcome, Snapshot, decide};
+use crate::machine::{Ctx, Effect, Event, Outcome, decide};
 use crate::store::{Commit, HistoryRow, InboxEntry, Payload};
 
 /// How long a video waits before its entry is tried again after a transient failure
@@ -89,10 +89,19 @@ pub async fn run(engine: Arc<Engine>) {
 /// Processes a video's entries in order; stops at the first one that must be retried.
 /// Returns true when it stopped early.
 async fn process_video(engine: &Engine, entries: Vec<InboxEntry>) -> bool {
-    for entry in entries {
+    for listed in entries {
         if engine.is_shutting_down() {
             return false;
         }
+        // The list may predate the previous task for this video: re-read the entry.
+        let entry = match engine.store.entry(listed.event_id).await {
+            Ok(Some(e)) if e.state == "pending" => e,
+            Ok(_) => continue,
+            Err(e) => {
+                warn!(error = %e, "could not read an inbox entry");
+                return true;
+            }
+        };
         let span = info_span!(
             "event",
             event_id = %entry.event_id,

@@ -8,7 +8,6 @@ mod inspect;
 mod ops;
 mod webhooks;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -50,7 +49,7 @@ impl Request {
 }
 
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut r = warp::reply::with_status(warp::reply::json(body), status).into_response_();
+    let mut r = warp::Reply::into_response(warp::reply::with_status(warp::reply::json(body), status));
     r.headers_mut().insert(
         warp::http::header::CACHE_CONTROL,
         warp::http::HeaderValue::from_static("no-store"),
@@ -58,19 +57,9 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     r
 }
 
-trait IntoResponse_ {
-    fn into_response_(self) -> Response;
-}
-
-impl<T: warp::Reply> IntoResponse_ for T {
-    fn into_response_(self) -> Response {
-        self.into_response()
-    }
-}
-
 pub fn routes(
     engine: Arc<Engine>,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let limit = engine.settings.max_body_bytes;
     warp::method()
         .and(warp::path::full())

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::RecordId;
-use crate::machine::{Effect, Event, JobId, Outcome, Snapshot};
+use crate::machine::{Effect, Event, JobId, Snapshot};
 
 pub use sqlite::SqliteStore;
 
@@ -119,6 +119,8 @@ pub struct OutboxEntry {
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    /// An external call was started and its result never stored (the process died).
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

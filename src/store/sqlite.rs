@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
     last_error      TEXT,
+    -- Set just before an external call, cleared when its result is stored: still set
+    -- at start-up means the process died with the call in flight.
+    started_at      TEXT,
     updated_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_video ON outbox(video_id, state, seq);
@@ -137,7 +140,7 @@ impl SqliteStore {
     /// entry pointing at the first, so that the event log shows every delivery.
     pub async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if let Some(key) = &entry.dedupe_key {
                 let first: Option<String> = tx
                     .query_row(
@@ -237,7 +240,7 @@ impl SqliteStore {
     /// outcome, all or nothing.
     pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let video = commit.video_id.to_string();
             let at = ts(commit.at);
             if let Some(s) = &commit.snapshot {
@@ -358,7 +361,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let id = effect_id.to_owned();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if let Some(entry) = &follow_up {
                 let seen: Option<i64> = match &entry.dedupe_key {
                     Some(k) => tx
@@ -373,7 +376,8 @@ impl SqliteStore {
                 }
             }
             tx.execute(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
+                        started_at = NULL
                  WHERE effect_id = ?1",
                 params![id, state, error, ts(Utc::now())],
             )?;
@@ -392,9 +396,51 @@ impl SqliteStore {
         let (id, error) = (effect_id.to_owned(), error.to_owned());
         self.with(move |c| {
             c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4,
+                        started_at = NULL
                  WHERE effect_id = ?1",
                 params![id, ts(at), error, ts(Utc::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One effect as stored now.
+    pub async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let id = effect_id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {OUTBOX_COLS} FROM outbox o WHERE effect_id = ?1"),
+                [id],
+                outbox_row,
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    /// Notes that an external call is about to be made for this effect.
+    pub async fn effect_started(&self, effect_id: &str) -> Result<(), StoreError> {
+        let id = effect_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET started_at = ?2, updated_at = ?2 WHERE effect_id = ?1",
+                params![id, ts(Utc::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Postpones an effect without counting an attempt.
+    pub async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = effect_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET next_attempt_at = ?2, updated_at = ?3 WHERE effect_id = ?1",
+                params![id, ts(at), ts(Utc::now())],
             )?;
             Ok(())
         })
@@ -579,8 +625,7 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxEntry, StoreError>> {
     })())
 }
 
-const OUTBOX_COLS: &str =
-    "o.seq, o.effect_id, o.video_id, o.event_id, o.effect, o.state, o.attempts, o.next_attempt_at, o.last_error";
+const OUTBOX_COLS: &str = "o.seq, o.effect_id, o.video_id, o.event_id, o.effect, o.state, o.attempts, o.next_attempt_at, o.last_error, o.started_at";
 
 fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> {
     let seq: i64 = r.get(0)?;
@@ -592,6 +637,7 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> 
     let attempts: u32 = r.get(6)?;
     let next: String = r.get(7)?;
     let last_error: Option<String> = r.get(8)?;
+    let started_at: Option<String> = r.get(9)?;
     Ok((|| {
         Ok(OutboxEntry {
             seq,
@@ -603,6 +649,7 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> 
             attempts,
             next_attempt_at: parse_ts(&next)?,
             last_error,
+            started_at: started_at.map(|s| parse_ts(&s)).transpose()?,
         })
     })())
 }
