@@ -3,7 +3,8 @@
 // Each test binary uses part of the support code.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod goapi_double;
 pub mod nca_double;
-pub mod app;
+pub mod records_contract;
 pub mod world;
