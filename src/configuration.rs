@@ -22,7 +22,12 @@ pub struct ServeArgs {
     pub goapi_webhook_secret: Option<String>,
     /// Standard Webhooks secrets (`whsec_…`, comma-separated for rotation) of a relay that
     /// signs GoAPI's webhooks.
-    #[arg(long, env = "WEBHOOK_RELAY_SECRETS", hide_env_values = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WEBHOOK_RELAY_SECRETS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub relay_secrets: Vec<String>,
     /// Key that signs the callback URLs handed to NCA and GoAPI.
     #[arg(long, env = "REELSTATE_SIGNING_SECRET", hide_env_values = true)]
@@ -47,7 +52,11 @@ pub struct ServeArgs {
     pub airtable_token: Option<String>,
     #[arg(long, env = "AIRTABLE_BASE_ID")]
     pub airtable_base_id: Option<String>,
-    #[arg(long, env = "AIRTABLE_API_URL", default_value = "https://api.airtable.com")]
+    #[arg(
+        long,
+        env = "AIRTABLE_API_URL",
+        default_value = "https://api.airtable.com"
+    )]
     pub airtable_api_url: String,
     /// TOML file naming the base's tables, fields and status values.
     #[arg(long, env = "REELSTATE_AIRTABLE_MAPPING")]
@@ -89,7 +98,11 @@ pub struct ServeArgs {
     pub effect_backoff_ms: u64,
     /// After a crash during a GoAPI/NCA call, how long to wait for that call's callback
     /// before calling again (a second call would be a second job at the service).
-    #[arg(long, env = "REELSTATE_INTERRUPTED_GRACE_SECS", default_value_t = 600.0)]
+    #[arg(
+        long,
+        env = "REELSTATE_INTERRUPTED_GRACE_SECS",
+        default_value_t = 600.0
+    )]
     pub interrupted_grace_secs: f64,
 }
 
@@ -188,7 +201,10 @@ impl ServeArgs {
                 }
             })
             .transpose()?;
-        let airtable = match (nonempty(self.airtable_token), nonempty(self.airtable_base_id)) {
+        let airtable = match (
+            nonempty(self.airtable_token),
+            nonempty(self.airtable_base_id),
+        ) {
             (Some(token), Some(base_id)) => Some(AirtableSettings {
                 api_url: self.airtable_api_url.trim_end_matches('/').to_owned(),
                 token,

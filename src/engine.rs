@@ -16,7 +16,7 @@ use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::machine::{Job, JobId, Policy, Snapshot, Video};
 use crate::metrics::Metrics;
 use crate::records::{Records, RecordsError, VideoRecord};
-use crate::store::{Accepted, NewEntry, Payload, SqliteStore, Source, StoreError};
+use crate::store::{Accepted, NewEntry, Payload, Source, SqliteStore, StoreError};
 use crate::webhook::callback::CallbackSigner;
 
 /// What the worker made of a command, for the caller waiting on it.
@@ -161,7 +161,10 @@ impl Engine {
         let mut known = Vec::new();
         let mut snapshot = Snapshot::new(video_from_record(&v));
         for j in jobs {
-            if !matches!(j.job_type, JobType::MusicGeneration | JobType::MusicAddition) {
+            if !matches!(
+                j.job_type,
+                JobType::MusicGeneration | JobType::MusicAddition
+            ) {
                 continue;
             }
             let id = j

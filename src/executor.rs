@@ -213,7 +213,8 @@ async fn prepare_external(
     job: JobId,
 ) -> Result<Prepared, crate::store::StoreError> {
     if let Some(started) = e.started_at {
-        let resume = started + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
+        let resume = started
+            + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
         if Utc::now() < resume {
             info!(resume_at = %resume, "a previous call was interrupted; waiting for its callback before calling again");
             engine.store.effect_defer(&e.effect_id, resume).await?;
@@ -226,7 +227,9 @@ async fn prepare_external(
         .and_then(|s| s.job(job))
         .is_some_and(|j| j.status == crate::domain::JobStatus::Pending && j.external_id.is_none());
     if !waiting {
-        return Ok(Prepared::NotNeeded("the job was already accepted, finished or failed"));
+        return Ok(Prepared::NotNeeded(
+            "the job was already accepted, finished or failed",
+        ));
     }
     engine.store.effect_started(&e.effect_id).await?;
     Ok(Prepared::Go)
@@ -314,7 +317,11 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             let client = engine.goapi.as_ref().ok_or_else(|| {
                 EffectError::Permanent("GoAPI is not configured: set GOAPI_API_KEY".into())
             })?;
-            let secret = engine.settings.goapi_webhook_secret.clone().unwrap_or_default();
+            let secret = engine
+                .settings
+                .goapi_webhook_secret
+                .clone()
+                .unwrap_or_default();
             let task = CreateTask {
                 prompt: prompt
                     .clone()
@@ -325,11 +332,22 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             };
             let task_id = client.create_task(&task).await?;
             info!(job_id = %job, task_id = %task_id, "GoAPI task created");
-            Ok(Some(Event::ExternalAccepted { job: *job, external_id: task_id }))
+            Ok(Some(Event::ExternalAccepted {
+                job: *job,
+                external_id: task_id,
+            }))
         }
-        Effect::SubmitNcaMix { job, submission_id, video: source, music, volume } => {
+        Effect::SubmitNcaMix {
+            job,
+            submission_id,
+            video: source,
+            music,
+            volume,
+        } => {
             let client = engine.nca.as_ref().ok_or_else(|| {
-                EffectError::Permanent("NCA is not configured: set NCA_API_URL and NCA_API_KEY".into())
+                EffectError::Permanent(
+                    "NCA is not configured: set NCA_API_URL and NCA_API_KEY".into(),
+                )
             })?;
             let req = MixRequest {
                 video_url: source.clone(),
@@ -340,11 +358,21 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             };
             let accepted = client.submit_mix(&req).await?;
             info!(job_id = %job, nca_job_id = %accepted.job_id, "NCA mix submitted");
-            Ok(Some(Event::ExternalAccepted { job: *job, external_id: accepted.job_id }))
+            Ok(Some(Event::ExternalAccepted {
+                job: *job,
+                external_id: accepted.job_id,
+            }))
         }
-        Effect::RecordWebhookOutcome { outcome, job, detail } => {
+        Effect::RecordWebhookOutcome {
+            outcome,
+            job,
+            detail,
+        } => {
             let Some(entry) = engine.store.entry(e.event_id).await? else {
-                return Err(EffectError::Permanent(format!("event {} is not in the inbox", e.event_id)));
+                return Err(EffectError::Permanent(format!(
+                    "event {} is not in the inbox",
+                    e.event_id
+                )));
             };
             let related_job = match job {
                 Some(j) => job_record(engine, *j).await?,

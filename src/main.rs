@@ -60,8 +60,12 @@ fn main() -> ExitCode {
                 println!("reelstate listening on http://{}", app.local_addr());
                 if let Some(video) = app.start_demo().await? {
                     let url = format!("http://{}", app.local_addr());
-                    println!("SANDBOX mode: GoAPI and NCA are local stand-ins; nothing real is generated.");
-                    println!("Demo video {video}: music requested. Watch it go generating_music -> adding_music -> completed:");
+                    println!(
+                        "SANDBOX mode: GoAPI and NCA are local stand-ins; nothing real is generated."
+                    );
+                    println!(
+                        "Demo video {video}: music requested. Watch it go generating_music -> adding_music -> completed:"
+                    );
                     println!("  curl -s {url}/videos/{video}");
                     println!("  curl -s '{url}/events?video_id={video}'");
                     println!("Start another: curl -s -X POST {url}/videos/<record id>/music");

@@ -91,11 +91,19 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.inc("reelstate_webhooks_total", &[("service", "goapi"), ("outcome", "accepted")]);
-        m.inc("reelstate_webhooks_total", &[("service", "goapi"), ("outcome", "accepted")]);
+        m.inc(
+            "reelstate_webhooks_total",
+            &[("service", "goapi"), ("outcome", "accepted")],
+        );
+        m.inc(
+            "reelstate_webhooks_total",
+            &[("service", "goapi"), ("outcome", "accepted")],
+        );
         m.observe_latency(Duration::from_millis(20));
         let text = m.render(&[("reelstate_inbox_depth", "pending inbox entries", 3.0)]);
-        assert!(text.contains("reelstate_webhooks_total{service=\"goapi\",outcome=\"accepted\"} 2"));
+        assert!(
+            text.contains("reelstate_webhooks_total{service=\"goapi\",outcome=\"accepted\"} 2")
+        );
         assert!(text.contains("reelstate_inbox_depth 3"));
         assert!(text.contains("reelstate_processing_latency_seconds_bucket{le=\"0.025\"} 1"));
     }

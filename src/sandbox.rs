@@ -77,7 +77,13 @@ impl Sandbox {
                     let id = body["id"].clone();
                     let hook = body["webhook_url"].as_str().unwrap_or_default().to_owned();
                     let output = format!("{base}/media/{job_id}_output_0.mp4");
-                    tokio::spawn(nca_run(http.clone(), hook, id.clone(), job_id.clone(), output));
+                    tokio::spawn(nca_run(
+                        http.clone(),
+                        hook,
+                        id.clone(),
+                        job_id.clone(),
+                        output,
+                    ));
                     reply(
                         StatusCode::ACCEPTED,
                         json!({"code": 202, "id": id, "job_id": job_id, "message": "processing",
@@ -108,7 +114,13 @@ async fn post(http: &reqwest::Client, url: &str, secret: Option<&str>, body: &Va
     }
 }
 
-async fn goapi_run(http: reqwest::Client, endpoint: String, secret: String, task_id: String, track: String) {
+async fn goapi_run(
+    http: reqwest::Client,
+    endpoint: String,
+    secret: String,
+    task_id: String,
+    track: String,
+) {
     for status in ["pending", "processing", "completed"] {
         tokio::time::sleep(STEP).await;
         let songs = (status == "completed").then(|| {

@@ -57,12 +57,13 @@ impl Application {
             settings.nca = Some(stand_in.clone());
             settings.goapi = Some(stand_in);
         }
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: settings.listen,
             source,
@@ -72,7 +73,11 @@ impl Application {
             source,
         })?;
         let backend: Arc<dyn RecordBackend> = match &settings.airtable {
-            Some(_) => return Err(StartupError::Config("TEMP: airtable backend pending merge".into())),
+            Some(_) => {
+                return Err(StartupError::Config(
+                    "TEMP: airtable backend pending merge".into(),
+                ));
+            }
             None => Arc::new(SqliteRecords::open(&settings.db, &settings.mapping)?),
         };
         let records = Records::new(backend, settings.mapping.clone());
@@ -106,7 +111,9 @@ impl Application {
             })
             .transpose()?;
         if settings.dev {
-            warn!("development mode: webhook authentication is relaxed; never run this in production");
+            warn!(
+                "development mode: webhook authentication is relaxed; never run this in production"
+            );
         }
         let engine = Engine::new(
             store,
@@ -131,8 +138,9 @@ impl Application {
         let (Some(goapi), true) = (&e.settings.goapi, e.settings.sandbox) else {
             return Ok(None);
         };
-        let source = crate::domain::MediaUrl::parse(&format!("{}/media/demo_combined.mp4", goapi.url))
-            .map_err(|err| StartupError::Config(err.to_string()))?;
+        let source =
+            crate::domain::MediaUrl::parse(&format!("{}/media/demo_combined.mp4", goapi.url))
+                .map_err(|err| StartupError::Config(err.to_string()))?;
         let video = e
             .records
             .create_video(&crate::records::VideoFields {

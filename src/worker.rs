@@ -59,9 +59,8 @@ pub async fn run(engine: Arc<Engine>) {
                         if let Ok(mut b) = backoff.lock() {
                             if failed {
                                 let n = b.get(&video).map_or(0, |(n, _)| n + 1);
-                                let delay = RETRY_BASE
-                                    .saturating_mul(1 << n.min(10))
-                                    .min(RETRY_CAP);
+                                let delay =
+                                    RETRY_BASE.saturating_mul(1 << n.min(10)).min(RETRY_CAP);
                                 b.insert(video.clone(), (n, tokio::time::Instant::now() + delay));
                             } else {
                                 b.remove(&video);
@@ -159,7 +158,10 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
             let commit = record_only(Outcome::Duplicate, format!("repeat delivery of event {of}"));
             return finish(engine, entry, commit).await;
         }
-        Payload::NotMusic { task_id, description } => {
+        Payload::NotMusic {
+            task_id,
+            description,
+        } => {
             let commit = record_only(
                 Outcome::Recorded,
                 format!("task {task_id} is not a music task ({description}); recorded only"),
@@ -253,7 +255,10 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
         }
         Err(rejection) => {
             info!(event = event.label(), status = %before, reason = %rejection, "rejected");
-            engine.answer(entry.event_id, CommandOutcome::Rejected(rejection.to_string()));
+            engine.answer(
+                entry.event_id,
+                CommandOutcome::Rejected(rejection.to_string()),
+            );
             let commit = Commit {
                 snapshot: (!job_records.is_empty()).then_some(snapshot),
                 outcome: "rejected".into(),

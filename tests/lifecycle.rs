@@ -39,37 +39,70 @@ async fn a_music_request_goes_all_the_way_to_completed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["from"].as_str().unwrap().to_owned(), h["to"].as_str().unwrap().to_owned()))
+        .map(|h| {
+            (
+                h["from"].as_str().unwrap().to_owned(),
+                h["to"].as_str().unwrap().to_owned(),
+            )
+        })
         .filter(|(a, b)| a != b)
         .collect();
     assert_eq!(
         history,
         vec![
-            ("segments_combined".to_owned(), "generating_music".to_owned()),
+            (
+                "segments_combined".to_owned(),
+                "generating_music".to_owned()
+            ),
             ("generating_music".to_owned(), "adding_music".to_owned()),
             ("adding_music".to_owned(), "completed".to_owned()),
         ]
     );
     let task = &w.goapi.tasks()[0];
     assert!(v["music"].as_str().unwrap().contains(&task.task_id), "{v}");
-    assert!(v["final_video"].as_str().unwrap().starts_with(&w.nca.url()), "{v}");
+    assert!(
+        v["final_video"].as_str().unwrap().starts_with(&w.nca.url()),
+        "{v}"
+    );
     submissions_each_once(&w);
     // The NCA request mixes the chosen track under the seeded source video.
     let sub = &w.nca.submissions()[0];
-    assert_eq!(sub.body["inputs"][0]["file_url"], format!("{}/videos/combined-1.mp4", w.nca.url()));
+    assert_eq!(
+        sub.body["inputs"][0]["file_url"],
+        format!("{}/videos/combined-1.mp4", w.nca.url())
+    );
     assert_eq!(sub.body["inputs"][1]["file_url"], v["music"]);
 
     // The base tells the same story.
     let rec = w.records.get_video(&video).await.unwrap().unwrap();
     assert_eq!(rec.status.clone().unwrap().name(), "completed");
-    assert_eq!(rec.final_video.clone().unwrap().as_str(), v["final_video"].as_str().unwrap());
+    assert_eq!(
+        rec.final_video.clone().unwrap().as_str(),
+        v["final_video"].as_str().unwrap()
+    );
     let jobs = w.records.jobs_of_video(&rec).await.unwrap();
     assert_eq!(jobs.len(), 2, "{jobs:?}");
-    assert!(jobs.iter().all(|j| j.status.map(|s| s.to_string()) == Some("completed".into())), "{jobs:?}");
-    let gen_job = jobs.iter().find(|j| j.job_type.name() == "music_generation").unwrap();
-    assert_eq!(gen_job.external_job_id.as_deref(), Some(task.task_id.as_str()));
-    let add_job = jobs.iter().find(|j| j.job_type.name() == "music_addition").unwrap();
-    assert_eq!(add_job.external_job_id.as_deref(), Some(w.nca.submissions()[0].job_id.as_str()));
+    assert!(
+        jobs.iter()
+            .all(|j| j.status.map(|s| s.to_string()) == Some("completed".into())),
+        "{jobs:?}"
+    );
+    let gen_job = jobs
+        .iter()
+        .find(|j| j.job_type.name() == "music_generation")
+        .unwrap();
+    assert_eq!(
+        gen_job.external_job_id.as_deref(),
+        Some(task.task_id.as_str())
+    );
+    let add_job = jobs
+        .iter()
+        .find(|j| j.job_type.name() == "music_addition")
+        .unwrap();
+    assert_eq!(
+        add_job.external_job_id.as_deref(),
+        Some(w.nca.submissions()[0].job_id.as_str())
+    );
 }
 
 #[tokio::test]
@@ -91,14 +124,20 @@ async fn every_goapi_payload_shape_completes_a_video() {
         // The outcome applies to tasks created after it is set: wait for this one.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while w.goapi.tasks().len() < n + 1 {
-            assert!(tokio::time::Instant::now() < deadline, "GoAPI task not created");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GoAPI task not created"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         videos.push((video, *shape));
     }
     for (video, shape) in &videos {
         let v = w.wait_settled(video, "completed").await;
-        assert!(v["music"].as_str().is_some_and(|m| m.contains("/audio/")), "{shape:?}: {v}");
+        assert!(
+            v["music"].as_str().is_some_and(|m| m.contains("/audio/")),
+            "{shape:?}: {v}"
+        );
     }
     submissions_each_once(&w);
     assert_eq!(w.nca.submissions().len(), shapes.len());
@@ -113,7 +152,10 @@ async fn five_duplicate_completions_give_one_nca_submission() {
     let body = goapi_fixture("udio_completed.json", task, 1765248943);
     let answers = join_all((0..5).map(|_| w.goapi_webhook(&concurrent, &body))).await;
     let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
-    let duplicates = answers.iter().filter(|(s, b)| *s == 200 && b["status"] == "duplicate").count();
+    let duplicates = answers
+        .iter()
+        .filter(|(s, b)| *s == 200 && b["status"] == "duplicate")
+        .count();
     assert_eq!((accepted, duplicates), (1, 4), "{answers:?}");
     w.wait_settled(&concurrent, "completed").await;
 
@@ -130,7 +172,11 @@ async fn five_duplicate_completions_give_one_nca_submission() {
         .app
         .get_json(&format!("/events?video_id={sequential}&outcome=duplicate"))
         .await;
-    assert_eq!(events["events"].as_array().map(Vec::len), Some(4), "{events}");
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(4),
+        "{events}"
+    );
 
     submissions_each_once(&w);
     assert_eq!(w.nca.submissions().len(), 2);
@@ -152,7 +198,14 @@ async fn intermediate_statuses_in_any_order_end_completed() {
         let task = format!("00000000-0000-4000-8000-00000000000{n}");
         // Half with a pipeline job that has no External Job ID yet.
         let video = w
-            .seed_generating(n, if n % 2 == 0 { Some(task.as_str()) } else { None })
+            .seed_generating(
+                n,
+                if n % 2 == 0 {
+                    Some(task.as_str())
+                } else {
+                    None
+                },
+            )
             .await;
         for (i, status) in order.iter().enumerate() {
             let body = goapi_fixture(&format!("udio_{status}.json"), &task, 1765248900 + i as i64);
@@ -163,7 +216,10 @@ async fn intermediate_statuses_in_any_order_end_completed() {
     }
     for video in &videos {
         let v = w.wait_settled(video, "completed").await;
-        assert_eq!(v["music"], "https://storage.example/udio/29b8adf2.mp3", "{v}");
+        assert_eq!(
+            v["music"], "https://storage.example/udio/29b8adf2.mp3",
+            "{v}"
+        );
     }
     submissions_each_once(&w);
 }
@@ -183,7 +239,11 @@ async fn goapi_failure_fails_the_generation_with_its_message() {
     assert!(error.contains("429"), "{v}");
     let rec = w.records.get_video(&video).await.unwrap().unwrap();
     assert_eq!(rec.status.unwrap().name(), "music_generation_failed");
-    assert!(rec.error_details.unwrap().contains("failed to generate music"));
+    assert!(
+        rec.error_details
+            .unwrap()
+            .contains("failed to generate music")
+    );
     assert!(w.nca.submissions().is_empty());
 
     // A GoAPI failure through the double's own flow, too.
@@ -200,7 +260,13 @@ async fn nca_failure_fails_the_addition_with_its_message() {
     let video = w.seed_video(1).await;
     w.request_music(&video).await;
     let v = w.wait_settled(&video, "music_addition_failed").await;
-    assert!(v["error_details"].as_str().unwrap_or_default().contains("FFmpeg"), "{v}");
+    assert!(
+        v["error_details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("FFmpeg"),
+        "{v}"
+    );
     assert!(v["music"].is_string(), "the music is kept for a retry: {v}");
     let rec = w.records.get_video(&video).await.unwrap().unwrap();
     assert_eq!(rec.status.unwrap().name(), "music_addition_failed");
@@ -217,8 +283,19 @@ async fn nca_failure_fails_the_addition_with_its_message() {
     assert_eq!(r.status().as_u16(), 202);
     w.wait_settled(&video, "completed").await;
     assert_eq!(w.goapi.tasks().len(), 1, "no new music for a mix retry");
-    let ids: Vec<String> = w.nca.submissions().iter().filter_map(|s| s.id.clone()).collect();
-    assert_eq!(ids, vec![format!("add_music:{video}:1"), format!("add_music:{video}:2")]);
+    let ids: Vec<String> = w
+        .nca
+        .submissions()
+        .iter()
+        .filter_map(|s| s.id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            format!("add_music:{video}:1"),
+            format!("add_music:{video}:2")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -244,7 +321,12 @@ async fn a_webhook_for_an_unknown_video_is_accepted_and_recorded_as_unmatched() 
     loop {
         if let Some(r) = w.records.find_webhook_event(&event_id).await.unwrap() {
             assert_eq!(r.fields.get("Success"), None, "unmatched is not a success");
-            assert!(r.fields["Error Details"].as_str().unwrap().starts_with("unmatched"));
+            assert!(
+                r.fields["Error Details"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unmatched")
+            );
             break;
         }
         assert!(tokio::time::Instant::now() < deadline);

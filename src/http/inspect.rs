@@ -42,7 +42,10 @@ fn effect_json(e: &OutboxEntry) -> Value {
 fn entry_json(e: &InboxEntry) -> Value {
     let (kind, detail) = match &e.payload {
         crate::store::Payload::Event { event } => (event.label().to_owned(), json!(event)),
-        crate::store::Payload::NotMusic { task_id, description } => (
+        crate::store::Payload::NotMusic {
+            task_id,
+            description,
+        } => (
             "not_music".to_owned(),
             json!({"task_id": task_id, "description": description}),
         ),
@@ -176,13 +179,11 @@ const OUTCOMES: [&str; 7] = [
 
 pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let outcome = req.param("outcome");
-    if let Some(o) = &outcome {
-        if !OUTCOMES.contains(&o.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_outcome",
-                format!("outcome must be one of {}", OUTCOMES.join(", ")),
-            ));
-        }
+    if let Some(o) = outcome.as_deref().filter(|o| !OUTCOMES.contains(o)) {
+        return Err(ApiError::bad_request(
+            "invalid_outcome",
+            format!("outcome {o:?} is not one of {}", OUTCOMES.join(", ")),
+        ));
     }
     let video = req.param("video_id").map(|v| record_id(&v)).transpose()?;
     let before_seq = req
@@ -307,17 +308,18 @@ pub async fn retry(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Resp
 
 fn command_reply(event_id: Uuid, answer: Option<CommandOutcome>) -> Response {
     match answer {
-        Some(CommandOutcome::Done { outcome, status, job }) => json(
+        Some(CommandOutcome::Done {
+            outcome,
+            status,
+            job,
+        }) => json(
             StatusCode::ACCEPTED,
             &json!({"status": outcome, "event_id": event_id, "video_status": status,
                     "job_id": job.map(|j| j.to_string())}),
         ),
-        Some(CommandOutcome::Rejected(reason)) => ApiError::new(
-            StatusCode::CONFLICT,
-            "rejected",
-            reason,
-        )
-        .into_response(),
+        Some(CommandOutcome::Rejected(reason)) => {
+            ApiError::new(StatusCode::CONFLICT, "rejected", reason).into_response()
+        }
         Some(CommandOutcome::VideoNotFound) => {
             ApiError::not_found("no such video in the Videos table").into_response()
         }

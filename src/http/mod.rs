@@ -49,7 +49,8 @@ impl Request {
 }
 
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut r = warp::Reply::into_response(warp::reply::with_status(warp::reply::json(body), status));
+    let mut r =
+        warp::Reply::into_response(warp::reply::with_status(warp::reply::json(body), status));
     r.headers_mut().insert(
         warp::http::header::CACHE_CONTROL,
         warp::http::HeaderValue::from_static("no-store"),
@@ -63,33 +64,31 @@ pub fn routes(
     let limit = engine.settings.max_body_bytes;
     warp::method()
         .and(warp::path::full())
-        .and(
-            warp::query::raw()
-                .or(warp::any().map(String::new))
-                .unify(),
-        )
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method, path: warp::path::FullPath, query, headers, body| {
-            let engine = engine.clone();
-            async move {
-                let body = match read_body(body, limit).await {
-                    Ok(b) => b,
-                    Err(e) => return e.into_response(),
-                };
-                let req = Request {
-                    method,
-                    path: path.as_str().to_owned(),
-                    query,
-                    headers,
-                    body,
-                };
-                match dispatch(&engine, req).await {
-                    Ok(r) => r,
-                    Err(e) => e.into_response(),
+        .then(
+            move |method, path: warp::path::FullPath, query, headers, body| {
+                let engine = engine.clone();
+                async move {
+                    let body = match read_body(body, limit).await {
+                        Ok(b) => b,
+                        Err(e) => return e.into_response(),
+                    };
+                    let req = Request {
+                        method,
+                        path: path.as_str().to_owned(),
+                        query,
+                        headers,
+                        body,
+                    };
+                    match dispatch(&engine, req).await {
+                        Ok(r) => r,
+                        Err(e) => e.into_response(),
+                    }
                 }
-            }
-        })
+            },
+        )
 }
 
 /// Reads the body up to `limit` bytes; chunked bodies are bounded the same way.
@@ -100,7 +99,8 @@ where
 {
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
         if buf.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -14,6 +14,6 @@ mod snapshot;
 pub use catalogue::{EventClass, JobTransitionRow, TransitionRow, explore, job_rows, mermaid};
 pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide};
 pub use effect::{Effect, JobPatch, VideoPatch};
-pub use next::next_events;
 pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
+pub use next::next_events;
 pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};

@@ -14,9 +14,9 @@ pub fn next_events(s: &Snapshot, policy: Policy) -> Vec<&'static str> {
     };
     EventClass::iter()
         .filter(|class| {
-            canonical_events(*class, s).iter().any(|e| {
-                matches!(decide(s, e, &ctx), Ok(d) if d.outcome == Outcome::Applied)
-            })
+            canonical_events(*class, s)
+                .iter()
+                .any(|e| matches!(decide(s, e, &ctx), Ok(d) if d.outcome == Outcome::Applied))
         })
         .map(EventClass::label)
         .collect()

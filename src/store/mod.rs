@@ -27,7 +27,9 @@ pub enum StoreError {
 }
 
 /// Which service an inbox entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString,
+)]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -64,7 +66,10 @@ pub enum Payload {
     /// Run the event through the machine.
     Event { event: Event },
     /// Record only: a GoAPI task that is not music (video or image generation).
-    NotMusic { task_id: String, description: String },
+    NotMusic {
+        task_id: String,
+        description: String,
+    },
     /// Record only: a repeated delivery of `of`.
     Duplicate { of: Uuid },
 }
@@ -88,7 +93,10 @@ pub struct NewEntry {
 pub enum Accepted {
     New(Uuid),
     /// Already stored under this event id; the repeat was stored as its own entry.
-    Duplicate { of: Uuid, entry: Uuid },
+    Duplicate {
+        of: Uuid,
+        entry: Uuid,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -212,7 +212,10 @@ impl SqliteStore {
                 args.push(b.to_string());
                 sql.push_str(&format!(" AND seq < CAST(?{} AS INTEGER)", args.len()));
             }
-            sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", q.limit.clamp(1, 500)));
+            sql.push_str(&format!(
+                " ORDER BY seq DESC LIMIT {}",
+                q.limit.clamp(1, 500)
+            ));
             let mut st = c.prepare(&sql)?;
             let rows = st.query_map(rusqlite::params_from_iter(args.iter()), entry_row)?;
             rows.map(|r| r?).collect()
@@ -619,7 +622,11 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxEntry, StoreError>> {
             outcome,
             note,
             job: job
-                .map(|j| Uuid::parse_str(&j).map(JobId).map_err(|e| corrupt("job id", e)))
+                .map(|j| {
+                    Uuid::parse_str(&j)
+                        .map(JobId)
+                        .map_err(|e| corrupt("job id", e))
+                })
                 .transpose()?,
         })
     })())
@@ -679,7 +686,9 @@ mod tests {
     async fn a_repeat_is_stored_as_a_duplicate_of_the_first() {
         let s = SqliteStore::open_in_memory().unwrap();
         let first = s.accept(entry(Some("k"))).await.unwrap();
-        let Accepted::New(id) = first else { panic!("{first:?}") };
+        let Accepted::New(id) = first else {
+            panic!("{first:?}")
+        };
         let again = s.accept(entry(Some("k"))).await.unwrap();
         assert!(matches!(again, Accepted::Duplicate { of, .. } if of == id));
         let pending = s.pending_entries(10).await.unwrap();

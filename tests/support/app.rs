@@ -82,7 +82,10 @@ impl AppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         let db = self.db_path();
-        let log = self.dir.path().join(format!("server-{}.log", rand_suffix()));
+        let log = self
+            .dir
+            .path()
+            .join(format!("server-{}.log", rand_suffix()));
         let mut app = TestApp {
             url: String::new(),
             port: self.port,
@@ -111,7 +114,10 @@ fn rand_suffix() -> u64 {
 
 /// The default app: embedded store, dev secrets set, no external services.
 pub async fn spawn_app() -> TestApp {
-    AppBuilder::new().env("REELSTATE_DEV_MODE", "true").spawn().await
+    AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .spawn()
+        .await
 }
 
 impl TestApp {
@@ -140,7 +146,11 @@ impl TestApp {
             .strip_prefix("reelstate listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        self.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
         self.url = url;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
