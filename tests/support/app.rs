@@ -53,6 +53,9 @@ impl AppBuilder {
                 ("REELSTATE_SIGNING_SECRET".into(), SIGNING_SECRET.into()),
                 ("REELSTATE_EFFECT_BACKOFF_MS".into(), "20".into()),
                 ("RUST_LOG".into(), "info".into()),
+                // Nobody listens on port 9: tests that need NCA set a double instead.
+                ("NCA_API_URL".into(), "http://127.0.0.1:9".into()),
+                ("NCA_API_KEY".into(), "unused".into()),
             ],
             port: 0,
             dir: std::sync::Arc::new(dir),
