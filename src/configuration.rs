@@ -104,6 +104,23 @@ pub struct ServeArgs {
         default_value_t = 600.0
     )]
     pub interrupted_grace_secs: f64,
+    /// A music_generation job still processing this long after it started is checked at
+    /// GoAPI (a lost webhook must not leave a video stuck).
+    #[arg(long, env = "REELSTATE_GOAPI_DEADLINE_SECS", default_value_t = 900.0)]
+    pub goapi_deadline_secs: f64,
+    /// The same for music_addition jobs at NCA.
+    #[arg(long, env = "REELSTATE_NCA_DEADLINE_SECS", default_value_t = 1800.0)]
+    pub nca_deadline_secs: f64,
+    /// Time between two checks of the same job.
+    #[arg(
+        long,
+        env = "REELSTATE_RECONCILE_INTERVAL_SECS",
+        default_value_t = 300.0
+    )]
+    pub reconcile_interval_secs: f64,
+    /// Checks of a job before it is failed for want of an answer.
+    #[arg(long, env = "REELSTATE_RECONCILE_CHECKS", default_value_t = 3)]
+    pub reconcile_checks: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +185,10 @@ pub struct Settings {
     pub effect_max_attempts: u32,
     pub effect_backoff: Duration,
     pub interrupted_grace: Duration,
+    pub goapi_deadline: Duration,
+    pub nca_deadline: Duration,
+    pub reconcile_interval: Duration,
+    pub reconcile_checks: u32,
 }
 
 /// The key used in dev mode when none is set: fine on a laptop, refused in production
@@ -256,6 +277,10 @@ impl ServeArgs {
             effect_max_attempts: self.effect_max_attempts.max(1),
             effect_backoff: Duration::from_millis(self.effect_backoff_ms),
             interrupted_grace: Duration::from_secs_f64(self.interrupted_grace_secs.max(0.0)),
+            goapi_deadline: Duration::from_secs_f64(self.goapi_deadline_secs.max(0.0)),
+            nca_deadline: Duration::from_secs_f64(self.nca_deadline_secs.max(0.0)),
+            reconcile_interval: Duration::from_secs_f64(self.reconcile_interval_secs.max(0.05)),
+            reconcile_checks: self.reconcile_checks.max(1),
         })
     }
 }

@@ -185,6 +185,7 @@ impl Application {
         let engine = self.engine;
         let worker = tokio::spawn(crate::worker::run(engine.clone()));
         let executor = tokio::spawn(crate::executor::run(engine.clone()));
+        let reconciler = tokio::spawn(crate::reconciler::run(engine.clone()));
         let routes = crate::http::routes(engine.clone());
         info!(addr = %self.addr, "serving");
         warp::serve(routes)
@@ -197,6 +198,7 @@ impl Application {
         let drained = tokio::time::timeout(Duration::from_secs(30), async {
             let _ = worker.await;
             let _ = executor.await;
+            let _ = reconciler.await;
         })
         .await;
         if drained.is_err() {

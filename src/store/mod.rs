@@ -192,3 +192,14 @@ pub struct EventQuery {
     pub before_seq: Option<i64>,
     pub limit: u32,
 }
+
+/// A job waiting for its external service, as the reconciler sees it.
+#[derive(Debug, Clone)]
+pub struct ActiveJob {
+    pub job: JobId,
+    pub video_id: RecordId,
+    pub kind: crate::domain::JobType,
+    pub external_id: Option<String>,
+    pub since: DateTime<Utc>,
+    pub checks: u32,
+}

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::{
-    Accepted, Commit, Depths, EventQuery, HistoryRow, InboxEntry, NewEntry, OutboxEntry, Payload,
-    Source, StoreError,
+    Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, NewEntry, OutboxEntry,
+    Payload, Source, StoreError,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -73,6 +73,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     -- at start-up means the process died with the call in flight.
     started_at      TEXT,
     updated_at      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS active_jobs (
+    job_id        TEXT PRIMARY KEY,
+    video_id      TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    external_id   TEXT,
+    since         TEXT NOT NULL,
+    checks        INTEGER NOT NULL DEFAULT 0,
+    next_check_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_video ON outbox(video_id, state, seq);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
@@ -259,6 +268,17 @@ impl SqliteStore {
                          ON CONFLICT(job_id) DO NOTHING",
                         params![j.id.to_string(), video],
                     )?;
+                    // The reconciler's worklist: jobs still waiting for their service.
+                    if j.status.is_active() {
+                        tx.execute(
+                            "INSERT INTO active_jobs (job_id, video_id, kind, external_id, since, next_check_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                             ON CONFLICT(job_id) DO UPDATE SET external_id = excluded.external_id",
+                            params![j.id.to_string(), video, j.kind.name(), j.external_id, at],
+                        )?;
+                    } else {
+                        tx.execute("DELETE FROM active_jobs WHERE job_id = ?1", [j.id.to_string()])?;
+                    }
                 }
             }
             for (job, record) in &commit.job_records {
@@ -555,6 +575,57 @@ impl SqliteStore {
                 outbox_pending: count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
                 outbox_failed: count("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
             })
+        })
+        .await
+    }
+
+    /// Active jobs whose next check is due.
+    pub async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT job_id, video_id, kind, external_id, since, checks FROM active_jobs
+                 WHERE next_check_at <= ?1 ORDER BY next_check_at LIMIT 500",
+            )?;
+            let rows = st.query_map([ts(now)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (job, video, kind, external_id, since, checks) = r?;
+                Ok(ActiveJob {
+                    job: Uuid::parse_str(&job)
+                        .map(JobId)
+                        .map_err(|e| corrupt("job id", e))?,
+                    video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
+                    kind: crate::domain::JobType::from(kind),
+                    external_id,
+                    since: parse_ts(&since)?,
+                    checks,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    pub async fn reschedule_check(
+        &self,
+        job: JobId,
+        checks: u32,
+        next: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE active_jobs SET checks = ?2, next_check_at = ?3 WHERE job_id = ?1",
+                params![job.to_string(), checks, ts(next)],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -203,13 +203,13 @@ impl TestApp {
             .expect("request")
     }
 
+    /// GET with the admin token, when the app has one.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{}", self.url, path))
-            .send()
-            .await
-            .expect("request");
+        let mut req = self.client.get(format!("{}{}", self.url, path));
+        if let Some((_, token)) = self.env.iter().find(|(k, _)| k == "REELSTATE_ADMIN_TOKEN") {
+            req = req.bearer_auth(token);
+        }
+        let r = req.send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -1,0 +1,136 @@
+//! Reconciliation: a job still waiting for its service past its deadline is checked at
+//! the source (GoAPI's task API, NCA's job status) and the answer is fed to the machine
+//! as an event. A job still without an answer after its last check fails with Error
+//! Details. So a lost webhook never leaves a video stuck.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::domain::JobType;
+use crate::engine::Engine;
+use crate::machine::{Event, TaskStatus};
+use crate::store::{ActiveJob, NewEntry, Payload, Source};
+use crate::webhook::goapi::parse_task_object;
+use crate::webhook::nca::{NcaJobState, parse_nca_status};
+
+pub async fn run(engine: Arc<Engine>) {
+    let mut shutdown = engine.shutdown_signal();
+    let tick = engine
+        .settings
+        .reconcile_interval
+        .min(Duration::from_secs(5));
+    loop {
+        if engine.is_shutting_down() {
+            break;
+        }
+        if let Err(e) = check_due(&engine).await {
+            warn!(error = %e, "reconciliation pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+enum Answer {
+    /// The service has the job's result: feed it in.
+    Result(Event),
+    /// Still queued or running, or nothing to ask with.
+    NotYet,
+}
+
+async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
+    let now = Utc::now();
+    for job in engine.store.active_jobs_due(now).await? {
+        let deadline = match job.kind {
+            JobType::MusicAddition => engine.settings.nca_deadline,
+            _ => engine.settings.goapi_deadline,
+        };
+        let due_at = job.since + chrono::Duration::from_std(deadline).unwrap_or_default();
+        if now < due_at {
+            engine
+                .store
+                .reschedule_check(job.job, job.checks, due_at)
+                .await?;
+            continue;
+        }
+        let checks = job.checks + 1;
+        let answer = match ask(engine, &job).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(job_id = %job.job, error = %e, "could not check the job at its service");
+                Answer::NotYet
+            }
+        };
+        let event = match answer {
+            Answer::Result(event) => Some(event),
+            Answer::NotYet if checks >= engine.settings.reconcile_checks => {
+                info!(job_id = %job.job, checks, "no answer after the last check; failing the job");
+                Some(Event::JobDeadlinePassed { job: job.job })
+            }
+            Answer::NotYet => None,
+        };
+        if let Some(event) = event {
+            let entry = NewEntry {
+                event_id: Uuid::new_v4(),
+                video_id: job.video_id.clone(),
+                source: Source::Engine,
+                endpoint: "reconcile".into(),
+                dedupe_key: Some(format!("reconcile:{}:{}:{checks}", job.job, event.label())),
+                raw_body: String::new(),
+                headers: "{}".into(),
+                received_at: now,
+                payload: Payload::Event { event },
+            };
+            engine.enqueue(entry).await?;
+            engine.metrics.inc(
+                "reelstate_reconciliations_total",
+                &[("kind", job.kind.name())],
+            );
+        }
+        let next = now
+            + chrono::Duration::from_std(engine.settings.reconcile_interval).unwrap_or_default();
+        engine.store.reschedule_check(job.job, checks, next).await?;
+    }
+    Ok(())
+}
+
+async fn ask(engine: &Engine, job: &ActiveJob) -> Result<Answer, String> {
+    let Some(external) = &job.external_id else {
+        return Ok(Answer::NotYet);
+    };
+    match job.kind {
+        JobType::MusicGeneration => {
+            let Some(client) = &engine.goapi else {
+                return Ok(Answer::NotYet);
+            };
+            let task = client.get_task(external).await.map_err(|e| e.to_string())?;
+            let hook = parse_task_object(&task, None).map_err(|e| e.to_string())?;
+            Ok(match hook.update.status {
+                TaskStatus::Completed | TaskStatus::Failed => {
+                    Answer::Result(Event::GoapiTaskUpdate(hook.update))
+                }
+                _ => Answer::NotYet,
+            })
+        }
+        JobType::MusicAddition => {
+            let Some(client) = &engine.nca else {
+                return Ok(Answer::NotYet);
+            };
+            let body = client
+                .job_status(external)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(match parse_nca_status(&body).map_err(|e| e.to_string())? {
+                NcaJobState::Done(hook) => Answer::Result(Event::NcaJobFinished(hook.update)),
+                NcaJobState::Queued | NcaJobState::Running | NcaJobState::Unknown => Answer::NotYet,
+            })
+        }
+        JobType::Other(_) => Ok(Answer::NotYet),
+    }
+}

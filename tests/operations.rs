@@ -1,0 +1,339 @@
+//! What the people who run reelstate use: inspection, replay, retry, reconciliation of
+//! lost webhooks, health, metrics, logs, graceful shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::app::GOAPI_SECRET;
+use support::world::{World, WorldBuilder, goapi_fixture};
+
+fn fast_reconcile(b: support::app::AppBuilder) -> support::app::AppBuilder {
+    b.env("REELSTATE_GOAPI_DEADLINE_SECS", "0.5")
+        .env("REELSTATE_NCA_DEADLINE_SECS", "0.5")
+        .env("REELSTATE_RECONCILE_INTERVAL_SECS", "0.3")
+        .env("REELSTATE_RECONCILE_CHECKS", "3")
+}
+
+#[tokio::test]
+async fn lost_goapi_and_nca_webhooks_are_reconciled_at_the_source() {
+    let w = WorldBuilder::new().app(fast_reconcile).start().await;
+    w.goapi.set_drop_webhooks(true);
+    w.nca.set_drop_callbacks(true);
+    let video = w.seed_video(1).await;
+    let (s, b) = w.request_music(&video).await;
+    assert_eq!(s, 202, "{b}");
+    let v = w.wait_settled(&video, "completed").await;
+    assert!(
+        w.goapi.deliveries().is_empty(),
+        "no webhook was ever delivered"
+    );
+    assert_eq!(w.nca.callbacks_sent().len(), 0);
+    assert!(v["final_video"].is_string(), "{v}");
+    let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
+    let polled = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["endpoint"] == "reconcile")
+        .count();
+    assert_eq!(polled, 2, "one GoAPI and one NCA answer fed in: {events}");
+}
+
+#[tokio::test]
+async fn a_job_unknown_at_its_source_fails_after_the_last_check() {
+    let w = WorldBuilder::new().app(fast_reconcile).start().await;
+    // A long mix: NCA reports it running until it forgets it.
+    w.nca.set_callback_delay(Duration::from_secs(60));
+    let video = w.seed_video(1).await;
+    w.request_music(&video).await;
+    w.wait_status(&video, "adding_music").await;
+    // NCA restarts: its in-memory queue, and our job, are gone.
+    w.nca.forget_jobs();
+    let v = w.wait_settled(&video, "music_addition_failed").await;
+    let error = v["error_details"].as_str().unwrap_or_default();
+    assert!(error.contains("NCA") && error.contains("deadline"), "{v}");
+}
+
+#[tokio::test]
+async fn inspection_shows_status_jobs_history_and_next_events() {
+    let w = World::start().await;
+    let video = w.seed_video(1).await;
+    w.request_music(&video).await;
+    let v = w.wait_settled(&video, "completed").await;
+    assert_eq!(v["video_id"], video.as_str());
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    for j in jobs {
+        assert_eq!(j["status"], "completed", "{j}");
+        assert!(j["external_id"].is_string(), "{j}");
+        assert!(
+            j["record_id"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("rec")),
+            "{j}"
+        );
+        let (s, job) = w
+            .app
+            .get_json(&format!("/jobs/{}", j["job_id"].as_str().unwrap()))
+            .await;
+        assert_eq!(s, 200, "{job}");
+        assert_eq!(job["video_id"], video.as_str());
+    }
+    let history = v["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .all(|h| h["event_id"].is_string() && h["at"].is_string())
+    );
+    assert_eq!(
+        v["accepts_next"],
+        Value::Array(vec![]),
+        "completed accepts nothing: {v}"
+    );
+
+    // A failed video accepts a retry.
+    w.nca.set_fail_mix(true);
+    let other = w.seed_video(2).await;
+    w.request_music(&other).await;
+    let f = w.wait_settled(&other, "music_addition_failed").await;
+    assert_eq!(
+        f["accepts_next"],
+        serde_json::json!(["retry_requested"]),
+        "{f}"
+    );
+
+    // Unknown ids: 404 with a JSON error; malformed: 400.
+    let (s, b) = w.app.get_json("/videos/recZZZZZZZZZZZZZZ").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")));
+    let (s, b) = w.app.get_json("/videos/nope").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_video_id"))
+    );
+    let (s, _) = w.app.get_json("/jobs/not-a-uuid").await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn the_event_log_pages_and_filters() {
+    let w = World::start().await;
+    let task = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
+    let video = w.seed_generating(1, Some(task)).await;
+    for i in 0..5 {
+        w.goapi_webhook(
+            &video,
+            &goapi_fixture("udio_processing.json", task, 1000 + i),
+        )
+        .await;
+    }
+    w.goapi_webhook(&video, &goapi_fixture("udio_processing.json", task, 1000))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = w.app.get_json("/events?outcome=duplicate").await;
+        if v["events"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, page1) = w.app.get_json("/events?limit=4").await;
+    assert_eq!(page1["events"].as_array().unwrap().len(), 4);
+    let cursor = page1["next_before"].as_i64().unwrap();
+    let (_, page2) = w
+        .app
+        .get_json(&format!("/events?limit=4&before={cursor}"))
+        .await;
+    assert_eq!(page2["events"].as_array().unwrap().len(), 2);
+    assert!(page2["next_before"].is_null());
+    let (s, b) = w.app.get_json("/events?outcome=bogus").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_outcome"))
+    );
+}
+
+#[tokio::test]
+async fn replaying_an_applied_event_is_safe() {
+    let w = World::start().await;
+    let task = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
+    let video = w.seed_generating(1, Some(task)).await;
+    let (_, b) = w
+        .goapi_webhook(&video, &goapi_fixture("udio_completed.json", task, 1))
+        .await;
+    let event = b["event_id"].as_str().unwrap().to_owned();
+    w.wait_settled(&video, "completed").await;
+    for _ in 0..2 {
+        let r = w
+            .app
+            .client
+            .post(format!("{}/events/{event}/replay", w.app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], "duplicate", "{body}");
+    }
+    let v = w.wait_settled(&video, "completed").await;
+    assert_eq!(w.nca.submissions().len(), 1, "{v}");
+}
+
+#[tokio::test]
+async fn an_admin_token_guards_inspection_and_operations() {
+    let w = WorldBuilder::new()
+        .app(|a| a.env("REELSTATE_ADMIN_TOKEN", "admin-secret-token"))
+        .start()
+        .await;
+    let video = w.seed_video(1).await;
+    let r = w
+        .app
+        .client
+        .get(format!("{}/videos/{video}", w.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "unauthorized");
+    let (s, _) = w.request_music(&video).await;
+    assert_eq!(s, 401);
+    let r = w
+        .app
+        .client
+        .post(format!("{}/videos/{video}/music", w.app.url))
+        .bearer_auth("admin-secret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // Webhooks and health stay open.
+    let (s, _) = w.app.get_json("/healthz").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let w = World::start().await;
+    let video = w.seed_video(1).await;
+    w.request_music(&video).await;
+    w.wait_settled(&video, "completed").await;
+    let (s, b) = w.app.get_json("/healthz").await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("up")));
+    let (s, b) = w.app.get_json("/readyz").await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("ready")), "{b}");
+    let text = w
+        .app
+        .client
+        .get(format!("{}/metrics", w.app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "reelstate_webhooks_total{service=\"goapi\",outcome=\"accepted\"}",
+        "reelstate_transitions_total{lifecycle=\"video\",from=\"adding_music\",to=\"completed\"} 1",
+        "reelstate_effects_total{kind=\"submit_nca_mix\",outcome=\"done\"} 1",
+        "reelstate_inbox_depth 0",
+        "reelstate_outbox_depth 0",
+        "reelstate_processing_latency_seconds_count",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let w = WorldBuilder::new()
+        .app(|a| {
+            a.env("RUST_LOG", "debug")
+                .env("REELSTATE_ADMIN_TOKEN", "admin-token-value-xyz")
+        })
+        .start()
+        .await;
+    let video = w.seed_video(1).await;
+    let r = w
+        .app
+        .client
+        .post(format!("{}/videos/{video}/music", w.app.url))
+        .bearer_auth("admin-token-value-xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    w.app
+        .wait_for_video(video.as_str(), Duration::from_secs(30), |v| {
+            v["status"] == "completed"
+        })
+        .await;
+    // Some wrong secrets too, which must not be echoed either.
+    let _ = w
+        .app
+        .client
+        .post(format!("{}/webhooks/goapi?video_id={video}", w.app.url))
+        .header("x-webhook-secret", "a-wrong-secret-value")
+        .body("{}")
+        .send()
+        .await;
+    let log = w.app.log_text();
+    assert!(log.contains("decided"), "the log has content");
+    for secret in [
+        GOAPI_SECRET,
+        support::app::SIGNING_SECRET,
+        "admin-token-value-xyz",
+        "a-wrong-secret-value",
+        &w.nca.api_key(),
+        &w.goapi.api_key(),
+    ] {
+        assert!(!log.contains(secret), "secret {secret:?} found in the log");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_during_processing_loses_nothing() {
+    let mut w = WorldBuilder::new().app(|a| a.fixed_port()).start().await;
+    let mut videos = Vec::new();
+    for i in 0..10 {
+        let task = format!("20000000-0000-4000-8000-{i:012}");
+        let video = w.seed_generating(i, Some(&task)).await;
+        let (s, _) = w
+            .goapi_webhook(&video, &goapi_fixture("udio_completed.json", &task, 7))
+            .await;
+        assert_eq!(s, 202);
+        videos.push(video);
+    }
+    let status = w.app.terminate().await;
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{}",
+        w.app.log_text()
+    );
+    assert!(w.app.log_text().contains("shut down"));
+    w.app.restart().await;
+    for v in &videos {
+        w.wait_settled(v, "completed").await;
+    }
+    for (id, n) in w.nca.submissions_by_id() {
+        assert_eq!(n, 1, "{id}");
+    }
+    assert_eq!(w.nca.submissions().len(), videos.len());
+}
+
+#[tokio::test]
+async fn json_logs_on_request() {
+    let w = WorldBuilder::new()
+        .app(|a| a.env("REELSTATE_LOG_FORMAT", "json"))
+        .start()
+        .await;
+    let (s, _) = w.app.get_json("/healthz").await;
+    assert_eq!(s, 200);
+    let log = w.app.log_text();
+    let first = log.lines().next().expect("a log line");
+    let v: Value = serde_json::from_str(first).expect("JSON log line");
+    assert!(v["level"].is_string(), "{v}");
+    let _ = GOAPI_SECRET;
+}
