@@ -118,9 +118,14 @@ pub struct ServeArgs {
         default_value_t = 300.0
     )]
     pub reconcile_interval_secs: f64,
+    /// Videos the worker processes at once. Each takes the store's single writer briefly
+    /// per event; more would queue on it and slow intake, which shares that lock.
+    #[arg(long, env = "REELSTATE_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub worker_concurrency: usize,
     /// Checks of a job before it is failed for want of an answer.
     #[arg(long, env = "REELSTATE_RECONCILE_CHECKS", default_value_t = 3)]
     pub reconcile_checks: u32,
+    pub worker_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +286,7 @@ impl ServeArgs {
             nca_deadline: Duration::from_secs_f64(self.nca_deadline_secs.max(0.0)),
             reconcile_interval: Duration::from_secs_f64(self.reconcile_interval_secs.max(0.05)),
             reconcile_checks: self.reconcile_checks.max(1),
+            worker_concurrency: self.worker_concurrency.clamp(1, 256),
         })
     }
 }

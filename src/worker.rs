@@ -19,16 +19,21 @@ use crate::store::{Commit, HistoryRow, InboxEntry, Payload};
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
+
+/// Entries read per scan of the inbox.
+const SCAN: u32 = 256;
+
 pub async fn run(engine: Arc<Engine>) {
     let in_flight: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
     let backoff: Arc<Mutex<HashMap<RecordId, (u32, tokio::time::Instant)>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(engine.settings.worker_concurrency));
     loop {
         if engine.is_shutting_down() {
             break;
         }
         let wake = engine.wake_worker.notified();
-        match engine.store.pending_entries(1000).await {
+        match engine.store.pending_entries(SCAN).await {
             Ok(entries) => {
                 let now = tokio::time::Instant::now();
                 let mut by_video: Vec<(RecordId, Vec<InboxEntry>)> = Vec::new();
@@ -52,10 +57,14 @@ pub async fn run(engine: Arc<Engine>) {
                     if !claimed {
                         continue;
                     }
+                    let Ok(permit) = limit.clone().acquire_owned().await else {
+                        break;
+                    };
                     let (engine, in_flight, backoff) =
                         (engine.clone(), in_flight.clone(), backoff.clone());
                     tasks.spawn(async move {
                         let failed = process_video(&engine, list).await;
+                        drop(permit);
                         if let Ok(mut b) = backoff.lock() {
                             if failed {
                                 let n = b.get(&video).map_or(0, |(n, _)| n + 1);

@@ -10,7 +10,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
@@ -24,7 +23,6 @@ use crate::domain::RecordId;
 
 /// How long a write waits for another connection (another process, or the engine's own
 /// store on the same file) before giving up with a transient error.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -155,8 +153,9 @@ impl SqliteRecords {
     }
 
     fn init(conn: Connection, mapping: &Mapping) -> Result<Self, RecordsError> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(db("setting the busy timeout"))?;
+        // Short waits for the other connections' write lock (see store::sqlite::busy_wait).
+        conn.busy_handler(Some(crate::store::busy_wait))
+            .map_err(db("setting the busy handler"))?;
         // WAL lets readers run beside the one writer; an in-memory database answers
         // "memory" and stays so, which is fine.
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::machine::{Effect, Event, JobId, Snapshot};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, busy_wait};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,202 @@
+//! Intake benchmark: drives the real `reelstate serve` binary over loopback at a fixed
+//! concurrency with realistic GoAPI traffic (mixed payload shapes, 10% repeated
+//! deliveries, intermediate statuses) and prints accepted/s, p50/p99/max acknowledgement
+//! latency and the server's peak RSS; then the same load against a bare warp endpoint
+//! that answers 200, for scale.
+//!
+//! Run: `cargo bench --bench intake` (env BENCH_SECONDS, BENCH_CONCURRENCY to change).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use warp::Filter;
+
+const SECRET: &str = "bench-secret";
+const SHAPES: [&str; 6] = [
+    "udio_pending.json",
+    "udio_processing.json",
+    "udio_completed.json",
+    "suno_clips_completed.json",
+    "suno_array_completed.json",
+    "ace_step_completed.json",
+];
+
+struct Figures {
+    sent: u64,
+    accepted: u64,
+    duplicates: u64,
+    errors: u64,
+    secs: f64,
+    lat_us: Vec<u64>,
+}
+
+impl Figures {
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+    fn rate(&self) -> f64 {
+        (self.accepted + self.duplicates) as f64 / self.secs
+    }
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/fixtures/goapi/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
+}
+
+async fn drive(url: String, concurrency: usize, duration: Duration, base: u64) -> Figures {
+    let shapes: Arc<Vec<serde_json::Value>> = Arc::new(SHAPES.iter().map(|s| fixture(s)).collect());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let counter = Arc::new(AtomicU64::new(base));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, shapes, counter) =
+            (client.clone(), url.clone(), shapes.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut accepted, mut duplicates, mut errors) = (0u64, 0u64, 0u64);
+            while start.elapsed() < duration {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                // Every tenth delivery repeats an earlier one (same task, status, timestamp).
+                let key = if n % 10 == 9 && n >= base + 5 { n - 5 } else { n };
+                let mut body = shapes[(key % shapes.len() as u64) as usize].clone();
+                body["timestamp"] = serde_json::json!(1_700_000_000 + key);
+                body["data"]["task_id"] = serde_json::json!(format!("bench-task-{key}"));
+                let video = format!("recBench{:09}", key % 100_000);
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{url}/webhooks/goapi?video_id={video}"))
+                    .header("x-webhook-secret", SECRET)
+                    .json(&body)
+                    .send()
+                    .await;
+                lat.push(t.elapsed().as_micros() as u64);
+                match r.map(|r| r.status().as_u16()) {
+                    Ok(202) => accepted += 1,
+                    Ok(200) => duplicates += 1,
+                    _ => errors += 1,
+                }
+            }
+            (lat, accepted, duplicates, errors)
+        }));
+    }
+    let mut f = Figures {
+        sent: 0,
+        accepted: 0,
+        duplicates: 0,
+        errors: 0,
+        secs: 0.0,
+        lat_us: Vec::new(),
+    };
+    for t in tasks {
+        let (lat, a, d, e) = t.await.expect("task");
+        f.lat_us.extend(lat);
+        f.accepted += a;
+        f.duplicates += d;
+        f.errors += e;
+    }
+    f.secs = start.elapsed().as_secs_f64();
+    f.sent = f.lat_us.len() as u64;
+    f.lat_us.sort_unstable();
+    f
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn print(label: &str, f: &Figures) {
+    println!(
+        "{label:<28} sent {:>7}  ack/s {:>8.0}  accepted {:>7}  duplicates {:>6}  errors {:>4}  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
+        f.sent,
+        f.rate(),
+        f.accepted,
+        f.duplicates,
+        f.errors,
+        f.pct(0.50),
+        f.pct(0.99),
+        f.lat_us.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("REELSTATE_DB", dir.path().join("bench.db"))
+        .env("GOAPI_WEBHOOK_SECRET", SECRET)
+        .env("REELSTATE_SIGNING_SECRET", "bench-signing-secret-0123456789")
+        .env("NCA_API_URL", "http://127.0.0.1:9")
+        .env("NCA_API_KEY", "unused")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start reelstate (build it first: cargo build --release)");
+    let pid = child.id().expect("pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("read").expect("a line");
+    let url = first
+        .strip_prefix("reelstate listening on ")
+        .expect("listening line")
+        .to_owned();
+
+    println!(
+        "intake benchmark: {secs} s at concurrency {concurrency}, {} cores, mixed GoAPI shapes, 10% repeats",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let warm = drive(url.clone(), concurrency, Duration::from_secs(1), 0).await;
+    let _ = warm;
+    let real = drive(url.clone(), concurrency, Duration::from_secs(secs), 1 << 40).await;
+    print("reelstate (durable accept)", &real);
+    println!(
+        "reelstate peak RSS          {} MiB",
+        peak_rss_kib(pid).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+    );
+    let _ = child.kill().await;
+
+    // The floor: a bare warp endpoint on another runtime thread pool, same client load.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let route = warp::post()
+                .and(warp::body::bytes())
+                .map(|_b: bytes::Bytes| warp::reply::with_status("", warp::http::StatusCode::ACCEPTED));
+            warp::serve(route).incoming(listener).run().await;
+        });
+    });
+    let bare = drive(format!("http://{addr}"), concurrency, Duration::from_secs(secs), 1 << 41).await;
+    print("bare warp (returns 202)", &bare);
+    println!(
+        "ratio reelstate / bare warp: throughput {:.2}, p99 {:.2}x",
+        real.rate() / bare.rate().max(1.0),
+        real.pct(0.99) / bare.pct(0.99).max(0.001)
+    );
+}
