@@ -69,7 +69,11 @@ async fn drive(url: String, concurrency: usize, duration: Duration, base: u64) -
             while start.elapsed() < duration {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 // Every tenth delivery repeats an earlier one (same task, status, timestamp).
-                let key = if n % 10 == 9 && n >= base + 5 { n - 5 } else { n };
+                let key = if n % 10 == 9 && n >= base + 5 {
+                    n - 5
+                } else {
+                    n
+                };
                 let mut body = shapes[(key % shapes.len() as u64) as usize].clone();
                 body["timestamp"] = serde_json::json!(1_700_000_000 + key);
                 body["data"]["task_id"] = serde_json::json!(format!("bench-task-{key}"));
@@ -137,7 +141,10 @@ fn print(label: &str, f: &Figures) {
 
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -147,7 +154,10 @@ async fn main() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("REELSTATE_DB", dir.path().join("bench.db"))
         .env("GOAPI_WEBHOOK_SECRET", SECRET)
-        .env("REELSTATE_SIGNING_SECRET", "bench-signing-secret-0123456789")
+        .env(
+            "REELSTATE_SIGNING_SECRET",
+            "bench-signing-secret-0123456789",
+        )
         .env("NCA_API_URL", "http://127.0.0.1:9")
         .env("NCA_API_KEY", "unused")
         .env("RUST_LOG", "warn")
@@ -188,11 +198,19 @@ async fn main() {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let route = warp::post()
                 .and(warp::body::bytes())
-                .map(|_b: bytes::Bytes| warp::reply::with_status("", warp::http::StatusCode::ACCEPTED));
+                .map(|_b: bytes::Bytes| {
+                    warp::reply::with_status("", warp::http::StatusCode::ACCEPTED)
+                });
             warp::serve(route).incoming(listener).run().await;
         });
     });
-    let bare = drive(format!("http://{addr}"), concurrency, Duration::from_secs(secs), 1 << 41).await;
+    let bare = drive(
+        format!("http://{addr}"),
+        concurrency,
+        Duration::from_secs(secs),
+        1 << 41,
+    )
+    .await;
     print("bare warp (returns 202)", &bare);
     println!(
         "ratio reelstate / bare warp: throughput {:.2}, p99 {:.2}x",

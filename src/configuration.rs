@@ -125,7 +125,6 @@ pub struct ServeArgs {
     /// Checks of a job before it is failed for want of an answer.
     #[arg(long, env = "REELSTATE_RECONCILE_CHECKS", default_value_t = 3)]
     pub reconcile_checks: u32,
-    pub worker_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +193,7 @@ pub struct Settings {
     pub nca_deadline: Duration,
     pub reconcile_interval: Duration,
     pub reconcile_checks: u32,
+    pub worker_concurrency: usize,
 }
 
 /// The key used in dev mode when none is set: fine on a laptop, refused in production

@@ -19,7 +19,6 @@ use crate::store::{Commit, HistoryRow, InboxEntry, Payload};
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
-
 /// Entries read per scan of the inbox.
 const SCAN: u32 = 256;
 
@@ -27,7 +26,9 @@ pub async fn run(engine: Arc<Engine>) {
     let in_flight: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
     let backoff: Arc<Mutex<HashMap<RecordId, (u32, tokio::time::Instant)>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(engine.settings.worker_concurrency));
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        engine.settings.worker_concurrency,
+    ));
     loop {
         if engine.is_shutting_down() {
             break;

@@ -112,7 +112,10 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A webhook waiting for the group commit, with the reply to its sender.
-type AcceptJob = (NewEntry, tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>);
+type AcceptJob = (
+    NewEntry,
+    tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>,
+);
 
 /// The most entries one intake transaction commits together.
 const ACCEPT_BATCH: usize = 256;
