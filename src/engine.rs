@@ -15,6 +15,7 @@ use crate::configuration::Settings;
 use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::machine::{Job, JobId, Policy, Snapshot, Video};
 use crate::metrics::Metrics;
+use crate::records::airtable::AirtableBackend;
 use crate::records::{Records, RecordsError, VideoRecord};
 use crate::store::{Accepted, NewEntry, Payload, Source, SqliteStore, StoreError};
 use crate::webhook::callback::CallbackSigner;
@@ -38,7 +39,12 @@ pub struct Engine {
     pub signer: CallbackSigner,
     pub nca: Option<NcaClient>,
     pub goapi: Option<GoapiClient>,
+    /// The Airtable backend when the base is the system of record (for its counters and
+    /// the schema check); `records` wraps the same instance.
+    pub airtable: Option<Arc<AirtableBackend>>,
     pub metrics: Arc<Metrics>,
+    /// The last schema check, so that a readiness probe does not spend the rate limit.
+    schema_check: tokio::sync::Mutex<Option<(std::time::Instant, Result<Vec<String>, String>)>>,
     pub wake_worker: Notify,
     pub wake_executor: Notify,
     waiters: Mutex<HashMap<Uuid, oneshot::Sender<CommandOutcome>>>,
@@ -54,6 +60,7 @@ impl Engine {
         signer: CallbackSigner,
         nca: Option<NcaClient>,
         goapi: Option<GoapiClient>,
+        airtable: Option<Arc<AirtableBackend>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -63,7 +70,9 @@ impl Engine {
             signer,
             nca,
             goapi,
+            airtable,
             metrics,
+            schema_check: tokio::sync::Mutex::new(None),
             wake_worker: Notify::new(),
             wake_executor: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
@@ -90,6 +99,29 @@ impl Engine {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// The base's schema problems (empty: all good), checked at most once a minute.
+    /// `None` when no Airtable is configured.
+    pub async fn schema_problems(&self) -> Option<Result<Vec<String>, String>> {
+        let airtable = self.airtable.as_ref()?;
+        let mut cached = self.schema_check.lock().await;
+        if let Some((at, result)) = cached.as_ref() {
+            if at.elapsed() < std::time::Duration::from_secs(60) {
+                return Some(result.clone());
+            }
+        }
+        let result = match airtable.meta_tables().await {
+            Ok(meta) => Ok(
+                crate::records::schema::problems(&meta, self.records.mapping())
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            Err(e) => Err(e.to_string()),
+        };
+        *cached = Some((std::time::Instant::now(), result.clone()));
+        Some(result)
     }
 
     /// Stores an entry, then wakes the worker.

@@ -23,6 +23,22 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the Mermaid state diagrams of the Video and Job lifecycles, drawn from the code.
     States,
+    /// Check that the Airtable base has every table, field and select option the engine
+    /// writes (reads the base's schema; needs the token's schema.bases:read scope).
+    CheckAirtable {
+        #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true)]
+        airtable_token: String,
+        #[arg(long, env = "AIRTABLE_BASE_ID")]
+        airtable_base_id: String,
+        #[arg(
+            long,
+            env = "AIRTABLE_API_URL",
+            default_value = "https://api.airtable.com"
+        )]
+        airtable_api_url: String,
+        #[arg(long, env = "REELSTATE_AIRTABLE_MAPPING")]
+        airtable_mapping: Option<std::path::PathBuf>,
+    },
     /// Ask a running server to generate music for a video.
     Music {
         /// The video's Airtable record id.
@@ -74,6 +90,34 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::CheckAirtable {
+            airtable_token,
+            airtable_base_id,
+            airtable_api_url,
+            airtable_mapping,
+        } => run_async(async move {
+            let mapping = match airtable_mapping {
+                Some(p) => reelstate::records::Mapping::load(&p)?,
+                None => reelstate::records::Mapping::default(),
+            };
+            let cfg = reelstate::records::airtable::AirtableConfig {
+                api_url: airtable_api_url.trim_end_matches('/').to_owned(),
+                token: airtable_token,
+                base_id: airtable_base_id,
+                max_attempts: 3,
+                ..Default::default()
+            };
+            let problems = reelstate::records::schema::check_schema(&cfg, &mapping).await?;
+            if problems.is_empty() {
+                println!("ok: the base has every table, field and option reelstate needs");
+                Ok(())
+            } else {
+                for p in &problems {
+                    println!("- {p}");
+                }
+                Err(format!("{} schema problem(s)", problems.len()).into())
+            }
+        }),
         Command::Music {
             video_id,
             server,

@@ -13,6 +13,7 @@ use crate::clients::nca::{NcaClient, NcaConfig};
 use crate::configuration::Settings;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::records::airtable::{AirtableBackend, AirtableConfig};
 use crate::records::sqlite::SqliteRecords;
 use crate::records::{RecordBackend, Records};
 use crate::store::SqliteStore;
@@ -72,12 +73,22 @@ impl Application {
             path: settings.db.display().to_string(),
             source,
         })?;
-        let backend: Arc<dyn RecordBackend> = match &settings.airtable {
-            Some(_) => {
-                return Err(StartupError::Config(
-                    "TEMP: airtable backend pending merge".into(),
-                ));
-            }
+        let airtable = settings
+            .airtable
+            .as_ref()
+            .map(|a| {
+                AirtableBackend::new(AirtableConfig {
+                    api_url: a.api_url.clone(),
+                    token: a.token.clone(),
+                    base_id: a.base_id.clone(),
+                    lockout: a.lockout,
+                    ..AirtableConfig::default()
+                })
+                .map(Arc::new)
+            })
+            .transpose()?;
+        let backend: Arc<dyn RecordBackend> = match &airtable {
+            Some(a) => a.clone(),
             None => Arc::new(SqliteRecords::open(&settings.db, &settings.mapping)?),
         };
         let records = Records::new(backend, settings.mapping.clone());
@@ -122,6 +133,7 @@ impl Application {
             signer,
             nca,
             goapi,
+            airtable,
             Arc::new(Metrics::default()),
         );
         Ok(Self {

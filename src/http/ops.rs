@@ -19,7 +19,14 @@ pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
-    let ok = store["ok"] == json!(true);
+    let airtable = match engine.schema_problems().await {
+        None => json!({"configured": false}),
+        Some(Ok(problems)) => {
+            json!({"configured": true, "ok": problems.is_empty(), "problems": problems})
+        }
+        Some(Err(e)) => json!({"configured": true, "ok": false, "error": e}),
+    };
+    let ok = store["ok"] == json!(true) && airtable["ok"] != json!(false);
     let status = if ok {
         StatusCode::OK
     } else {
@@ -27,13 +34,33 @@ pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     };
     Ok(json(
         status,
-        &json!({"status": if ok {"ready"} else {"not_ready"}, "store": store}),
+        &json!({"status": if ok {"ready"} else {"not_ready"}, "store": store, "airtable": airtable}),
     ))
 }
 
 pub async fn metrics(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     let d = engine.store.depths().await?;
+    let a = engine
+        .airtable
+        .as_ref()
+        .map(|a| a.stats())
+        .unwrap_or_default();
     let text = engine.metrics.render(&[
+        (
+            "reelstate_airtable_requests_total",
+            "HTTP requests sent to Airtable (every attempt)",
+            a.requests as f64,
+        ),
+        (
+            "reelstate_airtable_rate_limited_total",
+            "429 answers from Airtable",
+            a.rate_limited as f64,
+        ),
+        (
+            "reelstate_airtable_retries_total",
+            "Airtable attempts after the first",
+            a.retries as f64,
+        ),
         (
             "reelstate_inbox_depth",
             "entries waiting for the worker",

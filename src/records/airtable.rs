@@ -326,7 +326,7 @@ impl AirtableBackend {
     }
 
     /// `GET /v0/meta/bases/{base}/tables`, for the schema check.
-    pub(crate) async fn meta_tables(&self) -> Result<Value, RecordsError> {
+    pub async fn meta_tables(&self) -> Result<Value, RecordsError> {
         let s = &self.shared;
         let url = s.url(&["v0", "meta", "bases", &s.cfg.base_id, "tables"])?;
         s.send(Method::GET, url, None, None).await
