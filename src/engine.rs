@@ -20,6 +20,9 @@ use crate::records::{Records, RecordsError, VideoRecord};
 use crate::store::{Accepted, NewEntry, Payload, Source, SqliteStore, StoreError};
 use crate::webhook::callback::CallbackSigner;
 
+/// The problems found in the base's schema (empty: all good), or why it could not be read.
+pub type SchemaCheck = Result<Vec<String>, String>;
+
 /// What the worker made of a command, for the caller waiting on it.
 #[derive(Debug, Clone)]
 pub enum CommandOutcome {
@@ -44,7 +47,7 @@ pub struct Engine {
     pub airtable: Option<Arc<AirtableBackend>>,
     pub metrics: Arc<Metrics>,
     /// The last schema check, so that a readiness probe does not spend the rate limit.
-    schema_check: tokio::sync::Mutex<Option<(std::time::Instant, Result<Vec<String>, String>)>>,
+    schema_check: tokio::sync::Mutex<Option<(std::time::Instant, SchemaCheck)>>,
     pub wake_worker: Notify,
     pub wake_executor: Notify,
     waiters: Mutex<HashMap<Uuid, oneshot::Sender<CommandOutcome>>>,
@@ -103,13 +106,14 @@ impl Engine {
 
     /// The base's schema problems (empty: all good), checked at most once a minute.
     /// `None` when no Airtable is configured.
-    pub async fn schema_problems(&self) -> Option<Result<Vec<String>, String>> {
+    pub async fn schema_problems(&self) -> Option<SchemaCheck> {
         let airtable = self.airtable.as_ref()?;
         let mut cached = self.schema_check.lock().await;
-        if let Some((at, result)) = cached.as_ref() {
-            if at.elapsed() < std::time::Duration::from_secs(60) {
-                return Some(result.clone());
-            }
+        if let Some((_, result)) = cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return Some(result.clone());
         }
         let result = match airtable.meta_tables().await {
             Ok(meta) => Ok(

@@ -21,9 +21,6 @@ use serde_json::Value;
 use super::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
 use crate::domain::RecordId;
 
-/// How long a write waits for another connection (another process, or the engine's own
-/// store on the same file) before giving up with a transient error.
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
     id           TEXT PRIMARY KEY NOT NULL,
