@@ -89,7 +89,7 @@ pub async fn run(engine: Arc<Engine>) {
                     let (engine, in_flight) = (engine.clone(), in_flight.clone());
                     tasks.spawn(async move {
                         let video = e.video_id.clone();
-                        run_one(&engine, e).await;
+                        run_video(&engine, e).await;
                         drop(permit);
                         if let Ok(mut s) = in_flight.lock() {
                             s.remove(&video);
@@ -115,6 +115,42 @@ pub async fn run(engine: Arc<Engine>) {
     }
     // Graceful shutdown: effects already started finish and are recorded.
     while tasks.join_next().await.is_some() {}
+}
+
+/// The Airtable table an effect writes, if it is a plain write.
+fn table_of(effect: &Effect) -> Option<(&'static str, Option<JobId>)> {
+    match effect {
+        Effect::CreateJob { job, .. } | Effect::UpdateJob { job, .. } => Some(("jobs", Some(*job))),
+        Effect::UpdateVideo(_) => Some(("videos", None)),
+        Effect::RecordWebhookOutcome { .. } => Some(("webhook_events", None)),
+        Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. } => None,
+    }
+}
+
+/// Runs the video's next effect, together with the writes right after it that go to the
+/// same table and touch other records: run concurrently, they share one Airtable request
+/// (the backend coalesces up to 10 records), while the video's order holds.
+async fn run_video(engine: &Engine, first: OutboxEntry) {
+    let mut group = vec![first];
+    if let Some((table, job)) = table_of(&group[0].effect) {
+        let pending = engine
+            .store
+            .pending_effects_of(&group[0].video_id, 10)
+            .await
+            .unwrap_or_default();
+        let mut jobs: Vec<Option<JobId>> = vec![job];
+        let after = group[0].seq;
+        for e in pending.into_iter().filter(|e| e.seq > after) {
+            match table_of(&e.effect) {
+                Some((t, j)) if t == table && (j.is_none() || !jobs.contains(&j)) => {
+                    jobs.push(j);
+                    group.push(e);
+                }
+                _ => break,
+            }
+        }
+    }
+    futures::future::join_all(group.into_iter().map(|e| run_one(engine, e))).await;
 }
 
 async fn run_one(engine: &Engine, listed: OutboxEntry) {

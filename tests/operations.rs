@@ -296,6 +296,8 @@ async fn secrets_never_reach_the_logs() {
 #[tokio::test]
 async fn sigterm_during_processing_loses_nothing() {
     let mut w = WorldBuilder::new().app(|a| a.fixed_port()).start().await;
+    // NCA calls back once; a mix outlasts the restart, as real mixes do.
+    w.nca.set_callback_delay(Duration::from_millis(1500));
     let mut videos = Vec::new();
     for i in 0..10 {
         let task = format!("20000000-0000-4000-8000-{i:012}");

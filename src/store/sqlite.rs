@@ -530,6 +530,24 @@ impl SqliteStore {
         .await
     }
 
+    /// The video's pending effects in order, at most `limit`.
+    pub async fn pending_effects_of(
+        &self,
+        video: &RecordId,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let video = video.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLS} FROM outbox o WHERE video_id = ?1 AND state = 'pending'
+                 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![video, limit], outbox_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
     pub async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError> {
         let video = video.to_string();
         self.read(move |c| {
