@@ -713,3 +713,57 @@ async fn schema_check_names_each_problem() {
     );
     double.shutdown().await;
 }
+
+/// The double's own limits, checked with raw requests: 10 records per write, the 429 body
+/// (an `errors` array) and a lockout during which every request is refused.
+#[tokio::test]
+async fn the_double_enforces_airtable_limits() {
+    let double = AirtableDouble::start(DoubleConfig {
+        requests_per_second: 1,
+        // Long enough that the requests below certainly fall inside it.
+        lockout: Duration::from_secs(30),
+        ..DoubleConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v0/{}/Videos", double.url(), double.base_id());
+    let records: Vec<Value> = (0..11)
+        .map(|i| json!({"fields": {"Name": format!("v{i}")}}))
+        .collect();
+    let r = http
+        .post(&url)
+        .bearer_auth(double.token())
+        .json(&json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    let first_status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(first_status, 422);
+    assert_eq!(body["error"]["type"], json!("INVALID_RECORDS"));
+
+    let second = http
+        .get(&url)
+        .bearer_auth(double.token())
+        .send()
+        .await
+        .unwrap();
+    let log = double.requests();
+    // Only meaningful when both arrived within one second, which is nearly always.
+    if log[1].at - log[0].at < Duration::from_secs(1) {
+        assert_eq!(second.status().as_u16(), 429);
+        let body: Value = second.json().await.unwrap();
+        assert_eq!(body["errors"][0]["error"], json!("RATE_LIMIT_REACHED"));
+        let third = http
+            .get(&url)
+            .bearer_auth(double.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(third.status().as_u16(), 429, "locked out");
+    }
+    let unauthenticated = http.get(&url).send().await.unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    assert!(double.records("Videos").is_empty());
+    double.shutdown().await;
+}
