@@ -585,7 +585,11 @@ impl Shared {
                     let result = self
                         .request_writes(table, &kind, &[&op], None)
                         .await
-                        .map(|mut r| r.remove(0));
+                        .and_then(|r| {
+                            r.into_iter()
+                                .next()
+                                .ok_or_else(|| unexpected(200, "no record returned"))
+                        });
                     let result = result.map_err(|e| not_found(e, &op.kind, table));
                     let _ = op.reply.send(result);
                 }

@@ -3,6 +3,7 @@
 // Each test binary uses part of the support code.
 #![allow(dead_code)]
 
+pub mod airtable_double;
 pub mod app;
 pub mod goapi_double;
 pub mod nca_double;

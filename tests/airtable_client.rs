@@ -1,0 +1,769 @@
+//! AirtableBackend against the in-process Airtable double (tests/support/airtable_double.rs).
+//!
+//! Every test starts its own double and client; the lockout is 1 s and backoff a few
+//! milliseconds so the file stays quick. The only timed assertion is the spec itself: no
+//! more than 5 requests in any one second on the double's clock.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reelstate::domain::RecordId;
+use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
+use reelstate::records::schema::{SchemaProblem, check_schema};
+use reelstate::records::{Fields, Filter, Mapping, RecordBackend, Records, RecordsError};
+use serde_json::{Value, json};
+use support::airtable_double::{AirtableDouble, DoubleConfig, DoubleSchema, FieldType};
+
+fn fields(v: Value) -> Fields {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("fields must be an object, got {other}"),
+    }
+}
+
+fn config_for(double: &AirtableDouble) -> AirtableConfig {
+    AirtableConfig {
+        api_url: double.url(),
+        token: double.token(),
+        base_id: double.base_id(),
+        requests_per_second: 5,
+        lockout: Duration::from_secs(1),
+        max_attempts: 12,
+        request_timeout: Duration::from_secs(10),
+        backoff_base: Duration::from_millis(5),
+    }
+}
+
+async fn setup_with(schema: DoubleSchema) -> (AirtableDouble, Arc<AirtableBackend>) {
+    let double = AirtableDouble::start(DoubleConfig {
+        schema,
+        ..DoubleConfig::default()
+    })
+    .await;
+    let backend = Arc::new(AirtableBackend::new(config_for(&double)).unwrap());
+    (double, backend)
+}
+
+async fn setup() -> (AirtableDouble, Arc<AirtableBackend>) {
+    setup_with(DoubleSchema::default()).await
+}
+
+fn rid(s: &str) -> RecordId {
+    RecordId::parse(s).unwrap()
+}
+
+fn writes(double: &AirtableDouble, method: &str, table: &str) -> usize {
+    double
+        .requests()
+        .iter()
+        .filter(|r| r.method == method && r.table.as_deref() == Some(table))
+        .count()
+}
+
+fn assert_within_rate_limit(double: &AirtableDouble) {
+    let max = double.max_requests_in_any_second();
+    assert!(max <= 5, "{max} requests in one second");
+}
+
+#[tokio::test]
+async fn crud_round_trips() {
+    let (double, b) = setup().await;
+    let created = b
+        .create(
+            "Videos",
+            fields(json!({"Name": "first", "Status": "segments_combined",
+                          "Combined Segments Video": "https://media.example/c.mp4"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.fields["Name"], json!("first"));
+    assert!(!created.created_time.is_empty());
+
+    let got = b.get("Videos", &created.id).await.unwrap().unwrap();
+    assert_eq!(got, created);
+
+    let updated = b
+        .update(
+            "Videos",
+            &created.id,
+            fields(json!({"Status": "generating_music"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.fields["Status"], json!("generating_music"));
+    assert_eq!(updated.fields["Name"], json!("first"), "partial update");
+
+    let found = b
+        .find(
+            "Videos",
+            &Filter::Equals {
+                field: "Name".into(),
+                value: "first".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, vec![updated.clone()]);
+
+    // Upsert: the first creates, the second updates the same record.
+    let u1 = b
+        .upsert(
+            "Jobs",
+            "Job ID",
+            fields(json!({"Job ID": "j-1", "Type": "music_generation", "Status": "pending"})),
+        )
+        .await
+        .unwrap();
+    let u2 = b
+        .upsert(
+            "Jobs",
+            "Job ID",
+            fields(json!({"Job ID": "j-1", "Status": "processing"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(u1.id, u2.id);
+    assert_eq!(u2.fields["Type"], json!("music_generation"));
+    assert_eq!(u2.fields["Status"], json!("processing"));
+    assert_eq!(double.records("Jobs").len(), 1);
+
+    // The table name travels percent-encoded.
+    b.create(
+        "Webhook Events",
+        fields(json!({"Event ID": "e-1", "Processed": true})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        double
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/Webhook%20Events"))
+    );
+    assert_within_rate_limit(&double);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn empties_are_omitted_and_null_clears() {
+    let (double, b) = setup().await;
+    let r = b
+        .create(
+            "Webhook Events",
+            fields(json!({
+                "Event ID": "e-empty", "Service": "", "Processed": false, "Success": true,
+                "Related Job": [], "Error Details": null,
+            })),
+        )
+        .await
+        .unwrap();
+    let keys: BTreeSet<&str> = r.fields.keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["Event ID", "Success"]));
+    let stored = &double.records("Webhook Events")[0];
+    assert_eq!(stored.fields.len(), 2, "the double stores no empties");
+
+    let cleared = b
+        .update("Webhook Events", &r.id, fields(json!({"Success": null})))
+        .await
+        .unwrap();
+    assert!(!cleared.fields.contains_key("Success"));
+    let got = b.get("Webhook Events", &r.id).await.unwrap().unwrap();
+    assert_eq!(got.fields.keys().collect::<Vec<_>>(), vec!["Event ID"]);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn links_are_two_way_and_jobs_are_found_by_ids_and_by_value() {
+    let (double, b) = setup().await;
+    let video = b
+        .create("Videos", fields(json!({"Name": "linked video"})))
+        .await
+        .unwrap();
+    let mut jobs = Vec::new();
+    for (i, ext) in ["task-a", "task-b"].iter().enumerate() {
+        let job = b
+            .upsert(
+                "Jobs",
+                "Job ID",
+                fields(
+                    json!({"Job ID": format!("job-{i}"), "Related Video": [video.id.as_str()],
+                              "External Job ID": ext, "Type": "music_generation"}),
+                ),
+            )
+            .await
+            .unwrap();
+        jobs.push(job);
+    }
+    // An unrelated job, which no search may return.
+    b.upsert(
+        "Jobs",
+        "Job ID",
+        fields(json!({"Job ID": "other", "External Job ID": "task-c"})),
+    )
+    .await
+    .unwrap();
+
+    let video = b.get("Videos", &video.id).await.unwrap().unwrap();
+    let link_ids: Vec<&str> = video.fields["Jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(link_ids, vec![jobs[0].id.as_str(), jobs[1].id.as_str()]);
+
+    let by_ids = b
+        .find(
+            "Jobs",
+            &Filter::RecordIds(vec![jobs[1].id.clone(), jobs[0].id.clone()]),
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<&RecordId> = by_ids.iter().map(|r| &r.id).collect();
+    got.sort();
+    let mut want = vec![&jobs[0].id, &jobs[1].id];
+    want.sort();
+    assert_eq!(got, want);
+
+    let by_value = b
+        .find(
+            "Jobs",
+            &Filter::Equals {
+                field: "External Job ID".into(),
+                value: "task-b".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_value.len(), 1);
+    assert_eq!(by_value[0].id, jobs[1].id);
+
+    // Through the typed layer: a video's jobs come from its own link array.
+    let records = Records::new(b.clone(), Mapping::default());
+    let typed = records.get_video(&video.id).await.unwrap().unwrap();
+    assert_eq!(records.jobs_of_video(&typed).await.unwrap().len(), 2);
+
+    // Re-linking a job to another video moves it in the inverse links, as Airtable does.
+    let other = b
+        .create("Videos", fields(json!({"Name": "second video"})))
+        .await
+        .unwrap();
+    b.update(
+        "Jobs",
+        &jobs[0].id,
+        fields(json!({"Related Video": [other.id.as_str()]})),
+    )
+    .await
+    .unwrap();
+    let first = b.get("Videos", &video.id).await.unwrap().unwrap();
+    assert_eq!(first.fields["Jobs"], json!([jobs[1].id.as_str()]));
+    let second = b.get("Videos", &other.id).await.unwrap().unwrap();
+    assert_eq!(second.fields["Jobs"], json!([jobs[0].id.as_str()]));
+    double.shutdown().await;
+}
+
+/// The pitfall of CONTRACTS.md, checked on the double itself: in a formula a linked field
+/// is its records' primary field values, so searching it for a record id finds nothing.
+#[tokio::test]
+async fn the_double_evaluates_linked_fields_as_primary_values() {
+    let (double, _b) = setup().await;
+    let video = double.insert_record("Videos", json!({"Name": "Sunset reel"}));
+    double.insert_record("Jobs", json!({"Job ID": "j", "Related Video": [video]}));
+    let http = reqwest::Client::new();
+    let list = |formula: String| {
+        let http = http.clone();
+        let url = format!("{}/v0/{}/Jobs/listRecords", double.url(), double.base_id());
+        let token = double.token();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "filterByFormula": formula }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = list(format!("FIND('{video}', ARRAYJOIN({{Related Video}}))")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["records"], json!([]));
+    let (_, body) = list("FIND('Sunset reel', ARRAYJOIN({Related Video}))".into()).await;
+    assert_eq!(body["records"].as_array().unwrap().len(), 1);
+    let (_, body) = list("AND({Job ID}='j', NOT({Job ID}='k'))".into()).await;
+    assert_eq!(body["records"].as_array().unwrap().len(), 1);
+    let (status, body) = list("{Job ID}='unterminated".into()).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["type"], json!("INVALID_FILTER_BY_FORMULA"));
+    let (status, _) = list("{No Such Field}='x'".into()).await;
+    assert_eq!(status, 422);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn values_with_quotes_backslashes_and_braces_are_matched_exactly() {
+    let odd_field = "Odd}Name";
+    let (double, b) = setup_with(DoubleSchema::default().with_field(
+        "Jobs",
+        odd_field,
+        FieldType::SingleLineText,
+    ))
+    .await;
+    let tricky = r"it's a \ back}slash {x} ') OR TRUE() OR ('";
+    for (i, v) in [tricky, "it's a", "plain"].iter().enumerate() {
+        b.create(
+            "Jobs",
+            fields(json!({"Job ID": format!("j{i}"), "External Job ID": v, odd_field: v})),
+        )
+        .await
+        .unwrap();
+    }
+    for field in ["External Job ID", odd_field] {
+        let found = b
+            .find(
+                "Jobs",
+                &Filter::Equals {
+                    field: field.into(),
+                    value: tricky.into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{field}");
+        assert_eq!(found[0].fields["Job ID"], json!("j0"));
+    }
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn pagination_follows_offsets_to_the_end() {
+    let (double, b) = setup().await;
+    for i in 0..250 {
+        double.insert_record(
+            "Jobs",
+            json!({"Job ID": format!("j{i:03}"), "Type": "music_generation"}),
+        );
+    }
+    double.insert_record("Jobs", json!({"Job ID": "other", "Type": "music_addition"}));
+    let found = b
+        .find(
+            "Jobs",
+            &Filter::Equals {
+                field: "Type".into(),
+                value: "music_generation".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 250);
+    let ids: BTreeSet<&RecordId> = found.iter().map(|r| &r.id).collect();
+    assert_eq!(ids.len(), 250, "no record twice");
+    let lists: Vec<_> = double
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/listRecords"))
+        .collect();
+    assert_eq!(lists.len(), 3);
+    assert!(lists.iter().all(|r| r.method == "POST"));
+    assert_eq!(
+        lists.iter().map(|r| r.records).collect::<Vec<_>>(),
+        vec![100, 100, 50]
+    );
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn thirty_concurrent_updates_cost_three_requests() {
+    let (double, b) = setup().await;
+    let ids: Vec<RecordId> = (0..30)
+        .map(|i| rid(&double.insert_record("Videos", json!({"Name": format!("v{i}")}))))
+        .collect();
+    let results = join_all(ids.iter().enumerate().map(|(i, id)| {
+        let b = b.clone();
+        async move {
+            b.update(
+                "Videos",
+                id,
+                fields(json!({"Music": format!("https://media.example/{i}.mp3")})),
+            )
+            .await
+        }
+    }))
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap();
+        assert_eq!(r.id, ids[i], "each caller gets its own record");
+        assert_eq!(
+            r.fields["Music"],
+            json!(format!("https://media.example/{i}.mp3"))
+        );
+    }
+    let patches = writes(&double, "PATCH", "Videos");
+    assert!(patches <= 3, "{patches} write requests for 30 updates");
+    assert_eq!(b.stats().records_written, 30);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_writes_of_one_record_are_not_merged() {
+    let (double, b) = setup().await;
+    let id = rid(&double.insert_record("Videos", json!({"Name": "v"})));
+    let (first, second) = tokio::join!(
+        b.update("Videos", &id, fields(json!({"Status": "generating_music"}))),
+        b.update("Videos", &id, fields(json!({"Status": "adding_music"}))),
+    );
+    assert_eq!(first.unwrap().fields["Status"], json!("generating_music"));
+    assert_eq!(second.unwrap().fields["Status"], json!("adding_music"));
+    assert_eq!(writes(&double, "PATCH", "Videos"), 2);
+    assert_eq!(
+        double.records("Videos")[0].fields["Status"],
+        json!("adding_music")
+    );
+
+    // Two upserts of one key: two requests, one record.
+    let (a, c) = tokio::join!(
+        b.upsert(
+            "Jobs",
+            "Job ID",
+            fields(json!({"Job ID": "k", "Status": "pending"}))
+        ),
+        b.upsert(
+            "Jobs",
+            "Job ID",
+            fields(json!({"Job ID": "k", "Status": "processing"}))
+        ),
+    );
+    assert_eq!(a.unwrap().id, c.unwrap().id);
+    assert_eq!(double.records("Jobs").len(), 1);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_and_a_lockout_still_apply_every_write_exactly_once() {
+    let (double, b) = setup().await;
+    double.set_fail_rate(0.3);
+    double.rate_limit_at_request(3);
+
+    let creates = (0..25).map(|i| {
+        let b = b.clone();
+        async move {
+            b.create("Videos", fields(json!({"Name": format!("video-{i:02}")})))
+                .await
+                .map(|r| r.id)
+        }
+    });
+    let upserts = (0..15).map(|i| {
+        let b = b.clone();
+        async move {
+            b.upsert(
+                "Jobs",
+                "Job ID",
+                fields(json!({"Job ID": format!("job-{i:02}"), "Status": "pending"})),
+            )
+            .await
+            .map(|r| r.id)
+        }
+    });
+    let (videos, jobs) = tokio::join!(join_all(creates), join_all(upserts));
+    let videos: Vec<RecordId> = videos.into_iter().map(Result::unwrap).collect();
+    jobs.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+
+    let updates = videos.iter().enumerate().map(|(i, id)| {
+        let b = b.clone();
+        async move {
+            b.update(
+                "Videos",
+                id,
+                fields(json!({"Final Video": format!("https://media.example/final-{i}.mp4")})),
+            )
+            .await
+        }
+    });
+    for r in join_all(updates).await {
+        r.unwrap();
+    }
+
+    let names: Vec<String> = double
+        .records("Videos")
+        .iter()
+        .map(|r| r.fields["Name"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..25).map(|i| format!("video-{i:02}")).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "every video once, none twice");
+    for r in double.records("Videos") {
+        assert!(r.fields.contains_key("Final Video"), "update applied");
+    }
+    let mut job_ids: Vec<String> = double
+        .records("Jobs")
+        .iter()
+        .map(|r| r.fields["Job ID"].as_str().unwrap().to_owned())
+        .collect();
+    job_ids.sort();
+    assert_eq!(
+        job_ids,
+        (0..15).map(|i| format!("job-{i:02}")).collect::<Vec<_>>()
+    );
+
+    let stats = b.stats();
+    assert!(stats.rate_limited >= 1, "{stats:?}");
+    assert!(stats.retries >= 1, "{stats:?}");
+    assert_eq!(stats.records_written, 25 + 15 + 25);
+    let seen: Vec<u16> = double.requests().iter().map(|r| r.status).collect();
+    assert!(seen.contains(&503) && seen.contains(&429), "{seen:?}");
+    assert_within_rate_limit(&double);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn never_more_than_five_requests_in_any_second() {
+    let (double, b) = setup().await;
+    let id = rid(&double.insert_record("Videos", json!({"Name": "v"})));
+    let reads = (0..16).map(|_| {
+        let b = b.clone();
+        let id = id.clone();
+        async move { b.get("Videos", &id).await }
+    });
+    for r in join_all(reads).await {
+        assert!(r.unwrap().is_some());
+    }
+    assert_eq!(double.requests().len(), 16);
+    assert_within_rate_limit(&double);
+    assert_eq!(b.stats().rate_limited, 0);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_bad_record_fails_alone() {
+    let (double, b) = setup().await;
+    let results = join_all((0..10).map(|i| {
+        let b = b.clone();
+        let status = if i == 4 { "no_such_status" } else { "pending" };
+        async move {
+            b.create(
+                "Jobs",
+                fields(json!({"Job ID": format!("j{i}"), "Status": status})),
+            )
+            .await
+        }
+    }))
+    .await;
+    for (i, r) in results.iter().enumerate() {
+        if i == 4 {
+            match r {
+                Err(RecordsError::Permanent { status, kind, .. }) => {
+                    assert_eq!(
+                        (*status, kind.as_str()),
+                        (422, "INVALID_MULTIPLE_CHOICE_OPTIONS")
+                    );
+                }
+                other => panic!("expected a 422 for the bad record, got {other:?}"),
+            }
+        } else {
+            assert!(r.is_ok(), "record {i}: {r:?}");
+        }
+    }
+    assert_eq!(double.records("Jobs").len(), 9);
+    // One refused batch of 10, then one request per record.
+    assert_eq!(writes(&double, "POST", "Jobs"), 11);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_are_classified() {
+    let (double, b) = setup().await;
+    match b.create("Videos", fields(json!({"Nope": "x"}))).await {
+        Err(RecordsError::Permanent {
+            status: 422, kind, ..
+        }) => {
+            assert_eq!(kind, "UNKNOWN_FIELD_NAME")
+        }
+        other => panic!("{other:?}"),
+    }
+    match b.create("Videos", fields(json!({"Name": 3}))).await {
+        Err(RecordsError::Permanent {
+            status: 422, kind, ..
+        }) => {
+            assert_eq!(kind, "INVALID_VALUE_FOR_COLUMN")
+        }
+        other => panic!("{other:?}"),
+    }
+    match b
+        .find(
+            "No Such Table",
+            &Filter::RecordIds(vec![rid("recAAAAAAAAAAAAAA")]),
+        )
+        .await
+    {
+        Err(RecordsError::Permanent {
+            status: 403, kind, ..
+        }) => {
+            assert_eq!(kind, "INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND")
+        }
+        other => panic!("{other:?}"),
+    }
+    let missing = rid("recAAAAAAAAAAAAAA");
+    assert_eq!(
+        b.update("Videos", &missing, fields(json!({"Name": "x"})))
+            .await,
+        Err(RecordsError::NotFound(missing.to_string(), "Videos".into()))
+    );
+    let wrong_token = AirtableBackend::new(AirtableConfig {
+        token: "patWRONG".into(),
+        ..config_for(&double)
+    })
+    .unwrap();
+    match wrong_token.get("Videos", &missing).await {
+        Err(RecordsError::Permanent {
+            status: 401, kind, ..
+        }) => {
+            assert_eq!(kind, "AUTHENTICATION_REQUIRED")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every request gets 503: the client gives up with a Transient error.
+    double.set_fail_every(Some(1));
+    let flaky = AirtableBackend::new(AirtableConfig {
+        max_attempts: 3,
+        ..config_for(&double)
+    })
+    .unwrap();
+    let e = flaky
+        .find("Videos", &Filter::RecordIds(vec![missing]))
+        .await;
+    assert!(matches!(e, Err(ref e) if e.is_transient()), "{e:?}");
+    assert_eq!(flaky.stats().requests, 3);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_of_a_record_from_another_table_is_none() {
+    let (double, b) = setup().await;
+    let job = rid(&double.insert_record("Jobs", json!({"Job ID": "j"})));
+    assert_eq!(b.get("Videos", &job).await.unwrap(), None);
+    assert!(b.get("Jobs", &job).await.unwrap().is_some());
+    assert_eq!(
+        b.get("Videos", &rid("recAAAAAAAAAAAAAA")).await.unwrap(),
+        None
+    );
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn schema_check_passes_on_the_default_base() {
+    let (double, _b) = setup().await;
+    let problems = check_schema(&config_for(&double), &Mapping::default())
+        .await
+        .unwrap();
+    assert_eq!(problems, vec![]);
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn schema_check_names_each_problem() {
+    let schema = DoubleSchema::default()
+        .without_table("Webhook Events")
+        .without_field("Videos", "Music")
+        .with_field("Jobs", "External Job ID", FieldType::Checkbox)
+        .without_option("Videos", "Status", "adding_music");
+    let (double, _b) = setup_with(schema).await;
+    let problems = check_schema(&config_for(&double), &Mapping::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        problems,
+        vec![
+            SchemaProblem::MissingOption {
+                table: "Videos".into(),
+                field: "Status".into(),
+                option: "adding_music".into(),
+            },
+            SchemaProblem::MissingField {
+                table: "Videos".into(),
+                field: "Music".into(),
+                expected: vec![
+                    "url".into(),
+                    "singleLineText".into(),
+                    "multilineText".into()
+                ],
+            },
+            SchemaProblem::WrongType {
+                table: "Jobs".into(),
+                field: "External Job ID".into(),
+                found: "checkbox".into(),
+                expected: vec!["singleLineText".into()],
+            },
+            SchemaProblem::MissingTable {
+                table: "Webhook Events".into(),
+            },
+        ]
+    );
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        text[1].contains("Videos.\"Music\" is missing"),
+        "{}",
+        text[1]
+    );
+    double.shutdown().await;
+}
+
+/// The double's own limits, checked with raw requests: 10 records per write, the 429 body
+/// (an `errors` array) and a lockout during which every request is refused.
+#[tokio::test]
+async fn the_double_enforces_airtable_limits() {
+    let double = AirtableDouble::start(DoubleConfig {
+        requests_per_second: 1,
+        // Long enough that the requests below certainly fall inside it.
+        lockout: Duration::from_secs(30),
+        ..DoubleConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v0/{}/Videos", double.url(), double.base_id());
+    let records: Vec<Value> = (0..11)
+        .map(|i| json!({"fields": {"Name": format!("v{i}")}}))
+        .collect();
+    let r = http
+        .post(&url)
+        .bearer_auth(double.token())
+        .json(&json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    let first_status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(first_status, 422);
+    assert_eq!(body["error"]["type"], json!("INVALID_RECORDS"));
+
+    let second = http
+        .get(&url)
+        .bearer_auth(double.token())
+        .send()
+        .await
+        .unwrap();
+    let log = double.requests();
+    // Only meaningful when both arrived within one second, which is nearly always.
+    if log[1].at - log[0].at < Duration::from_secs(1) {
+        assert_eq!(second.status().as_u16(), 429);
+        let body: Value = second.json().await.unwrap();
+        assert_eq!(body["errors"][0]["error"], json!("RATE_LIMIT_REACHED"));
+        let third = http
+            .get(&url)
+            .bearer_auth(double.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(third.status().as_u16(), 429, "locked out");
+    }
+    let unauthenticated = http.get(&url).send().await.unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    assert!(double.records("Videos").is_empty());
+    double.shutdown().await;
+}
