@@ -767,3 +767,19 @@ async fn the_double_enforces_airtable_limits() {
     assert!(double.records("Videos").is_empty());
     double.shutdown().await;
 }
+
+/// The same records contract as the embedded store (tests/records_contract.rs), here on
+/// the Airtable client against the double: one interface, two implementations, one suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_airtable_backend_meets_the_records_contract() {
+    let (_double, backend) = setup().await;
+    support::records_contract::run_core(backend).await;
+    let (_double, backend) = setup_with(
+        DoubleSchema::default()
+            .with_field("Videos", "Music", FieldType::Attachments)
+            .with_field("Videos", "Final Video", FieldType::Attachments),
+    )
+    .await;
+    let backend: support::records_contract::Backend = backend;
+    support::records_contract::typed_attachment_media_round_trips(&backend).await;
+}

@@ -29,6 +29,13 @@ const EVENTS: &str = "Webhook Events";
 
 /// Runs every check in turn; the first broken contract fails with a message naming it.
 pub async fn run_all(backend: Backend) {
+    run_core(backend.clone()).await;
+    typed_attachment_media_round_trips(&backend).await;
+}
+
+/// Every check but the attachment one, which on Airtable needs a base whose media fields
+/// are attachment fields (a URL field refuses an attachment list, as it should).
+pub async fn run_core(backend: Backend) {
     create_then_get_round_trips(&backend).await;
     empty_values_are_omitted(&backend).await;
     partial_update_leaves_other_fields(&backend).await;
@@ -47,7 +54,6 @@ pub async fn run_all(backend: Backend) {
     typed_jobs_of_video_follows_the_videos_links(&backend).await;
     typed_find_job_by_external_id(&backend).await;
     typed_webhook_event_is_recorded_once_per_event_id(&backend).await;
-    typed_attachment_media_round_trips(&backend).await;
 }
 
 /// A value no other run (or other check) uses.
@@ -350,7 +356,7 @@ pub async fn find_equals_matches_exactly_whatever_the_characters(b: &Backend) {
         "find Equals must look only in the named field"
     );
     assert!(
-        find_by(b, VIDEOS, "External Job ID", &values[0])
+        find_by(b, VIDEOS, "Name", &values[0])
             .await
             .is_empty(),
         "find Equals must look only in the named table"
