@@ -356,9 +356,7 @@ pub async fn find_equals_matches_exactly_whatever_the_characters(b: &Backend) {
         "find Equals must look only in the named field"
     );
     assert!(
-        find_by(b, VIDEOS, "Name", &values[0])
-            .await
-            .is_empty(),
+        find_by(b, VIDEOS, "Name", &values[0]).await.is_empty(),
         "find Equals must look only in the named table"
     );
 }
