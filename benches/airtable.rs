@@ -1,0 +1,286 @@
+//! Airtable economy benchmark: Airtable's 5 requests per second per base, not CPU, is
+//! this service's ceiling, so this counts requests, on the Airtable double, through the
+//! real binary:
+//!
+//! 1. typical writes of the typed layer alone (and 30 concurrent job updates, batched);
+//! 2. requests per completed GoAPI webhook of a job the engine started: one alone, then
+//!    30 at once, with the time to drain them next to the floor (requests / 5 per second).
+//!
+//! Run: `cargo bench --bench airtable`.
+
+#[allow(dead_code)]
+#[path = "../tests/support/airtable_double.rs"]
+mod airtable_double;
+#[allow(dead_code)]
+#[path = "../tests/support/goapi_double.rs"]
+mod goapi_double;
+#[allow(dead_code)]
+#[path = "../tests/support/nca_double.rs"]
+mod nca_double;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airtable_double::{AirtableDouble, DoubleConfig};
+use futures::future::join_all;
+use goapi_double::GoapiDouble;
+use nca_double::NcaDouble;
+use reelstate::domain::{JobStatus, JobType, RecordId};
+use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
+use reelstate::records::{JobFields, Mapping, Records, VideoFields};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const SECRET: &str = "bench-secret";
+
+fn client_for(d: &AirtableDouble) -> Records {
+    let backend = AirtableBackend::new(AirtableConfig {
+        api_url: d.url(),
+        token: d.token(),
+        base_id: d.base_id(),
+        lockout: Duration::from_secs(1),
+        ..AirtableConfig::default()
+    })
+    .expect("backend");
+    Records::new(Arc::new(backend), Mapping::default())
+}
+
+async fn typical_writes() {
+    let d = AirtableDouble::start(DoubleConfig::default()).await;
+    let r = client_for(&d);
+    let video = RecordId::parse(&d.insert_record("Videos", json!({"Name": "v"}))).unwrap();
+    let count = |d: &AirtableDouble| d.requests().len();
+    let mut row = |label: &str, n: usize| println!("  {label:<52} {n:>3} request(s)");
+
+    let before = count(&d);
+    r.get_video(&video).await.unwrap();
+    row("read a video", count(&d) - before);
+
+    let before = count(&d);
+    let job = |i: usize| JobFields {
+        job_id: format!("job-{i}"),
+        job_type: Some(JobType::MusicGeneration),
+        status: Some(JobStatus::Processing),
+        related_video: Some(video.clone()),
+        external_job_id: None,
+        webhook_url: None,
+        error_details: None,
+        timestamps: None,
+    };
+    r.write_job(&job(0)).await.unwrap();
+    row("create (upsert) a job", count(&d) - before);
+
+    let before = count(&d);
+    r.update_video(
+        &video,
+        &VideoFields {
+            status: Some(reelstate::domain::VideoStatus::GeneratingMusic),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    row("update a video", count(&d) - before);
+
+    let v = r.get_video(&video).await.unwrap().unwrap();
+    let before = count(&d);
+    r.jobs_of_video(&v).await.unwrap();
+    row(
+        "find a video's jobs (by its link array)",
+        count(&d) - before,
+    );
+
+    let jobs: Vec<RecordId> = join_all((1..=30).map(|i| r.write_job(&job(i))))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let before = count(&d);
+    join_all(jobs.iter().map(|id| {
+        r.update_job(
+            id,
+            &JobFields {
+                status: Some(JobStatus::Completed),
+                ..job(0)
+            },
+        )
+    }))
+    .await;
+    row(
+        "30 concurrent job updates (batched by 10)",
+        count(&d) - before,
+    );
+}
+
+fn fixture(task_id: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/goapi/udio_completed.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["data"]["task_id"] = json!(task_id);
+    v
+}
+
+struct Server {
+    url: String,
+    client: reqwest::Client,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn video(&self, id: &str) -> Value {
+        self.client
+            .get(format!("{}/videos/{id}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every video is in `status` with no effect left to run.
+    async fn settle(&self, ids: &[String], status: &str) {
+        for id in ids {
+            loop {
+                let v = self.video(id).await;
+                if v["status"] == status && v["effects"].as_array().is_some_and(|e| e.is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn engine_run() {
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    // Only the webhooks this benchmark sends: the doubles stay silent.
+    goapi.set_drop_webhooks(true);
+    nca.set_drop_callbacks(true);
+    let n = 31;
+    let videos: Vec<String> = (0..n)
+        .map(|i| {
+            airtable.insert_record(
+                "Videos",
+                json!({"Name": format!("v{i}"), "Status": "segments_combined",
+                       "Combined Segments Video": format!("{}/v{i}.mp4", nca.url())}),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("REELSTATE_DB", dir.path().join("bench.db"))
+        .env("GOAPI_WEBHOOK_SECRET", SECRET)
+        .env(
+            "REELSTATE_SIGNING_SECRET",
+            "bench-signing-secret-0123456789",
+        )
+        .env("AIRTABLE_TOKEN", airtable.token())
+        .env("AIRTABLE_BASE_ID", airtable.base_id())
+        .env("AIRTABLE_API_URL", airtable.url())
+        .env("AIRTABLE_LOCKOUT_SECS", "1")
+        .env("NCA_API_URL", nca.url())
+        .env("NCA_API_KEY", nca.api_key())
+        .env("GOAPI_API_URL", goapi.url())
+        .env("GOAPI_API_KEY", goapi.api_key())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start reelstate");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap()
+        .strip_prefix("reelstate listening on ")
+        .unwrap()
+        .to_owned();
+    let server = Server {
+        url,
+        client: reqwest::Client::new(),
+        _child: child,
+        _dir: dir,
+    };
+    // The engine starts every video's music job (GoAPI task created, job recorded).
+    for v in &videos {
+        server
+            .client
+            .post(format!("{}/videos/{v}/music", server.url))
+            .send()
+            .await
+            .unwrap();
+    }
+    server.settle(&videos, "generating_music").await;
+    let task_of = |v: &str| -> String {
+        let snapshot = futures::executor::block_on(server.video(v));
+        snapshot["jobs"][0]["external_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let tasks: Vec<String> = videos.iter().map(|v| task_of(v)).collect();
+    let send = |i: usize| {
+        let (client, url, video, body) = (
+            server.client.clone(),
+            server.url.clone(),
+            videos[i].clone(),
+            fixture(&tasks[i]),
+        );
+        async move {
+            let r = client
+                .post(format!("{url}/webhooks/goapi?video_id={video}"))
+                .header("x-webhook-secret", SECRET)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+        }
+    };
+
+    // One webhook alone.
+    let before = airtable.requests().len();
+    send(0).await;
+    server.settle(&videos[..1], "adding_music").await;
+    let lone = airtable.requests().len() - before;
+    println!("  one completed GoAPI webhook, alone                    {lone:>3} request(s)");
+
+    // Thirty at once.
+    let before = airtable.requests().len();
+    let start = Instant::now();
+    join_all((1..n).map(send)).await;
+    server.settle(&videos[1..], "adding_music").await;
+    let drain = start.elapsed().as_secs_f64();
+    let burst = airtable.requests().len() - before;
+    let floor = burst as f64 / 5.0;
+    println!(
+        "  30 completed GoAPI webhooks at once                  {burst:>3} request(s): {:.2} per webhook",
+        burst as f64 / 30.0
+    );
+    println!(
+        "  drain time of the 30: {drain:.1} s; the rate limit's floor for {burst} requests: {floor:.1} s"
+    );
+    println!(
+        "  most requests the base saw in any one second: {}",
+        airtable.max_requests_in_any_second()
+    );
+    assert_eq!(nca.submissions().len(), n, "one mix per video");
+}
+
+#[tokio::main]
+async fn main() {
+    println!("Airtable requests per operation (typed layer on the Airtable double):");
+    typical_writes().await;
+    println!("Airtable requests per completed GoAPI webhook (real binary, Airtable double):");
+    engine_run().await;
+}
