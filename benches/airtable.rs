@@ -8,13 +8,10 @@
 //!
 //! Run: `cargo bench --bench airtable`.
 
-#[allow(dead_code)]
 #[path = "../tests/support/airtable_double.rs"]
 mod airtable_double;
-#[allow(dead_code)]
 #[path = "../tests/support/goapi_double.rs"]
 mod goapi_double;
-#[allow(dead_code)]
 #[path = "../tests/support/nca_double.rs"]
 mod nca_double;
 
@@ -51,7 +48,7 @@ async fn typical_writes() {
     let r = client_for(&d);
     let video = RecordId::parse(&d.insert_record("Videos", json!({"Name": "v"}))).unwrap();
     let count = |d: &AirtableDouble| d.requests().len();
-    let mut row = |label: &str, n: usize| println!("  {label:<52} {n:>3} request(s)");
+    let row = |label: &str, n: usize| println!("  {label:<52} {n:>3} request(s)");
 
     let before = count(&d);
     r.get_video(&video).await.unwrap();
@@ -91,22 +88,20 @@ async fn typical_writes() {
         count(&d) - before,
     );
 
-    let jobs: Vec<RecordId> = join_all((1..=30).map(|i| r.write_job(&job(i))))
+    let new_jobs: Vec<JobFields> = (1..=30).map(job).collect();
+    let jobs: Vec<RecordId> = join_all(new_jobs.iter().map(|j| r.write_job(j)))
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
+    let done = JobFields {
+        status: Some(JobStatus::Completed),
+        related_video: None,
+        job_type: None,
+        ..job(0)
+    };
     let before = count(&d);
-    join_all(jobs.iter().map(|id| {
-        r.update_job(
-            id,
-            &JobFields {
-                status: Some(JobStatus::Completed),
-                ..job(0)
-            },
-        )
-    }))
-    .await;
+    join_all(jobs.iter().map(|id| r.update_job(id, &done))).await;
     row(
         "30 concurrent job updates (batched by 10)",
         count(&d) - before,

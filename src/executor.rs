@@ -340,9 +340,14 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 error_details: patch.error.clone(),
                 timestamps: None,
             };
+            // Jobs another part of the pipeline created are named after their record and
+            // updated by record id; the engine's own are upserted on Job ID, which lets
+            // this write share one request with the video's other job writes.
             match engine.store.job_location(*job).await?.and_then(|(_, r)| r) {
-                Some(record) => engine.records.update_job(&record, &fields).await?,
-                None => {
+                Some(record) if JobId::for_record(&record) == *job => {
+                    engine.records.update_job(&record, &fields).await?
+                }
+                _ => {
                     let record = engine.records.write_job(&fields).await?;
                     engine.store.set_job_record(*job, &record).await?;
                 }

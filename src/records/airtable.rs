@@ -368,6 +368,9 @@ impl AirtableBackend {
     }
 }
 
+/// How long a write waits for others to share its request.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// The background task of one table's write queue.
 async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
     let mut pending: VecDeque<WriteOp> = VecDeque::new();
@@ -379,8 +382,10 @@ async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiv
             }
         }
         let slot = shared.limiter.acquire().await;
-        // Writes started together with this one (same tick) get to join its request.
-        tokio::task::yield_now().await;
+        // Writes started together with this one get to join its request: a few
+        // milliseconds are nothing next to Airtable's round trip, and a request saved is
+        // a fifth of a second of the base's budget.
+        tokio::time::sleep(GATHER).await;
         while let Ok(op) = rx.try_recv() {
             pending.push_back(op);
         }
