@@ -424,17 +424,14 @@ pub fn mermaid() -> String {
     }
     out.push_str("    completed --> [*]\n");
     out.push_str("\n%% Job lifecycle\nstateDiagram-v2\n");
-    let mut seen = BTreeSet::new();
     for r in &jobs {
-        if seen.insert((r.from.clone(), r.to.clone(), r.event.clone())) {
-            out.push_str(&format!(
-                "    {} --> {} : {} ({})\n",
-                node(&r.from),
-                node(&r.to),
-                r.event,
-                r.job_type
-            ));
-        }
+        out.push_str(&format!(
+            "    {} --> {} : {} ({})\n",
+            node(&r.from),
+            node(&r.to),
+            r.event,
+            r.job_type
+        ));
     }
     out.push_str("    completed --> [*]\n    failed --> [*]\n");
     out
