@@ -353,10 +353,8 @@ fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
             next.video.status.name()
         ));
     }
-    if current.external_id.is_none() {
-        if let Some(id) = &u.nca_job_id {
-            job_mut(next, job).external_id = Some(id.clone());
-        }
+    if let (None, Some(id)) = (&current.external_id, &u.nca_job_id) {
+        job_mut(next, job).external_id = Some(id.clone());
     }
     match &u.result {
         NcaResult::Succeeded { output } => {

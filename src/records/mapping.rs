@@ -21,7 +21,7 @@ pub enum MediaKind {
     Attachment,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mapping {
     pub videos: VideosMapping,
@@ -126,18 +126,6 @@ impl Default for WebhookEventsMapping {
             timestamp: "Timestamp".into(),
             related_job: Some("Related Job".into()),
             error_details: Some("Error Details".into()),
-        }
-    }
-}
-
-impl Default for Mapping {
-    fn default() -> Self {
-        Self {
-            videos: VideosMapping::default(),
-            jobs: JobsMapping::default(),
-            webhook_events: WebhookEventsMapping::default(),
-            video_status_values: BTreeMap::new(),
-            job_status_values: BTreeMap::new(),
         }
     }
 }
