@@ -1,494 +1,820 @@
-//! Properties of the pure state machine over arbitrary event sequences: duplicates,
-//! reorderings, intermediate statuses, commands, and the engine's own events. Events are
-//! generated against the snapshot they are applied to, so sequences really do reach
-//! adding_music, completed and the failed states (a coverage test checks that).
+//! Properties of `decide()` over whole event sequences.
+//!
+//! A sequence starts from a realistic snapshot and is a list of abstract actions that are
+//! resolved against the snapshot at the time they are delivered: "GoAPI reports on the
+//! current task", "NCA answers an older submission", "the deadline of the 2nd job passed",
+//! "the previous event again". That keeps events relevant (they hit real jobs, tasks and
+//! submissions, so sequences do reach adding_music, completed and the failed states) while
+//! still mixing in duplicates, reorderings, stale and unknown ids. It also shrinks well:
+//! removing an action never makes the others meaningless.
+//!
+//! The runs are deterministic (fixed seed, no failure files), so a failure here is a
+//! failure everywhere.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
+use proptest::sample::Index;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::machine::{
-    Ctx, Decision, Effect, Event, Job, JobId, NcaResult, NcaUpdate, Outcome, Policy, Snapshot,
-    TaskStatus, TaskUpdate, Track, Video, decide,
+    Ctx, Decision, Effect, Event, Job, JobId, NcaResult, NcaUpdate, Outcome, Policy, Rejection,
+    Snapshot, TaskStatus, TaskUpdate, Track, Video, decide,
 };
 use uuid::Uuid;
 
-/// An event described relative to whatever snapshot it meets.
-#[derive(Debug, Clone)]
-enum Abs {
-    MusicRequested,
-    Retry,
-    /// `which`: 0 the current music task, 1 an older one, 2 an unknown task.
-    Goapi {
-        which: u8,
-        status: u8,
-        usable: bool,
-    },
-    /// `which`: 0 the current submission, 1 an older one, 2 unknown, 3 none (legacy).
-    Nca {
-        which: u8,
-        success: bool,
-    },
-    Accepted {
-        job: u8,
-        ext: u8,
-    },
-    EffectFailed {
-        job: u8,
-    },
-    Deadline {
-        job: u8,
-    },
-    /// Deliver the previous event again.
-    Repeat,
+const CASES: u32 = 256;
+const MAX_EVENTS: usize = 30;
+
+fn config() -> Config {
+    Config {
+        cases: CASES,
+        rng_seed: RngSeed::Fixed(0x5eed_f00d),
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
 
-fn abs() -> impl Strategy<Value = Abs> {
-    prop_oneof![
-        1 => Just(Abs::MusicRequested),
-        1 => Just(Abs::Retry),
-        6 => (0u8..3, 0u8..5, prop::bool::weighted(0.8))
-            .prop_map(|(which, status, usable)| Abs::Goapi { which, status, usable }),
-        4 => (0u8..4, prop::bool::weighted(0.7)).prop_map(|(which, success)| Abs::Nca { which, success }),
-        2 => (0u8..4, 0u8..3).prop_map(|(job, ext)| Abs::Accepted { job, ext }),
-        1 => (0u8..4).prop_map(|job| Abs::EffectFailed { job }),
-        1 => (0u8..4).prop_map(|job| Abs::Deadline { job }),
-        2 => Just(Abs::Repeat),
-    ]
+// ---------------------------------------------------------------------------------------
+// Starting snapshots
+
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// Segments combined, a source video, no music job yet.
+    SegmentsCombined,
+    /// A status another part of the pipeline wrote, with the processing music_generation
+    /// job it created (with or without GoAPI's task id recorded).
+    OtherWithPipelineJob { task_id_known: bool },
+    /// The engine already asked for music (job accepted by GoAPI or not yet).
+    GeneratingMusic { accepted: bool },
+    /// Generating music for a video that has no Combined Segments Video to mix under.
+    GeneratingWithoutSource,
+}
+
+const VIDEO: &str = "recPropTest000001";
+
+fn rec(s: &str) -> RecordId {
+    RecordId::parse(s).expect("test record ids are valid")
 }
 
 fn url(s: &str) -> MediaUrl {
-    MediaUrl::parse(s).unwrap()
+    MediaUrl::parse(s).expect("test URLs are valid")
 }
 
-fn video_id() -> RecordId {
-    RecordId::parse("recPr0pertyTest01").unwrap()
+fn epoch() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
 }
 
-fn job(n: u128, kind: JobType, status: JobStatus, ext: Option<&str>) -> Job {
+fn existing_job(record: &str, kind: JobType, status: JobStatus, ext: Option<&str>) -> Job {
     Job {
-        id: JobId(Uuid::from_u128(n)),
+        id: JobId::for_record(&rec(record)),
         kind,
         status,
         external_id: ext.map(str::to_owned),
         submission_id: None,
         error: None,
-        created_at: DateTime::<Utc>::UNIX_EPOCH,
+        created_at: epoch(),
         ended_at: None,
     }
 }
 
-/// Realistic starting points; each carries a job of a type the engine does not own.
-fn start(kind: u8) -> Snapshot {
-    let mut v = Video::new(video_id(), VideoStatus::SegmentsCombined);
-    v.source_video = Some(url("https://videos.example/combined.mp4"));
-    let foreign = job(
-        99,
-        JobType::Other("thumbnail".into()),
-        JobStatus::Processing,
-        Some("x"),
-    );
-    let mut s = Snapshot {
-        video: v,
-        jobs: vec![foreign],
-    };
-    match kind {
-        0 => {}
-        1 => {
-            s.video.status = VideoStatus::Other("music_requested".into());
-            s.jobs.push(job(
-                1,
-                JobType::MusicGeneration,
+fn start_snapshot(start: Start, foreign_jobs: bool) -> Snapshot {
+    let mut video = Video::new(rec(VIDEO), VideoStatus::SegmentsCombined);
+    video.source_video = Some(url("https://videos.example/combined.mp4"));
+    video.music_prompt = Some("calm piano".into());
+    let gen_job =
+        |status, ext| existing_job("recPipelineJob001", JobType::MusicGeneration, status, ext);
+    let mut jobs = Vec::new();
+    match start {
+        Start::SegmentsCombined => {}
+        Start::OtherWithPipelineJob { task_id_known } => {
+            video.status = VideoStatus::Other("music_requested".into());
+            jobs.push(gen_job(
                 JobStatus::Processing,
-                Some("task-a"),
+                task_id_known.then_some("task-pipeline"),
             ));
         }
-        2 => {
-            s.video.status = VideoStatus::Other("music_requested".into());
-            s.jobs.push(job(
-                1,
-                JobType::MusicGeneration,
-                JobStatus::Processing,
-                None,
-            ));
+        Start::GeneratingMusic { accepted } => {
+            video.status = VideoStatus::GeneratingMusic;
+            jobs.push(if accepted {
+                gen_job(JobStatus::Processing, Some("task-pipeline"))
+            } else {
+                gen_job(JobStatus::Pending, None)
+            });
         }
-        _ => {
-            s.video.status = VideoStatus::GeneratingMusic;
-            s.jobs.push(job(
-                1,
-                JobType::MusicGeneration,
-                JobStatus::Processing,
-                Some("task-a"),
-            ));
+        Start::GeneratingWithoutSource => {
+            video.status = VideoStatus::GeneratingMusic;
+            video.source_video = None;
+            jobs.push(gen_job(JobStatus::Processing, Some("task-pipeline")));
         }
     }
-    s
+    if foreign_jobs {
+        // Jobs of other stages, linked to the same video: the engine must leave them be,
+        // even when an event names them.
+        let other = |s: &str| JobType::Other(s.into());
+        jobs.insert(
+            0,
+            existing_job(
+                "recThumbnailJob01",
+                other("thumbnail"),
+                JobStatus::Pending,
+                None,
+            ),
+        );
+        jobs.push(existing_job(
+            "recVoiceoverJob01",
+            other("voiceover"),
+            JobStatus::Completed,
+            Some("vo-1"),
+        ));
+    }
+    Snapshot { video, jobs }
 }
 
-fn engine_jobs(s: &Snapshot) -> Vec<&Job> {
-    s.jobs
-        .iter()
-        .filter(|j| !matches!(j.kind, JobType::Other(_)))
+// ---------------------------------------------------------------------------------------
+// Actions, resolved into events against the current snapshot
+
+/// Which task, submission or external id an event carries.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// The latest job's (its recorded id, or the id the service would give it).
+    Current,
+    /// Any job's of that type, older ones included.
+    Older(Index),
+    /// An id no job of this video has (a small pool, so unknown ids recur).
+    Unknown(u8),
+    /// No id at all (NCA's legacy callbacks).
+    Absent,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tracks {
+    Usable,
+    UsableAfterUnfinished,
+    Empty,
+    UnfinishedOnly,
+    NoUrl,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    MusicRequested {
+        prompt: Option<String>,
+    },
+    Retry,
+    Goapi {
+        task: Pick,
+        status: TaskStatus,
+        tracks: Tracks,
+        error: Option<String>,
+        n: u8,
+    },
+    Nca {
+        submission: Pick,
+        nca_job: Pick,
+        succeeded: bool,
+        n: u8,
+    },
+    Deadline {
+        job: Option<Index>,
+    },
+    Accepted {
+        job: Option<Index>,
+        own_id: bool,
+        n: u8,
+    },
+    EffectFailed {
+        job: Option<Index>,
+        error: String,
+    },
+    /// The previous event delivered again.
+    Redeliver,
+    /// An earlier event delivered again, late.
+    Replay(Index),
+}
+
+fn pick() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        6 => Just(Pick::Current),
+        2 => any::<Index>().prop_map(Pick::Older),
+        1 => any::<u8>().prop_map(Pick::Unknown),
+    ]
+}
+
+fn pick_or_absent() -> impl Strategy<Value = Pick> {
+    prop_oneof![9 => pick(), 1 => Just(Pick::Absent)]
+}
+
+fn job_pick() -> impl Strategy<Value = Option<Index>> {
+    prop_oneof![9 => any::<Index>().prop_map(Some), 1 => Just(None)]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    let status = prop_oneof![
+        1 => Just(TaskStatus::Pending),
+        2 => Just(TaskStatus::Processing),
+        1 => Just(TaskStatus::Staged),
+        4 => Just(TaskStatus::Completed),
+        1 => Just(TaskStatus::Failed),
+    ];
+    let tracks = prop_oneof![
+        6 => Just(Tracks::Usable),
+        1 => Just(Tracks::UsableAfterUnfinished),
+        1 => Just(Tracks::Empty),
+        1 => Just(Tracks::UnfinishedOnly),
+        1 => Just(Tracks::NoUrl),
+    ];
+    let error = proptest::option::of(prop_oneof![Just(String::new()), "[a-z ]{1,12}"]);
+    prop_oneof![
+        2 => proptest::option::of("[a-z]{1,8}").prop_map(|prompt| Action::MusicRequested { prompt }),
+        3 => Just(Action::Retry),
+        8 => (pick(), status, tracks, error, any::<u8>()).prop_map(
+            |(task, status, tracks, error, n)| Action::Goapi { task, status, tracks, error, n }
+        ),
+        8 => (pick_or_absent(), pick_or_absent(), proptest::bool::weighted(0.7), any::<u8>()).prop_map(
+            |(submission, nca_job, succeeded, n)| Action::Nca { submission, nca_job, succeeded, n }
+        ),
+        1 => job_pick().prop_map(|job| Action::Deadline { job }),
+        3 => (job_pick(), proptest::bool::weighted(0.8), any::<u8>())
+            .prop_map(|(job, own_id, n)| Action::Accepted { job, own_id, n }),
+        1 => (job_pick(), prop_oneof![Just(String::new()), "[a-z ]{1,12}"])
+            .prop_map(|(job, error)| Action::EffectFailed { job, error }),
+        3 => Just(Action::Redeliver),
+        2 => any::<Index>().prop_map(Action::Replay),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    start: Start,
+    foreign_jobs: bool,
+    actions: Vec<Action>,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    let start = prop_oneof![
+        3 => Just(Start::SegmentsCombined),
+        3 => any::<bool>().prop_map(|task_id_known| Start::OtherWithPipelineJob { task_id_known }),
+        3 => any::<bool>().prop_map(|accepted| Start::GeneratingMusic { accepted }),
+        1 => Just(Start::GeneratingWithoutSource),
+    ];
+    (
+        start,
+        any::<bool>(),
+        proptest::collection::vec(action(), 1..=MAX_EVENTS),
+    )
+        .prop_map(|(start, foreign_jobs, actions)| Scenario {
+            start,
+            foreign_jobs,
+            actions,
+        })
+}
+
+/// The id a service would give the job at `pos` in the snapshot.
+fn service_id(s: &Snapshot, pos: usize) -> String {
+    match s.jobs[pos].kind {
+        JobType::MusicGeneration => format!("task-{pos}"),
+        JobType::MusicAddition => format!("nca-{pos}"),
+        JobType::Other(_) => format!("ext-{pos}"),
+    }
+}
+
+fn positions(s: &Snapshot, kind: &JobType) -> Vec<usize> {
+    (0..s.jobs.len())
+        .filter(|&p| &s.jobs[p].kind == kind)
         .collect()
 }
 
-/// Turns an abstract event into a concrete one against `s`.
-fn resolve(a: &Abs, s: &Snapshot, prev: Option<&Event>, n: usize) -> Option<Event> {
-    let gen_jobs: Vec<&Job> = s.jobs_of(&JobType::MusicGeneration).collect();
-    let add_jobs: Vec<&Job> = s.jobs_of(&JobType::MusicAddition).collect();
-    let jobs = engine_jobs(s);
-    let pick = |i: u8| (!jobs.is_empty()).then(|| jobs[i as usize % jobs.len()].id);
-    Some(match a {
-        Abs::MusicRequested => Event::MusicRequested { prompt: None },
-        Abs::Retry => Event::RetryRequested,
-        Abs::Goapi {
-            which,
-            status,
-            usable,
-        } => {
-            let task_id = match which {
-                0 => gen_jobs
-                    .last()
-                    .and_then(|j| j.external_id.clone())
-                    .unwrap_or_else(|| "task-a".into()),
-                1 => gen_jobs
-                    .first()
-                    .and_then(|j| j.external_id.clone())
-                    .unwrap_or_else(|| "task-old".into()),
-                _ => format!("task-random-{n}"),
-            };
-            let status = [
-                TaskStatus::Pending,
-                TaskStatus::Processing,
-                TaskStatus::Staged,
-                TaskStatus::Completed,
-                TaskStatus::Failed,
-            ][*status as usize % 5];
-            let tracks = if *usable {
-                vec![
-                    Track {
-                        url: None,
-                        finished: true,
-                    },
-                    Track {
-                        url: Some(url("https://music.example/a.mp3")),
-                        finished: true,
-                    },
-                ]
-            } else {
-                vec![Track {
-                    url: Some(url("https://music.example/b.mp3")),
-                    finished: false,
-                }]
-            };
-            Event::GoapiTaskUpdate(TaskUpdate {
-                task_id,
-                status,
-                tracks,
-                error: (status == TaskStatus::Failed).then(|| "quota".to_owned()),
-            })
-        }
-        Abs::Nca { which, success } => {
-            let submission_id = match which {
-                0 => add_jobs.last().and_then(|j| j.submission_id.clone()),
-                1 => add_jobs.first().and_then(|j| j.submission_id.clone()),
-                2 => Some(format!("add_music:{}:99", video_id())),
-                _ => None,
-            };
-            Event::NcaJobFinished(NcaUpdate {
-                submission_id,
-                nca_job_id: Some(format!("nca-{n}")),
-                result: if *success {
-                    NcaResult::Succeeded {
-                        output: url("https://videos.example/final.mp4"),
-                    }
-                } else {
-                    NcaResult::Failed {
-                        error: "ffmpeg failed".into(),
-                    }
-                },
-            })
-        }
-        Abs::Accepted { job, ext } => Event::ExternalAccepted {
-            job: pick(*job)?,
-            external_id: format!("ext-{ext}"),
-        },
-        Abs::EffectFailed { job } => Event::EffectFailed {
-            job: pick(*job)?,
-            error: "rejected".into(),
-        },
-        Abs::Deadline { job } => Event::JobDeadlinePassed { job: pick(*job)? },
-        Abs::Repeat => prev?.clone(),
+/// The external id a `pick` names among the jobs of `kind`.
+fn external_id(s: &Snapshot, kind: &JobType, p: Pick, unknown: &str) -> Option<String> {
+    let ps = positions(s, kind);
+    let chosen = match p {
+        Pick::Absent => return None,
+        Pick::Unknown(n) => return Some(format!("{unknown}-{}", n % 3)),
+        Pick::Current => ps.last().copied(),
+        Pick::Older(i) if !ps.is_empty() => Some(ps[i.index(ps.len())]),
+        Pick::Older(_) => None,
+    };
+    Some(match chosen {
+        Some(pos) => s.jobs[pos]
+            .external_id
+            .clone()
+            .unwrap_or_else(|| service_id(s, pos)),
+        None => format!("{unknown}-0"),
     })
 }
 
-fn ctx(n: usize) -> Ctx {
-    Ctx {
-        now: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(n as i64),
-        event_id: Uuid::from_u128(0x1000 + n as u128),
-        from_webhook: true,
-        policy: Policy {
-            volume: 0.2,
-            max_retries: 2,
-        },
+fn submission(s: &Snapshot, p: Pick) -> Option<String> {
+    let subs: Vec<String> = s
+        .jobs_of(&JobType::MusicAddition)
+        .filter_map(|j| j.submission_id.clone())
+        .collect();
+    let other_video = |n: u8| Some(format!("add_music:recSomeOtherVid01:{}", n % 3 + 1));
+    match p {
+        Pick::Absent => None,
+        Pick::Unknown(n) => other_video(n),
+        Pick::Current => subs.last().cloned().or_else(|| other_video(0)),
+        Pick::Older(i) if !subs.is_empty() => Some(subs[i.index(subs.len())].clone()),
+        Pick::Older(_) => other_video(0),
     }
 }
 
-fn allowed_job_move(from: JobStatus, to: JobStatus) -> bool {
-    use JobStatus::*;
-    from == to
-        || matches!(
-            (from, to),
-            (Pending, Processing) | (Pending | Processing, Completed | Failed)
-        )
+fn job_id(s: &Snapshot, job: Option<Index>) -> (JobId, Option<usize>) {
+    match job {
+        Some(i) if !s.jobs.is_empty() => {
+            let pos = i.index(s.jobs.len());
+            (s.jobs[pos].id, Some(pos))
+        }
+        _ => (JobId(Uuid::from_u128(0xdead)), None),
+    }
 }
 
-/// Checks one step; returns the next snapshot.
-fn step(s: &Snapshot, e: &Event, n: usize, seen: &mut Run) -> Result<Snapshot, TestCaseError> {
-    let c = ctx(n);
-    let result = decide(s, e, &c);
-    prop_assert_eq!(&result, &decide(s, e, &c), "decide is deterministic");
-    let d: Decision = match result {
-        Err(_) => {
-            prop_assert!(
-                matches!(e, Event::MusicRequested { .. } | Event::RetryRequested),
-                "only commands are rejected: {:?}",
-                e
-            );
-            return Ok(s.clone());
-        }
-        Ok(d) => d,
+fn tracks(t: Tracks, n: u8) -> Vec<Track> {
+    let good = |k: u8| Track {
+        url: Some(url(&format!(
+            "https://music.example/track-{}-{k}.mp3",
+            n % 4
+        ))),
+        finished: true,
     };
-    let next = &d.next;
-    // Applied iff something changed.
-    prop_assert_eq!(
-        d.outcome == Outcome::Applied,
-        next != s,
-        "outcome {:?} vs change",
-        d.outcome
-    );
-    // Final states absorb.
-    if s.video.status == VideoStatus::Completed {
-        prop_assert_eq!(&next.video, &s.video, "completed is absorbing");
+    let unfinished = Track {
+        url: Some(url("https://music.example/partial.mp3")),
+        finished: false,
+    };
+    match t {
+        Tracks::Usable => vec![good(1), good(2)],
+        Tracks::UsableAfterUnfinished => vec![unfinished, good(1)],
+        Tracks::Empty => vec![],
+        Tracks::UnfinishedOnly => vec![unfinished],
+        Tracks::NoUrl => vec![Track {
+            url: None,
+            finished: true,
+        }],
     }
-    if s.video.status.is_failed() && !matches!(e, Event::RetryRequested) {
-        prop_assert_eq!(
-            &next.video,
-            &s.video,
-            "a failed video changes only on retry"
-        );
-    }
-    // What completed and failed states carry.
-    if next.video.status == VideoStatus::Completed {
-        prop_assert!(next.video.music.is_some() && next.video.final_video.is_some());
-        if s.video.status != VideoStatus::Completed {
-            prop_assert_eq!(
-                &s.video.status,
-                &VideoStatus::AddingMusic,
-                "completed only from adding_music"
-            );
-        }
-    }
-    if next.video.status.is_failed() {
-        prop_assert!(
-            next.video
-                .error_details
-                .as_deref()
-                .is_some_and(|e| !e.is_empty())
-        );
-    }
-    for j in &next.jobs {
-        if j.status == JobStatus::Failed {
-            prop_assert!(j.error.is_some(), "a failed job says why");
-        }
-        match s.job(j.id) {
-            Some(old) => {
-                prop_assert!(
-                    allowed_job_move(old.status, j.status),
-                    "job {:?} -> {:?}",
-                    old.status,
-                    j.status
-                );
-                if matches!(j.kind, JobType::Other(_)) {
-                    prop_assert_eq!(old, j, "foreign jobs are untouched");
+}
+
+/// The event an action stands for in snapshot `s`, given the events delivered so far.
+fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
+    Some(match a {
+        Action::MusicRequested { prompt } => Event::MusicRequested {
+            prompt: prompt.clone(),
+        },
+        Action::Retry => Event::RetryRequested,
+        Action::Goapi {
+            task,
+            status,
+            tracks: t,
+            error,
+            n,
+        } => Event::GoapiTaskUpdate(TaskUpdate {
+            task_id: external_id(s, &JobType::MusicGeneration, *task, "task-r")
+                .expect("GoAPI picks are never Absent"),
+            status: *status,
+            tracks: if *status == TaskStatus::Completed {
+                tracks(*t, *n)
+            } else {
+                vec![]
+            },
+            error: error.clone(),
+        }),
+        Action::Nca {
+            submission: sub,
+            nca_job,
+            succeeded,
+            n,
+        } => Event::NcaJobFinished(NcaUpdate {
+            submission_id: submission(s, *sub),
+            nca_job_id: external_id(s, &JobType::MusicAddition, *nca_job, "nca-r"),
+            result: if *succeeded {
+                NcaResult::Succeeded {
+                    output: url(&format!("https://videos.example/final-{}.mp4", n % 4)),
                 }
-            }
-            None => prop_assert_eq!(j.status, JobStatus::Pending, "new jobs start pending"),
+            } else {
+                NcaResult::Failed {
+                    error: format!("ffmpeg exited with {}", n % 4),
+                }
+            },
+        }),
+        Action::Deadline { job } => Event::JobDeadlinePassed {
+            job: job_id(s, *job).0,
+        },
+        Action::Accepted { job, own_id, n } => {
+            let (job, pos) = job_id(s, *job);
+            let external_id = match pos {
+                Some(pos) if *own_id => service_id(s, pos),
+                _ => format!("ext-r{}", n % 3),
+            };
+            Event::ExternalAccepted { job, external_id }
         }
-    }
-    for old in &s.jobs {
-        prop_assert!(next.job(old.id).is_some(), "jobs never disappear");
-    }
-    // Effects agree with the change.
-    let new_jobs: BTreeSet<JobId> = next
-        .jobs
-        .iter()
-        .filter(|j| s.job(j.id).is_none())
-        .map(|j| j.id)
-        .collect();
-    let created: BTreeSet<JobId> = d
-        .effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::CreateJob { job, .. } => Some(*job),
-            _ => None,
-        })
-        .collect();
-    prop_assert_eq!(new_jobs, created);
-    let status_effect = d.effects.iter().find_map(|e| match e {
-        Effect::UpdateVideo(p) => p.status.clone(),
-        _ => None,
-    });
-    let changed = (next.video.status != s.video.status).then(|| next.video.status.clone());
-    prop_assert_eq!(status_effect, changed);
-    prop_assert!(
-        matches!(d.effects.last(), Some(Effect::RecordWebhookOutcome { .. })),
-        "a webhook's decision ends by recording its outcome"
-    );
-    // NCA submissions: unique ids, at most one per completed music_generation job.
-    for effect in &d.effects {
-        if let Effect::SubmitNcaMix { submission_id, .. } = effect {
-            prop_assert!(
-                seen.submissions.insert(submission_id.clone()),
-                "submission {} twice",
-                submission_id
-            );
-            // Mixes started by GoAPI news (not by a retry): one per generation job.
-            if let Event::GoapiTaskUpdate(_) = e {
-                let gen_job = d.job.expect("a GoAPI decision names its job");
-                prop_assert!(
-                    seen.mixed_gen_jobs.insert(gen_job),
-                    "two mixes for one generation job"
-                );
-            }
-        }
-    }
-    // The same news again changes nothing and does nothing but record itself.
-    let again = decide(next, e, &ctx(n + 10_000));
-    if let Ok(again) = again {
-        prop_assert_eq!(&again.next, next, "a second delivery changes nothing");
-        prop_assert!(
-            again
-                .effects
-                .iter()
-                .all(|e| matches!(e, Effect::RecordWebhookOutcome { .. })),
-            "a second delivery has no effect: {:?}",
-            again.effects
-        );
-    }
-    seen.statuses.insert(next.video.status.name().to_owned());
-    Ok(d.next)
+        Action::EffectFailed { job, error } => Event::EffectFailed {
+            job: job_id(s, *job).0,
+            error: error.clone(),
+        },
+        Action::Redeliver => delivered.last()?.clone(),
+        Action::Replay(i) if !delivered.is_empty() => delivered[i.index(delivered.len())].clone(),
+        Action::Replay(_) => return None,
+    })
 }
 
-#[derive(Default)]
-struct Run {
-    submissions: HashSet<String>,
-    mixed_gen_jobs: HashSet<JobId>,
-    statuses: BTreeSet<String>,
+fn is_webhook(e: &Event) -> bool {
+    matches!(e, Event::GoapiTaskUpdate(_) | Event::NcaJobFinished(_))
 }
 
-fn run(kind: u8, events: &[Abs], seen: &mut Run) -> Result<(), TestCaseError> {
-    let mut s = start(kind);
-    let mut prev: Option<Event> = None;
-    for (n, a) in events.iter().enumerate() {
-        let Some(e) = resolve(a, &s, prev.as_ref(), n) else {
+fn is_command(e: &Event) -> bool {
+    matches!(e, Event::MusicRequested { .. } | Event::RetryRequested)
+}
+
+/// A fresh context for delivery number `n`: every delivery is a new inbox entry, with its
+/// own event id (from which new job ids derive) and a later clock.
+fn ctx(n: u128, e: &Event) -> Ctx {
+    Ctx {
+        now: epoch() + Duration::minutes(n as i64),
+        event_id: Uuid::from_u128(0x0e0e_0000_0000 + n),
+        from_webhook: is_webhook(e),
+        policy: Policy::default(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running a sequence
+
+#[derive(Debug)]
+struct Step {
+    before: Snapshot,
+    event: Event,
+    ctx: Ctx,
+    result: Result<Decision, Rejection>,
+}
+
+impl Step {
+    /// A rejected command leaves the snapshot as it was.
+    fn after(&self) -> &Snapshot {
+        match &self.result {
+            Ok(d) => &d.next,
+            Err(_) => &self.before,
+        }
+    }
+}
+
+fn run(sc: &Scenario) -> (Snapshot, Vec<Step>) {
+    let start = start_snapshot(sc.start, sc.foreign_jobs);
+    let mut s = start.clone();
+    let mut delivered = Vec::new();
+    let mut steps = Vec::new();
+    for a in &sc.actions {
+        let Some(event) = resolve(a, &s, &delivered) else {
             continue;
         };
-        s = step(&s, &e, n, seen)?;
-        prev = Some(e);
+        let ctx = ctx(steps.len() as u128 + 1, &event);
+        let result = decide(&s, &event, &ctx);
+        let step = Step {
+            before: s.clone(),
+            event: event.clone(),
+            ctx,
+            result,
+        };
+        s = step.after().clone();
+        delivered.push(event);
+        steps.push(step);
     }
-    Ok(())
+    (start, steps)
 }
 
-fn config() -> Config {
-    Config {
-        cases: 256,
-        failure_persistence: None,
-        // Fixed: the suite is deterministic; set PROPTEST_RNG_SEED to explore others.
-        rng_seed: RngSeed::Fixed(
-            std::env::var("PROPTEST_RNG_SEED")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0x5eed_2026),
-        ),
-        ..Config::default()
-    }
+fn effects(step: &Step) -> &[Effect] {
+    step.result.as_ref().map_or(&[], |d| d.effects.as_slice())
 }
+
+fn video_patch_status(effects: &[Effect]) -> Vec<&VideoStatus> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::UpdateVideo(p) => p.status.as_ref(),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties
 
 proptest! {
     #![proptest_config(config())]
 
+    /// completed is final: nothing changes its status, Music or Final Video (or anything
+    /// else about the video).
     #[test]
-    fn every_sequence_keeps_the_invariants(kind in 0u8..4, events in prop::collection::vec(abs(), 1..30)) {
-        let mut seen = Run::default();
-        run(kind, &events, &mut seen)?;
-    }
-}
-
-#[test]
-fn generated_sequences_reach_every_status() {
-    let mut runner = TestRunner::new(config());
-    let strategy = (0u8..4, prop::collection::vec(abs(), 1..30));
-    let mut reached = BTreeSet::new();
-    for _ in 0..400 {
-        let (kind, events) = strategy.new_tree(&mut runner).unwrap().current();
-        let mut seen = Run::default();
-        run(kind, &events, &mut seen).unwrap();
-        reached.extend(seen.statuses);
-    }
-    for status in VideoStatus::KNOWN {
-        if status == VideoStatus::SegmentsCombined {
-            continue;
+    fn completed_is_absorbing(sc in scenario()) {
+        for st in run(&sc).1.iter().filter(|st| st.before.video.status == VideoStatus::Completed) {
+            prop_assert_eq!(&st.after().video, &st.before.video, "{:?} changed a completed video", st.event);
         }
-        assert!(
-            reached.contains(status.name()),
-            "never reached {}: {reached:?}",
-            status.name()
-        );
     }
-}
 
-/// The machine module stays pure: no IO, clocks, randomness or wire formats.
-#[test]
-fn the_machine_module_is_pure() {
-    let dir = format!("{}/src/machine", env!("CARGO_MANIFEST_DIR"));
-    let forbidden = [
-        "tokio",
-        "warp",
-        "reqwest",
-        "serde_json",
-        "std::fs",
-        "std::net",
-        "std::io",
-        "Utc::now",
-        "SystemTime",
-        "Instant::now",
-        "rand::",
-        "new_v4",
-        "std::thread",
-        "std::env",
-    ];
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim_start().starts_with("//") {
-                continue;
+    /// The failed states are final for everything but an operator's retry.
+    #[test]
+    fn failed_states_are_absorbing_except_for_retry(sc in scenario()) {
+        for st in run(&sc).1.iter().filter(|st| st.before.video.status.is_failed()) {
+            if st.event != Event::RetryRequested {
+                prop_assert_eq!(&st.after().video, &st.before.video, "{:?} changed a failed video", st.event);
             }
-            for f in forbidden {
-                if line.contains(f) {
-                    found.push(format!("{}:{}: {f}", path.display(), i + 1));
+        }
+    }
+
+    /// One track gives one mix: at most one SubmitNcaMix per music_generation job and per
+    /// submission id over the whole sequence, and each names the job it creates.
+    #[test]
+    fn at_most_one_nca_submission_per_track_and_per_id(sc in scenario()) {
+        let mut per_generation_job = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        for st in run(&sc).1 {
+            let Ok(d) = &st.result else { continue };
+            for e in &d.effects {
+                let Effect::SubmitNcaMix { job, submission_id, video, music, volume } = e else { continue };
+                prop_assert!(ids.insert(submission_id.clone()), "submission id {} submitted twice", submission_id);
+                if let Event::GoapiTaskUpdate(_) = st.event {
+                    let g = d.job.expect("a GoAPI decision that submits names its job");
+                    prop_assert_eq!(&st.before.job(g).map(|j| &j.kind), &Some(&JobType::MusicGeneration));
+                    prop_assert!(per_generation_job.insert(g), "music_generation job {} submitted twice", g);
+                }
+                let created = d.next.job(*job).filter(|_| st.before.job(*job).is_none());
+                prop_assert!(created.is_some(), "SubmitNcaMix for job {} that this decision did not create", job);
+                let created = created.unwrap();
+                prop_assert_eq!(&created.kind, &JobType::MusicAddition);
+                prop_assert_eq!(created.submission_id.as_ref(), Some(submission_id));
+                prop_assert_eq!(Some(video), d.next.video.source_video.as_ref());
+                prop_assert_eq!(Some(music), d.next.video.music.as_ref());
+                prop_assert_eq!(*volume, 0.2);
+            }
+        }
+    }
+
+    /// Delivering an event twice in a row (a new inbox entry, same content) gives the same
+    /// snapshot as delivering it once, and the second delivery only closes its event record.
+    #[test]
+    fn delivering_twice_is_delivering_once(sc in scenario()) {
+        for (i, st) in run(&sc).1.iter().enumerate() {
+            let once = st.after();
+            let ctx = ctx(1_000 + i as u128, &st.event);
+            let again = decide(once, &st.event, &ctx);
+            let twice = again.as_ref().map_or(once, |d| &d.next);
+            prop_assert_eq!(twice, once, "second {:?} changed the snapshot", st.event);
+            if let Ok(d) = &again {
+                prop_assert_ne!(d.outcome, Outcome::Applied);
+                for e in &d.effects {
+                    prop_assert!(
+                        matches!(e, Effect::RecordWebhookOutcome { .. }),
+                        "second {:?} emitted {:?}", st.event, e
+                    );
                 }
             }
         }
     }
-    assert!(
-        found.is_empty(),
-        "impure names in src/machine:\n{}",
-        found.join("\n")
-    );
+
+    /// What people see in Airtable is never contradictory: a completed video has its Music
+    /// and Final Video, a failed video and a failed job say why.
+    #[test]
+    fn final_states_carry_their_fields(sc in scenario()) {
+        let (start, steps) = run(&sc);
+        for s in std::iter::once(&start).chain(steps.iter().map(Step::after)) {
+            let v = &s.video;
+            if v.status == VideoStatus::Completed {
+                prop_assert!(v.music.is_some() && v.final_video.is_some(), "completed without Music/Final Video: {:?}", v);
+            }
+            if v.status.is_failed() {
+                prop_assert!(v.error_details.as_deref().is_some_and(|e| !e.trim().is_empty()), "{} without Error Details", v.status);
+            }
+            for j in s.jobs.iter().filter(|j| j.status == JobStatus::Failed) {
+                prop_assert!(j.error.as_deref().is_some_and(|e| !e.trim().is_empty()), "failed job without an error: {:?}", j);
+            }
+        }
+    }
+
+    /// The only way into completed is from adding_music, so a finished video always went
+    /// through the mix.
+    #[test]
+    fn completed_only_through_adding_music(sc in scenario()) {
+        let (start, steps) = run(&sc);
+        let mut history = vec![start.video.status.clone()];
+        for st in &steps {
+            let to = &st.after().video.status;
+            if to == &VideoStatus::Completed && st.before.video.status != VideoStatus::Completed {
+                prop_assert_eq!(&st.before.video.status, &VideoStatus::AddingMusic, "{:?} completed the video", st.event);
+                prop_assert!(history.contains(&VideoStatus::AddingMusic), "history {:?}", history);
+            }
+            history.push(to.clone());
+        }
+    }
+
+    /// Outcome and snapshot agree: Applied changes the snapshot; anything else leaves it
+    /// untouched and emits nothing but the event log entry. Only commands are rejected:
+    /// a webhook always ends in a decision that is recorded.
+    #[test]
+    fn outcome_matches_the_change(sc in scenario()) {
+        for st in run(&sc).1 {
+            match &st.result {
+                Err(r) => prop_assert!(is_command(&st.event), "{:?} rejected: {}", st.event, r),
+                Ok(d) if d.outcome == Outcome::Applied => {
+                    prop_assert_ne!(&d.next, &st.before, "{:?} Applied without a change", st.event);
+                }
+                Ok(d) => {
+                    prop_assert_eq!(&d.next, &st.before, "{:?} was {} but changed the snapshot", st.event, d.outcome);
+                    prop_assert!(
+                        d.effects.iter().all(|e| matches!(e, Effect::RecordWebhookOutcome { .. })),
+                        "{:?} was {} but emitted {:?}", st.event, d.outcome, d.effects
+                    );
+                }
+            }
+        }
+    }
+
+    /// The effects are exactly the state change: an UpdateVideo with status X iff the status
+    /// became X, a CreateJob (and its start effect) for exactly the new jobs, an UpdateJob
+    /// for exactly the jobs whose projected fields changed, the event log entry last and
+    /// only for webhooks.
+    #[test]
+    fn effects_are_the_state_change(sc in scenario()) {
+        for st in run(&sc).1 {
+            let Ok(d) = &st.result else { continue };
+            let (a, b) = (&st.before, &d.next);
+            let statuses = video_patch_status(&d.effects);
+            if a.video.status == b.video.status {
+                prop_assert!(statuses.is_empty(), "{:?}: UpdateVideo status {:?} without a status change", st.event, statuses);
+            } else {
+                prop_assert_eq!(statuses, vec![&b.video.status], "{:?}: status {} -> {}", st.event, a.video.status, b.video.status);
+            }
+            let updates = d.effects.iter().filter(|e| matches!(e, Effect::UpdateVideo(_))).count();
+            prop_assert_eq!(updates, usize::from(a.video != b.video), "{:?}: UpdateVideo count", st.event);
+
+            // Jobs are only ever appended.
+            prop_assert!(b.jobs.len() >= a.jobs.len());
+            prop_assert!(a.jobs.iter().zip(&b.jobs).all(|(x, y)| x.id == y.id), "jobs reordered or removed");
+            let new: BTreeMap<JobId, &Job> = b.jobs[a.jobs.len()..].iter().map(|j| (j.id, j)).collect();
+            let mut created = BTreeMap::new();
+            let mut started = BTreeSet::new();
+            let mut updated = BTreeSet::new();
+            for e in &d.effects {
+                match e {
+                    Effect::CreateJob { job, kind, status } => { created.insert(*job, (kind.clone(), *status)); }
+                    Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } => { prop_assert!(started.insert(*job)); }
+                    Effect::UpdateJob { job, patch } => {
+                        prop_assert!(updated.insert(*job), "two UpdateJob for {}", job);
+                        let (x, y) = (a.job(*job), b.job(*job));
+                        prop_assert!(x.is_some() && y.is_some(), "UpdateJob for a job that is not old");
+                        let (x, y) = (x.unwrap(), y.unwrap());
+                        prop_assert_eq!(patch.status, (x.status != y.status).then_some(y.status));
+                        prop_assert_eq!(&patch.external_id, &(x.external_id != y.external_id).then(|| y.external_id.clone()).flatten());
+                        prop_assert_eq!(&patch.error, &(x.error != y.error).then(|| y.error.clone()).flatten());
+                    }
+                    Effect::UpdateVideo(_) | Effect::RecordWebhookOutcome { .. } => {}
+                }
+            }
+            prop_assert_eq!(
+                created.keys().collect::<Vec<_>>(), new.keys().collect::<Vec<_>>(),
+                "{:?}: CreateJob for other jobs than the new ones", st.event
+            );
+            for (id, j) in &new {
+                prop_assert_eq!(&created[id], &(j.kind.clone(), j.status));
+            }
+            prop_assert_eq!(started.iter().collect::<Vec<_>>(), new.keys().collect::<Vec<_>>(), "every new job is started, once");
+            for x in &a.jobs {
+                let y = b.job(x.id).unwrap();
+                let changed = x.status != y.status || x.external_id != y.external_id || x.error != y.error;
+                prop_assert_eq!(updated.contains(&x.id), changed, "{:?}: UpdateJob for {} vs change", st.event, x.id);
+            }
+
+            let logs: Vec<usize> = d.effects.iter().enumerate()
+                .filter(|(_, e)| matches!(e, Effect::RecordWebhookOutcome { .. }))
+                .map(|(i, _)| i).collect();
+            if st.ctx.from_webhook {
+                prop_assert_eq!(logs, vec![d.effects.len() - 1], "the event log entry comes last, once");
+                let Some(Effect::RecordWebhookOutcome { outcome, job, .. }) = d.effects.last() else { unreachable!() };
+                prop_assert_eq!((outcome, job), (&d.outcome, &d.job));
+            } else {
+                prop_assert!(logs.is_empty(), "an event log entry for a non-webhook event");
+            }
+        }
+    }
+
+    /// pending → processing → completed | failed, and nothing ever leaves completed or failed.
+    #[test]
+    fn job_statuses_only_move_forward(sc in scenario()) {
+        use JobStatus::*;
+        for st in run(&sc).1 {
+            let b = st.after();
+            for x in &st.before.jobs {
+                let y = b.job(x.id);
+                prop_assert!(y.is_some(), "job {} disappeared", x.id);
+                let (from, to) = (x.status, y.unwrap().status);
+                let allowed = from == to || matches!(
+                    (from, to),
+                    (Pending, Processing | Completed | Failed) | (Processing, Completed | Failed)
+                );
+                prop_assert!(allowed, "{:?} moved job {} from {} to {}", st.event, x.id, from, to);
+            }
+            for y in b.jobs.iter().filter(|y| st.before.job(y.id).is_none()) {
+                prop_assert_eq!(y.status, Pending, "new jobs start pending");
+            }
+        }
+    }
+
+    /// Jobs another stage created (types the engine does not know) are never touched, even
+    /// when an event names them.
+    #[test]
+    fn jobs_of_other_types_are_never_modified(sc in scenario()) {
+        for st in run(&sc).1 {
+            for x in st.before.jobs.iter().filter(|j| matches!(j.kind, JobType::Other(_))) {
+                prop_assert_eq!(st.after().job(x.id), Some(x), "{:?} modified a job of another stage", st.event);
+                let touched = effects(&st).iter().any(|e| matches!(e, Effect::UpdateJob { job, .. } if *job == x.id));
+                prop_assert!(!touched, "{:?} emitted an UpdateJob for a job of another stage", st.event);
+            }
+        }
+    }
+
+    /// decide() is a function: the same snapshot, event and context give the same decision.
+    #[test]
+    fn decide_is_deterministic(sc in scenario()) {
+        for st in run(&sc).1 {
+            prop_assert_eq!(decide(&st.before, &st.event, &st.ctx), st.result.clone());
+        }
+    }
+}
+
+/// The generator is only worth its properties if it reaches every state: over a fixed
+/// number of generated sequences, every status and every outcome must occur.
+#[test]
+fn sequences_reach_every_state() {
+    let mut runner = TestRunner::new(config());
+    let strategy = scenario();
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut job_statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..CASES {
+        let sc = strategy
+            .new_tree(&mut runner)
+            .expect("the strategy generates")
+            .current();
+        let (start, steps) = run(&sc);
+        let mut seen = BTreeSet::new();
+        let mut seen_jobs = BTreeSet::new();
+        for s in std::iter::once(&start).chain(steps.iter().map(Step::after)) {
+            seen.insert(match &s.video.status {
+                VideoStatus::Other(_) => "(other)".to_owned(),
+                known => known.name().to_owned(),
+            });
+            seen_jobs.extend(
+                s.jobs
+                    .iter()
+                    .map(|j| format!("{} {}", j.kind.name(), j.status)),
+            );
+        }
+        for st in &steps {
+            let o = match &st.result {
+                Ok(d) => d.outcome.to_string(),
+                Err(_) => "rejected".to_owned(),
+            };
+            *outcomes.entry(o).or_default() += 1;
+        }
+        for s in seen {
+            *statuses.entry(s).or_default() += 1;
+        }
+        for s in seen_jobs {
+            *job_statuses.entry(s).or_default() += 1;
+        }
+    }
+    let want_statuses = VideoStatus::KNOWN
+        .iter()
+        .map(|s| s.name().to_owned())
+        .chain(["(other)".to_owned()]);
+    for s in want_statuses {
+        // A status reached in under 5% of the sequences would leave its properties
+        // barely exercised.
+        let n = statuses.get(&s).copied().unwrap_or(0);
+        assert!(
+            n * 20 >= CASES as usize,
+            "only {n} of {CASES} sequences reach {s}: {statuses:?}"
+        );
+    }
+    for o in [
+        "applied",
+        "recorded",
+        "duplicate",
+        "stale",
+        "unmatched",
+        "rejected",
+    ] {
+        assert!(
+            outcomes.contains_key(o),
+            "no decision was {o}: {outcomes:?}"
+        );
+    }
+    for kind in ["music_generation", "music_addition"] {
+        for status in ["pending", "processing", "completed", "failed"] {
+            let key = format!("{kind} {status}");
+            assert!(
+                job_statuses.contains_key(&key),
+                "no {key} job: {job_statuses:?}"
+            );
+        }
+    }
 }

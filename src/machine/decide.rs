@@ -372,6 +372,10 @@ fn external_accepted(next: &mut Snapshot, job: JobId, external_id: &str) -> Step
     let Some(current) = next.job(job).cloned() else {
         return Step::new(Outcome::Unmatched, None).note("no such job");
     };
+    // Jobs of other stages belong to whoever created them, as in give_up().
+    if matches!(current.kind, JobType::Other(_)) {
+        return Step::new(Outcome::Unmatched, None).note("not a music job");
+    }
     match current.external_id.as_deref() {
         Some(id) if id == external_id => {
             return Step::new(Outcome::Duplicate, Some(job)).note("external id already recorded");
