@@ -16,5 +16,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod text;
+pub mod trigger;
 pub mod webhook;
 pub mod worker;

@@ -39,6 +39,29 @@ enum Command {
         #[arg(long, env = "REELSTATE_AIRTABLE_MAPPING")]
         airtable_mapping: Option<std::path::PathBuf>,
     },
+    /// Send a correctly authenticated sample webhook to a running server.
+    Trigger {
+        #[arg(value_enum)]
+        kind: reelstate::trigger::Kind,
+        /// The video's Airtable record id.
+        #[arg(long)]
+        video: String,
+        /// GoAPI task id to report on (the video's music_generation job's External Job ID).
+        #[arg(long, default_value = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33")]
+        task: String,
+        /// For NCA callbacks: the music_addition job id (from GET /videos/{id}).
+        #[arg(long)]
+        job: Option<String>,
+        /// For NCA callbacks: the submission id (default add_music:<video>:1).
+        #[arg(long)]
+        submission_id: Option<String>,
+        #[arg(long, env = "REELSTATE_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long, env = "GOAPI_WEBHOOK_SECRET", hide_env_values = true)]
+        goapi_webhook_secret: Option<String>,
+        #[arg(long, env = "REELSTATE_SIGNING_SECRET", hide_env_values = true)]
+        signing_secret: Option<String>,
+    },
     /// Ask a running server to generate music for a video.
     Music {
         /// The video's Airtable record id.
@@ -116,6 +139,41 @@ fn main() -> ExitCode {
                     println!("- {p}");
                 }
                 Err(format!("{} schema problem(s)", problems.len()).into())
+            }
+        }),
+        Command::Trigger {
+            kind,
+            video,
+            task,
+            job,
+            submission_id,
+            server,
+            goapi_webhook_secret,
+            signing_secret,
+        } => run_async(async move {
+            let req = reelstate::trigger::build(
+                kind,
+                &reelstate::trigger::Options {
+                    server: &server,
+                    video: &video,
+                    task: &task,
+                    job: job.as_deref(),
+                    submission_id: submission_id.as_deref(),
+                    goapi_secret: goapi_webhook_secret.as_deref(),
+                    signing_secret: signing_secret.as_deref(),
+                },
+            )?;
+            let mut http = reqwest::Client::new().post(&req.url).json(&req.body);
+            for (k, v) in &req.headers {
+                http = http.header(*k, v);
+            }
+            let resp = http.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            println!("{status} {}", resp.text().await.map_err(|e| e.to_string())?);
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("server answered {status}").into())
             }
         }),
         Command::Music {

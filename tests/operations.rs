@@ -339,3 +339,52 @@ async fn json_logs_on_request() {
     assert!(v["level"].is_string(), "{v}");
     let _ = GOAPI_SECRET;
 }
+
+#[tokio::test]
+async fn trigger_sends_an_authenticated_sample_webhook() {
+    let w = World::start().await;
+    let task = "30000000-0000-4000-8000-000000000001";
+    let video = w.seed_generating(1, Some(task)).await;
+    let run = |args: Vec<String>, signing: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+            .arg("trigger")
+            .args(args)
+            .env_clear()
+            .env("GOAPI_WEBHOOK_SECRET", GOAPI_SECRET)
+            .env("REELSTATE_SIGNING_SECRET", signing)
+            .output()
+            .expect("run trigger");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = run(
+        vec![
+            "goapi-completed".into(),
+            "--video".into(),
+            video.to_string(),
+            "--task".into(),
+            task.into(),
+            "--server".into(),
+            w.app.url.clone(),
+        ],
+        support::app::SIGNING_SECRET,
+    );
+    assert!(ok && out.starts_with("202"), "{out}");
+    w.wait_settled(&video, "completed").await;
+    // A callback signed with another key is refused, and the command says so.
+    let (ok, out) = run(
+        vec![
+            "nca-failure".into(),
+            "--video".into(),
+            video.to_string(),
+            "--job".into(),
+            "any".into(),
+            "--server".into(),
+            w.app.url.clone(),
+        ],
+        "not-the-servers-signing-secret",
+    );
+    assert!(!ok && out.starts_with("401"), "{out}");
+}

@@ -1,0 +1,154 @@
+//! `reelstate trigger <kind>`: sends a correctly authenticated sample webhook to a running
+//! server, in the spirit of `stripe trigger`, so that an operator can exercise a path
+//! without waiting for GoAPI or NCA. The samples are the recorded payloads the tests use.
+
+use serde_json::{Value, json};
+
+use crate::domain::RecordId;
+use crate::webhook::callback::CallbackSigner;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    GoapiPending,
+    GoapiProcessing,
+    GoapiCompleted,
+    GoapiFailed,
+    NcaSuccess,
+    NcaFailure,
+}
+
+const UDIO_PENDING: &str = include_str!("../tests/fixtures/goapi/udio_pending.json");
+const UDIO_PROCESSING: &str = include_str!("../tests/fixtures/goapi/udio_processing.json");
+const UDIO_COMPLETED: &str = include_str!("../tests/fixtures/goapi/udio_completed.json");
+const UDIO_FAILED: &str = include_str!("../tests/fixtures/goapi/udio_failed.json");
+const NCA_SUCCESS: &str = include_str!("../tests/fixtures/nca/compose_success_webhook.json");
+const NCA_FAILURE: &str = include_str!("../tests/fixtures/nca/compose_failure_webhook.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("{0} is not an Airtable record id")]
+    BadVideo(String),
+    #[error("GoAPI webhooks need GOAPI_WEBHOOK_SECRET (the server's) to authenticate")]
+    NoGoapiSecret,
+    #[error("NCA callbacks need REELSTATE_SIGNING_SECRET (the server's) and --job to sign the URL")]
+    NoSigning,
+    #[error("cannot sign the callback URL: {0}")]
+    Signer(String),
+}
+
+/// What to send where: the URL, the headers and the body.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+pub struct Options<'a> {
+    pub server: &'a str,
+    pub video: &'a str,
+    pub task: &'a str,
+    pub job: Option<&'a str>,
+    pub submission_id: Option<&'a str>,
+    pub goapi_secret: Option<&'a str>,
+    pub signing_secret: Option<&'a str>,
+}
+
+/// Builds the request; pure, so the CLI and its tests share it.
+pub fn build(kind: Kind, o: &Options<'_>) -> Result<Request, TriggerError> {
+    let video = RecordId::parse(o.video).map_err(|_| TriggerError::BadVideo(o.video.into()))?;
+    let server = o.server.trim_end_matches('/');
+    let sample = |text: &str| -> Value { serde_json::from_str(text).unwrap_or(Value::Null) };
+    match kind {
+        Kind::GoapiPending | Kind::GoapiProcessing | Kind::GoapiCompleted | Kind::GoapiFailed => {
+            let secret = o.goapi_secret.ok_or(TriggerError::NoGoapiSecret)?;
+            let mut body = sample(match kind {
+                Kind::GoapiPending => UDIO_PENDING,
+                Kind::GoapiProcessing => UDIO_PROCESSING,
+                Kind::GoapiCompleted => UDIO_COMPLETED,
+                _ => UDIO_FAILED,
+            });
+            body["data"]["task_id"] = json!(o.task);
+            body["timestamp"] = json!(chrono::Utc::now().timestamp());
+            Ok(Request {
+                url: format!("{server}/webhooks/goapi?video_id={video}"),
+                headers: vec![("x-webhook-secret", secret.to_owned())],
+                body,
+            })
+        }
+        Kind::NcaSuccess | Kind::NcaFailure => {
+            let (Some(key), Some(job)) = (o.signing_secret, o.job) else {
+                return Err(TriggerError::NoSigning);
+            };
+            let signer = CallbackSigner::new(key.as_bytes(), server)
+                .map_err(|e| TriggerError::Signer(e.to_string()))?;
+            let mut body = sample(if kind == Kind::NcaSuccess {
+                NCA_SUCCESS
+            } else {
+                NCA_FAILURE
+            });
+            body["id"] = json!(
+                o.submission_id
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| crate::machine::submission_id(&video, 1))
+            );
+            Ok(Request {
+                url: signer.nca_url(&video, job),
+                headers: Vec::new(),
+                body,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts<'a>() -> Options<'a> {
+        Options {
+            server: "http://127.0.0.1:8080/",
+            video: "recA1b2C3d4E5f6G7",
+            task: "task-1",
+            job: Some("job-1"),
+            submission_id: None,
+            goapi_secret: Some("s"),
+            signing_secret: Some("a-signing-secret-of-some-length"),
+        }
+    }
+
+    #[test]
+    fn goapi_samples_carry_the_task_and_the_secret() {
+        let r = build(Kind::GoapiCompleted, &opts()).unwrap();
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:8080/webhooks/goapi?video_id=recA1b2C3d4E5f6G7"
+        );
+        assert_eq!(r.body["data"]["task_id"], "task-1");
+        assert_eq!(r.body["data"]["status"], "completed");
+        assert_eq!(r.headers, vec![("x-webhook-secret", "s".to_owned())]);
+    }
+
+    #[test]
+    fn nca_samples_go_to_a_signed_url() {
+        let r = build(Kind::NcaSuccess, &opts()).unwrap();
+        assert!(r.url.contains("token="), "{}", r.url);
+        assert_eq!(r.body["id"], "add_music:recA1b2C3d4E5f6G7:1");
+        let no_key = Options {
+            signing_secret: None,
+            ..opts()
+        };
+        assert!(matches!(
+            build(Kind::NcaFailure, &no_key),
+            Err(TriggerError::NoSigning)
+        ));
+        let bad = Options {
+            video: "nope",
+            ..opts()
+        };
+        assert!(matches!(
+            build(Kind::GoapiPending, &bad),
+            Err(TriggerError::BadVideo(_))
+        ));
+    }
+}
