@@ -103,9 +103,9 @@ async fn process_video(engine: &Engine, entries: Vec<InboxEntry>) -> bool {
             return false;
         }
         // The list may predate the previous task for this video: re-read the entry.
-        let entry = match engine.store.entry(listed.event_id).await {
-            Ok(Some(e)) if e.state == "pending" => e,
-            Ok(_) => continue,
+        let entry = match engine.store.is_pending(listed.event_id).await {
+            Ok(true) => listed,
+            Ok(false) => continue,
             Err(e) => {
                 warn!(error = %e, "could not read an inbox entry");
                 return true;

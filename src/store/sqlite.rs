@@ -237,6 +237,18 @@ impl SqliteStore {
         .await
     }
 
+    /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).
+    pub async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            let state: Option<String> = c
+                .prepare_cached("SELECT state FROM inbox WHERE event_id = ?1")?
+                .query_row([event_id.to_string()], |r| r.get(0))
+                .optional()?;
+            Ok(state.as_deref() == Some("pending"))
+        })
+        .await
+    }
+
     pub async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
         self.read(move |c| {
             c.query_row(
