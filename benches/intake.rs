@@ -161,6 +161,11 @@ async fn main() {
         .env("NCA_API_URL", "http://127.0.0.1:9")
         .env("NCA_API_KEY", "unused")
         .env("RUST_LOG", "warn")
+        .envs(
+            std::env::var("REELSTATE_WORKER_CONCURRENCY")
+                .ok()
+                .map(|v| ("REELSTATE_WORKER_CONCURRENCY", v)),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -120,7 +120,7 @@ pub struct ServeArgs {
     pub reconcile_interval_secs: f64,
     /// Videos the worker processes at once. Each takes the store's single writer briefly
     /// per event; more would queue on it and slow intake, which shares that lock.
-    #[arg(long, env = "REELSTATE_WORKER_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "REELSTATE_WORKER_CONCURRENCY", default_value_t = 2)]
     pub worker_concurrency: usize,
     /// Checks of a job before it is failed for want of an answer.
     #[arg(long, env = "REELSTATE_RECONCILE_CHECKS", default_value_t = 3)]

@@ -157,6 +157,7 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
     let span = info_span!("effect", effect_id = %listed.effect_id, kind = listed.effect.kind(),
                           video_id = %listed.video_id, event_id = %listed.event_id);
     async {
+        engine.store.yield_to_intake().await;
         // The list this came from may be older than the previous run for this video:
         // only what the store says now counts.
         let e = match engine.store.outbox_entry(&listed.effect_id).await {

@@ -103,6 +103,7 @@ async fn process_video(engine: &Engine, entries: Vec<InboxEntry>) -> bool {
             return false;
         }
         // The list may predate the previous task for this video: re-read the entry.
+        engine.store.yield_to_intake().await;
         let entry = match engine.store.is_pending(listed.event_id).await {
             Ok(true) => listed,
             Ok(false) => continue,

@@ -128,6 +128,8 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     /// Intake's group commit: concurrent accepts share one transaction.
     accepts: Option<tokio::sync::mpsc::Sender<AcceptJob>>,
+    /// Webhooks waiting to be committed; background work defers to them.
+    intake_waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SqliteStore {
@@ -152,6 +154,7 @@ impl SqliteStore {
         // crash can lose the last transactions, which is the usual SQLite trade.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
         Ok(conn)
     }
 
@@ -162,6 +165,7 @@ impl SqliteStore {
             conn,
             reader,
             accepts: None,
+            intake_waiting: Arc::default(),
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BATCH * 4);
@@ -208,13 +212,18 @@ impl SqliteStore {
     /// only once the entry is committed; concurrent calls share one transaction.
     pub async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
         if let Some(tx) = &self.accepts {
+            use std::sync::atomic::Ordering;
             let (reply, answer) = tokio::sync::oneshot::channel();
-            if tx.send((entry, reply)).await.is_ok() {
-                return answer
+            self.intake_waiting.fetch_add(1, Ordering::SeqCst);
+            let result = match tx.send((entry, reply)).await {
+                Ok(()) => answer
                     .await
-                    .map_err(|_| StoreError::Join("intake writer stopped".into()))?;
-            }
-            return Err(StoreError::Join("intake writer stopped".into()));
+                    .map_err(|_| StoreError::Join("intake writer stopped".into()))
+                    .and_then(|r| r),
+                Err(_) => Err(StoreError::Join("intake writer stopped".into())),
+            };
+            self.intake_waiting.fetch_sub(1, Ordering::SeqCst);
+            return result;
         }
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -223,6 +232,18 @@ impl SqliteStore {
             Ok(accepted)
         })
         .await
+    }
+
+    /// Lets waiting webhooks go first: a sender waits on intake, nobody waits on the
+    /// worker or the executor. Bounded, so background work is delayed, never starved.
+    pub async fn yield_to_intake(&self) {
+        use std::sync::atomic::Ordering;
+        for _ in 0..5 {
+            if self.intake_waiting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Pending entries in arrival order.
