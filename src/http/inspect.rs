@@ -84,18 +84,9 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
             .filter(|e| effect_job(e) == Some(j.id))
             .map(|e| e.attempts)
             .sum();
-        jobs.push(json!({
-            "job_id": j.id.to_string(),
-            "record_id": record,
-            "type": j.kind.name(),
-            "status": j.status,
-            "external_id": j.external_id,
-            "submission_id": j.submission_id,
-            "error": j.error,
-            "attempts": attempts,
-            "created_at": j.created_at,
-            "ended_at": j.ended_at,
-        }));
+        let mut body = job_json(j, record.as_ref());
+        body["attempts"] = json!(attempts);
+        jobs.push(body);
     }
     let open: Vec<Value> = effects
         .iter()
@@ -149,22 +140,24 @@ pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
         .filter(|e| effect_job(e) == Some(job))
         .map(effect_json)
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "job_id": job.to_string(),
-            "video_id": video,
-            "record_id": record,
-            "type": j.kind.name(),
-            "status": j.status,
-            "external_id": j.external_id,
-            "submission_id": j.submission_id,
-            "error": j.error,
-            "created_at": j.created_at,
-            "ended_at": j.ended_at,
-            "effects": effects,
-        }),
-    ))
+    let mut body = job_json(j, record.as_ref());
+    body["video_id"] = json!(video);
+    body["effects"] = json!(effects);
+    Ok(json(StatusCode::OK, &body))
+}
+
+fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
+    json!({
+        "job_id": j.id.to_string(),
+        "record_id": record,
+        "type": j.kind.name(),
+        "status": j.status,
+        "external_id": j.external_id,
+        "submission_id": j.submission_id,
+        "error": j.error,
+        "created_at": j.created_at,
+        "ended_at": j.ended_at,
+    })
 }
 
 const OUTCOMES: [&str; 7] = [

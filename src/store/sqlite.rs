@@ -175,36 +175,22 @@ impl SqliteStore {
         store
     }
 
+    /// Runs `f` on the reader connection, on the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
+        on(self.reader.clone(), f).await
     }
 
+    /// Runs `f` on the writer connection, on the blocking pool.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
+        on(self.conn.clone(), f).await
     }
 
     /// Stores an entry durably. A repeat (same dedupe key) is stored too, as a duplicate
@@ -738,6 +724,22 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// rusqlite blocks: every call runs on the blocking pool, holding its connection.
+async fn on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn
+            .lock()
+            .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| StoreError::Join(e.to_string()))?
 }
 
 /// Inserts one entry inside an open transaction, detecting repeats by dedupe key (also
