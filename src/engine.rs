@@ -128,6 +128,34 @@ impl Engine {
         Some(result)
     }
 
+    /// Sandbox only: a Videos record whose segments are combined, with a placeholder source
+    /// video the sandbox serves. `None` outside the sandbox.
+    pub async fn create_demo_video(&self) -> Result<Option<RecordId>, RecordsError> {
+        let (Some(stand_in), true) = (&self.settings.goapi, self.settings.sandbox) else {
+            return Ok(None);
+        };
+        let source = crate::domain::MediaUrl::parse(&format!(
+            "{}/media/demo_combined_{}.mp4",
+            stand_in.url,
+            Uuid::new_v4().simple()
+        ))
+        .map_err(|e| RecordsError::Permanent {
+            status: 0,
+            kind: "SANDBOX".into(),
+            message: e.to_string(),
+        })?;
+        let video = self
+            .records
+            .create_video(&crate::records::VideoFields {
+                status: Some(VideoStatus::SegmentsCombined),
+                combined_segments_video: Some(source),
+                music_prompt: Some("gentle lo-fi piano for a product demo".into()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(Some(video))
+    }
+
     /// Stores an entry, then wakes the worker.
     pub async fn enqueue(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
         let accepted = self.store.accept(entry).await?;

@@ -107,7 +107,9 @@ fn main() -> ExitCode {
                     );
                     println!("  curl -s {url}/videos/{video}");
                     println!("  curl -s '{url}/events?video_id={video}'");
-                    println!("Start another: curl -s -X POST {url}/videos/<record id>/music");
+                    println!(
+                        "Another demo video: curl -s -X POST {url}/sandbox/videos   (then POST /videos/<its id>/music)"
+                    );
                 }
                 app.run_until_stopped(shutdown_signal()).await;
                 Ok(())

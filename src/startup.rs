@@ -147,21 +147,9 @@ impl Application {
     /// that a first run shows the whole lifecycle.
     pub async fn start_demo(&self) -> Result<Option<crate::domain::RecordId>, StartupError> {
         let e = &self.engine;
-        let (Some(goapi), true) = (&e.settings.goapi, e.settings.sandbox) else {
+        let Some(video) = e.create_demo_video().await? else {
             return Ok(None);
         };
-        let source =
-            crate::domain::MediaUrl::parse(&format!("{}/media/demo_combined.mp4", goapi.url))
-                .map_err(|err| StartupError::Config(err.to_string()))?;
-        let video = e
-            .records
-            .create_video(&crate::records::VideoFields {
-                status: Some(crate::domain::VideoStatus::SegmentsCombined),
-                combined_segments_video: Some(source),
-                music_prompt: Some("gentle lo-fi piano for a product demo".into()),
-                ..Default::default()
-            })
-            .await?;
         e.enqueue(crate::store::NewEntry {
             event_id: uuid::Uuid::new_v4(),
             video_id: video.clone(),

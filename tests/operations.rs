@@ -388,3 +388,71 @@ async fn trigger_sends_an_authenticated_sample_webhook() {
     );
     assert!(!ok && out.starts_with("401"), "{out}");
 }
+
+#[tokio::test]
+async fn the_sandbox_first_run_completes_a_demo_video_and_says_how_to_inspect_it() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("REELSTATE_DB", dir.path().join("first-run.db"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    while printed.len() < 6 {
+        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(l))) => printed.push(l),
+            _ => break,
+        }
+    }
+    let text = printed.join("\n");
+    let url = printed[0]
+        .strip_prefix("reelstate listening on ")
+        .unwrap()
+        .to_owned();
+    assert!(text.contains("SANDBOX"), "{text}");
+    let video = text
+        .split_whitespace()
+        .find(|w| w.starts_with("rec") && w.len() >= 17)
+        .map(|w| w[..17].to_owned())
+        .unwrap_or_else(|| panic!("no demo video in:\n{text}"));
+    assert!(
+        text.contains(&format!("curl -s {url}/videos/{video}")),
+        "{text}"
+    );
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = client
+            .get(format!("{url}/videos/{video}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if v["status"] == "completed" {
+            let path: Vec<&str> = v["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["to"].as_str().unwrap())
+                .collect();
+            assert!(
+                path.contains(&"generating_music") && path.contains(&"adding_music"),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not completed within a minute: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

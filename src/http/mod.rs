@@ -190,6 +190,18 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
             ops::authorize(engine, &req)?;
             inspect::replay(engine, id).await
         }
+        ["sandbox", "videos"] if engine.settings.sandbox => {
+            allow(&[Method::POST])?;
+            match engine.create_demo_video().await {
+                Ok(Some(video)) => Ok(json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({"video_id": video, "status": "segments_combined",
+                        "next": format!("POST /videos/{video}/music")}),
+                )),
+                Ok(None) => Err(ApiError::not_found("the sandbox is off")),
+                Err(e) => Err(ApiError::unavailable(e.to_string())),
+            }
+        }
         ["effects", id, "retry"] => {
             allow(&[Method::POST])?;
             ops::authorize(engine, &req)?;
