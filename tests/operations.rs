@@ -456,3 +456,62 @@ async fn the_sandbox_first_run_completes_a_demo_video_and_says_how_to_inspect_it
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_permanent_failure_is_recorded_visible_and_fails_the_stage() {
+    let w = World::start().await;
+    // NCA refuses the request for good (400: its schema rejected it).
+    w.nca.respond_next(
+        400,
+        serde_json::json!({"code": 400, "message": "Invalid payload: inputs[0].file_url is not a URL"}),
+    );
+    let video = w.seed_video(1).await;
+    w.request_music(&video).await;
+    let v = w.wait_status(&video, "music_addition_failed").await;
+    assert!(
+        v["error_details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Invalid payload"),
+        "{v}"
+    );
+    let (_, failed) = w.app.get_json("/events?outcome=failed").await;
+    let events = failed["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{failed}");
+    assert_eq!(events[0]["event"], "goapi_completed");
+    // The failed effect stays visible on the video, with its error.
+    let (_, job) = w
+        .app
+        .get_json(&format!(
+            "/jobs/{}",
+            v["jobs"][1]["job_id"].as_str().unwrap()
+        ))
+        .await;
+    let effect = job["effects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "submit_nca_mix")
+        .unwrap()
+        .clone();
+    assert_eq!(effect["state"], "failed", "{job}");
+    assert!(
+        effect["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid payload")
+    );
+    // A redrive is the operator's way forward.
+    let r = w
+        .app
+        .client
+        .post(format!("{}/videos/{video}/retry", w.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let done = w.wait_status(&video, "completed").await;
+    // The failed effect is still on record (replayable), nothing else is open.
+    let open: Vec<&Value> = done["effects"].as_array().unwrap().iter().collect();
+    assert!(open.iter().all(|e| e["state"] == "failed"), "{done}");
+}

@@ -191,11 +191,10 @@ pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, Api
         .map_err(|_| ApiError::bad_request("invalid_limit", "limit must be an integer"))?
         .unwrap_or(50)
         .clamp(1, 500);
-    // "failed" events are those whose effects failed for good; the rest are outcomes.
     let entries = engine
         .store
         .events(EventQuery {
-            outcome: outcome.filter(|o| o != "failed"),
+            outcome,
             video,
             before_seq,
             limit,

@@ -187,6 +187,8 @@ pub struct Depths {
 /// One page of the event log.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
+    /// An outcome (`applied`, `duplicate`, …), or `failed`: events with an effect that
+    /// failed for good.
     pub outcome: Option<String>,
     pub video: Option<RecordId>,
     pub before_seq: Option<i64>,

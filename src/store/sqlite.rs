@@ -273,9 +273,16 @@ impl SqliteStore {
         self.read(move |c| {
             let mut sql = format!("SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE 1=1");
             let mut args: Vec<String> = Vec::new();
-            if let Some(o) = &q.outcome {
-                args.push(o.clone());
-                sql.push_str(&format!(" AND outcome = ?{}", args.len()));
+            match q.outcome.as_deref() {
+                // Failed: an effect of the event failed for good (recorded, replayable).
+                Some("failed") => sql.push_str(
+                    " AND event_id IN (SELECT event_id FROM outbox WHERE state = 'failed')",
+                ),
+                Some(o) => {
+                    args.push(o.to_owned());
+                    sql.push_str(&format!(" AND outcome = ?{}", args.len()));
+                }
+                None => {}
             }
             if let Some(v) = &q.video {
                 args.push(v.to_string());
