@@ -147,6 +147,10 @@ pub enum ConfigError {
     BadVolume(f64),
     #[error("NCA_API_URL and NCA_API_KEY must be set (or run with --sandbox)")]
     NoNca,
+    #[error(
+        "listening on {0}, beyond this machine: set REELSTATE_ADMIN_TOKEN so that the inspection and operations endpoints are not open to anyone"
+    )]
+    OpenAdmin(SocketAddr),
 }
 
 /// Airtable settings, when the base is the system of record.
@@ -256,6 +260,10 @@ impl ServeArgs {
             _ if self.sandbox || dev => None,
             _ => return Err(ConfigError::NoNca),
         };
+        let admin_token = nonempty(self.admin_token);
+        if !dev && admin_token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::OpenAdmin(self.listen));
+        }
         let goapi = nonempty(self.goapi_api_key).map(|key| ServiceSettings {
             url: self.goapi_api_url.trim_end_matches('/').to_owned(),
             key,
@@ -269,7 +277,7 @@ impl ServeArgs {
             public_base_url,
             dev,
             sandbox: self.sandbox,
-            admin_token: nonempty(self.admin_token),
+            admin_token,
             max_body_bytes: self.max_body_bytes,
             airtable,
             mapping,

@@ -20,6 +20,38 @@ use crate::records::{Records, RecordsError, VideoRecord};
 use crate::store::{Accepted, NewEntry, Payload, Source, SqliteStore, StoreError};
 use crate::webhook::callback::CallbackSigner;
 
+/// A video claimed by the worker or the executor; released when dropped, so that a task
+/// that panics does not keep its video claimed for ever.
+pub struct Claim {
+    set: Arc<Mutex<std::collections::HashSet<RecordId>>>,
+    video: RecordId,
+}
+
+impl Claim {
+    /// Claims `video` in `set`, or `None` if it is claimed already.
+    pub fn take(
+        set: &Arc<Mutex<std::collections::HashSet<RecordId>>>,
+        video: &RecordId,
+    ) -> Option<Self> {
+        let claimed = set
+            .lock()
+            .map(|mut s| s.insert(video.clone()))
+            .unwrap_or(false);
+        claimed.then(|| Self {
+            set: set.clone(),
+            video: video.clone(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.video);
+        }
+    }
+}
+
 /// The problems found in the base's schema (empty: all good), or why it could not be read.
 pub type SchemaCheck = Result<Vec<String>, String>;
 
@@ -237,12 +269,21 @@ impl Engine {
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .map(JobId)
                 .unwrap_or_else(|| JobId::for_record(&j.id));
+            // A Status this mapping does not know (a spelling another tool uses) says
+            // nothing reliable: the job is left out rather than taken as running.
+            let status = match (&j.status, &j.status_text) {
+                (Some(s), _) => *s,
+                (None, None) => JobStatus::Pending,
+                (None, Some(text)) => {
+                    tracing::warn!(job_record = %j.id, status = %text, "job status not in the mapping; job ignored");
+                    continue;
+                }
+            };
             known.push((id, j.id.clone()));
             snapshot.jobs.push(Job {
                 id,
                 kind: j.job_type,
-                // A job with no Status is taken as started but not yet confirmed.
-                status: j.status.unwrap_or(JobStatus::Pending),
+                status,
                 external_id: j.external_job_id,
                 submission_id: None,
                 error: j.error_details,

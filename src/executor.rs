@@ -22,10 +22,13 @@ use crate::clients::ClientError;
 use crate::clients::goapi::CreateTask;
 use crate::clients::nca::MixRequest;
 use crate::domain::{JobType, RecordId};
-use crate::engine::Engine;
+use crate::engine::{Claim, Engine};
 use crate::machine::{Effect, Event, JobId, Outcome};
 use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
 use crate::store::{NewEntry, OutboxEntry, Payload, Source};
+
+/// How long a video's effects pause after the store failed (the claim is held meanwhile).
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// How many effects run at once (Airtable's limiter, not this, bounds Airtable traffic).
 const CONCURRENCY: usize = 64;
@@ -34,6 +37,10 @@ const CONCURRENCY: usize = 64;
 pub enum EffectError {
     #[error("{0}")]
     Transient(String),
+    /// An external call that may have been received: retried only after the grace period
+    /// (its `started_at` is kept), so that its callback can arrive first.
+    #[error("{0}")]
+    Ambiguous(String),
     #[error("{0}")]
     Permanent(String),
 }
@@ -50,7 +57,9 @@ impl From<RecordsError> for EffectError {
 
 impl From<ClientError> for EffectError {
     fn from(e: ClientError) -> Self {
-        if e.is_transient() {
+        if e.is_ambiguous() {
+            EffectError::Ambiguous(e.to_string())
+        } else if e.is_transient() {
             EffectError::Transient(e.to_string())
         } else {
             EffectError::Permanent(e.to_string())
@@ -76,31 +85,28 @@ pub async fn run(engine: Arc<Engine>) {
         match engine.store.due_effects(Utc::now(), 512).await {
             Ok(due) => {
                 for e in due {
-                    let claimed = in_flight
-                        .lock()
-                        .map(|mut s| s.insert(e.video_id.clone()))
-                        .unwrap_or(false);
-                    if !claimed {
+                    let Some(claim) = Claim::take(&in_flight, &e.video_id) else {
                         continue;
-                    }
+                    };
                     let Ok(permit) = limit.clone().acquire_owned().await else {
                         break;
                     };
-                    let (engine, in_flight) = (engine.clone(), in_flight.clone());
+                    let engine = engine.clone();
                     tasks.spawn(async move {
-                        let video = e.video_id.clone();
                         run_video(&engine, e).await;
                         drop(permit);
-                        if let Ok(mut s) = in_flight.lock() {
-                            s.remove(&video);
-                        }
+                        drop(claim);
                         engine.wake_executor.notify_one();
                     });
                 }
             }
             Err(e) => warn!(error = %e, "executor could not read the outbox"),
         }
-        while tasks.try_join_next().is_some() {}
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "an executor task failed; its video is released");
+            }
+        }
         let sleep = match engine.store.next_due().await {
             Ok(Some(at)) => (at - Utc::now())
                 .to_std()
@@ -142,7 +148,10 @@ async fn run_video(engine: &Engine, first: OutboxEntry) {
         let after = group[0].seq;
         for e in pending.into_iter().filter(|e| e.seq > after) {
             match table_of(&e.effect) {
-                Some((t, j)) if t == table && (j.is_none() || !jobs.contains(&j)) => {
+                // One write per record in a group: two writes of one record keep their order.
+                Some((t, j))
+                    if t == table && t != "videos" && (j.is_none() || !jobs.contains(&j)) =>
+                {
                     jobs.push(j);
                     group.push(e);
                 }
@@ -165,6 +174,7 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
             Ok(_) => return,
             Err(err) => {
                 warn!(error = %err, "could not read the effect");
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
                 return;
             }
         };
@@ -182,6 +192,7 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
                 }
                 Err(err) => {
                     warn!(error = %err, "could not prepare the external call");
+                    tokio::time::sleep(STORE_ERROR_PAUSE).await;
                     return;
                 }
             }
@@ -195,6 +206,11 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
                 let entry = follow_up.map(|event| engine_entry(&e, "done", event));
                 engine.store.effect_done_with(&e.effect_id, entry).await
             }
+            Err(EffectError::Ambiguous(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
+                engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
+                warn!(error = %msg, "the call may have been received; waiting for its callback before calling again");
+                engine.store.effect_ambiguous(&e.effect_id, &msg).await
+            }
             Err(EffectError::Transient(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
                 let delay = backoff(engine.settings.effect_backoff, e.attempts);
                 engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
@@ -202,7 +218,9 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 engine.store.effect_retry_later(&e.effect_id, at, &msg).await
             }
-            Err(EffectError::Transient(msg)) | Err(EffectError::Permanent(msg)) => {
+            Err(EffectError::Transient(msg))
+            | Err(EffectError::Ambiguous(msg))
+            | Err(EffectError::Permanent(msg)) => {
                 engine
                     .metrics
                     .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "failed")]);
@@ -219,11 +237,31 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
         };
         match stored {
             Ok(()) => engine.wake_worker.notify_one(),
-            Err(err) => warn!(error = %err, "could not record the effect's result; it will run again"),
+            Err(err) => {
+                warn!(error = %err, "could not record the effect's result; it will run again");
+                // The store is failing: pause this video rather than spin on it.
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+            }
         }
     }
     .instrument(span)
     .await
+}
+
+/// A callback URL with its `token` parameter removed.
+fn without_token(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let kept: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| k != "token")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(kept);
+            u.to_string()
+        }
+        Err(_) => String::new(),
+    }
 }
 
 /// The job an effect starts at an external service (the calls that must not be repeated).
@@ -249,15 +287,6 @@ async fn prepare_external(
     e: &OutboxEntry,
     job: JobId,
 ) -> Result<Prepared, crate::store::StoreError> {
-    if let Some(started) = e.started_at {
-        let resume = started
-            + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
-        if Utc::now() < resume {
-            info!(resume_at = %resume, "a previous call was interrupted; waiting for its callback before calling again");
-            engine.store.effect_defer(&e.effect_id, resume).await?;
-            return Ok(Prepared::Deferred);
-        }
-    }
     let snapshot = engine.store.snapshot(&e.video_id).await?;
     let waiting = snapshot
         .as_ref()
@@ -267,6 +296,18 @@ async fn prepare_external(
         return Ok(Prepared::NotNeeded(
             "the job was already accepted, finished or failed",
         ));
+    }
+    if let Some(started) = e.started_at {
+        let resume = started
+            + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
+        if Utc::now() < resume {
+            // Look again in a little while: the callback may come any moment, and this
+            // effect holds back the video's later effects until it is settled.
+            let next = (Utc::now() + chrono::Duration::seconds(2)).min(resume);
+            info!(resume_at = %resume, "a previous call may have been received; waiting for its callback before calling again");
+            engine.store.effect_defer(&e.effect_id, next).await?;
+            return Ok(Prepared::Deferred);
+        }
     }
     engine.store.effect_started(&e.effect_id).await?;
     Ok(Prepared::Go)
@@ -311,11 +352,14 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             Ok(None)
         }
         Effect::CreateJob { job, kind, status } => {
+            // The URL for people reading the base, without its token: whoever can read
+            // the base must not be able to forge a callback.
             let webhook_url = match kind {
                 JobType::MusicAddition => Some(engine.signer.nca_url(video, &job.to_string())),
                 JobType::MusicGeneration => Some(engine.signer.goapi_url(video, &job.to_string())),
                 JobType::Other(_) => None,
-            };
+            }
+            .map(|u| without_token(&u));
             let fields = JobFields {
                 job_id: job.to_string(),
                 job_type: Some(kind.clone()),

@@ -59,14 +59,22 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
                 .await?;
             continue;
         }
-        let checks = job.checks + 1;
         let answer = match ask(engine, &job).await {
             Ok(a) => a,
             Err(e) => {
+                // An outage of the service's API is not an answer: it fails no job.
                 warn!(job_id = %job.job, error = %e, "could not check the job at its service");
-                Answer::NotYet
+                let next = now
+                    + chrono::Duration::from_std(engine.settings.reconcile_interval)
+                        .unwrap_or_default();
+                engine
+                    .store
+                    .reschedule_check(job.job, job.checks, next)
+                    .await?;
+                continue;
             }
         };
+        let checks = job.checks + 1;
         let event = match answer {
             Answer::Result(event) => Some(event),
             Answer::NotYet if checks >= engine.settings.reconcile_checks => {

@@ -10,7 +10,7 @@ use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::domain::RecordId;
-use crate::engine::{CommandOutcome, Engine};
+use crate::engine::{Claim, CommandOutcome, Engine};
 use crate::machine::{Ctx, Effect, Event, Outcome, decide};
 use crate::store::{Commit, HistoryRow, InboxEntry, Payload};
 
@@ -50,19 +50,16 @@ pub async fn run(engine: Arc<Engine>) {
                         .ok()
                         .and_then(|b| b.get(&video).map(|(_, until)| *until > now))
                         .unwrap_or(false);
-                    let claimed = !waiting
-                        && in_flight
-                            .lock()
-                            .map(|mut s| s.insert(video.clone()))
-                            .unwrap_or(false);
-                    if !claimed {
+                    if waiting {
                         continue;
                     }
+                    let Some(claim) = Claim::take(&in_flight, &video) else {
+                        continue;
+                    };
                     let Ok(permit) = limit.clone().acquire_owned().await else {
                         break;
                     };
-                    let (engine, in_flight, backoff) =
-                        (engine.clone(), in_flight.clone(), backoff.clone());
+                    let (engine, backoff) = (engine.clone(), backoff.clone());
                     tasks.spawn(async move {
                         let failed = process_video(&engine, list).await;
                         drop(permit);
@@ -76,16 +73,18 @@ pub async fn run(engine: Arc<Engine>) {
                                 b.remove(&video);
                             }
                         }
-                        if let Ok(mut s) = in_flight.lock() {
-                            s.remove(&video);
-                        }
+                        drop(claim);
                         engine.wake_worker.notify_one();
                     });
                 }
             }
             Err(e) => warn!(error = %e, "worker could not read the inbox"),
         }
-        while tasks.try_join_next().is_some() {}
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a worker task failed; its video is released");
+            }
+        }
         tokio::select! {
             _ = wake => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -187,12 +186,13 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
         None => match engine.snapshot_from_records(&entry.video_id).await? {
             Some(found) => found,
             None => {
-                engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
                 let commit = record_only(
                     Outcome::Unmatched,
                     format!("video {} is not in the Videos table", entry.video_id),
                 );
-                return finish(engine, entry, commit).await;
+                finish(engine, entry, commit).await?;
+                engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
+                return Ok(());
             }
         },
     };
@@ -235,14 +235,11 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
                     &[("lifecycle", "video"), ("from", &before), ("to", &after)],
                 );
             }
-            engine.answer(
-                entry.event_id,
-                CommandOutcome::Done {
-                    outcome: d.outcome.to_string(),
-                    status: after.clone(),
-                    job: d.job,
-                },
-            );
+            let answer = CommandOutcome::Done {
+                outcome: d.outcome.to_string(),
+                status: after.clone(),
+                job: d.job,
+            };
             let commit = Commit {
                 event_id: entry.event_id,
                 video_id: entry.video_id.clone(),
@@ -262,20 +259,24 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
                 job_records,
                 at: now,
             };
-            finish(engine, entry, commit).await
+            // The caller hears the answer only once it is stored.
+            finish(engine, entry, commit).await?;
+            engine.answer(entry.event_id, answer);
+            Ok(())
         }
         Err(rejection) => {
             info!(event = event.label(), status = %before, reason = %rejection, "rejected");
-            engine.answer(
-                entry.event_id,
-                CommandOutcome::Rejected(rejection.to_string()),
-            );
             let commit = Commit {
                 snapshot: (!job_records.is_empty()).then_some(snapshot),
                 outcome: "rejected".into(),
                 ..record_only(Outcome::Stale, rejection.to_string())
             };
-            finish(engine, entry, commit).await
+            finish(engine, entry, commit).await?;
+            engine.answer(
+                entry.event_id,
+                CommandOutcome::Rejected(rejection.to_string()),
+            );
+            Ok(())
         }
     }
 }

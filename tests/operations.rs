@@ -501,6 +501,27 @@ async fn a_permanent_failure_is_recorded_visible_and_fails_the_stage() {
             .unwrap()
             .contains("Invalid payload")
     );
+    // Replaying it is refused with the way forward: its job has failed.
+    let r = w
+        .app
+        .client
+        .post(format!(
+            "{}/effects/{}/retry",
+            w.app.url,
+            effect["effect_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/retry"),
+        "{body}"
+    );
     // A redrive is the operator's way forward.
     let r = w
         .app

@@ -8,9 +8,13 @@ pub(crate) const MAX_MESSAGE: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    /// Worth retrying later: queue full (429), 5xx, timeouts, connection refused or reset.
+    /// Worth retrying later: queue full (429), 5xx, connection refused.
     #[error("transient: {0}")]
     Transient(String),
+    /// The request may have reached the service and done its work (a timeout or a reset
+    /// after sending): retrying at once could start the job twice.
+    #[error("ambiguous: {0}")]
+    Ambiguous(String),
     /// Retrying the same request cannot help: wrong key (401), invalid payload (400),
     /// other 4xx, a reply we cannot use. `status` is the HTTP status when there was one.
     #[error("permanent{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
@@ -21,8 +25,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Worth retrying (an ambiguous error too, but not at once: see the executor).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::Ambiguous(_))
+    }
+
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Self::Ambiguous(_))
     }
 
     pub(crate) fn permanent(status: Option<u16>, message: impl Into<String>) -> Self {
@@ -54,7 +63,7 @@ pub(crate) fn from_transport(service: &str, err: reqwest::Error, timeout: Durati
         return ClientError::permanent(None, format!("{service}: cannot build request: {err}"));
     }
     if err.is_timeout() {
-        return ClientError::Transient(format!("{service}: no answer within {timeout:?}"));
+        return ClientError::Ambiguous(format!("{service}: no answer within {timeout:?}"));
     }
     if err.is_connect() {
         return ClientError::Transient(format!(
@@ -62,7 +71,8 @@ pub(crate) fn from_transport(service: &str, err: reqwest::Error, timeout: Durati
             source_chain(&err)
         ));
     }
-    ClientError::Transient(format!(
+    // Anything else happened after connecting: the request may have been received.
+    ClientError::Ambiguous(format!(
         "{service}: transport error: {}",
         source_chain(&err)
     ))

@@ -215,6 +215,9 @@ impl GoapiClient {
                     ClientError::Transient(m) => {
                         ClientError::Transient(format!("{m} (envelope code {code})"))
                     }
+                    ClientError::Ambiguous(m) => {
+                        ClientError::Ambiguous(format!("{m} (envelope code {code})"))
+                    }
                     ClientError::Permanent { status, message } => ClientError::Permanent {
                         status,
                         message: format!("{message} (envelope code {code})"),

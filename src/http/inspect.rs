@@ -248,6 +248,45 @@ pub async fn replay(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError
 }
 
 pub async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    use crate::machine::Effect;
+    let Some(failed) = engine
+        .store
+        .outbox_entry(id)
+        .await?
+        .filter(|e| e.state == "failed")
+    else {
+        return Err(ApiError::not_found(format!("no failed effect {id}")));
+    };
+    let conflict = |message: String| ApiError::new(StatusCode::CONFLICT, "not_replayable", message);
+    if matches!(
+        failed.effect,
+        Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. }
+    ) {
+        // Its job already failed through the machine; a new attempt is a new job.
+        return Err(conflict(format!(
+            "this effect started a job that has failed; redrive the stage with POST /videos/{}/retry",
+            failed.video_id
+        )));
+    }
+    // A later write of the same record has been applied: replaying this older one would
+    // put stale values back.
+    let later = engine.store.effects_of(&failed.video_id).await?;
+    let same_record = |e: &Effect| match (&failed.effect, e) {
+        (Effect::UpdateVideo(_), Effect::UpdateVideo(_)) => true,
+        (
+            Effect::CreateJob { job: a, .. } | Effect::UpdateJob { job: a, .. },
+            Effect::CreateJob { job: b, .. } | Effect::UpdateJob { job: b, .. },
+        ) => a == b,
+        _ => false,
+    };
+    if later
+        .iter()
+        .any(|e| e.seq > failed.seq && e.state == "done" && same_record(&e.effect))
+    {
+        return Err(conflict(
+            "a later write of the same record has been applied since; nothing to replay".into(),
+        ));
+    }
     if engine.store.requeue_effect(id).await? {
         engine.wake_executor.notify_one();
         Ok(json(

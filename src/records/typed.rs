@@ -44,6 +44,8 @@ pub struct JobRecord {
     pub job_id: Option<String>,
     pub job_type: JobType,
     pub status: Option<JobStatus>,
+    /// The Status cell as written, when there is one (to tell "empty" from "unknown").
+    pub status_text: Option<String>,
     pub external_job_id: Option<String>,
     pub related_video: Vec<RecordId>,
     pub error_details: Option<String>,
@@ -228,6 +230,7 @@ impl Records {
             job_id: text(f, &m.job_id),
             job_type: JobType::from(text(f, &m.job_type).unwrap_or_default()),
             status: text(f, &m.status).and_then(|s| self.mapping.parse_job_status(&s)),
+            status_text: text(f, &m.status),
             external_job_id: text(f, &m.external_job_id),
             related_video: links(f, &m.related_video),
             error_details: m.error_details.as_deref().and_then(|e| text(f, e)),

@@ -201,15 +201,15 @@ impl SqliteStore {
             use std::sync::atomic::Ordering;
             let (reply, answer) = tokio::sync::oneshot::channel();
             self.intake_waiting.fetch_add(1, Ordering::SeqCst);
-            let result = match tx.send((entry, reply)).await {
+            // Decremented however this future ends, a dropped request included.
+            let _waiting = Waiting(self.intake_waiting.clone());
+            return match tx.send((entry, reply)).await {
                 Ok(()) => answer
                     .await
                     .map_err(|_| StoreError::Join("intake writer stopped".into()))
                     .and_then(|r| r),
                 Err(_) => Err(StoreError::Join("intake writer stopped".into())),
             };
-            self.intake_waiting.fetch_sub(1, Ordering::SeqCst);
-            return result;
         }
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -232,11 +232,16 @@ impl SqliteStore {
         }
     }
 
-    /// Pending entries in arrival order.
+    /// Pending entries in arrival order, at most 16 per video.
     pub async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(move |c| {
+            // At most a few entries per video, so that one chatty video cannot fill the
+            // window and hide every other video's events (looking at the oldest 4096).
             let mut st = c.prepare_cached(&format!(
-                "SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT ?1"
+                "SELECT {LIGHT_ENTRY_COLS} FROM (
+                     SELECT *, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
+                     FROM (SELECT * FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 4096)
+                 ) WHERE nth <= 16 ORDER BY seq LIMIT ?1"
             ))?;
             let rows = st.query_map([limit], entry_row)?;
             rows.map(|r| r?).collect()
@@ -528,6 +533,21 @@ impl SqliteStore {
         .await
     }
 
+    /// Records an ambiguous failure of an external call: one attempt more, `started_at`
+    /// kept, so the next attempt first waits out the grace period for the callback.
+    pub async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError> {
+        let (id, error) = (effect_id.to_owned(), error.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3
+                 WHERE effect_id = ?1",
+                params![id, error, ts(Utc::now())],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Postpones an effect without counting an attempt.
     pub async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = effect_id.to_owned();
@@ -547,7 +567,8 @@ impl SqliteStore {
         let id = effect_id.to_owned();
         self.with(move |c| {
             let n = c.execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
+                        attempts = 0, last_error = NULL, started_at = NULL
                  WHERE effect_id = ?1 AND state = 'failed'",
                 params![id, ts(Utc::now())],
             )?;
@@ -730,6 +751,15 @@ impl SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// One webhook waiting for its commit, for as long as this value lives.
+struct Waiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

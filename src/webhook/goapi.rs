@@ -124,6 +124,12 @@ fn parse_value(top: &Value, ts_override: Option<i64>) -> Result<GoapiWebhook, Pa
                 "task_id is longer than {MAX_TASK_ID_BYTES} bytes"
             )));
         }
+        // Task ids reach logs and the event log: no control characters (forged log lines).
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            return Err(ParseError::Invalid(
+                "task_id contains control characters".into(),
+            ));
+        }
         Some(Value::String(s)) => s.trim().to_owned(),
         Some(_) => return Err(ParseError::Invalid("task_id is not a string".into())),
     };
