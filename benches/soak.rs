@@ -188,7 +188,7 @@ async fn main() {
         );
         tokio::spawn(async move {
             counters.sent.fetch_add(1, Ordering::Relaxed);
-            let r = if n % 25 == 0 {
+            let r = if n.is_multiple_of(25) {
                 let video = records
                     .create_video(&VideoFields {
                         status: Some(VideoStatus::SegmentsCombined),
@@ -226,7 +226,9 @@ async fn main() {
                     .await
             };
             match r.map(|r| r.status().as_u16()) {
-                Ok(200) if n % 25 != 0 => counters.duplicates.fetch_add(1, Ordering::Relaxed),
+                Ok(200) if !n.is_multiple_of(25) => {
+                    counters.duplicates.fetch_add(1, Ordering::Relaxed)
+                }
                 Ok(200..=299) => counters.accepted.fetch_add(1, Ordering::Relaxed),
                 _ => counters.errors.fetch_add(1, Ordering::Relaxed),
             };
