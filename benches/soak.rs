@@ -111,7 +111,11 @@ async fn main() {
         .env("GOAPI_API_KEY", goapi.api_key())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(std::env::temp_dir().join("reelstate-soak-server.log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("reelstate-soak-server.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
         .kill_on_drop(true)
         .spawn()
         .expect("start reelstate");
