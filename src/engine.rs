@@ -72,6 +72,8 @@ pub struct Engine {
     pub records: Records,
     pub settings: Arc<Settings>,
     pub signer: CallbackSigner,
+    /// The Standard Webhooks verifier of WEBHOOK_RELAY_SECRETS, decoded once at start.
+    pub relay: Option<crate::webhook::auth::StandardWebhooks>,
     pub nca: Option<NcaClient>,
     pub goapi: Option<GoapiClient>,
     /// The Airtable backend when the base is the system of record (for its counters and
@@ -93,6 +95,7 @@ impl Engine {
         records: Records,
         settings: Arc<Settings>,
         signer: CallbackSigner,
+        relay: Option<crate::webhook::auth::StandardWebhooks>,
         nca: Option<NcaClient>,
         goapi: Option<GoapiClient>,
         airtable: Option<Arc<AirtableBackend>>,
@@ -103,6 +106,7 @@ impl Engine {
             records,
             settings,
             signer,
+            relay,
             nca,
             goapi,
             airtable,

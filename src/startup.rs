@@ -98,6 +98,11 @@ impl Application {
             .unwrap_or_else(|| format!("http://{addr}"));
         let signer = CallbackSigner::new(settings.signing_secret.as_bytes(), &base)
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        // A malformed relay secret is a start-up error, not a 401 on every webhook.
+        let relay = (!settings.relay_secrets.is_empty())
+            .then(|| crate::webhook::auth::StandardWebhooks::new(&settings.relay_secrets))
+            .transpose()
+            .map_err(|e| StartupError::Config(format!("WEBHOOK_RELAY_SECRETS: {e}")))?;
         let nca = settings
             .nca
             .as_ref()
@@ -131,6 +136,7 @@ impl Application {
             records,
             Arc::new(settings),
             signer,
+            relay,
             nca,
             goapi,
             airtable,

@@ -181,26 +181,25 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
         Payload::Event { event } => event,
     };
 
-    let (mut snapshot, job_records) = match engine.store.snapshot(&entry.video_id).await? {
-        Some(s) => (s, Vec::new()),
-        None => match engine.snapshot_from_records(&entry.video_id).await? {
-            Some(found) => found,
-            None => {
-                let commit = record_only(
-                    Outcome::Unmatched,
-                    format!("video {} is not in the Videos table", entry.video_id),
-                );
-                finish(engine, entry, commit).await?;
-                engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
-                return Ok(());
-            }
-        },
-    };
-    // Commands read what others write on the video (source video, prompt) afresh;
-    // webhooks of jobs the engine started need no read at all.
-    if matches!(event, Event::MusicRequested { .. } | Event::RetryRequested)
-        && job_records.is_empty()
-    {
+    let (mut snapshot, job_records, first_contact) =
+        match engine.store.snapshot(&entry.video_id).await? {
+            Some(s) => (s, Vec::new(), false),
+            None => match engine.snapshot_from_records(&entry.video_id).await? {
+                Some((s, records)) => (s, records, true),
+                None => {
+                    let commit = record_only(
+                        Outcome::Unmatched,
+                        format!("video {} is not in the Videos table", entry.video_id),
+                    );
+                    finish(engine, entry, commit).await?;
+                    engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
+                    return Ok(());
+                }
+            },
+        };
+    // Commands read what others write on the video (source video, prompt) afresh, unless
+    // it was just read; webhooks of jobs the engine started need no read at all.
+    if matches!(event, Event::MusicRequested { .. } | Event::RetryRequested) && !first_contact {
         engine.refresh_inputs(&mut snapshot).await?;
     }
 
@@ -267,7 +266,8 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
         Err(rejection) => {
             info!(event = event.label(), status = %before, reason = %rejection, "rejected");
             let commit = Commit {
-                snapshot: (!job_records.is_empty()).then_some(snapshot),
+                // A video just read from the base is remembered even when refused.
+                snapshot: first_contact.then_some(snapshot),
                 outcome: "rejected".into(),
                 ..record_only(Outcome::Stale, rejection.to_string())
             };

@@ -16,7 +16,7 @@ use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::Event;
 use crate::store::{Accepted, NewEntry, Payload, Source};
-use crate::webhook::auth::{StandardWebhooks, verify_shared_secret};
+use crate::webhook::auth::verify_shared_secret;
 use crate::webhook::callback::{CallbackEndpoint, CallbackParams};
 use crate::webhook::goapi::parse_goapi;
 use crate::webhook::nca::parse_nca;
@@ -68,13 +68,11 @@ fn sha256_hex(data: &[u8]) -> String {
 fn authenticate_goapi(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let s = &engine.settings;
     if let Some(sig) = req.header("webhook-signature") {
-        if s.relay_secrets.is_empty() {
+        let Some(verifier) = &engine.relay else {
             return Err(ApiError::unauthorized(
                 "a signed webhook arrived but no WEBHOOK_RELAY_SECRETS is configured",
             ));
-        }
-        let verifier = StandardWebhooks::new(&s.relay_secrets)
-            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        };
         let id = req.header("webhook-id").unwrap_or_default();
         let ts = req.header("webhook-timestamp").unwrap_or_default();
         return verifier
