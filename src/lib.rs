@@ -9,6 +9,7 @@ pub mod executor;
 pub mod http;
 pub mod machine;
 pub mod metrics;
+pub mod pg;
 pub mod reconciler;
 pub mod records;
 pub mod sandbox;

@@ -1,0 +1,140 @@
+//! PostgreSQL plumbing shared by the PostgreSQL store, records and request budget: one
+//! connection pool per process, and the schema's versioned migrations.
+//!
+//! Invariants: every table lives in the connection's `search_path` schema (so a test, or
+//! a second deployment, can own a schema of its own in one database); migrations are
+//! applied in version order, each exactly once per schema, inside one transaction that
+//! holds a transaction-scoped advisory lock, so replicas starting together do not race and
+//! a failed migration leaves nothing half-applied.
+
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+
+/// The schema's migrations, embedded in the binary. Append only: an applied migration is
+/// never edited (start-up refuses a database whose applied migration differs).
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "engine store",
+    sql: include_str!("migrations/0001_engine_store.sql"),
+}];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    fn checksum(&self) -> String {
+        let digest = Sha256::digest(self.sql.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(String),
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection pool: {0}")]
+    Pool(String),
+    #[error(
+        "migration {version} ({name}) applied to this database differs from this binary's; refusing to start"
+    )]
+    MigrationChanged { version: i32, name: String },
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => PgError::Db(e),
+            other => PgError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// A pool of connections to `url` (a `postgres://` URL; `?options=-csearch_path%3D…`
+/// selects a schema). Connections are made lazily; [`migrate`] makes the first.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, PgError> {
+    let cfg = tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+    let manager = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size.max(1))
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+/// Applies the migrations this database lacks, under a lock shared by every replica that
+/// uses the same schema. Returns the versions it applied.
+pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, PgError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Transaction-scoped: released by the commit (or the rollback of a failed migration),
+    // and by PostgreSQL itself if this process dies holding it.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('reelstate migrations ' || current_schema()))",
+        &[],
+    )
+    .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             checksum   TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let applied: Vec<(i32, String)> = tx
+        .query("SELECT version, checksum FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut done = Vec::new();
+    for m in MIGRATIONS {
+        match applied.iter().find(|(v, _)| *v == m.version) {
+            Some((_, sum)) if *sum == m.checksum() => {}
+            Some(_) => {
+                return Err(PgError::MigrationChanged {
+                    version: m.version,
+                    name: m.name.to_owned(),
+                });
+            }
+            None => {
+                tx.batch_execute(m.sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &m.checksum()],
+                )
+                .await?;
+                tracing::info!(version = m.version, name = m.name, "applied migration");
+                done.push(m.version);
+            }
+        }
+    }
+    if let Some((newest, _)) = applied.iter().max_by_key(|(v, _)| *v)
+        && MIGRATIONS.iter().all(|m| m.version < *newest)
+    {
+        // A rolling deploy: a newer replica migrated first. Migrations only add, so an
+        // older binary keeps working; say so rather than refuse.
+        tracing::warn!(
+            database = newest,
+            binary = MIGRATIONS.last().map_or(0, |m| m.version),
+            "the database has migrations newer than this binary"
+        );
+    }
+    tx.commit().await?;
+    Ok(done)
+}
