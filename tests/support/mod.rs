@@ -7,5 +7,6 @@ pub mod airtable_double;
 pub mod app;
 pub mod goapi_double;
 pub mod nca_double;
+pub mod pg;
 pub mod records_contract;
 pub mod world;
