@@ -14,9 +14,19 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, env = "REELSTATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The embedded store (SQLite file).
-    #[arg(long, env = "REELSTATE_DB", default_value = "./reelstate.db")]
-    pub db: PathBuf,
+    /// The store: a SQLite file (embedded, one process) or a `postgres://` URL (several
+    /// replicas sharing one database).
+    #[arg(
+        long,
+        env = "REELSTATE_DB",
+        default_value = "./reelstate.db",
+        hide_env_values = true
+    )]
+    pub db: String,
+    /// On PostgreSQL: how long a replica's claim on a video outlives the replica (a killed
+    /// replica's work is taken over after this); renewed every third of it while alive.
+    #[arg(long, env = "REELSTATE_LEASE_SECS", default_value_t = 15.0)]
+    pub lease_secs: f64,
     /// Shared secret GoAPI sends in `x-webhook-secret`.
     #[arg(long, env = "GOAPI_WEBHOOK_SECRET", hide_env_values = true)]
     pub goapi_webhook_secret: Option<String>,
@@ -151,6 +161,8 @@ pub enum ConfigError {
         "listening on {0}, beyond this machine: set REELSTATE_ADMIN_TOKEN so that the inspection and operations endpoints are not open to anyone"
     )]
     OpenAdmin(SocketAddr),
+    #[error("REELSTATE_DB is not a usable postgres:// URL: {0}")]
+    BadDatabaseUrl(String),
 }
 
 /// Airtable settings, when the base is the system of record.
@@ -160,6 +172,55 @@ pub struct AirtableSettings {
     pub token: String,
     pub base_id: String,
     pub lockout: Duration,
+}
+
+/// Where the engine keeps its state (and the records, when no Airtable is configured).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded store: one process owns the file.
+    Sqlite(PathBuf),
+    /// A shared PostgreSQL database: any number of replicas.
+    Postgres(String),
+}
+
+impl Database {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let s = s.trim();
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            s.parse::<tokio_postgres::Config>()
+                .map_err(|e| ConfigError::BadDatabaseUrl(e.to_string()))?;
+            Ok(Database::Postgres(s.to_owned()))
+        } else if s.is_empty() {
+            Err(ConfigError::BadDatabaseUrl("REELSTATE_DB is empty".into()))
+        } else {
+            Ok(Database::Sqlite(PathBuf::from(s)))
+        }
+    }
+}
+
+/// A URL's password never reaches a log line or an error message.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("***"));
+                    }
+                    u.set_query(None);
+                    write!(f, "{u}")
+                }
+                Err(_) => f.write_str("postgres://(unparsable URL)"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({self})")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +233,8 @@ pub struct ServiceSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    pub db: PathBuf,
+    pub db: Database,
+    pub lease: Duration,
     pub goapi_webhook_secret: Option<String>,
     pub relay_secrets: Vec<String>,
     pub signing_secret: String,
@@ -270,7 +332,8 @@ impl ServeArgs {
         });
         Ok(Settings {
             listen: self.listen,
-            db: self.db,
+            db: Database::parse(&self.db)?,
+            lease: Duration::from_secs_f64(self.lease_secs.clamp(1.0, 3600.0)),
             goapi_webhook_secret,
             relay_secrets,
             signing_secret,

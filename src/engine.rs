@@ -17,40 +17,8 @@ use crate::machine::{Job, JobId, Policy, Snapshot, Video};
 use crate::metrics::Metrics;
 use crate::records::airtable::AirtableBackend;
 use crate::records::{Records, RecordsError, VideoRecord};
-use crate::store::{Accepted, NewEntry, Payload, Source, SqliteStore, StoreError};
+use crate::store::{Accepted, NewEntry, Payload, Source, Store, StoreError};
 use crate::webhook::callback::CallbackSigner;
-
-/// A video claimed by the worker or the executor; released when dropped, so that a task
-/// that panics does not keep its video claimed for ever.
-pub struct Claim {
-    set: Arc<Mutex<std::collections::HashSet<RecordId>>>,
-    video: RecordId,
-}
-
-impl Claim {
-    /// Claims `video` in `set`, or `None` if it is claimed already.
-    pub fn take(
-        set: &Arc<Mutex<std::collections::HashSet<RecordId>>>,
-        video: &RecordId,
-    ) -> Option<Self> {
-        let claimed = set
-            .lock()
-            .map(|mut s| s.insert(video.clone()))
-            .unwrap_or(false);
-        claimed.then(|| Self {
-            set: set.clone(),
-            video: video.clone(),
-        })
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.set.lock() {
-            s.remove(&self.video);
-        }
-    }
-}
 
 /// The problems found in the base's schema (empty: all good), or why it could not be read.
 pub type SchemaCheck = Result<Vec<String>, String>;
@@ -68,7 +36,7 @@ pub enum CommandOutcome {
 }
 
 pub struct Engine {
-    pub store: SqliteStore,
+    pub store: Arc<dyn Store>,
     pub records: Records,
     pub settings: Arc<Settings>,
     pub signer: CallbackSigner,
@@ -91,7 +59,7 @@ pub struct Engine {
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: SqliteStore,
+        store: Arc<dyn Store>,
         records: Records,
         settings: Arc<Settings>,
         signer: CallbackSigner,
@@ -227,12 +195,47 @@ impl Engine {
             self.forget_waiter(event_id);
             return Err(e);
         }
-        let answer = tokio::time::timeout(std::time::Duration::from_secs(15), rx)
-            .await
-            .ok()
-            .and_then(Result::ok);
+        // The worker of this process answers at once; on a shared store another
+        // replica's worker may take the command, and then the stored outcome answers.
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+            tokio::select! {
+                local = rx => local.ok(),
+                stored = self.stored_answer(event_id) => Some(stored),
+            }
+        })
+        .await
+        .ok()
+        .flatten();
         self.forget_waiter(event_id);
         Ok((event_id, answer))
+    }
+
+    /// A command's answer read back from the store once its entry is processed.
+    async fn stored_answer(&self, event_id: Uuid) -> CommandOutcome {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let Ok(Some(entry)) = self.store.entry(event_id).await else {
+                continue;
+            };
+            if entry.state != "done" {
+                continue;
+            }
+            return match entry.outcome.as_deref() {
+                Some("rejected") => CommandOutcome::Rejected(entry.note.unwrap_or_default()),
+                Some("unmatched") => CommandOutcome::VideoNotFound,
+                outcome => {
+                    let status = match self.store.snapshot(&entry.video_id).await {
+                        Ok(Some(s)) => s.video.status.name().to_owned(),
+                        _ => String::new(),
+                    };
+                    CommandOutcome::Done {
+                        outcome: outcome.unwrap_or_default().to_owned(),
+                        status,
+                        job: entry.job,
+                    }
+                }
+            };
+        }
     }
 
     fn forget_waiter(&self, id: Uuid) {

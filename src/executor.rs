@@ -9,8 +9,7 @@
 //! submission is matched to the same job and the second changes nothing; GoAPI offers no
 //! idempotency key, so a second task may be created (and its webhooks are stale).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -22,10 +21,10 @@ use crate::clients::ClientError;
 use crate::clients::goapi::CreateTask;
 use crate::clients::nca::MixRequest;
 use crate::domain::{JobType, RecordId};
-use crate::engine::{Claim, Engine};
+use crate::engine::Engine;
 use crate::machine::{Effect, Event, JobId, Outcome};
 use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
-use crate::store::{NewEntry, OutboxEntry, Payload, Source};
+use crate::store::{Lane, Lease, NewEntry, OutboxEntry, Payload, Source};
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -74,7 +73,6 @@ impl From<crate::store::StoreError> for EffectError {
 }
 
 pub async fn run(engine: Arc<Engine>) {
-    let in_flight: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -83,19 +81,28 @@ pub async fn run(engine: Arc<Engine>) {
         }
         let wake = engine.wake_executor.notified();
         match engine.store.due_effects(Utc::now(), 512).await {
-            Ok(due) => {
-                for e in due {
-                    let Some(claim) = Claim::take(&in_flight, &e.video_id) else {
+            Ok(mut due) => {
+                let videos = due.iter().map(|e| e.video_id.clone()).collect();
+                let leases = match engine.store.claim(Lane::Executor, videos).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        warn!(error = %e, "executor could not claim videos");
+                        Vec::new()
+                    }
+                };
+                for lease in leases {
+                    let Some(i) = due.iter().position(|e| &e.video_id == lease.video()) else {
                         continue;
                     };
+                    let e = due.swap_remove(i);
                     let Ok(permit) = limit.clone().acquire_owned().await else {
                         break;
                     };
                     let engine = engine.clone();
                     tasks.spawn(async move {
-                        run_video(&engine, e).await;
+                        run_video(&engine, &lease, e).await;
                         drop(permit);
-                        drop(claim);
+                        drop(lease);
                         engine.wake_executor.notify_one();
                     });
                 }
@@ -136,7 +143,7 @@ fn table_of(effect: &Effect) -> Option<(&'static str, Option<JobId>)> {
 /// Runs the video's next effect, together with the writes right after it that go to the
 /// same table and touch other records: run concurrently, they share one Airtable request
 /// (the backend coalesces up to 10 records), while the video's order holds.
-async fn run_video(engine: &Engine, first: OutboxEntry) {
+async fn run_video(engine: &Engine, lease: &Lease, first: OutboxEntry) {
     let mut group = vec![first];
     if let Some((table, job)) = table_of(&group[0].effect) {
         let pending = engine
@@ -159,10 +166,10 @@ async fn run_video(engine: &Engine, first: OutboxEntry) {
             }
         }
     }
-    futures::future::join_all(group.into_iter().map(|e| run_one(engine, e))).await;
+    futures::future::join_all(group.into_iter().map(|e| run_one(engine, lease, e))).await;
 }
 
-async fn run_one(engine: &Engine, listed: OutboxEntry) {
+async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
     let span = info_span!("effect", effect_id = %listed.effect_id, kind = listed.effect.kind(),
                           video_id = %listed.video_id, event_id = %listed.event_id);
     async {
@@ -180,7 +187,7 @@ async fn run_one(engine: &Engine, listed: OutboxEntry) {
         };
         let kind = e.effect.kind();
         if let Some(job) = external_job(&e.effect) {
-            match prepare_external(engine, &e, job).await {
+            match prepare_external(engine, lease, &e, job).await {
                 Ok(Prepared::Go) => {}
                 Ok(Prepared::Deferred) => return,
                 Ok(Prepared::NotNeeded(why)) => {
@@ -284,6 +291,7 @@ enum Prepared {
 /// is what keeps a kill -9 from submitting the same mix twice.
 async fn prepare_external(
     engine: &Engine,
+    lease: &Lease,
     e: &OutboxEntry,
     job: JobId,
 ) -> Result<Prepared, crate::store::StoreError> {
@@ -309,7 +317,10 @@ async fn prepare_external(
             return Ok(Prepared::Deferred);
         }
     }
-    engine.store.effect_started(&e.effect_id).await?;
+    if !engine.store.effect_started(&e.effect_id, lease).await? {
+        // Another replica holds the video now (or finished the effect): it is theirs.
+        return Ok(Prepared::Deferred);
+    }
     Ok(Prepared::Go)
 }
 

@@ -10,13 +10,13 @@ use tracing::{info, warn};
 
 use crate::clients::goapi::{GoapiClient, GoapiConfig};
 use crate::clients::nca::{NcaClient, NcaConfig};
-use crate::configuration::Settings;
+use crate::configuration::{Database, Settings};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::records::airtable::{AirtableBackend, AirtableConfig};
 use crate::records::sqlite::SqliteRecords;
 use crate::records::{RecordBackend, Records};
-use crate::store::SqliteStore;
+use crate::store::{PgStore, SqliteStore, Store};
 use crate::webhook::callback::CallbackSigner;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +69,23 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
-        let store = SqliteStore::open(&settings.db).map_err(|source| StartupError::Store {
-            path: settings.db.display().to_string(),
+        let store_error = |source| StartupError::Store {
+            path: settings.db.to_string(),
             source,
-        })?;
+        };
+        let (store, pg): (Arc<dyn Store>, Option<PgStore>) = match &settings.db {
+            Database::Sqlite(path) => (
+                Arc::new(SqliteStore::open(path).map_err(store_error)?),
+                None,
+            ),
+            Database::Postgres(url) => {
+                let pg = PgStore::connect(url, settings.lease)
+                    .await
+                    .map_err(store_error)?;
+                info!(store = %settings.db, owner = pg.owner(), "shared store on PostgreSQL");
+                (Arc::new(pg.clone()), Some(pg))
+            }
+        };
         let airtable = settings
             .airtable
             .as_ref()
@@ -87,9 +100,16 @@ impl Application {
                 .map(Arc::new)
             })
             .transpose()?;
-        let backend: Arc<dyn RecordBackend> = match &airtable {
-            Some(a) => a.clone(),
-            None => Arc::new(SqliteRecords::open(&settings.db, &settings.mapping)?),
+        let backend: Arc<dyn RecordBackend> = match (&airtable, &settings.db, &pg) {
+            (Some(a), _, _) => a.clone(),
+            (None, Database::Sqlite(path), _) => {
+                Arc::new(SqliteRecords::open(path, &settings.mapping)?)
+            }
+            (None, Database::Postgres(_), _) => {
+                return Err(StartupError::Config(
+                    "records on PostgreSQL are not available yet: configure Airtable".into(),
+                ));
+            }
         };
         let records = Records::new(backend, settings.mapping.clone());
         let base = settings
@@ -171,7 +191,7 @@ impl Application {
         })
         .await
         .map_err(|source| StartupError::Store {
-            path: e.settings.db.display().to_string(),
+            path: e.settings.db.to_string(),
             source,
         })?;
         Ok(Some(video))

@@ -2,7 +2,7 @@
 //! in parallel. For each entry it loads the snapshot, calls the pure machine, and stores
 //! the decision with its effects in one transaction. It performs no effect itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,9 +10,9 @@ use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::domain::RecordId;
-use crate::engine::{Claim, CommandOutcome, Engine};
+use crate::engine::{CommandOutcome, Engine};
 use crate::machine::{Ctx, Effect, Event, Outcome, decide};
-use crate::store::{Commit, HistoryRow, InboxEntry, Payload};
+use crate::store::{Commit, HistoryRow, InboxEntry, Lane, Lease, Payload};
 
 /// How long a video waits before its entry is tried again after a transient failure
 /// (reading the base), doubling up to the cap.
@@ -23,7 +23,6 @@ const RETRY_CAP: Duration = Duration::from_secs(60);
 const SCAN: u32 = 256;
 
 pub async fn run(engine: Arc<Engine>) {
-    let in_flight: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
     let backoff: Arc<Mutex<HashMap<RecordId, (u32, tokio::time::Instant)>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(
@@ -44,16 +43,29 @@ pub async fn run(engine: Arc<Engine>) {
                         None => by_video.push((e.video_id.clone(), vec![e])),
                     }
                 }
-                for (video, list) in by_video {
-                    let waiting = backoff
+                by_video.retain(|(video, _)| {
+                    !backoff
                         .lock()
                         .ok()
-                        .and_then(|b| b.get(&video).map(|(_, until)| *until > now))
-                        .unwrap_or(false);
-                    if waiting {
-                        continue;
+                        .and_then(|b| b.get(video).map(|(_, until)| *until > now))
+                        .unwrap_or(false)
+                });
+                // One lease per video across every replica: a video whose lease another
+                // task or replica holds is simply not ours this time round.
+                let videos = by_video.iter().map(|(v, _)| v.clone()).collect();
+                let leases = match engine.store.claim(Lane::Worker, videos).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        warn!(error = %e, "worker could not claim videos");
+                        Vec::new()
                     }
-                    let Some(claim) = Claim::take(&in_flight, &video) else {
+                };
+                for lease in leases {
+                    let Some(list) = by_video
+                        .iter_mut()
+                        .find(|(v, _)| v == lease.video())
+                        .map(|(_, l)| std::mem::take(l))
+                    else {
                         continue;
                     };
                     let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -61,19 +73,20 @@ pub async fn run(engine: Arc<Engine>) {
                     };
                     let (engine, backoff) = (engine.clone(), backoff.clone());
                     tasks.spawn(async move {
-                        let failed = process_video(&engine, list).await;
+                        let failed = process_video(&engine, &lease, list).await;
                         drop(permit);
+                        let video = lease.video().clone();
                         if let Ok(mut b) = backoff.lock() {
                             if failed {
                                 let n = b.get(&video).map_or(0, |(n, _)| n + 1);
                                 let delay =
                                     RETRY_BASE.saturating_mul(1 << n.min(10)).min(RETRY_CAP);
-                                b.insert(video.clone(), (n, tokio::time::Instant::now() + delay));
+                                b.insert(video, (n, tokio::time::Instant::now() + delay));
                             } else {
                                 b.remove(&video);
                             }
                         }
-                        drop(claim);
+                        drop(lease);
                         engine.wake_worker.notify_one();
                     });
                 }
@@ -96,7 +109,7 @@ pub async fn run(engine: Arc<Engine>) {
 
 /// Processes a video's entries in order; stops at the first one that must be retried.
 /// Returns true when it stopped early.
-async fn process_video(engine: &Engine, entries: Vec<InboxEntry>) -> bool {
+async fn process_video(engine: &Engine, lease: &Lease, entries: Vec<InboxEntry>) -> bool {
     for listed in entries {
         if engine.is_shutting_down() {
             return false;
@@ -117,7 +130,7 @@ async fn process_video(engine: &Engine, entries: Vec<InboxEntry>) -> bool {
             video_id = %entry.video_id,
             source = %entry.source
         );
-        match process_entry(engine, &entry).instrument(span).await {
+        match process_entry(engine, lease, &entry).instrument(span).await {
             Ok(()) => {}
             Err(e) => {
                 warn!(event_id = %entry.event_id, video_id = %entry.video_id, error = %e,
@@ -137,7 +150,11 @@ enum ProcessError {
     Records(#[from] crate::records::RecordsError),
 }
 
-async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), ProcessError> {
+async fn process_entry(
+    engine: &Engine,
+    lease: &Lease,
+    entry: &InboxEntry,
+) -> Result<(), ProcessError> {
     let now = Utc::now();
     let webhook = entry.source.is_webhook();
     let record_only = |outcome: Outcome, note: String| Commit {
@@ -166,7 +183,7 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
     let event = match &entry.payload {
         Payload::Duplicate { of } => {
             let commit = record_only(Outcome::Duplicate, format!("repeat delivery of event {of}"));
-            return finish(engine, entry, commit).await;
+            return finish(engine, lease, entry, commit).await;
         }
         Payload::NotMusic {
             task_id,
@@ -176,7 +193,7 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
                 Outcome::Recorded,
                 format!("task {task_id} is not a music task ({description}); recorded only"),
             );
-            return finish(engine, entry, commit).await;
+            return finish(engine, lease, entry, commit).await;
         }
         Payload::Event { event } => event,
     };
@@ -191,7 +208,7 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
                         Outcome::Unmatched,
                         format!("video {} is not in the Videos table", entry.video_id),
                     );
-                    finish(engine, entry, commit).await?;
+                    finish(engine, lease, entry, commit).await?;
                     engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
                     return Ok(());
                 }
@@ -259,7 +276,7 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
                 at: now,
             };
             // The caller hears the answer only once it is stored.
-            finish(engine, entry, commit).await?;
+            finish(engine, lease, entry, commit).await?;
             engine.answer(entry.event_id, answer);
             Ok(())
         }
@@ -271,7 +288,7 @@ async fn process_entry(engine: &Engine, entry: &InboxEntry) -> Result<(), Proces
                 outcome: "rejected".into(),
                 ..record_only(Outcome::Stale, rejection.to_string())
             };
-            finish(engine, entry, commit).await?;
+            finish(engine, lease, entry, commit).await?;
             engine.answer(
                 entry.event_id,
                 CommandOutcome::Rejected(rejection.to_string()),
@@ -290,10 +307,15 @@ fn effect_id(entry: &InboxEntry, i: usize, e: &Effect) -> String {
     }
 }
 
-async fn finish(engine: &Engine, entry: &InboxEntry, commit: Commit) -> Result<(), ProcessError> {
+async fn finish(
+    engine: &Engine,
+    lease: &Lease,
+    entry: &InboxEntry,
+    commit: Commit,
+) -> Result<(), ProcessError> {
     let outcome = commit.outcome.clone();
     let has_effects = !commit.effects.is_empty();
-    engine.store.commit(commit).await?;
+    engine.store.commit(commit, lease).await?;
     if entry.source.is_webhook() {
         engine.metrics.inc(
             "reelstate_events_processed_total",

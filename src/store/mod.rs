@@ -2,9 +2,18 @@
 //! every video it handles, the transition history, and the outbox of effects.
 //!
 //! Invariants: an event is acknowledged only after `accept` returns; a decision, its
-//! history and its effects are stored in ONE transaction (`commit_decision`), before any
-//! effect runs; the outbox is the executor's only source of work, so a restart resumes it.
+//! history and its effects are stored in ONE transaction (`commit`), before any effect
+//! runs; the outbox is the executor's only source of work, so a restart resumes it.
+//!
+//! Two implementations behind the [`Store`] trait: [`SqliteStore`] (embedded, one
+//! process) and [`PgStore`] (PostgreSQL, any number of replicas). The worker and the
+//! executor work on a video only while they hold its [`Lease`] for their [`Lane`]; the
+//! store decides who holds it (in-process for SQLite, a row claimed with
+//! `FOR UPDATE SKIP LOCKED` for PostgreSQL), and a commit under a lease that was taken over
+//! fails with [`StoreError::LeaseLost`] and changes nothing.
 
+mod lease;
+mod postgres;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -14,12 +23,19 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::machine::{Effect, Event, JobId, Snapshot};
 
+pub use lease::{Lane, Lease, LocalLeases};
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, busy_wait};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store error: {0}")]
+    Postgres(#[from] crate::pg::PgError),
+    /// Another replica took the video over (this one's lease expired): nothing was written.
+    #[error("the lease on video {0} was taken over; nothing was written")]
+    LeaseLost(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("store task failed: {0}")]
@@ -204,4 +220,105 @@ pub struct ActiveJob {
     pub external_id: Option<String>,
     pub since: DateTime<Utc>,
     pub checks: u32,
+}
+
+/// The engine's durable state, as the worker, the executor, the reconciler and the API
+/// use it. Implementations keep every invariant in the module's documentation.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Stores an entry durably. A repeat (same dedupe key) is stored too, as a duplicate
+    /// entry pointing at the first, so that the event log shows every delivery. Returns
+    /// only once the entry is committed.
+    async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError>;
+
+    /// Lets webhooks waiting for their commit go first (bounded); background work calls
+    /// it before each step. Stores whose intake does not queue need not wait.
+    async fn yield_to_intake(&self) {}
+
+    /// Pending entries in arrival order, at most 16 per video.
+    async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError>;
+    /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).
+    async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError>;
+    async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError>;
+    async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError>;
+
+    async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError>;
+    /// Stores a processed entry's decision: snapshot, history, effects and the entry's
+    /// outcome, all or nothing, and only while `lease` (the worker's lease on the video)
+    /// is still this holder's; else [`StoreError::LeaseLost`].
+    async fn commit(&self, commit: Commit, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Claims the videos' leases on `lane` that nobody else holds; returns those it got.
+    async fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Result<Vec<Lease>, StoreError>;
+
+    /// The first pending effect of each video whose time has come, oldest first: a
+    /// video's effects run one at a time, in the order they were decided.
+    async fn due_effects(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// When the next pending effect is due, if any (to sleep until then).
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Marks an effect done and stores what it produced, in one transaction: this is
+    /// what makes an effect's result count once even if the process dies right after.
+    async fn effect_done_with(
+        &self,
+        effect_id: &str,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError>;
+    /// Records an effect as failed for good (replayable), with its follow-up event.
+    async fn effect_failed_with(
+        &self,
+        effect_id: &str,
+        error: &str,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError>;
+    async fn effect_retry_later(
+        &self,
+        effect_id: &str,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// One effect as stored now.
+    async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Notes that an external call is about to be made for this effect, if the
+    /// executor's `lease` on its video still holds and the effect is still pending.
+    /// Returns false (and notes nothing) otherwise: then the call must not be made.
+    async fn effect_started(&self, effect_id: &str, lease: &Lease) -> Result<bool, StoreError>;
+    /// Records an ambiguous failure of an external call: one attempt more, `started_at`
+    /// kept, so the next attempt first waits out the grace period for the callback.
+    async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError>;
+    /// Postpones an effect without counting an attempt.
+    async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Puts a failed effect back in the queue (operator replay). Returns false if there is
+    /// no failed effect of that id.
+    async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError>;
+    /// The video's pending effects in order, at most `limit`.
+    async fn pending_effects_of(
+        &self,
+        video: &RecordId,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError>;
+
+    async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError>;
+    /// The job's video and, once written, its Airtable record id.
+    async fn job_location(
+        &self,
+        job: JobId,
+    ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError>;
+
+    async fn depths(&self) -> Result<Depths, StoreError>;
+    /// Active jobs whose next check is due.
+    async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError>;
+    async fn reschedule_check(
+        &self,
+        job: JobId,
+        checks: u32,
+        next: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// A cheap write that proves the store is writable (/readyz).
+    async fn ping(&self) -> Result<(), StoreError>;
 }

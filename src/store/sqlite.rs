@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::{
-    Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, NewEntry, OutboxEntry,
-    Payload, Source, StoreError,
+    Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, Lane, Lease,
+    LocalLeases, NewEntry, OutboxEntry, Payload, Source, Store, StoreError,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -130,6 +130,8 @@ pub struct SqliteStore {
     accepts: Option<tokio::sync::mpsc::Sender<AcceptJob>>,
     /// Webhooks waiting to be committed; background work defers to them.
     intake_waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// One process owns an embedded store, so its leases live in memory.
+    leases: LocalLeases,
 }
 
 impl SqliteStore {
@@ -166,6 +168,7 @@ impl SqliteStore {
             reader,
             accepts: None,
             intake_waiting: Arc::default(),
+            leases: LocalLeases::default(),
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BATCH * 4);
@@ -193,10 +196,48 @@ impl SqliteStore {
         on(self.conn.clone(), f).await
     }
 
+    async fn finish_effect(
+        &self,
+        effect_id: &str,
+        state: &'static str,
+        error: Option<String>,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError> {
+        let id = effect_id.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(entry) = &follow_up {
+                let seen: Option<i64> = match &entry.dedupe_key {
+                    Some(k) => tx
+                        .query_row("SELECT seq FROM inbox WHERE dedupe_key = ?1", [k], |r| {
+                            r.get(0)
+                        })
+                        .optional()?,
+                    None => None,
+                };
+                if seen.is_none() {
+                    insert_entry(&tx, entry)?;
+                }
+            }
+            tx.execute(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
+                        started_at = NULL
+                 WHERE effect_id = ?1",
+                params![id, state, error, ts(Utc::now())],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
     /// Stores an entry durably. A repeat (same dedupe key) is stored too, as a duplicate
     /// entry pointing at the first, so that the event log shows every delivery. Returns
     /// only once the entry is committed; concurrent calls share one transaction.
-    pub async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
+    async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
         if let Some(tx) = &self.accepts {
             use std::sync::atomic::Ordering;
             let (reply, answer) = tokio::sync::oneshot::channel();
@@ -222,7 +263,7 @@ impl SqliteStore {
 
     /// Lets waiting webhooks go first: a sender waits on intake, nobody waits on the
     /// worker or the executor. Bounded, so background work is delayed, never starved.
-    pub async fn yield_to_intake(&self) {
+    async fn yield_to_intake(&self) {
         use std::sync::atomic::Ordering;
         for _ in 0..5 {
             if self.intake_waiting.load(Ordering::SeqCst) == 0 {
@@ -233,7 +274,7 @@ impl SqliteStore {
     }
 
     /// Pending entries in arrival order, at most 16 per video.
-    pub async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(move |c| {
             // At most a few entries per video, so that one chatty video cannot fill the
             // window and hide every other video's events (looking at the oldest 4096).
@@ -250,7 +291,7 @@ impl SqliteStore {
     }
 
     /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).
-    pub async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError> {
+    async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError> {
         self.read(move |c| {
             let state: Option<String> = c
                 .prepare_cached("SELECT state FROM inbox WHERE event_id = ?1")?
@@ -261,7 +302,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
+    async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
         self.read(move |c| {
             c.query_row(
                 &format!("SELECT {ENTRY_COLS} FROM inbox WHERE event_id = ?1"),
@@ -274,7 +315,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(move |c| {
             let mut sql = format!("SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE 1=1");
             let mut args: Vec<String> = Vec::new();
@@ -308,7 +349,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError> {
+    async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError> {
         let video = video.to_string();
         self.read(move |c| {
             let s: Option<String> = c
@@ -326,7 +367,8 @@ impl SqliteStore {
 
     /// Stores a processed entry's decision: snapshot, history, effects and the entry's
     /// outcome, all or nothing.
-    pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    async fn commit(&self, commit: Commit, _lease: &Lease) -> Result<(), StoreError> {
+        // A local lease is only ever given back by dropping it: holding one is proof.
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let video = commit.video_id.to_string();
@@ -398,7 +440,7 @@ impl SqliteStore {
 
     /// The first pending effect of each video whose time has come, oldest first: a
     /// video's effects run one at a time, in the order they were decided.
-    pub async fn due_effects(
+    async fn due_effects(
         &self,
         now: DateTime<Utc>,
         limit: u32,
@@ -418,7 +460,7 @@ impl SqliteStore {
     }
 
     /// When the next pending effect is due, if any (to sleep until then).
-    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.read(|c| {
             let s: Option<String> = c.query_row(
                 "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
@@ -432,7 +474,7 @@ impl SqliteStore {
 
     /// Marks an effect done and stores what it produced, in one transaction: this is
     /// what makes an effect's result count once even if the process dies right after.
-    pub async fn effect_done_with(
+    async fn effect_done_with(
         &self,
         effect_id: &str,
         follow_up: Option<NewEntry>,
@@ -441,7 +483,7 @@ impl SqliteStore {
     }
 
     /// Records an effect as failed for good (replayable), with its follow-up event.
-    pub async fn effect_failed_with(
+    async fn effect_failed_with(
         &self,
         effect_id: &str,
         error: &str,
@@ -451,42 +493,7 @@ impl SqliteStore {
             .await
     }
 
-    async fn finish_effect(
-        &self,
-        effect_id: &str,
-        state: &'static str,
-        error: Option<String>,
-        follow_up: Option<NewEntry>,
-    ) -> Result<(), StoreError> {
-        let id = effect_id.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(entry) = &follow_up {
-                let seen: Option<i64> = match &entry.dedupe_key {
-                    Some(k) => tx
-                        .query_row("SELECT seq FROM inbox WHERE dedupe_key = ?1", [k], |r| {
-                            r.get(0)
-                        })
-                        .optional()?,
-                    None => None,
-                };
-                if seen.is_none() {
-                    insert_entry(&tx, entry)?;
-                }
-            }
-            tx.execute(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
-                        started_at = NULL
-                 WHERE effect_id = ?1",
-                params![id, state, error, ts(Utc::now())],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn effect_retry_later(
+    async fn effect_retry_later(
         &self,
         effect_id: &str,
         at: DateTime<Utc>,
@@ -506,7 +513,7 @@ impl SqliteStore {
     }
 
     /// One effect as stored now.
-    pub async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+    async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
         let id = effect_id.to_owned();
         self.read(move |c| {
             c.query_row(
@@ -521,21 +528,26 @@ impl SqliteStore {
     }
 
     /// Notes that an external call is about to be made for this effect.
-    pub async fn effect_started(&self, effect_id: &str) -> Result<(), StoreError> {
+    async fn effect_started(&self, effect_id: &str, _lease: &Lease) -> Result<bool, StoreError> {
         let id = effect_id.to_owned();
         self.with(move |c| {
-            c.execute(
-                "UPDATE outbox SET started_at = ?2, updated_at = ?2 WHERE effect_id = ?1",
+            let n = c.execute(
+                "UPDATE outbox SET started_at = ?2, updated_at = ?2
+                 WHERE effect_id = ?1 AND state = 'pending'",
                 params![id, ts(Utc::now())],
             )?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
 
+    async fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.leases.claim(lane, videos))
+    }
+
     /// Records an ambiguous failure of an external call: one attempt more, `started_at`
     /// kept, so the next attempt first waits out the grace period for the callback.
-    pub async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError> {
+    async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError> {
         let (id, error) = (effect_id.to_owned(), error.to_owned());
         self.with(move |c| {
             c.execute(
@@ -549,7 +561,7 @@ impl SqliteStore {
     }
 
     /// Postpones an effect without counting an attempt.
-    pub async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = effect_id.to_owned();
         self.with(move |c| {
             c.execute(
@@ -563,7 +575,7 @@ impl SqliteStore {
 
     /// Puts a failed effect back in the queue (operator replay). Returns false if there is
     /// no failed effect of that id.
-    pub async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
+    async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
         let id = effect_id.to_owned();
         self.with(move |c| {
             let n = c.execute(
@@ -578,7 +590,7 @@ impl SqliteStore {
     }
 
     /// The video's pending effects in order, at most `limit`.
-    pub async fn pending_effects_of(
+    async fn pending_effects_of(
         &self,
         video: &RecordId,
         limit: u32,
@@ -595,7 +607,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError> {
+    async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError> {
         let video = video.to_string();
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
@@ -607,7 +619,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError> {
+    async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError> {
         let video = video.to_string();
         self.read(move |c| {
             let mut st = c.prepare_cached(
@@ -640,7 +652,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
+    async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
         let record = record.to_string();
         self.with(move |c| {
             c.execute(
@@ -653,7 +665,7 @@ impl SqliteStore {
     }
 
     /// The job's video and, once written, its Airtable record id.
-    pub async fn job_location(
+    async fn job_location(
         &self,
         job: JobId,
     ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError> {
@@ -677,7 +689,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn depths(&self) -> Result<Depths, StoreError> {
+    async fn depths(&self) -> Result<Depths, StoreError> {
         self.read(|c| {
             let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
             Ok(Depths {
@@ -690,7 +702,7 @@ impl SqliteStore {
     }
 
     /// Active jobs whose next check is due.
-    pub async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError> {
+    async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT job_id, video_id, kind, external_id, since, checks FROM active_jobs
@@ -724,7 +736,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn reschedule_check(
+    async fn reschedule_check(
         &self,
         job: JobId,
         checks: u32,
@@ -741,7 +753,7 @@ impl SqliteStore {
     }
 
     /// A cheap write that proves the store is writable (/readyz).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute_batch(
                 "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY, at TEXT);

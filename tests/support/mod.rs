@@ -9,4 +9,5 @@ pub mod goapi_double;
 pub mod nca_double;
 pub mod pg;
 pub mod records_contract;
+pub mod store_contract;
 pub mod world;

@@ -1,0 +1,123 @@
+//! Leases: who may work on a video. The worker and the executor each have a [`Lane`]; at
+//! most one holder per (lane, video) at a time, across every process sharing the store.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::domain::RecordId;
+
+/// Whose work a lease covers: the worker's (inbox entries) or the executor's (effects). A
+/// video can be in both lanes at once: deciding and executing are ordered by the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::AsRefStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Lane {
+    Worker,
+    Executor,
+}
+
+/// The right to work on one video in one lane. Given back when dropped (a task that
+/// panics gives it back too); a holder that dies without dropping it (kill -9) loses it
+/// when it expires.
+pub struct Lease {
+    lane: Lane,
+    video: RecordId,
+    /// Grows with every claim of this (lane, video): writes name it, so that a holder
+    /// whose lease was taken over writes nothing.
+    token: i64,
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Lease {
+    pub fn new(
+        lane: Lane,
+        video: RecordId,
+        token: i64,
+        release: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            lane,
+            video,
+            token,
+            release: Some(Box::new(release)),
+        }
+    }
+
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    pub fn video(&self) -> &RecordId {
+        &self.video
+    }
+
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("lane", &self.lane)
+            .field("video", &self.video)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+/// Leases of a store only one process uses (the embedded store): a set in memory. Only
+/// dropping the lease gives it back, so it never needs renewing and is never lost.
+#[derive(Clone, Default)]
+pub struct LocalLeases {
+    held: Arc<Mutex<HashSet<(Lane, RecordId)>>>,
+}
+
+impl LocalLeases {
+    pub fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Vec<Lease> {
+        let Ok(mut held) = self.held.lock() else {
+            return Vec::new();
+        };
+        videos
+            .into_iter()
+            .filter(|v| held.insert((lane, v.clone())))
+            .map(|video| {
+                let (set, key) = (self.held.clone(), (lane, video.clone()));
+                Lease::new(lane, video, 0, move || {
+                    if let Ok(mut s) = set.lock() {
+                        s.remove(&key);
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(n: u8) -> RecordId {
+        RecordId::parse(&format!("recAAAAAAAAAAAAA{n}")).unwrap()
+    }
+
+    #[test]
+    fn one_holder_per_lane_and_video_until_dropped() {
+        let leases = LocalLeases::default();
+        let a = leases.claim(Lane::Worker, vec![video(1), video(2)]);
+        assert_eq!(a.len(), 2);
+        assert!(leases.claim(Lane::Worker, vec![video(1)]).is_empty());
+        // Another lane is another lease.
+        assert_eq!(leases.claim(Lane::Executor, vec![video(1)]).len(), 1);
+        drop(a);
+        assert_eq!(leases.claim(Lane::Worker, vec![video(1)]).len(), 1);
+    }
+}

@@ -1,0 +1,577 @@
+//! The engine store's contract: what the worker, the executor, the reconciler and the API
+//! rely on, checked the same way on every implementation of `reelstate::store::Store`.
+//! Each check makes its own videos (fresh record ids), so the suite can run on a store
+//! that already holds data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use reelstate::domain::{JobStatus, JobType, RecordId, VideoStatus};
+use reelstate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
+use reelstate::store::{
+    Accepted, Commit, EventQuery, HistoryRow, Lane, NewEntry, Payload, Source, Store,
+};
+use uuid::Uuid;
+
+pub type Shared = Arc<dyn Store>;
+
+/// A fresh Airtable-shaped record id.
+pub fn video() -> RecordId {
+    let hex = Uuid::new_v4().simple().to_string();
+    RecordId::parse(&format!("rec{}", &hex[..14])).expect("valid record id")
+}
+
+pub fn entry(video: &RecordId, key: Option<&str>) -> NewEntry {
+    NewEntry {
+        event_id: Uuid::new_v4(),
+        video_id: video.clone(),
+        source: Source::Goapi,
+        endpoint: "/webhooks/goapi".into(),
+        dedupe_key: key.map(str::to_owned),
+        raw_body: r#"{"task_id":"t-1"}"#.into(),
+        headers: "{}".into(),
+        received_at: Utc::now(),
+        payload: Payload::Event {
+            event: Event::RetryRequested,
+        },
+    }
+}
+
+pub fn snapshot(video: &RecordId, status: VideoStatus, jobs: Vec<Job>) -> Snapshot {
+    Snapshot {
+        video: Video {
+            id: video.clone(),
+            status,
+            source_video: None,
+            music_prompt: None,
+            music: None,
+            final_video: None,
+            error_details: None,
+            retries: 0,
+        },
+        jobs,
+    }
+}
+
+fn job(status: JobStatus, external: Option<&str>) -> Job {
+    Job {
+        id: JobId(Uuid::new_v4()),
+        kind: JobType::MusicGeneration,
+        status,
+        external_id: external.map(str::to_owned),
+        submission_id: None,
+        error: None,
+        created_at: Utc::now(),
+        ended_at: None,
+    }
+}
+
+fn record_effect(detail: &str) -> Effect {
+    Effect::RecordWebhookOutcome {
+        outcome: Outcome::Applied,
+        job: None,
+        detail: Some(detail.to_owned()),
+    }
+}
+
+pub fn commit_of(e: &NewEntry, snap: Option<Snapshot>, effects: Vec<(String, Effect)>) -> Commit {
+    Commit {
+        event_id: e.event_id,
+        video_id: e.video_id.clone(),
+        history: snap.as_ref().map(|s| HistoryRow {
+            event_id: e.event_id,
+            event: "retry_requested".into(),
+            from: "Processing".into(),
+            to: s.video.status.name().to_owned(),
+            outcome: "applied".into(),
+            at: Utc::now(),
+        }),
+        snapshot: snap,
+        effects,
+        outcome: "applied".into(),
+        note: Some("a note".into()),
+        job: None,
+        job_records: Vec::new(),
+        at: Utc::now(),
+    }
+}
+
+pub async fn new_id(store: &Shared, e: NewEntry) -> Uuid {
+    match store.accept(e).await.expect("accept") {
+        Accepted::New(id) => id,
+        other => panic!("expected a new entry, got {other:?}"),
+    }
+}
+
+/// Every single-store check.
+pub async fn run_all(store: Shared) {
+    accept_stores_and_detects_repeats(&store).await;
+    concurrent_repeats_store_one_first(&store).await;
+    pending_entries_keep_arrival_order_and_cap_each_video(&store).await;
+    commit_is_whole_and_marks_the_entry_done(&store).await;
+    leases_are_exclusive_per_lane_until_dropped(&store).await;
+    effects_run_in_order_one_video_at_a_time(&store).await;
+    effect_results_store_their_follow_up_once(&store).await;
+    failed_effects_are_listed_and_replayable(&store).await;
+    started_calls_are_remembered(&store).await;
+    the_reconcilers_worklist_follows_active_jobs(&store).await;
+    events_page_and_filter(&store).await;
+    store.ping().await.expect("ping");
+    let d = store.depths().await.expect("depths");
+    assert!(d.inbox_pending >= 0 && d.outbox_pending >= 0 && d.outbox_failed >= 1);
+}
+
+pub async fn accept_stores_and_detects_repeats(store: &Shared) {
+    let v = video();
+    let key = format!("k-{}", Uuid::new_v4());
+    let first = new_id(store, entry(&v, Some(&key))).await;
+    let again = store.accept(entry(&v, Some(&key))).await.expect("accept");
+    let Accepted::Duplicate { of, entry: dup } = again else {
+        panic!("a repeat must be a duplicate, got {again:?}")
+    };
+    assert_eq!(of, first);
+    // Every delivery is in the log: the repeat too, pointing at the first.
+    let stored = store.entry(dup).await.expect("entry").expect("stored");
+    assert!(matches!(stored.payload, Payload::Duplicate { of } if of == first));
+    let first_entry = store.entry(first).await.expect("entry").expect("stored");
+    assert_eq!(first_entry.raw_body, r#"{"task_id":"t-1"}"#);
+    assert_eq!(first_entry.state, "pending");
+    assert!(store.is_pending(first).await.expect("is_pending"));
+    // No key: never a duplicate.
+    new_id(store, entry(&v, None)).await;
+    new_id(store, entry(&v, None)).await;
+    assert!(store.entry(Uuid::new_v4()).await.expect("entry").is_none());
+}
+
+pub async fn concurrent_repeats_store_one_first(store: &Shared) {
+    let v = video();
+    let key = format!("k-{}", Uuid::new_v4());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, e) = (store.clone(), entry(&v, Some(&key)));
+            tokio::spawn(async move { store.accept(e).await })
+        })
+        .collect();
+    let mut new = Vec::new();
+    let mut dups = Vec::new();
+    for t in tasks {
+        match t.await.expect("task").expect("accept") {
+            Accepted::New(id) => new.push(id),
+            Accepted::Duplicate { of, .. } => dups.push(of),
+        }
+    }
+    assert_eq!(new.len(), 1, "exactly one first copy");
+    assert_eq!(dups.len(), 7);
+    assert!(dups.iter().all(|of| *of == new[0]));
+}
+
+pub async fn pending_entries_keep_arrival_order_and_cap_each_video(store: &Shared) {
+    let (a, b) = (video(), video());
+    let mut ids_a = Vec::new();
+    for i in 0..20 {
+        ids_a.push(new_id(store, entry(&a, None)).await);
+        if i % 5 == 0 {
+            new_id(store, entry(&b, None)).await;
+        }
+    }
+    let pending = store.pending_entries(4096).await.expect("pending");
+    let of_a: Vec<Uuid> = pending
+        .iter()
+        .filter(|e| e.video_id == a)
+        .map(|e| e.event_id)
+        .collect();
+    // At most 16 per video, the oldest, in order: one chatty video cannot hide others.
+    assert_eq!(of_a, ids_a[..16].to_vec());
+    assert_eq!(pending.iter().filter(|e| e.video_id == b).count(), 4);
+    let seqs: Vec<i64> = pending.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "arrival order");
+    // Lists leave the raw body out (it can be a megabyte); `entry` has it.
+    assert!(pending.iter().all(|e| e.raw_body.is_empty()));
+}
+
+pub async fn commit_is_whole_and_marks_the_entry_done(store: &Shared) {
+    let v = video();
+    let e = entry(&v, None);
+    let id = new_id(store, e.clone()).await;
+    let j = job(JobStatus::Processing, Some("task-1"));
+    let snap = snapshot(&v, VideoStatus::GeneratingMusic, vec![j.clone()]);
+    let effects = vec![
+        (format!("{id}:0"), record_effect("first")),
+        (format!("{id}:1"), record_effect("second")),
+    ];
+    let lease = one_lease(store, Lane::Worker, &v).await;
+    store
+        .commit(commit_of(&e, Some(snap.clone()), effects.clone()), &lease)
+        .await
+        .expect("commit");
+    assert_eq!(store.snapshot(&v).await.expect("snapshot"), Some(snap));
+    let stored = store.entry(id).await.expect("entry").expect("stored");
+    assert_eq!(stored.state, "done");
+    assert_eq!(stored.outcome.as_deref(), Some("applied"));
+    assert_eq!(stored.note.as_deref(), Some("a note"));
+    assert!(!store.is_pending(id).await.expect("is_pending"));
+    let history = store.history(&v).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].event_id, id);
+    assert_eq!(history[0].to, VideoStatus::GeneratingMusic.name());
+    let outbox = store.effects_of(&v).await.expect("effects");
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|o| o.effect_id.clone())
+            .collect::<Vec<_>>(),
+        vec![format!("{id}:0"), format!("{id}:1")]
+    );
+    assert!(
+        outbox
+            .iter()
+            .all(|o| o.state == "pending" && o.attempts == 0)
+    );
+    // The job is indexed under its video.
+    let (video_of_job, record) = store
+        .job_location(j.id)
+        .await
+        .expect("job_location")
+        .expect("indexed");
+    assert_eq!(video_of_job, v);
+    assert_eq!(record, None);
+    let rec = video();
+    store.set_job_record(j.id, &rec).await.expect("set record");
+    assert_eq!(
+        store.job_location(j.id).await.expect("job_location"),
+        Some((v.clone(), Some(rec)))
+    );
+    // An effect id names one effect for ever: committing it again adds nothing.
+    let e2 = entry(&v, None);
+    new_id(store, e2.clone()).await;
+    store
+        .commit(commit_of(&e2, None, effects), &lease)
+        .await
+        .expect("commit");
+    assert_eq!(store.effects_of(&v).await.expect("effects").len(), 2);
+}
+
+pub async fn one_lease(store: &Shared, lane: Lane, v: &RecordId) -> reelstate::store::Lease {
+    let mut got = store.claim(lane, vec![v.clone()]).await.expect("claim");
+    assert_eq!(got.len(), 1, "a free video must be claimable");
+    got.remove(0)
+}
+
+pub async fn leases_are_exclusive_per_lane_until_dropped(store: &Shared) {
+    let (a, b) = (video(), video());
+    let held = store
+        .claim(Lane::Worker, vec![a.clone(), b.clone()])
+        .await
+        .expect("claim");
+    assert_eq!(held.len(), 2);
+    assert!(
+        store
+            .claim(Lane::Worker, vec![a.clone()])
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a held lease is not granted twice"
+    );
+    // The executor's lane is another lease.
+    assert_eq!(
+        store
+            .claim(Lane::Executor, vec![a.clone()])
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    drop(held);
+    assert_eq!(
+        eventually_claim(store, Lane::Worker, &a).await.video(),
+        &a,
+        "a dropped lease is free again"
+    );
+}
+
+/// Claims `v`, retrying briefly: a lease given back is written back in the background.
+pub async fn eventually_claim(store: &Shared, lane: Lane, v: &RecordId) -> reelstate::store::Lease {
+    for _ in 0..100 {
+        if let Some(l) = store
+            .claim(lane, vec![v.clone()])
+            .await
+            .expect("claim")
+            .pop()
+        {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the lease on {v} never became free");
+}
+
+pub async fn with_effects(store: &Shared, v: &RecordId, n: usize) -> Vec<String> {
+    let e = entry(v, None);
+    let id = new_id(store, e.clone()).await;
+    let effects: Vec<(String, Effect)> = (0..n)
+        .map(|i| (format!("{id}:{i}"), record_effect(&format!("effect {i}"))))
+        .collect();
+    let ids = effects.iter().map(|(i, _)| i.clone()).collect();
+    let lease = eventually_claim(store, Lane::Worker, v).await;
+    store
+        .commit(commit_of(&e, None, effects), &lease)
+        .await
+        .expect("commit");
+    ids
+}
+
+pub async fn effects_run_in_order_one_video_at_a_time(store: &Shared) {
+    let v = video();
+    let ids = with_effects(store, &v, 3).await;
+    let first_of_v = |due: &[reelstate::store::OutboxEntry]| {
+        due.iter()
+            .filter(|e| e.video_id == v)
+            .map(|e| e.effect_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert_eq!(
+        first_of_v(&due),
+        vec![ids[0].clone()],
+        "only the video's first"
+    );
+    assert_eq!(
+        store
+            .pending_effects_of(&v, 10)
+            .await
+            .expect("pending")
+            .iter()
+            .map(|e| e.effect_id.clone())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    // Postponed: not due now, and the video's later effects wait behind it.
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    store.effect_defer(&ids[0], later).await.expect("defer");
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert!(first_of_v(&due).is_empty());
+    assert!(store.next_due().await.expect("next_due").is_some());
+    let due = store.due_effects(later, 4096).await.expect("due");
+    assert_eq!(first_of_v(&due), vec![ids[0].clone()]);
+    // A transient failure: one attempt more, due again later.
+    store
+        .effect_retry_later(&ids[0], Utc::now(), "503")
+        .await
+        .expect("retry later");
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("outbox_entry")
+        .expect("stored");
+    assert_eq!((e.attempts, e.last_error.as_deref()), (1, Some("503")));
+    store.effect_done_with(&ids[0], None).await.expect("done");
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert_eq!(first_of_v(&due), vec![ids[1].clone()], "then the next one");
+}
+
+pub async fn effect_results_store_their_follow_up_once(store: &Shared) {
+    let v = video();
+    let ids = with_effects(store, &v, 1).await;
+    let follow = |id: &str| NewEntry {
+        source: Source::Engine,
+        dedupe_key: Some(format!("effect:done:{id}")),
+        ..entry(&v, None)
+    };
+    store
+        .effect_done_with(&ids[0], Some(follow(&ids[0])))
+        .await
+        .expect("done");
+    // A retried commit (the process died before knowing it committed) stores nothing new.
+    store
+        .effect_done_with(&ids[0], Some(follow(&ids[0])))
+        .await
+        .expect("done again");
+    let engine_events = store
+        .pending_entries(4096)
+        .await
+        .expect("pending")
+        .into_iter()
+        .filter(|e| e.video_id == v && e.source == Source::Engine)
+        .count();
+    assert_eq!(engine_events, 1);
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(e.state, "done");
+}
+
+pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
+    let v = video();
+    let ids = with_effects(store, &v, 1).await;
+    store
+        .effect_failed_with(&ids[0], "422 INVALID_VALUE", None)
+        .await
+        .expect("failed");
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(e.state, "failed");
+    assert_eq!(e.last_error.as_deref(), Some("422 INVALID_VALUE"));
+    let failed = store
+        .events(EventQuery {
+            outcome: Some("failed".into()),
+            video: Some(v.clone()),
+            before_seq: None,
+            limit: 50,
+        })
+        .await
+        .expect("events");
+    assert_eq!(failed.len(), 1, "the event whose effect failed");
+    assert!(store.requeue_effect(&ids[0]).await.expect("requeue"));
+    assert!(
+        !store.requeue_effect(&ids[0]).await.expect("requeue"),
+        "only failed ones"
+    );
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!((e.state.as_str(), e.attempts), ("pending", 0));
+    // Leave one failed effect for the depth check of the suite.
+    store
+        .effect_failed_with(&ids[0], "422 again", None)
+        .await
+        .expect("failed");
+}
+
+pub async fn started_calls_are_remembered(store: &Shared) {
+    let v = video();
+    let ids = with_effects(store, &v, 1).await;
+    let lease = eventually_claim(store, Lane::Executor, &v).await;
+    assert!(
+        store
+            .effect_started(&ids[0], &lease)
+            .await
+            .expect("started")
+    );
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert!(e.started_at.is_some(), "a call in flight is on record");
+    // Ambiguous: counted, and the start kept so that the next try waits for the callback.
+    store
+        .effect_ambiguous(&ids[0], "connection reset")
+        .await
+        .expect("ambiguous");
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(e.attempts, 1);
+    assert!(e.started_at.is_some());
+    store.effect_done_with(&ids[0], None).await.expect("done");
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert!(e.started_at.is_none());
+    assert!(
+        !store
+            .effect_started(&ids[0], &lease)
+            .await
+            .expect("started"),
+        "a finished effect is not started again"
+    );
+}
+
+pub async fn the_reconcilers_worklist_follows_active_jobs(store: &Shared) {
+    let v = video();
+    let running = job(JobStatus::Processing, Some("task-9"));
+    let e = entry(&v, None);
+    new_id(store, e.clone()).await;
+    let lease = eventually_claim(store, Lane::Worker, &v).await;
+    let snap = snapshot(&v, VideoStatus::GeneratingMusic, vec![running.clone()]);
+    store
+        .commit(commit_of(&e, Some(snap), Vec::new()), &lease)
+        .await
+        .expect("commit");
+    let due = store
+        .active_jobs_due(Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .expect("due");
+    let mine = due.iter().find(|j| j.job == running.id).expect("listed");
+    assert_eq!(mine.external_id.as_deref(), Some("task-9"));
+    assert_eq!(mine.checks, 0);
+    let later = Utc::now() + chrono::Duration::seconds(600);
+    store
+        .reschedule_check(running.id, 2, later)
+        .await
+        .expect("reschedule");
+    let due = store.active_jobs_due(Utc::now()).await.expect("due");
+    assert!(
+        due.iter().all(|j| j.job != running.id),
+        "not due before its time"
+    );
+    let due = store.active_jobs_due(later).await.expect("due");
+    assert_eq!(
+        due.iter()
+            .find(|j| j.job == running.id)
+            .expect("due")
+            .checks,
+        2
+    );
+    // Finished: off the list.
+    let done = Job {
+        status: JobStatus::Completed,
+        ..running.clone()
+    };
+    let e2 = entry(&v, None);
+    new_id(store, e2.clone()).await;
+    let snap = snapshot(&v, VideoStatus::AddingMusic, vec![done]);
+    store
+        .commit(commit_of(&e2, Some(snap), Vec::new()), &lease)
+        .await
+        .expect("commit");
+    let due = store.active_jobs_due(later).await.expect("due");
+    assert!(due.iter().all(|j| j.job != running.id));
+}
+
+pub async fn events_page_and_filter(store: &Shared) {
+    let v = video();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(new_id(store, entry(&v, None)).await);
+    }
+    let q = |before_seq| EventQuery {
+        outcome: None,
+        video: Some(v.clone()),
+        before_seq,
+        limit: 2,
+    };
+    let page1 = store.events(q(None)).await.expect("events");
+    assert_eq!(
+        page1.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]],
+        "newest first"
+    );
+    let page2 = store.events(q(Some(page1[1].seq))).await.expect("events");
+    assert_eq!(
+        page2.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let applied = store
+        .events(EventQuery {
+            outcome: Some("applied".into()),
+            video: Some(v.clone()),
+            before_seq: None,
+            limit: 10,
+        })
+        .await
+        .expect("events");
+    assert!(applied.is_empty(), "none processed yet");
+}
