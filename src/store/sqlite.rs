@@ -87,6 +87,45 @@ CREATE INDEX IF NOT EXISTS outbox_video ON outbox(video_id, state, seq);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 "#;
 
+/// The embedded store's migrations, in order. Append only. The first one's statements are
+/// all `IF NOT EXISTS`, so files written before migrations were versioned take it as a
+/// no-op. (Versions live in a table of their own, not `user_version`: the file is shared
+/// with the embedded records.)
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "engine store", SCHEMA)];
+
+/// Applies the migrations the file lacks, in one immediate transaction: a second process
+/// opening the file at the same moment waits, then finds them applied.
+fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS store_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM store_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO store_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, ts(Utc::now())],
+            )?;
+            applied.push(*version);
+        }
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
 /// Waits for another connection's write lock in short steps. SQLite's own busy timeout
 /// sleeps up to 100 ms per retry, which under load turns a sub-millisecond wait into
 /// a latency spike; 0.2 ms steps keep the wait close to the lock's real hold time.
@@ -136,8 +175,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Self::configure(Connection::open(path)?)?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = Self::configure(Connection::open(path)?)?;
+        migrate(&mut conn)?;
         let reader = Self::configure(Connection::open(path)?)?;
         Ok(Self::assemble(conn, Some(reader)))
     }
@@ -145,8 +184,8 @@ impl SqliteStore {
     /// One connection for everything (a second in-memory connection would be another
     /// database).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        let conn = Self::configure(Connection::open_in_memory()?)?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = Self::configure(Connection::open_in_memory()?)?;
+        migrate(&mut conn)?;
         Ok(Self::assemble(conn, None))
     }
 
@@ -965,6 +1004,26 @@ mod tests {
                 event: Event::RetryRequested,
             },
         }
+    }
+
+    #[test]
+    fn migrations_are_applied_once_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut first = Connection::open(&path).unwrap();
+        assert_eq!(migrate(&mut first).unwrap(), vec![1]);
+        assert!(migrate(&mut first).unwrap().is_empty());
+        // A file from before versioning (tables, no record of them) takes it as a no-op.
+        let old = dir.path().join("old.db");
+        let mut conn = Connection::open(&old).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch("INSERT INTO video_state VALUES ('recA', '{}', 'now')")
+            .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1]);
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1);
     }
 
     #[tokio::test]

@@ -1,0 +1,161 @@
+//! Three replicas of the real binary on one PostgreSQL database, with Airtable as the
+//! system of record: a burst of GoAPI completions spread over all three (20% delivered
+//! twice, to different replicas), one replica SIGKILLed in the middle. Every video ends
+//! completed with exactly one NCA submission, every acknowledged delivery is on record,
+//! and the base never sees more than 5 requests in any second: the budget is the
+//! cluster's. Runs when `REELSTATE_TEST_DATABASE_URL` is set (`.ci/run` sets it).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::airtable_double::{AirtableDouble, DoubleConfig};
+use support::app::{AppBuilder, GOAPI_SECRET, TestApp};
+use support::nca_double::NcaDouble;
+
+const VIDEOS: usize = 100;
+
+fn completed(task_id: &str) -> Value {
+    support::world::goapi_fixture("udio_completed.json", task_id, 1_765_248_943)
+}
+
+/// Sends to replica `first`, then to the next ones if it does not answer (as a load
+/// balancer does when a replica dies). Returns the status of the answer, if any.
+async fn deliver(apps: &[String], first: usize, video: &str, body: &Value) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    for i in 0..apps.len() {
+        let url = &apps[(first + i) % apps.len()];
+        let sent = client
+            .post(format!("{url}/webhooks/goapi?video_id={video}"))
+            .header("x-webhook-secret", GOAPI_SECRET)
+            .json(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().as_u16() < 500 => return Some(r.status().as_u16()),
+            _ => continue,
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budget() {
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    let nca = NcaDouble::start().await;
+    let videos: Vec<String> = (0..VIDEOS)
+        .map(|i| {
+            let video = airtable.insert_record(
+                "Videos",
+                json!({
+                    "Name": format!("video {i}"),
+                    "Status": "generating_music",
+                    "Combined Segments Video": format!("{}/videos/combined-{i}.mp4", nca.url()),
+                }),
+            );
+            airtable.insert_record(
+                "Jobs",
+                json!({
+                    "Job ID": format!("pipeline-{i}"),
+                    "Type": "music_generation",
+                    "Status": "processing",
+                    "Related Video": [video],
+                    "External Job ID": format!("task-{i}"),
+                }),
+            );
+            video
+        })
+        .collect();
+
+    // Callbacks go to the address every replica advertises: in production a load
+    // balancer; here the first replica, which is not killed, plays it.
+    let mut apps: Vec<TestApp> = Vec::new();
+    for i in 0..3 {
+        let mut app = AppBuilder::new()
+            .env("REELSTATE_DB", &db.url)
+            .env("REELSTATE_LEASE_SECS", "2")
+            .env("REELSTATE_INTERRUPTED_GRACE_SECS", "3")
+            .env("AIRTABLE_TOKEN", &airtable.token())
+            .env("AIRTABLE_BASE_ID", &airtable.base_id())
+            .env("AIRTABLE_API_URL", &airtable.url())
+            .env("AIRTABLE_LOCKOUT_SECS", "2")
+            .env("NCA_API_URL", &nca.url())
+            .env("NCA_API_KEY", &nca.api_key());
+        if i > 0 {
+            app = app.env("PUBLIC_BASE_URL", &apps[0].url);
+        }
+        apps.push(app.spawn().await);
+    }
+    let urls: Vec<String> = apps.iter().map(|a| a.url.clone()).collect();
+
+    // 100 completions, the first 20 delivered a second time to another replica; 10 at a
+    // time, replica 2 killed halfway.
+    let mut deliveries: Vec<(usize, usize)> = (0..VIDEOS).map(|i| (i, i % 3)).collect();
+    deliveries.extend((0..VIDEOS / 5).map(|i| (i, (i + 1) % 3)));
+    let mut acknowledged = 0;
+    for (n, chunk) in deliveries.chunks(10).enumerate() {
+        if n == deliveries.len() / 20 {
+            apps[2].kill().await;
+        }
+        let sends = chunk.iter().map(|&(i, replica)| {
+            let (urls, video) = (urls.clone(), videos[i].clone());
+            async move { deliver(&urls, replica, &video, &completed(&format!("task-{i}"))).await }
+        });
+        for status in futures::future::join_all(sends).await {
+            let status = status.expect("some replica answers");
+            assert!(matches!(status, 200 | 202), "status {status}");
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(acknowledged, deliveries.len());
+
+    for v in &videos {
+        apps[0]
+            .wait_for_video(v, Duration::from_secs(240), |s| {
+                s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
+            })
+            .await;
+    }
+
+    // Exactly one mix per video, whichever replica submitted it.
+    let by_id = nca.submissions_by_id();
+    assert_eq!(by_id.len(), VIDEOS, "one submission id per video");
+    for (id, count) in &by_id {
+        assert_eq!(*count, 1, "{id} submitted {count} times");
+    }
+    // The base agrees, and every acknowledged delivery has its Webhook Events record.
+    let records: HashMap<String, _> = airtable
+        .records("Videos")
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    for v in &videos {
+        assert_eq!(records[v].fields["Status"], "completed", "{:?}", records[v]);
+    }
+    let events = airtable.records("Webhook Events");
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.fields["Event ID"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "one record per event");
+    let goapi_events = events
+        .iter()
+        .filter(|e| e.fields["Service"] == "GoAPI")
+        .count();
+    assert_eq!(goapi_events, deliveries.len(), "every delivery on record");
+    assert!(
+        airtable.max_requests_in_any_second() <= 5,
+        "the base saw {} requests in one second",
+        airtable.max_requests_in_any_second()
+    );
+}
