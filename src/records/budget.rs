@@ -171,8 +171,6 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 pub enum BudgetError {
     #[error("invalid request budget: {0}")]
     Config(String),
-    #[error(transparent)]
-    Pg(#[from] PgError),
 }
 
 /// The budget of one base shared by every replica using the same PostgreSQL schema
@@ -183,7 +181,8 @@ pub enum BudgetError {
 /// the same row nor wait on each other) and sets `busy_until = now() + lease` with a fresh
 /// `holder` token; dropping the [`Slot`] sets `busy_until = now() + window` if the token is
 /// still ours. A lockout row per base holds `locked_until`; a claim never succeeds while it
-/// is in the future. Every time is PostgreSQL's `now()`: the replicas' clocks never meet.
+/// is in the future. Every time is PostgreSQL's `now()`: no replica's clock is ever read, so
+/// their offsets do not matter.
 ///
 /// Guarantee: at most N requests per base are in flight or within one window after their
 /// response, cluster-wide, provided a request's life (claim to release) stays within the

@@ -1,6 +1,6 @@
 -- The Airtable request budget shared by every replica (records::budget::PgBudget): Airtable
 -- allows 5 requests per second per base whoever sends them, so the replicas draw from one
--- set of slots. Times are PostgreSQL's (now()): the replicas' clocks never meet.
+-- set of slots. Times are PostgreSQL's (now()): no replica's clock is ever read.
 
 -- N rows per base, created on first use. A slot is free once now() has passed busy_until:
 -- a claim sets it to now() + a lease (so a replica that dies holding it loses it), the
