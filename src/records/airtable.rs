@@ -3,13 +3,14 @@
 //! Airtable's 5 requests/second per base (then a 30-second lockout) is this service's
 //! throughput ceiling, so everything here is about spending requests well:
 //!
-//! - one [`Limiter`] per backend instance keeps every request inside the per-second budget,
-//!   counting a request's slot as busy until one window after its response arrived, so that
-//!   however the network delays requests, Airtable never sees more than the budget in any
-//!   window;
+//! - every request spends from a [`RequestBudget`]: a slot is busy until one window after
+//!   its response arrived, so that however the network delays requests, Airtable never sees
+//!   more than the budget in any window. By default each backend has its own
+//!   ([`LocalBudget`]); replicas sharing a base share a [`PgBudget`](super::budget::PgBudget)
+//!   ([`AirtableBackend::with_budget`]);
 //! - writes go through a per-table queue drained by a background task, which puts whatever
 //!   is queued when the next slot is granted into one request (up to 10 records);
-//! - 429s wait out the lockout for the whole backend; 502/503/504 and network errors are
+//! - 429s wait out the lockout for everyone sharing the budget; 502/503/504 and network errors are
 //!   retried with exponential backoff and full jitter.
 //!
 //! Only this module knows Airtable's JSON. Formulas are written by one function,
@@ -24,9 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 
+use super::budget::{LocalBudget, RequestBudget, Slot};
 use super::{Fields, Filter, Record, RecordBackend, RecordsError};
 use crate::domain::RecordId;
 
@@ -39,8 +40,6 @@ const PAGE_SIZE: u32 = 100;
 const IDS_PER_FORMULA: usize = 50;
 /// Cap of one backoff sleep, whatever the attempt number.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The rate-limit window Airtable counts requests in.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct AirtableConfig {
@@ -115,77 +114,6 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// The request budget of one base.
-///
-/// A semaphore of `requests_per_second` slots; a slot is returned one window after the
-/// response of the request that used it arrived. Airtable receives request k+N after we
-/// send it, and we send it after request k's response (which Airtable sent after receiving
-/// request k) plus one window: so any window on Airtable's clock holds at most N requests,
-/// whatever the network does. The price is that a slow response holds its slot longer.
-struct Limiter {
-    slots: Arc<Semaphore>,
-    locked_until: Mutex<Option<Instant>>,
-}
-
-/// A granted request slot; returned to the limiter one window after it is dropped.
-struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        // Outside a runtime (shutdown) nothing else will send requests anyway.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                tokio::time::sleep(RATE_WINDOW).await;
-                drop(permit);
-            });
-        }
-    }
-}
-
-impl Limiter {
-    fn new(per_second: u32) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(per_second.max(1) as usize)),
-            locked_until: Mutex::new(None),
-        }
-    }
-
-    fn lockout_end(&self) -> Option<Instant> {
-        let guard = self.locked_until.lock().unwrap_or_else(|p| p.into_inner());
-        guard.filter(|t| *t > Instant::now())
-    }
-
-    /// After a 429 Airtable refuses the whole base for a while: nobody sends until then.
-    fn lock_out(&self, for_how_long: Duration) {
-        let until = Instant::now() + for_how_long;
-        let mut guard = self.locked_until.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none_or(|t| t < until) {
-            *guard = Some(until);
-        }
-    }
-
-    async fn acquire(&self) -> Slot {
-        loop {
-            if let Some(end) = self.lockout_end() {
-                tokio::time::sleep_until(end).await;
-            }
-            // The semaphore is never closed, so this only fails if that invariant broke;
-            // then sending unthrottled is better than never sending.
-            let permit = self.slots.clone().acquire_owned().await.ok();
-            // A lockout may have begun while we queued for the slot; then the slot was not
-            // used and goes straight back.
-            if self.lockout_end().is_none() {
-                return Slot { permit };
-            }
-        }
-    }
-}
-
 /// One pending write and the caller waiting for its outcome.
 struct WriteOp {
     kind: OpKind,
@@ -258,7 +186,7 @@ struct Shared {
     cfg: AirtableConfig,
     base_url: Url,
     http: reqwest::Client,
-    limiter: Limiter,
+    budget: Arc<dyn RequestBudget>,
     counters: Counters,
 }
 
@@ -284,7 +212,19 @@ fn unexpected(status: u16, message: impl Into<String>) -> RecordsError {
 }
 
 impl AirtableBackend {
+    /// A backend with a budget of its own: right when it is the only client of the base.
     pub fn new(cfg: AirtableConfig) -> Result<Self, RecordsError> {
+        let budget = Arc::new(LocalBudget::new(cfg.requests_per_second));
+        Self::with_budget(cfg, budget)
+    }
+
+    /// A backend spending from `budget`, which others may share (replicas sharing a base
+    /// share a [`PgBudget`](super::budget::PgBudget)). `cfg.requests_per_second` is then the
+    /// budget's business, not this backend's.
+    pub fn with_budget(
+        cfg: AirtableConfig,
+        budget: Arc<dyn RequestBudget>,
+    ) -> Result<Self, RecordsError> {
         if cfg.token.is_empty() {
             return Err(config_error("the Airtable token is empty"));
         }
@@ -305,7 +245,7 @@ impl AirtableBackend {
             .map_err(|e| config_error(format!("HTTP client: {e}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                limiter: Limiter::new(cfg.requests_per_second),
+                budget,
                 cfg,
                 base_url,
                 http,
@@ -381,7 +321,7 @@ async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiv
                 None => return,
             }
         }
-        let slot = shared.limiter.acquire().await;
+        let slot = shared.budget.acquire().await;
         // Writes started together with this one get to join its request: a few
         // milliseconds are nothing next to Airtable's round trip, and a request saved is
         // a fifth of a second of the base's budget.
@@ -395,7 +335,7 @@ async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiv
 }
 
 enum Retry {
-    /// 429: the limiter holds everyone back until the lockout is over.
+    /// 429: the budget holds everyone back until the lockout is over.
     AfterLockout(String),
     Backoff(String),
 }
@@ -426,7 +366,7 @@ impl Shared {
             attempt += 1;
             let granted = match slot.take() {
                 Some(s) => s,
-                None => self.limiter.acquire().await,
+                None => self.budget.acquire().await,
             };
             bump(&self.counters.requests, 1);
             let mut request = self
@@ -455,7 +395,7 @@ impl Shared {
                     let (kind, message) = parse_error_body(status.as_u16(), &text);
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         bump(&self.counters.rate_limited, 1);
-                        self.limiter.lock_out(self.cfg.lockout);
+                        self.budget.lock_out(self.cfg.lockout).await;
                         tracing::warn!(lockout = ?self.cfg.lockout, "Airtable rate limit reached");
                         Retry::AfterLockout(format!("429 {kind}: {message}"))
                     } else if matches!(status.as_u16(), 502..=504) {

@@ -7,6 +7,7 @@
 //! applies the [`Mapping`] (table, field and status names) and nothing else.
 
 pub mod airtable;
+pub mod budget;
 mod mapping;
 pub mod schema;
 pub mod sqlite;
