@@ -14,6 +14,7 @@ use crate::configuration::{Database, Settings};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::records::airtable::{AirtableBackend, AirtableConfig};
+use crate::records::budget::PgBudget;
 use crate::records::sqlite::SqliteRecords;
 use crate::records::{RecordBackend, Records};
 use crate::store::{PgStore, SqliteStore, Store};
@@ -86,20 +87,29 @@ impl Application {
                 (Arc::new(pg.clone()), Some(pg))
             }
         };
-        let airtable = settings
-            .airtable
-            .as_ref()
-            .map(|a| {
-                AirtableBackend::new(AirtableConfig {
+        let airtable = match &settings.airtable {
+            Some(a) => {
+                let cfg = AirtableConfig {
                     api_url: a.api_url.clone(),
                     token: a.token.clone(),
                     base_id: a.base_id.clone(),
                     lockout: a.lockout,
                     ..AirtableConfig::default()
-                })
-                .map(Arc::new)
-            })
-            .transpose()?;
+                };
+                // Replicas share the base's 5 requests a second through the database;
+                // one process keeps the budget in memory.
+                let backend = match &pg {
+                    Some(pg) => {
+                        let budget = PgBudget::for_airtable(pg.pool().clone(), &cfg)
+                            .map_err(|e| StartupError::Config(e.to_string()))?;
+                        AirtableBackend::with_budget(cfg, Arc::new(budget))?
+                    }
+                    None => AirtableBackend::new(cfg)?,
+                };
+                Some(Arc::new(backend))
+            }
+            None => None,
+        };
         let backend: Arc<dyn RecordBackend> = match (&airtable, &settings.db, &pg) {
             (Some(a), _, _) => a.clone(),
             (None, Database::Sqlite(path), _) => {

@@ -101,6 +101,7 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
     let mut deliveries: Vec<(usize, usize)> = (0..VIDEOS).map(|i| (i, i % 3)).collect();
     deliveries.extend((0..VIDEOS / 5).map(|i| (i, (i + 1) % 3)));
     let mut acknowledged = 0;
+    let started = std::time::Instant::now();
     for (n, chunk) in deliveries.chunks(10).enumerate() {
         if n == deliveries.len() / 20 {
             apps[2].kill().await;
@@ -153,6 +154,14 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
         .filter(|e| e.fields["Service"] == "GoAPI")
         .count();
     assert_eq!(goapi_events, deliveries.len(), "every delivery on record");
+    eprintln!(
+        "replicas: {} deliveries, {} Airtable requests in {:.1} s, at most {} in any second, {} NCA submissions",
+        deliveries.len(),
+        airtable.requests().len(),
+        started.elapsed().as_secs_f64(),
+        airtable.max_requests_in_any_second(),
+        nca.submissions().len()
+    );
     assert!(
         airtable.max_requests_in_any_second() <= 5,
         "the base saw {} requests in one second",
