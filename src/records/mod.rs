@@ -8,6 +8,7 @@
 
 pub mod airtable;
 mod mapping;
+mod rules;
 pub mod schema;
 pub mod sqlite;
 mod typed;
