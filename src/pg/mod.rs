@@ -15,11 +15,18 @@ use tokio_postgres::NoTls;
 
 /// The schema's migrations, embedded in the binary. Append only: an applied migration is
 /// never edited (start-up refuses a database whose applied migration differs).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "engine store",
-    sql: include_str!("migrations/0001_engine_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "engine store",
+        sql: include_str!("migrations/0001_engine_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "records",
+        sql: include_str!("migrations/0002_records.sql"),
+    },
+];
 
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
