@@ -90,7 +90,11 @@ impl Schema {
 
     /// What a write of `fields` to a record of `table` does, field by field, checked as
     /// far as it can be without the stored records: every link value is a list of ids.
-    pub fn plan<'s>(&'s self, table: &str, fields: Fields) -> Result<Vec<Write<'s>>, RecordsError> {
+    pub fn plan<'a>(
+        &'a self,
+        table: &str,
+        fields: &'a Fields,
+    ) -> Result<Vec<Write<'a>>, RecordsError> {
         let mut writes = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             if field.is_empty() {
@@ -99,9 +103,9 @@ impl Schema {
                     "a field name cannot be empty".into(),
                 ));
             }
-            writes.push(match self.link(table, &field) {
+            writes.push(match self.link(table, field) {
                 Some(link) => Write::Link {
-                    ids: link_ids(link, &value)?,
+                    ids: link_ids(link, value)?,
                     link,
                 },
                 None => Write::Cell { field, value },
@@ -112,9 +116,9 @@ impl Schema {
 }
 
 /// One field of a write: a plain cell, or a link field whose other side follows it.
-pub(super) enum Write<'s> {
-    Cell { field: String, value: Value },
-    Link { link: &'s Link, ids: Vec<String> },
+pub(super) enum Write<'a> {
+    Cell { field: &'a str, value: &'a Value },
+    Link { link: &'a Link, ids: Vec<String> },
 }
 
 /// How a non-empty cell is kept: texts apart, so that `Filter::Equals` is an exact

@@ -229,7 +229,7 @@ fn create_in(
     table: &str,
     fields: Fields,
 ) -> Result<Record, RecordsError> {
-    let writes = schema.plan(table, fields)?;
+    let writes = schema.plan(table, &fields)?;
     let id = new_id(conn)?;
     let created_time = rules::created_time(Utc::now());
     conn.execute(
@@ -251,7 +251,7 @@ fn update_in(
     if record_table(conn, id)?.as_deref() != Some(table) {
         return Err(RecordsError::NotFound(id.to_owned(), table.to_owned()));
     }
-    let writes = schema.plan(table, fields)?;
+    let writes = schema.plan(table, &fields)?;
     apply_fields(conn, id, writes)?;
     load_in(conn, table, id)?.ok_or_else(|| corrupt(format!("record {id} vanished after update")))
 }
@@ -349,7 +349,7 @@ fn apply_fields(conn: &Connection, id: &str, writes: Vec<Write<'_>>) -> Result<(
     for write in writes {
         match write {
             Write::Link { link, ids } => write_link(conn, link, id, ids)?,
-            Write::Cell { field, value } => write_cell(conn, id, &field, &value)?,
+            Write::Cell { field, value } => write_cell(conn, id, field, value)?,
         }
     }
     Ok(())
