@@ -15,6 +15,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::records::airtable::{AirtableBackend, AirtableConfig};
 use crate::records::budget::PgBudget;
+use crate::records::postgres::PgRecords;
 use crate::records::sqlite::SqliteRecords;
 use crate::records::{RecordBackend, Records};
 use crate::store::{PgStore, SqliteStore, Store};
@@ -38,6 +39,13 @@ pub enum StartupError {
     Client(#[from] crate::clients::ClientError),
     #[error("bad configuration: {0}")]
     Config(String),
+}
+
+/// Where the engine's state lives, for the parts kept beside it (records without Airtable,
+/// the Airtable request budget).
+enum Home {
+    File(std::path::PathBuf),
+    Shared(PgStore),
 }
 
 pub struct Application {
@@ -74,17 +82,17 @@ impl Application {
             path: settings.db.to_string(),
             source,
         };
-        let (store, pg): (Arc<dyn Store>, Option<PgStore>) = match &settings.db {
+        let (store, home): (Arc<dyn Store>, Home) = match &settings.db {
             Database::Sqlite(path) => (
                 Arc::new(SqliteStore::open(path).map_err(store_error)?),
-                None,
+                Home::File(path.clone()),
             ),
             Database::Postgres(url) => {
                 let pg = PgStore::connect(url, settings.lease)
                     .await
                     .map_err(store_error)?;
                 info!(store = %settings.db, owner = pg.owner(), "shared store on PostgreSQL");
-                (Arc::new(pg.clone()), Some(pg))
+                (Arc::new(pg.clone()), Home::Shared(pg))
             }
         };
         let airtable = match &settings.airtable {
@@ -98,27 +106,23 @@ impl Application {
                 };
                 // Replicas share the base's 5 requests a second through the database;
                 // one process keeps the budget in memory.
-                let backend = match &pg {
-                    Some(pg) => {
+                let backend = match &home {
+                    Home::Shared(pg) => {
                         let budget = PgBudget::for_airtable(pg.pool().clone(), &cfg)
                             .map_err(|e| StartupError::Config(e.to_string()))?;
                         AirtableBackend::with_budget(cfg, Arc::new(budget))?
                     }
-                    None => AirtableBackend::new(cfg)?,
+                    Home::File(_) => AirtableBackend::new(cfg)?,
                 };
                 Some(Arc::new(backend))
             }
             None => None,
         };
-        let backend: Arc<dyn RecordBackend> = match (&airtable, &settings.db, &pg) {
-            (Some(a), _, _) => a.clone(),
-            (None, Database::Sqlite(path), _) => {
-                Arc::new(SqliteRecords::open(path, &settings.mapping)?)
-            }
-            (None, Database::Postgres(_), _) => {
-                return Err(StartupError::Config(
-                    "records on PostgreSQL are not available yet: configure Airtable".into(),
-                ));
+        let backend: Arc<dyn RecordBackend> = match (&airtable, &home) {
+            (Some(a), _) => a.clone(),
+            (None, Home::File(path)) => Arc::new(SqliteRecords::open(path, &settings.mapping)?),
+            (None, Home::Shared(pg)) => {
+                Arc::new(PgRecords::new(pg.pool().clone(), &settings.mapping)?)
             }
         };
         let records = Records::new(backend, settings.mapping.clone());

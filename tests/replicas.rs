@@ -168,3 +168,77 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
         airtable.max_requests_in_any_second()
     );
 }
+
+/// Without Airtable the records live in the same PostgreSQL database: a video seeded
+/// there goes the whole way through two replicas, a command sent to one and the state read
+/// from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_airtable_the_records_live_in_postgres_too() {
+    use reelstate::domain::VideoStatus;
+    use reelstate::records::postgres::PgRecords;
+    use reelstate::records::{Mapping, Records, VideoFields};
+    use support::goapi_double::GoapiDouble;
+
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    let start = |public: Option<String>| {
+        let mut app = AppBuilder::new()
+            .env("REELSTATE_DB", &db.url)
+            .env("NCA_API_URL", &nca.url())
+            .env("NCA_API_KEY", &nca.api_key())
+            .env("GOAPI_API_URL", &goapi.url())
+            .env("GOAPI_API_KEY", &goapi.api_key());
+        if let Some(p) = public {
+            app = app.env("PUBLIC_BASE_URL", &p);
+        }
+        app.spawn()
+    };
+    let a = start(None).await;
+    let b = start(Some(a.url.clone())).await;
+    // The replicas migrated the schema; the test writes the video as the pipeline would.
+    let pool = reelstate::pg::pool(&db.url, 2).expect("pool");
+    let records = Records::new(
+        std::sync::Arc::new(PgRecords::new(pool, &Mapping::default()).expect("records")),
+        Mapping::default(),
+    );
+    let video = records
+        .create_video(&VideoFields {
+            status: Some(VideoStatus::SegmentsCombined),
+            combined_segments_video: Some(support::world::url(&format!(
+                "{}/videos/combined-1.mp4",
+                nca.url()
+            ))),
+            music_prompt: Some("calm piano".into()),
+            ..VideoFields::default()
+        })
+        .await
+        .expect("seed the video");
+    let r = b
+        .client
+        .post(format!("{}/videos/{video}/music", b.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request music");
+    assert_eq!(
+        r.status().as_u16(),
+        202,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    a.wait_for_video(video.as_str(), Duration::from_secs(60), |s| {
+        s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
+    })
+    .await;
+    let stored = records
+        .get_video(&video)
+        .await
+        .expect("read")
+        .expect("the video is still there");
+    assert_eq!(stored.status, Some(VideoStatus::Completed));
+    assert!(stored.final_video.is_some(), "{stored:?}");
+    assert_eq!(nca.submissions().len(), 1);
+}

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0001_engine_store.sql"),
     },
     Migration {
+        version: 2,
+        name: "records",
+        sql: include_str!("migrations/0002_records.sql"),
+    },
+    Migration {
         version: 3,
         name: "airtable budget",
         sql: include_str!("migrations/0003_airtable_budget.sql"),

@@ -1,7 +1,8 @@
 //! The system of record: the Videos, Jobs and Webhook Events tables.
 //!
-//! Two layers. [`RecordBackend`] is the narrow, Airtable-shaped interface that both
-//! implementations provide (Airtable over HTTP in production, SQLite embedded by default):
+//! Two layers. [`RecordBackend`] is the narrow, Airtable-shaped interface that every
+//! implementation provides (Airtable over HTTP in production, SQLite embedded by default,
+//! PostgreSQL for replicas that share a database without Airtable):
 //! records with Airtable-format ids, field maps with empties omitted, linked fields as
 //! arrays of record ids. [`Records`] is the typed layer on top that the engine uses; it
 //! applies the [`Mapping`] (table, field and status names) and nothing else.
@@ -9,6 +10,8 @@
 pub mod airtable;
 pub mod budget;
 mod mapping;
+pub mod postgres;
+mod rules;
 pub mod schema;
 pub mod sqlite;
 mod typed;

@@ -12,12 +12,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chrono::{SecondsFormat, Utc};
-use rand::Rng;
-use rand::distr::Alphanumeric;
+use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::rules::{self, Cell, Link, Schema, Write};
 use super::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
 use crate::domain::RecordId;
 
@@ -52,84 +51,6 @@ struct Inner {
     /// upserts included, atomic; `BEGIN IMMEDIATE` covers other processes on the file.
     conn: Mutex<Connection>,
     schema: Schema,
-}
-
-/// The tables and two-way links the mapping describes; nothing else exists.
-struct Schema {
-    tables: [String; 3],
-    links: Vec<Link>,
-}
-
-/// One side of a linked-record field: `table.field` holds ids of `target` records, and
-/// (when the base has it) `target.inverse` holds the ids pointing back.
-struct Link {
-    table: String,
-    field: String,
-    target: String,
-    inverse: Option<String>,
-}
-
-impl Schema {
-    fn from_mapping(m: &Mapping) -> Self {
-        let videos = &m.videos.table;
-        let jobs = &m.jobs.table;
-        let events = &m.webhook_events.table;
-        let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-        let jobs_link = non_empty(&m.videos.jobs_link);
-        let mut links = vec![Link {
-            table: jobs.clone(),
-            field: m.jobs.related_video.clone(),
-            target: videos.clone(),
-            inverse: jobs_link.clone(),
-        }];
-        if let Some(jobs_link) = jobs_link {
-            links.push(Link {
-                table: videos.clone(),
-                field: jobs_link,
-                target: jobs.clone(),
-                inverse: Some(m.jobs.related_video.clone()),
-            });
-        }
-        if let Some(related_job) = non_empty(&m.webhook_events.related_job) {
-            // The mapping has no name for the Jobs side; Airtable names an inverse link
-            // field after the table it links from, so "Webhook Events".
-            links.push(Link {
-                table: events.clone(),
-                field: related_job.clone(),
-                target: jobs.clone(),
-                inverse: Some(events.clone()),
-            });
-            links.push(Link {
-                table: jobs.clone(),
-                field: events.clone(),
-                target: events.clone(),
-                inverse: Some(related_job),
-            });
-        }
-        Self {
-            tables: [videos.clone(), jobs.clone(), events.clone()],
-            links,
-        }
-    }
-
-    fn check_table(&self, table: &str) -> Result<(), RecordsError> {
-        if self.tables.iter().any(|t| t == table) {
-            Ok(())
-        } else {
-            // What Airtable answers for a table the base does not have.
-            Err(RecordsError::Permanent {
-                status: 403,
-                kind: "INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND".into(),
-                message: format!("table {table:?} does not exist in this base"),
-            })
-        }
-    }
-
-    fn link(&self, table: &str, field: &str) -> Option<&Link> {
-        self.links
-            .iter()
-            .find(|l| l.table == table && l.field == field)
-    }
 }
 
 impl SqliteRecords {
@@ -218,15 +139,7 @@ impl RecordBackend for SqliteRecords {
             let tx = conn.transaction().map_err(db("starting a read"))?;
             let ids: Vec<String> = match &filter {
                 Filter::Equals { field, value } => find_equals(&tx, &table, field, value)?,
-                Filter::RecordIds(ids) => {
-                    let mut unique: Vec<String> = Vec::with_capacity(ids.len());
-                    for id in ids {
-                        if !unique.iter().any(|u| u == id.as_str()) {
-                            unique.push(id.as_str().to_owned());
-                        }
-                    }
-                    unique
-                }
+                Filter::RecordIds(ids) => rules::unique_ids(ids),
             };
             let mut found = Vec::with_capacity(ids.len());
             for id in &ids {
@@ -284,15 +197,7 @@ impl RecordBackend for SqliteRecords {
         let merge_on = merge_on.to_owned();
         self.run(move |conn, schema| {
             schema.check_table(&table)?;
-            let key = match fields.get(&merge_on) {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => {
-                    return Err(unprocessable(
-                        "INVALID_VALUE_FOR_COLUMN",
-                        format!("an upsert on {merge_on:?} needs a non-empty text value for it"),
-                    ));
-                }
-            };
+            let key = rules::merge_key(&fields, &merge_on)?;
             // IMMEDIATE takes the write lock before the lookup, so no other connection can
             // create the same key between our lookup and our insert.
             let tx = conn
@@ -303,13 +208,11 @@ impl RecordBackend for SqliteRecords {
                 [] => create_in(&tx, schema, &table, fields)?,
                 [id] => update_in(&tx, schema, &table, id, fields)?,
                 _ => {
-                    // Airtable refuses an upsert that matches several records.
-                    return Err(unprocessable(
-                        "INVALID_RECORDS",
-                        format!(
-                            "{} records of {table:?} have {merge_on:?} = {key:?}; an upsert needs at most one",
-                            matches.len()
-                        ),
+                    return Err(rules::ambiguous_upsert(
+                        &table,
+                        &merge_on,
+                        &key,
+                        matches.len(),
                     ));
                 }
             };
@@ -326,14 +229,15 @@ fn create_in(
     table: &str,
     fields: Fields,
 ) -> Result<Record, RecordsError> {
+    let writes = schema.plan(table, &fields)?;
     let id = new_id(conn)?;
-    let created_time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let created_time = rules::created_time(Utc::now());
     conn.execute(
         "INSERT INTO records (id, tbl, created_time) VALUES (?1, ?2, ?3)",
         params![id, table, created_time],
     )
     .map_err(db("inserting a record"))?;
-    apply_fields(conn, schema, table, &id, fields)?;
+    apply_fields(conn, &id, writes)?;
     load_in(conn, table, &id)?.ok_or_else(|| corrupt(format!("record {id} vanished after insert")))
 }
 
@@ -347,20 +251,16 @@ fn update_in(
     if record_table(conn, id)?.as_deref() != Some(table) {
         return Err(RecordsError::NotFound(id.to_owned(), table.to_owned()));
     }
-    apply_fields(conn, schema, table, id, fields)?;
+    let writes = schema.plan(table, &fields)?;
+    apply_fields(conn, id, writes)?;
     load_in(conn, table, id)?.ok_or_else(|| corrupt(format!("record {id} vanished after update")))
 }
 
-/// A fresh Airtable-format id: `rec` and 14 random letters or digits.
+/// A fresh Airtable-format id that no record has.
 fn new_id(conn: &Connection) -> Result<String, RecordsError> {
-    // 62^14 ids make a collision practically impossible, but checking costs one lookup.
-    for _ in 0..8 {
-        let suffix: String = rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(14)
-            .map(char::from)
-            .collect();
-        let id = format!("rec{suffix}");
+    // A collision is practically impossible, but checking costs one lookup.
+    for _ in 0..rules::ID_ATTEMPTS {
+        let id = rules::draw_id();
         if record_table(conn, &id)?.is_none() {
             return Ok(id);
         }
@@ -445,48 +345,26 @@ fn find_equals(
 }
 
 /// Writes each named field; the others stay as they are.
-fn apply_fields(
-    conn: &Connection,
-    schema: &Schema,
-    table: &str,
-    id: &str,
-    fields: Fields,
-) -> Result<(), RecordsError> {
-    for (field, value) in fields {
-        if field.is_empty() {
-            return Err(unprocessable(
-                "UNKNOWN_FIELD_NAME",
-                "a field name cannot be empty".into(),
-            ));
-        }
-        match schema.link(table, &field) {
-            Some(link) => write_link(conn, link, id, &value)?,
-            None => write_cell(conn, id, &field, &value)?,
+fn apply_fields(conn: &Connection, id: &str, writes: Vec<Write<'_>>) -> Result<(), RecordsError> {
+    for write in writes {
+        match write {
+            Write::Link { link, ids } => write_link(conn, link, id, ids)?,
+            Write::Cell { field, value } => write_cell(conn, id, field, value)?,
         }
     }
     Ok(())
 }
 
-/// Airtable omits these, so storing them would only make them come back.
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null | Value::Bool(false) => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
-
 fn write_cell(conn: &Connection, id: &str, field: &str, value: &Value) -> Result<(), RecordsError> {
-    if is_empty(value) {
-        conn.prepare_cached("DELETE FROM records_cells WHERE record_id = ?1 AND field = ?2")
-            .and_then(|mut s| s.execute(params![id, field]))
-            .map_err(db("clearing a field"))?;
-        return Ok(());
-    }
-    let (text, json) = match value {
-        Value::String(s) => (Some(s.clone()), None),
-        other => (None, Some(other.to_string())),
+    let (text, json) = match rules::cell(value) {
+        Cell::Empty => {
+            conn.prepare_cached("DELETE FROM records_cells WHERE record_id = ?1 AND field = ?2")
+                .and_then(|mut s| s.execute(params![id, field]))
+                .map_err(db("clearing a field"))?;
+            return Ok(());
+        }
+        Cell::Text(s) => (Some(s.to_owned()), None),
+        Cell::Json(other) => (None, Some(other.to_string())),
     };
     conn.prepare_cached(
         "INSERT INTO records_cells (record_id, field, text, json) VALUES (?1, ?2, ?3, ?4)
@@ -499,69 +377,31 @@ fn write_cell(conn: &Connection, id: &str, field: &str, value: &Value) -> Result
 
 /// Writes a linked-record field and keeps the other side in step, as Airtable does:
 /// records no longer linked lose this id from their inverse field, new ones gain it.
-fn write_link(conn: &Connection, link: &Link, id: &str, value: &Value) -> Result<(), RecordsError> {
-    let new = link_ids(link, value)?;
+fn write_link(
+    conn: &Connection,
+    link: &Link,
+    id: &str,
+    new: Vec<String>,
+) -> Result<(), RecordsError> {
     for target in &new {
         if record_table(conn, target)?.as_deref() != Some(link.target.as_str()) {
-            return Err(unprocessable(
-                "ROW_DOES_NOT_EXIST",
-                format!(
-                    "field {:?} links to {target}, which is not a record of {:?}",
-                    link.field, link.target
-                ),
-            ));
+            return Err(rules::missing_link_target(link, target));
         }
     }
     let old = read_links(conn, id, &link.field)?;
-    write_cell(conn, id, &link.field, &ids_value(&new))?;
+    write_cell(conn, id, &link.field, &rules::ids_value(&new))?;
     if let Some(inverse) = &link.inverse {
-        for target in old.iter().filter(|t| !new.contains(t)) {
-            let mut back = read_links(conn, target, inverse)?;
-            back.retain(|b| b != id);
-            write_cell(conn, target, inverse, &ids_value(&back))?;
-        }
-        for target in new.iter().filter(|t| !old.contains(t)) {
-            let mut back = read_links(conn, target, inverse)?;
-            if !back.iter().any(|b| b == id) {
-                back.push(id.to_owned());
-            }
-            write_cell(conn, target, inverse, &ids_value(&back))?;
+        let removed = old.iter().filter(|t| !new.contains(t)).map(|t| (t, false));
+        let added = new.iter().filter(|t| !old.contains(t)).map(|t| (t, true));
+        for (target, linked) in removed.chain(added) {
+            let back = rules::back_links(read_links(conn, target, inverse)?, id, linked);
+            write_cell(conn, target, inverse, &rules::ids_value(&back))?;
         }
     }
     Ok(())
 }
 
-/// The ids a caller writes into a link field: an array of record ids (or an empty value).
-fn link_ids(link: &Link, value: &Value) -> Result<Vec<String>, RecordsError> {
-    let invalid = || {
-        unprocessable(
-            "INVALID_VALUE_FOR_COLUMN",
-            format!(
-                "field {:?} is a link to {:?} and takes an array of record ids",
-                link.field, link.target
-            ),
-        )
-    };
-    let items = match value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(items) => items,
-        _ => return Err(invalid()),
-    };
-    let mut ids: Vec<String> = Vec::with_capacity(items.len());
-    for item in items {
-        let id = item
-            .as_str()
-            .and_then(|s| RecordId::parse(s).ok())
-            .ok_or_else(invalid)?;
-        if !ids.iter().any(|i| i == id.as_str()) {
-            ids.push(id.as_str().to_owned());
-        }
-    }
-    Ok(ids)
-}
-
-/// The ids in a stored link cell. A cell that is not a list of ids (written before the
-/// mapping made it a link) counts as no links, so the next write repairs it.
+/// The ids in a stored link cell.
 fn read_links(conn: &Connection, id: &str, field: &str) -> Result<Vec<String>, RecordsError> {
     let json: Option<Option<String>> = conn
         .prepare_cached("SELECT json FROM records_cells WHERE record_id = ?1 AND field = ?2")
@@ -570,25 +410,10 @@ fn read_links(conn: &Connection, id: &str, field: &str) -> Result<Vec<String>, R
     let Some(Some(json)) = json else {
         return Ok(Vec::new());
     };
-    Ok(match serde_json::from_str::<Value>(&json) {
-        Ok(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    })
-}
-
-fn ids_value(ids: &[String]) -> Value {
-    Value::Array(ids.iter().map(|i| Value::String(i.clone())).collect())
-}
-
-fn unprocessable(kind: &str, message: String) -> RecordsError {
-    RecordsError::Permanent {
-        status: 422,
-        kind: kind.into(),
-        message,
-    }
+    // Unparseable JSON counts as no links, like any other cell that is not a list of ids.
+    Ok(serde_json::from_str::<Value>(&json)
+        .map(|v| rules::stored_links(&v))
+        .unwrap_or_default())
 }
 
 fn corrupt(message: String) -> RecordsError {
@@ -617,7 +442,6 @@ fn db(what: &str) -> impl Fn(rusqlite::Error) -> RecordsError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn busy_is_transient_and_the_rest_permanent() {
@@ -634,15 +458,5 @@ mod tests {
             db("writing")(full),
             RecordsError::Permanent { status: 500, .. }
         ));
-    }
-
-    #[test]
-    fn empties_are_what_airtable_omits() {
-        for v in [json!(null), json!(""), json!([]), json!(false)] {
-            assert!(is_empty(&v), "{v} should be omitted");
-        }
-        for v in [json!(" "), json!([""]), json!(true), json!(0), json!({})] {
-            assert!(!is_empty(&v), "{v} should be kept");
-        }
     }
 }
