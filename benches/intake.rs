@@ -150,9 +150,14 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
     let dir = tempfile::tempdir().expect("tempdir");
+    // BENCH_DB=postgres://… measures the shared store instead of the embedded one.
+    let db = std::env::var("BENCH_DB")
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| dir.path().join("bench.db").display().to_string());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("REELSTATE_DB", dir.path().join("bench.db"))
+        .env("REELSTATE_DB", &db)
         .env("GOAPI_WEBHOOK_SECRET", SECRET)
         .env(
             "REELSTATE_SIGNING_SECRET",
@@ -180,8 +185,13 @@ async fn main() {
         .to_owned();
 
     println!(
-        "intake benchmark: {secs} s at concurrency {concurrency}, {} cores, mixed GoAPI shapes, 10% repeats",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "intake benchmark: {secs} s at concurrency {concurrency}, {} cores, mixed GoAPI shapes, 10% repeats, store {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if db.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
     let warm = drive(url.clone(), concurrency, Duration::from_secs(1), 0).await;
     let _ = warm;

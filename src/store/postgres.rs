@@ -103,7 +103,8 @@ impl PgStore {
             // Named after the effect: a retried commit stores the event once.
             insert_entry(&tx, entry, true).await?;
         }
-        tx.execute(
+        run(
+            &tx,
             "UPDATE outbox SET state = $2, attempts = attempts + 1, last_error = $3,
                     updated_at = now(), started_at = NULL
              WHERE effect_id = $1",
@@ -138,22 +139,60 @@ async fn renew(
             continue;
         }
         let renewed = async {
-            pool.get()
-                .await?
-                .execute(
-                    "UPDATE leases SET expires_at = now() + make_interval(secs => $3)
-                     WHERE owner = $1 AND lane || ':' || video_id = ANY($2)
-                       AND expires_at > now()",
-                    &[&owner, &keys, &lease_for.as_secs_f64()],
-                )
-                .await
-                .map_err(StoreError::from)
+            let c = pool.get().await?;
+            run(
+                &c,
+                "UPDATE leases SET expires_at = now() + make_interval(secs => $3)
+                 WHERE owner = $1 AND lane || ':' || video_id = ANY($2)
+                   AND expires_at > now()",
+                &[&owner, &keys, &lease_for.as_secs_f64()],
+            )
+            .await
+            .map_err(StoreError::from)
         }
         .await;
         if let Err(e) = renewed {
             tracing::warn!(error = %e, "could not renew this replica's leases");
         }
     }
+}
+
+/// Statements are prepared once per connection and cached: unprepared, every query would
+/// cost an extra round trip to PostgreSQL for its parse.
+async fn run(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.execute(&st, params).await
+}
+
+async fn rows(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.query(&st, params).await
+}
+
+async fn row_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.query_opt(&st, params).await
+}
+
+async fn row_one(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.query_one(&st, params).await
 }
 
 const ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, raw_body, received_at, payload, state, outcome, note, job_id";
@@ -221,8 +260,8 @@ async fn insert_entry(
     } else {
         ""
     };
-    let n = c
-        .execute(
+    let n = run(
+            c,
             &format!(
                 "INSERT INTO inbox (event_id, video_id, source, endpoint, dedupe_key, raw_body, headers, received_at, payload)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) {on_conflict}"
@@ -246,29 +285,29 @@ async fn insert_entry(
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // The unique constraint decides, whichever replica the repeat reached: a
-        // concurrent first copy makes this insert wait for its commit, then do nothing.
-        if insert_entry(&tx, &entry, true).await? {
-            tx.commit().await?;
+        let client = self.pool.get().await?;
+        // One autocommitted statement for a new delivery. The unique constraint decides,
+        // whichever replica a repeat reached: a concurrent first copy makes this insert
+        // wait for its commit, then do nothing.
+        if insert_entry(&client, &entry, true).await? {
             return Ok(Accepted::New(entry.event_id));
         }
-        let first: String = tx
-            .query_one(
-                "SELECT event_id FROM inbox WHERE dedupe_key = $1",
-                &[&entry.dedupe_key],
-            )
-            .await?
-            .try_get(0)?;
+        let first: String = row_one(
+            &client,
+            "SELECT event_id FROM inbox WHERE dedupe_key = $1",
+            &[&entry.dedupe_key],
+        )
+        .await?
+        .try_get(0)?;
         let of = Uuid::parse_str(&first).map_err(|e| corrupt("event id", e))?;
         let dup = NewEntry {
             dedupe_key: None,
             payload: Payload::Duplicate { of },
             ..entry
         };
-        insert_entry(&tx, &dup, false).await?;
-        tx.commit().await?;
+        // On its own: if this process dies first, the repeat was not acknowledged either,
+        // and its sender's retry records it.
+        insert_entry(&client, &dup, false).await?;
         Ok(Accepted::Duplicate {
             of,
             entry: dup.event_id,
@@ -277,8 +316,7 @@ impl Store for PgStore {
 
     async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
+        let rows = rows(&client,
                 &format!(
                     "SELECT {LIGHT_ENTRY_COLS} FROM (
                          SELECT *, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
@@ -293,26 +331,26 @@ impl Store for PgStore {
 
     async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT state FROM inbox WHERE event_id = $1",
-                &[&event_id.to_string()],
-            )
-            .await?;
+        let row = row_opt(
+            &client,
+            "SELECT state FROM inbox WHERE event_id = $1",
+            &[&event_id.to_string()],
+        )
+        .await?;
         Ok(row.map(|r| r.get::<_, String>(0)).as_deref() == Some("pending"))
     }
 
     async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
         let client = self.pool.get().await?;
-        client
-            .query_opt(
-                &format!("SELECT {ENTRY_COLS} FROM inbox WHERE event_id = $1"),
-                &[&event_id.to_string()],
-            )
-            .await?
-            .as_ref()
-            .map(entry_row)
-            .transpose()
+        row_opt(
+            &client,
+            &format!("SELECT {ENTRY_COLS} FROM inbox WHERE event_id = $1"),
+            &[&event_id.to_string()],
+        )
+        .await?
+        .as_ref()
+        .map(entry_row)
+        .transpose()
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError> {
@@ -345,18 +383,18 @@ impl Store for PgStore {
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))
             .collect();
         let client = self.pool.get().await?;
-        let rows = client.query(&sql, &params).await?;
+        let rows = rows(&client, &sql, &params).await?;
         rows.iter().map(entry_row).collect()
     }
 
     async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT snapshot FROM video_state WHERE video_id = $1",
-                &[&video.to_string()],
-            )
-            .await?;
+        let row = row_opt(
+            &client,
+            "SELECT snapshot FROM video_state WHERE video_id = $1",
+            &[&video.to_string()],
+        )
+        .await?;
         row.map(|r| {
             let s: String = r.get(0);
             serde_json::from_str(&s).map_err(|e| corrupt("snapshot", e))
@@ -370,13 +408,13 @@ impl Store for PgStore {
         let video = commit.video_id.to_string();
         // Fencing: FOR SHARE keeps the lease row from being claimed until this commits,
         // and the token proves nobody claimed it since this holder did.
-        let token: Option<(i64, String)> = tx
-            .query_opt(
-                "SELECT token, owner FROM leases WHERE lane = $1 AND video_id = $2 FOR SHARE",
-                &[&Lane::Worker.as_ref(), &video],
-            )
-            .await?
-            .map(|r| (r.get(0), r.get(1)));
+        let token: Option<(i64, String)> = row_opt(
+            &tx,
+            "SELECT token, owner FROM leases WHERE lane = $1 AND video_id = $2 FOR SHARE",
+            &[&Lane::Worker.as_ref(), &video],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1)));
         if lease.lane() != Lane::Worker
             || lease.video() != &commit.video_id
             || token != Some((lease.token(), self.owner.clone()))
@@ -386,7 +424,7 @@ impl Store for PgStore {
         let at = commit.at;
         if let Some(s) = &commit.snapshot {
             let json = serde_json::to_string(s).map_err(|e| corrupt("snapshot", e))?;
-            tx.execute(
+            run(&tx,
                 "INSERT INTO video_state (video_id, snapshot, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (video_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at",
                 &[&video, &json, &at],
@@ -394,7 +432,8 @@ impl Store for PgStore {
             .await?;
             for j in &s.jobs {
                 let job = j.id.to_string();
-                tx.execute(
+                run(
+                    &tx,
                     "INSERT INTO job_index (job_id, video_id) VALUES ($1, $2)
                      ON CONFLICT (job_id) DO NOTHING",
                     &[&job, &video],
@@ -402,7 +441,7 @@ impl Store for PgStore {
                 .await?;
                 // The reconciler's worklist: jobs still waiting for their service.
                 if j.status.is_active() {
-                    tx.execute(
+                    run(&tx,
                         "INSERT INTO active_jobs (job_id, video_id, kind, external_id, since, next_check_at)
                          VALUES ($1, $2, $3, $4, $5, $5)
                          ON CONFLICT (job_id) DO UPDATE SET external_id = EXCLUDED.external_id",
@@ -410,20 +449,20 @@ impl Store for PgStore {
                     )
                     .await?;
                 } else {
-                    tx.execute("DELETE FROM active_jobs WHERE job_id = $1", &[&job])
-                        .await?;
+                    run(&tx, "DELETE FROM active_jobs WHERE job_id = $1", &[&job]).await?;
                 }
             }
         }
         for (job, record) in &commit.job_records {
-            tx.execute(
+            run(
+                &tx,
                 "UPDATE job_index SET record_id = $2 WHERE job_id = $1",
                 &[&job.to_string(), &record.to_string()],
             )
             .await?;
         }
         if let Some(h) = &commit.history {
-            tx.execute(
+            run(&tx,
                 "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[&video, &h.event_id.to_string(), &h.event, &h.from, &h.to, &h.outcome, &h.at],
@@ -433,14 +472,14 @@ impl Store for PgStore {
         for (id, effect) in &commit.effects {
             let json = serde_json::to_string(effect).map_err(|e| corrupt("effect", e))?;
             // An effect id names one effect for ever: storing it again is a no-op.
-            tx.execute(
+            run(&tx,
                 "INSERT INTO outbox (effect_id, video_id, event_id, kind, effect, next_attempt_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (effect_id) DO NOTHING",
                 &[id, &video, &commit.event_id.to_string(), &effect.kind(), &json, &at],
             )
             .await?;
         }
-        tx.execute(
+        run(&tx,
             "UPDATE inbox SET state = 'done', outcome = $2, note = $3, job_id = $4, processed_at = $5
              WHERE event_id = $1",
             &[
@@ -478,19 +517,19 @@ impl Store for PgStore {
         let ids: Vec<String> = wanted.iter().map(ToString::to_string).collect();
         let claimed = async {
             let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO leases (lane, video_id) SELECT $1, unnest($2::text[])
+            run(
+                &client,
+                "INSERT INTO leases (lane, video_id) SELECT $1, unnest($2::text[])
                      ON CONFLICT DO NOTHING",
-                    &[&lane.as_ref(), &ids],
-                )
-                .await?;
+                &[&lane.as_ref(), &ids],
+            )
+            .await?;
             // SKIP LOCKED: a row another replica is claiming (or committing under) right
             // now is simply not this replica's to take. Ours from before (this process,
             // released but not yet written back) may be taken again at once.
-            let rows = client
-                .query(
-                    "WITH free AS (
+            let rows = rows(
+                &client,
+                "WITH free AS (
                          SELECT lane, video_id FROM leases
                          WHERE lane = $1 AND video_id = ANY($2)
                            AND (expires_at < now() OR owner = $3)
@@ -501,9 +540,9 @@ impl Store for PgStore {
                             expires_at = now() + make_interval(secs => $4)
                      FROM free WHERE l.lane = free.lane AND l.video_id = free.video_id
                      RETURNING l.video_id, l.token",
-                    &[&lane.as_ref(), &ids, &self.owner, &self.secs()],
-                )
-                .await?;
+                &[&lane.as_ref(), &ids, &self.owner, &self.secs()],
+            )
+            .await?;
             Ok::<_, StoreError>(rows)
         }
         .await;
@@ -533,13 +572,13 @@ impl Store for PgStore {
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
                         if let Ok(c) = pool.get().await {
-                            let _ = c
-                                .execute(
-                                    "UPDATE leases SET expires_at = '-infinity'
-                                     WHERE lane = $1 AND video_id = $2 AND token = $3 AND owner = $4",
-                                    &[&lane.as_ref(), &video.to_string(), &token, &owner],
-                                )
-                                .await;
+                            let _ = run(
+                                &c,
+                                "UPDATE leases SET expires_at = '-infinity'
+                                 WHERE lane = $1 AND video_id = $2 AND token = $3 AND owner = $4",
+                                &[&lane.as_ref(), &video.to_string(), &token, &owner],
+                            )
+                            .await;
                         }
                     });
                 }
@@ -556,28 +595,28 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {OUTBOX_COLS} FROM (
+        let rows = rows(
+            &client,
+            &format!(
+                "SELECT {OUTBOX_COLS} FROM (
                          SELECT DISTINCT ON (video_id) * FROM outbox
                          WHERE state = 'pending' ORDER BY video_id, seq
                      ) o WHERE o.next_attempt_at <= $1 ORDER BY o.seq LIMIT $2"
-                ),
-                &[&now, &i64::from(limit)],
-            )
-            .await?;
+            ),
+            &[&now, &i64::from(limit)],
+        )
+        .await?;
         rows.iter().map(outbox_row).collect()
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
-                &[],
-            )
-            .await?;
+        let row = row_one(
+            &client,
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
+            &[],
+        )
+        .await?;
         Ok(row.try_get(0)?)
     }
 
@@ -606,85 +645,85 @@ impl Store for PgStore {
         error: &str,
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
+        run(
+            &client,
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
                         updated_at = now(), started_at = NULL
                  WHERE effect_id = $1",
-                &[&effect_id, &at, &error],
-            )
-            .await?;
+            &[&effect_id, &at, &error],
+        )
+        .await?;
         Ok(())
     }
 
     async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
         let client = self.pool.get().await?;
-        client
-            .query_opt(
-                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE effect_id = $1"),
-                &[&effect_id],
-            )
-            .await?
-            .as_ref()
-            .map(outbox_row)
-            .transpose()
+        row_opt(
+            &client,
+            &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE effect_id = $1"),
+            &[&effect_id],
+        )
+        .await?
+        .as_ref()
+        .map(outbox_row)
+        .transpose()
     }
 
     async fn effect_started(&self, effect_id: &str, lease: &Lease) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         // Only under the executor's current lease: a replica that lost it (stalled past
         // its lease) must not start a call the new holder may be starting too.
-        let n = client
-            .execute(
-                "UPDATE outbox SET started_at = now(), updated_at = now()
+        let n = run(
+            &client,
+            "UPDATE outbox SET started_at = now(), updated_at = now()
                  WHERE effect_id = $1 AND state = 'pending'
                    AND EXISTS (SELECT 1 FROM leases
                                WHERE lane = $2 AND video_id = outbox.video_id
                                  AND token = $3 AND owner = $4)",
-                &[
-                    &effect_id,
-                    &Lane::Executor.as_ref(),
-                    &lease.token(),
-                    &self.owner,
-                ],
-            )
-            .await?;
+            &[
+                &effect_id,
+                &Lane::Executor.as_ref(),
+                &lease.token(),
+                &self.owner,
+            ],
+        )
+        .await?;
         Ok(n == 1)
     }
 
     async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, updated_at = now()
+        run(
+            &client,
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, updated_at = now()
                  WHERE effect_id = $1",
-                &[&effect_id, &error],
-            )
-            .await?;
+            &[&effect_id, &error],
+        )
+        .await?;
         Ok(())
     }
 
     async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE outbox SET next_attempt_at = $2, updated_at = now() WHERE effect_id = $1",
-                &[&effect_id, &at],
-            )
-            .await?;
+        run(
+            &client,
+            "UPDATE outbox SET next_attempt_at = $2, updated_at = now() WHERE effect_id = $1",
+            &[&effect_id, &at],
+        )
+        .await?;
         Ok(())
     }
 
     async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
-        let n = client
-            .execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = now(), updated_at = now(),
+        let n = run(
+            &client,
+            "UPDATE outbox SET state = 'pending', next_attempt_at = now(), updated_at = now(),
                         attempts = 0, last_error = NULL, started_at = NULL
                  WHERE effect_id = $1 AND state = 'failed'",
-                &[&effect_id],
-            )
-            .await?;
+            &[&effect_id],
+        )
+        .await?;
         Ok(n == 1)
     }
 
@@ -694,38 +733,38 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {OUTBOX_COLS} FROM outbox WHERE video_id = $1 AND state = 'pending'
+        let rows = rows(
+            &client,
+            &format!(
+                "SELECT {OUTBOX_COLS} FROM outbox WHERE video_id = $1 AND state = 'pending'
                      ORDER BY seq LIMIT $2"
-                ),
-                &[&video.to_string(), &i64::from(limit)],
-            )
-            .await?;
+            ),
+            &[&video.to_string(), &i64::from(limit)],
+        )
+        .await?;
         rows.iter().map(outbox_row).collect()
     }
 
     async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE video_id = $1 ORDER BY seq"),
-                &[&video.to_string()],
-            )
-            .await?;
+        let rows = rows(
+            &client,
+            &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE video_id = $1 ORDER BY seq"),
+            &[&video.to_string()],
+        )
+        .await?;
         rows.iter().map(outbox_row).collect()
     }
 
     async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT event_id, event, from_status, to_status, outcome, at FROM history
+        let rows = rows(
+            &client,
+            "SELECT event_id, event, from_status, to_status, outcome, at FROM history
                  WHERE video_id = $1 ORDER BY id",
-                &[&video.to_string()],
-            )
-            .await?;
+            &[&video.to_string()],
+        )
+        .await?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get(0)?;
@@ -743,12 +782,12 @@ impl Store for PgStore {
 
     async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE job_index SET record_id = $2 WHERE job_id = $1",
-                &[&job.to_string(), &record.to_string()],
-            )
-            .await?;
+        run(
+            &client,
+            "UPDATE job_index SET record_id = $2 WHERE job_id = $1",
+            &[&job.to_string(), &record.to_string()],
+        )
+        .await?;
         Ok(())
     }
 
@@ -757,12 +796,12 @@ impl Store for PgStore {
         job: JobId,
     ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT video_id, record_id FROM job_index WHERE job_id = $1",
-                &[&job.to_string()],
-            )
-            .await?;
+        let row = row_opt(
+            &client,
+            "SELECT video_id, record_id FROM job_index WHERE job_id = $1",
+            &[&job.to_string()],
+        )
+        .await?;
         row.map(|r| {
             let v: String = r.try_get(0)?;
             let rec: Option<String> = r.try_get(1)?;
@@ -777,14 +816,14 @@ impl Store for PgStore {
 
     async fn depths(&self) -> Result<Depths, StoreError> {
         let client = self.pool.get().await?;
-        let r = client
-            .query_one(
-                "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'pending'),
+        let r = row_one(
+            &client,
+            "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'pending'),
                         (SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
                         (SELECT COUNT(*) FROM outbox WHERE state = 'failed')",
-                &[],
-            )
-            .await?;
+            &[],
+        )
+        .await?;
         Ok(Depths {
             inbox_pending: r.try_get(0)?,
             outbox_pending: r.try_get(1)?,
@@ -794,13 +833,13 @@ impl Store for PgStore {
 
     async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT job_id, video_id, kind, external_id, since, checks FROM active_jobs
+        let rows = rows(
+            &client,
+            "SELECT job_id, video_id, kind, external_id, since, checks FROM active_jobs
                  WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT 500",
-                &[&now],
-            )
-            .await?;
+            &[&now],
+        )
+        .await?;
         rows.iter()
             .map(|r| {
                 let job: String = r.try_get(0)?;
@@ -828,28 +867,28 @@ impl Store for PgStore {
         next: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE active_jobs SET checks = $2, next_check_at = $3 WHERE job_id = $1",
-                &[
-                    &job.to_string(),
-                    &(checks.min(i32::MAX as u32) as i32),
-                    &next,
-                ],
-            )
-            .await?;
+        run(
+            &client,
+            "UPDATE active_jobs SET checks = $2, next_check_at = $3 WHERE job_id = $1",
+            &[
+                &job.to_string(),
+                &(checks.min(i32::MAX as u32) as i32),
+                &next,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO heartbeat (id, at) VALUES (1, now())
+        run(
+            &client,
+            "INSERT INTO heartbeat (id, at) VALUES (1, now())
                  ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
-                &[],
-            )
-            .await?;
+            &[],
+        )
+        .await?;
         Ok(())
     }
 }
