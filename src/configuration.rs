@@ -262,6 +262,13 @@ pub struct Settings {
     pub worker_concurrency: usize,
 }
 
+/// Seconds from a flag, never panicking: NaN and negatives become `floor`, infinity and
+/// anything beyond a year become a year.
+fn seconds(value: f64, floor: f64) -> Duration {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    Duration::from_secs_f64(value.max(floor).min(YEAR))
+}
+
 /// The key used in dev mode when none is set: fine on a laptop, refused in production
 /// by requiring REELSTATE_SIGNING_SECRET outside --dev.
 const DEV_SIGNING_SECRET: &str = "reelstate-development-signing-key";
@@ -301,7 +308,7 @@ impl ServeArgs {
                 api_url: self.airtable_api_url.trim_end_matches('/').to_owned(),
                 token,
                 base_id,
-                lockout: Duration::from_secs_f64(self.airtable_lockout_secs.max(0.0)),
+                lockout: seconds(self.airtable_lockout_secs, 0.0),
             }),
             (None, None) => None,
             (Some(_), None) => return Err(ConfigError::HalfAirtable("AIRTABLE_TOKEN")),
@@ -333,7 +340,7 @@ impl ServeArgs {
         Ok(Settings {
             listen: self.listen,
             db: Database::parse(&self.db)?,
-            lease: Duration::from_secs_f64(self.lease_secs.clamp(1.0, 3600.0)),
+            lease: seconds(self.lease_secs, 1.0).min(Duration::from_secs(3600)),
             goapi_webhook_secret,
             relay_secrets,
             signing_secret,
@@ -352,12 +359,28 @@ impl ServeArgs {
             max_retries: self.max_retries,
             effect_max_attempts: self.effect_max_attempts.max(1),
             effect_backoff: Duration::from_millis(self.effect_backoff_ms),
-            interrupted_grace: Duration::from_secs_f64(self.interrupted_grace_secs.max(0.0)),
-            goapi_deadline: Duration::from_secs_f64(self.goapi_deadline_secs.max(0.0)),
-            nca_deadline: Duration::from_secs_f64(self.nca_deadline_secs.max(0.0)),
-            reconcile_interval: Duration::from_secs_f64(self.reconcile_interval_secs.max(0.05)),
+            interrupted_grace: seconds(self.interrupted_grace_secs, 0.0),
+            goapi_deadline: seconds(self.goapi_deadline_secs, 0.0),
+            nca_deadline: seconds(self.nca_deadline_secs, 0.0),
+            reconcile_interval: seconds(self.reconcile_interval_secs, 0.05),
             reconcile_checks: self.reconcile_checks.max(1),
             worker_concurrency: self.worker_concurrency.clamp(1, 256),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_from_flags_never_panic() {
+        assert_eq!(seconds(f64::NAN, 1.0), Duration::from_secs(1));
+        assert_eq!(seconds(-5.0, 0.0), Duration::ZERO);
+        assert_eq!(
+            seconds(f64::INFINITY, 0.0),
+            Duration::from_secs(365 * 24 * 3600)
+        );
+        assert_eq!(seconds(2.5, 1.0), Duration::from_millis(2500));
     }
 }

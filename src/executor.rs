@@ -29,6 +29,9 @@ use crate::store::{Lane, Lease, NewEntry, OutboxEntry, Payload, Source};
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// The shortest sleep of a pass that claimed nothing.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
 /// How many effects run at once (Airtable's limiter, not this, bounds Airtable traffic).
 const CONCURRENCY: usize = 64;
 
@@ -80,9 +83,14 @@ pub async fn run(engine: Arc<Engine>) {
             break;
         }
         let wake = engine.wake_executor.notified();
+        // Due work none of which could be claimed: in flight here (its end wakes this
+        // loop) or held by another replica.
+        let mut stuck = false;
         match engine.store.due_effects(Utc::now(), 512).await {
             Ok(mut due) => {
-                let videos = due.iter().map(|e| e.video_id.clone()).collect();
+                // Only as many as can start now (see the worker).
+                let room = limit.available_permits();
+                let videos = due.iter().take(room).map(|e| e.video_id.clone()).collect();
                 let leases = match engine.store.claim(Lane::Executor, videos).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -90,6 +98,7 @@ pub async fn run(engine: Arc<Engine>) {
                         Vec::new()
                     }
                 };
+                stuck = !due.is_empty() && leases.is_empty();
                 for lease in leases {
                     let Some(i) = due.iter().position(|e| &e.video_id == lease.video()) else {
                         continue;
@@ -114,11 +123,17 @@ pub async fn run(engine: Arc<Engine>) {
                 tracing::error!(error = %e, "an executor task failed; its video is released");
             }
         }
+        // Then look again soon, not at once.
+        let floor = if stuck {
+            IDLE_POLL
+        } else {
+            Duration::from_millis(5)
+        };
         let sleep = match engine.store.next_due().await {
             Ok(Some(at)) => (at - Utc::now())
                 .to_std()
                 .unwrap_or_default()
-                .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+                .clamp(floor, Duration::from_secs(1)),
             _ => Duration::from_secs(1),
         };
         tokio::select! {
@@ -317,7 +332,11 @@ async fn prepare_external(
             return Ok(Prepared::Deferred);
         }
     }
-    if !engine.store.effect_started(&e.effect_id, lease).await? {
+    if !engine
+        .store
+        .effect_started(&e.effect_id, lease, e.started_at)
+        .await?
+    {
         // Another replica holds the video now (or finished the effect): it is theirs.
         return Ok(Prepared::Deferred);
     }

@@ -244,6 +244,8 @@ impl Application {
         if drained.is_err() {
             warn!("in-flight work did not finish within 30 s; it resumes at the next start");
         }
+        // Other replicas take over at once (a rolling deploy), not a lease period later.
+        engine.store.release_leases().await;
         info!("shut down");
     }
 }

@@ -51,8 +51,11 @@ pub async fn run(engine: Arc<Engine>) {
                         .unwrap_or(false)
                 });
                 // One lease per video across every replica: a video whose lease another
-                // task or replica holds is simply not ours this time round.
-                let videos = by_video.iter().map(|(v, _)| v.clone()).collect();
+                // task or replica holds is simply not ours this time round. Only as many as
+                // can start now: a lease held while waiting for a slot is work that other
+                // replicas could be doing (and would wait for if this one died).
+                let room = limit.available_permits();
+                let videos = by_video.iter().take(room).map(|(v, _)| v.clone()).collect();
                 let leases = match engine.store.claim(Lane::Worker, videos).await {
                     Ok(l) => l,
                     Err(e) => {

@@ -201,6 +201,14 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
     let stale = contract::eventually_claim(&a, Lane::Executor, &v).await;
     expire(&db.url, &stale).await;
     let current = contract::one_lease(&b, Lane::Executor, &v).await;
-    assert!(!a.effect_started(&ids[0], &stale).await.expect("started"));
-    assert!(b.effect_started(&ids[0], &current).await.expect("started"));
+    assert!(
+        !a.effect_started(&ids[0], &stale, None)
+            .await
+            .expect("started")
+    );
+    assert!(
+        b.effect_started(&ids[0], &current, None)
+            .await
+            .expect("started")
+    );
 }

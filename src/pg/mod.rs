@@ -8,6 +8,7 @@
 //! a failed migration leaves nothing half-applied.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use sha2::{Digest, Sha256};
@@ -73,7 +74,15 @@ impl From<deadpool_postgres::PoolError> for PgError {
 /// A pool of connections to `url` (a `postgres://` URL; `?options=-csearch_path%3D…`
 /// selects a schema). Connections are made lazily; [`migrate`] makes the first.
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, PgError> {
-    let cfg = tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+    let mut cfg = tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+    // A database that stops answering must fail requests within seconds (a webhook then
+    // gets a 503 and is retried by its sender), not after TCP gives up minutes later.
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(TIMEOUT);
+    }
+    cfg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .tcp_user_timeout(Duration::from_secs(30));
     let manager = Manager::from_config(
         cfg,
         NoTls,
@@ -83,9 +92,16 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, PgError> {
     );
     Pool::builder(manager)
         .max_size(max_size.max(1))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(TIMEOUT))
+        .create_timeout(Some(TIMEOUT))
+        .recycle_timeout(Some(TIMEOUT))
         .build()
         .map_err(|e| PgError::Pool(e.to_string()))
 }
+
+/// How long getting a connection may take: waiting for a free one, or making one.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Applies the migrations this database lacks, under a lock shared by every replica that
 /// uses the same schema. Returns the versions it applied.

@@ -258,10 +258,15 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// When the next pending effect is due, if any (to sleep until then).
+    /// When the next effect this process could run is due, if any (to sleep until then):
+    /// the first pending effect of each video, leaving out (where the store can tell)
+    /// videos whose executor lease is held.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Marks an effect done and stores what it produced, in one transaction: this is
     /// what makes an effect's result count once even if the process dies right after.
+    /// Only a pending effect: a late result of an effect already finished (by another
+    /// replica, or by the callback that made the call unneeded) changes nothing and
+    /// stores no follow-up. The same holds for every result below.
     async fn effect_done_with(
         &self,
         effect_id: &str,
@@ -283,9 +288,16 @@ pub trait Store: Send + Sync {
     /// One effect as stored now.
     async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError>;
     /// Notes that an external call is about to be made for this effect, if the
-    /// executor's `lease` on its video still holds and the effect is still pending.
-    /// Returns false (and notes nothing) otherwise: then the call must not be made.
-    async fn effect_started(&self, effect_id: &str, lease: &Lease) -> Result<bool, StoreError>;
+    /// executor's `lease` on its video still holds, the effect is still pending and its
+    /// `started_at` is still `seen` (what the caller read): a compare-and-set, so that of
+    /// two executors racing for one call at most one gets true. Returns false (and notes
+    /// nothing) otherwise: then the call must not be made.
+    async fn effect_started(
+        &self,
+        effect_id: &str,
+        lease: &Lease,
+        seen: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
     /// Records an ambiguous failure of an external call: one attempt more, `started_at`
     /// kept, so the next attempt first waits out the grace period for the callback.
     async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError>;
@@ -321,4 +333,9 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// A cheap write that proves the store is writable (/readyz).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// At shutdown, after the worker and the executor stopped: gives back every lease
+    /// this process holds, so that other replicas take the work over at once rather than
+    /// after the leases expire.
+    async fn release_leases(&self) {}
 }

@@ -42,6 +42,9 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// Connections per replica: intake, the worker, the executor and the API share them.
 const POOL_SIZE: usize = 16;
 
+/// Renewal ticks between two clean-ups of long-expired lease rows.
+const CLEANUP_EVERY: u64 = 600;
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
@@ -99,18 +102,22 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if let Some(entry) = &follow_up {
-            // Named after the effect: a retried commit stores the event once.
-            insert_entry(&tx, entry, true).await?;
-        }
-        run(
+        let changed = run(
             &tx,
             "UPDATE outbox SET state = $2, attempts = attempts + 1, last_error = $3,
                     updated_at = now(), started_at = NULL
-             WHERE effect_id = $1",
+             WHERE effect_id = $1 AND state = 'pending'",
             &[&effect_id, &state, &error],
         )
         .await?;
+        // A late result of an effect already finished (by another replica, or by the
+        // callback that made the call unneeded) stores nothing.
+        if changed == 1
+            && let Some(entry) = &follow_up
+        {
+            // Named after the effect: a retried commit stores the event once.
+            insert_entry(&tx, entry, true).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -127,25 +134,42 @@ async fn renew(
     lease_for: Duration,
 ) {
     let every = lease_for / 3;
+    let mut tick: u64 = 0;
     loop {
         tokio::time::sleep(every).await;
         let Some(held) = held.upgrade() else { return };
-        let keys: Vec<String> = match held.lock() {
-            Ok(h) => h.iter().map(|(l, v)| format!("{l}:{v}")).collect(),
+        let (lanes, videos): (Vec<String>, Vec<String>) = match held.lock() {
+            Ok(h) => h
+                .iter()
+                .map(|(l, v)| (l.to_string(), v.to_string()))
+                .unzip(),
             Err(_) => return,
         };
         drop(held);
-        if keys.is_empty() {
+        tick += 1;
+        if tick % CLEANUP_EVERY == 0
+            && let Ok(c) = pool.get().await
+        {
+            // A lease row only matters while it is held; long-expired ones are dropped
+            // (a later claim makes the row again).
+            let _ = run(
+                &c,
+                "DELETE FROM leases WHERE expires_at < now() - interval '1 hour'",
+                &[],
+            )
+            .await;
+        }
+        if lanes.is_empty() {
             continue;
         }
         let renewed = async {
             let c = pool.get().await?;
             run(
                 &c,
-                "UPDATE leases SET expires_at = now() + make_interval(secs => $3)
-                 WHERE owner = $1 AND lane || ':' || video_id = ANY($2)
-                   AND expires_at > now()",
-                &[&owner, &keys, &lease_for.as_secs_f64()],
+                "UPDATE leases SET expires_at = now() + make_interval(secs => $4)
+                 WHERE owner = $1 AND expires_at > now()
+                   AND (lane, video_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+                &[&owner, &lanes, &videos, &lease_for.as_secs_f64()],
             )
             .await
             .map_err(StoreError::from)
@@ -514,7 +538,9 @@ impl Store for PgStore {
                 }
             }
         };
-        let ids: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        // Sorted: two replicas creating the same new lease rows lock them in one order.
+        let mut ids: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        ids.sort_unstable();
         let claimed = async {
             let client = self.pool.get().await?;
             run(
@@ -611,10 +637,19 @@ impl Store for PgStore {
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let client = self.pool.get().await?;
+        // A video's first pending effect, unless an executor holds the video (another
+        // replica's, or this one's, which wakes itself when done): counting those would
+        // wake this executor for nothing.
         let row = row_one(
             &client,
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
-            &[],
+            "SELECT MIN(o.next_attempt_at) FROM (
+                 SELECT DISTINCT ON (video_id) video_id, next_attempt_at FROM outbox
+                 WHERE state = 'pending' ORDER BY video_id, seq
+             ) o
+             WHERE NOT EXISTS (SELECT 1 FROM leases l
+                               WHERE l.lane = $1 AND l.video_id = o.video_id
+                                 AND l.expires_at > now())",
+            &[&Lane::Executor.as_ref()],
         )
         .await?;
         Ok(row.try_get(0)?)
@@ -649,7 +684,7 @@ impl Store for PgStore {
             &client,
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
                         updated_at = now(), started_at = NULL
-                 WHERE effect_id = $1",
+                 WHERE effect_id = $1 AND state = 'pending'",
             &[&effect_id, &at, &error],
         )
         .await?;
@@ -669,22 +704,34 @@ impl Store for PgStore {
         .transpose()
     }
 
-    async fn effect_started(&self, effect_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+    async fn effect_started(
+        &self,
+        effect_id: &str,
+        lease: &Lease,
+        seen: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        if lease.lane() != Lane::Executor {
+            return Ok(false);
+        }
         let client = self.pool.get().await?;
-        // Only under the executor's current lease: a replica that lost it (stalled past
-        // its lease) must not start a call the new holder may be starting too.
+        // Only under the executor's current lease (a replica that lost it must not start a
+        // call the new holder may be starting too), and only if nobody started it since
+        // the caller looked: if two race, the second finds `started_at` changed.
         let n = run(
             &client,
             "UPDATE outbox SET started_at = now(), updated_at = now()
-                 WHERE effect_id = $1 AND state = 'pending'
-                   AND EXISTS (SELECT 1 FROM leases
-                               WHERE lane = $2 AND video_id = outbox.video_id
-                                 AND token = $3 AND owner = $4)",
+             WHERE effect_id = $1 AND state = 'pending' AND video_id = $5
+               AND started_at IS NOT DISTINCT FROM $6
+               AND EXISTS (SELECT 1 FROM leases
+                           WHERE lane = $2 AND video_id = outbox.video_id
+                             AND token = $3 AND owner = $4)",
             &[
                 &effect_id,
                 &Lane::Executor.as_ref(),
                 &lease.token(),
                 &self.owner,
+                &lease.video().to_string(),
+                &seen,
             ],
         )
         .await?;
@@ -696,7 +743,7 @@ impl Store for PgStore {
         run(
             &client,
             "UPDATE outbox SET attempts = attempts + 1, last_error = $2, updated_at = now()
-                 WHERE effect_id = $1",
+                 WHERE effect_id = $1 AND state = 'pending'",
             &[&effect_id, &error],
         )
         .await?;
@@ -707,7 +754,7 @@ impl Store for PgStore {
         let client = self.pool.get().await?;
         run(
             &client,
-            "UPDATE outbox SET next_attempt_at = $2, updated_at = now() WHERE effect_id = $1",
+            "UPDATE outbox SET next_attempt_at = $2, updated_at = now() WHERE effect_id = $1 AND state = 'pending'",
             &[&effect_id, &at],
         )
         .await?;

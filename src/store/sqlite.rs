@@ -245,7 +245,16 @@ impl SqliteStore {
         let id = effect_id.to_owned();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(entry) = &follow_up {
+            let changed = tx.execute(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
+                        started_at = NULL
+                 WHERE effect_id = ?1 AND state = 'pending'",
+                params![id, state, error, ts(Utc::now())],
+            )?;
+            // A late result of an effect already finished stores nothing.
+            if changed == 1
+                && let Some(entry) = &follow_up
+            {
                 let seen: Option<i64> = match &entry.dedupe_key {
                     Some(k) => tx
                         .query_row("SELECT seq FROM inbox WHERE dedupe_key = ?1", [k], |r| {
@@ -258,12 +267,6 @@ impl SqliteStore {
                     insert_entry(&tx, entry)?;
                 }
             }
-            tx.execute(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
-                        started_at = NULL
-                 WHERE effect_id = ?1",
-                params![id, state, error, ts(Utc::now())],
-            )?;
             tx.commit()?;
             Ok(())
         })
@@ -406,8 +409,12 @@ impl Store for SqliteStore {
 
     /// Stores a processed entry's decision: snapshot, history, effects and the entry's
     /// outcome, all or nothing.
-    async fn commit(&self, commit: Commit, _lease: &Lease) -> Result<(), StoreError> {
-        // A local lease is only ever given back by dropping it: holding one is proof.
+    async fn commit(&self, commit: Commit, lease: &Lease) -> Result<(), StoreError> {
+        // A local lease is only ever given back by dropping it: holding the video's worker
+        // lease is proof enough.
+        if lease.lane() != Lane::Worker || lease.video() != &commit.video_id {
+            return Err(StoreError::LeaseLost(commit.video_id.to_string()));
+        }
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let video = commit.video_id.to_string();
@@ -501,8 +508,12 @@ impl Store for SqliteStore {
     /// When the next pending effect is due, if any (to sleep until then).
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.read(|c| {
+            // Only a video's first pending effect can run; the ones behind it wait for it.
             let s: Option<String> = c.query_row(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
+                "SELECT MIN(o.next_attempt_at) FROM outbox o
+                 WHERE o.state = 'pending'
+                   AND o.seq = (SELECT MIN(seq) FROM outbox p
+                                WHERE p.video_id = o.video_id AND p.state = 'pending')",
                 [],
                 |r| r.get(0),
             )?;
@@ -543,7 +554,7 @@ impl Store for SqliteStore {
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4,
                         started_at = NULL
-                 WHERE effect_id = ?1",
+                 WHERE effect_id = ?1 AND state = 'pending'",
                 params![id, ts(at), error, ts(Utc::now())],
             )?;
             Ok(())
@@ -566,14 +577,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    /// Notes that an external call is about to be made for this effect.
-    async fn effect_started(&self, effect_id: &str, _lease: &Lease) -> Result<bool, StoreError> {
+    async fn effect_started(
+        &self,
+        effect_id: &str,
+        lease: &Lease,
+        seen: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        if lease.lane() != Lane::Executor {
+            return Ok(false);
+        }
         let id = effect_id.to_owned();
+        let video = lease.video().to_string();
         self.with(move |c| {
             let n = c.execute(
                 "UPDATE outbox SET started_at = ?2, updated_at = ?2
-                 WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, ts(Utc::now())],
+                 WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
+                   AND started_at IS ?4",
+                params![id, ts(Utc::now()), video, seen.map(ts)],
             )?;
             Ok(n == 1)
         })
@@ -591,7 +611,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             c.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3
-                 WHERE effect_id = ?1",
+                 WHERE effect_id = ?1 AND state = 'pending'",
                 params![id, error, ts(Utc::now())],
             )?;
             Ok(())
@@ -604,7 +624,8 @@ impl Store for SqliteStore {
         let id = effect_id.to_owned();
         self.with(move |c| {
             c.execute(
-                "UPDATE outbox SET next_attempt_at = ?2, updated_at = ?3 WHERE effect_id = ?1",
+                "UPDATE outbox SET next_attempt_at = ?2, updated_at = ?3
+                 WHERE effect_id = ?1 AND state = 'pending'",
                 params![id, ts(at), ts(Utc::now())],
             )?;
             Ok(())

@@ -115,6 +115,8 @@ pub async fn run_all(store: Shared) {
     effect_results_store_their_follow_up_once(&store).await;
     failed_effects_are_listed_and_replayable(&store).await;
     started_calls_are_remembered(&store).await;
+    late_results_do_not_reopen_a_finished_effect(&store).await;
+    a_commit_needs_the_videos_worker_lease(&store).await;
     the_reconcilers_worklist_follows_active_jobs(&store).await;
     events_page_and_filter(&store).await;
     store.ping().await.expect("ping");
@@ -449,43 +451,130 @@ pub async fn started_calls_are_remembered(store: &Shared) {
     let v = video();
     let ids = with_effects(store, &v, 1).await;
     let lease = eventually_claim(store, Lane::Executor, &v).await;
+    let get = |id: String| {
+        let store = store.clone();
+        async move { store.outbox_entry(&id).await.expect("get").expect("stored") }
+    };
+    // The worker's lease, or another video's, does not start a call.
+    let worker = eventually_claim(store, Lane::Worker, &v).await;
     assert!(
-        store
-            .effect_started(&ids[0], &lease)
+        !store
+            .effect_started(&ids[0], &worker, None)
             .await
             .expect("started")
     );
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    drop(worker);
+    let other = eventually_claim(store, Lane::Executor, &video()).await;
+    assert!(
+        !store
+            .effect_started(&ids[0], &other, None)
+            .await
+            .expect("started")
+    );
+    assert!(
+        store
+            .effect_started(&ids[0], &lease, None)
+            .await
+            .expect("started")
+    );
+    let e = get(ids[0].clone()).await;
     assert!(e.started_at.is_some(), "a call in flight is on record");
+    // Compare-and-set: whoever looked before that start does not start it again.
+    assert!(
+        !store
+            .effect_started(&ids[0], &lease, None)
+            .await
+            .expect("started"),
+        "a call started since the caller looked is not started twice"
+    );
     // Ambiguous: counted, and the start kept so that the next try waits for the callback.
     store
         .effect_ambiguous(&ids[0], "connection reset")
         .await
         .expect("ambiguous");
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    let e = get(ids[0].clone()).await;
     assert_eq!(e.attempts, 1);
     assert!(e.started_at.is_some());
+    // The next try, after the grace period, names the start it saw.
+    assert!(
+        store
+            .effect_started(&ids[0], &lease, e.started_at)
+            .await
+            .expect("started")
+    );
     store.effect_done_with(&ids[0], None).await.expect("done");
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    let e = get(ids[0].clone()).await;
     assert!(e.started_at.is_none());
     assert!(
         !store
-            .effect_started(&ids[0], &lease)
+            .effect_started(&ids[0], &lease, None)
             .await
             .expect("started"),
         "a finished effect is not started again"
+    );
+}
+
+/// A result arriving after the effect finished (another replica ran it, or the callback
+/// made it unneeded) changes nothing and stores no follow-up.
+pub async fn late_results_do_not_reopen_a_finished_effect(store: &Shared) {
+    let v = video();
+    let ids = with_effects(store, &v, 1).await;
+    store.effect_done_with(&ids[0], None).await.expect("done");
+    let late = NewEntry {
+        source: Source::Engine,
+        dedupe_key: Some(format!("effect:failed:{}", ids[0])),
+        ..entry(&v, None)
+    };
+    store
+        .effect_failed_with(&ids[0], "timed out", Some(late))
+        .await
+        .expect("late failure");
+    store
+        .effect_retry_later(&ids[0], Utc::now(), "503")
+        .await
+        .expect("late retry");
+    store
+        .effect_ambiguous(&ids[0], "reset")
+        .await
+        .expect("late ambiguous");
+    let e = store
+        .outbox_entry(&ids[0])
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!((e.state.as_str(), e.attempts), ("done", 1), "{e:?}");
+    assert_eq!(e.last_error, None);
+    let engine_events = store
+        .pending_entries(4096)
+        .await
+        .expect("pending")
+        .into_iter()
+        .filter(|e| e.video_id == v && e.source == Source::Engine)
+        .count();
+    assert_eq!(engine_events, 0, "no follow-up for a late result");
+}
+
+/// A commit names the lease it was decided under: another lane's or video's is refused.
+pub async fn a_commit_needs_the_videos_worker_lease(store: &Shared) {
+    let (v, w) = (video(), video());
+    let e = entry(&v, None);
+    let id = new_id(store, e.clone()).await;
+    for wrong in [
+        eventually_claim(store, Lane::Executor, &v).await,
+        eventually_claim(store, Lane::Worker, &w).await,
+    ] {
+        let err = store
+            .commit(commit_of(&e, None, Vec::new()), &wrong)
+            .await
+            .expect_err("a commit under the wrong lease must fail");
+        assert!(
+            matches!(err, reelstate::store::StoreError::LeaseLost(_)),
+            "{err:?}"
+        );
+    }
+    assert!(
+        store.is_pending(id).await.expect("pending"),
+        "nothing written"
     );
 }
 
