@@ -147,7 +147,7 @@ async fn renew(
         };
         drop(held);
         tick += 1;
-        if tick % CLEANUP_EVERY == 0
+        if tick.is_multiple_of(CLEANUP_EVERY)
             && let Ok(c) = pool.get().await
         {
             // A lease row only matters while it is held; long-expired ones are dropped
