@@ -70,7 +70,10 @@ async fn migration_2_creates_the_records_tables() {
     let Some(db) = database().await else { return };
     let pool = reelstate::pg::pool(&db.url, 1).expect("pool");
     let applied = reelstate::pg::migrate(&pool).await.expect("migrate");
-    let every: Vec<i32> = reelstate::pg::MIGRATIONS.iter().map(|m| m.version).collect();
+    let every: Vec<i32> = reelstate::pg::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
     assert_eq!(applied, every, "a fresh schema gets every migration");
     assert!(applied.contains(&2), "the records migration is one of them");
     let again = reelstate::pg::migrate(&pool).await.expect("migrate again");

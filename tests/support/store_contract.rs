@@ -254,6 +254,22 @@ pub async fn commit_is_whole_and_marks_the_entry_done(store: &Shared) {
     assert_eq!(store.effects_of(&v).await.expect("effects").len(), 2);
 }
 
+/// An effect as stored now (it must exist).
+async fn stored(store: &Shared, id: &str) -> reelstate::store::OutboxEntry {
+    store.outbox_entry(id).await.expect("get").expect("stored")
+}
+
+/// How many events the engine fed itself for the video that still wait for the worker.
+async fn engine_events(store: &Shared, v: &RecordId) -> usize {
+    store
+        .pending_entries(4096)
+        .await
+        .expect("pending")
+        .into_iter()
+        .filter(|e| &e.video_id == v && e.source == Source::Engine)
+        .count()
+}
+
 pub async fn one_lease(store: &Shared, lane: Lane, v: &RecordId) -> reelstate::store::Lease {
     let mut got = store.claim(lane, vec![v.clone()]).await.expect("claim");
     assert_eq!(got.len(), 1, "a free video must be claimable");
@@ -389,19 +405,9 @@ pub async fn effect_results_store_their_follow_up_once(store: &Shared) {
         .effect_done_with(&ids[0], Some(follow(&ids[0])))
         .await
         .expect("done again");
-    let engine_events = store
-        .pending_entries(4096)
-        .await
-        .expect("pending")
-        .into_iter()
-        .filter(|e| e.video_id == v && e.source == Source::Engine)
-        .count();
+    let engine_events = engine_events(store, &v).await;
     assert_eq!(engine_events, 1);
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    let e = stored(store, &ids[0]).await;
     assert_eq!(e.state, "done");
 }
 
@@ -412,11 +418,7 @@ pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
         .effect_failed_with(&ids[0], "422 INVALID_VALUE", None)
         .await
         .expect("failed");
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    let e = stored(store, &ids[0]).await;
     assert_eq!(e.state, "failed");
     assert_eq!(e.last_error.as_deref(), Some("422 INVALID_VALUE"));
     let failed = store
@@ -434,11 +436,7 @@ pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
         !store.requeue_effect(&ids[0]).await.expect("requeue"),
         "only failed ones"
     );
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    let e = stored(store, &ids[0]).await;
     assert_eq!((e.state.as_str(), e.attempts), ("pending", 0));
     // Leave one failed effect for the depth check of the suite.
     store
@@ -451,10 +449,6 @@ pub async fn started_calls_are_remembered(store: &Shared) {
     let v = video();
     let ids = with_effects(store, &v, 1).await;
     let lease = eventually_claim(store, Lane::Executor, &v).await;
-    let get = |id: String| {
-        let store = store.clone();
-        async move { store.outbox_entry(&id).await.expect("get").expect("stored") }
-    };
     // The worker's lease, or another video's, does not start a call.
     let worker = eventually_claim(store, Lane::Worker, &v).await;
     assert!(
@@ -477,7 +471,7 @@ pub async fn started_calls_are_remembered(store: &Shared) {
             .await
             .expect("started")
     );
-    let e = get(ids[0].clone()).await;
+    let e = stored(store, &ids[0]).await;
     assert!(e.started_at.is_some(), "a call in flight is on record");
     // Compare-and-set: whoever looked before that start does not start it again.
     assert!(
@@ -492,7 +486,7 @@ pub async fn started_calls_are_remembered(store: &Shared) {
         .effect_ambiguous(&ids[0], "connection reset")
         .await
         .expect("ambiguous");
-    let e = get(ids[0].clone()).await;
+    let e = stored(store, &ids[0]).await;
     assert_eq!(e.attempts, 1);
     assert!(e.started_at.is_some());
     // The next try, after the grace period, names the start it saw.
@@ -503,7 +497,7 @@ pub async fn started_calls_are_remembered(store: &Shared) {
             .expect("started")
     );
     store.effect_done_with(&ids[0], None).await.expect("done");
-    let e = get(ids[0].clone()).await;
+    let e = stored(store, &ids[0]).await;
     assert!(e.started_at.is_none());
     assert!(
         !store
@@ -537,20 +531,10 @@ pub async fn late_results_do_not_reopen_a_finished_effect(store: &Shared) {
         .effect_ambiguous(&ids[0], "reset")
         .await
         .expect("late ambiguous");
-    let e = store
-        .outbox_entry(&ids[0])
-        .await
-        .expect("get")
-        .expect("stored");
+    let e = stored(store, &ids[0]).await;
     assert_eq!((e.state.as_str(), e.attempts), ("done", 1), "{e:?}");
     assert_eq!(e.last_error, None);
-    let engine_events = store
-        .pending_entries(4096)
-        .await
-        .expect("pending")
-        .into_iter()
-        .filter(|e| e.video_id == v && e.source == Source::Engine)
-        .count();
+    let engine_events = engine_events(store, &v).await;
     assert_eq!(engine_events, 0, "no follow-up for a late result");
 }
 
