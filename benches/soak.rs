@@ -8,7 +8,8 @@
 //! the GoAPI and NCA doubles drive it to `completed` over the real HTTP paths.
 //!
 //! Verdict: mean RSS and fds of the last half of the samples against the first half (the
-//! sample at t = 0, before any traffic, left out).
+//! sample at t = 0, before any traffic, left out). Each sample also shows the inbox depth
+//! (entries waiting for the worker), so a backlog shows as it builds.
 //!
 //! Run: `SOAK_SECONDS=1800 cargo bench --bench soak`.
 
@@ -66,6 +67,22 @@ fn proc_field_kib(pid: u32, field: &str) -> u64 {
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Entries waiting for the worker (`reelstate_inbox_depth` of /metrics): a backlog that
+/// keeps growing means processing falls behind intake.
+async fn inbox_depth(client: &reqwest::Client, url: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("reelstate_inbox_depth "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[derive(Default)]
@@ -149,6 +166,7 @@ async fn main() {
     // The sampler.
     let sampler = {
         let counters = counters.clone();
+        let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move {
             let mut samples: Vec<(f64, u64, usize)> = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(sample_every));
@@ -157,8 +175,11 @@ async fn main() {
                 let t = start.elapsed().as_secs_f64();
                 let rss = proc_field_kib(pid, "VmRSS:");
                 let fds = open_fds(pid);
+                let inbox = inbox_depth(&client, &url)
+                    .await
+                    .map_or_else(|| "?".to_owned(), |d| d.to_string());
                 println!(
-                    "  t={t:>6.0}s  VmRSS {:>7.1} MiB  fds {fds:>4}  sent {:>7}  accepted {:>7}  duplicates {:>6}  errors {:>3}  lifecycles {:>5}",
+                    "  t={t:>6.0}s  VmRSS {:>7.1} MiB  fds {fds:>4}  inbox {inbox:>6}  sent {:>7}  accepted {:>7}  duplicates {:>6}  errors {:>3}  lifecycles {:>5}",
                     rss as f64 / 1024.0,
                     counters.sent.load(Ordering::Relaxed),
                     counters.accepted.load(Ordering::Relaxed),
@@ -279,6 +300,12 @@ async fn main() {
         counters.accepted.load(Ordering::Relaxed),
         counters.duplicates.load(Ordering::Relaxed),
         counters.errors.load(Ordering::Relaxed),
+    );
+    println!(
+        "inbox entries still waiting: {}",
+        inbox_depth(&client, &url)
+            .await
+            .map_or_else(|| "?".to_owned(), |d| d.to_string())
     );
     println!(
         "lifecycles completed {} / {}; NCA submissions {} (ids submitted twice: {})",

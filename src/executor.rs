@@ -302,8 +302,9 @@ enum Prepared {
 
 /// Before an external call: if a previous call for this effect was interrupted (the
 /// process died after sending, before storing the answer), give the service's callback
-/// the grace period to arrive first; then call only if the job still waits for it. This
-/// is what keeps a kill -9 from submitting the same mix twice.
+/// the grace period to arrive first, and the worker the time to process it (nothing of
+/// the video left pending in the inbox); then call only if the job still waits for it.
+/// This is what keeps a kill -9 from submitting the same mix twice.
 async fn prepare_external(
     engine: &Engine,
     lease: &Lease,
@@ -328,6 +329,17 @@ async fn prepare_external(
             // effect holds back the video's later effects until it is settled.
             let next = (Utc::now() + chrono::Duration::seconds(2)).min(resume);
             info!(resume_at = %resume, "a previous call may have been received; waiting for its callback before calling again");
+            engine.store.effect_defer(&e.effect_id, next).await?;
+            return Ok(Prepared::Deferred);
+        }
+        // The callback may have arrived and wait in the inbox behind other work: the job
+        // only shows it once the worker has processed it, so call again only when nothing
+        // of this video is left to process.
+        if engine.store.has_pending_entries(&e.video_id).await? {
+            info!(
+                "a previous call may have been received and the video has events still to process; calling again only after them"
+            );
+            let next = Utc::now() + chrono::Duration::seconds(2);
             engine.store.effect_defer(&e.effect_id, next).await?;
             return Ok(Prepared::Deferred);
         }
@@ -518,4 +530,196 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
 
 async fn job_record(engine: &Engine, job: JobId) -> Result<Option<RecordId>, EffectError> {
     Ok(engine.store.job_location(job).await?.and_then(|(_, r)| r))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use clap::Parser;
+
+    use super::*;
+    use crate::domain::{JobStatus, MediaUrl, VideoStatus};
+    use crate::machine::{Job, NcaResult, NcaUpdate, Snapshot, Video, submission_id};
+    use crate::records::Records;
+    use crate::records::sqlite::SqliteRecords;
+    use crate::store::{Commit, SqliteStore};
+    use crate::webhook::CallbackSigner;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: crate::configuration::ServeArgs,
+    }
+
+    /// An engine on in-memory stores, with no external service (nothing here calls one).
+    fn engine(grace_secs: &str) -> Arc<Engine> {
+        let settings =
+            Cli::try_parse_from(["reelstate", "--dev", "--interrupted-grace-secs", grace_secs])
+                .unwrap()
+                .serve
+                .validate()
+                .unwrap();
+        let mapping = settings.mapping.clone();
+        let records = Records::new(
+            Arc::new(SqliteRecords::open_in_memory(&mapping).unwrap()),
+            mapping,
+        );
+        let signer =
+            CallbackSigner::new(settings.signing_secret.as_bytes(), "http://127.0.0.1:9").unwrap();
+        Engine::new(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            records,
+            Arc::new(settings),
+            signer,
+            None,
+            None,
+            None,
+            None,
+            Arc::default(),
+        )
+    }
+
+    fn entry(video: &RecordId, source: Source, event: Event) -> NewEntry {
+        NewEntry {
+            event_id: Uuid::new_v4(),
+            video_id: video.clone(),
+            source,
+            endpoint: "test".into(),
+            dedupe_key: None,
+            raw_body: String::new(),
+            headers: "{}".into(),
+            received_at: Utc::now(),
+            payload: Payload::Event { event },
+        }
+    }
+
+    /// The faults bench once submitted a mix twice: the process died during the NCA call,
+    /// NCA's callback arrived and was stored within the grace period, but the worker had not
+    /// processed it yet when the grace period ended, so the job still looked unanswered
+    /// and the executor called again. An interrupted call must wait while the video has
+    /// events the worker has not processed: one of them may be that callback.
+    #[tokio::test]
+    async fn an_interrupted_call_waits_for_the_videos_unprocessed_events() {
+        let engine = engine("0");
+        let store = &engine.store;
+        let video = RecordId::parse("recA1b2C3d4E5f6G7").unwrap();
+        let url = |s: &str| MediaUrl::parse(s).unwrap();
+        let job = JobId(Uuid::new_v4());
+        let sid = submission_id(&video, 1);
+        let mut snapshot = Snapshot::new(Video::new(video.clone(), VideoStatus::AddingMusic));
+        snapshot.jobs.push(Job {
+            id: job,
+            kind: JobType::MusicAddition,
+            status: JobStatus::Pending,
+            external_id: None,
+            submission_id: Some(sid.clone()),
+            error: None,
+            created_at: Utc::now(),
+            ended_at: None,
+        });
+        let worker = store
+            .claim(Lane::Worker, vec![video.clone()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let lease = store
+            .claim(Lane::Executor, vec![video.clone()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        // The decision that asked for the mix, committed with its effect.
+        let cause = entry(&video, Source::Goapi, Event::RetryRequested);
+        let cause_id = cause.event_id;
+        store.accept(cause).await.unwrap();
+        store
+            .commit(
+                Commit {
+                    event_id: cause_id,
+                    video_id: video.clone(),
+                    snapshot: Some(snapshot),
+                    history: None,
+                    effects: vec![(
+                        sid.clone(),
+                        Effect::SubmitNcaMix {
+                            job,
+                            submission_id: sid.clone(),
+                            video: url("https://cdn.example/v.mp4"),
+                            music: url("https://cdn.example/m.mp3"),
+                            volume: 0.2,
+                        },
+                    )],
+                    outcome: "applied".into(),
+                    note: None,
+                    job: Some(job),
+                    job_records: Vec::new(),
+                    at: Utc::now(),
+                },
+                &worker,
+            )
+            .await
+            .unwrap();
+        // The call was sent, then the process died: started, no result, grace over (0 s).
+        assert!(store.effect_started(&sid, &lease, None).await.unwrap());
+        let interrupted = store.outbox_entry(&sid).await.unwrap().unwrap();
+        assert!(interrupted.started_at.is_some());
+
+        // Nothing of the video waits for the worker: the call is made again.
+        assert!(matches!(
+            prepare_external(&engine, &lease, &interrupted, job)
+                .await
+                .unwrap(),
+            Prepared::Go
+        ));
+
+        // NCA's callback is stored but not processed yet: no new call.
+        let callback = entry(
+            &video,
+            Source::Nca,
+            Event::NcaJobFinished(NcaUpdate {
+                submission_id: Some(sid.clone()),
+                nca_job_id: Some("nca-1".into()),
+                result: NcaResult::Succeeded {
+                    output: url("https://cdn.example/out.mp4"),
+                },
+            }),
+        );
+        let callback_id = callback.event_id;
+        store.accept(callback).await.unwrap();
+        let interrupted = store.outbox_entry(&sid).await.unwrap().unwrap();
+        assert!(matches!(
+            prepare_external(&engine, &lease, &interrupted, job)
+                .await
+                .unwrap(),
+            Prepared::Deferred
+        ));
+
+        // Once the worker has been through it (here: recorded without changing the job),
+        // the job's state decides again.
+        store
+            .commit(
+                Commit {
+                    event_id: callback_id,
+                    video_id: video.clone(),
+                    snapshot: None,
+                    history: None,
+                    effects: Vec::new(),
+                    outcome: "unmatched".into(),
+                    note: None,
+                    job: None,
+                    job_records: Vec::new(),
+                    at: Utc::now(),
+                },
+                &worker,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            prepare_external(&engine, &lease, &interrupted, job)
+                .await
+                .unwrap(),
+            Prepared::Go
+        ));
+    }
 }

@@ -773,3 +773,40 @@ proptest! {
         prop_assert_eq!(signer.verify(CallbackEndpoint::Goapi, &p), Ok(()));
     }
 }
+
+/// Found by `cargo fuzz run goapi_webhook` (fuzz/): the URL parser repairs `https:/host/…`,
+/// backslashes, and tabs, newlines or control characters, and the string was kept as
+/// sent, so a track URL NCA cannot fetch passed as usable. Such URLs are now unusable.
+#[test]
+fn track_and_output_urls_are_plain_http_urls() {
+    // The fuzzer's input, as it was.
+    let found = br#"{"task_id": "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33", "status": "completed", "output": {"url": "https:/serg/tao.examPle/music/track-2.m404p3"}}
+"#;
+    let w = parse_goapi(found).unwrap();
+    assert_eq!(w.update.tracks.len(), 1);
+    assert_eq!(w.update.tracks[0].url, None);
+    assert_eq!(w.update.usable_track(), None);
+
+    for url in [
+        "https:/cdn.example/a.mp3",
+        "https:cdn.example/a.mp3",
+        "https:\\\\cdn.example\\a.mp3",
+        "https://cdn.example/a\nb.mp3",
+        "https://cdn.example/a\tb.mp3",
+        "\u{1}https://cdn.example/a.mp3",
+    ] {
+        let body = json!({"task_id": "t", "status": "completed", "output": {"url": url}});
+        let w = parse_goapi(body.to_string().as_bytes()).unwrap();
+        assert_eq!(w.update.tracks[0].url, None, "{url:?} taken as a track URL");
+        let body = json!({"code": 200, "id": "x", "response": [{"file_url": url}]});
+        let n = parse_nca(body.to_string().as_bytes()).unwrap();
+        assert!(
+            matches!(n.update.result, NcaResult::Failed { .. }),
+            "{url:?} taken as NCA's output"
+        );
+    }
+    // The plain form still works, in any case, trimmed.
+    let body = json!({"task_id": "t", "status": "completed", "output": {"url": " HTTPS://cdn.example/a.mp3 "}});
+    let w = parse_goapi(body.to_string().as_bytes()).unwrap();
+    assert_eq!(chosen(&w), Some("HTTPS://cdn.example/a.mp3"));
+}

@@ -30,6 +30,22 @@ impl MediaUrl {
         if s.len() > Self::MAX_LEN {
             return Err(MediaUrlError::TooLong(Self::MAX_LEN));
         }
+        // The string is handed on as sent, so it must already be in the plain form: the
+        // URL parser (WHATWG) also accepts `https:/host`, `https:\\host`, and tabs,
+        // newlines or control characters that it silently drops, none of which NCA or the
+        // base would read as the URL we checked.
+        let starts = |p: &str| {
+            s.as_bytes()
+                .get(..p.len())
+                .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        let plain = (starts("http://") || starts("https://"))
+            && !s
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+        if !plain {
+            return Err(MediaUrlError::NotHttp);
+        }
         let parsed = url::Url::parse(s).map_err(|_| MediaUrlError::NotHttp)?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(MediaUrlError::NotHttp);
@@ -75,6 +91,11 @@ mod tests {
     fn parses_http_and_https() {
         assert!(MediaUrl::parse("https://cdn.example/a.mp3").is_ok());
         assert!(MediaUrl::parse("http://127.0.0.1:9/a.mp4").is_ok());
+        assert!(MediaUrl::parse("HTTPS://CDN.example/A.mp3").is_ok());
+        assert_eq!(
+            MediaUrl::parse("  https://cdn.example/a.mp3\n").map(|u| u.as_str().to_owned()),
+            Ok("https://cdn.example/a.mp3".to_owned())
+        );
     }
 
     #[test]
@@ -86,6 +107,16 @@ mod tests {
             "file:///etc/passwd",
             "javascript:alert(1)",
             "/relative.mp3",
+            // Forms the URL parser repairs but that are not the URL as sent.
+            "https:/cdn.example/a.mp3",
+            "https:cdn.example/a.mp3",
+            "https:\\\\cdn.example\\a.mp3",
+            "https://cdn.example\\a.mp3",
+            "https://cdn.example/a\nb.mp3",
+            "https://cdn.example/a\tb.mp3",
+            "https://cdn.example/a b.mp3",
+            "\u{1}https://cdn.example/a.mp3",
+            "https://cdn.example/a.mp3\u{7f}",
         ] {
             assert!(MediaUrl::parse(bad).is_err(), "{bad:?} accepted");
         }

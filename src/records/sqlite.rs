@@ -324,6 +324,16 @@ fn load_fields(conn: &Connection, id: &str) -> Result<Fields, RecordsError> {
     Ok(fields)
 }
 
+/// `CROSS JOIN` makes SQLite start from the cells, through the (field, text) index, and
+/// look each match's record up by id. With a plain JOIN and no statistics its planner
+/// walked every record of the table (by `records_by_table`, in rowid order, to skip the
+/// sort) and probed the index once per record: one Webhook Events upsert per webhook
+/// then cost as much as all the webhooks before it.
+const FIND_EQUALS: &str =
+    "SELECT r.id FROM records_cells c CROSS JOIN records r ON r.id = c.record_id
+     WHERE c.field = ?1 AND c.text = ?2 AND r.tbl = ?3
+     ORDER BY r.rowid";
+
 /// Ids of the records of `table` whose text `field` is exactly `value`, oldest first (the
 /// order Airtable lists records in without a sort).
 fn find_equals(
@@ -333,11 +343,7 @@ fn find_equals(
     value: &str,
 ) -> Result<Vec<String>, RecordsError> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT r.id FROM records_cells c JOIN records r ON r.id = c.record_id
-             WHERE c.field = ?1 AND c.text = ?2 AND r.tbl = ?3
-             ORDER BY r.rowid",
-        )
+        .prepare_cached(FIND_EQUALS)
         .map_err(db("searching records"))?;
     stmt.query_map(params![field, value, table], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -458,5 +464,61 @@ mod tests {
             db("writing")(full),
             RecordsError::Permanent { status: 500, .. }
         ));
+    }
+
+    /// Virtual-machine steps SQLite takes to find one record by a text field among `n`
+    /// records of the same table.
+    fn find_steps(conn: &Connection) -> i32 {
+        let mut st = conn.prepare(FIND_EQUALS).unwrap();
+        let ids: Vec<String> = st
+            .query_map(params!["Event ID", "ev-7", "Webhook Events"], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        st.get_status(rusqlite::StatementStatus::VmStep)
+    }
+
+    fn add_events(conn: &Connection, from: usize, to: usize) {
+        let tx = conn.unchecked_transaction().unwrap();
+        for i in from..to {
+            let id = format!("rec{i:014}");
+            tx.execute(
+                "INSERT INTO records (id, tbl, created_time) VALUES (?1, 'Webhook Events', '')",
+                [&id],
+            )
+            .unwrap();
+            for (field, text) in [
+                ("Event ID", format!("ev-{i}")),
+                (
+                    "Raw Payload",
+                    format!("{{\"n\": {i}, \"pad\": \"{}\"}}", "x".repeat(500)),
+                ),
+            ] {
+                tx.execute(
+                    "INSERT INTO records_cells (record_id, field, text) VALUES (?1, ?2, ?3)",
+                    params![id, field, text],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    /// Every Webhook Events upsert looks its Event ID up: the lookup must go through the
+    /// (field, text) index, not walk the table's records, or each webhook costs more than
+    /// the one before (the 30-minute soak fell behind that way).
+    #[test]
+    fn a_lookup_by_field_does_not_grow_with_the_table() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        add_events(&conn, 0, 100);
+        let small = find_steps(&conn);
+        add_events(&conn, 100, 10_000);
+        let large = find_steps(&conn);
+        assert!(
+            large <= small * 2,
+            "{small} steps among 100 records, {large} among 10,000"
+        );
     }
 }

@@ -239,6 +239,8 @@ pub trait Store: Send + Sync {
     async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError>;
     /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).
     async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError>;
+    /// Whether some entry of this video still waits for the worker (a callback, say).
+    async fn has_pending_entries(&self, video: &RecordId) -> Result<bool, StoreError>;
     async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError>;
     async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError>;
 

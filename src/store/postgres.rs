@@ -364,6 +364,17 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get::<_, String>(0)).as_deref() == Some("pending"))
     }
 
+    async fn has_pending_entries(&self, video: &RecordId) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let row = row_one(
+            &client,
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = $1 AND state = 'pending')",
+            &[&video.to_string()],
+        )
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
         let client = self.pool.get().await?;
         row_opt(

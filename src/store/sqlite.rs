@@ -344,6 +344,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// Whether some entry of this video still waits for the worker (a callback, say).
+    async fn has_pending_entries(&self, video: &RecordId) -> Result<bool, StoreError> {
+        let video = video.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = ?1 AND state = 'pending')",
+            )?
+            .query_row([video], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
         self.read(move |c| {
             c.query_row(

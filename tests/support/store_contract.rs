@@ -202,11 +202,16 @@ pub async fn commit_is_whole_and_marks_the_entry_done(store: &Shared) {
         (format!("{id}:0"), record_effect("first")),
         (format!("{id}:1"), record_effect("second")),
     ];
+    assert!(store.has_pending_entries(&v).await.expect("pending"));
     let lease = one_lease(store, Lane::Worker, &v).await;
     store
         .commit(commit_of(&e, Some(snap.clone()), effects.clone()), &lease)
         .await
         .expect("commit");
+    assert!(
+        !store.has_pending_entries(&v).await.expect("pending"),
+        "nothing of the video left for the worker"
+    );
     assert_eq!(store.snapshot(&v).await.expect("snapshot"), Some(snap));
     let stored = store.entry(id).await.expect("entry").expect("stored");
     assert_eq!(stored.state, "done");
