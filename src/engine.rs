@@ -17,7 +17,7 @@ use crate::machine::{Job, JobId, Policy, Snapshot, Video};
 use crate::metrics::Metrics;
 use crate::records::airtable::AirtableBackend;
 use crate::records::{Records, RecordsError, VideoRecord};
-use crate::store::{Accepted, NewEntry, Payload, Source, Store, StoreError};
+use crate::store::{Accepted, Lane, Lease, NewEntry, Payload, Source, Store, StoreError};
 use crate::webhook::callback::CallbackSigner;
 
 /// The problems found in the base's schema (empty: all good), or why it could not be read.
@@ -158,6 +158,55 @@ impl Engine {
             })
             .await?;
         Ok(Some(video))
+    }
+
+    /// Claims `items`' videos on `lane`, in order, as many at a time as `slots` has free,
+    /// waiting for a free slot when there is none; hands each claimed video's item, lease
+    /// and slot to `start`. A lease is never held while waiting for a slot: that would be
+    /// work other replicas could be doing (and would wait for if this one died). Videos
+    /// claimed elsewhere are skipped.
+    pub async fn claim_in_order<T>(
+        &self,
+        lane: Lane,
+        slots: &Arc<tokio::sync::Semaphore>,
+        items: Vec<(RecordId, T)>,
+        mut start: impl FnMut(Lease, tokio::sync::OwnedSemaphorePermit, T),
+    ) {
+        let mut queue = items.into_iter();
+        while queue.len() > 0 && !self.is_shutting_down() {
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut permits = vec![first];
+            while permits.len() < queue.len() {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let mut chunk: Vec<(RecordId, Option<T>)> = queue
+                .by_ref()
+                .take(permits.len())
+                .map(|(v, t)| (v, Some(t)))
+                .collect();
+            let videos = chunk.iter().map(|(v, _)| v.clone()).collect();
+            let leases = match self.store.claim(lane, videos).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, lane = %lane, "could not claim videos");
+                    return;
+                }
+            };
+            for lease in leases {
+                let item = chunk
+                    .iter_mut()
+                    .find(|(v, _)| v == lease.video())
+                    .and_then(|(_, t)| t.take());
+                if let (Some(item), Some(permit)) = (item, permits.pop()) {
+                    start(lease, permit, item);
+                }
+            }
+        }
     }
 
     /// Stores an entry, then wakes the worker.

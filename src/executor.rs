@@ -87,26 +87,11 @@ pub async fn run(engine: Arc<Engine>) {
         // loop) or held by another replica.
         let mut stuck = false;
         match engine.store.due_effects(Utc::now(), 512).await {
-            Ok(mut due) => {
-                // Only as many as can start now (see the worker).
-                let room = limit.available_permits();
-                let videos = due.iter().take(room).map(|e| e.video_id.clone()).collect();
-                let leases = match engine.store.claim(Lane::Executor, videos).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        warn!(error = %e, "executor could not claim videos");
-                        Vec::new()
-                    }
-                };
-                stuck = !due.is_empty() && leases.is_empty();
-                for lease in leases {
-                    let Some(i) = due.iter().position(|e| &e.video_id == lease.video()) else {
-                        continue;
-                    };
-                    let e = due.swap_remove(i);
-                    let Ok(permit) = limit.clone().acquire_owned().await else {
-                        break;
-                    };
+            Ok(due) => {
+                let before = tasks.len();
+                let items = due.into_iter().map(|e| (e.video_id.clone(), e)).collect::<Vec<_>>();
+                let any_due = !items.is_empty();
+                let spawn = |lease: Lease, permit, e: OutboxEntry| {
                     let engine = engine.clone();
                     tasks.spawn(async move {
                         run_video(&engine, &lease, e).await;
@@ -114,7 +99,11 @@ pub async fn run(engine: Arc<Engine>) {
                         drop(lease);
                         engine.wake_executor.notify_one();
                     });
-                }
+                };
+                engine
+                    .claim_in_order(Lane::Executor, &limit, items, spawn)
+                    .await;
+                stuck = any_due && tasks.len() == before;
             }
             Err(e) => warn!(error = %e, "executor could not read the outbox"),
         }

@@ -51,29 +51,8 @@ pub async fn run(engine: Arc<Engine>) {
                         .unwrap_or(false)
                 });
                 // One lease per video across every replica: a video whose lease another
-                // task or replica holds is simply not ours this time round. Only as many as
-                // can start now: a lease held while waiting for a slot is work that other
-                // replicas could be doing (and would wait for if this one died).
-                let room = limit.available_permits();
-                let videos = by_video.iter().take(room).map(|(v, _)| v.clone()).collect();
-                let leases = match engine.store.claim(Lane::Worker, videos).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        warn!(error = %e, "worker could not claim videos");
-                        Vec::new()
-                    }
-                };
-                for lease in leases {
-                    let Some(list) = by_video
-                        .iter_mut()
-                        .find(|(v, _)| v == lease.video())
-                        .map(|(_, l)| std::mem::take(l))
-                    else {
-                        continue;
-                    };
-                    let Ok(permit) = limit.clone().acquire_owned().await else {
-                        break;
-                    };
+                // task or replica holds is simply not ours this time round.
+                let spawn = |lease: Lease, permit, list: Vec<InboxEntry>| {
                     let (engine, backoff) = (engine.clone(), backoff.clone());
                     tasks.spawn(async move {
                         let failed = process_video(&engine, &lease, list).await;
@@ -92,7 +71,10 @@ pub async fn run(engine: Arc<Engine>) {
                         drop(lease);
                         engine.wake_worker.notify_one();
                     });
-                }
+                };
+                engine
+                    .claim_in_order(Lane::Worker, &limit, by_video, spawn)
+                    .await;
             }
             Err(e) => warn!(error = %e, "worker could not read the inbox"),
         }
