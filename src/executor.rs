@@ -89,7 +89,10 @@ pub async fn run(engine: Arc<Engine>) {
         match engine.store.due_effects(Utc::now(), 512).await {
             Ok(due) => {
                 let before = tasks.len();
-                let items = due.into_iter().map(|e| (e.video_id.clone(), e)).collect::<Vec<_>>();
+                let items = due
+                    .into_iter()
+                    .map(|e| (e.video_id.clone(), e))
+                    .collect::<Vec<_>>();
                 let any_due = !items.is_empty();
                 let spawn = |lease: Lease, permit, e: OutboxEntry| {
                     let engine = engine.clone();

@@ -40,16 +40,7 @@ pub fn entry(video: &RecordId, key: Option<&str>) -> NewEntry {
 
 pub fn snapshot(video: &RecordId, status: VideoStatus, jobs: Vec<Job>) -> Snapshot {
     Snapshot {
-        video: Video {
-            id: video.clone(),
-            status,
-            source_video: None,
-            music_prompt: None,
-            music: None,
-            final_video: None,
-            error_details: None,
-            retries: 0,
-        },
+        video: Video::new(video.clone(), status),
         jobs,
     }
 }
