@@ -11,30 +11,17 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use futures::future::join_all;
 use reelstate::domain::RecordId;
-use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
+use reelstate::records::airtable::AirtableBackend;
 use reelstate::records::budget::{LocalBudget, PgBudget, RequestBudget};
 use reelstate::records::{Fields, RecordBackend};
 use serde_json::{Value, json};
-use support::airtable_double::{AirtableDouble, DoubleConfig};
+use support::airtable_double::{AirtableDouble, DoubleConfig, config_for};
 use support::pg::TestDatabase;
 
 fn fields(v: Value) -> Fields {
     match v {
         Value::Object(m) => m,
         other => panic!("fields must be an object, got {other}"),
-    }
-}
-
-fn config_for(double: &AirtableDouble) -> AirtableConfig {
-    AirtableConfig {
-        api_url: double.url(),
-        token: double.token(),
-        base_id: double.base_id(),
-        requests_per_second: 5,
-        lockout: Duration::from_secs(1),
-        max_attempts: 12,
-        request_timeout: Duration::from_secs(10),
-        backoff_base: Duration::from_millis(5),
     }
 }
 

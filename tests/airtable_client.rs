@@ -16,25 +16,12 @@ use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
 use reelstate::records::schema::{SchemaProblem, check_schema};
 use reelstate::records::{Fields, Filter, Mapping, RecordBackend, Records, RecordsError};
 use serde_json::{Value, json};
-use support::airtable_double::{AirtableDouble, DoubleConfig, DoubleSchema, FieldType};
+use support::airtable_double::{AirtableDouble, DoubleConfig, DoubleSchema, FieldType, config_for};
 
 fn fields(v: Value) -> Fields {
     match v {
         Value::Object(m) => m,
         other => panic!("fields must be an object, got {other}"),
-    }
-}
-
-fn config_for(double: &AirtableDouble) -> AirtableConfig {
-    AirtableConfig {
-        api_url: double.url(),
-        token: double.token(),
-        base_id: double.base_id(),
-        requests_per_second: 5,
-        lockout: Duration::from_secs(1),
-        max_attempts: 12,
-        request_timeout: Duration::from_secs(10),
-        backoff_base: Duration::from_millis(5),
     }
 }
 

@@ -1934,3 +1934,18 @@ pub mod formula {
         }
     }
 }
+
+/// A client configuration aimed at `double`: Airtable's 5 requests a second, a 1-s lockout,
+/// quick retries, as the client tests use it.
+pub fn config_for(double: &AirtableDouble) -> reelstate::records::airtable::AirtableConfig {
+    reelstate::records::airtable::AirtableConfig {
+        api_url: double.url(),
+        token: double.token(),
+        base_id: double.base_id(),
+        requests_per_second: 5,
+        lockout: std::time::Duration::from_secs(1),
+        max_attempts: 12,
+        request_timeout: std::time::Duration::from_secs(10),
+        backoff_base: std::time::Duration::from_millis(5),
+    }
+}
