@@ -1,4 +1,4 @@
-//! `states/` is the single human-readable source of the lifecycles (DESIGN.md, invariant 6).
+//! `states/` is the single human-readable source of the lifecycles (ARCHITECTURE.md, invariant 6).
 //! These tests keep it honest: its tables must list exactly the transitions that
 //! `machine::explore()` finds by running decide(), no more and no fewer, and the Mermaid
 //! diagram must draw exactly those transitions.
