@@ -196,6 +196,7 @@ pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, Api
         .events(EventQuery {
             outcome,
             video,
+            source: None,
             before_seq,
             limit,
         })
