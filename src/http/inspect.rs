@@ -160,7 +160,7 @@ fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
     })
 }
 
-const OUTCOMES: [&str; 7] = [
+pub(super) const OUTCOMES: [&str; 7] = [
     "applied",
     "recorded",
     "duplicate",

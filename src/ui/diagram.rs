@@ -324,7 +324,7 @@ fn draw(
     }
     let height = legend_top + legend.len() as f64 * LEGEND_LINE + MARGIN;
     let mut svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" class="lifecycle" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="{t}" font-family="ui-sans-serif, system-ui, sans-serif"><title>{t}</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker><marker id="arrow-taken" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#0369a1"/></marker></defs><rect width="100%" height="100%" fill="#ffffff"/><text x="{MARGIN}" y="{ty}" font-size="15" font-weight="700" fill="#0f172a">{t}</text>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="lifecycle" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="{t}" font-family="ui-sans-serif, system-ui, sans-serif"><title>{t}</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker><marker id="arrow-taken" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#0369a1"/></marker></defs><rect width="100%" height="100%" fill="#ffffff"/><text x="{MARGIN}" y="{ty}" font-size="15" font-weight="700" fill="#0f172a">{t}</text>"##,
         t = esc(title),
         ty = MARGIN + 4.0,
     );
