@@ -1,0 +1,272 @@
+//! The operator page in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), against the real binary in sandbox mode: a demo video completes, a
+//! second one fails, and the page shows what a person would look for. Screenshots go to
+//! the test's temporary directory, and to `docs/screenshots/` with
+//! `REELSTATE_UPDATE_SCREENSHOTS=1`. Skips, saying why, when Chromium is not installed.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::app::{AppBuilder, GOAPI_SECRET, TestApp};
+use support::webdriver::Browser;
+
+const TOKEN: &str = "operator-page-admin-token";
+
+fn shot_path(name: &str) -> PathBuf {
+    if std::env::var_os("REELSTATE_UPDATE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/screenshots")
+            .join(name)
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("screenshots")
+            .join(name)
+    }
+}
+
+async fn authed_post(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A second demo video, driven to music_generation_failed by an authenticated GoAPI
+/// `failed` webhook for its task (the sandbox's own later callbacks are then stale).
+async fn failed_video(app: &TestApp) -> String {
+    let r = app
+        .post_json("/sandbox/videos", &json!({}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let video = r["video_id"].as_str().expect("video id").to_owned();
+    let (status, body) = authed_post(app, &format!("/videos/{video}/music")).await;
+    assert_eq!(status, 202, "{body}");
+    let v = app
+        .wait_for_video(&video, Duration::from_secs(60), |v| {
+            v["jobs"][0]["external_id"].is_string()
+        })
+        .await;
+    let task = v["jobs"][0]["external_id"].as_str().expect("task id");
+    let req = reelstate::trigger::build(
+        reelstate::trigger::Kind::GoapiFailed,
+        &reelstate::trigger::Options {
+            server: &app.url,
+            video: &video,
+            task,
+            job: None,
+            submission_id: None,
+            goapi_secret: Some(GOAPI_SECRET),
+            signing_secret: None,
+        },
+    )
+    .expect("webhook");
+    let mut send = app.client.post(&req.url).json(&req.body);
+    for (k, v) in &req.headers {
+        send = send.header(*k, v);
+    }
+    assert!(send.send().await.expect("send").status().is_success());
+    app.wait_for_video(&video, Duration::from_secs(60), |v| {
+        v["status"] == "music_generation_failed"
+    })
+    .await;
+    video
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
+    let browser = match Browser::start(1280, 1000).await {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("SKIPPED: the operator page browser test needs Chromium: {why}");
+            return;
+        }
+    };
+    let app = AppBuilder::new()
+        .env("REELSTATE_SANDBOX", "true")
+        .env("REELSTATE_ADMIN_TOKEN", TOKEN)
+        .without("NCA_API_URL")
+        .without("NCA_API_KEY")
+        .spawn()
+        .await;
+    // The demo video the sandbox starts with.
+    let (_, events) = app.get_json("/events?outcome=applied&limit=1").await;
+    let demo = match events["events"][0]["video_id"].as_str() {
+        Some(v) => v.to_owned(),
+        None => {
+            let (_, e) = app.get_json("/events?limit=1").await;
+            e["events"][0]["video_id"]
+                .as_str()
+                .expect("the demo video's first event")
+                .to_owned()
+        }
+    };
+    app.wait_for_video(&demo, Duration::from_secs(60), |v| {
+        v["status"] == "completed"
+    })
+    .await;
+    let failed = failed_video(&app).await;
+
+    // The overview asks for the token, keeps it in the tab, and shows the counts.
+    browser.goto(&format!("{}/", app.url)).await;
+    browser.wait_for("#token-dialog[open]").await;
+    browser.type_into("#token-input", TOKEN).await;
+    browser.click("#token-save").await;
+    browser
+        .wait_for(r#"#video-states tr[data-state="completed"] td[data-count="1"]"#)
+        .await;
+    browser
+        .wait_for(r#"#video-states tr[data-state="music_generation_failed"] td[data-count="1"]"#)
+        .await;
+    browser
+        .wait_for(&format!(r#"#failed-videos tr[data-video="{failed}"]"#))
+        .await;
+    assert_eq!(
+        browser
+            .text(r#"#job-states tr[data-job-type="music_addition"] td[data-status="completed"]"#)
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    let token_in_session = browser
+        .eval(
+            "return sessionStorage.getItem('reelstate.adminToken');",
+            json!(null),
+        )
+        .await;
+    assert_eq!(token_in_session, json!(TOKEN));
+    browser.screenshot(&shot_path("overview.png")).await;
+
+    // The completed video: its current state highlighted, its path drawn, its timeline.
+    browser.set_window(1280, 1500).await;
+    browser.goto(&format!("{}/ui/videos/{demo}", app.url)).await;
+    browser
+        .wait_for(r#"#diagram g.state.current[data-state="completed"]"#)
+        .await;
+    for state in ["segments_combined", "generating_music", "adding_music"] {
+        assert_eq!(
+            browser
+                .count(&format!(
+                    r#"#diagram g.state.visited[data-state="{state}"]"#
+                ))
+                .await,
+            1,
+            "{state} is marked as visited"
+        );
+    }
+    assert_eq!(
+        browser
+            .count(r#"#diagram g.state.visited[data-state="music_addition_failed"]"#)
+            .await,
+        0
+    );
+    let timeline = browser.text("#timeline").await.expect("a timeline");
+    for expected in [
+        "music_requested",
+        "goapi_completed",
+        "nca_succeeded",
+        "generating_music → adding_music",
+        "adding_music → completed",
+    ] {
+        assert!(
+            timeline.contains(expected),
+            "timeline shows {expected}: {timeline}"
+        );
+    }
+    assert!(browser.count("#timeline tr[data-event]").await >= 5);
+    browser.screenshot(&shot_path("video.png")).await;
+
+    // A timeline row links to its raw payload.
+    let nca_row = browser
+        .eval(
+            "var rows = document.querySelectorAll('#timeline tr[data-event]');\
+             for (var r of rows) { if (r.textContent.indexOf('nca_succeeded') >= 0) return r.getAttribute('data-event'); }\
+             return null;",
+            json!(null),
+        )
+        .await;
+    let nca_event = nca_row.as_str().expect("an nca_succeeded row").to_owned();
+    browser
+        .eval(
+            "document.querySelector('#timeline tr[data-event=\"' + arguments[0] + '\"] a').click();",
+            json!(nca_event),
+        )
+        .await;
+    browser.wait_for("#payload").await;
+    let payload = browser.text("#payload").await.unwrap_or_default();
+    assert!(
+        payload.contains("file_url"),
+        "the NCA callback as sent: {payload}"
+    );
+
+    // The failed video: retry through the page, confirm, see the API's answer.
+    browser
+        .goto(&format!("{}/ui/videos/{failed}", app.url))
+        .await;
+    browser
+        .wait_for(r#"#diagram g.state.current[data-state="music_generation_failed"]"#)
+        .await;
+    browser.screenshot(&shot_path("video-failed.png")).await;
+    browser
+        .eval(
+            "document.querySelector('button[data-action$=\"/retry\"]').click();",
+            json!(null),
+        )
+        .await;
+    browser.wait_for("#confirm-dialog[open]").await;
+    let asked = browser.text("#confirm-call").await.unwrap_or_default();
+    assert_eq!(asked, format!("POST /videos/{failed}/retry"));
+    browser.click("#confirm-ok").await;
+    browser.wait_for("#result:not([hidden])").await;
+    let title = browser.text("#result-title").await.unwrap_or_default();
+    assert!(title.contains("→ 202"), "the API's answer: {title}");
+    let body = browser.text("#result-body").await.unwrap_or_default();
+    assert!(body.contains("\"applied\""), "the API's answer: {body}");
+    browser
+        .wait_for(r#"#diagram g.state.current:not([data-state="music_generation_failed"])"#)
+        .await;
+    browser.screenshot(&shot_path("video-retried.png")).await;
+    let (_, v) = app.get_json(&format!("/videos/{failed}")).await;
+    assert_eq!(
+        v["retries"],
+        json!(1),
+        "the retry went through the admin API"
+    );
+
+    // The event log, filtered by service.
+    browser.set_window(1280, 1000).await;
+    browser
+        .goto(&format!("{}/ui/events?service=nca", app.url))
+        .await;
+    browser.wait_for("#events tr[data-event]").await;
+    let sources = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#events tr[data-event] td:nth-child(3)')).map(function (c) { return c.textContent; });",
+            json!(null),
+        )
+        .await;
+    let sources: Vec<&str> = sources
+        .as_array()
+        .expect("cells")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| *s == "NCA Toolkit"),
+        "{sources:?}"
+    );
+    browser.goto(&format!("{}/ui/events", app.url)).await;
+    browser.wait_for("#events tr[data-event]").await;
+    browser.screenshot(&shot_path("events.png")).await;
+    browser.quit().await;
+}
