@@ -124,6 +124,7 @@ fn main() -> ExitCode {
                     println!(
                         "Demo video {video}: music requested. Watch it go generating_music -> adding_music -> completed:"
                     );
+                    println!("  in a browser: {url}/ui/videos/{video}   (overview: {url}/)");
                     println!("  curl -s {url}/videos/{video}");
                     println!("  curl -s '{url}/events?video_id={video}'");
                     println!(

@@ -270,3 +270,131 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
     browser.screenshot(&shot_path("events.png")).await;
     browser.quit().await;
 }
+
+async fn get_page(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut req = app.client.get(format!("{}{path}", app.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, csp, r.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
+    let app = AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("REELSTATE_ADMIN_TOKEN", TOKEN)
+        .spawn()
+        .await;
+    // The shell carries no data, so it is served to anyone; its data needs the token.
+    let (status, csp, html) = get_page(&app, "/", None).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(r#"<main id="view""#) && html.contains("/ui/assets/app.js"));
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    for path in ["/ui/fragments/overview", "/ui/fragments/events"] {
+        let (status, _, html) = get_page(&app, path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(html.contains("admin token"), "{html}");
+        let (status, _, _) = get_page(&app, path, Some("wrong")).await;
+        assert_eq!(status, 401, "{path}");
+        let (status, _, _) = get_page(&app, path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    // Bad input: a clear 4xx, an HTML page for pages, a fragment for fragments.
+    let (status, _, html) = get_page(&app, "/ui/videos/not-a-record", None).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("<!doctype html>") && html.contains("invalid_video_id"));
+    let (status, _, html) = get_page(&app, "/ui/events/42", None).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("invalid_event_id"));
+    let cases = [
+        ("/ui/fragments/videos/recAAAAAAAAAAAAAA", 404, "not_found"),
+        ("/ui/fragments/videos/nope", 400, "invalid_video_id"),
+        ("/ui/fragments/events?outcome=bogus", 400, "invalid_outcome"),
+        ("/ui/fragments/events?service=bogus", 400, "invalid_service"),
+        ("/ui/fragments/events?before=x", 400, "invalid_cursor"),
+        ("/ui/fragments/nothing", 404, "not_found"),
+    ];
+    for (path, want, code) in cases {
+        let (status, _, html) = get_page(&app, path, Some(TOKEN)).await;
+        assert_eq!(status, want, "{path}: {html}");
+        assert!(html.contains(code), "{path}: {html}");
+    }
+    let r = app.post_json("/ui/events", &json!({})).await;
+    assert_eq!(r.status().as_u16(), 405);
+
+    // A sender's markup is shown as text, never run.
+    let mut body: Value =
+        serde_json::from_str(include_str!("fixtures/goapi/udio_failed.json")).expect("fixture");
+    body["data"]["error"]["message"] =
+        json!(r#"<script>alert("owned")</script><img src=x onerror=alert(1)>"#);
+    let r = app
+        .client
+        .post(format!(
+            "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
+            app.url
+        ))
+        .header("x-webhook-secret", GOAPI_SECRET)
+        .json(&body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status().as_u16(), 202);
+    let event: Value = r.json().await.expect("json");
+    let id = event["event_id"].as_str().expect("event id");
+    let (status, _, html) =
+        get_page(&app, &format!("/ui/fragments/events/{id}"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(r#"&lt;script&gt;alert(\&quot;owned\&quot;)&lt;/script&gt;"#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("<img"),
+        "{html}"
+    );
+    let (_, _, html) = get_page(&app, "/ui/fragments/events", Some(TOKEN)).await;
+    assert!(html.contains(id) && !html.contains("<script"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reads_the_engines_store_and_never_airtable() {
+    use support::airtable_double::{AirtableDouble, DoubleConfig};
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    let app = AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("AIRTABLE_TOKEN", &airtable.token())
+        .env("AIRTABLE_BASE_ID", &airtable.base_id())
+        .env("AIRTABLE_API_URL", &airtable.url())
+        .spawn()
+        .await;
+    let before = airtable.requests().len();
+    for path in [
+        "/",
+        "/ui/fragments/overview",
+        "/ui/fragments/events",
+        "/ui/fragments/events?service=goapi&outcome=applied",
+        "/ui/videos/recAAAAAAAAAAAAAC",
+        "/ui/fragments/videos/recAAAAAAAAAAAAAC",
+    ] {
+        for _ in 0..3 {
+            let (status, _, html) = get_page(&app, path, None).await;
+            assert!(status == 200 || status == 404, "{path}: {status} {html}");
+        }
+    }
+    let (_, _, html) = get_page(&app, "/ui/fragments/overview", None).await;
+    assert!(html.contains("requests sent since start"), "{html}");
+    assert_eq!(
+        airtable.requests().len(),
+        before,
+        "the page caused no request to Airtable"
+    );
+}
