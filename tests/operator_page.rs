@@ -398,3 +398,38 @@ async fn the_page_reads_the_engines_store_and_never_airtable() {
         "the page caused no request to Airtable"
     );
 }
+
+#[test]
+fn states_svg_writes_both_diagrams_from_the_exploration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["states", "--svg"])
+        .arg(dir.path().join("diagrams"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (videos, jobs) = reelstate::machine::explore();
+    let video = std::fs::read_to_string(dir.path().join("diagrams/video.svg")).expect("video.svg");
+    assert!(video.starts_with("<svg"));
+    for r in &videos {
+        assert!(video.contains(&r.event) && video.contains(&format!(r#"data-state="{}""#, r.from)));
+    }
+    let job = std::fs::read_to_string(dir.path().join("diagrams/job.svg")).expect("job.svg");
+    for r in &jobs {
+        assert!(job.contains(&format!("{} ({})", r.event, r.job_type)));
+    }
+    // A directory that cannot be made: a clear error, not a panic.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["states", "--svg"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write the diagrams"));
+}
