@@ -245,8 +245,17 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
 
     // The event log, filtered by service.
     browser.set_window(1280, 1000).await;
+    browser.goto(&format!("{}/ui/events", app.url)).await;
+    browser.wait_for("#filter-service").await;
     browser
-        .goto(&format!("{}/ui/events?service=nca", app.url))
+        .eval(
+            "document.getElementById('filter-service').value = 'nca';",
+            json!(null),
+        )
+        .await;
+    browser.click("form.filters button[type=submit]").await;
+    browser
+        .wait_for(r#"#filter-service option[value="nca"][selected]"#)
         .await;
     browser.wait_for("#events tr[data-event]").await;
     let sources = browser
@@ -363,6 +372,42 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     );
     let (_, _, html) = get_page(&app, "/ui/fragments/events", Some(TOKEN)).await;
     assert!(html.contains(id) && !html.contains("<script"));
+
+    // The log pages by 50, keeping the filters.
+    for i in 0..50 {
+        body["timestamp"] = json!(1_700_000_000 + i);
+        let r = app
+            .client
+            .post(format!(
+                "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
+                app.url
+            ))
+            .header("x-webhook-secret", GOAPI_SECRET)
+            .json(&body)
+            .send()
+            .await
+            .expect("webhook");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let first = "/ui/fragments/events?service=goapi&video_id=recAAAAAAAAAAAAAB";
+    let (_, _, html) = get_page(&app, first, Some(TOKEN)).await;
+    assert_eq!(html.matches("<tr data-event=").count(), 50);
+    let older = html
+        .split(r#"<a id="older" href="/ui/events?"#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to older events")
+        .replace("&amp;", "&");
+    assert!(older.contains("service=goapi") && older.contains("video_id=recAAAAAAAAAAAAAB"));
+    let (status, _, html) =
+        get_page(&app, &format!("/ui/fragments/events?{older}"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        html.matches("<tr data-event=").count(),
+        1,
+        "the 51st, oldest"
+    );
+    assert!(html.contains(id) && html.contains("newest"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

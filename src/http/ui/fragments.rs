@@ -600,28 +600,38 @@ async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError>
         })
         .await?;
 
-    let select = |name: &str, current: Option<&str>, options: &[&str]| {
+    // Options are (value, label).
+    let select = |name: &str, current: Option<&str>, options: &[(&str, &str)]| {
         let mut s = format!(
             r#"<select name="{n}" id="filter-{n}"><option value="">any</option>"#,
             n = esc(name)
         );
-        for o in options {
+        for (value, label) in options {
             s.push_str(&format!(
-                r#"<option value="{o}"{sel}>{o}</option>"#,
-                o = esc(o),
-                sel = if current == Some(*o) { " selected" } else { "" }
+                r#"<option value="{v}"{sel}>{l}</option>"#,
+                v = esc(value),
+                l = esc(label),
+                sel = if current == Some(*value) {
+                    " selected"
+                } else {
+                    ""
+                }
             ));
         }
         s.push_str("</select>");
         s
     };
-    let services: Vec<String> = SOURCES.iter().map(|s| s.to_string()).collect();
-    let services: Vec<&str> = services.iter().map(String::as_str).collect();
+    let services: Vec<(String, &str)> = SOURCES
+        .iter()
+        .map(|s| (s.to_string(), s.service_name()))
+        .collect();
+    let services: Vec<(&str, &str)> = services.iter().map(|(v, l)| (v.as_str(), *l)).collect();
+    let outcome_options: Vec<(&str, &str)> = outcomes.iter().map(|o| (*o, *o)).collect();
     let source_name = source.map(|s| s.to_string());
     let mut html = String::from("<h1>Event log</h1>");
     html.push_str(&format!(
         r#"<form class="filters" method="get" action="/ui/events"><label>outcome {o}</label><label>service {s}</label><label>video <input name="video_id" id="filter-video" value="{v}" placeholder="rec…" size="20"></label><button type="submit" class="primary">Search</button> <a href="/ui/events">clear</a></form>"#,
-        o = select("outcome", outcome.as_deref(), &outcomes),
+        o = select("outcome", outcome.as_deref(), &outcome_options),
         s = select("service", source_name.as_deref(), &services),
         v = esc(video_param.as_deref().unwrap_or("")),
     ));
