@@ -165,7 +165,7 @@ fn airtable_card(engine: &Engine) -> String {
         .as_ref()
         .map_or(30, |a| a.lockout.as_secs());
     format!(
-        r#"<div class="card{bad}" id="airtable"><div class="label">Airtable (≤ 5 requests/s per base)</div><div class="big">{r}</div><div>requests sent since start · {rw} records written · {re} retries · <strong>{l}</strong> lockouts (429, {lockout} s each)</div></div>"#,
+        r#"<div class="card{bad}" id="airtable"><div class="label">Airtable (≤ 5 requests/s per base)</div><div class="big" data-requests="{r}">{r}</div><div>requests sent since start · {rw} records written · {re} retries · <strong>{l}</strong> lockouts (429, {lockout} s each)</div><div class="muted" id="airtable-rate"></div></div>"#,
         bad = if s.rate_limited > 0 { " warn" } else { "" },
         r = s.requests,
         rw = s.records_written,

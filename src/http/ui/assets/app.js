@@ -34,12 +34,31 @@
         return r.text().then(function (html) {
           view.innerHTML = html;
           view.setAttribute("data-status", String(r.status));
+          airtableRate();
           stamp.textContent = (live ? "live · " : "") + "updated " + new Date().toLocaleTimeString();
         });
       })
       .catch(function (e) {
         stamp.textContent = "cannot reach the server (" + e.message + "); retrying";
       });
+  }
+
+  // The Airtable request rate now, from the counter's change between two refreshes: the
+  // server keeps no history for the page.
+  var lastSample = null;
+  function airtableRate() {
+    var el = document.querySelector("#airtable [data-requests]");
+    var out = document.getElementById("airtable-rate");
+    if (!el || !out) return;
+    var n = Number(el.getAttribute("data-requests"));
+    var t = Date.now();
+    if (lastSample && t - lastSample.t > 500 && n >= lastSample.n) {
+      var perSecond = ((n - lastSample.n) * 1000) / (t - lastSample.t);
+      out.textContent = "now about " + perSecond.toFixed(1) + " requests/s (the base allows 5)";
+    } else {
+      out.textContent = "measuring the current rate…";
+    }
+    lastSample = { n: n, t: t };
   }
 
   function schedule() {
