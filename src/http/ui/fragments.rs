@@ -392,7 +392,11 @@ async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
         m = media(s.video.music.as_ref()),
         f = media(s.video.final_video.as_ref()),
         e = opt(s.video.error_details.as_deref()),
-        n = esc(&next.join(", ")),
+        n = if next.is_empty() {
+            opt(None)
+        } else {
+            esc(&next.join(", "))
+        },
     ));
     html.push_str(&format!(
         r#"<div class="actions">{}{}</div>"#,
