@@ -85,13 +85,20 @@ async fn failed_video(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
-    let browser = match Browser::start(1280, 1000).await {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("SKIPPED: the operator page browser test needs Chromium: {why}");
-            return;
-        }
-    };
+    use support::webdriver::on_path;
+    if on_path(&["chromedriver"]).is_none()
+        || on_path(&["chromium", "chromium-browser", "google-chrome"]).is_none()
+    {
+        eprintln!(
+            "SKIPPED: the operator page browser test needs chromium and chromedriver on PATH \
+             (apt-get install chromium chromium-driver; .ci/run does)"
+        );
+        return;
+    }
+    // Installed but not starting is a failure, not a skip.
+    let browser = Browser::start(1280, 1000)
+        .await
+        .unwrap_or_else(|why| panic!("cannot start headless Chromium: {why}"));
     let app = AppBuilder::new()
         .env("REELSTATE_SANDBOX", "true")
         .env("REELSTATE_ADMIN_TOKEN", TOKEN)

@@ -27,8 +27,7 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium; None (with the reason) when either is
-    /// missing from PATH.
+    /// Starts chromedriver and a headless Chromium, or says why it could not.
     pub async fn start(width: u32, height: u32) -> Result<Self, String> {
         let driver_bin = on_path(&["chromedriver"])
             .ok_or("chromedriver is not on PATH (apt-get install chromium-driver)")?;
