@@ -642,6 +642,15 @@ fn formulas(filter: &Filter) -> Vec<String> {
     let literal = |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
     match filter {
         Filter::Equals { field, value } => vec![format!("{}={}", field_ref(field), literal(value))],
+        // IS_AFTER is strict; a millisecond earlier makes it "at or after".
+        Filter::CreatedSince(since) => {
+            let at = (*since - chrono::Duration::milliseconds(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            vec![format!(
+                "IS_AFTER(CREATED_TIME(),DATETIME_PARSE({}))",
+                literal(&at)
+            )]
+        }
         Filter::RecordIds(ids) => {
             let mut seen = HashSet::new();
             let unique: Vec<&RecordId> = ids.iter().filter(|id| seen.insert(*id)).collect();
