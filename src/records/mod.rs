@@ -9,6 +9,7 @@
 
 pub mod airtable;
 pub mod budget;
+pub mod guess;
 mod mapping;
 pub mod postgres;
 mod rules;
