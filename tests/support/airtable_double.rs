@@ -453,6 +453,8 @@ struct State {
     offsets: HashMap<String, usize>,
     /// Every attachment URL handed out, with when: each read mints new ones.
     minted: Vec<(String, std::time::SystemTime)>,
+    /// Writes are applied at once but answered this much later.
+    write_delay: Option<Duration>,
 }
 
 /// An API error: status and body.
@@ -1706,6 +1708,7 @@ impl AirtableDouble {
             id_rng: StdRng::seed_from_u64(cfg.seed.wrapping_add(1)),
             offsets: HashMap::new(),
             minted: Vec::new(),
+            write_delay: None,
         }));
 
         let shared = state.clone();
@@ -1714,22 +1717,35 @@ impl AirtableDouble {
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |method: warp::http::Method,
                       path: warp::path::FullPath,
                       query: String,
                       auth: Option<String>,
                       body: bytes::Bytes| {
-                    let (status, value) = shared.lock().unwrap_or_else(|p| p.into_inner()).handle(
-                        method.as_str(),
-                        path.as_str(),
-                        &query,
-                        auth.as_deref(),
-                        &body,
-                    );
-                    let status = warp::http::StatusCode::from_u16(status)
-                        .unwrap_or(warp::http::StatusCode::INTERNAL_SERVER_ERROR);
-                    warp::reply::with_status(warp::reply::json(&value), status)
+                    let (status, value, hold) = {
+                        let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        let (status, value) = state.handle(
+                            method.as_str(),
+                            path.as_str(),
+                            &query,
+                            auth.as_deref(),
+                            &body,
+                        );
+                        let write = method != warp::http::Method::GET
+                            && !path.as_str().ends_with("/listRecords");
+                        (status, value, state.write_delay.filter(|_| write))
+                    };
+                    async move {
+                        // A write applied whose answer is late: what a slow network, a
+                        // proxy or a process killed while waiting sees.
+                        if let Some(hold) = hold {
+                            tokio::time::sleep(hold).await;
+                        }
+                        let status = warp::http::StatusCode::from_u16(status)
+                            .unwrap_or(warp::http::StatusCode::INTERNAL_SERVER_ERROR);
+                        warp::reply::with_status(warp::reply::json(&value), status)
+                    }
                 },
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1804,6 +1820,11 @@ impl AirtableDouble {
     /// as if the base had gone over its limit.
     pub fn rate_limit_at_request(&self, n: u64) {
         self.state().lockout_in = Some(n.max(1));
+    }
+
+    /// Applies every write at once but answers it only after `delay` (`None`: at once).
+    pub fn set_write_delay(&self, delay: Option<Duration>) {
+        self.state().write_delay = delay;
     }
 
     /// When the double handed out this attachment URL (each read mints new ones).
