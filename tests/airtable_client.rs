@@ -946,3 +946,28 @@ async fn the_double_plays_computed_fields_selects_attachments_and_links() {
     );
     double.shutdown().await;
 }
+
+/// A 504 can come from a proxy after Airtable applied the write. Repeating an update is
+/// harmless, repeating a create makes a second record: so a create answered 504 is not
+/// repeated (its caller finds out what happened; see `creation`), an update is.
+#[tokio::test]
+async fn a_create_answered_504_after_it_was_applied_is_not_repeated() {
+    let (double, b) = setup().await;
+    double.gateway_timeout_after_apply(1);
+    let created = b
+        .create("Videos", fields(json!({"Name": "applied, then 504"})))
+        .await;
+    assert!(
+        matches!(&created, Err(RecordsError::Transient(m)) if m.contains("not repeated")),
+        "{created:?}"
+    );
+    assert_eq!(double.records("Videos").len(), 1, "one record, not two");
+    let id = rid(&double.records("Videos")[0].id);
+    double.gateway_timeout_after_apply(1);
+    let updated = b
+        .update("Videos", &id, fields(json!({"Name": "updated"})))
+        .await
+        .expect("an update answered 504 is repeated and succeeds");
+    assert_eq!(updated.fields["Name"], json!("updated"));
+    double.shutdown().await;
+}

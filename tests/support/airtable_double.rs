@@ -455,6 +455,8 @@ struct State {
     minted: Vec<(String, std::time::SystemTime)>,
     /// Writes are applied at once but answered this much later.
     write_delay: Option<Duration>,
+    /// The next this many successful writes are answered 504 (after being applied).
+    gateway_timeouts: u64,
 }
 
 /// An API error: status and body.
@@ -1709,6 +1711,7 @@ impl AirtableDouble {
             offsets: HashMap::new(),
             minted: Vec::new(),
             write_delay: None,
+            gateway_timeouts: 0,
         }));
 
         let shared = state.clone();
@@ -1734,6 +1737,15 @@ impl AirtableDouble {
                         );
                         let write = method != warp::http::Method::GET
                             && !path.as_str().ends_with("/listRecords");
+                        let (status, value) =
+                            if write && status == 200 && state.gateway_timeouts > 0 {
+                                // A proxy in front of Airtable gave up waiting: the write was
+                                // applied, the caller hears 504.
+                                state.gateway_timeouts -= 1;
+                                (504, json!("504 Gateway Time-out"))
+                            } else {
+                                (status, value)
+                            };
                         (status, value, state.write_delay.filter(|_| write))
                     };
                     async move {
@@ -1825,6 +1837,12 @@ impl AirtableDouble {
     /// Applies every write at once but answers it only after `delay` (`None`: at once).
     pub fn set_write_delay(&self, delay: Option<Duration>) {
         self.state().write_delay = delay;
+    }
+
+    /// The next `n` writes are applied, then answered 504 as a proxy in front of Airtable
+    /// answers when it gives up waiting: the unkind case of an unknown outcome.
+    pub fn gateway_timeout_after_apply(&self, n: u64) {
+        self.state().gateway_timeouts = n;
     }
 
     /// When the double handed out this attachment URL (each read mints new ones).
