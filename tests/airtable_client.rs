@@ -255,7 +255,7 @@ async fn links_are_two_way_and_jobs_are_found_by_ids_and_by_value() {
     double.shutdown().await;
 }
 
-/// The pitfall of CONTRACTS.md, checked on the double itself: in a formula a linked field
+/// The pitfall of docs/airtable.md ("Links"), checked on the double itself: in a formula a linked field
 /// is its records' primary field values, so searching it for a record id finds nothing.
 #[tokio::test]
 async fn the_double_evaluates_linked_fields_as_primary_values() {

@@ -360,4 +360,40 @@ mod tests {
         assert_eq!(m.parse_video_status("Done"), VideoStatus::Completed);
         assert!(Mapping::from_toml("[videos]\nnope = 1").is_err());
     }
+
+    #[test]
+    fn an_empty_name_switches_a_field_off_and_values_are_checked() {
+        let m = Mapping::from_toml(
+            r#"
+            [jobs]
+            job_id = ""
+            timestamps = ""
+            [webhook_events]
+            event_id = ""
+            endpoint = ""
+            timestamp = ""
+            error_details = ""
+            related_job = ""
+            [job_type_values]
+            music_generation = "music"
+            [service_values]
+            nca = "NCA"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.jobs.job_id, None);
+        assert_eq!(m.jobs.timestamps, None);
+        assert_eq!(m.jobs.webhook_url.as_deref(), Some("Webhook URL"));
+        let w = &m.webhook_events;
+        assert!(w.event_id.is_none() && w.endpoint.is_none() && w.timestamp.is_none());
+        assert!(w.error_details.is_none() && w.related_job.is_none());
+        assert_eq!(m.job_type_value(&JobType::MusicGeneration), "music");
+        assert_eq!(m.parse_job_type("music"), JobType::MusicGeneration);
+        assert_eq!(m.job_type_value(&JobType::MusicAddition), "music_addition");
+        assert_eq!(m.service_value("nca", "NCA Toolkit"), "NCA");
+        assert_eq!(m.service_value("goapi", "GoAPI"), "GoAPI");
+        let typo = Mapping::from_toml("[job_status_values]\ncomplete = \"Done\"").unwrap_err();
+        assert!(typo.contains("\"complete\""), "{typo}");
+        assert!(Mapping::from_toml("[service_values]\ngoapi = \"\"").is_err());
+    }
 }

@@ -1,5 +1,5 @@
 //! The contract every [`RecordBackend`] must meet: Airtable's semantics as the engine relies
-//! on them (CONTRACTS.md, "Airtable Web API"). One suite, run against every backend and
+//! on them (docs/airtable.md). One suite, run against every backend and
 //! every double, so that passing here means the engine cannot tell them apart.
 //!
 //! It uses the default [`Mapping`]'s tables and field names and only values a real base with
