@@ -346,3 +346,32 @@ async fn what_a_base_lacks_is_named_field_by_field() {
         .expect("problems listed");
     assert_eq!(problems.len(), 2, "{body:#}");
 }
+
+/// The README's complete example mapping fits the base it describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_example_fits_the_production_base() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### A complete example")
+        .nth(1)
+        .expect("the README has a complete example");
+    let toml = section
+        .split("```toml")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block");
+    let mapping = reelstate::records::Mapping::from_toml(toml).expect("the example parses");
+    let airtable = double(DoubleSchema::production_base(Spelling::Code)).await;
+    let problems = reelstate::records::schema::check_schema(
+        &support::airtable_double::config_for(&airtable),
+        &mapping,
+    )
+    .await
+    .expect("schema read");
+    assert_eq!(
+        problems,
+        vec![],
+        "the README example must fit the base it describes"
+    );
+}
