@@ -425,16 +425,21 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 error_details: patch.error.clone(),
                 timestamps: None,
             };
-            // A job whose record the store knows is updated by record id (the engine's own
-            // and those another part of the pipeline created alike); one it does not know
-            // yet is written as its creation would be.
+            // Jobs another part of the pipeline created are named after their record and
+            // updated by record id, as is every job on a base without a Job ID to write.
+            // With one, the engine's own jobs are upserted on it, which lets this write
+            // share one request with the video's job creation. A job with no record yet
+            // on a base without a key is written as its creation would be.
+            let keyed = engine.records.jobs_have_key();
             match engine.store.job_location(*job).await?.and_then(|(_, r)| r) {
-                Some(record) => engine.records.update_job(&record, &fields).await?,
-                None if engine.records.jobs_have_key() => {
+                Some(record) if !keyed || JobId::for_record(&record) == *job => {
+                    engine.records.update_job(&record, &fields).await?
+                }
+                _ if keyed => {
                     let record = engine.records.write_job(&fields).await?;
                     engine.store.set_job_record(*job, &record).await?;
                 }
-                None => {
+                _ => {
                     fields.related_video = Some(video.clone());
                     let f = engine.records.job_fields_with_id(&fields);
                     let owner = format!("job:{job}");
