@@ -18,5 +18,6 @@ pub mod store;
 pub mod telemetry;
 pub mod text;
 pub mod trigger;
+pub mod ui;
 pub mod webhook;
 pub mod worker;

@@ -22,7 +22,11 @@ enum Command {
     /// Run the service: webhooks, worker, executor, inspection API.
     Serve(Box<ServeArgs>),
     /// Print the Mermaid state diagrams of the Video and Job lifecycles, drawn from the code.
-    States,
+    States {
+        /// Write the diagrams as SVG files (video.svg, job.svg) into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        svg: Option<std::path::PathBuf>,
+    },
     /// Check that the Airtable base has every table, field and select option the engine
     /// writes (reads the base's schema; needs the token's schema.bases:read scope).
     CheckAirtable {
@@ -80,10 +84,25 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::States => {
+        Command::States { svg: None } => {
             print!("{}", reelstate::machine::mermaid());
             ExitCode::SUCCESS
         }
+        Command::States { svg: Some(dir) } => match reelstate::ui::diagram::write_files(&dir) {
+            Ok(paths) => {
+                for p in paths {
+                    println!("{}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "reelstate: cannot write the diagrams into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             telemetry::init(cli.log_format);
             let settings = match args.validate() {
@@ -105,6 +124,7 @@ fn main() -> ExitCode {
                     println!(
                         "Demo video {video}: music requested. Watch it go generating_music -> adding_music -> completed:"
                     );
+                    println!("  in a browser: {url}/ui/videos/{video}   (overview: {url}/)");
                     println!("  curl -s {url}/videos/{video}");
                     println!("  curl -s '{url}/events?video_id={video}'");
                     println!(

@@ -160,7 +160,7 @@ fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
     })
 }
 
-const OUTCOMES: [&str; 7] = [
+pub(super) const OUTCOMES: [&str; 7] = [
     "applied",
     "recorded",
     "duplicate",
@@ -196,6 +196,7 @@ pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, Api
         .events(EventQuery {
             outcome,
             video,
+            source: None,
             before_seq,
             limit,
         })

@@ -6,6 +6,7 @@
 mod error;
 mod inspect;
 mod ops;
+mod ui;
 mod webhooks;
 
 use std::sync::Arc;
@@ -134,6 +135,9 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
             Err(ApiError::method_not_allowed(methods))
         }
     };
+    if let Some(page) = ui::route(engine, &req, &seg).await {
+        return page;
+    }
     match seg.as_slice() {
         ["webhooks", "goapi"] => {
             allow(&[Method::POST])?;

@@ -13,6 +13,7 @@
 //! fails with [`StoreError::LeaseLost`] and changes nothing.
 
 mod lease;
+mod overview;
 mod postgres;
 mod sqlite;
 
@@ -24,6 +25,7 @@ use crate::domain::RecordId;
 use crate::machine::{Effect, Event, JobId, Snapshot};
 
 pub use lease::{Lane, Lease, LocalLeases};
+pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, busy_wait};
 
@@ -207,6 +209,8 @@ pub struct EventQuery {
     /// failed for good.
     pub outcome: Option<String>,
     pub video: Option<RecordId>,
+    /// Where the entries came from (GoAPI, NCA, an operator, the engine).
+    pub source: Option<Source>,
     pub before_seq: Option<i64>,
     pub limit: u32,
 }
@@ -325,6 +329,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError>;
 
     async fn depths(&self) -> Result<Depths, StoreError>;
+    /// Counts per state and what needs attention (at most `limit` rows of each list), for
+    /// the operator page.
+    async fn overview(&self, limit: u32) -> Result<Overview, StoreError>;
     /// Active jobs whose next check is due.
     async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError>;
     async fn reschedule_check(

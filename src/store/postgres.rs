@@ -5,6 +5,8 @@
 //! claimed with, so a replica that stalled past its lease cannot overwrite the work of the
 //! replica that took over.
 
+mod overview;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -404,6 +406,10 @@ impl Store for PgStore {
         if let Some(v) = &q.video {
             args.push(Box::new(v.to_string()));
             sql.push_str(&format!(" AND video_id = ${}", args.len()));
+        }
+        if let Some(source) = q.source {
+            args.push(Box::new(source.to_string()));
+            sql.push_str(&format!(" AND source = ${}", args.len()));
         }
         if let Some(b) = q.before_seq {
             args.push(Box::new(b));
@@ -887,6 +893,11 @@ impl Store for PgStore {
             outbox_pending: r.try_get(1)?,
             outbox_failed: r.try_get(2)?,
         })
+    }
+
+    async fn overview(&self, limit: u32) -> Result<super::Overview, StoreError> {
+        let client = self.pool.get().await?;
+        overview::overview(&client, limit).await
     }
 
     async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError> {

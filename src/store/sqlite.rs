@@ -2,6 +2,8 @@
 //! runs on the blocking pool behind one connection; SQLite serialises writers anyway, and
 //! one connection keeps "check then insert" steps (duplicate detection) atomic.
 
+mod overview;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -388,6 +390,10 @@ impl Store for SqliteStore {
                 args.push(v.to_string());
                 sql.push_str(&format!(" AND video_id = ?{}", args.len()));
             }
+            if let Some(source) = q.source {
+                args.push(source.to_string());
+                sql.push_str(&format!(" AND source = ?{}", args.len()));
+            }
             if let Some(b) = q.before_seq {
                 args.push(b.to_string());
                 sql.push_str(&format!(" AND seq < CAST(?{} AS INTEGER)", args.len()));
@@ -771,6 +777,10 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn overview(&self, limit: u32) -> Result<super::Overview, StoreError> {
+        self.read(move |c| overview::overview(c, limit)).await
     }
 
     /// Active jobs whose next check is due.

@@ -10,4 +10,5 @@ pub mod nca_double;
 pub mod pg;
 pub mod records_contract;
 pub mod store_contract;
+pub mod webdriver;
 pub mod world;

@@ -110,6 +110,7 @@ pub async fn run_all(store: Shared) {
     a_commit_needs_the_videos_worker_lease(&store).await;
     the_reconcilers_worklist_follows_active_jobs(&store).await;
     events_page_and_filter(&store).await;
+    overview_counts_states_and_lists_what_needs_attention(&store).await;
     store.ping().await.expect("ping");
     let d = store.depths().await.expect("depths");
     assert!(d.inbox_pending >= 0 && d.outbox_pending >= 0 && d.outbox_failed >= 1);
@@ -421,6 +422,7 @@ pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
         .events(EventQuery {
             outcome: Some("failed".into()),
             video: Some(v.clone()),
+            source: None,
             before_seq: None,
             limit: 50,
         })
@@ -619,6 +621,7 @@ pub async fn events_page_and_filter(store: &Shared) {
     let q = |before_seq| EventQuery {
         outcome: None,
         video: Some(v.clone()),
+        source: None,
         before_seq,
         limit: 2,
     };
@@ -637,10 +640,129 @@ pub async fn events_page_and_filter(store: &Shared) {
         .events(EventQuery {
             outcome: Some("applied".into()),
             video: Some(v.clone()),
+            source: None,
             before_seq: None,
             limit: 10,
         })
         .await
         .expect("events");
     assert!(applied.is_empty(), "none processed yet");
+    let mut from_nca = entry(&v, None);
+    from_nca.source = Source::Nca;
+    let nca_id = new_id(store, from_nca).await;
+    let by_source = |source| EventQuery {
+        video: Some(v.clone()),
+        source: Some(source),
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let nca = store.events(by_source(Source::Nca)).await.expect("events");
+    assert_eq!(
+        nca.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        vec![nca_id]
+    );
+    let goapi = store
+        .events(by_source(Source::Goapi))
+        .await
+        .expect("events");
+    assert_eq!(goapi.len(), 5, "the GoAPI entries only");
+}
+
+/// The operator page's counts are deltas here: the suite may run on a store holding data.
+pub async fn overview_counts_states_and_lists_what_needs_attention(store: &Shared) {
+    let count = |o: &reelstate::store::Overview, status: &str| {
+        o.videos
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    let jobs = |o: &reelstate::store::Overview, status: &str| {
+        o.jobs
+            .iter()
+            .find(|(k, s, _)| k == "music_generation" && s == status)
+            .map_or(0, |(_, _, n)| *n)
+    };
+    let before = store.overview(500).await.expect("overview");
+
+    // A failed video with a failed job and a second, waiting job.
+    let failed = video();
+    let e = entry(&failed, None);
+    new_id(store, e.clone()).await;
+    let mut snap = snapshot(
+        &failed,
+        VideoStatus::MusicGenerationFailed,
+        vec![job(JobStatus::Failed, Some("t-1"))],
+    );
+    snap.video.error_details = Some("GoAPI said <quota>".into());
+    let lease = eventually_claim(store, Lane::Worker, &failed).await;
+    store
+        .commit(commit_of(&e, Some(snap), Vec::new()), &lease)
+        .await
+        .expect("commit");
+    drop(lease);
+    let generating = video();
+    let e = entry(&generating, None);
+    new_id(store, e.clone()).await;
+    let waiting = job(JobStatus::Processing, Some("t-2"));
+    let snap = snapshot(
+        &generating,
+        VideoStatus::GeneratingMusic,
+        vec![waiting.clone()],
+    );
+    let lease = eventually_claim(store, Lane::Worker, &generating).await;
+    store
+        .commit(commit_of(&e, Some(snap), Vec::new()), &lease)
+        .await
+        .expect("commit");
+    drop(lease);
+    // An effect retrying after a failed attempt, and a pending entry.
+    let retrying = video();
+    let ids = with_effects(store, &retrying, 1).await;
+    store
+        .effect_retry_later(&ids[0], Utc::now(), "503 from Airtable")
+        .await
+        .expect("retry later");
+    let pending = video();
+    new_id(store, entry(&pending, None)).await;
+
+    let after = store.overview(500).await.expect("overview");
+    assert_eq!(
+        count(&after, "music_generation_failed"),
+        count(&before, "music_generation_failed") + 1
+    );
+    assert_eq!(
+        count(&after, "generating_music"),
+        count(&before, "generating_music") + 1
+    );
+    assert_eq!(jobs(&after, "failed"), jobs(&before, "failed") + 1);
+    assert_eq!(jobs(&after, "processing"), jobs(&before, "processing") + 1);
+    assert!(after.inbox_pending > before.inbox_pending);
+    let first = store.pending_entries(1).await.expect("pending");
+    assert_eq!(
+        after.oldest_pending,
+        first.first().map(|e| e.received_at),
+        "the age of the first entry in arrival order"
+    );
+    let listed = after
+        .failed
+        .iter()
+        .find(|f| f.video_id == failed)
+        .expect("the failed video is listed");
+    assert_eq!(listed.status, "music_generation_failed");
+    assert_eq!(listed.error_details.as_deref(), Some("GoAPI said <quota>"));
+    assert!(
+        after.failed.iter().all(|f| f.video_id != generating),
+        "only failed videos"
+    );
+    assert!(after.waiting.iter().any(|j| j.job == waiting.id));
+    let troubled = after
+        .troubled
+        .iter()
+        .find(|t| t.effect_id == ids[0])
+        .expect("the retrying effect is listed");
+    assert_eq!(troubled.last_error.as_deref(), Some("503 from Airtable"));
+    assert!(
+        after.troubled.iter().all(|t| t.state != "done"),
+        "never a done effect"
+    );
 }

@@ -1,0 +1,487 @@
+//! The operator page in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), against the real binary in sandbox mode: a demo video completes, a
+//! second one fails, and the page shows what a person would look for. Screenshots go to
+//! the test's temporary directory, and to `docs/screenshots/` with
+//! `REELSTATE_UPDATE_SCREENSHOTS=1`. Skips, saying why, when Chromium is not installed.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::app::{AppBuilder, GOAPI_SECRET, TestApp};
+use support::webdriver::Browser;
+
+const TOKEN: &str = "operator-page-admin-token";
+
+fn shot_path(name: &str) -> PathBuf {
+    if std::env::var_os("REELSTATE_UPDATE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/screenshots")
+            .join(name)
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("screenshots")
+            .join(name)
+    }
+}
+
+async fn authed_post(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A second demo video, driven to music_generation_failed by an authenticated GoAPI
+/// `failed` webhook for its task (the sandbox's own later callbacks are then stale).
+async fn failed_video(app: &TestApp) -> String {
+    let r = app
+        .post_json("/sandbox/videos", &json!({}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let video = r["video_id"].as_str().expect("video id").to_owned();
+    let (status, body) = authed_post(app, &format!("/videos/{video}/music")).await;
+    assert_eq!(status, 202, "{body}");
+    let v = app
+        .wait_for_video(&video, Duration::from_secs(60), |v| {
+            v["jobs"][0]["external_id"].is_string()
+        })
+        .await;
+    let task = v["jobs"][0]["external_id"].as_str().expect("task id");
+    let req = reelstate::trigger::build(
+        reelstate::trigger::Kind::GoapiFailed,
+        &reelstate::trigger::Options {
+            server: &app.url,
+            video: &video,
+            task,
+            job: None,
+            submission_id: None,
+            goapi_secret: Some(GOAPI_SECRET),
+            signing_secret: None,
+        },
+    )
+    .expect("webhook");
+    let mut send = app.client.post(&req.url).json(&req.body);
+    for (k, v) in &req.headers {
+        send = send.header(*k, v);
+    }
+    assert!(send.send().await.expect("send").status().is_success());
+    app.wait_for_video(&video, Duration::from_secs(60), |v| {
+        v["status"] == "music_generation_failed"
+    })
+    .await;
+    video
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
+    use support::webdriver::on_path;
+    if on_path(&["chromedriver"]).is_none()
+        || on_path(&["chromium", "chromium-browser", "google-chrome"]).is_none()
+    {
+        eprintln!(
+            "SKIPPED: the operator page browser test needs chromium and chromedriver on PATH \
+             (apt-get install chromium chromium-driver; .ci/run does)"
+        );
+        return;
+    }
+    // Installed but not starting is a failure, not a skip.
+    let browser = Browser::start(1280, 1000)
+        .await
+        .unwrap_or_else(|why| panic!("cannot start headless Chromium: {why}"));
+    let app = AppBuilder::new()
+        .env("REELSTATE_SANDBOX", "true")
+        .env("REELSTATE_ADMIN_TOKEN", TOKEN)
+        .without("NCA_API_URL")
+        .without("NCA_API_KEY")
+        .spawn()
+        .await;
+    // The demo video the sandbox starts with.
+    let (_, events) = app.get_json("/events?outcome=applied&limit=1").await;
+    let demo = match events["events"][0]["video_id"].as_str() {
+        Some(v) => v.to_owned(),
+        None => {
+            let (_, e) = app.get_json("/events?limit=1").await;
+            e["events"][0]["video_id"]
+                .as_str()
+                .expect("the demo video's first event")
+                .to_owned()
+        }
+    };
+    app.wait_for_video(&demo, Duration::from_secs(60), |v| {
+        v["status"] == "completed"
+    })
+    .await;
+    let failed = failed_video(&app).await;
+
+    // The overview asks for the token, keeps it in the tab, and shows the counts.
+    browser.goto(&format!("{}/", app.url)).await;
+    browser.wait_for("#token-dialog[open]").await;
+    browser.type_into("#token-input", TOKEN).await;
+    browser.click("#token-save").await;
+    browser
+        .wait_for(r#"#video-states tr[data-state="completed"] td[data-count="1"]"#)
+        .await;
+    browser
+        .wait_for(r#"#video-states tr[data-state="music_generation_failed"] td[data-count="1"]"#)
+        .await;
+    browser
+        .wait_for(&format!(r#"#failed-videos tr[data-video="{failed}"]"#))
+        .await;
+    assert_eq!(
+        browser
+            .text(r#"#job-states tr[data-job-type="music_addition"] td[data-status="completed"]"#)
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    let token_in_session = browser
+        .eval(
+            "return sessionStorage.getItem('reelstate.adminToken');",
+            json!(null),
+        )
+        .await;
+    assert_eq!(token_in_session, json!(TOKEN));
+    browser.screenshot(&shot_path("overview.png")).await;
+
+    // The completed video: its current state highlighted, its path drawn, its timeline.
+    browser.set_window(1280, 1500).await;
+    browser.goto(&format!("{}/ui/videos/{demo}", app.url)).await;
+    browser
+        .wait_for(r#"#diagram g.state.current[data-state="completed"]"#)
+        .await;
+    for state in ["segments_combined", "generating_music", "adding_music"] {
+        assert_eq!(
+            browser
+                .count(&format!(
+                    r#"#diagram g.state.visited[data-state="{state}"]"#
+                ))
+                .await,
+            1,
+            "{state} is marked as visited"
+        );
+    }
+    assert_eq!(
+        browser
+            .count(r#"#diagram g.state.visited[data-state="music_addition_failed"]"#)
+            .await,
+        0
+    );
+    let timeline = browser.text("#timeline").await.expect("a timeline");
+    for expected in [
+        "music_requested",
+        "goapi_completed",
+        "nca_succeeded",
+        "generating_music → adding_music",
+        "adding_music → completed",
+    ] {
+        assert!(
+            timeline.contains(expected),
+            "timeline shows {expected}: {timeline}"
+        );
+    }
+    assert!(browser.count("#timeline tr[data-event]").await >= 5);
+    browser.screenshot(&shot_path("video.png")).await;
+
+    // A timeline row links to its raw payload.
+    let nca_row = browser
+        .eval(
+            "var rows = document.querySelectorAll('#timeline tr[data-event]');\
+             for (var r of rows) { if (r.textContent.indexOf('nca_succeeded') >= 0) return r.getAttribute('data-event'); }\
+             return null;",
+            json!(null),
+        )
+        .await;
+    let nca_event = nca_row.as_str().expect("an nca_succeeded row").to_owned();
+    browser
+        .eval(
+            "document.querySelector('#timeline tr[data-event=\"' + arguments[0] + '\"] a').click();",
+            json!(nca_event),
+        )
+        .await;
+    browser.wait_for("#payload").await;
+    let payload = browser.text("#payload").await.unwrap_or_default();
+    assert!(
+        payload.contains("file_url"),
+        "the NCA callback as sent: {payload}"
+    );
+
+    // The failed video: retry through the page, confirm, see the API's answer.
+    browser
+        .goto(&format!("{}/ui/videos/{failed}", app.url))
+        .await;
+    browser
+        .wait_for(r#"#diagram g.state.current[data-state="music_generation_failed"]"#)
+        .await;
+    browser.screenshot(&shot_path("video-failed.png")).await;
+    browser
+        .eval(
+            "document.querySelector('button[data-action$=\"/retry\"]').click();",
+            json!(null),
+        )
+        .await;
+    browser.wait_for("#confirm-dialog[open]").await;
+    let asked = browser.text("#confirm-call").await.unwrap_or_default();
+    assert_eq!(asked, format!("POST /videos/{failed}/retry"));
+    browser.click("#confirm-ok").await;
+    browser.wait_for("#result:not([hidden])").await;
+    let title = browser.text("#result-title").await.unwrap_or_default();
+    assert!(title.contains("→ 202"), "the API's answer: {title}");
+    let body = browser.text("#result-body").await.unwrap_or_default();
+    assert!(body.contains("\"applied\""), "the API's answer: {body}");
+    browser
+        .wait_for(r#"#diagram g.state.current:not([data-state="music_generation_failed"])"#)
+        .await;
+    browser.screenshot(&shot_path("video-retried.png")).await;
+    let (_, v) = app.get_json(&format!("/videos/{failed}")).await;
+    assert_eq!(
+        v["retries"],
+        json!(1),
+        "the retry went through the admin API"
+    );
+
+    // The event log, filtered by service.
+    browser.set_window(1280, 1000).await;
+    browser.goto(&format!("{}/ui/events", app.url)).await;
+    browser.wait_for("#filter-service").await;
+    browser
+        .eval(
+            "document.getElementById('filter-service').value = 'nca';",
+            json!(null),
+        )
+        .await;
+    browser.click("form.filters button[type=submit]").await;
+    browser
+        .wait_for(r#"#filter-service option[value="nca"][selected]"#)
+        .await;
+    browser.wait_for("#events tr[data-event]").await;
+    let sources = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#events tr[data-event] td:nth-child(3)')).map(function (c) { return c.textContent; });",
+            json!(null),
+        )
+        .await;
+    let sources: Vec<&str> = sources
+        .as_array()
+        .expect("cells")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| *s == "NCA Toolkit"),
+        "{sources:?}"
+    );
+    browser.goto(&format!("{}/ui/events", app.url)).await;
+    browser.wait_for("#events tr[data-event]").await;
+    browser.screenshot(&shot_path("events.png")).await;
+    browser.quit().await;
+}
+
+async fn get_page(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut req = app.client.get(format!("{}{path}", app.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, csp, r.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
+    let app = AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("REELSTATE_ADMIN_TOKEN", TOKEN)
+        .spawn()
+        .await;
+    // The shell carries no data, so it is served to anyone; its data needs the token.
+    let (status, csp, html) = get_page(&app, "/", None).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(r#"<main id="view""#) && html.contains("/ui/assets/app.js"));
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    for path in ["/ui/fragments/overview", "/ui/fragments/events"] {
+        let (status, _, html) = get_page(&app, path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(html.contains("admin token"), "{html}");
+        let (status, _, _) = get_page(&app, path, Some("wrong")).await;
+        assert_eq!(status, 401, "{path}");
+        let (status, _, _) = get_page(&app, path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    // Bad input: a clear 4xx, an HTML page for pages, a fragment for fragments.
+    let (status, _, html) = get_page(&app, "/ui/videos/not-a-record", None).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("<!doctype html>") && html.contains("invalid_video_id"));
+    let (status, _, html) = get_page(&app, "/ui/events/42", None).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("invalid_event_id"));
+    let cases = [
+        ("/ui/fragments/videos/recAAAAAAAAAAAAAA", 404, "not_found"),
+        ("/ui/fragments/videos/nope", 400, "invalid_video_id"),
+        ("/ui/fragments/events?outcome=bogus", 400, "invalid_outcome"),
+        ("/ui/fragments/events?service=bogus", 400, "invalid_service"),
+        ("/ui/fragments/events?before=x", 400, "invalid_cursor"),
+        ("/ui/fragments/nothing", 404, "not_found"),
+    ];
+    for (path, want, code) in cases {
+        let (status, _, html) = get_page(&app, path, Some(TOKEN)).await;
+        assert_eq!(status, want, "{path}: {html}");
+        assert!(html.contains(code), "{path}: {html}");
+    }
+    let r = app.post_json("/ui/events", &json!({})).await;
+    assert_eq!(r.status().as_u16(), 405);
+
+    // A sender's markup is shown as text, never run.
+    let mut body: Value =
+        serde_json::from_str(include_str!("fixtures/goapi/udio_failed.json")).expect("fixture");
+    body["data"]["error"]["message"] =
+        json!(r#"<script>alert("owned")</script><img src=x onerror=alert(1)>"#);
+    let r = app
+        .client
+        .post(format!(
+            "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
+            app.url
+        ))
+        .header("x-webhook-secret", GOAPI_SECRET)
+        .json(&body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status().as_u16(), 202);
+    let event: Value = r.json().await.expect("json");
+    let id = event["event_id"].as_str().expect("event id");
+    let (status, _, html) =
+        get_page(&app, &format!("/ui/fragments/events/{id}"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(r#"&lt;script&gt;alert(\&quot;owned\&quot;)&lt;/script&gt;"#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("<img"),
+        "{html}"
+    );
+    let (_, _, html) = get_page(&app, "/ui/fragments/events", Some(TOKEN)).await;
+    assert!(html.contains(id) && !html.contains("<script"));
+
+    // The log pages by 50, keeping the filters.
+    for i in 0..50 {
+        body["timestamp"] = json!(1_700_000_000 + i);
+        let r = app
+            .client
+            .post(format!(
+                "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
+                app.url
+            ))
+            .header("x-webhook-secret", GOAPI_SECRET)
+            .json(&body)
+            .send()
+            .await
+            .expect("webhook");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let first = "/ui/fragments/events?service=goapi&video_id=recAAAAAAAAAAAAAB";
+    let (_, _, html) = get_page(&app, first, Some(TOKEN)).await;
+    assert_eq!(html.matches("<tr data-event=").count(), 50);
+    let older = html
+        .split(r#"<a id="older" href="/ui/events?"#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to older events")
+        .replace("&amp;", "&");
+    assert!(older.contains("service=goapi") && older.contains("video_id=recAAAAAAAAAAAAAB"));
+    let (status, _, html) =
+        get_page(&app, &format!("/ui/fragments/events?{older}"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        html.matches("<tr data-event=").count(),
+        1,
+        "the 51st, oldest"
+    );
+    assert!(html.contains(id) && html.contains("newest"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reads_the_engines_store_and_never_airtable() {
+    use support::airtable_double::{AirtableDouble, DoubleConfig};
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    let app = AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("AIRTABLE_TOKEN", &airtable.token())
+        .env("AIRTABLE_BASE_ID", &airtable.base_id())
+        .env("AIRTABLE_API_URL", &airtable.url())
+        .spawn()
+        .await;
+    let before = airtable.requests().len();
+    for path in [
+        "/",
+        "/ui/fragments/overview",
+        "/ui/fragments/events",
+        "/ui/fragments/events?service=goapi&outcome=applied",
+        "/ui/videos/recAAAAAAAAAAAAAC",
+        "/ui/fragments/videos/recAAAAAAAAAAAAAC",
+    ] {
+        for _ in 0..3 {
+            let (status, _, html) = get_page(&app, path, None).await;
+            assert!(status == 200 || status == 404, "{path}: {status} {html}");
+        }
+    }
+    let (_, _, html) = get_page(&app, "/ui/fragments/overview", None).await;
+    assert!(html.contains("requests sent since start"), "{html}");
+    assert_eq!(
+        airtable.requests().len(),
+        before,
+        "the page caused no request to Airtable"
+    );
+}
+
+#[test]
+fn states_svg_writes_both_diagrams_from_the_exploration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["states", "--svg"])
+        .arg(dir.path().join("diagrams"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (videos, jobs) = reelstate::machine::explore();
+    let video = std::fs::read_to_string(dir.path().join("diagrams/video.svg")).expect("video.svg");
+    assert!(video.starts_with("<svg"));
+    for r in &videos {
+        assert!(video.contains(&r.event) && video.contains(&format!(r#"data-state="{}""#, r.from)));
+    }
+    let job = std::fs::read_to_string(dir.path().join("diagrams/job.svg")).expect("job.svg");
+    for r in &jobs {
+        assert!(job.contains(&format!("{} ({})", r.event, r.job_type)));
+    }
+    // A directory that cannot be made: a clear error, not a panic.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .args(["states", "--svg"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write the diagrams"));
+}
