@@ -404,12 +404,18 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 error_details: None,
                 timestamps: Some(format!("{{\"created\":\"{}\"}}", Utc::now().to_rfc3339())),
             };
-            let record = engine.records.write_job(&fields).await?;
+            let record = if engine.records.jobs_have_key() {
+                engine.records.write_job(&fields).await?
+            } else {
+                let f = engine.records.job_fields_with_id(&fields);
+                crate::creation::write_once(engine, &format!("job:{job}"), jobs_table(engine), f)
+                    .await?
+            };
             engine.store.set_job_record(*job, &record).await?;
             Ok(None)
         }
         Effect::UpdateJob { job, patch } => {
-            let fields = JobFields {
+            let mut fields = JobFields {
                 job_id: job.to_string(),
                 job_type: None,
                 status: patch.status,
@@ -419,15 +425,21 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 error_details: patch.error.clone(),
                 timestamps: None,
             };
-            // Jobs another part of the pipeline created are named after their record and
-            // updated by record id; the engine's own are upserted on Job ID, which lets
-            // this write share one request with the video's other job writes.
+            // A job whose record the store knows is updated by record id (the engine's own
+            // and those another part of the pipeline created alike); one it does not know
+            // yet is written as its creation would be.
             match engine.store.job_location(*job).await?.and_then(|(_, r)| r) {
-                Some(record) if JobId::for_record(&record) == *job => {
-                    engine.records.update_job(&record, &fields).await?
-                }
-                _ => {
+                Some(record) => engine.records.update_job(&record, &fields).await?,
+                None if engine.records.jobs_have_key() => {
                     let record = engine.records.write_job(&fields).await?;
+                    engine.store.set_job_record(*job, &record).await?;
+                }
+                None => {
+                    fields.related_video = Some(video.clone());
+                    let f = engine.records.job_fields_with_id(&fields);
+                    let owner = format!("job:{job}");
+                    let record =
+                        crate::creation::write_once(engine, &owner, jobs_table(engine), f).await?;
                     engine.store.set_job_record(*job, &record).await?;
                 }
             }
@@ -469,8 +481,22 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                     "NCA is not configured: set NCA_API_URL and NCA_API_KEY".into(),
                 )
             })?;
+            // An attachment's URL is Airtable's copy and expires: read the current one.
+            let source = if engine.records.source_video_expires() {
+                engine
+                    .records
+                    .current_source_video(video)
+                    .await?
+                    .ok_or_else(|| {
+                        EffectError::Permanent(
+                            "the video has no Combined Segments Video any more".into(),
+                        )
+                    })?
+            } else {
+                source.clone()
+            };
             let req = MixRequest {
-                video_url: source.clone(),
+                video_url: source,
                 music_url: music.clone(),
                 volume: *volume,
                 webhook_url: engine.signer.nca_url(video, &job.to_string()),
@@ -505,7 +531,7 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             });
             let record = WebhookEventRecord {
                 event_id: entry.event_id.to_string(),
-                service: entry.source.service_name().to_owned(),
+                service: entry.source.to_string(),
                 endpoint: entry.endpoint.clone(),
                 raw_payload: entry.raw_body.clone(),
                 processed: true,
@@ -514,10 +540,21 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 related_job,
                 error_details,
             };
-            engine.records.record_webhook_event(&record).await?;
+            if engine.records.events_have_key() {
+                engine.records.record_webhook_event(&record).await?;
+            } else {
+                let fields = engine.records.webhook_event_fields(&record);
+                let table = engine.records.mapping().webhook_events.table.clone();
+                let owner = format!("event:{}", entry.event_id);
+                crate::creation::write_once(engine, &owner, &table, fields).await?;
+            }
             Ok(None)
         }
     }
+}
+
+fn jobs_table(engine: &Engine) -> &str {
+    &engine.records.mapping().jobs.table
 }
 
 async fn job_record(engine: &Engine, job: JobId) -> Result<Option<RecordId>, EffectError> {

@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod configuration;
+pub mod creation;
 pub mod domain;
 pub mod engine;
 pub mod executor;

@@ -43,6 +43,23 @@ enum Command {
         #[arg(long, env = "REELSTATE_AIRTABLE_MAPPING")]
         airtable_mapping: Option<std::path::PathBuf>,
     },
+    /// Print a mapping file guessed from the base's schema (every guess commented): review
+    /// it, save it, point REELSTATE_AIRTABLE_MAPPING at it, then run check-airtable.
+    Mapping {
+        /// Read the base's schema (the meta API; the token needs schema.bases:read).
+        #[arg(long, required = true)]
+        from_base: bool,
+        #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true)]
+        airtable_token: String,
+        #[arg(long, env = "AIRTABLE_BASE_ID")]
+        airtable_base_id: String,
+        #[arg(
+            long,
+            env = "AIRTABLE_API_URL",
+            default_value = "https://api.airtable.com"
+        )]
+        airtable_api_url: String,
+    },
     /// Send a correctly authenticated sample webhook to a running server.
     Trigger {
         #[arg(value_enum)]
@@ -162,6 +179,24 @@ fn main() -> ExitCode {
                 }
                 Err(format!("{} schema problem(s)", problems.len()).into())
             }
+        }),
+        Command::Mapping {
+            from_base: _,
+            airtable_token,
+            airtable_base_id,
+            airtable_api_url,
+        } => run_async(async move {
+            let cfg = reelstate::records::airtable::AirtableConfig {
+                api_url: airtable_api_url.trim_end_matches('/').to_owned(),
+                token: airtable_token,
+                base_id: airtable_base_id,
+                max_attempts: 3,
+                ..Default::default()
+            };
+            let backend = reelstate::records::airtable::AirtableBackend::new(cfg)?;
+            let meta = backend.meta_tables().await?;
+            print!("{}", reelstate::records::guess::mapping_from_meta(&meta));
+            Ok(())
         }),
         Command::Trigger {
             kind,

@@ -16,7 +16,9 @@ use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
 use reelstate::records::schema::{SchemaProblem, check_schema};
 use reelstate::records::{Fields, Filter, Mapping, RecordBackend, Records, RecordsError};
 use serde_json::{Value, json};
-use support::airtable_double::{AirtableDouble, DoubleConfig, DoubleSchema, FieldType, config_for};
+use support::airtable_double::{
+    AirtableDouble, DoubleConfig, DoubleSchema, FieldType, Spelling, config_for,
+};
 
 fn fields(v: Value) -> Fields {
     match v {
@@ -253,7 +255,7 @@ async fn links_are_two_way_and_jobs_are_found_by_ids_and_by_value() {
     double.shutdown().await;
 }
 
-/// The pitfall of CONTRACTS.md, checked on the double itself: in a formula a linked field
+/// The pitfall of docs/airtable.md ("Links"), checked on the double itself: in a formula a linked field
 /// is its records' primary field values, so searching it for a record id finds nothing.
 #[tokio::test]
 async fn the_double_evaluates_linked_fields_as_primary_values() {
@@ -670,11 +672,21 @@ async fn schema_check_names_each_problem() {
             SchemaProblem::MissingOption {
                 table: "Videos".into(),
                 field: "Status".into(),
+                key: "[video_status_values] adding_music".into(),
                 option: "adding_music".into(),
+                choices: vec![
+                    "segments_combined".into(),
+                    "generating_music".into(),
+                    "completed".into(),
+                    "music_generation_failed".into(),
+                    "music_addition_failed".into(),
+                ],
             },
             SchemaProblem::MissingField {
                 table: "Videos".into(),
                 field: "Music".into(),
+                key: "[videos] music".into(),
+                optional: false,
                 expected: vec![
                     "url".into(),
                     "singleLineText".into(),
@@ -684,11 +696,14 @@ async fn schema_check_names_each_problem() {
             SchemaProblem::WrongType {
                 table: "Jobs".into(),
                 field: "External Job ID".into(),
+                key: "[jobs] external_job_id".into(),
+                optional: false,
                 found: "checkbox".into(),
                 expected: vec!["singleLineText".into()],
             },
             SchemaProblem::MissingTable {
                 table: "Webhook Events".into(),
+                key: "[webhook_events] table".into(),
             },
         ]
     );
@@ -769,4 +784,190 @@ async fn the_airtable_backend_meets_the_records_contract() {
     .await;
     let backend: support::records_contract::Backend = backend;
     support::records_contract::typed_attachment_media_round_trips(&backend).await;
+}
+
+/// The records contract of a base without key fields, on the double shaped like the
+/// production base (computed Job ID and Event ID, attachments, select options spelled
+/// `music`/`final` and `goapi`/`nca`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_airtable_backend_meets_the_contract_of_the_production_base() {
+    let (double, backend) = setup_with(DoubleSchema::production_base(Spelling::Code)).await;
+    support::records_contract::run_production(backend).await;
+    // Nothing was ever written to a computed field (every such write is a 422).
+    assert!(
+        double.requests().iter().all(|r| r.status < 400),
+        "no request was refused: {:?}",
+        double
+            .requests()
+            .iter()
+            .filter(|r| r.status >= 400)
+            .collect::<Vec<_>>()
+    );
+    double.shutdown().await;
+}
+
+/// What the double plays, as Airtable behaves (docs/airtable.md): computed fields refuse
+/// every write, null included; a select refuses an option it lacks unless `typecast`;
+/// attachments come back as copies with a fresh URL at every read, and an update keeps one
+/// only when it passes its `{"id"}`; reciprocal links follow.
+#[tokio::test]
+async fn the_double_plays_computed_fields_selects_attachments_and_links() {
+    let (double, b) = setup_with(DoubleSchema::production_base(Spelling::Docs)).await;
+    for value in [json!("JOB-1"), Value::Null] {
+        let refused = b
+            .create(
+                "Jobs",
+                fields(json!({"Job ID": value, "Type": "music_generation"})),
+            )
+            .await;
+        match refused {
+            Err(RecordsError::Permanent {
+                status,
+                kind,
+                message,
+            }) => {
+                assert_eq!((status, kind.as_str()), (422, "INVALID_VALUE_FOR_COLUMN"));
+                assert_eq!(
+                    message,
+                    "Field \"Job ID\" cannot accept a value because the field is computed"
+                );
+            }
+            other => panic!("a write of {value} to a formula must be refused, got {other:?}"),
+        }
+    }
+    let refused = b
+        .create("Webhook Events", fields(json!({"Service": "goapi"})))
+        .await;
+    assert!(
+        matches!(&refused, Err(RecordsError::Permanent { status: 422, kind, .. }) if kind == "INVALID_MULTIPLE_CHOICE_OPTIONS"),
+        "an option the select lacks is refused: {refused:?}"
+    );
+    let http = reqwest::Client::new();
+    let typecast = http
+        .post(format!(
+            "{}/v0/{}/Webhook%20Events",
+            double.url(),
+            double.base_id()
+        ))
+        .bearer_auth(double.token())
+        .json(&json!({"records": [{"fields": {"Service": "goapi"}}], "typecast": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        typecast.status().as_u16(),
+        200,
+        "typecast creates the option"
+    );
+    let event = b
+        .create(
+            "Webhook Events",
+            fields(json!({"Service": "GoAPI", "Processed": true})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        event.fields["Event ID"].as_u64().is_some(),
+        "autonumber: {event:?}"
+    );
+    assert_eq!(event.fields["Created At"], json!(event.created_time));
+
+    let written = "https://cdn.example/combined/source.mp4";
+    let video = b
+        .create(
+            "Videos",
+            fields(
+                json!({"Description": "a video", "Combined Segments Video": [{"url": written}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let first = video.fields["Combined Segments Video"][0].clone();
+    let att = first["id"].as_str().unwrap().to_owned();
+    assert!(att.starts_with("att"), "{first}");
+    assert_eq!(first["filename"], "source.mp4");
+    let read = b.get("Videos", &video.id).await.unwrap().unwrap();
+    let again = &read.fields["Combined Segments Video"][0];
+    assert_ne!(
+        first["url"],
+        json!(written),
+        "the URL read back is Airtable's copy"
+    );
+    assert_ne!(again["url"], first["url"], "every read signs a new URL");
+    assert_eq!(again["id"], json!(att));
+    // Kept by id next to a new file; a list without it drops it.
+    let kept = b
+        .update(
+            "Videos",
+            &video.id,
+            fields(json!({"Combined Segments Video": [{"id": att}, {"url": "https://cdn.example/b.mp4"}]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.fields["Combined Segments Video"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(kept.fields["Combined Segments Video"][0]["id"], json!(att));
+    let replaced = b
+        .update(
+            "Videos",
+            &video.id,
+            fields(json!({"Combined Segments Video": [{"url": "https://cdn.example/c.mp4"}]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.fields["Combined Segments Video"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let job = b
+        .create(
+            "Jobs",
+            fields(json!({"Type": "music_addition", "Related Video": [video.id.as_str()]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        job.fields["Job ID"],
+        json!(format!("JOB-{}", job.id)),
+        "formula computed"
+    );
+    let video = b.get("Videos", &video.id).await.unwrap().unwrap();
+    assert_eq!(
+        video.fields["Jobs"],
+        json!([job.id.as_str()]),
+        "reciprocal link"
+    );
+    double.shutdown().await;
+}
+
+/// A 504 can come from a proxy after Airtable applied the write. Repeating an update is
+/// harmless, repeating a create makes a second record: so a create answered 504 is not
+/// repeated (its caller finds out what happened; see `creation`), an update is.
+#[tokio::test]
+async fn a_create_answered_504_after_it_was_applied_is_not_repeated() {
+    let (double, b) = setup().await;
+    double.gateway_timeout_after_apply(1);
+    let created = b
+        .create("Videos", fields(json!({"Name": "applied, then 504"})))
+        .await;
+    assert!(
+        matches!(&created, Err(RecordsError::Transient(m)) if m.contains("not repeated")),
+        "{created:?}"
+    );
+    assert_eq!(double.records("Videos").len(), 1, "one record, not two");
+    let id = rid(&double.records("Videos")[0].id);
+    double.gateway_timeout_after_apply(1);
+    let updated = b
+        .update("Videos", &id, fields(json!({"Name": "updated"})))
+        .await
+        .expect("an update answered 504 is repeated and succeeds");
+    assert_eq!(updated.fields["Name"], json!("updated"));
+    double.shutdown().await;
 }

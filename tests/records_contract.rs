@@ -42,6 +42,15 @@ async fn sqlite_file_meets_the_records_contract() {
     run_all(Arc::new(backend)).await;
 }
 
+/// The production base's mapping (no key fields, attachments, mapped spellings).
+#[tokio::test]
+async fn sqlite_meets_the_records_contract_of_a_base_without_keys() {
+    let mapping = Mapping::from_toml(support::records_contract::PRODUCTION_MAPPING)
+        .expect("the production mapping parses");
+    let backend = SqliteRecords::open_in_memory(&mapping).expect("in-memory database opens");
+    support::records_contract::run_production(Arc::new(backend)).await;
+}
+
 #[tokio::test]
 async fn reopening_the_file_keeps_records_and_links() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -91,6 +91,18 @@ async fn postgres_meets_the_records_contract() {
     run_all(backend).await;
 }
 
+/// The production base's mapping (no key fields, attachments, mapped spellings) on
+/// PostgreSQL records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_meets_the_records_contract_of_a_base_without_keys() {
+    let Some(db) = migrated().await else { return };
+    let pool = reelstate::pg::pool(&db.url, 2).expect("a pool for the test schema");
+    let mapping = Mapping::from_toml(support::records_contract::PRODUCTION_MAPPING)
+        .expect("the production mapping parses");
+    let backend = Arc::new(PgRecords::new(pool, &mapping).expect("PgRecords"));
+    support::records_contract::run_production(backend).await;
+}
+
 /// Three replicas, each with its own pool, upsert one key thirty times at once (and
 /// each create an event): one record, and every create lands once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

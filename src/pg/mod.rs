@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "airtable budget",
         sql: include_str!("migrations/0003_airtable_budget.sql"),
     },
+    Migration {
+        version: 4,
+        name: "record creations",
+        sql: include_str!("migrations/0004_record_creations.sql"),
+    },
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -334,6 +334,15 @@ async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiv
     }
 }
 
+/// Whether a request whose fate is unknown may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Reads, updates and upserts: applying one twice is applying it once.
+    Safe,
+    /// Creates: a second one is a second record.
+    Unsafe,
+}
+
 enum Retry {
     /// 429: the budget holds everyone back until the lockout is over.
     AfterLockout(String),
@@ -358,7 +367,21 @@ impl Shared {
         method: Method,
         url: Url,
         body: Option<&Value>,
+        slot: Option<Slot>,
+    ) -> Result<Value, RecordsError> {
+        self.send_as(method, url, body, slot, Repeat::Safe).await
+    }
+
+    /// [`Shared::send`], saying whether the request may be repeated when its fate is
+    /// unknown. A create may not: Airtable has no idempotency key, and a 504 or a timeout
+    /// can come after it was applied (the caller resolves that; see `creation`).
+    async fn send_as(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
         mut slot: Option<Slot>,
+        repeat: Repeat,
     ) -> Result<Value, RecordsError> {
         let max_attempts = self.cfg.max_attempts.max(1);
         let mut attempt: u32 = 0;
@@ -398,6 +421,11 @@ impl Shared {
                         self.budget.lock_out(self.cfg.lockout).await;
                         tracing::warn!(lockout = ?self.cfg.lockout, "Airtable rate limit reached");
                         Retry::AfterLockout(format!("429 {kind}: {message}"))
+                    } else if status == StatusCode::GATEWAY_TIMEOUT && repeat == Repeat::Unsafe {
+                        return Err(RecordsError::Transient(format!(
+                            "Airtable 504 {kind}: {message} (the request may have been applied; \
+                             not repeated)"
+                        )));
                     } else if matches!(status.as_u16(), 502..=504) {
                         Retry::Backoff(format!("{} {kind}: {message}", status.as_u16()))
                     } else if status.is_server_error() {
@@ -413,6 +441,14 @@ impl Shared {
                             message,
                         });
                     }
+                }
+                // A refused connection never reached Airtable; a timeout or a connection
+                // lost later may have.
+                Err(e) if repeat == Repeat::Unsafe && !e.is_connect() => {
+                    return Err(RecordsError::Transient(format!(
+                        "{} (the request may have been applied; not repeated)",
+                        e.without_url()
+                    )));
                 }
                 // Timeouts, refused or reset connections, a body cut short.
                 Err(e) => Retry::Backoff(e.without_url().to_string()),
@@ -496,7 +532,11 @@ impl Shared {
                 }),
             ),
         };
-        let response = self.send(method, url, Some(&body), slot).await?;
+        let repeat = match kind {
+            BatchKind::Create => Repeat::Unsafe,
+            BatchKind::Update | BatchKind::Upsert(_) => Repeat::Safe,
+        };
+        let response = self.send_as(method, url, Some(&body), slot, repeat).await?;
         let written = parse_records(&response)?;
         if written.len() != ops.len() {
             return Err(unexpected(
@@ -642,6 +682,15 @@ fn formulas(filter: &Filter) -> Vec<String> {
     let literal = |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
     match filter {
         Filter::Equals { field, value } => vec![format!("{}={}", field_ref(field), literal(value))],
+        // IS_AFTER is strict; a millisecond earlier makes it "at or after".
+        Filter::CreatedSince(since) => {
+            let at = (*since - chrono::Duration::milliseconds(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            vec![format!(
+                "IS_AFTER(CREATED_TIME(),DATETIME_PARSE({}))",
+                literal(&at)
+            )]
+        }
         Filter::RecordIds(ids) => {
             let mut seen = HashSet::new();
             let unique: Vec<&RecordId> = ids.iter().filter(|id| seen.insert(*id)).collect();

@@ -30,6 +30,10 @@ pub struct Mapping {
     /// Engine status name → the select option the base uses for it.
     pub video_status_values: BTreeMap<String, String>,
     pub job_status_values: BTreeMap<String, String>,
+    /// Engine job type (`music_generation`, `music_addition`) → the Type option.
+    pub job_type_values: BTreeMap<String, String>,
+    /// Engine service (`goapi`, `nca`) → the Service option of Webhook Events.
+    pub service_values: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,7 +58,9 @@ pub struct VideosMapping {
 #[serde(default, deny_unknown_fields)]
 pub struct JobsMapping {
     pub table: String,
-    pub job_id: String,
+    /// Written only when mapped (and writable): the engine keys jobs on its own ids and
+    /// the record ids it keeps in its store, never on this field.
+    pub job_id: Option<String>,
     pub job_type: String,
     pub status: String,
     pub related_video: String,
@@ -68,13 +74,14 @@ pub struct JobsMapping {
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookEventsMapping {
     pub table: String,
-    pub event_id: String,
+    /// Written only when mapped (and writable), as for `Job ID`.
+    pub event_id: Option<String>,
     pub service: String,
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     pub raw_payload: String,
     pub processed: String,
     pub success: String,
-    pub timestamp: String,
+    pub timestamp: Option<String>,
     pub related_job: Option<String>,
     pub error_details: Option<String>,
 }
@@ -101,7 +108,7 @@ impl Default for JobsMapping {
     fn default() -> Self {
         Self {
             table: "Jobs".into(),
-            job_id: "Job ID".into(),
+            job_id: Some("Job ID".into()),
             job_type: "Type".into(),
             status: "Status".into(),
             related_video: "Related Video".into(),
@@ -117,13 +124,13 @@ impl Default for WebhookEventsMapping {
     fn default() -> Self {
         Self {
             table: "Webhook Events".into(),
-            event_id: "Event ID".into(),
+            event_id: Some("Event ID".into()),
             service: "Service".into(),
-            endpoint: "Endpoint".into(),
+            endpoint: Some("Endpoint".into()),
             raw_payload: "Raw Payload".into(),
             processed: "Processed".into(),
             success: "Success".into(),
-            timestamp: "Timestamp".into(),
+            timestamp: Some("Timestamp".into()),
             related_job: Some("Related Job".into()),
             error_details: Some("Error Details".into()),
         }
@@ -142,8 +149,81 @@ pub enum MappingError {
 }
 
 impl Mapping {
+    /// Parses a mapping file. An optional field set to `""` is switched off: the engine
+    /// neither reads nor writes it.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut m: Mapping = toml::from_str(text).map_err(|e| e.to_string())?;
+        m.switch_off_empties();
+        m.check_values()?;
+        Ok(m)
+    }
+
+    fn switch_off_empties(&mut self) {
+        let off = |o: &mut Option<String>| {
+            if o.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *o = None;
+            }
+        };
+        let v = &mut self.videos;
+        for o in [
+            &mut v.status,
+            &mut v.music_prompt,
+            &mut v.error_details,
+            &mut v.jobs_link,
+        ] {
+            off(o);
+        }
+        let j = &mut self.jobs;
+        for o in [
+            &mut j.job_id,
+            &mut j.webhook_url,
+            &mut j.error_details,
+            &mut j.timestamps,
+        ] {
+            off(o);
+        }
+        let w = &mut self.webhook_events;
+        for o in [
+            &mut w.event_id,
+            &mut w.endpoint,
+            &mut w.timestamp,
+            &mut w.related_job,
+            &mut w.error_details,
+        ] {
+            off(o);
+        }
+    }
+
+    /// Value tables may only name values the engine has, and give each a non-empty
+    /// option: a typo there would otherwise surface as a 422 mid-lifecycle.
+    fn check_values(&self) -> Result<(), String> {
+        use strum::IntoEnumIterator;
+        let video: Vec<String> = VideoStatus::KNOWN
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
+        let job: Vec<String> = JobStatus::iter().map(|s| s.to_string()).collect();
+        let types = vec!["music_generation".to_owned(), "music_addition".to_owned()];
+        let services = vec!["goapi".to_owned(), "nca".to_owned()];
+        for (table, values, known) in [
+            ("video_status_values", &self.video_status_values, &video),
+            ("job_status_values", &self.job_status_values, &job),
+            ("job_type_values", &self.job_type_values, &types),
+            ("service_values", &self.service_values, &services),
+        ] {
+            for (k, v) in values {
+                if !known.contains(k) {
+                    return Err(format!(
+                        "[{table}] has no engine value {k:?}; the engine's values are {}",
+                        known.join(", ")
+                    ));
+                }
+                if v.trim().is_empty() {
+                    return Err(format!("[{table}] {k} is empty; name the option to write"));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Self, MappingError> {
@@ -197,7 +277,38 @@ impl Mapping {
     }
 
     pub fn job_type_value(&self, t: &JobType) -> String {
-        t.name().to_owned()
+        self.job_type_values
+            .get(t.name())
+            .cloned()
+            .unwrap_or_else(|| t.name().to_owned())
+    }
+
+    /// Reads a Type cell back into the engine's job type.
+    pub fn parse_job_type(&self, value: &str) -> JobType {
+        let engine = self
+            .job_type_values
+            .iter()
+            .find(|(_, v)| v.as_str() == value)
+            .map(|(k, _)| k.as_str())
+            .unwrap_or(value);
+        JobType::from(engine.to_owned())
+    }
+
+    /// Every Type option the engine may write.
+    pub fn job_type_options(&self) -> Vec<String> {
+        [JobType::MusicGeneration, JobType::MusicAddition]
+            .iter()
+            .map(|t| self.job_type_value(t))
+            .collect()
+    }
+
+    /// The Service option written for a delivery from `service` (`goapi`, `nca`);
+    /// `default` is the spelling of the reference handler.
+    pub fn service_value(&self, service: &str, default: &str) -> String {
+        self.service_values
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
     }
 
     /// Every select option the engine may write into Videos.Status.
@@ -248,5 +359,41 @@ mod tests {
         assert_eq!(m.video_status_value(&VideoStatus::Completed), "Done");
         assert_eq!(m.parse_video_status("Done"), VideoStatus::Completed);
         assert!(Mapping::from_toml("[videos]\nnope = 1").is_err());
+    }
+
+    #[test]
+    fn an_empty_name_switches_a_field_off_and_values_are_checked() {
+        let m = Mapping::from_toml(
+            r#"
+            [jobs]
+            job_id = ""
+            timestamps = ""
+            [webhook_events]
+            event_id = ""
+            endpoint = ""
+            timestamp = ""
+            error_details = ""
+            related_job = ""
+            [job_type_values]
+            music_generation = "music"
+            [service_values]
+            nca = "NCA"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.jobs.job_id, None);
+        assert_eq!(m.jobs.timestamps, None);
+        assert_eq!(m.jobs.webhook_url.as_deref(), Some("Webhook URL"));
+        let w = &m.webhook_events;
+        assert!(w.event_id.is_none() && w.endpoint.is_none() && w.timestamp.is_none());
+        assert!(w.error_details.is_none() && w.related_job.is_none());
+        assert_eq!(m.job_type_value(&JobType::MusicGeneration), "music");
+        assert_eq!(m.parse_job_type("music"), JobType::MusicGeneration);
+        assert_eq!(m.job_type_value(&JobType::MusicAddition), "music_addition");
+        assert_eq!(m.service_value("nca", "NCA Toolkit"), "NCA");
+        assert_eq!(m.service_value("goapi", "GoAPI"), "GoAPI");
+        let typo = Mapping::from_toml("[job_status_values]\ncomplete = \"Done\"").unwrap_err();
+        assert!(typo.contains("\"complete\""), "{typo}");
+        assert!(Mapping::from_toml("[service_values]\ngoapi = \"\"").is_err());
     }
 }

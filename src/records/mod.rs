@@ -9,6 +9,7 @@
 
 pub mod airtable;
 pub mod budget;
+pub mod guess;
 mod mapping;
 pub mod postgres;
 mod rules;
@@ -43,6 +44,9 @@ pub enum Filter {
     Equals { field: String, value: String },
     /// The records with these ids (`RECORD_ID()` in Airtable).
     RecordIds(Vec<RecordId>),
+    /// The records created at or after this instant (`CREATED_TIME()` in Airtable): how
+    /// an interrupted create finds what it may have made on a base with no key field.
+    CreatedSince(chrono::DateTime<chrono::Utc>),
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

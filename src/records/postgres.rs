@@ -168,6 +168,7 @@ impl RecordBackend for PgRecords {
         let client = self.client().await?;
         match filter {
             Filter::Equals { field, value } => Ok(load_equals(&client, table, field, value).await?),
+            Filter::CreatedSince(since) => Ok(load_created_since(&client, table, since).await?),
             Filter::RecordIds(ids) => {
                 let ids = rules::unique_ids(ids);
                 if ids.is_empty() {
@@ -468,6 +469,17 @@ const RECORD_COLUMNS: &str = "SELECT r.id, r.created_at, c.field, c.text, c.json
 async fn load(c: &impl GenericClient, table: &str, ids: &[&str]) -> Result<Vec<Record>, Error> {
     let sql = format!("{RECORD_COLUMNS} WHERE r.id = ANY($1) AND r.tbl = $2 ORDER BY r.seq");
     let rows = query(c, "reading records", &sql, &[&ids, &table]).await?;
+    records(&rows)
+}
+
+/// The records of `table` created at or after `since`, oldest first.
+async fn load_created_since(
+    c: &impl GenericClient,
+    table: &str,
+    since: &DateTime<Utc>,
+) -> Result<Vec<Record>, Error> {
+    let sql = format!("{RECORD_COLUMNS} WHERE r.tbl = $1 AND r.created_at >= $2 ORDER BY r.seq");
+    let rows = query(c, "reading records", &sql, &[&table, since]).await?;
     records(&rows)
 }
 

@@ -140,6 +140,9 @@ impl RecordBackend for SqliteRecords {
             let ids: Vec<String> = match &filter {
                 Filter::Equals { field, value } => find_equals(&tx, &table, field, value)?,
                 Filter::RecordIds(ids) => rules::unique_ids(ids),
+                Filter::CreatedSince(since) => {
+                    find_created_since(&tx, &table, &rules::created_time(*since))?
+                }
             };
             let mut found = Vec::with_capacity(ids.len());
             for id in &ids {
@@ -346,6 +349,23 @@ fn find_equals(
         .prepare_cached(FIND_EQUALS)
         .map_err(db("searching records"))?;
     stmt.query_map(params![field, value, table], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(db("searching records"))
+}
+
+/// Ids of the records of `table` created at or after `since` (both `createdTime` texts,
+/// which sort as they compare), oldest first.
+fn find_created_since(
+    conn: &Connection,
+    table: &str,
+    since: &str,
+) -> Result<Vec<String>, RecordsError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id FROM records WHERE tbl = ?1 AND created_time >= ?2 ORDER BY rowid",
+        )
+        .map_err(db("searching records"))?;
+    stmt.query_map(params![table, since], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(db("searching records"))
 }

@@ -67,6 +67,7 @@ pub struct JobFields {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEventRecord {
     pub event_id: String,
+    /// The engine's name of the sender (`goapi`, `nca`); the mapping spells it.
     pub service: String,
     pub endpoint: String,
     pub raw_payload: String,
@@ -140,14 +141,88 @@ impl Records {
         id: &RecordId,
         fields: &VideoFields,
     ) -> Result<(), RecordsError> {
-        let f = self.video_fields(fields);
+        let mut f = self.video_fields(fields);
         if f.is_empty() {
             return Ok(());
         }
+        self.keep_attachments(id, &mut f).await?;
         self.backend
             .update(&self.mapping.videos.table, id, f)
             .await?;
         Ok(())
+    }
+
+    /// An attachment field's write replaces its whole list, and Airtable keeps an existing
+    /// attachment only when the list names its `{"id"}`: so the attachments already there
+    /// are read and passed back, except one of the same file name as the new one (a retried
+    /// write, or a new version of the same file). File names, not URLs, identify a file:
+    /// the URL Airtable reads back is its own copy, never the one written.
+    async fn keep_attachments(&self, id: &RecordId, f: &mut Fields) -> Result<(), RecordsError> {
+        let m = &self.mapping.videos;
+        let attachment_fields: Vec<&String> = [
+            (&m.music, m.music_kind),
+            (&m.final_video, m.final_video_kind),
+            (&m.combined_segments_video, m.combined_segments_video_kind),
+        ]
+        .into_iter()
+        .filter(|(name, kind)| *kind == MediaKind::Attachment && f.contains_key(name.as_str()))
+        .map(|(name, _)| name)
+        .collect();
+        if attachment_fields.is_empty() {
+            return Ok(());
+        }
+        let Some(current) = self.backend.get(&m.table, id).await? else {
+            return Err(RecordsError::NotFound(id.to_string(), m.table.clone()));
+        };
+        for name in attachment_fields {
+            let Some(Value::Array(new)) = f.get(name.as_str()).cloned() else {
+                continue;
+            };
+            let new_names: Vec<&str> = new
+                .iter()
+                .filter_map(|a| a.get("filename").and_then(Value::as_str))
+                .collect();
+            let mut list: Vec<Value> = current
+                .fields
+                .get(name.as_str())
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|a| {
+                    a.get("filename")
+                        .and_then(Value::as_str)
+                        .is_none_or(|n| !new_names.contains(&n))
+                })
+                // Airtable knows its attachments by id; a store that keeps them as written
+                // (the embedded ones) gets them back whole.
+                .map(|a| match a.get("id") {
+                    Some(id) => json!({ "id": id }),
+                    None => a.clone(),
+                })
+                .collect();
+            list.extend(new);
+            f.insert(name.clone(), Value::Array(list));
+        }
+        Ok(())
+    }
+
+    /// The Combined Segments Video as the base has it now. Airtable's attachment URLs are
+    /// copies that expire after a few hours, so the URL handed to another service is read
+    /// just before handing it over, never taken from an earlier read.
+    pub async fn current_source_video(
+        &self,
+        id: &RecordId,
+    ) -> Result<Option<MediaUrl>, RecordsError> {
+        Ok(self
+            .get_video(id)
+            .await?
+            .and_then(|v| v.combined_segments_video))
+    }
+
+    /// Whether the source video is an attachment (its URL expires; see
+    /// [`Records::current_source_video`]).
+    pub fn source_video_expires(&self) -> bool {
+        self.mapping.videos.combined_segments_video_kind == MediaKind::Attachment
     }
 
     fn video_fields(&self, v: &VideoFields) -> Fields {
@@ -227,8 +302,10 @@ impl Records {
         let f = &r.fields;
         JobRecord {
             id: r.id.clone(),
-            job_id: text(f, &m.job_id),
-            job_type: JobType::from(text(f, &m.job_type).unwrap_or_default()),
+            job_id: m.job_id.as_deref().and_then(|k| text(f, k)),
+            job_type: self
+                .mapping
+                .parse_job_type(&text(f, &m.job_type).unwrap_or_default()),
             status: text(f, &m.status).and_then(|s| self.mapping.parse_job_status(&s)),
             status_text: text(f, &m.status),
             external_job_id: text(f, &m.external_job_id),
@@ -237,17 +314,37 @@ impl Records {
         }
     }
 
-    /// Creates or updates the job with this `Job ID`; returns its record id.
+    /// Whether jobs are upserted on a writable `Job ID` field (the mapping names one);
+    /// otherwise a job's record is known only by the record id kept in the store.
+    pub fn jobs_have_key(&self) -> bool {
+        self.mapping.jobs.job_id.is_some()
+    }
+
+    /// Creates or updates the job with this `Job ID`; returns its record id. Only for a
+    /// mapping with a Job ID field ([`Records::jobs_have_key`]).
     pub async fn write_job(&self, job: &JobFields) -> Result<RecordId, RecordsError> {
         let m = &self.mapping.jobs;
-        let mut f = self.job_fields(job);
-        f.insert(m.job_id.clone(), json!(job.job_id));
-        let r = self.backend.upsert(&m.table, &m.job_id, f).await?;
+        let Some(key) = &m.job_id else {
+            return Err(unkeyed(&m.table));
+        };
+        let f = self.job_fields_with_id(job);
+        let r = self.backend.upsert(&m.table, key, f).await?;
         Ok(r.id)
     }
 
+    /// The fields of a new Jobs record: those of the write, and the engine's Job ID when
+    /// the mapping has a field for it.
+    pub fn job_fields_with_id(&self, job: &JobFields) -> Fields {
+        let mut f = self.job_fields(job);
+        if let Some(key) = &self.mapping.jobs.job_id {
+            f.insert(key.clone(), json!(job.job_id));
+        }
+        f
+    }
+
     /// Updates a job by record id: for jobs another part of the pipeline created, whose
-    /// Job ID (if any) is not the engine's. The Job ID field is left as it is.
+    /// Job ID (if any) is not the engine's, and for every job on a base without a Job ID
+    /// the engine may write. The Job ID field is left as it is.
     pub async fn update_job(&self, record: &RecordId, job: &JobFields) -> Result<(), RecordsError> {
         let f = self.job_fields(job);
         if !f.is_empty() {
@@ -256,6 +353,21 @@ impl Records {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Creates a record with exactly these fields (no key to merge on); the caller keeps
+    /// its id. See `creation` for how a create is made exactly-once without a key.
+    pub async fn create(&self, table: &str, fields: Fields) -> Result<Record, RecordsError> {
+        self.backend.create(table, fields).await
+    }
+
+    /// Records of `table` created at or after `since` (Airtable's `CREATED_TIME()`).
+    pub async fn created_since(
+        &self,
+        table: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Record>, RecordsError> {
+        self.backend.find(table, &Filter::CreatedSince(since)).await
     }
 
     fn job_fields(&self, job: &JobFields) -> Fields {
@@ -285,47 +397,98 @@ impl Records {
         f
     }
 
-    /// Writes the event's record, once per Event ID whatever its outcome (an upsert, so a
-    /// retried write never makes a second record).
-    pub async fn record_webhook_event(
-        &self,
-        e: &WebhookEventRecord,
-    ) -> Result<RecordId, RecordsError> {
+    /// Whether Webhook Events records are upserted on a writable `Event ID` field.
+    pub fn events_have_key(&self) -> bool {
+        self.mapping.webhook_events.event_id.is_some()
+    }
+
+    /// The fields of the event's record, as the mapping names and spells them.
+    pub fn webhook_event_fields(&self, e: &WebhookEventRecord) -> Fields {
         let m = &self.mapping.webhook_events;
         let mut f = Fields::new();
-        f.insert(m.event_id.clone(), json!(e.event_id));
-        f.insert(m.service.clone(), json!(e.service));
-        f.insert(m.endpoint.clone(), json!(e.endpoint));
+        if let Some(field) = &m.event_id {
+            f.insert(field.clone(), json!(e.event_id));
+        }
+        f.insert(
+            m.service.clone(),
+            json!(
+                self.mapping
+                    .service_value(&e.service, default_service(&e.service))
+            ),
+        );
+        if let Some(field) = &m.endpoint {
+            f.insert(field.clone(), json!(e.endpoint));
+        }
         f.insert(m.raw_payload.clone(), json!(long_text(&e.raw_payload)));
         f.insert(m.processed.clone(), json!(e.processed));
         f.insert(m.success.clone(), json!(e.success));
-        f.insert(
-            m.timestamp.clone(),
-            json!(e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        );
+        if let Some(field) = &m.timestamp {
+            f.insert(
+                field.clone(),
+                json!(e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            );
+        }
         if let (Some(j), Some(field)) = (&e.related_job, &m.related_job) {
             f.insert(field.clone(), json!([j.as_str()]));
         }
         if let (Some(d), Some(field)) = (&e.error_details, &m.error_details) {
             f.insert(field.clone(), json!(long_text(d)));
         }
-        let r = self.backend.upsert(&m.table, &m.event_id, f).await?;
+        f
+    }
+
+    /// Writes the event's record, once per Event ID whatever its outcome (an upsert, so a
+    /// retried write never makes a second record). Only for a mapping with an Event ID
+    /// field ([`Records::events_have_key`]).
+    pub async fn record_webhook_event(
+        &self,
+        e: &WebhookEventRecord,
+    ) -> Result<RecordId, RecordsError> {
+        let m = &self.mapping.webhook_events;
+        let Some(key) = &m.event_id else {
+            return Err(unkeyed(&m.table));
+        };
+        let f = self.webhook_event_fields(e);
+        let r = self.backend.upsert(&m.table, key, f).await?;
         Ok(r.id)
     }
 
     pub async fn find_webhook_event(&self, event_id: &str) -> Result<Option<Record>, RecordsError> {
         let m = &self.mapping.webhook_events;
+        let Some(key) = &m.event_id else {
+            return Ok(None);
+        };
         let found = self
             .backend
             .find(
                 &m.table,
                 &Filter::Equals {
-                    field: m.event_id.clone(),
+                    field: key.clone(),
                     value: event_id.to_owned(),
                 },
             )
             .await?;
         Ok(found.into_iter().next())
+    }
+}
+
+/// The reference handler's spelling of a service (`Service` of Webhook Events).
+fn default_service(service: &str) -> &str {
+    match service {
+        "goapi" => "GoAPI",
+        "nca" => "NCA Toolkit",
+        other => other,
+    }
+}
+
+fn unkeyed(table: &str) -> RecordsError {
+    RecordsError::Permanent {
+        status: 0,
+        kind: "NO_KEY_FIELD".into(),
+        message: format!(
+            "the mapping names no key field for {table:?}: records are created once by the \
+             engine's creation rule, not upserted"
+        ),
     }
 }
 
@@ -340,13 +503,15 @@ fn text(f: &Fields, name: &str) -> Option<String> {
     }
 }
 
-/// A media cell of either kind: a URL string, or attachments `[{"url": ...}]`.
+/// A media cell of either kind: a URL string, or attachments `[{"url": ...}]` (the newest,
+/// last, one: earlier ones are kept on update), or a lookup's list of URLs.
 fn media(f: &Fields, name: &str) -> Option<MediaUrl> {
     match f.get(name)? {
         Value::String(s) => MediaUrl::parse(s).ok(),
         Value::Array(items) => items
             .iter()
-            .find_map(|a| a.get("url").and_then(Value::as_str))
+            .rev()
+            .find_map(|a| a.get("url").and_then(Value::as_str).or_else(|| a.as_str()))
             .and_then(|u| MediaUrl::parse(u).ok()),
         _ => None,
     }
@@ -355,8 +520,21 @@ fn media(f: &Fields, name: &str) -> Option<MediaUrl> {
 fn media_value(u: &MediaUrl, kind: MediaKind) -> Value {
     match kind {
         MediaKind::Url => json!(u.as_str()),
-        MediaKind::Attachment => json!([{ "url": u.as_str() }]),
+        MediaKind::Attachment => json!([{ "url": u.as_str(), "filename": file_name(u) }]),
     }
+}
+
+/// The file name an attachment is written with (and later recognised by): the URL's last
+/// path segment, or `media` when it has none.
+fn file_name(u: &MediaUrl) -> String {
+    url::Url::parse(u.as_str())
+        .ok()
+        .and_then(|p| {
+            p.path_segments()
+                .and_then(|mut s| s.next_back().map(str::to_owned))
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "media".into())
 }
 
 fn links(f: &Fields, name: &str) -> Vec<RecordId> {

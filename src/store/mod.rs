@@ -216,6 +216,17 @@ pub struct EventQuery {
 }
 
 /// A job waiting for its external service, as the reconciler sees it.
+/// What the store knows of one record creation (see [`Store::record_intent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordIntent {
+    /// When the creation was first noted: an earlier attempt's record, if any, was created
+    /// after this.
+    pub since: DateTime<Utc>,
+    /// True when this call noted it: no earlier attempt can have created anything.
+    pub fresh: bool,
+    pub record: Option<RecordId>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ActiveJob {
     pub job: JobId,
@@ -321,6 +332,14 @@ pub trait Store: Send + Sync {
     async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError>;
 
+    /// Exactly-once creation of a record on a base with no writable key field
+    /// (ARCHITECTURE.md, "Creating a record without a key"): notes, durably, that the
+    /// record of `owner` (`job:<id>`, `event:<id>`) is about to be created, unless that was
+    /// noted before; answers when it was first noted and the record claimed for it, if any.
+    async fn record_intent(&self, owner: &str) -> Result<RecordIntent, StoreError>;
+    /// Claims `record` for `owner`. False when another owner already has it (a record is
+    /// claimed at most once) or `owner` already has another.
+    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError>;
     async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError>;
     /// The job's video and, once written, its Airtable record id.
     async fn job_location(

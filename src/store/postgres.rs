@@ -844,6 +844,62 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn record_intent(&self, owner: &str) -> Result<super::RecordIntent, StoreError> {
+        let client = self.pool.get().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO record_creations (owner) VALUES ($1) ON CONFLICT (owner) DO NOTHING",
+                &[&owner],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT started_at, record_id FROM record_creations WHERE owner = $1",
+                &[&owner],
+            )
+            .await?;
+        let since: DateTime<Utc> = row.try_get(0)?;
+        let record: Option<String> = row.try_get(1)?;
+        Ok(super::RecordIntent {
+            since,
+            fresh: inserted == 1,
+            record: record
+                .map(|r| RecordId::parse(&r).map_err(|e| corrupt("record id", e)))
+                .transpose()?,
+        })
+    }
+
+    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let record = record.to_string();
+        // One statement: the unique index on record_id settles a race between two owners.
+        let claimed = client
+            .query_opt(
+                "INSERT INTO record_creations (owner, record_id) VALUES ($1, $2)
+                 ON CONFLICT (owner) DO UPDATE SET record_id = excluded.record_id
+                 WHERE record_creations.record_id IS NULL
+                 RETURNING owner",
+                &[&owner, &record],
+            )
+            .await;
+        match claimed {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => {
+                let row = client
+                    .query_opt(
+                        "SELECT 1 FROM record_creations WHERE owner = $1 AND record_id = $2",
+                        &[&owner, &record],
+                    )
+                    .await?;
+                Ok(row.is_some())
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         run(

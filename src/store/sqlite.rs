@@ -93,7 +93,19 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 /// all `IF NOT EXISTS`, so files written before migrations were versioned take it as a
 /// no-op. (Versions live in a table of their own, not `user_version`: the file is shared
 /// with the embedded records.)
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "engine store", SCHEMA)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "engine store", SCHEMA),
+    (2, "record creations", RECORD_CREATIONS),
+];
+
+/// Records the engine created on a base with no key field, each claimed by one owner.
+const RECORD_CREATIONS: &str = "
+CREATE TABLE IF NOT EXISTS record_creations (
+    owner      TEXT PRIMARY KEY NOT NULL,
+    started_at TEXT NOT NULL,
+    record_id  TEXT UNIQUE
+);
+";
 
 /// Applies the migrations the file lacks, in one immediate transaction: a second process
 /// opening the file at the same moment waits, then finds them applied.
@@ -730,6 +742,53 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_intent(&self, owner: &str) -> Result<super::RecordIntent, StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
+                params![owner, ts(Utc::now())],
+            )?;
+            let (since, record): (String, Option<String>) = c.query_row(
+                "SELECT started_at, record_id FROM record_creations WHERE owner = ?1",
+                [&owner],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(super::RecordIntent {
+                since: parse_ts(&since)?,
+                fresh: inserted == 1,
+                record: record
+                    .map(|r| RecordId::parse(&r).map_err(|e| corrupt("record id", e)))
+                    .transpose()?,
+            })
+        })
+        .await
+    }
+
+    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError> {
+        let (owner, record) = (owner.to_owned(), record.to_string());
+        self.with(move |c| {
+            let taken: Option<String> = c
+                .query_row(
+                    "SELECT owner FROM record_creations WHERE record_id = ?1",
+                    [&record],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = taken {
+                return Ok(other == owner);
+            }
+            let n = c.execute(
+                "INSERT INTO record_creations (owner, started_at, record_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (owner) DO UPDATE SET record_id = excluded.record_id
+                 WHERE record_creations.record_id IS NULL",
+                params![owner, ts(Utc::now()), record],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
         let record = record.to_string();
         self.with(move |c| {
@@ -1054,7 +1113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut first = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut first).unwrap(), vec![1]);
+        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2]);
         assert!(migrate(&mut first).unwrap().is_empty());
         // A file from before versioning (tables, no record of them) takes it as a no-op.
         let old = dir.path().join("old.db");
@@ -1062,7 +1121,7 @@ mod tests {
         conn.execute_batch(SCHEMA).unwrap();
         conn.execute_batch("INSERT INTO video_state VALUES ('recA', '{}', 'now')")
             .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2]);
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();

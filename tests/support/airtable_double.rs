@@ -1,5 +1,5 @@
 //! An in-process Airtable double: an HTTP server on 127.0.0.1 that behaves like the Airtable
-//! Web API as described in CONTRACTS.md, pitfalls included, so that the client is tested
+//! Web API as docs/airtable.md describes it (with its sources), pitfalls included, so that the client is tested
 //! against what real Airtable does rather than what we hope it does:
 //!
 //! - records `rec` + 14 alphanumerics with `createdTime`; empties (`""`, `[]`, `false`,
@@ -8,6 +8,11 @@
 //! - `filterByFormula` really evaluated, where a linked field is its records' PRIMARY field
 //!   values (so `FIND('recX', ARRAYJOIN({Related Video}))` matches nothing);
 //! - inverse links maintained as Airtable does; `performUpsert`; pagination with `offset`;
+//! - computed fields (formula, autoNumber, createdTime) that refuse every write, `null`
+//!   included, with 422 `INVALID_VALUE_FOR_COLUMN` (docs/airtable.md, "Computed fields");
+//! - attachments read back as Airtable's own copies: an `att…` id and a URL that is not the
+//!   one written and differs at every read (it is signed and expires), kept on update only
+//!   when the write passes their `{"id"}` (docs/airtable.md, "Attachments");
 //! - 5 requests/second per base, then the real 429 body and a lockout during which every
 //!   request is refused; injectable 503s; a log of every request.
 //!
@@ -47,9 +52,23 @@ pub enum FieldType {
         inverse: Option<String>,
     },
     Attachments,
+    /// A formula over the record's fields (the double's formula language): computed.
+    Formula(String),
+    /// 1, 2, 3… in creation order: computed.
+    AutoNumber,
+    /// The record's `createdTime`: computed.
+    CreatedTime,
 }
 
 impl FieldType {
+    /// Airtable computes these and refuses every write to them (docs/airtable.md).
+    pub fn is_computed(&self) -> bool {
+        matches!(
+            self,
+            FieldType::Formula(_) | FieldType::AutoNumber | FieldType::CreatedTime
+        )
+    }
+
     pub fn api_name(&self) -> &'static str {
         match self {
             FieldType::SingleLineText => "singleLineText",
@@ -63,6 +82,9 @@ impl FieldType {
             FieldType::SingleSelect(_) => "singleSelect",
             FieldType::Links { .. } => "multipleRecordLinks",
             FieldType::Attachments => "multipleAttachments",
+            FieldType::Formula(_) => "formula",
+            FieldType::AutoNumber => "autoNumber",
+            FieldType::CreatedTime => "createdTime",
         }
     }
 }
@@ -73,6 +95,15 @@ pub struct TableSchema {
     /// The primary field: what a link to this table shows, also inside formulas.
     pub primary: String,
     pub fields: Vec<(String, FieldType)>,
+}
+
+/// The two spellings of select options seen in the production base's docs and code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// Type `music_generation`/`music_addition`; Service `GoAPI`, `NCA`, `NCA Toolkit`…
+    Docs,
+    /// Type `music`/`final`; Service `goapi`, `nca`, `elevenlabs`.
+    Code,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,12 +153,10 @@ impl DoubleSchema {
         }
         videos.push((videos_jobs.clone(), link(&j.table, &j.related_video)));
 
+        let jobs_primary = j.job_id.clone().unwrap_or_else(|| "Name".into());
         let mut jobs = vec![
-            (j.job_id.clone(), SingleLineText),
-            (
-                j.job_type.clone(),
-                SingleSelect(vec!["music_generation".into(), "music_addition".into()]),
-            ),
+            (jobs_primary.clone(), SingleLineText),
+            (j.job_type.clone(), SingleSelect(m.job_type_options())),
             (j.status.clone(), SingleSelect(m.job_status_options())),
             (j.related_video.clone(), link(&v.table, &videos_jobs)),
             (j.external_job_id.clone(), SingleLineText),
@@ -144,16 +173,23 @@ impl DoubleSchema {
             .unwrap_or_else(|| "Related Job".into());
         jobs.push((jobs_events.clone(), link(&w.table, &related_job)));
 
+        let events_primary = w.event_id.clone().unwrap_or_else(|| "Name".into());
         let mut events = vec![
-            (w.event_id.clone(), SingleLineText),
+            (events_primary.clone(), SingleLineText),
             (w.service.clone(), SingleLineText),
-            (w.endpoint.clone(), SingleLineText),
+        ];
+        for name in [&w.endpoint].into_iter().flatten() {
+            events.push((name.clone(), SingleLineText));
+        }
+        events.extend([
             (w.raw_payload.clone(), MultilineText),
             (w.processed.clone(), Checkbox),
             (w.success.clone(), Checkbox),
-            (w.timestamp.clone(), DateTime),
-            (related_job, link(&j.table, &jobs_events)),
-        ];
+        ]);
+        for name in [&w.timestamp].into_iter().flatten() {
+            events.push((name.clone(), DateTime));
+        }
+        events.push((related_job, link(&j.table, &jobs_events)));
         if let Some(e) = &w.error_details {
             events.push((e.clone(), MultilineText));
         }
@@ -167,12 +203,87 @@ impl DoubleSchema {
                 },
                 TableSchema {
                     name: j.table.clone(),
-                    primary: j.job_id.clone(),
+                    primary: jobs_primary,
                     fields: jobs,
                 },
                 TableSchema {
                     name: w.table.clone(),
-                    primary: w.event_id.clone(),
+                    primary: events_primary,
+                    fields: events,
+                },
+            ],
+        }
+    }
+
+    /// A base shaped like the documented production base of the pipeline's earlier build
+    /// (docs/airtable.md, "Real bases"): Videos' primary field `Description`, no Status,
+    /// attachments for the source, the music and `Video + Music`; Jobs' `Job ID` a formula,
+    /// no Timestamps; Webhook Events' `Event ID` an autonumber, `Created At` a created
+    /// time, no Timestamp and no Error Details, `Service` a select. `spelling` picks which of
+    /// the two known spellings the select options use.
+    pub fn production_base(spelling: Spelling) -> Self {
+        use FieldType::*;
+        let link = |table: &str, inverse: &str| Links {
+            table: table.to_owned(),
+            inverse: Some(inverse.to_owned()),
+        };
+        let (types, services): (Vec<&str>, Vec<&str>) = match spelling {
+            Spelling::Docs => (
+                vec!["music_generation", "music_addition", "video_generation"],
+                vec!["GoAPI", "NCA", "NCA Toolkit", "ElevenLabs", "OpenAI"],
+            ),
+            Spelling::Code => (vec!["music", "final"], vec!["goapi", "nca", "elevenlabs"]),
+        };
+        let owned = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        let videos = vec![
+            ("Description".to_owned(), MultilineText),
+            ("Combined Segments Video".into(), Attachments),
+            ("Music Prompt".into(), MultilineText),
+            ("Music".into(), Attachments),
+            ("Video + Music".into(), Attachments),
+            ("Jobs".into(), link("Jobs", "Related Video")),
+        ];
+        let jobs = vec![
+            ("Job ID".to_owned(), Formula("'JOB-' & RECORD_ID()".into())),
+            ("Type".into(), SingleSelect(owned(types))),
+            (
+                "Status".into(),
+                SingleSelect(owned(vec!["pending", "processing", "completed", "failed"])),
+            ),
+            ("Related Video".into(), link("Videos", "Jobs")),
+            ("External Job ID".into(), SingleLineText),
+            ("Webhook URL".into(), Url),
+            ("Error Details".into(), MultilineText),
+            (
+                "Webhook Events".into(),
+                link("Webhook Events", "Related Job"),
+            ),
+        ];
+        let events = vec![
+            ("Event ID".to_owned(), AutoNumber),
+            ("Service".into(), SingleSelect(owned(services))),
+            ("Endpoint".into(), SingleLineText),
+            ("Raw Payload".into(), MultilineText),
+            ("Processed".into(), Checkbox),
+            ("Success".into(), Checkbox),
+            ("Created At".into(), CreatedTime),
+            ("Related Job".into(), link("Jobs", "Webhook Events")),
+        ];
+        Self {
+            tables: vec![
+                TableSchema {
+                    name: "Videos".into(),
+                    primary: "Description".into(),
+                    fields: videos,
+                },
+                TableSchema {
+                    name: "Jobs".into(),
+                    primary: "Job ID".into(),
+                    fields: jobs,
+                },
+                TableSchema {
+                    name: "Webhook Events".into(),
+                    primary: "Event ID".into(),
                     fields: events,
                 },
             ],
@@ -307,6 +418,8 @@ struct Table {
     primary: String,
     fields: Vec<(String, String, FieldType)>, // (id, name, type)
     records: Vec<DoubleRecord>,
+    /// The last autoNumber handed out.
+    autonumber: u64,
 }
 
 impl Table {
@@ -338,6 +451,12 @@ struct State {
     seen: u64,
     id_rng: StdRng,
     offsets: HashMap<String, usize>,
+    /// Every attachment URL handed out, with when: each read mints new ones.
+    minted: Vec<(String, std::time::SystemTime)>,
+    /// Writes are applied at once but answered this much later.
+    write_delay: Option<Duration>,
+    /// The next this many successful writes are answered 504 (after being applied).
+    gateway_timeouts: u64,
 }
 
 /// An API error: status and body.
@@ -587,13 +706,19 @@ impl State {
                     }
                     // Like Airtable, the table in the path is not checked against the record.
                     ("GET", [id]) => {
-                        let r = self
+                        let (owner, mut r) = self
                             .tables
                             .iter()
-                            .flat_map(|t| &t.records)
-                            .find(|r| r.id == *id)
+                            .enumerate()
+                            .find_map(|(i, t)| {
+                                t.records
+                                    .iter()
+                                    .find(|r| r.id == *id)
+                                    .map(|r| (i, r.to_json(None)))
+                            })
                             .ok_or_else(not_found_bare)?;
-                        Ok((r.to_json(None), 1))
+                        self.mint_urls(owner, &mut r);
+                        Ok((r, 1))
                     }
                     ("POST", []) => self.write_request(t, WriteMode::Create, json_body()?, None),
                     ("PATCH", []) | ("PUT", []) => {
@@ -651,6 +776,18 @@ impl State {
                             }
                             FieldType::Checkbox => {
                                 f["options"] = json!({"icon": "check", "color": "greenBright"});
+                            }
+                            FieldType::Formula(text) => {
+                                f["options"] = json!({
+                                    "formula": text,
+                                    "isValid": true,
+                                    "referencedFieldIds": [],
+                                    "result": {"type": "singleLineText"},
+                                });
+                            }
+                            FieldType::AutoNumber => {}
+                            FieldType::CreatedTime => {
+                                f["options"] = json!({"result": {"type": "dateTime"}});
                             }
                             FieldType::DateTime => {
                                 f["options"] = json!({
@@ -714,7 +851,13 @@ impl State {
             .records
             .iter()
             .filter(|r| match &formula {
-                Some(f) => formula::eval(f, &|name| self.formula_value(t, r, name), &r.id).truthy(),
+                Some(f) => formula::eval(
+                    f,
+                    &|name| self.formula_value(t, r, name),
+                    &r.id,
+                    &r.created_time,
+                )
+                .truthy(),
                 None => true,
             })
             .collect();
@@ -745,7 +888,7 @@ impl State {
             })?,
             None => 0,
         };
-        let page: Vec<Value> = matched
+        let mut page: Vec<Value> = matched
             .iter()
             .skip(start)
             .take(p.page_size)
@@ -753,6 +896,9 @@ impl State {
             .collect();
         let next = start + page.len();
         let next_id = matched.get(next).map(|r| r.id.clone());
+        for r in &mut page {
+            self.mint_urls(t, r);
+        }
         let n = page.len();
         let mut body = json!({ "records": page });
         if let Some(next_id) = next_id {
@@ -1004,8 +1150,12 @@ impl State {
                 ));
             }
             let mut clean = Map::new();
+            let current = id
+                .as_ref()
+                .and_then(|id| self.tables[t].records.iter().find(|x| x.id == *id));
             for (name, value) in fields {
-                let v = self.check_value(t, &name, &value, typecast, &mut new_options)?;
+                let existing = current.and_then(|r| r.fields.get(&name));
+                let v = self.check_value(t, &name, &value, typecast, existing, &mut new_options)?;
                 clean.insert(name, v);
             }
             let replace = matches!(mode, WriteMode::Update { replace: true });
@@ -1042,11 +1192,14 @@ impl State {
             out.push(id);
         }
         let table = &self.tables[t];
-        let rendered: Vec<Value> = out
+        let mut rendered: Vec<Value> = out
             .iter()
             .filter_map(|id| table.records.iter().find(|r| r.id == *id))
             .map(|r| r.to_json(None))
             .collect();
+        for r in &mut rendered {
+            self.mint_urls(t, r);
+        }
         if single {
             return Ok((rendered.into_iter().next().unwrap_or(Value::Null), count));
         }
@@ -1065,6 +1218,7 @@ impl State {
         name: &str,
         value: &Value,
         typecast: bool,
+        existing: Option<&Value>,
         new_options: &mut Vec<(String, String)>,
     ) -> Result<Value, ApiError> {
         let Some(ty) = self.tables[t].field(name) else {
@@ -1074,6 +1228,14 @@ impl State {
                 format!("Unknown field name: \"{name}\""),
             ));
         };
+        if ty.is_computed() {
+            // Airtable's words, for any value, null included (docs/airtable.md).
+            return Err(err(
+                422,
+                "INVALID_VALUE_FOR_COLUMN",
+                format!("Field \"{name}\" cannot accept a value because the field is computed"),
+            ));
+        }
         if value.is_null() {
             return Ok(Value::Null);
         }
@@ -1145,21 +1307,50 @@ impl State {
             }
             FieldType::Attachments => {
                 let items = value.as_array().ok_or_else(|| invalid_value(name))?;
+                let kept: Vec<Value> = existing
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let mut out = Vec::new();
                 for a in items {
-                    let url = a
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| invalid_value(name))?;
-                    let filename = a
-                        .get("filename")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| url.rsplit('/').next().unwrap_or_default().to_owned());
-                    let id = a.get("id").and_then(Value::as_str).map(str::to_owned);
-                    out.push(json!({"id": id.unwrap_or_else(|| format!("att{:014}", out.len())), "url": url, "filename": filename}));
+                    let given_id = a.get("id").and_then(Value::as_str);
+                    let url = a.get("url").and_then(Value::as_str);
+                    match (given_id, url) {
+                        // An existing attachment, kept by its id (its URL, if sent, is ignored).
+                        (Some(id), _) => {
+                            let old = kept
+                                .iter()
+                                .find(|k| k["id"] == id)
+                                .ok_or_else(|| invalid_value(name))?;
+                            out.push(old.clone());
+                        }
+                        // A new file: Airtable copies it and keeps its own copy.
+                        (None, Some(url)) => {
+                            if url::Url::parse(url).is_err() {
+                                return Err(invalid_value(name));
+                            }
+                            let filename = a
+                                .get("filename")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| {
+                                    url.rsplit('/').next().unwrap_or_default().to_owned()
+                                });
+                            // The id is drawn when the write is applied.
+                            out.push(json!({
+                                "filename": filename,
+                                "size": 1024,
+                                "type": mime(&filename),
+                                "source": url,
+                            }));
+                        }
+                        (None, None) => return Err(invalid_value(name)),
+                    }
                 }
                 Value::Array(out)
+            }
+            FieldType::Formula(_) | FieldType::AutoNumber | FieldType::CreatedTime => {
+                return Err(invalid_value(name));
             }
         };
         Ok(if is_empty(&stored) {
@@ -1169,8 +1360,77 @@ impl State {
         })
     }
 
+    /// Sets the computed fields of one record: its autoNumber when it is `new`, its
+    /// createdTime, and every formula evaluated over its fields.
+    fn compute(&mut self, t: usize, pos: usize, new: bool) {
+        let computed: Vec<(String, FieldType)> = self.tables[t]
+            .fields
+            .iter()
+            .filter(|(_, _, ty)| ty.is_computed())
+            .map(|(_, n, ty)| (n.clone(), ty.clone()))
+            .collect();
+        for (name, ty) in computed {
+            let value = match ty {
+                FieldType::AutoNumber if new => {
+                    self.tables[t].autonumber += 1;
+                    json!(self.tables[t].autonumber)
+                }
+                FieldType::AutoNumber => continue,
+                FieldType::CreatedTime => json!(self.tables[t].records[pos].created_time),
+                FieldType::Formula(text) => {
+                    let table = &self.tables[t];
+                    let Ok(expr) = formula::parse(&text, |n| table.field(n).is_some()) else {
+                        continue;
+                    };
+                    let r = &table.records[pos];
+                    let v = formula::eval(
+                        &expr,
+                        &|n| self.formula_value(t, r, n),
+                        &r.id,
+                        &r.created_time,
+                    );
+                    json!(v.text())
+                }
+                _ => continue,
+            };
+            self.tables[t].records[pos].fields.insert(name, value);
+        }
+    }
+
+    /// Renders the attachments of a record as Airtable does at every read: a fresh signed
+    /// URL of Airtable's own copy, never the URL written.
+    fn mint_urls(&mut self, t: usize, record: &mut Value) {
+        let names: Vec<String> = self.tables[t]
+            .fields
+            .iter()
+            .filter(|(_, _, ty)| *ty == FieldType::Attachments)
+            .map(|(_, n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(Value::Array(items)) = record.get_mut("fields").and_then(|f| f.get_mut(&name))
+            else {
+                continue;
+            };
+            for a in items {
+                let sig = self.new_id("sig");
+                let url = format!(
+                    "https://v5.airtableusercontent.invalid/{}/{}/{}",
+                    a["id"].as_str().unwrap_or_default(),
+                    sig,
+                    a["filename"].as_str().unwrap_or_default()
+                );
+                if let Some(o) = a.as_object_mut() {
+                    o.remove("source");
+                    o.insert("url".into(), json!(url));
+                }
+                self.minted.push((url, std::time::SystemTime::now()));
+            }
+        }
+    }
+
     /// Applies a validated write and keeps the inverse links in step; returns the id.
     fn apply(&mut self, t: usize, plan: PlannedWrite) -> String {
+        let plan_was_create = plan.id.is_none();
         let id = match plan.id {
             Some(id) => id,
             None => {
@@ -1200,7 +1460,31 @@ impl State {
                 after.insert(name, value);
             }
         }
+        // New attachments get their ids; computed fields their values.
+        let attachment_fields: Vec<String> = self.tables[t]
+            .fields
+            .iter()
+            .filter(|(_, _, ty)| *ty == FieldType::Attachments)
+            .map(|(_, n, _)| n.clone())
+            .collect();
+        for name in attachment_fields {
+            let Some(Value::Array(items)) = after.get(&name).cloned() else {
+                continue;
+            };
+            let items: Vec<Value> = items
+                .into_iter()
+                .map(|mut a| {
+                    if a.get("id").is_none() {
+                        a["id"] = json!(self.new_id("att"));
+                    }
+                    a
+                })
+                .collect();
+            after.insert(name, Value::Array(items));
+        }
         self.tables[t].records[pos].fields = after.clone();
+        self.compute(t, pos, plan_was_create);
+        let after = self.tables[t].records[pos].fields.clone();
         // Inverse links: what this record now links to lists it back, and only that.
         let links: Vec<(String, String, Option<String>)> = self.tables[t]
             .fields
@@ -1252,6 +1536,16 @@ impl State {
             }
         }
         id
+    }
+}
+
+/// The MIME type Airtable reports for an attachment, by extension.
+fn mime(filename: &str) -> &'static str {
+    match filename.rsplit('.').next().unwrap_or_default() {
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        _ => "application/octet-stream",
     }
 }
 
@@ -1395,6 +1689,7 @@ impl AirtableDouble {
                     .map(|(n, ty)| (new_id("fld"), n.clone(), ty.clone()))
                     .collect(),
                 records: Vec::new(),
+                autonumber: 0,
             })
             .collect();
         let state = Arc::new(Mutex::new(State {
@@ -1414,6 +1709,9 @@ impl AirtableDouble {
             seen: 0,
             id_rng: StdRng::seed_from_u64(cfg.seed.wrapping_add(1)),
             offsets: HashMap::new(),
+            minted: Vec::new(),
+            write_delay: None,
+            gateway_timeouts: 0,
         }));
 
         let shared = state.clone();
@@ -1422,22 +1720,44 @@ impl AirtableDouble {
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::optional::<String>("authorization"))
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |method: warp::http::Method,
                       path: warp::path::FullPath,
                       query: String,
                       auth: Option<String>,
                       body: bytes::Bytes| {
-                    let (status, value) = shared.lock().unwrap_or_else(|p| p.into_inner()).handle(
-                        method.as_str(),
-                        path.as_str(),
-                        &query,
-                        auth.as_deref(),
-                        &body,
-                    );
-                    let status = warp::http::StatusCode::from_u16(status)
-                        .unwrap_or(warp::http::StatusCode::INTERNAL_SERVER_ERROR);
-                    warp::reply::with_status(warp::reply::json(&value), status)
+                    let (status, value, hold) = {
+                        let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        let (status, value) = state.handle(
+                            method.as_str(),
+                            path.as_str(),
+                            &query,
+                            auth.as_deref(),
+                            &body,
+                        );
+                        let write = method != warp::http::Method::GET
+                            && !path.as_str().ends_with("/listRecords");
+                        let (status, value) =
+                            if write && status == 200 && state.gateway_timeouts > 0 {
+                                // A proxy in front of Airtable gave up waiting: the write was
+                                // applied, the caller hears 504.
+                                state.gateway_timeouts -= 1;
+                                (504, json!("504 Gateway Time-out"))
+                            } else {
+                                (status, value)
+                            };
+                        (status, value, state.write_delay.filter(|_| write))
+                    };
+                    async move {
+                        // A write applied whose answer is late: what a slow network, a
+                        // proxy or a process killed while waiting sees.
+                        if let Some(hold) = hold {
+                            tokio::time::sleep(hold).await;
+                        }
+                        let status = warp::http::StatusCode::from_u16(status)
+                            .unwrap_or(warp::http::StatusCode::INTERNAL_SERVER_ERROR);
+                        warp::reply::with_status(warp::reply::json(&value), status)
+                    }
                 },
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1514,6 +1834,26 @@ impl AirtableDouble {
         self.state().lockout_in = Some(n.max(1));
     }
 
+    /// Applies every write at once but answers it only after `delay` (`None`: at once).
+    pub fn set_write_delay(&self, delay: Option<Duration>) {
+        self.state().write_delay = delay;
+    }
+
+    /// The next `n` writes are applied, then answered 504 as a proxy in front of Airtable
+    /// answers when it gives up waiting: the unkind case of an unknown outcome.
+    pub fn gateway_timeout_after_apply(&self, n: u64) {
+        self.state().gateway_timeouts = n;
+    }
+
+    /// When the double handed out this attachment URL (each read mints new ones).
+    pub fn minted_at(&self, url: &str) -> Option<std::time::SystemTime> {
+        self.state()
+            .minted
+            .iter()
+            .find(|(u, _)| u == url)
+            .map(|(_, at)| *at)
+    }
+
     pub fn records(&self, table: &str) -> Vec<DoubleRecord> {
         let s = self.state();
         s.table_index(table)
@@ -1552,6 +1892,7 @@ impl AirtableDouble {
 /// language that matters here. What it cannot parse is refused as Airtable refuses it.
 pub mod formula {
     use super::{ApiError, err};
+    use chrono::{DateTime, SecondsFormat, Utc};
     use serde_json::Value;
 
     #[derive(Debug, Clone, PartialEq)]
@@ -1627,6 +1968,10 @@ pub mod formula {
 
     const FUNCTIONS: &[(&str, usize, usize)] = &[
         ("RECORD_ID", 0, 0),
+        ("CREATED_TIME", 0, 0),
+        ("DATETIME_PARSE", 1, 3),
+        ("IS_AFTER", 2, 2),
+        ("IS_BEFORE", 2, 2),
         ("OR", 1, usize::MAX),
         ("AND", 1, usize::MAX),
         ("NOT", 1, 1),
@@ -1857,8 +2202,8 @@ pub mod formula {
     }
 
     /// Evaluates `e` for one record: `field` gives a cell as formulas see it.
-    pub fn eval(e: &Expr, field: &dyn Fn(&str) -> V, record_id: &str) -> V {
-        let ev = |x: &Expr| eval(x, field, record_id);
+    pub fn eval(e: &Expr, field: &dyn Fn(&str) -> V, record_id: &str, created: &str) -> V {
+        let ev = |x: &Expr| eval(x, field, record_id, created);
         match e {
             Expr::Lit(v) => v.clone(),
             Expr::Field(name) => field(name),
@@ -1887,6 +2232,27 @@ pub mod formula {
                 let arg = |i: usize| args.get(i).map(ev).unwrap_or(V::Blank);
                 match name.as_str() {
                     "RECORD_ID" => V::Str(record_id.to_owned()),
+                    "CREATED_TIME" => V::Str(created.to_owned()),
+                    // Dates travel as RFC 3339 text here; a text that is not one is blank.
+                    "DATETIME_PARSE" => match DateTime::parse_from_rfc3339(&arg(0).text()) {
+                        Ok(d) => V::Str(
+                            d.with_timezone(&Utc)
+                                .to_rfc3339_opts(SecondsFormat::Millis, true),
+                        ),
+                        Err(_) => V::Blank,
+                    },
+                    "IS_AFTER" | "IS_BEFORE" => {
+                        let (a, b) = (arg(0).text(), arg(1).text());
+                        match (
+                            DateTime::parse_from_rfc3339(&a),
+                            DateTime::parse_from_rfc3339(&b),
+                        ) {
+                            (Ok(a), Ok(b)) => {
+                                V::Bool(if name == "IS_AFTER" { a > b } else { a < b })
+                            }
+                            _ => V::Blank,
+                        }
+                    }
                     "OR" => V::Bool(args.iter().any(|a| ev(a).truthy())),
                     "AND" => V::Bool(args.iter().all(|a| ev(a).truthy())),
                     "NOT" => V::Bool(!arg(0).truthy()),

@@ -1,5 +1,5 @@
 //! The contract every [`RecordBackend`] must meet: Airtable's semantics as the engine relies
-//! on them (CONTRACTS.md, "Airtable Web API"). One suite, run against every backend and
+//! on them (docs/airtable.md). One suite, run against every backend and
 //! every double, so that passing here means the engine cannot tell them apart.
 //!
 //! It uses the default [`Mapping`]'s tables and field names and only values a real base with
@@ -869,9 +869,11 @@ pub async fn typed_webhook_event_is_recorded_once_per_event_id(b: &Backend) {
     );
 }
 
-/// With media fields mapped as attachments the typed layer writes `[{"url": ...}]` and
-/// reads the URL back. The stores under test keep that JSON as written (real Airtable
-/// would copy the file and answer with its own URL, and needs attachment fields for it).
+/// With media fields mapped as attachments the typed layer writes `[{"url", "filename"}]`
+/// and reads a URL back, which on Airtable is its own expiring copy, never the URL written
+/// (docs/airtable.md, "Attachments"): so nothing here compares the two. An update keeps the
+/// attachments already there (by their `{"id"}` on Airtable) and replaces only a file of
+/// the same name, so a retried write does not add the file twice.
 pub async fn typed_attachment_media_round_trips(b: &Backend) {
     let mut mapping = Mapping::default();
     mapping.videos.music_kind = MediaKind::Attachment;
@@ -887,40 +889,219 @@ pub async fn typed_attachment_media_round_trips(b: &Backend) {
         .await
         .unwrap_or_else(|e| panic!("create_video with attachments failed: {e}"));
     let final_video = url("https://nca.example/out/final.mp4");
-    records
-        .update_video(
-            &id,
-            &VideoFields {
-                final_video: Some(final_video.clone()),
-                ..VideoFields::default()
-            },
-        )
+    let final_fields = VideoFields {
+        final_video: Some(final_video.clone()),
+        ..VideoFields::default()
+    };
+    let write_final = || records.update_video(&id, &final_fields);
+    write_final()
         .await
         .unwrap_or_else(|e| panic!("update_video with attachments failed: {e}"));
-    let raw = must_get(b, VIDEOS, &id).await;
-    for field in ["Music", "Final Video"] {
-        let cell = raw.fields.get(field);
-        let ok = cell
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty() && a.iter().all(|x| x.get("url").is_some()));
-        assert!(
-            ok,
-            "attachment field {field:?} must hold a list of objects with a url, got {cell:?}"
-        );
+    let second = url("https://cdn.example/tracks/second.mp3");
+    for _ in 0..2 {
+        // Twice: a retried write must not add the file twice.
+        records
+            .update_video(
+                &id,
+                &VideoFields {
+                    music: Some(second.clone()),
+                    ..VideoFields::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("second music write failed: {e}"));
     }
+    let raw = must_get(b, VIDEOS, &id).await;
+    let names = |field: &str| -> Vec<String> {
+        let cell = raw.fields.get(field);
+        let items = cell
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("attachment field {field:?} must hold a list, got {cell:?}"));
+        items
+            .iter()
+            .map(|x| {
+                assert!(
+                    x.get("url").and_then(Value::as_str).is_some(),
+                    "every attachment of {field:?} must have a url, got {x}"
+                );
+                x["filename"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        names("Music"),
+        ["song.mp3", "second.mp3"],
+        "an update keeps the attachment already there and adds the new file once"
+    );
+    assert_eq!(names("Final Video"), ["final.mp4"]);
     let v = records
         .get_video(&id)
         .await
         .unwrap_or_else(|e| panic!("get_video failed: {e}"))
         .expect("the video exists");
+    assert!(
+        v.music.is_some() && v.final_video.is_some(),
+        "attachment media fields must read back as URLs: {v:?}"
+    );
+    write_final()
+        .await
+        .unwrap_or_else(|e| panic!("rewriting the final video failed: {e}"));
+    let raw = must_get(b, VIDEOS, &id).await;
     assert_eq!(
-        v.music,
-        Some(music),
-        "an attachment music field must read back its URL"
+        raw.fields["Final Video"].as_array().map(Vec::len),
+        Some(1),
+        "the same file written again replaces itself"
+    );
+}
+
+/// A mapping for a base shaped like the production base of the pipeline's earlier build
+/// (docs/airtable.md, "Real bases"), with its code's spellings: no Status on Videos, media in
+/// attachment fields, the final video in `Video + Music`; a formula `Job ID` and an
+/// autonumber `Event ID` (so no key fields: switched off), no Timestamps, no Timestamp, no
+/// Error Details on Webhook Events; Type and Service options spelled their own way.
+pub const PRODUCTION_MAPPING: &str = r#"
+[videos]
+status = ""
+combined_segments_video_kind = "attachment"
+music_kind = "attachment"
+final_video = "Video + Music"
+final_video_kind = "attachment"
+error_details = ""
+
+[jobs]
+job_id = ""
+timestamps = ""
+
+[webhook_events]
+event_id = ""
+timestamp = ""
+error_details = ""
+
+[job_type_values]
+music_generation = "music"
+music_addition = "final"
+
+[service_values]
+goapi = "goapi"
+nca = "nca"
+"#;
+
+/// The typed layer on a base with no key field: jobs and events are plain creates whose
+/// ids the caller keeps, nothing is written to a computed field, select values are spelled
+/// as the mapping says, the Jobs ↔ Videos link is kept in step on both sides, and records
+/// can be listed by creation time (how an interrupted create finds what it made).
+pub async fn run_production(b: Backend) {
+    let mapping = Mapping::from_toml(PRODUCTION_MAPPING).expect("the production mapping parses");
+    let records = Records::new(Arc::clone(&b), mapping.clone());
+    assert!(!records.jobs_have_key() && !records.events_have_key());
+
+    let video = must_create(
+        &b,
+        VIDEOS,
+        json!({"Description": unique("production video"), "Music Prompt": "calm piano"}),
+    )
+    .await;
+    let job_fields = JobFields {
+        job_id: uuid::Uuid::new_v4().to_string(),
+        job_type: Some(JobType::MusicAddition),
+        status: Some(JobStatus::Pending),
+        related_video: Some(video.id.clone()),
+        external_job_id: None,
+        webhook_url: Some("https://reelstate.example/webhooks/nca-toolkit?job=1".into()),
+        error_details: None,
+        timestamps: Some("{}".into()),
+    };
+    let f = records.job_fields_with_id(&job_fields);
+    assert!(
+        !f.contains_key("Job ID") && !f.contains_key("Timestamps"),
+        "fields switched off are never written: {f:?}"
+    );
+    assert_eq!(f["Type"], json!("final"), "the Type is spelled as mapped");
+    let job = records
+        .create(JOBS, f)
+        .await
+        .unwrap_or_else(|e| panic!("creating a job on a base without Job ID failed: {e}"));
+    let read = records
+        .get_job(&job.id)
+        .await
+        .unwrap_or_else(|e| panic!("get_job failed: {e}"))
+        .expect("the job exists");
+    assert_eq!(
+        read.job_type,
+        JobType::MusicAddition,
+        "Type read back as mapped"
+    );
+    assert_eq!(read.status, Some(JobStatus::Pending));
+    let v = records
+        .get_video(&video.id)
+        .await
+        .unwrap_or_else(|e| panic!("get_video failed: {e}"))
+        .expect("the video exists");
+    assert_eq!(
+        v.jobs,
+        vec![job.id.clone()],
+        "Videos.Jobs lists the job back"
     );
     assert_eq!(
-        v.final_video,
-        Some(final_video),
-        "an attachment final video field must read back its URL"
+        v.status, None,
+        "a base without Status has no status to read"
+    );
+    records
+        .update_job(
+            &job.id,
+            &JobFields {
+                status: Some(JobStatus::Completed),
+                external_job_id: Some("nca-1".into()),
+                ..job_fields.clone()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("update_job by record id failed: {e}"));
+
+    let event = WebhookEventRecord {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        service: "goapi".into(),
+        endpoint: "/webhooks/goapi".into(),
+        raw_payload: "{\"status\":\"completed\"}".into(),
+        processed: true,
+        success: true,
+        timestamp: Utc::now(),
+        related_job: Some(job.id.clone()),
+        error_details: Some("never written: switched off".into()),
+    };
+    let f = records.webhook_event_fields(&event);
+    assert_eq!(f["Service"], json!("goapi"));
+    for off in ["Event ID", "Timestamp", "Error Details"] {
+        assert!(!f.contains_key(off), "{off} is switched off: {f:?}");
+    }
+    let first = records
+        .create(EVENTS, f.clone())
+        .await
+        .unwrap_or_else(|e| panic!("creating an event on a base without Event ID failed: {e}"));
+    let created = DateTime::parse_from_rfc3339(&first.created_time)
+        .expect("createdTime is RFC 3339")
+        .with_timezone(&Utc);
+    // A record made after `since` is listed, one made before it is not: `createdTime` has
+    // millisecond steps, so the second record is made a few of them later.
+    let since = created + chrono::Duration::milliseconds(1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = records
+        .create(EVENTS, f)
+        .await
+        .unwrap_or_else(|e| panic!("second event create failed: {e}"));
+    let listed: Vec<RecordId> = records
+        .created_since(EVENTS, since)
+        .await
+        .unwrap_or_else(|e| panic!("created_since failed: {e}"))
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(
+        listed.contains(&second.id),
+        "{listed:?} lacks the newer record"
+    );
+    assert!(
+        !listed.contains(&first.id),
+        "{listed:?} has the older record"
     );
 }

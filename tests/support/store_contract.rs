@@ -111,6 +111,7 @@ pub async fn run_all(store: Shared) {
     the_reconcilers_worklist_follows_active_jobs(&store).await;
     events_page_and_filter(&store).await;
     overview_counts_states_and_lists_what_needs_attention(&store).await;
+    record_creations_are_noted_then_claimed_once(&store).await;
     store.ping().await.expect("ping");
     let d = store.depths().await.expect("depths");
     assert!(d.inbox_pending >= 0 && d.outbox_pending >= 0 && d.outbox_failed >= 1);
@@ -764,5 +765,51 @@ pub async fn overview_counts_states_and_lists_what_needs_attention(store: &Share
     assert!(
         after.troubled.iter().all(|t| t.state != "done"),
         "never a done effect"
+    );
+}
+
+/// The store's half of creating a record without a key (ARCHITECTURE.md, "Creating a
+/// record without a key"): the first intent is fresh and later ones are not (an earlier
+/// attempt may have created the record); a record is claimed by one owner only, and an
+/// owner keeps the record it claimed.
+pub async fn record_creations_are_noted_then_claimed_once(store: &Shared) {
+    let a = format!("job:{}", Uuid::new_v4());
+    let b = format!("event:{}", Uuid::new_v4());
+    let first = store.record_intent(&a).await.expect("intent");
+    assert!(first.fresh && first.record.is_none(), "{first:?}");
+    let again = store.record_intent(&a).await.expect("intent again");
+    assert!(
+        !again.fresh,
+        "a second intent means an attempt may have created it"
+    );
+    assert_eq!(again.since, first.since, "the first intent's time is kept");
+    let hex = Uuid::new_v4().simple().to_string();
+    let record = RecordId::parse(&format!("rec{}", &hex[..14])).expect("record id");
+    assert!(store.claim_record(&a, &record).await.expect("claim"));
+    assert!(
+        store.claim_record(&a, &record).await.expect("claim again"),
+        "claiming one's own record again is fine"
+    );
+    assert!(
+        !store
+            .claim_record(&b, &record)
+            .await
+            .expect("claim by another"),
+        "a record is claimed by one owner only"
+    );
+    let other = RecordId::parse(&format!("rec{}", &hex[14..28])).expect("record id");
+    assert!(
+        !store.claim_record(&a, &other).await.expect("second record"),
+        "an owner keeps the record it claimed"
+    );
+    assert_eq!(
+        store.record_intent(&a).await.expect("intent").record,
+        Some(record)
+    );
+    // An owner with no intent noted may claim directly (a record found another way).
+    assert!(store.claim_record(&b, &other).await.expect("claim b"));
+    assert_eq!(
+        store.record_intent(&b).await.expect("intent b").record,
+        Some(other)
     );
 }
