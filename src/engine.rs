@@ -16,7 +16,7 @@ use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::machine::{Job, JobId, Policy, Snapshot, Video};
 use crate::metrics::Metrics;
 use crate::records::airtable::AirtableBackend;
-use crate::records::{Records, RecordsError, VideoRecord};
+use crate::records::{JobRecord, Records, RecordsError, VideoRecord};
 use crate::store::{Accepted, Lane, Lease, NewEntry, Payload, Source, Store, StoreError};
 use crate::webhook::callback::CallbackSigner;
 
@@ -305,49 +305,30 @@ impl Engine {
     pub async fn snapshot_from_records(
         &self,
         video: &RecordId,
-    ) -> Result<Option<(Snapshot, Vec<(JobId, RecordId)>)>, RecordsError> {
+    ) -> Result<Option<FirstContact>, RecordsError> {
         let Some(v) = self.records.get_video(video).await? else {
             return Ok(None);
         };
         let jobs = self.records.jobs_of_video(&v).await?;
-        let mut known = Vec::new();
-        let mut snapshot = Snapshot::new(video_from_record(&v));
-        for j in jobs {
-            if !matches!(
-                j.job_type,
-                JobType::MusicGeneration | JobType::MusicAddition
-            ) {
-                continue;
-            }
-            let id = j
-                .job_id
-                .as_deref()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .map(JobId)
-                .unwrap_or_else(|| JobId::for_record(&j.id));
-            // A Status this mapping does not know (a spelling another tool uses) says
-            // nothing reliable: the job is left out rather than taken as running.
-            let status = match (&j.status, &j.status_text) {
-                (Some(s), _) => *s,
-                (None, None) => JobStatus::Pending,
-                (None, Some(text)) => {
-                    tracing::warn!(job_record = %j.id, status = %text, "job status not in the mapping; job ignored");
-                    continue;
-                }
-            };
-            known.push((id, j.id.clone()));
-            snapshot.jobs.push(Job {
-                id,
-                kind: j.job_type,
-                status,
-                external_id: j.external_job_id,
-                submission_id: None,
-                error: j.error_details,
-                created_at: Utc::now(),
-                ended_at: None,
-            });
+        Ok(Some(first_contact(&v, jobs)))
+    }
+
+    /// [`Engine::snapshot_from_records`] for several videos at once, in two batched reads
+    /// (the videos, then all their jobs) instead of two reads per video. Every id asked
+    /// for is in the answer: `None` when the Videos table has no such record.
+    pub async fn snapshots_from_records(
+        &self,
+        videos: &[RecordId],
+    ) -> Result<HashMap<RecordId, Option<FirstContact>>, RecordsError> {
+        let found = self.records.get_videos(videos).await?;
+        let mut jobs = self.records.jobs_of_videos(&found).await?;
+        let mut out: HashMap<RecordId, Option<FirstContact>> =
+            videos.iter().map(|v| (v.clone(), None)).collect();
+        for v in &found {
+            let of_video = jobs.remove(&v.id).unwrap_or_default();
+            out.insert(v.id.clone(), Some(first_contact(v, of_video)));
         }
-        Ok(Some((snapshot, known)))
+        Ok(out)
     }
 
     /// Refreshes what others write on the video (the source video, the prompt) into a
@@ -360,6 +341,51 @@ impl Engine {
         s.video.music_prompt = v.music_prompt;
         Ok(true)
     }
+}
+
+/// What first contact learns of a video: its snapshot, and the engine's ids for the job
+/// records it found (for the store's job index).
+pub type FirstContact = (Snapshot, Vec<(JobId, RecordId)>);
+
+fn first_contact(v: &VideoRecord, jobs: Vec<JobRecord>) -> FirstContact {
+    let mut known = Vec::new();
+    let mut snapshot = Snapshot::new(video_from_record(v));
+    for j in jobs {
+        if !matches!(
+            j.job_type,
+            JobType::MusicGeneration | JobType::MusicAddition
+        ) {
+            continue;
+        }
+        let id = j
+            .job_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .map(JobId)
+            .unwrap_or_else(|| JobId::for_record(&j.id));
+        // A Status this mapping does not know (a spelling another tool uses) says
+        // nothing reliable: the job is left out rather than taken as running.
+        let status = match (&j.status, &j.status_text) {
+            (Some(s), _) => *s,
+            (None, None) => JobStatus::Pending,
+            (None, Some(text)) => {
+                tracing::warn!(job_record = %j.id, status = %text, "job status not in the mapping; job ignored");
+                continue;
+            }
+        };
+        known.push((id, j.id.clone()));
+        snapshot.jobs.push(Job {
+            id,
+            kind: j.job_type,
+            status,
+            external_id: j.external_job_id,
+            submission_id: None,
+            error: j.error_details,
+            created_at: Utc::now(),
+            ended_at: None,
+        });
+    }
+    (snapshot, known)
 }
 
 fn video_from_record(v: &VideoRecord) -> Video {

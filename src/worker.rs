@@ -2,7 +2,7 @@
 //! in parallel. For each entry it loads the snapshot, calls the pure machine, and stores
 //! the decision with its effects in one transaction. It performs no effect itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::domain::RecordId;
-use crate::engine::{CommandOutcome, Engine};
+use crate::engine::{CommandOutcome, Engine, FirstContact};
 use crate::machine::{Ctx, Effect, Event, Outcome, decide};
 use crate::store::{Commit, HistoryRow, InboxEntry, Lane, Lease, Payload};
 
@@ -22,8 +22,23 @@ const RETRY_CAP: Duration = Duration::from_secs(60);
 /// Entries read per scan of the inbox.
 const SCAN: u32 = 256;
 
+/// How long a first-contact read made ahead (with the other videos of its scan) may be
+/// used. A video that waited longer for a worker slot is read again rather than decided on
+/// what the base said that long ago.
+const PREFETCH_FRESH: Duration = Duration::from_secs(10);
+
+/// A video's first contact, read ahead together with the other videos of the same scan:
+/// what the base had (`None`: no such video), and when it was read.
+struct Prefetched {
+    at: tokio::time::Instant,
+    found: Option<FirstContact>,
+}
+
 pub async fn run(engine: Arc<Engine>) {
     let backoff: Arc<Mutex<HashMap<RecordId, (u32, tokio::time::Instant)>>> = Arc::default();
+    // Videos a task of this worker is processing: a scan lists their entries until they
+    // commit, but their lease is taken, so they are neither claimed nor read ahead.
+    let running: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(
         engine.settings.worker_concurrency,
@@ -50,12 +65,26 @@ pub async fn run(engine: Arc<Engine>) {
                         .and_then(|b| b.get(video).map(|(_, until)| *until > now))
                         .unwrap_or(false)
                 });
+                let mut ahead = {
+                    let busy = running.lock().map(|r| r.clone()).unwrap_or_default();
+                    let idle: Vec<&(RecordId, Vec<InboxEntry>)> =
+                        by_video.iter().filter(|(v, _)| !busy.contains(v)).collect();
+                    prefetch(&engine, &idle).await
+                };
+                let by_video: Vec<(RecordId, Work)> = by_video
+                    .into_iter()
+                    .map(|(video, list)| {
+                        let read = ahead.remove(&video);
+                        (video, (list, read))
+                    })
+                    .collect();
                 // One lease per video across every replica: a video whose lease another
                 // task or replica holds is simply not ours this time round.
-                let spawn = |lease: Lease, permit, list: Vec<InboxEntry>| {
+                let spawn = |lease: Lease, permit, (list, read): Work| {
                     let (engine, backoff) = (engine.clone(), backoff.clone());
+                    let running = InFlight::enter(&running, lease.video());
                     tasks.spawn(async move {
-                        let failed = process_video(&engine, &lease, list).await;
+                        let failed = process_video(&engine, &lease, list, read).await;
                         drop(permit);
                         let video = lease.video().clone();
                         if let Ok(mut b) = backoff.lock() {
@@ -68,6 +97,7 @@ pub async fn run(engine: Arc<Engine>) {
                                 b.remove(&video);
                             }
                         }
+                        drop(running);
                         drop(lease);
                         engine.wake_worker.notify_one();
                     });
@@ -92,9 +122,80 @@ pub async fn run(engine: Arc<Engine>) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// A video's entries of this scan, and its first contact when it was read ahead.
+type Work = (Vec<InboxEntry>, Option<Prefetched>);
+
+/// Marks a video as being processed by a task of this worker until dropped (also when the
+/// task panics).
+struct InFlight {
+    set: Arc<Mutex<HashSet<RecordId>>>,
+    video: RecordId,
+}
+
+impl InFlight {
+    fn enter(set: &Arc<Mutex<HashSet<RecordId>>>, video: &RecordId) -> Self {
+        if let Ok(mut s) = set.lock() {
+            s.insert(video.clone());
+        }
+        Self {
+            set: set.clone(),
+            video: video.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.video);
+        }
+    }
+}
+
+/// Reads ahead, together, the videos of this scan the engine meets for the first time
+/// (no snapshot in the store, and an event to decide): two batched reads of the base
+/// instead of two per video. A failed read is only logged: each video then reads alone,
+/// and backs off on its own if that fails too.
+async fn prefetch(
+    engine: &Engine,
+    by_video: &[&(RecordId, Vec<InboxEntry>)],
+) -> HashMap<RecordId, Prefetched> {
+    let mut unknown = Vec::new();
+    for (video, list) in by_video.iter().copied() {
+        if !list
+            .iter()
+            .any(|e| matches!(e.payload, Payload::Event { .. }))
+        {
+            continue;
+        }
+        if let Ok(None) = engine.store.snapshot(video).await {
+            unknown.push(video.clone());
+        }
+    }
+    if unknown.is_empty() {
+        return HashMap::new();
+    }
+    let at = tokio::time::Instant::now();
+    match engine.snapshots_from_records(&unknown).await {
+        Ok(found) => found
+            .into_iter()
+            .map(|(video, found)| (video, Prefetched { at, found }))
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, videos = unknown.len(), "could not read first-contact videos together");
+            HashMap::new()
+        }
+    }
+}
+
 /// Processes a video's entries in order; stops at the first one that must be retried.
 /// Returns true when it stopped early.
-async fn process_video(engine: &Engine, lease: &Lease, entries: Vec<InboxEntry>) -> bool {
+async fn process_video(
+    engine: &Engine,
+    lease: &Lease,
+    entries: Vec<InboxEntry>,
+    mut read: Option<Prefetched>,
+) -> bool {
     for listed in entries {
         if engine.is_shutting_down() {
             return false;
@@ -115,7 +216,10 @@ async fn process_video(engine: &Engine, lease: &Lease, entries: Vec<InboxEntry>)
             video_id = %entry.video_id,
             source = %entry.source
         );
-        match process_entry(engine, lease, &entry).instrument(span).await {
+        match process_entry(engine, lease, &entry, &mut read)
+            .instrument(span)
+            .await
+        {
             Ok(()) => {}
             Err(e) => {
                 warn!(event_id = %entry.event_id, video_id = %entry.video_id, error = %e,
@@ -139,6 +243,7 @@ async fn process_entry(
     engine: &Engine,
     lease: &Lease,
     entry: &InboxEntry,
+    read: &mut Option<Prefetched>,
 ) -> Result<(), ProcessError> {
     let now = Utc::now();
     let webhook = entry.source.is_webhook();
@@ -186,7 +291,7 @@ async fn process_entry(
     let (mut snapshot, job_records, first_contact) =
         match engine.store.snapshot(&entry.video_id).await? {
             Some(s) => (s, Vec::new(), false),
-            None => match engine.snapshot_from_records(&entry.video_id).await? {
+            None => match first_contact(engine, &entry.video_id, read).await? {
                 Some((s, records)) => (s, records, true),
                 None => {
                     let commit = record_only(
@@ -280,6 +385,19 @@ async fn process_entry(
             );
             Ok(())
         }
+    }
+}
+
+/// The video as the base has it: the read made ahead with its scan when there is a fresh
+/// one (used once: afterwards the store has the video), else a read of its own.
+async fn first_contact(
+    engine: &Engine,
+    video: &RecordId,
+    read: &mut Option<Prefetched>,
+) -> Result<Option<FirstContact>, crate::records::RecordsError> {
+    match read.take().filter(|r| r.at.elapsed() < PREFETCH_FRESH) {
+        Some(r) => Ok(r.found),
+        None => engine.snapshot_from_records(video).await,
     }
 }
 

@@ -35,9 +35,11 @@ use crate::domain::RecordId;
 pub const MAX_RECORDS_PER_WRITE: usize = 10;
 /// The largest page Airtable serves.
 const PAGE_SIZE: u32 = 100;
-/// Record ids per `OR(RECORD_ID()=…)` formula: about 1,700 characters, far below the
-/// limits, and few enough that one page answers each formula.
-const IDS_PER_FORMULA: usize = 50;
+/// Record ids per `OR(RECORD_ID()=…)` formula: one page (100 records) answers each, so a
+/// batch of first-contact reads costs one request per 100 ids. The formula is about
+/// 3,300 characters; it travels in a `POST …/listRecords` body (every list here does), so
+/// Airtable's 16,000-character URL limit never applies.
+const IDS_PER_FORMULA: usize = PAGE_SIZE as usize;
 /// Cap of one backoff sleep, whatever the attempt number.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -778,10 +780,16 @@ mod tests {
         let a = rid("recAAAAAAAAAAAAAA");
         let f = formulas(&Filter::RecordIds(vec![a.clone(), a.clone()]));
         assert_eq!(f, vec!["OR(RECORD_ID()='recAAAAAAAAAAAAAA')".to_owned()]);
-        let many: Vec<RecordId> = (0..120).map(|i| rid(&format!("rec{i:014}"))).collect();
+        // One formula per 100 ids: one page of listRecords answers each.
+        let many: Vec<RecordId> = (0..250).map(|i| rid(&format!("rec{i:014}"))).collect();
         let f = formulas(&Filter::RecordIds(many));
         assert_eq!(f.len(), 3);
-        assert!(f.iter().all(|x| x.len() < 2_000));
+        let terms = |x: &str| x.matches("RECORD_ID()").count();
+        assert_eq!(
+            f.iter().map(|x| terms(x)).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
+        assert!(f.iter().all(|x| x.len() < 16_000));
         assert!(formulas(&Filter::RecordIds(vec![])).is_empty());
     }
 

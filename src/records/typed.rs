@@ -1,5 +1,6 @@
 //! The engine's view of the three tables, on top of any [`RecordBackend`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -103,11 +104,34 @@ impl Records {
 
     pub async fn get_video(&self, id: &RecordId) -> Result<Option<VideoRecord>, RecordsError> {
         let m = &self.mapping.videos;
-        let Some(r) = self.backend.get(&m.table, id).await? else {
-            return Ok(None);
-        };
+        Ok(self
+            .backend
+            .get(&m.table, id)
+            .await?
+            .map(|r| self.video_record(&r)))
+    }
+
+    /// The videos with these ids that exist, read together: the backend turns the list
+    /// into `RECORD_ID()` filters (Airtable: one request per 100 ids), not one read each.
+    pub async fn get_videos(&self, ids: &[RecordId]) -> Result<Vec<VideoRecord>, RecordsError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self
+            .backend
+            .find(&self.mapping.videos.table, &Filter::RecordIds(ids.to_vec()))
+            .await?;
+        Ok(records
+            .iter()
+            .filter(|r| ids.contains(&r.id))
+            .map(|r| self.video_record(r))
+            .collect())
+    }
+
+    fn video_record(&self, r: &Record) -> VideoRecord {
+        let m = &self.mapping.videos;
         let f = &r.fields;
-        Ok(Some(VideoRecord {
+        VideoRecord {
             id: r.id.clone(),
             status: self
                 .mapping
@@ -124,7 +148,7 @@ impl Records {
                 .as_deref()
                 .map(|l| links(f, l))
                 .unwrap_or_default(),
-        }))
+        }
     }
 
     /// Creates a Videos record (the sandbox and tests seed videos this way).
@@ -269,6 +293,38 @@ impl Records {
             )
             .await?;
         Ok(records.iter().map(|r| self.job_record(r)).collect())
+    }
+
+    /// The jobs of several videos, read together (one `RECORD_ID()` filter over every
+    /// video's link array; Airtable: one request per 100 jobs), each video's in the order
+    /// the backend lists them, as [`Records::jobs_of_video`] has them. A video with no
+    /// jobs maps to an empty list.
+    pub async fn jobs_of_videos(
+        &self,
+        videos: &[VideoRecord],
+    ) -> Result<HashMap<RecordId, Vec<JobRecord>>, RecordsError> {
+        let ids: Vec<RecordId> = videos.iter().flat_map(|v| v.jobs.iter().cloned()).collect();
+        let found: Vec<JobRecord> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.backend
+                .find(&self.mapping.jobs.table, &Filter::RecordIds(ids))
+                .await?
+                .iter()
+                .map(|r| self.job_record(r))
+                .collect()
+        };
+        Ok(videos
+            .iter()
+            .map(|v| {
+                let jobs = found
+                    .iter()
+                    .filter(|j| v.jobs.contains(&j.id))
+                    .cloned()
+                    .collect();
+                (v.id.clone(), jobs)
+            })
+            .collect())
     }
 
     pub async fn find_job_by_external_id(

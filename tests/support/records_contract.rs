@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::records::{
     Fields, Filter, JobFields, Mapping, MediaKind, Record, RecordBackend, Records, RecordsError,
-    VideoFields, WebhookEventRecord,
+    VideoFields, VideoRecord, WebhookEventRecord,
 };
 use serde_json::{Value, json};
 
@@ -52,6 +52,7 @@ pub async fn run_core(backend: Backend) {
     link_to_a_missing_record_fails_and_writes_nothing(&backend).await;
     typed_video_round_trips(&backend).await;
     typed_jobs_of_video_follows_the_videos_links(&backend).await;
+    typed_batched_reads_answer_as_the_single_ones(&backend).await;
     typed_find_job_by_external_id(&backend).await;
     typed_webhook_event_is_recorded_once_per_event_id(&backend).await;
 }
@@ -769,6 +770,77 @@ pub async fn typed_jobs_of_video_follows_the_videos_links(b: &Backend) {
     );
     assert_eq!(jobs[0].status, Some(JobStatus::Processing));
     assert_eq!(jobs[0].external_job_id, job.external_job_id);
+}
+
+/// First contact reads a scan's videos, and then all their jobs, together: what comes back
+/// must be what reading each video and its jobs alone gives, for videos with several jobs,
+/// with none, ids of no record and ids of another table's records.
+pub async fn typed_batched_reads_answer_as_the_single_ones(b: &Backend) {
+    let records = Records::new(Arc::clone(b), Mapping::default());
+    let (two, none, one) = (
+        new_video(b, "batch-two").await.id,
+        new_video(b, "batch-none").await.id,
+        new_video(b, "batch-one").await.id,
+    );
+    let mut jobs = Vec::new();
+    for video in [&two, &two, &one] {
+        jobs.push(
+            new_job(b, json!({"Related Video": [video.as_str()]}))
+                .await
+                .id,
+        );
+    }
+    let asked = vec![
+        two.clone(),
+        unknown_id(),
+        none.clone(),
+        jobs[0].clone(),
+        one.clone(),
+    ];
+    let batch = records
+        .get_videos(&asked)
+        .await
+        .unwrap_or_else(|e| panic!("get_videos failed: {e}"));
+    let mut single = Vec::new();
+    for id in &asked {
+        if let Some(v) = records
+            .get_video(id)
+            .await
+            .unwrap_or_else(|e| panic!("get_video failed: {e}"))
+        {
+            single.push(v);
+        }
+    }
+    let by_id = |list: &[VideoRecord]| -> Vec<(String, VideoRecord)> {
+        let mut l: Vec<_> = list.iter().map(|v| (v.id.to_string(), v.clone())).collect();
+        l.sort_by(|a, b| a.0.cmp(&b.0));
+        l
+    };
+    assert_eq!(
+        by_id(&batch),
+        by_id(&single),
+        "get_videos must answer the existing videos among the ids, as get_video reads them"
+    );
+    assert_eq!(batch.len(), 3, "an unknown id and a job's id are no videos");
+
+    let together = records
+        .jobs_of_videos(&batch)
+        .await
+        .unwrap_or_else(|e| panic!("jobs_of_videos failed: {e}"));
+    assert_eq!(together.len(), 3, "every video is in the answer");
+    for v in &batch {
+        let alone = records
+            .jobs_of_video(v)
+            .await
+            .unwrap_or_else(|e| panic!("jobs_of_video failed: {e}"));
+        assert_eq!(together[&v.id], alone, "the jobs of {} read together", v.id);
+    }
+    let ids = |v: &RecordId| -> BTreeSet<String> {
+        together[v].iter().map(|j| j.id.to_string()).collect()
+    };
+    assert_eq!(ids(&two), set(&[&jobs[0], &jobs[1]]));
+    assert_eq!(ids(&one), set(&[&jobs[2]]));
+    assert!(together[&none].is_empty());
 }
 
 pub async fn typed_find_job_by_external_id(b: &Backend) {

@@ -1,0 +1,135 @@
+//! First contact, batched: when GoAPI calls back for jobs another part of the pipeline
+//! created, the engine meets each video for the first time and must read it and its jobs
+//! from the base. The videos met in one scan of the inbox are read together (one request
+//! per 100 ids, and one for their jobs), not one pair of requests per video.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::airtable_double::{AirtableDouble, DoubleConfig, LoggedRequest};
+use support::app::{AppBuilder, GOAPI_SECRET};
+use support::goapi_double::GoapiDouble;
+use support::nca_double::NcaDouble;
+
+fn completed(task_id: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/goapi/udio_completed.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["data"]["task_id"] = json!(task_id);
+    v
+}
+
+/// A read of the base: Airtable lists (`GET`, or `POST …/listRecords`) or fetches by id.
+fn is_read(r: &LoggedRequest) -> bool {
+    r.method == "GET" || r.path.ends_with("/listRecords")
+}
+
+fn reads_of(log: &[LoggedRequest], table: &str) -> usize {
+    log.iter()
+        .filter(|r| r.table.as_deref() == Some(table) && is_read(r))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_contact_reads_a_scans_videos_and_their_jobs_together() {
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    goapi.set_drop_webhooks(true);
+    nca.set_drop_callbacks(true);
+    let n = 30;
+    // The pipeline's earlier stages: each video generating music, its job bound to a task.
+    let videos: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let video = airtable.insert_record(
+                "Videos",
+                json!({"Name": format!("v{i}"), "Status": "generating_music",
+                       "Combined Segments Video": format!("{}/videos/combined-{i}.mp4", nca.url()),
+                       "Music Prompt": "calm piano"}),
+            );
+            let task = format!("40000000-0000-4000-8000-{i:012}");
+            airtable.insert_record(
+                "Jobs",
+                json!({"Job ID": format!("pipeline-job-{i}"), "Type": "music_generation",
+                       "Status": "processing", "Related Video": [video],
+                       "External Job ID": task}),
+            );
+            (video, task)
+        })
+        .collect();
+    let app = |airtable_url: &str, db: &std::path::Path| {
+        AppBuilder::new()
+            .env("REELSTATE_DB", &db.display().to_string())
+            .env("AIRTABLE_TOKEN", &airtable.token())
+            .env("AIRTABLE_BASE_ID", &airtable.base_id())
+            .env("AIRTABLE_API_URL", airtable_url)
+            .env("AIRTABLE_LOCKOUT_SECS", "1")
+            .env("NCA_API_URL", &nca.url())
+            .env("NCA_API_KEY", &nca.api_key())
+            .env("GOAPI_API_URL", &goapi.url())
+            .env("GOAPI_API_KEY", &goapi.api_key())
+            .spawn()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("reelstate.db");
+
+    // Every delivery is stored by a server that cannot reach the base (nobody listens on
+    // port 9), so no video is met yet; the server started next on the same database, with
+    // the base, finds all of them pending in its first scan.
+    let mut intake = app("http://127.0.0.1:9", &db).await;
+    for (video, task) in &videos {
+        let r = intake
+            .client
+            .post(format!("{}/webhooks/goapi?video_id={video}", intake.url))
+            .header("x-webhook-secret", GOAPI_SECRET)
+            .json(&completed(task))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    intake.kill().await;
+    assert!(
+        airtable.requests().is_empty(),
+        "the base was not reached yet"
+    );
+    let app = app(&airtable.url(), &db).await;
+    for (video, _) in &videos {
+        app.wait_for_video(video, Duration::from_secs(120), |s| {
+            s["status"] == "adding_music" && s["effects"].as_array().is_some_and(|e| e.is_empty())
+        })
+        .await;
+    }
+
+    let log = airtable.requests();
+    let (video_reads, job_reads) = (reads_of(&log, "Videos"), reads_of(&log, "Jobs"));
+    assert!(
+        video_reads <= 1 && job_reads <= 1,
+        "{n} videos met in one scan cost {video_reads} Videos read(s) and {job_reads} Jobs \
+         read(s); one of each would do: {:#?}",
+        log.iter().filter(|r| is_read(r)).collect::<Vec<_>>()
+    );
+    // What was read is what the decisions used: every job was found and completed, one
+    // mix per video, one Webhook Events record per delivery.
+    assert_eq!(nca.submissions().len(), n, "one mix per video");
+    let jobs: HashMap<String, _> = airtable
+        .records("Jobs")
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.fields.get("External Job ID")?.as_str()?.to_owned(),
+                r.fields,
+            ))
+        })
+        .collect();
+    for (_, task) in &videos {
+        assert_eq!(jobs[task]["Status"], "completed", "{:?}", jobs[task]);
+    }
+    assert_eq!(airtable.records("Webhook Events").len(), n);
+    assert!(airtable.max_requests_in_any_second() <= 5);
+}
