@@ -188,9 +188,9 @@ async fn an_admin_token_guards_inspection_and_operations() {
         .start()
         .await;
     let video = w.seed_video(1).await;
-    let r = w
-        .app
-        .client
+    // The app's own client sends the token; a caller without it:
+    let stranger = reqwest::Client::new();
+    let r = stranger
         .get(format!("{}/videos/{video}", w.app.url))
         .send()
         .await
@@ -198,11 +198,14 @@ async fn an_admin_token_guards_inspection_and_operations() {
     assert_eq!(r.status().as_u16(), 401);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "unauthorized");
-    let (s, _) = w.request_music(&video).await;
-    assert_eq!(s, 401);
-    let r = w
-        .app
-        .client
+    let r = stranger
+        .post(format!("{}/videos/{video}/music", w.app.url))
+        .bearer_auth("a-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = stranger
         .post(format!("{}/videos/{video}/music", w.app.url))
         .bearer_auth("admin-secret-token")
         .send()
@@ -535,4 +538,31 @@ async fn a_permanent_failure_is_recorded_visible_and_fails_the_stage() {
     // The failed effect is still on record (replayable), nothing else is open.
     let open: Vec<&Value> = done["effects"].as_array().unwrap().iter().collect();
     assert!(open.iter().all(|e| e["state"] == "failed"), "{done}");
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_is_refused_with_a_clear_message() {
+    let app = support::app::spawn_app().await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .arg("serve")
+        .env_clear()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("REELSTATE_LISTEN", "127.0.0.1:0")
+        .env("REELSTATE_DB", &app.db)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("the second process gives up at once")
+        .expect("run the binary");
+    assert!(!out.status.success(), "the second process must not serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already in use by another reelstate process")
+            && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    // The first one still serves.
+    let (s, _) = app.get_json("/healthz").await;
+    assert_eq!(s, 200);
 }
