@@ -211,6 +211,12 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
                 }
             }
         }
+        // Airtable cannot be asked to check a lease: the write is made only while this
+        // executor still holds the video, so a replica that lost it writes nothing stale.
+        if table_of(&e.effect).is_some() && !engine.store.holds(lease).await.unwrap_or(false) {
+            info!("the video's lease is no longer this executor's; writing nothing");
+            return;
+        }
         let result = perform(engine, &e).await;
         let stored = match result {
             Ok(follow_up) => {

@@ -202,6 +202,11 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
                 Err(e) => Err(ApiError::unavailable(e.to_string())),
             }
         }
+        ["quarantine"] => {
+            allow(&[Method::GET])?;
+            ops::authorize(engine, &req)?;
+            ops::quarantine(engine).await
+        }
         ["effects", id, "retry"] => {
             allow(&[Method::POST])?;
             ops::authorize(engine, &req)?;

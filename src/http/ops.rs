@@ -75,6 +75,18 @@ pub async fn metrics(engine: &Arc<Engine>) -> Result<Response, ApiError> {
             "effects that failed for good (replayable)",
             d.outbox_failed as f64,
         ),
+        (
+            "reelstate_quarantined_rows",
+            "inbox entries and effects set aside because they could not be read (GET /quarantine)",
+            d.quarantined as f64,
+        ),
+        (
+            "reelstate_inbox_oldest_pending_age_seconds",
+            "age of the oldest entry waiting for the worker (0 when none)",
+            d.oldest_pending
+                .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
+        ),
     ]);
     let mut r = warp::reply::Reply::into_response(text);
     r.headers_mut().insert(
@@ -84,10 +96,24 @@ pub async fn metrics(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     Ok(r)
 }
 
-/// With an admin token configured, the inspection and operations endpoints require it.
+/// Inbox entries and effects set aside because they could not be read (newest first):
+/// what an operator looks at when `reelstate_quarantined_rows` is above zero.
+pub async fn quarantine(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+    let rows = engine.store.quarantined(500).await?;
+    Ok(json(StatusCode::OK, &json!({"quarantined": rows})))
+}
+
+/// The inspection and operations endpoints require the admin token; only --dev may run
+/// without one (and then they are open), whatever address the service listens on.
 pub fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let Some(expected) = &engine.settings.admin_token else {
-        return Ok(());
+        // Settings refuse this outside --dev; should they ever not, stay closed.
+        if engine.settings.dev {
+            return Ok(());
+        }
+        return Err(ApiError::unauthorized(
+            "no admin token is configured: set REELSTATE_ADMIN_TOKEN",
+        ));
     };
     let given = req
         .header("authorization")
