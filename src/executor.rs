@@ -217,7 +217,9 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
             info!("the video's lease is no longer this executor's; writing nothing");
             return;
         }
+        let started = std::time::Instant::now();
         let result = perform(engine, &e).await;
+        engine.metrics.observe_effect(kind, started.elapsed());
         let stored = match result {
             Ok(follow_up) => {
                 engine

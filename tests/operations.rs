@@ -227,25 +227,43 @@ async fn health_readiness_and_metrics() {
     assert_eq!((s, b["status"].as_str()), (200, Some("up")));
     let (s, b) = w.app.get_json("/readyz").await;
     assert_eq!((s, b["status"].as_str()), (200, Some("ready")), "{b}");
-    let text = w
+    let r = w
         .app
         .client
         .get(format!("{}/metrics", w.app.url))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = r.text().await.unwrap();
     for needle in [
         "reelstate_webhooks_total{service=\"goapi\",outcome=\"accepted\"}",
         "reelstate_transitions_total{lifecycle=\"video\",from=\"adding_music\",to=\"completed\"} 1",
         "reelstate_effects_total{kind=\"submit_nca_mix\",outcome=\"done\"} 1",
         "reelstate_inbox_depth 0",
         "reelstate_outbox_depth 0",
+        "reelstate_quarantined_rows 0",
         "reelstate_processing_latency_seconds_count",
+        // Counters typed as counters, with their HELP.
+        "# TYPE reelstate_webhooks counter",
+        "# HELP reelstate_webhooks ",
+        "# TYPE reelstate_effects counter",
+        // The latencies an operator alerts on, as histograms.
+        "# TYPE reelstate_webhook_ack_seconds histogram",
+        "reelstate_webhook_ack_seconds_count{service=\"goapi\"}",
+        "reelstate_effect_duration_seconds_count{kind=\"submit_nca_mix\"} 1",
+        "# TYPE reelstate_airtable_request_seconds histogram",
+        "# TYPE reelstate_inbox_oldest_pending_age_seconds gauge",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
     }
 }
 

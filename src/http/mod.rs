@@ -137,11 +137,19 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
     match seg.as_slice() {
         ["webhooks", "goapi"] => {
             allow(&[Method::POST])?;
-            webhooks::goapi(engine, &req).await
+            let started = std::time::Instant::now();
+            let answer = webhooks::goapi(engine, &req).await;
+            engine
+                .metrics
+                .observe_webhook_ack("goapi", started.elapsed());
+            answer
         }
         ["webhooks", "nca-toolkit"] => {
             allow(&[Method::POST])?;
-            webhooks::nca(engine, &req).await
+            let started = std::time::Instant::now();
+            let answer = webhooks::nca(engine, &req).await;
+            engine.metrics.observe_webhook_ack("nca", started.elapsed());
+            answer
         }
         ["healthz"] => {
             allow(&[Method::GET])?;
