@@ -5,12 +5,15 @@
 
 use super::StoreError;
 
+/// The readable values, and each unreadable row's key with the reason.
+pub type Split<K, T> = (Vec<T>, Vec<(K, String)>);
+
 /// Splits read rows into the readable values and the keys of the unreadable ones, with
 /// the reason. Only [`StoreError::Corrupt`] is the row's fault; any other error (the
 /// database itself failing) fails the whole scan as before.
 pub fn split_readable<K, T>(
     rows: impl IntoIterator<Item = (K, Result<T, StoreError>)>,
-) -> Result<(Vec<T>, Vec<(K, String)>), StoreError> {
+) -> Result<Split<K, T>, StoreError> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (key, row) in rows {
