@@ -552,7 +552,17 @@ async fn a_permanent_failure_is_recorded_visible_and_fails_the_stage() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let done = w.wait_status(&video, "completed").await;
+    // Completed, and the effects its completion decided have run (the last Webhook Events
+    // write may still be pending the moment the status changes).
+    let done = w
+        .app
+        .wait_for_video(video.as_str(), Duration::from_secs(30), |v| {
+            v["status"] == "completed"
+                && v["effects"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().all(|e| e["state"] == "failed"))
+        })
+        .await;
     // The failed effect is still on record (replayable), nothing else is open.
     let open: Vec<&Value> = done["effects"].as_array().unwrap().iter().collect();
     assert!(open.iter().all(|e| e["state"] == "failed"), "{done}");
