@@ -32,6 +32,7 @@ use reelstate::records::{JobFields, Mapping, Records, VideoFields};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const SECRET: &str = "bench-secret";
 
 fn client_for(d: &AirtableDouble) -> Records {
@@ -156,8 +157,16 @@ impl Server {
 
 async fn start_server(airtable: &AirtableDouble, nca: &NcaDouble, goapi: &GoapiDouble) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    // Outside --dev the service needs its public URL (and an admin token): a port chosen
+    // now, so the URL can name it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("REELSTATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("REELSTATE_DB", dir.path().join("bench.db"))
         .env("GOAPI_WEBHOOK_SECRET", SECRET)
         .env(
@@ -189,7 +198,18 @@ async fn start_server(airtable: &AirtableDouble, nca: &NcaDouble, goapi: &GoapiD
         .to_owned();
     Server {
         url,
-        client: reqwest::Client::new(),
+        // The operator's token with every request (webhooks ignore it).
+        client: reqwest::Client::builder()
+            .default_headers(
+                [(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()
+            .expect("client"),
         _child: child,
         _dir: dir,
     }

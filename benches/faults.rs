@@ -165,6 +165,11 @@ async fn main() {
         ),
         ("GOAPI_WEBHOOK_SECRET", SECRET.into()),
         (
+            "REELSTATE_ADMIN_TOKEN",
+            "faults-admin-token-0123456789".into(),
+        ),
+        ("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}")),
+        (
             "REELSTATE_SIGNING_SECRET",
             "faults-signing-secret-0123456789".into(),
         ),

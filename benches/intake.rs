@@ -155,8 +155,16 @@ async fn main() {
         .ok()
         .filter(|d| !d.trim().is_empty())
         .unwrap_or_else(|| dir.path().join("bench.db").display().to_string());
+    // Outside --dev the service needs its public URL (and an admin token): a port chosen
+    // now, so the URL can name it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("REELSTATE_ADMIN_TOKEN", "bench-admin-token-0123456789")
         .env("REELSTATE_DB", &db)
         .env("GOAPI_WEBHOOK_SECRET", SECRET)
         .env(

@@ -102,6 +102,57 @@ fn mean(xs: &[f64]) -> f64 {
     }
 }
 
+const ADMIN_TOKEN: &str = "soak-admin-token-0123456789";
+
+/// The operator's token, sent with every request (webhooks ignore it).
+fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+    );
+    h
+}
+
+/// The whole database file with its WAL, in MiB (the embedded records live in it too,
+/// and they are the system of record: they are never pruned).
+fn file_mib(db: &std::path::Path) -> f64 {
+    let len = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    (len(db.to_path_buf()) + len(wal.into())) as f64 / (1024.0 * 1024.0)
+}
+
+/// The engine store's share of the file: the pages of the tables retention prunes (and
+/// their indexes), from SQLite's `dbstat`, and their row count.
+fn store_size(db: &std::path::Path) -> (f64, i64) {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return (0.0, 0);
+    };
+    let _ = c.busy_timeout(Duration::from_secs(5));
+    let bytes: i64 = c
+        .query_row(
+            "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat
+             WHERE name IN ('inbox', 'history', 'outbox')
+                OR name IN (SELECT name FROM sqlite_master
+                            WHERE type = 'index' AND tbl_name IN ('inbox', 'history', 'outbox'))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    let rows: i64 = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM history)
+                  + (SELECT COUNT(*) FROM outbox)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    (bytes as f64 / (1024.0 * 1024.0), rows)
+}
+
 #[tokio::main]
 async fn main() {
     let secs = env_u64("SOAK_SECONDS", 1800);
@@ -117,8 +168,16 @@ async fn main() {
         Arc::new(SqliteRecords::open(&db, &mapping).expect("records")),
         mapping,
     );
+    // Outside --dev the service needs its public URL (and an admin token): a port chosen
+    // now, so the URL can name it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("REELSTATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("REELSTATE_DB", &db)
         .env("GOAPI_WEBHOOK_SECRET", SECRET)
         .env("REELSTATE_SIGNING_SECRET", "soak-signing-secret-0123456789")
@@ -154,6 +213,7 @@ async fn main() {
     );
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(admin_headers())
         .build()
         .expect("client");
     let shapes: Arc<Vec<Value>> = Arc::new(SHAPES.iter().map(|s| fixture(s)).collect());
@@ -167,8 +227,9 @@ async fn main() {
     let sampler = {
         let counters = counters.clone();
         let (client, url) = (client.clone(), url.clone());
+        let db = db.clone();
         tokio::spawn(async move {
-            let mut samples: Vec<(f64, u64, usize)> = Vec::new();
+            let mut samples: Vec<(f64, u64, usize, f64)> = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(sample_every));
             loop {
                 tick.tick().await;
@@ -178,16 +239,18 @@ async fn main() {
                 let inbox = inbox_depth(&client, &url)
                     .await
                     .map_or_else(|| "?".to_owned(), |d| d.to_string());
+                let (store_mib, rows) = store_size(&db);
                 println!(
-                    "  t={t:>6.0}s  VmRSS {:>7.1} MiB  fds {fds:>4}  inbox {inbox:>6}  sent {:>7}  accepted {:>7}  duplicates {:>6}  errors {:>3}  lifecycles {:>5}",
+                    "  t={t:>6.0}s  VmRSS {:>7.1} MiB  fds {fds:>4}  store {store_mib:>6.2} MiB ({rows} rows)  file {:>6.1} MiB  inbox {inbox:>6}  sent {:>7}  accepted {:>7}  duplicates {:>6}  errors {:>3}  lifecycles {:>5}",
                     rss as f64 / 1024.0,
+                    file_mib(&db),
                     counters.sent.load(Ordering::Relaxed),
                     counters.accepted.load(Ordering::Relaxed),
                     counters.duplicates.load(Ordering::Relaxed),
                     counters.errors.load(Ordering::Relaxed),
                     counters.lifecycles.load(Ordering::Relaxed),
                 );
-                samples.push((t, rss, fds));
+                samples.push((t, rss, fds, store_mib));
                 if start.elapsed() >= duration {
                     return samples;
                 }
@@ -289,8 +352,10 @@ async fn main() {
     let samples = &samples[1.min(samples.len())..];
     let half = samples.len() / 2;
     let (first, last) = samples.split_at(half);
-    let rss = |s: &[(f64, u64, usize)]| mean(&s.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
-    let fds = |s: &[(f64, u64, usize)]| mean(&s.iter().map(|x| x.2 as f64).collect::<Vec<_>>());
+    type Sample = (f64, u64, usize, f64);
+    let rss = |s: &[Sample]| mean(&s.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
+    let fds = |s: &[Sample]| mean(&s.iter().map(|x| x.2 as f64).collect::<Vec<_>>());
+    let store = |s: &[Sample]| mean(&s.iter().map(|x| x.3).collect::<Vec<_>>());
     let rss_growth = (rss(last) / rss(first).max(1.0) - 1.0) * 100.0;
     let fd_growth = fds(last) - fds(first);
     println!(
@@ -324,6 +389,13 @@ async fn main() {
         "open fds mean first half {:.1}, last half {:.1} ({fd_growth:+.1})",
         fds(first),
         fds(last)
+    );
+    println!(
+        "engine store (inbox, history, outbox and their indexes) mean first half {:.2} MiB, last half {:.2} MiB; retention {}",
+        store(first),
+        store(last),
+        std::env::var("REELSTATE_RETENTION_DAYS")
+            .map_or_else(|_| "30 days (default)".to_owned(), |d| format!("{d} days")),
     );
     let stable = rss_growth < 10.0 && fd_growth < 5.0 && incomplete.is_empty();
     println!(

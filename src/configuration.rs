@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::records::Mapping;
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, env = "REELSTATE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// Checks of a job before it is failed for want of an answer.
     #[arg(long, env = "REELSTATE_RECONCILE_CHECKS", default_value_t = 3)]
     pub reconcile_checks: u32,
+    /// Days processed inbox entries (with their raw bodies), transition history and done
+    /// effects are kept before the background pruner deletes them (fractions allowed).
+    #[arg(long, env = "REELSTATE_RETENTION_DAYS", default_value_t = 30.0)]
+    pub retention_days: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,15 +162,19 @@ pub enum ConfigError {
     #[error("NCA_API_URL and NCA_API_KEY must be set (or run with --sandbox)")]
     NoNca,
     #[error(
-        "listening on {0}, beyond this machine: set REELSTATE_ADMIN_TOKEN so that the inspection and operations endpoints are not open to anyone"
+        "no admin token: set REELSTATE_ADMIN_TOKEN (any long random string) so that the inspection and operations endpoints are not open to whoever reaches the port (a reverse proxy on this host included), or run with --dev"
     )]
-    OpenAdmin(SocketAddr),
+    NoAdminToken,
+    #[error(
+        "no public URL: set PUBLIC_BASE_URL to the address GoAPI and NCA reach this service at (e.g. https://reelstate.example), or run with --dev"
+    )]
+    NoPublicBaseUrl,
     #[error("REELSTATE_DB is not a usable postgres:// URL: {0}")]
     BadDatabaseUrl(String),
 }
 
 /// Airtable settings, when the base is the system of record.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AirtableSettings {
     pub api_url: String,
     pub token: String,
@@ -223,14 +231,14 @@ impl std::fmt::Debug for Database {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceSettings {
     pub url: String,
     pub key: String,
 }
 
 /// Validated settings: everything the service needs, nothing left to check later.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub db: Database,
@@ -260,6 +268,140 @@ pub struct Settings {
     pub reconcile_interval: Duration,
     pub reconcile_checks: u32,
     pub worker_concurrency: usize,
+    /// How long processed entries, history and done effects are kept.
+    pub retention: Duration,
+}
+
+/// What a secret looks like in every `Debug`: whether it is set, never its value (the
+/// derived `Debug` would print API keys and tokens into any log that formats settings).
+struct Redacted<'a>(Option<&'a str>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(_) => f.write_str("Some(\"<redacted>\")"),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+fn redacted(s: &Option<String>) -> Redacted<'_> {
+    Redacted(s.as_deref())
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let relay: Vec<Redacted<'_>> = self
+            .relay_secrets
+            .iter()
+            .map(|s| Redacted(Some(s)))
+            .collect();
+        // The database URL may carry a password: shown the way `Database` shows it.
+        let db = Database::parse(&self.db)
+            .map(|d| d.to_string())
+            .unwrap_or_else(|_| "(unparsable)".into());
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("db", &db)
+            .field("lease_secs", &self.lease_secs)
+            .field(
+                "goapi_webhook_secret",
+                &redacted(&self.goapi_webhook_secret),
+            )
+            .field("relay_secrets", &relay)
+            .field("signing_secret", &redacted(&self.signing_secret))
+            .field("public_base_url", &self.public_base_url)
+            .field("dev", &self.dev)
+            .field("sandbox", &self.sandbox)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("airtable_token", &redacted(&self.airtable_token))
+            .field("airtable_base_id", &self.airtable_base_id)
+            .field("airtable_api_url", &self.airtable_api_url)
+            .field("airtable_mapping", &self.airtable_mapping)
+            .field("airtable_lockout_secs", &self.airtable_lockout_secs)
+            .field("nca_api_url", &self.nca_api_url)
+            .field("nca_api_key", &redacted(&self.nca_api_key))
+            .field("music_volume", &self.music_volume)
+            .field("goapi_api_url", &self.goapi_api_url)
+            .field("goapi_api_key", &redacted(&self.goapi_api_key))
+            .field("goapi_model", &self.goapi_model)
+            .field("default_music_prompt", &self.default_music_prompt)
+            .field("max_retries", &self.max_retries)
+            .field("effect_max_attempts", &self.effect_max_attempts)
+            .field("effect_backoff_ms", &self.effect_backoff_ms)
+            .field("interrupted_grace_secs", &self.interrupted_grace_secs)
+            .field("goapi_deadline_secs", &self.goapi_deadline_secs)
+            .field("nca_deadline_secs", &self.nca_deadline_secs)
+            .field("reconcile_interval_secs", &self.reconcile_interval_secs)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("reconcile_checks", &self.reconcile_checks)
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AirtableSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AirtableSettings")
+            .field("api_url", &self.api_url)
+            .field("token", &Redacted(Some(&self.token)))
+            .field("base_id", &self.base_id)
+            .field("lockout", &self.lockout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ServiceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSettings")
+            .field("url", &self.url)
+            .field("key", &Redacted(Some(&self.key)))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let relay: Vec<Redacted<'_>> = self
+            .relay_secrets
+            .iter()
+            .map(|s| Redacted(Some(s)))
+            .collect();
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("db", &self.db)
+            .field("lease", &self.lease)
+            .field(
+                "goapi_webhook_secret",
+                &redacted(&self.goapi_webhook_secret),
+            )
+            .field("relay_secrets", &relay)
+            .field("signing_secret", &Redacted(Some(&self.signing_secret)))
+            .field("public_base_url", &self.public_base_url)
+            .field("dev", &self.dev)
+            .field("sandbox", &self.sandbox)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("airtable", &self.airtable)
+            .field("mapping", &self.mapping)
+            .field("nca", &self.nca)
+            .field("goapi", &self.goapi)
+            .field("goapi_model", &self.goapi_model)
+            .field("default_music_prompt", &self.default_music_prompt)
+            .field("volume", &self.volume)
+            .field("max_retries", &self.max_retries)
+            .field("effect_max_attempts", &self.effect_max_attempts)
+            .field("effect_backoff", &self.effect_backoff)
+            .field("interrupted_grace", &self.interrupted_grace)
+            .field("goapi_deadline", &self.goapi_deadline)
+            .field("nca_deadline", &self.nca_deadline)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("reconcile_checks", &self.reconcile_checks)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("retention", &self.retention)
+            .finish()
+    }
 }
 
 /// Seconds from a flag, never panicking: NaN and negatives become `floor`, infinity and
@@ -329,9 +471,15 @@ impl ServeArgs {
             _ if self.sandbox || dev => None,
             _ => return Err(ConfigError::NoNca),
         };
+        // Whatever the listen address: a reverse proxy on the same host makes loopback
+        // as reachable as any other interface.
         let admin_token = nonempty(self.admin_token);
-        if !dev && admin_token.is_none() && !self.listen.ip().is_loopback() {
-            return Err(ConfigError::OpenAdmin(self.listen));
+        if !dev && admin_token.is_none() {
+            return Err(ConfigError::NoAdminToken);
+        }
+        // Callback URLs naming the bind address (0.0.0.0, a private IP) never reach us.
+        if !dev && public_base_url.is_none() {
+            return Err(ConfigError::NoPublicBaseUrl);
         }
         let goapi = nonempty(self.goapi_api_key).map(|key| ServiceSettings {
             url: self.goapi_api_url.trim_end_matches('/').to_owned(),
@@ -365,6 +513,10 @@ impl ServeArgs {
             reconcile_interval: seconds(self.reconcile_interval_secs, 0.05),
             reconcile_checks: self.reconcile_checks.max(1),
             worker_concurrency: self.worker_concurrency.clamp(1, 256),
+            // At least a minute (a prune racing the worker gains nothing), at most ten years.
+            retention: Duration::from_secs_f64(
+                (self.retention_days * 24.0 * 3600.0).clamp(60.0, 10.0 * 365.0 * 24.0 * 3600.0),
+            ),
         })
     }
 }
@@ -372,6 +524,120 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    const SECRETS: [&str; 7] = [
+        "goapi-webhook-secret-value",
+        "signing-secret-value-0123456789",
+        "admin-token-value-0123456789",
+        "airtable-token-value",
+        "nca-api-key-value",
+        "goapi-api-key-value",
+        "relay-secret-value",
+    ];
+
+    /// Production-like flags; `drop` leaves some out. Flags, not the environment, so the
+    /// test does not depend on (or change) the process's variables.
+    fn args(extra: &[&str], drop: &[&str]) -> ServeArgs {
+        let mut v: Vec<String> = vec!["reelstate".into()];
+        let given = [
+            ("--listen", "127.0.0.1:8080"),
+            ("--goapi-webhook-secret", SECRETS[0]),
+            ("--signing-secret", SECRETS[1]),
+            ("--admin-token", SECRETS[2]),
+            ("--airtable-token", SECRETS[3]),
+            ("--airtable-base-id", "appBASE"),
+            ("--nca-api-url", "http://nca.example"),
+            ("--nca-api-key", SECRETS[4]),
+            ("--goapi-api-key", SECRETS[5]),
+            ("--relay-secrets", SECRETS[6]),
+            ("--public-base-url", "https://reelstate.example"),
+            (
+                "--db",
+                "postgres://user:db-password-value@db.internal/reelstate",
+            ),
+        ];
+        for (k, val) in given {
+            if !drop.contains(&k) {
+                v.push(k.into());
+                v.push(val.into());
+            }
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(v).expect("flags parse").serve
+    }
+
+    #[test]
+    fn the_admin_token_is_required_outside_dev_even_on_loopback() {
+        for listen in ["127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080"] {
+            let r = args(&["--listen", listen], &["--admin-token", "--listen"]).validate();
+            assert!(
+                matches!(r, Err(ConfigError::NoAdminToken)),
+                "{listen}: {r:?}"
+            );
+        }
+        let err = args(&[], &["--admin-token"]).validate().unwrap_err();
+        assert!(err.to_string().contains("REELSTATE_ADMIN_TOKEN"), "{err}");
+        // --dev (and --sandbox, which implies it) keeps the local workflow open.
+        let dev = args(&["--dev"], &["--admin-token"]).validate().unwrap();
+        assert!(dev.admin_token.is_none());
+        assert!(args(&["--sandbox"], &["--admin-token"]).validate().is_ok());
+        assert!(args(&[], &[]).validate().is_ok());
+    }
+
+    #[test]
+    fn the_public_base_url_is_required_outside_dev() {
+        let r = args(&[], &["--public-base-url"]).validate();
+        assert!(matches!(r, Err(ConfigError::NoPublicBaseUrl)), "{r:?}");
+        assert!(
+            r.unwrap_err().to_string().contains("PUBLIC_BASE_URL"),
+            "the message names the variable"
+        );
+        let dev = args(&["--dev"], &["--public-base-url"]).validate().unwrap();
+        assert!(dev.public_base_url.is_none());
+    }
+
+    #[test]
+    fn no_debug_output_shows_a_secret() {
+        let raw = args(&[], &[]);
+        let settings = raw.clone().validate().expect("valid");
+        let shown = [
+            format!("{raw:?}"),
+            format!("{raw:#?}"),
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+            format!("{:?}", settings.airtable),
+            format!("{:?}", settings.nca),
+            format!("{:?}", settings.goapi),
+        ];
+        for text in &shown {
+            for secret in SECRETS.iter().chain(&["db-password-value"]) {
+                assert!(!text.contains(secret), "{secret} shown in {text}");
+            }
+        }
+        // Still useful: which secrets are set, and the non-secret values.
+        assert!(
+            shown[2].contains("admin_token: Some(\"<redacted>\")"),
+            "{}",
+            shown[2]
+        );
+        assert!(shown[2].contains("https://reelstate.example"));
+        assert!(shown[0].contains("appBASE"));
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days() {
+        let s = args(&[], &[]).validate().unwrap();
+        assert_eq!(s.retention, Duration::from_secs(30 * 24 * 3600));
+        let s = args(&["--retention-days", "0.5"], &[]).validate().unwrap();
+        assert_eq!(s.retention, Duration::from_secs(12 * 3600));
+    }
 
     #[test]
     fn seconds_from_flags_never_panic() {

@@ -211,7 +211,15 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
                 }
             }
         }
+        // Airtable cannot be asked to check a lease: the write is made only while this
+        // executor still holds the video, so a replica that lost it writes nothing stale.
+        if table_of(&e.effect).is_some() && !engine.store.holds(lease).await.unwrap_or(false) {
+            info!("the video's lease is no longer this executor's; writing nothing");
+            return;
+        }
+        let started = std::time::Instant::now();
         let result = perform(engine, &e).await;
+        engine.metrics.observe_effect(kind, started.elapsed());
         let stored = match result {
             Ok(follow_up) => {
                 engine
@@ -587,6 +595,10 @@ mod tests {
 
     /// An engine on in-memory stores, with no external service (nothing here calls one).
     fn engine(grace_secs: &str) -> Arc<Engine> {
+        engine_on(Arc::new(SqliteStore::open_in_memory().unwrap()), grace_secs)
+    }
+
+    fn engine_on(store: Arc<dyn crate::store::Store>, grace_secs: &str) -> Arc<Engine> {
         let settings =
             Cli::try_parse_from(["reelstate", "--dev", "--interrupted-grace-secs", grace_secs])
                 .unwrap()
@@ -601,7 +613,7 @@ mod tests {
         let signer =
             CallbackSigner::new(settings.signing_secret.as_bytes(), "http://127.0.0.1:9").unwrap();
         Engine::new(
-            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            store,
             records,
             Arc::new(settings),
             signer,
@@ -755,5 +767,105 @@ mod tests {
                 .unwrap(),
             Prepared::Go
         ));
+    }
+
+    /// Airtable cannot refuse a stale writer, so the executor must not write once another
+    /// replica has taken the video over (PostgreSQL, when REELSTATE_TEST_DATABASE_URL is set).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_lost_the_video_writes_nothing_to_airtable() {
+        let Some(base) = std::env::var("REELSTATE_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return;
+        };
+        let schema = format!("t_{}", Uuid::new_v4().simple());
+        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+        let lease_for = Duration::from_secs(60);
+        let lost = crate::store::PgStore::connect(&url, lease_for)
+            .await
+            .unwrap();
+        let other = crate::store::PgStore::connect(&url, lease_for)
+            .await
+            .unwrap();
+        let engine = engine_on(Arc::new(lost.clone()), "600");
+        let store = &engine.store;
+        let video = RecordId::parse("recA1b2C3d4E5f6G7").unwrap();
+        let worker = store
+            .claim(Lane::Worker, vec![video.clone()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let cause = entry(&video, Source::Goapi, Event::RetryRequested);
+        let cause_id = cause.event_id;
+        store.accept(cause).await.unwrap();
+        let effect_id = format!("{cause_id}:0");
+        let write = Effect::RecordWebhookOutcome {
+            outcome: Outcome::Applied,
+            job: None,
+            detail: Some("written by a replica that lost the video".into()),
+        };
+        store
+            .commit(
+                Commit {
+                    event_id: cause_id,
+                    video_id: video.clone(),
+                    snapshot: None,
+                    history: None,
+                    effects: vec![(effect_id.clone(), write)],
+                    outcome: "applied".into(),
+                    note: None,
+                    job: None,
+                    job_records: Vec::new(),
+                    at: Utc::now(),
+                },
+                &worker,
+            )
+            .await
+            .unwrap();
+        let stale = store
+            .claim(Lane::Executor, vec![video.clone()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        // This replica stalls past its lease; another one takes the video over.
+        admin
+            .execute(
+                &format!(
+                    "UPDATE {schema}.leases SET expires_at = now() - interval '1 second'
+                     WHERE lane = 'executor'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let _current = crate::store::Store::claim(&other, Lane::Executor, vec![video.clone()])
+            .await
+            .unwrap()
+            .pop()
+            .expect("the other replica takes the video");
+        let listed = store.outbox_entry(&effect_id).await.unwrap().unwrap();
+        run_one(&engine, &stale, listed).await;
+        let after = store.outbox_entry(&effect_id).await.unwrap().unwrap();
+        assert_eq!(
+            (after.state.as_str(), after.attempts),
+            ("pending", 0),
+            "nothing written, nothing recorded: the effect is the new holder's"
+        );
+        drop((worker, stale, engine, lost, other));
+        let _ = admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await;
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod machine;
 pub mod metrics;
 pub mod pg;
+pub mod pruner;
 pub mod reconciler;
 pub mod records;
 pub mod sandbox;

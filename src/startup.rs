@@ -226,6 +226,7 @@ impl Application {
         let worker = tokio::spawn(crate::worker::run(engine.clone()));
         let executor = tokio::spawn(crate::executor::run(engine.clone()));
         let reconciler = tokio::spawn(crate::reconciler::run(engine.clone()));
+        let pruner = tokio::spawn(crate::pruner::run(engine.clone()));
         let routes = crate::http::routes(engine.clone());
         info!(addr = %self.addr, "serving");
         warp::serve(routes)
@@ -239,6 +240,7 @@ impl Application {
             let _ = worker.await;
             let _ = executor.await;
             let _ = reconciler.await;
+            let _ = pruner.await;
         })
         .await;
         if drained.is_err() {

@@ -131,6 +131,25 @@ async fn nca_fixtures_are_accepted_with_a_signed_url_and_refused_without() {
 }
 
 #[tokio::test]
+async fn identical_id_less_nca_callbacks_of_two_videos_are_not_duplicates() {
+    // NCA echoes the request's `id` only when one was sent (docs/operations.md): a failure
+    // without it, for the same broken track, is byte for byte the same for two videos.
+    let app = app().await;
+    let signer = CallbackSigner::new(SIGNING_SECRET.as_bytes(), &app.url).unwrap();
+    let body = br#"{"endpoint": "/v1/ffmpeg/compose", "code": 500, "response": null, "message": "404 Client Error: File not found for url: https://example.com/track.mp3"}"#;
+    for (video, want) in [
+        ("recA1b2C3d4E5f6G7", "accepted"),
+        ("recB1b2C3d4E5f6G7", "accepted"),
+        ("recA1b2C3d4E5f6G7", "duplicate"),
+    ] {
+        let url = signer.nca_url(&RecordId::parse(video).unwrap(), "job-1");
+        let path = url.strip_prefix(&app.url).unwrap().to_owned();
+        let (_, b) = post(&app, &path, &[], body.to_vec()).await;
+        assert_eq!(b["status"], want, "{video}: {b}");
+    }
+}
+
+#[tokio::test]
 async fn wrong_or_missing_secret_is_401_and_nothing_is_stored() {
     let app = app().await;
     let path = format!("/webhooks/goapi?video_id={VIDEO}");

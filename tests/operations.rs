@@ -188,9 +188,9 @@ async fn an_admin_token_guards_inspection_and_operations() {
         .start()
         .await;
     let video = w.seed_video(1).await;
-    let r = w
-        .app
-        .client
+    // The app's own client sends the token; a caller without it:
+    let stranger = reqwest::Client::new();
+    let r = stranger
         .get(format!("{}/videos/{video}", w.app.url))
         .send()
         .await
@@ -198,11 +198,14 @@ async fn an_admin_token_guards_inspection_and_operations() {
     assert_eq!(r.status().as_u16(), 401);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "unauthorized");
-    let (s, _) = w.request_music(&video).await;
-    assert_eq!(s, 401);
-    let r = w
-        .app
-        .client
+    let r = stranger
+        .post(format!("{}/videos/{video}/music", w.app.url))
+        .bearer_auth("a-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = stranger
         .post(format!("{}/videos/{video}/music", w.app.url))
         .bearer_auth("admin-secret-token")
         .send()
@@ -224,25 +227,43 @@ async fn health_readiness_and_metrics() {
     assert_eq!((s, b["status"].as_str()), (200, Some("up")));
     let (s, b) = w.app.get_json("/readyz").await;
     assert_eq!((s, b["status"].as_str()), (200, Some("ready")), "{b}");
-    let text = w
+    let r = w
         .app
         .client
         .get(format!("{}/metrics", w.app.url))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = r.text().await.unwrap();
     for needle in [
         "reelstate_webhooks_total{service=\"goapi\",outcome=\"accepted\"}",
         "reelstate_transitions_total{lifecycle=\"video\",from=\"adding_music\",to=\"completed\"} 1",
         "reelstate_effects_total{kind=\"submit_nca_mix\",outcome=\"done\"} 1",
         "reelstate_inbox_depth 0",
         "reelstate_outbox_depth 0",
+        "reelstate_quarantined_rows 0",
         "reelstate_processing_latency_seconds_count",
+        // Counters typed as counters, with their HELP.
+        "# TYPE reelstate_webhooks counter",
+        "# HELP reelstate_webhooks ",
+        "# TYPE reelstate_effects counter",
+        // The latencies an operator alerts on, as histograms.
+        "# TYPE reelstate_webhook_ack_seconds histogram",
+        "reelstate_webhook_ack_seconds_count{service=\"goapi\"}",
+        "reelstate_effect_duration_seconds_count{kind=\"submit_nca_mix\"} 1",
+        "# TYPE reelstate_airtable_request_seconds histogram",
+        "# TYPE reelstate_inbox_oldest_pending_age_seconds gauge",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
     }
 }
 
@@ -531,8 +552,45 @@ async fn a_permanent_failure_is_recorded_visible_and_fails_the_stage() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let done = w.wait_status(&video, "completed").await;
+    // Completed, and the effects its completion decided have run (the last Webhook Events
+    // write may still be pending the moment the status changes).
+    let done = w
+        .app
+        .wait_for_video(video.as_str(), Duration::from_secs(30), |v| {
+            v["status"] == "completed"
+                && v["effects"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().all(|e| e["state"] == "failed"))
+        })
+        .await;
     // The failed effect is still on record (replayable), nothing else is open.
     let open: Vec<&Value> = done["effects"].as_array().unwrap().iter().collect();
     assert!(open.iter().all(|e| e["state"] == "failed"), "{done}");
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_file_is_refused_with_a_clear_message() {
+    let app = support::app::spawn_app().await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+        .arg("serve")
+        .env_clear()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("REELSTATE_LISTEN", "127.0.0.1:0")
+        .env("REELSTATE_DB", &app.db)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("the second process gives up at once")
+        .expect("run the binary");
+    assert!(!out.status.success(), "the second process must not serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already in use by another reelstate process")
+            && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    // The first one still serves.
+    let (s, _) = app.get_json("/healthz").await;
+    assert_eq!(s, 200);
 }

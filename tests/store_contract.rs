@@ -19,6 +19,23 @@ async fn sqlite_in_memory_meets_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_quarantines_unreadable_rows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("reelstate.db");
+    let store: Shared = Arc::new(SqliteStore::open(&path).expect("open"));
+    let corrupt: contract::Corrupt = Box::new(move |sql: String| {
+        let path = path.clone();
+        Box::pin(async move {
+            let c = rusqlite::Connection::open(&path).expect("open the file");
+            c.busy_timeout(Duration::from_secs(10))
+                .expect("busy timeout");
+            assert_eq!(c.execute(&sql, []).expect("corrupt a row"), 1, "{sql}");
+        })
+    });
+    contract::unreadable_rows_are_quarantined_and_stall_no_other_video(&store, &corrupt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_file_meets_the_store_contract_and_keeps_it_across_a_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("reelstate.db");
@@ -210,5 +227,136 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
         b.effect_started(&ids[0], &current, None)
             .await
             .expect("started")
+    );
+}
+
+/// A PostgreSQL connection of the test's own, to play what the store cannot (an expired
+/// lease, a corrupted row).
+async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quarantines_unreadable_rows() {
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    let store = pg(&db.url).await;
+    let url = db.url.clone();
+    let corrupt: contract::Corrupt = Box::new(move |statement: String| {
+        let url = url.clone();
+        Box::pin(async move {
+            let n = sql(&url)
+                .await
+                .execute(&statement, &[])
+                .await
+                .expect("corrupt a row");
+            assert_eq!(n, 1, "{statement}");
+        })
+    });
+    contract::unreadable_rows_are_quarantined_and_stall_no_other_video(&store, &corrupt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_hands_its_videos_over_before_its_leases_expire() {
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    // Ten minutes: without the hand-over the other replica could not take the video
+    // within this test at all.
+    let long = Duration::from_secs(600);
+    let stopping: Shared = Arc::new(PgStore::connect(&db.url, long).await.expect("connect"));
+    let other: Shared = Arc::new(PgStore::connect(&db.url, long).await.expect("connect"));
+    let v = contract::video();
+    // Held at exit (a task that did not finish in time keeps its lease objects).
+    let _worker = contract::one_lease(&stopping, Lane::Worker, &v).await;
+    let _executor = contract::one_lease(&stopping, Lane::Executor, &v).await;
+    assert!(
+        other
+            .claim(Lane::Worker, vec![v.clone()])
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let client = sql(&db.url).await;
+    let valid_until: chrono::DateTime<chrono::Utc> = client
+        .query_one(
+            "SELECT max(expires_at) FROM leases WHERE video_id = $1",
+            &[&v.to_string()],
+        )
+        .await
+        .expect("lease rows")
+        .get(0);
+
+    stopping.release_leases().await;
+
+    // Taken at once (one claim each, no retry), while the leases would still be valid.
+    let taken = contract::one_lease(&other, Lane::Worker, &v).await;
+    let taken_exec = contract::one_lease(&other, Lane::Executor, &v).await;
+    let now: chrono::DateTime<chrono::Utc> = client
+        .query_one("SELECT now()", &[])
+        .await
+        .expect("now")
+        .get(0);
+    assert!(
+        now + chrono::Duration::seconds(500) < valid_until,
+        "handed over {}s before the lease would have expired",
+        (valid_until - now).num_seconds()
+    );
+    assert!(other.holds(&taken).await.expect("holds"));
+    assert!(other.holds(&taken_exec).await.expect("holds"));
+    assert!(
+        !stopping.holds(&_worker).await.expect("holds"),
+        "given back means gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_current_holder_holds_a_lease() {
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    let (a, b) = (pg(&db.url).await, pg(&db.url).await);
+    let v = contract::video();
+    let stale = contract::one_lease(&a, Lane::Executor, &v).await;
+    assert!(a.holds(&stale).await.expect("holds"));
+    expire(&db.url, &stale).await;
+    assert!(
+        !a.holds(&stale).await.expect("holds"),
+        "expired is not held"
+    );
+    let current = contract::one_lease(&b, Lane::Executor, &v).await;
+    assert!(
+        !a.holds(&stale).await.expect("holds"),
+        "taken over is not held"
+    );
+    assert!(b.holds(&current).await.expect("holds"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commits_are_synchronous_whatever_the_url_says() {
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    // A URL (or a role, or a database) asking for asynchronous commits.
+    let url = format!("{}%20-csynchronous_commit%3Doff", db.url);
+    let store = PgStore::connect(&url, LEASE).await.expect("connect");
+    let c = store.pool().get().await.expect("connection");
+    let level: String = c
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(level, "on");
+    let path: String = c
+        .query_one("SHOW search_path", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert!(
+        path.contains(&db.schema),
+        "the URL's own options still apply: {path}"
     );
 }

@@ -141,11 +141,19 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
     match seg.as_slice() {
         ["webhooks", "goapi"] => {
             allow(&[Method::POST])?;
-            webhooks::goapi(engine, &req).await
+            let started = std::time::Instant::now();
+            let answer = webhooks::goapi(engine, &req).await;
+            engine
+                .metrics
+                .observe_webhook_ack("goapi", started.elapsed());
+            answer
         }
         ["webhooks", "nca-toolkit"] => {
             allow(&[Method::POST])?;
-            webhooks::nca(engine, &req).await
+            let started = std::time::Instant::now();
+            let answer = webhooks::nca(engine, &req).await;
+            engine.metrics.observe_webhook_ack("nca", started.elapsed());
+            answer
         }
         ["healthz"] => {
             allow(&[Method::GET])?;
@@ -205,6 +213,11 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
                 Ok(None) => Err(ApiError::not_found("the sandbox is off")),
                 Err(e) => Err(ApiError::unavailable(e.to_string())),
             }
+        }
+        ["quarantine"] => {
+            allow(&[Method::GET])?;
+            ops::authorize(engine, &req)?;
+            ops::quarantine(engine).await
         }
         ["effects", id, "retry"] => {
             allow(&[Method::POST])?;

@@ -39,55 +39,47 @@ pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
 
 pub async fn metrics(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     let d = engine.store.depths().await?;
-    let a = engine
-        .airtable
-        .as_ref()
-        .map(|a| a.stats())
+    let m = &engine.metrics;
+    if let Some(a) = engine.airtable.as_ref().map(|a| a.stats()) {
+        m.set_counter("reelstate_airtable_requests_total", a.requests);
+        m.set_counter("reelstate_airtable_rate_limited_total", a.rate_limited);
+        m.set_counter("reelstate_airtable_retries_total", a.retries);
+    }
+    m.set_gauge("reelstate_inbox_depth", d.inbox_pending);
+    m.set_gauge("reelstate_outbox_depth", d.outbox_pending);
+    m.set_gauge("reelstate_outbox_failed", d.outbox_failed);
+    m.set_gauge("reelstate_quarantined_rows", d.quarantined);
+    let age = d
+        .oldest_pending
+        .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
         .unwrap_or_default();
-    let text = engine.metrics.render(&[
-        (
-            "reelstate_airtable_requests_total",
-            "HTTP requests sent to Airtable (every attempt)",
-            a.requests as f64,
-        ),
-        (
-            "reelstate_airtable_rate_limited_total",
-            "429 answers from Airtable",
-            a.rate_limited as f64,
-        ),
-        (
-            "reelstate_airtable_retries_total",
-            "Airtable attempts after the first",
-            a.retries as f64,
-        ),
-        (
-            "reelstate_inbox_depth",
-            "entries waiting for the worker",
-            d.inbox_pending as f64,
-        ),
-        (
-            "reelstate_outbox_depth",
-            "effects waiting for the executor",
-            d.outbox_pending as f64,
-        ),
-        (
-            "reelstate_outbox_failed",
-            "effects that failed for good (replayable)",
-            d.outbox_failed as f64,
-        ),
-    ]);
-    let mut r = warp::reply::Reply::into_response(text);
+    m.set_oldest_pending_age(age);
+    let mut r = warp::reply::Reply::into_response(m.render());
     r.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        warp::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     Ok(r)
 }
 
-/// With an admin token configured, the inspection and operations endpoints require it.
+/// Inbox entries and effects set aside because they could not be read (newest first):
+/// what an operator looks at when `reelstate_quarantined_rows` is above zero.
+pub async fn quarantine(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+    let rows = engine.store.quarantined(500).await?;
+    Ok(json(StatusCode::OK, &json!({"quarantined": rows})))
+}
+
+/// The inspection and operations endpoints require the admin token; only --dev may run
+/// without one (and then they are open), whatever address the service listens on.
 pub fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let Some(expected) = &engine.settings.admin_token else {
-        return Ok(());
+        // Settings refuse this outside --dev; should they ever not, stay closed.
+        if engine.settings.dev {
+            return Ok(());
+        }
+        return Err(ApiError::unauthorized(
+            "no admin token is configured: set REELSTATE_ADMIN_TOKEN",
+        ));
     };
     let given = req
         .header("authorization")

@@ -231,7 +231,9 @@ pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiErr
             video_id: video.clone(),
             source,
             endpoint: "/webhooks/nca-toolkit".into(),
-            dedupe_key: Some(format!("nca:body:{}", sha256_hex(&req.body))),
+            // Scoped to the video: two videos' id-less failure callbacks can be byte for
+            // byte the same (same ffmpeg error), and neither is a repeat of the other.
+            dedupe_key: Some(format!("nca:body:{video}:{}", sha256_hex(&req.body))),
             raw_body: text,
             headers: kept_headers(req),
             received_at: Utc::now(),

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "record creations",
         sql: include_str!("migrations/0004_record_creations.sql"),
     },
+    Migration {
+        version: 5,
+        name: "retention and quarantine",
+        sql: include_str!("migrations/0005_retention_quarantine.sql"),
+    },
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +90,16 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, PgError> {
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(TIMEOUT);
     }
+    // Acknowledged means on disk: a webhook's 202 and an external call's start are
+    // answered only once PostgreSQL has flushed their commit to its WAL. The session asks
+    // for it whatever the server or role default (a database tuned with
+    // synchronous_commit = off would lose the last acknowledged commits on a crash).
+    // Appended last, so it wins over the same option in the URL.
+    let options = match cfg.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c synchronous_commit=on"),
+        _ => "-c synchronous_commit=on".to_owned(),
+    };
+    cfg.options(&options);
     cfg.keepalives(true)
         .keepalives_idle(Duration::from_secs(30))
         .tcp_user_timeout(Duration::from_secs(30));

@@ -401,6 +401,7 @@ impl Shared {
             if let Some(b) = body {
                 request = request.json(b);
             }
+            let sent = std::time::Instant::now();
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
@@ -408,6 +409,7 @@ impl Shared {
                 }
                 Err(e) => Err(e),
             };
+            crate::metrics::observe_airtable_request(sent.elapsed());
             // The slot's window starts now that the response is in.
             drop(granted);
             let retry = match outcome {

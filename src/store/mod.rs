@@ -15,6 +15,7 @@
 mod lease;
 mod overview;
 mod postgres;
+mod quarantine;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -27,6 +28,7 @@ use crate::machine::{Effect, Event, JobId, Snapshot};
 pub use lease::{Lane, Lease, LocalLeases};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
+pub use quarantine::split_readable;
 pub use sqlite::{SqliteStore, busy_wait};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store task failed: {0}")]
     Join(String),
+    /// The embedded store belongs to one process; another one has it open.
+    #[error(
+        "{0} is already in use by another reelstate process{1}: the embedded store serves one process (two would roll each other's snapshots back); stop the other one, or run several replicas on PostgreSQL (REELSTATE_DB=postgres://…)"
+    )]
+    InUse(String, String),
 }
 
 /// Which service an inbox entry came from.
@@ -200,6 +207,40 @@ pub struct Depths {
     pub inbox_pending: i64,
     pub outbox_pending: i64,
     pub outbox_failed: i64,
+    /// Rows set aside because they could not be read (inbox entries and effects).
+    pub quarantined: i64,
+    /// When the oldest entry still waiting for the worker was received.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// An inbox entry or an effect that could not be read (say, stored by a version whose
+/// `Event` or `Effect` this one no longer understands): set aside with the reason, so
+/// that the worker and the executor go on with every other row. The row itself is kept
+/// (state `quarantined`) for an operator to inspect or repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    /// `inbox` or `outbox`.
+    pub table: String,
+    /// The entry's event id or the effect's id.
+    pub id: String,
+    /// As stored (it may itself be what could not be read).
+    pub video_id: String,
+    pub reason: String,
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// What one pruning pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub inbox: u64,
+    pub history: u64,
+    pub outbox: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.inbox + self.history + self.outbox
+    }
 }
 
 /// One page of the event log.
@@ -366,4 +407,21 @@ pub trait Store: Send + Sync {
     /// this process holds, so that other replicas take the work over at once rather than
     /// after the leases expire.
     async fn release_leases(&self) {}
+
+    /// Whether `lease` is still its holder's right now. Writes the store cannot fence
+    /// itself (Airtable's) are made only when this is true, so a holder that lost the
+    /// video writes nothing. A lease of a one-process store is never lost.
+    async fn holds(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let _ = lease;
+        Ok(true)
+    }
+
+    /// Rows set aside because they could not be read, newest first.
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError>;
+
+    /// Deletes, in batches of at most `batch` rows per table, what is older than
+    /// `before` and no longer needed: processed inbox entries (raw bodies included)
+    /// with no effect still open, transition history, and done effects. Pending work,
+    /// failed (replayable) effects, quarantined rows and snapshots are kept.
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StoreError>;
 }

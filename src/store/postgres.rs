@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, Lane, Lease, NewEntry,
-    OutboxEntry, Payload, Source, Store, StoreError,
+    OutboxEntry, Payload, Pruned, Quarantined, Source, Store, StoreError, split_readable,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -66,6 +66,15 @@ impl PgStore {
     pub async fn connect(url: &str, lease_for: Duration) -> Result<Self, StoreError> {
         let pool = crate::pg::pool(url, POOL_SIZE)?;
         crate::pg::migrate(&pool).await?;
+        // synchronous_commit is the session's (crate::pg::pool); fsync is the server's.
+        if let Ok(c) = pool.get().await
+            && let Ok(row) = c.query_one("SHOW fsync", &[]).await
+            && row.get::<_, String>(0) != "on"
+        {
+            tracing::warn!(
+                "PostgreSQL runs with fsync = off: an acknowledged webhook can be lost on a crash of its machine"
+            );
+        }
         let store = Self {
             pool,
             owner: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
@@ -93,6 +102,34 @@ impl PgStore {
 
     fn secs(&self) -> f64 {
         self.lease_for.as_secs_f64()
+    }
+
+    /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
+    /// the reason, so that the scans that found them go on without them.
+    async fn quarantine(
+        &self,
+        table: &'static str,
+        rows: Vec<(i64, String)>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = match table {
+            "inbox" => {
+                "UPDATE inbox SET state = 'quarantined', note = $2, processed_at = now()
+                 WHERE seq = $1 AND state = 'pending'"
+            }
+            _ => {
+                "UPDATE outbox SET state = 'quarantined', last_error = $2, updated_at = now()
+                 WHERE seq = $1 AND state = 'pending'"
+            }
+        };
+        let client = self.pool.get().await?;
+        for (seq, why) in &rows {
+            tracing::error!(table, seq, reason = %why, "unreadable row quarantined");
+            run(&client, sql, &[seq, why]).await?;
+        }
+        Ok(())
     }
 
     async fn finish_effect(
@@ -352,7 +389,9 @@ impl Store for PgStore {
                 &[&i64::from(limit)],
             )
             .await?;
-        rows.iter().map(entry_row).collect()
+        let (good, bad) = split_readable(rows.iter().map(|r| (r.get::<_, i64>(0), entry_row(r))))?;
+        self.quarantine("inbox", bad).await?;
+        Ok(good)
     }
 
     async fn is_pending(&self, event_id: Uuid) -> Result<bool, StoreError> {
@@ -425,7 +464,8 @@ impl Store for PgStore {
             .collect();
         let client = self.pool.get().await?;
         let rows = rows(&client, &sql, &params).await?;
-        rows.iter().map(entry_row).collect()
+        // An unreadable entry is listed by `quarantined`, not here.
+        Ok(split_readable(rows.iter().map(|r| (r.get::<_, i64>(0), entry_row(r))))?.0)
     }
 
     async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError> {
@@ -649,7 +689,9 @@ impl Store for PgStore {
             &[&now, &i64::from(limit)],
         )
         .await?;
-        rows.iter().map(outbox_row).collect()
+        let (good, bad) = split_readable(rows.iter().map(|r| (r.get::<_, i64>(0), outbox_row(r))))?;
+        self.quarantine("outbox", bad).await?;
+        Ok(good)
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -806,7 +848,7 @@ impl Store for PgStore {
             &[&video.to_string(), &i64::from(limit)],
         )
         .await?;
-        rows.iter().map(outbox_row).collect()
+        Ok(split_readable(rows.iter().map(|r| (r.get::<_, i64>(0), outbox_row(r))))?.0)
     }
 
     async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -817,7 +859,7 @@ impl Store for PgStore {
             &[&video.to_string()],
         )
         .await?;
-        rows.iter().map(outbox_row).collect()
+        Ok(split_readable(rows.iter().map(|r| (r.get::<_, i64>(0), outbox_row(r))))?.0)
     }
 
     async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError> {
@@ -940,7 +982,11 @@ impl Store for PgStore {
             &client,
             "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'pending'),
                         (SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
-                        (SELECT COUNT(*) FROM outbox WHERE state = 'failed')",
+                        (SELECT COUNT(*) FROM outbox WHERE state = 'failed'),
+                        (SELECT COUNT(*) FROM inbox WHERE state = 'quarantined')
+                          + (SELECT COUNT(*) FROM outbox WHERE state = 'quarantined'),
+                        (SELECT received_at FROM inbox WHERE state = 'pending'
+                         ORDER BY seq LIMIT 1)",
             &[],
         )
         .await?;
@@ -948,6 +994,8 @@ impl Store for PgStore {
             inbox_pending: r.try_get(0)?,
             outbox_pending: r.try_get(1)?,
             outbox_failed: r.try_get(2)?,
+            quarantined: r.try_get(3)?,
+            oldest_pending: r.try_get(4)?,
         })
     }
 
@@ -1015,5 +1063,115 @@ impl Store for PgStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// Every lease row this process owns expires now, so that the other replicas claim
+    /// the videos at their next pass instead of a lease period later. Leases still held
+    /// in memory are forgotten too: their tokens then no longer match anything this
+    /// process may write.
+    async fn release_leases(&self) {
+        if let Ok(mut h) = self.held.lock() {
+            h.clear();
+        }
+        let released = async {
+            let client = self.pool.get().await?;
+            run(
+                &client,
+                "UPDATE leases SET expires_at = '-infinity' WHERE owner = $1",
+                &[&self.owner],
+            )
+            .await
+            .map_err(StoreError::from)
+        }
+        .await;
+        match released {
+            Ok(n) => tracing::info!(leases = n, "gave this replica's leases back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give the leases back; they expire on their own")
+            }
+        }
+    }
+
+    /// The lease row still names this holder's token and has not expired (PostgreSQL's
+    /// clock): another replica cannot have claimed the video.
+    async fn holds(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let row = row_opt(
+            &client,
+            "SELECT 1 FROM leases WHERE lane = $1 AND video_id = $2 AND token = $3
+                 AND owner = $4 AND expires_at > now()",
+            &[
+                &lease.lane().as_ref(),
+                &lease.video().to_string(),
+                &lease.token(),
+                &self.owner,
+            ],
+        )
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = rows(
+            &client,
+            "SELECT * FROM (
+                 SELECT 'inbox' AS t, event_id, video_id, COALESCE(note, '') AS why, processed_at AS at
+                 FROM inbox WHERE state = 'quarantined'
+                 UNION ALL
+                 SELECT 'outbox', effect_id, video_id, COALESCE(last_error, ''), updated_at
+                 FROM outbox WHERE state = 'quarantined'
+             ) q ORDER BY at DESC NULLS LAST LIMIT $1",
+            &[&i64::from(limit)],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Quarantined {
+                    table: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    video_id: r.try_get(2)?,
+                    reason: r.try_get(3)?,
+                    at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// One autocommitted statement per table and batch: short transactions, and
+    /// `SKIP LOCKED` so a pass never waits on rows a replica is writing.
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StoreError> {
+        let client = self.pool.get().await?;
+        let batch = i64::from(batch);
+        let inbox = run(
+            &client,
+            "DELETE FROM inbox WHERE seq IN (
+                 SELECT seq FROM inbox i WHERE state = 'done' AND processed_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM outbox o
+                                   WHERE o.event_id = i.event_id AND o.state <> 'done')
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&before, &batch],
+        )
+        .await?;
+        let history = run(
+            &client,
+            "DELETE FROM history WHERE id IN (
+                 SELECT id FROM history WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&before, &batch],
+        )
+        .await?;
+        let outbox = run(
+            &client,
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox WHERE state = 'done' AND updated_at < $1
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&before, &batch],
+        )
+        .await?;
+        Ok(Pruned {
+            inbox,
+            history,
+            outbox,
+        })
     }
 }

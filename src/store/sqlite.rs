@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{
     Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, Lane, Lease,
-    LocalLeases, NewEntry, OutboxEntry, Payload, Source, Store, StoreError,
+    LocalLeases, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, Source, Store, StoreError,
+    split_readable,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -96,6 +97,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "engine store", SCHEMA),
     (2, "record creations", RECORD_CREATIONS),
+    (3, "retention and quarantine", RETENTION),
 ];
 
 /// Records the engine created on a base with no key field, each claimed by one owner.
@@ -106,6 +108,15 @@ CREATE TABLE IF NOT EXISTS record_creations (
     record_id  TEXT UNIQUE
 );
 ";
+
+/// Indexes the background pruner and the quarantine list read by: a pass finds its batch
+/// from the index instead of scanning the tables while holding the writer.
+const RETENTION: &str = r#"
+CREATE INDEX IF NOT EXISTS inbox_processed ON inbox(state, processed_at);
+CREATE INDEX IF NOT EXISTS history_at ON history(at);
+CREATE INDEX IF NOT EXISTS outbox_updated ON outbox(state, updated_at);
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event_id);
+"#;
 
 /// Applies the migrations the file lacks, in one immediate transaction: a second process
 /// opening the file at the same moment waits, then finds them applied.
@@ -138,6 +149,49 @@ fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
     }
     tx.commit()?;
     Ok(applied)
+}
+
+/// Takes the exclusive lock of `<path>.lock` (an OS file lock: released by the kernel
+/// when the process dies, kill -9 included) and writes this process's id in it. A lock
+/// held elsewhere is waited for briefly: this process's own previous store may be closing.
+fn lock_owner(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let io = |e: std::io::Error| StoreError::Join(format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&name)
+        .map_err(io)?;
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                let who = if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                };
+                return Err(StoreError::InUse(path.display().to_string(), who));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// Waits for another connection's write lock in short steps. SQLite's own busy timeout
@@ -185,14 +239,32 @@ pub struct SqliteStore {
     intake_waiting: Arc<std::sync::atomic::AtomicUsize>,
     /// One process owns an embedded store, so its leases live in memory.
     leases: LocalLeases,
+    /// The exclusive lock that makes this process the file's only owner, held as long as
+    /// any clone of the store lives (None in memory).
+    _owner: Option<Arc<std::fs::File>>,
 }
 
 impl SqliteStore {
+    /// Opens (or creates) the store in `path`. Refuses, with [`StoreError::InUse`], a
+    /// file another process has open: its leases live in memory, so two processes would
+    /// both work on one video and roll each other's snapshots back.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let owner = lock_owner(path)?;
         let mut conn = Self::configure(Connection::open(path)?)?;
         migrate(&mut conn)?;
         let reader = Self::configure(Connection::open(path)?)?;
-        Ok(Self::assemble(conn, Some(reader)))
+        let mut store = Self::assemble(conn, Some(reader));
+        store._owner = Some(Arc::new(owner));
+        Ok(store)
+    }
+
+    /// The writer connection's `synchronous` level (2 = FULL: every commit is fsynced).
+    pub fn synchronous_level(&self) -> Result<i64, StoreError> {
+        let c = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
+        Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)
     }
 
     /// One connection for everything (a second in-memory connection would be another
@@ -205,10 +277,12 @@ impl SqliteStore {
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_handler(Some(busy_wait))?;
-        // WAL + NORMAL: a commit survives a process kill (it is in the WAL); only an OS
-        // crash can lose the last transactions, which is the usual SQLite trade.
+        // WAL + FULL: every commit fsyncs the WAL before it returns, so what was answered
+        // 202 (or marked started before an external call) survives a power loss, not only
+        // a process kill (NORMAL would lose the last commits on an OS crash). Intake's
+        // group commit shares one fsync among every webhook waiting (docs/operations.md).
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
         Ok(conn)
     }
@@ -222,6 +296,7 @@ impl SqliteStore {
             accepts: None,
             intake_waiting: Arc::default(),
             leases: LocalLeases::default(),
+            _owner: None,
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BATCH * 4);
@@ -247,6 +322,40 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         on(self.conn.clone(), f).await
+    }
+
+    /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
+    /// the reason, so that the scans that found them go on without them.
+    async fn quarantine(
+        &self,
+        table: &'static str,
+        rows: Vec<(i64, String)>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (seq, why) in &rows {
+            tracing::error!(table, seq, reason = %why, "unreadable row quarantined");
+        }
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let sql = match table {
+                "inbox" => {
+                    "UPDATE inbox SET state = 'quarantined', note = ?2, processed_at = ?3
+                     WHERE seq = ?1 AND state = 'pending'"
+                }
+                _ => {
+                    "UPDATE outbox SET state = 'quarantined', last_error = ?2, updated_at = ?3
+                     WHERE seq = ?1 AND state = 'pending'"
+                }
+            };
+            for (seq, why) in &rows {
+                tx.execute(sql, params![seq, why, ts(Utc::now())])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn finish_effect(
@@ -331,19 +440,23 @@ impl Store for SqliteStore {
 
     /// Pending entries in arrival order, at most 16 per video.
     async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
-        self.read(move |c| {
-            // At most a few entries per video, so that one chatty video cannot fill the
-            // window and hide every other video's events (looking at the oldest 4096).
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {LIGHT_ENTRY_COLS} FROM (
+        let read = self
+            .read(move |c| {
+                // At most a few entries per video, so that one chatty video cannot fill the
+                // window and hide every other video's events (looking at the oldest 4096).
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {LIGHT_ENTRY_COLS} FROM (
                      SELECT *, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
                      FROM (SELECT * FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 4096)
                  ) WHERE nth <= 16 ORDER BY seq LIMIT ?1"
-            ))?;
-            let rows = st.query_map([limit], entry_row)?;
-            rows.map(|r| r?).collect()
-        })
-        .await
+                ))?;
+                let rows = st.query_map([limit], keyed(entry_row))?;
+                split_readable(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        let (good, bad) = read;
+        self.quarantine("inbox", bad).await?;
+        Ok(good)
     }
 
     /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).
@@ -415,8 +528,9 @@ impl Store for SqliteStore {
                 q.limit.clamp(1, 500)
             ));
             let mut st = c.prepare(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), entry_row)?;
-            rows.map(|r| r?).collect()
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), keyed(entry_row))?;
+            // An unreadable entry is listed by `quarantined`, not here.
+            Ok(split_readable(rows.collect::<Result<Vec<_>, _>>()?)?.0)
         })
         .await
     }
@@ -521,18 +635,22 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLS} FROM outbox o
+        let read = self
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox o
                  WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
                    AND o.seq = (SELECT MIN(seq) FROM outbox p
                                 WHERE p.video_id = o.video_id AND p.state = 'pending')
                  ORDER BY o.seq LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![ts(now), limit], outbox_row)?;
-            rows.map(|r| r?).collect()
-        })
-        .await
+                ))?;
+                let rows = st.query_map(params![ts(now), limit], keyed(outbox_row))?;
+                split_readable(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        let (good, bad) = read;
+        self.quarantine("outbox", bad).await?;
+        Ok(good)
     }
 
     /// When the next pending effect is due, if any (to sleep until then).
@@ -691,8 +809,8 @@ impl Store for SqliteStore {
                 "SELECT {OUTBOX_COLS} FROM outbox o WHERE video_id = ?1 AND state = 'pending'
                  ORDER BY seq LIMIT ?2"
             ))?;
-            let rows = st.query_map(params![video, limit], outbox_row)?;
-            rows.map(|r| r?).collect()
+            let rows = st.query_map(params![video, limit], keyed(outbox_row))?;
+            Ok(split_readable(rows.collect::<Result<Vec<_>, _>>()?)?.0)
         })
         .await
     }
@@ -703,8 +821,8 @@ impl Store for SqliteStore {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {OUTBOX_COLS} FROM outbox o WHERE video_id = ?1 ORDER BY seq"
             ))?;
-            let rows = st.query_map([video], outbox_row)?;
-            rows.map(|r| r?).collect()
+            let rows = st.query_map([video], keyed(outbox_row))?;
+            Ok(split_readable(rows.collect::<Result<Vec<_>, _>>()?)?.0)
         })
         .await
     }
@@ -829,10 +947,22 @@ impl Store for SqliteStore {
     async fn depths(&self) -> Result<Depths, StoreError> {
         self.read(|c| {
             let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+            let oldest: Option<String> = c
+                .query_row(
+                    "SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
             Ok(Depths {
                 inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
                 outbox_pending: count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
                 outbox_failed: count("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
+                quarantined: count(
+                    "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'quarantined')
+                          + (SELECT COUNT(*) FROM outbox WHERE state = 'quarantined')",
+                )?,
+                oldest_pending: oldest.map(|t| parse_ts(&t)).transpose()?,
             })
         })
         .await
@@ -902,6 +1032,64 @@ impl Store for SqliteStore {
                  ON CONFLICT(id) DO UPDATE SET at = excluded.at;",
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT * FROM (
+                     SELECT 'inbox', event_id, video_id, COALESCE(note, ''), processed_at
+                     FROM inbox WHERE state = 'quarantined'
+                     UNION ALL
+                     SELECT 'outbox', effect_id, video_id, COALESCE(last_error, ''), updated_at
+                     FROM outbox WHERE state = 'quarantined'
+                 ) ORDER BY 5 DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                Ok(Quarantined {
+                    table: r.get(0)?,
+                    id: r.get(1)?,
+                    video_id: r.get(2)?,
+                    reason: r.get(3)?,
+                    at: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|t| parse_ts(&t).ok()),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One short write transaction per table and batch, so intake waits at most for one
+    /// batch's delete.
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StoreError> {
+        let cutoff = ts(before);
+        self.with(move |c| {
+            let inbox = c.execute(
+                "DELETE FROM inbox WHERE seq IN (
+                     SELECT seq FROM inbox i WHERE state = 'done' AND processed_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM outbox o
+                                       WHERE o.event_id = i.event_id AND o.state <> 'done')
+                     LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            let history = c.execute(
+                "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE at < ?1 LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            let outbox = c.execute(
+                "DELETE FROM outbox WHERE seq IN (
+                     SELECT seq FROM outbox WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            Ok(Pruned {
+                inbox: inbox as u64,
+                history: history as u64,
+                outbox: outbox as u64,
+            })
         })
         .await
     }
@@ -1058,6 +1246,14 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxEntry, StoreError>> {
     })())
 }
 
+/// A row reader that also returns the row's key (column 0, `seq`), so that a row that
+/// cannot be read can still be named and set aside.
+fn keyed<T>(
+    read: fn(&Row<'_>) -> rusqlite::Result<Result<T, StoreError>>,
+) -> impl FnMut(&Row<'_>) -> rusqlite::Result<(i64, Result<T, StoreError>)> {
+    move |r| Ok((r.get(0)?, read(r)?))
+}
+
 const OUTBOX_COLS: &str = "o.seq, o.effect_id, o.video_id, o.event_id, o.effect, o.state, o.attempts, o.next_attempt_at, o.last_error, o.started_at";
 
 fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> {
@@ -1113,7 +1309,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut first = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2]);
+        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3]);
         assert!(migrate(&mut first).unwrap().is_empty());
         // A file from before versioning (tables, no record of them) takes it as a no-op.
         let old = dir.path().join("old.db");
@@ -1121,11 +1317,36 @@ mod tests {
         conn.execute_batch(SCHEMA).unwrap();
         conn.execute_batch("INSERT INTO video_state VALUES ('recA', '{}', 'now')")
             .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3]);
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();
         assert_eq!(kept, 1);
+    }
+
+    #[test]
+    fn a_second_owner_of_the_file_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.db");
+        let first = SqliteStore::open(&path).unwrap();
+        let second = SqliteStore::open(&path).err().expect("refused");
+        assert!(matches!(second, StoreError::InUse(..)), "{second:?}");
+        let msg = second.to_string();
+        assert!(msg.contains("another reelstate process"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        assert!(SqliteStore::open(&path).is_ok(), "free again once closed");
+    }
+
+    #[test]
+    fn every_commit_is_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("full.db")).unwrap();
+        // 2 = FULL: the WAL is fsynced at each commit (NORMAL, 1, only at checkpoints).
+        assert_eq!(store.synchronous_level().unwrap(), 2);
     }
 
     #[tokio::test]

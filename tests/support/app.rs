@@ -11,6 +11,9 @@ use tokio::process::{Child, Command};
 
 pub const GOAPI_SECRET: &str = "test-goapi-webhook-secret";
 pub const SIGNING_SECRET: &str = "test-callback-signing-secret-0123456789";
+/// Outside --dev the service refuses to start without an admin token; the test client
+/// sends it with every request (as an operator's tooling would).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 pub struct TestApp {
     pub url: String,
@@ -51,6 +54,7 @@ impl AppBuilder {
             env: vec![
                 ("GOAPI_WEBHOOK_SECRET".into(), GOAPI_SECRET.into()),
                 ("REELSTATE_SIGNING_SECRET".into(), SIGNING_SECRET.into()),
+                ("REELSTATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
                 ("REELSTATE_EFFECT_BACKOFF_MS".into(), "20".into()),
                 ("RUST_LOG".into(), "info".into()),
                 // Nobody listens on port 9: tests that need NCA set a double instead.
@@ -83,8 +87,26 @@ impl AppBuilder {
         self.dir.path().join("reelstate.db")
     }
 
-    pub async fn spawn(self) -> TestApp {
+    pub async fn spawn(mut self) -> TestApp {
         let db = self.db_path();
+        // Outside --dev the service needs PUBLIC_BASE_URL: here it is the address the
+        // app will listen on, so its port is fixed first.
+        let set = |k: &str| self.env.iter().any(|(key, v)| key == k && v == "true");
+        let dev = set("REELSTATE_DEV_MODE") || set("REELSTATE_SANDBOX");
+        if !dev && !self.env.iter().any(|(k, _)| k == "PUBLIC_BASE_URL") {
+            if self.port == 0 {
+                self.port = free_port();
+            }
+            let public = format!("http://127.0.0.1:{}", self.port);
+            self.env.push(("PUBLIC_BASE_URL".into(), public));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some((_, token)) = self.env.iter().find(|(k, _)| k == "REELSTATE_ADMIN_TOKEN") {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header value"),
+            );
+        }
         let log = self
             .dir
             .path()
@@ -94,6 +116,7 @@ impl AppBuilder {
             port: self.port,
             db,
             client: reqwest::Client::builder()
+                .default_headers(headers)
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),

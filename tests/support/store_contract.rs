@@ -112,6 +112,7 @@ pub async fn run_all(store: Shared) {
     events_page_and_filter(&store).await;
     overview_counts_states_and_lists_what_needs_attention(&store).await;
     record_creations_are_noted_then_claimed_once(&store).await;
+    pruning_deletes_only_what_is_old_and_finished(&store).await;
     store.ping().await.expect("ping");
     let d = store.depths().await.expect("depths");
     assert!(d.inbox_pending >= 0 && d.outbox_pending >= 0 && d.outbox_failed >= 1);
@@ -812,4 +813,168 @@ pub async fn record_creations_are_noted_then_claimed_once(store: &Shared) {
         store.record_intent(&b).await.expect("intent b").record,
         Some(other)
     );
+}
+
+/// Runs one SQL statement on the store's own database: the test's way to leave a row the
+/// store cannot read, as a newer (or older) version of reelstate would.
+pub type Corrupt = Box<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+pub async fn unreadable_rows_are_quarantined_and_stall_no_other_video(
+    store: &Shared,
+    corrupt: &Corrupt,
+) {
+    let (bad, good) = (video(), video());
+    let poisoned = new_id(store, entry(&bad, None)).await;
+    let fine = new_id(store, entry(&good, None)).await;
+    corrupt(format!(
+        "UPDATE inbox SET payload = '{{\"payload\": \"from_a_newer_version\"}}' WHERE event_id = '{poisoned}'"
+    ))
+    .await;
+    let pending = store
+        .pending_entries(4096)
+        .await
+        .expect("one unreadable entry does not fail the scan");
+    assert!(
+        pending.iter().any(|e| e.event_id == fine),
+        "the other video goes on"
+    );
+    assert!(!pending.iter().any(|e| e.event_id == poisoned));
+    assert!(
+        !store.is_pending(poisoned).await.expect("is_pending"),
+        "set aside"
+    );
+    // And it stays aside: the next scan neither fails nor lists it.
+    let again = store.pending_entries(4096).await.expect("scan");
+    assert!(!again.iter().any(|e| e.event_id == poisoned));
+    store
+        .events(EventQuery {
+            limit: 500,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("the event log still lists");
+
+    let bad_effects = with_effects(store, &bad, 2).await;
+    let good_effects = with_effects(store, &good, 1).await;
+    corrupt(format!(
+        "UPDATE outbox SET effect = '{{\"from_a_newer_version\": true}}' WHERE effect_id = '{}'",
+        bad_effects[0]
+    ))
+    .await;
+    let later = Utc::now() + chrono::Duration::minutes(1);
+    let due = store
+        .due_effects(later, 4096)
+        .await
+        .expect("one unreadable effect does not fail the scan");
+    assert!(due.iter().any(|e| e.effect_id == good_effects[0]));
+    assert!(!due.iter().any(|e| e.effect_id == bad_effects[0]));
+    let due = store.due_effects(later, 4096).await.expect("scan");
+    assert!(
+        due.iter().any(|e| e.effect_id == bad_effects[1]),
+        "the video's next effect is not held behind the unreadable one"
+    );
+    store.effects_of(&bad).await.expect("the video still shows");
+
+    let listed = store.quarantined(500).await.expect("quarantined");
+    let entry_row = listed
+        .iter()
+        .find(|q| q.id == poisoned.to_string())
+        .expect("the entry is listed");
+    assert_eq!(
+        (entry_row.table.as_str(), entry_row.video_id.as_str()),
+        ("inbox", bad.as_str())
+    );
+    assert!(entry_row.reason.contains("payload"), "{entry_row:?}");
+    let effect_row = listed
+        .iter()
+        .find(|q| q.id == bad_effects[0])
+        .expect("the effect is listed");
+    assert_eq!(effect_row.table, "outbox");
+    assert!(effect_row.reason.contains("effect"), "{effect_row:?}");
+    assert!(store.depths().await.expect("depths").quarantined >= 2);
+}
+
+pub async fn pruning_deletes_only_what_is_old_and_finished(store: &Shared) {
+    let v = video();
+    // A processed entry whose effect is done, one whose effect failed (replayable), and
+    // an entry still waiting.
+    let finished = with_effects(store, &v, 1).await;
+    store
+        .effect_done_with(&finished[0], None)
+        .await
+        .expect("done");
+    let failed = with_effects(store, &v, 1).await;
+    store
+        .effect_failed_with(&failed[0], "boom", None)
+        .await
+        .expect("failed");
+    let e = entry(&v, None);
+    let with_history = new_id(store, e.clone()).await;
+    let lease = eventually_claim(store, Lane::Worker, &v).await;
+    let snap = snapshot(&v, VideoStatus::GeneratingMusic, vec![]);
+    store
+        .commit(commit_of(&e, Some(snap.clone()), Vec::new()), &lease)
+        .await
+        .expect("commit");
+    drop(lease);
+    let waiting = new_id(store, entry(&v, None)).await;
+    let events_of = |store: Shared, v: RecordId| async move {
+        store
+            .events(EventQuery {
+                video: Some(v),
+                limit: 500,
+                ..EventQuery::default()
+            })
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| e.event_id)
+            .collect::<Vec<_>>()
+    };
+
+    // Nothing is old yet: an hour ago keeps everything.
+    store
+        .prune(Utc::now() - chrono::Duration::hours(1), 500)
+        .await
+        .expect("prune");
+    assert_eq!(events_of(store.clone(), v.clone()).await.len(), 4);
+    assert_eq!(store.history(&v).await.expect("history").len(), 1);
+    assert_eq!(store.effects_of(&v).await.expect("effects").len(), 2);
+
+    // Everything is old: batches of one, until none is left.
+    let mut passes = 0;
+    loop {
+        let p = store
+            .prune(Utc::now() + chrono::Duration::minutes(1), 1)
+            .await
+            .expect("prune");
+        assert!(p.inbox <= 1 && p.history <= 1 && p.outbox <= 1, "{p:?}");
+        if p.total() == 0 {
+            break;
+        }
+        passes += 1;
+        assert!(passes < 100_000, "pruning never ends");
+    }
+    assert!(passes >= 1);
+    let left = events_of(store.clone(), v.clone()).await;
+    assert!(left.contains(&waiting), "pending work is kept");
+    assert!(
+        !left.contains(&with_history),
+        "a processed entry with nothing open is deleted, raw body and all"
+    );
+    assert!(store.entry(with_history).await.expect("entry").is_none());
+    assert_eq!(left.len(), 2, "the failed effect's entry stays: {left:?}");
+    assert!(store.history(&v).await.expect("history").is_empty());
+    let effects: Vec<String> = store
+        .effects_of(&v)
+        .await
+        .expect("effects")
+        .into_iter()
+        .map(|e| e.effect_id)
+        .collect();
+    assert_eq!(
+        effects, failed,
+        "done effects go, failed (replayable) ones stay"
+    );
+    assert_eq!(store.snapshot(&v).await.expect("snapshot"), Some(snap));
 }

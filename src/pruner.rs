@@ -1,0 +1,100 @@
+//! Retention: what the engine no longer needs (processed inbox entries with their raw
+//! bodies, transition history, done effects) is deleted once older than
+//! `REELSTATE_RETENTION_DAYS`, so that the store's size follows the traffic of the last
+//! days, not of all time. In small batches with pauses, so that intake, the worker and
+//! the executor hardly notice; on every replica (each batch skips rows another holds).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{debug, warn};
+
+use crate::engine::Engine;
+
+/// Rows per table and statement: a batch's delete holds the writer for milliseconds.
+pub const BATCH: u32 = 500;
+
+/// Between two batches of one pass: intake goes first.
+const PAUSE: Duration = Duration::from_millis(20);
+
+/// Time between passes: a tenth of the retention, at least 1 s, at most a minute.
+pub fn interval(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+pub async fn run(engine: Arc<Engine>) {
+    let mut shutdown = engine.shutdown_signal();
+    let every = interval(engine.settings.retention);
+    loop {
+        if engine.is_shutting_down() {
+            break;
+        }
+        pass(&engine).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Deletes batches until one deletes less than a full batch (the backlog is gone).
+async fn pass(engine: &Engine) {
+    let retention = chrono::Duration::from_std(engine.settings.retention).unwrap_or_default();
+    loop {
+        if engine.is_shutting_down() {
+            return;
+        }
+        engine.store.yield_to_intake().await;
+        let before = Utc::now() - retention;
+        match engine.store.prune(before, BATCH).await {
+            Ok(p) => {
+                for (table, n) in [
+                    ("inbox", p.inbox),
+                    ("history", p.history),
+                    ("outbox", p.outbox),
+                ] {
+                    if n > 0 {
+                        engine
+                            .metrics
+                            .add("reelstate_pruned_rows_total", &[("table", table)], n);
+                    }
+                }
+                if p.total() > 0 {
+                    debug!(
+                        inbox = p.inbox,
+                        history = p.history,
+                        outbox = p.outbox,
+                        "pruned"
+                    );
+                }
+                if [p.inbox, p.history, p.outbox]
+                    .iter()
+                    .all(|n| *n < u64::from(BATCH))
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "pruning failed; trying again at the next pass");
+                return;
+            }
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_are_frequent_enough_and_never_busy() {
+        assert_eq!(
+            interval(Duration::from_secs(30 * 24 * 3600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(interval(Duration::from_secs(60)), Duration::from_secs(6));
+        assert_eq!(interval(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+}
