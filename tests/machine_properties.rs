@@ -51,6 +51,27 @@ enum Start {
     GeneratingMusic { accepted: bool },
     /// Generating music for a video that has no Combined Segments Video to mix under.
     GeneratingWithoutSource,
+    /// A video already final in the base (completed, or one of the failed states) that
+    /// still carries an active job an older handler left behind: its deadline, its
+    /// reconciliation and any late callback must leave the video as it is.
+    FinalWithLeftOverJob { status: FinalStatus, kind: LeftOver },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FinalStatus {
+    Completed,
+    GenerationFailed,
+    AdditionFailed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LeftOver {
+    /// A processing music_addition job bound to an NCA job.
+    Mix,
+    /// A processing music_generation job bound to a GoAPI task.
+    Task,
+    /// A pending music_addition job that never got an NCA id.
+    PendingMix,
 }
 
 const VIDEO: &str = "recPropTest000001";
@@ -108,6 +129,28 @@ fn start_snapshot(start: Start, foreign_jobs: bool) -> Snapshot {
             video.status = VideoStatus::GeneratingMusic;
             video.source_video = None;
             jobs.push(gen_job(JobStatus::Processing, Some("task-pipeline")));
+        }
+        Start::FinalWithLeftOverJob { status, kind } => {
+            video.music = Some(url("https://music.example/old.mp3"));
+            video.status = match status {
+                FinalStatus::Completed => {
+                    video.final_video = Some(url("https://videos.example/final.mp4"));
+                    VideoStatus::Completed
+                }
+                FinalStatus::GenerationFailed => VideoStatus::MusicGenerationFailed,
+                FinalStatus::AdditionFailed => VideoStatus::MusicAdditionFailed,
+            };
+            if status_is_failed(status) {
+                video.error_details = Some("failed earlier".into());
+            }
+            let mix = |status, ext: Option<&str>| {
+                existing_job("recLeftOverMix001", JobType::MusicAddition, status, ext)
+            };
+            match kind {
+                LeftOver::Mix => jobs.push(mix(JobStatus::Processing, Some("nca-left-over"))),
+                LeftOver::PendingMix => jobs.push(mix(JobStatus::Pending, None)),
+                LeftOver::Task => jobs.push(gen_job(JobStatus::Processing, Some("task-pipeline"))),
+            }
         }
     }
     if foreign_jobs {
@@ -253,12 +296,28 @@ struct Scenario {
     actions: Vec<Action>,
 }
 
+fn status_is_failed(s: FinalStatus) -> bool {
+    !matches!(s, FinalStatus::Completed)
+}
+
 fn scenario() -> impl Strategy<Value = Scenario> {
+    let final_status = prop_oneof![
+        Just(FinalStatus::Completed),
+        Just(FinalStatus::GenerationFailed),
+        Just(FinalStatus::AdditionFailed),
+    ];
+    let left_over = prop_oneof![
+        Just(LeftOver::Mix),
+        Just(LeftOver::Task),
+        Just(LeftOver::PendingMix)
+    ];
     let start = prop_oneof![
         3 => Just(Start::SegmentsCombined),
         3 => any::<bool>().prop_map(|task_id_known| Start::OtherWithPipelineJob { task_id_known }),
         3 => any::<bool>().prop_map(|accepted| Start::GeneratingMusic { accepted }),
         1 => Just(Start::GeneratingWithoutSource),
+        2 => (final_status, left_over)
+            .prop_map(|(status, kind)| Start::FinalWithLeftOverJob { status, kind }),
     ];
     (
         start,

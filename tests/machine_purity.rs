@@ -1,4 +1,4 @@
-//! The state machine stays pure (DESIGN.md, invariant 1): no runtime, no HTTP, no JSON
+//! The state machine stays pure (ARCHITECTURE.md, invariant 1): no runtime, no HTTP, no JSON
 //! values, no file system or network, no clock, no randomness in `src/machine/`. The
 //! compiler cannot say that, so this test reads the source.
 

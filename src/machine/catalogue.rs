@@ -31,6 +31,7 @@ pub enum EventClass {
     ExternalAccepted,
     EffectFailed,
     JobDeadlinePassed,
+    Resubmitting,
 }
 
 impl EventClass {
@@ -53,6 +54,7 @@ impl EventClass {
             Event::ExternalAccepted { .. } => Self::ExternalAccepted,
             Event::EffectFailed { .. } => Self::EffectFailed,
             Event::JobDeadlinePassed { .. } => Self::JobDeadlinePassed,
+            Event::Resubmitting { .. } => Self::Resubmitting,
         }
     }
 
@@ -72,6 +74,7 @@ impl EventClass {
             Self::ExternalAccepted => "external_accepted",
             Self::EffectFailed => "effect_failed",
             Self::JobDeadlinePassed => "job_deadline_passed",
+            Self::Resubmitting => "resubmitting",
         }
     }
 }
@@ -258,6 +261,41 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
                 job(2, add.clone(), JobStatus::Failed, Some("nca-1"), Some(&sid)),
             ],
         ),
+        // Final videos still carrying a job an older handler left active (imported at first
+        // contact): nothing but an operator's retry may move them.
+        with(
+            base(VideoStatus::Completed),
+            true,
+            true,
+            false,
+            vec![
+                job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
+                job(3, add.clone(), JobStatus::Processing, Some("nca-old"), None),
+            ],
+        ),
+        with(
+            base(VideoStatus::MusicGenerationFailed),
+            false,
+            false,
+            true,
+            vec![job(
+                3,
+                gen_.clone(),
+                JobStatus::Processing,
+                Some("task-1"),
+                None,
+            )],
+        ),
+        with(
+            base(VideoStatus::MusicAdditionFailed),
+            true,
+            false,
+            true,
+            vec![
+                job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
+                job(3, add.clone(), JobStatus::Processing, Some("nca-old"), None),
+            ],
+        ),
         // A video with nothing to mix the music under.
         with(
             {
@@ -340,6 +378,10 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             error: "rejected".into(),
         }),
         EventClass::JobDeadlinePassed => per_job(&|job| Event::JobDeadlinePassed { job }),
+        EventClass::Resubmitting => per_job(&|job| Event::Resubmitting {
+            job,
+            reason: "NCA: HTTP 504".into(),
+        }),
     }
 }
 
@@ -393,6 +435,52 @@ pub fn explore() -> (Vec<TransitionRow>, Vec<JobTransitionRow>) {
         }
     }
     (videos.into_iter().collect(), jobs.into_iter().collect())
+}
+
+/// One row of the final-state table of `states/video.md`: what an event does to a final
+/// video that still carries an active (left-over) job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FinalStateRow {
+    pub from: String,
+    /// The left-over job: its type and status.
+    pub job: String,
+    pub event: String,
+    /// The decision's outcome, or `rejected`.
+    pub outcome: String,
+    /// The video's status afterwards.
+    pub to: String,
+}
+
+/// Every event class on every canonical final video that carries an active job.
+pub fn final_state_rows() -> Vec<FinalStateRow> {
+    use strum::IntoEnumIterator;
+    let ctx = explore_ctx();
+    let mut rows = BTreeSet::new();
+    for s in canonical_snapshots()
+        .into_iter()
+        .filter(|s| s.video.status.is_final())
+    {
+        let Some(left_over) = s.jobs.iter().find(|j| j.status.is_active()) else {
+            continue;
+        };
+        let job = format!("{} {}", left_over.kind.name(), left_over.status);
+        for class in EventClass::iter() {
+            for e in canonical_events(class, &s) {
+                let (outcome, to) = match decide(&s, &e, &ctx) {
+                    Ok(d) => (d.outcome.to_string(), status_label(&d.next.video.status)),
+                    Err(_) => ("rejected".to_owned(), status_label(&s.video.status)),
+                };
+                rows.insert(FinalStateRow {
+                    from: status_label(&s.video.status),
+                    job: job.clone(),
+                    event: class.label().to_owned(),
+                    outcome,
+                    to,
+                });
+            }
+        }
+    }
+    rows.into_iter().collect()
 }
 
 /// The job rows alone.

@@ -138,6 +138,7 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
         Event::ExternalAccepted { job, external_id } => {
             external_accepted(&mut next, *job, external_id)
         }
+        Event::Resubmitting { job, reason } => resubmitting(&next, *job, reason),
     };
     debug_assert!(step.outcome == Outcome::Applied || next == *s);
     Ok(finish(s, next, step, actions, ctx))
@@ -394,6 +395,26 @@ fn external_accepted(next: &mut Snapshot, job: JobId, external_id: &str) -> Step
     Step::new(Outcome::Applied, Some(job))
 }
 
+/// A job-level failure (deadline, reconciliation, an effect given up). It fails the job and,
+/// through it, the video's stage, but never a video that is already final: a completed video
+/// stays completed and a failed one leaves its state only through an operator's retry. A job
+/// still active on a final video was left behind (an older handler, an import at first
+/// contact) and is left as it is, for people to read, not failed into the video.
+/// A re-submission is news about a job, not a change: it is recorded against the job so
+/// that its history shows every request that may have cost money.
+fn resubmitting(next: &Snapshot, job: JobId, reason: &str) -> Step {
+    match next.job(job) {
+        None => Step::new(Outcome::Unmatched, None).note("no such job"),
+        Some(j) if j.status.is_final() => {
+            Step::new(Outcome::Stale, Some(job)).note(format!("job already {}", j.status))
+        }
+        Some(_) if next.video.status.is_final() => Step::new(Outcome::Stale, Some(job))
+            .note(format!("video is already {}", next.video.status.name())),
+        Some(_) => Step::new(Outcome::Recorded, Some(job))
+            .note(format!("sending the request again: {reason}")),
+    }
+}
+
 fn give_up(next: &mut Snapshot, job: JobId, error: &str, ctx: &Ctx) -> Step {
     match next.job(job) {
         None => Step::new(Outcome::Unmatched, None).note("no such job"),
@@ -402,6 +423,12 @@ fn give_up(next: &mut Snapshot, job: JobId, error: &str, ctx: &Ctx) -> Step {
         }
         Some(j) if j.status.is_final() => {
             Step::new(Outcome::Stale, Some(job)).note(format!("job already {}", j.status))
+        }
+        Some(_) if next.video.status.is_final() => {
+            Step::new(Outcome::Stale, Some(job)).note(format!(
+                "video is already {}; its left-over job is not failed into it",
+                next.video.status.name()
+            ))
         }
         Some(_) => {
             fail_job(next, job, error, ctx);

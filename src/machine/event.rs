@@ -21,6 +21,10 @@ pub enum Event {
     ExternalAccepted { job: JobId, external_id: String },
     /// The executor gave up on the effect that was to start a job.
     EffectFailed { job: JobId, error: String },
+    /// The executor is about to send a job's request again after an answer that did not
+    /// prove the first was refused (a timeout, a gateway's 504, a kill during the call).
+    /// It changes nothing; it puts the re-submission in the job's history.
+    Resubmitting { job: JobId, reason: String },
 }
 
 impl Event {

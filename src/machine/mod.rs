@@ -11,7 +11,10 @@ mod event;
 mod next;
 mod snapshot;
 
-pub use catalogue::{EventClass, JobTransitionRow, TransitionRow, explore, job_rows, mermaid};
+pub use catalogue::{
+    EventClass, FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows,
+    job_rows, mermaid,
+};
 pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide};
 pub use effect::{Effect, JobPatch, VideoPatch};
 pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
