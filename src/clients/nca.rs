@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::error::{ClientError, from_status};
+use super::error::{Answered, ClientError, from_status};
 use super::http::Http;
+use super::http::Reply;
 use crate::domain::MediaUrl;
 
 const SERVICE: &str = "NCA";
@@ -165,7 +166,54 @@ impl NcaClient {
                 Some(401),
                 "NCA: unauthorized (check the NCA API key)",
             )),
-            status => Err(from_status(SERVICE, status, &self.http.message_of(&reply))),
+            status => Err(self.error_of(status, &reply)),
+        }
+    }
+
+    /// An error reply, classified by who answered it (docs/goapi-and-nca.md): NCA's own
+    /// replies are JSON envelopes; its queue-full 429 is refused before queueing.
+    fn error_of(&self, status: u16, reply: &Reply) -> ClientError {
+        let message = self.http.message_of(reply);
+        let from_app = reply.json.as_ref().is_some_and(|j| {
+            j.is_object() && (j.get("message").is_some() || j.get("code").is_some())
+        });
+        let answered = if !from_app {
+            Answered::Unknown
+        } else if status == 429 && message.contains("MAX_QUEUE_LENGTH") {
+            Answered::AppRefusedUnqueued
+        } else {
+            Answered::App
+        };
+        from_status(SERVICE, status, &message, answered)
+    }
+
+    /// NCA's jobs whose status changed in the last `since_seconds`, as `(job_id,
+    /// job_status)` pairs (`POST /v1/toolkit/jobs/status`, build 209). A job names the
+    /// request's `id` only once it is done, in its status (`job_status`).
+    pub async fn recent_jobs(&self, since_seconds: u64) -> Result<Value, ClientError> {
+        let url = self.http.url(&["v1", "toolkit", "jobs", "status"])?;
+        let reply = self
+            .http
+            .send(
+                self.http
+                    .client
+                    .post(url)
+                    .json(&json!({ "since_seconds": since_seconds })),
+            )
+            .await?;
+        match reply.status {
+            200 => match reply.json {
+                Some(body) if body.is_object() => Ok(body),
+                _ => Err(ClientError::permanent(
+                    Some(200),
+                    "NCA: jobs status reply is not a JSON object",
+                )),
+            },
+            401 => Err(ClientError::permanent(
+                Some(401),
+                "NCA: unauthorized (check the NCA API key)",
+            )),
+            status => Err(self.error_of(status, &reply)),
         }
     }
 
@@ -195,7 +243,7 @@ impl NcaClient {
                 Some(401),
                 "NCA: unauthorized (check the NCA API key)",
             )),
-            status => Err(from_status(SERVICE, status, &self.http.message_of(&reply))),
+            status => Err(self.error_of(status, &reply)),
         }
     }
 }

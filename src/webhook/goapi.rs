@@ -1,6 +1,6 @@
 //! GoAPI task payloads → [`GoapiWebhook`].
 //!
-//! Accepted shapes (see CONTRACTS.md and `tests/fixtures/goapi`):
+//! Accepted shapes (see docs/goapi-and-nca.md and `tests/fixtures/goapi`):
 //! - the webhook envelope `{"timestamp", "data": <task>}`;
 //! - the GET-task reply `{"code", "data": <task>, "message"}` (`code != 200` is an error);
 //! - a bare task object `{"task_id", "status", ...}`;
