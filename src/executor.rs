@@ -399,7 +399,7 @@ async fn prepare_external(
                             started.timestamp_millis()
                         )),
                         endpoint: "find-out".into(),
-                        ..engine_entry(e, "found", event)
+                        ..engine_entry(e, "found", crate::reconciler::name_job(event, job))
                     };
                     engine.enqueue(entry).await?;
                     engine
@@ -613,9 +613,11 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                                 "NCA answered the mix synchronously with a result we cannot read: {err}"
                             ),
                         },
+                        named_job: None,
                     },
                 };
                 update.submission_id = Some(submission_id.clone());
+                update.named_job = Some(*job);
                 update.nca_job_id.get_or_insert(accepted.job_id);
                 info!(job_id = %job, "NCA answered with the finished mix: taken as its callback");
                 return Ok(Some(Event::NcaJobFinished(update)));
@@ -825,6 +827,7 @@ mod tests {
                 result: NcaResult::Succeeded {
                     output: url("https://cdn.example/out.mp4"),
                 },
+                named_job: Some(job),
             }),
         );
         let callback_id = callback.event_id;

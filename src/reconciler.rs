@@ -102,7 +102,9 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
         };
         let checks = job.checks + 1;
         let event = match answer {
-            Answer::Result(event) => Some(event),
+            // The answer is about this job: it binds to it as a callback to the URL we
+            // signed for it would.
+            Answer::Result(event) => Some(name_job(event, job.job)),
             Answer::NotYet if checks >= engine.settings.reconcile_checks => {
                 info!(job_id = %job.job, checks, "no answer after the last check; failing the job");
                 Some(Event::JobDeadlinePassed { job: job.job })
@@ -178,5 +180,20 @@ async fn ask(engine: &Engine, job: &ActiveJob, submission: Option<&str>) -> Resu
             })
         }
         JobType::Other(_) => Ok(Answer::NotYet),
+    }
+}
+
+/// Marks a service's answer as being about `job`.
+pub(crate) fn name_job(event: Event, job: crate::machine::JobId) -> Event {
+    match event {
+        Event::GoapiTaskUpdate(mut u) => {
+            u.named_job = Some(job);
+            Event::GoapiTaskUpdate(u)
+        }
+        Event::NcaJobFinished(mut u) => {
+            u.named_job = Some(job);
+            Event::NcaJobFinished(u)
+        }
+        other => other,
     }
 }

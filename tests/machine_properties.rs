@@ -192,6 +192,17 @@ enum Pick {
     Absent,
 }
 
+/// Which job the callback URL it came to names (only URLs we signed name one).
+#[derive(Debug, Clone, Copy)]
+enum Named {
+    /// The latest job of the event's type (the URL we handed out for it).
+    Current,
+    /// Any job of the video (an older job's URL, or another type's).
+    Any(Index),
+    /// No job: a URL configured elsewhere, or a development-mode callback.
+    Nothing,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Tracks {
     Usable,
@@ -213,12 +224,14 @@ enum Action {
         tracks: Tracks,
         error: Option<String>,
         n: u8,
+        named: Named,
     },
     Nca {
         submission: Pick,
         nca_job: Pick,
         succeeded: bool,
         n: u8,
+        named: Named,
     },
     Deadline {
         job: Option<Index>,
@@ -250,6 +263,14 @@ fn pick_or_absent() -> impl Strategy<Value = Pick> {
     prop_oneof![9 => pick(), 1 => Just(Pick::Absent)]
 }
 
+fn named() -> impl Strategy<Value = Named> {
+    prop_oneof![
+        6 => Just(Named::Current),
+        2 => any::<Index>().prop_map(Named::Any),
+        2 => Just(Named::Nothing),
+    ]
+}
+
 fn job_pick() -> impl Strategy<Value = Option<Index>> {
     prop_oneof![9 => any::<Index>().prop_map(Some), 1 => Just(None)]
 }
@@ -273,11 +294,11 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         2 => proptest::option::of("[a-z]{1,8}").prop_map(|prompt| Action::MusicRequested { prompt }),
         3 => Just(Action::Retry),
-        8 => (pick(), status, tracks, error, any::<u8>()).prop_map(
-            |(task, status, tracks, error, n)| Action::Goapi { task, status, tracks, error, n }
+        8 => (pick(), status, tracks, error, any::<u8>(), named()).prop_map(
+            |(task, status, tracks, error, n, named)| Action::Goapi { task, status, tracks, error, n, named }
         ),
-        8 => (pick_or_absent(), pick_or_absent(), proptest::bool::weighted(0.7), any::<u8>()).prop_map(
-            |(submission, nca_job, succeeded, n)| Action::Nca { submission, nca_job, succeeded, n }
+        8 => (pick_or_absent(), pick_or_absent(), proptest::bool::weighted(0.7), any::<u8>(), named()).prop_map(
+            |(submission, nca_job, succeeded, n, named)| Action::Nca { submission, nca_job, succeeded, n, named }
         ),
         1 => job_pick().prop_map(|job| Action::Deadline { job }),
         3 => (job_pick(), proptest::bool::weighted(0.8), any::<u8>())
@@ -380,6 +401,14 @@ fn submission(s: &Snapshot, p: Pick) -> Option<String> {
     }
 }
 
+fn named_job(s: &Snapshot, kind: &JobType, named: Named) -> Option<JobId> {
+    match named {
+        Named::Current => positions(s, kind).last().map(|&p| s.jobs[p].id),
+        Named::Any(i) if !s.jobs.is_empty() => Some(s.jobs[i.index(s.jobs.len())].id),
+        Named::Any(_) | Named::Nothing => None,
+    }
+}
+
 fn job_id(s: &Snapshot, job: Option<Index>) -> (JobId, Option<usize>) {
     match job {
         Some(i) if !s.jobs.is_empty() => {
@@ -427,6 +456,7 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
             tracks: t,
             error,
             n,
+            named,
         } => Event::GoapiTaskUpdate(TaskUpdate {
             task_id: external_id(s, &JobType::MusicGeneration, *task, "task-r")
                 .expect("GoAPI picks are never Absent"),
@@ -437,12 +467,14 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
                 vec![]
             },
             error: error.clone(),
+            named_job: named_job(s, &JobType::MusicGeneration, *named),
         }),
         Action::Nca {
             submission: sub,
             nca_job,
             succeeded,
             n,
+            named,
         } => Event::NcaJobFinished(NcaUpdate {
             submission_id: submission(s, *sub),
             nca_job_id: external_id(s, &JobType::MusicAddition, *nca_job, "nca-r"),
@@ -455,6 +487,7 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
                     error: format!("ffmpeg exited with {}", n % 4),
                 }
             },
+            named_job: named_job(s, &JobType::MusicAddition, *named),
         }),
         Action::Deadline { job } => Event::JobDeadlinePassed {
             job: job_id(s, *job).0,
@@ -773,6 +806,30 @@ proptest! {
             }
             for y in b.jobs.iter().filter(|y| st.before.job(y.id).is_none()) {
                 prop_assert_eq!(y.status, Pending, "new jobs start pending");
+            }
+        }
+    }
+
+    /// Callbacks bind to what they name: a GoAPI update binds only to the job whose task
+    /// id is recorded, or to the job the signed URL names while that job has no task id;
+    /// an NCA callback to a signed URL binds only to the job the URL names.
+    #[test]
+    fn callbacks_bind_only_to_what_they_name(sc in scenario()) {
+        for st in run(&sc).1 {
+            let Ok(d) = &st.result else { continue };
+            let Some(job) = d.job else { continue };
+            let before = st.before.job(job);
+            match &st.event {
+                Event::GoapiTaskUpdate(u) => {
+                    let j = before.expect("a bound job exists");
+                    let by_task = j.external_id.as_deref() == Some(u.task_id.as_str());
+                    let by_url = u.named_job == Some(job) && j.external_id.is_none();
+                    prop_assert!(by_task || by_url, "{:?} bound to {:?}", u, j);
+                }
+                Event::NcaJobFinished(u) if u.named_job.is_some() => {
+                    prop_assert_eq!(u.named_job, Some(job), "{:?}", u);
+                }
+                _ => {}
             }
         }
     }

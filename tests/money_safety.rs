@@ -290,3 +290,81 @@ async fn ncas_synchronous_answer_counts_as_its_callback() {
         "{events}"
     );
 }
+
+/// Every URL we hand out carries `job` and `token` together: one that arrives with the job
+/// and without its token is refused, at both endpoints (development mode included).
+#[tokio::test]
+async fn a_callback_url_issued_with_a_token_is_refused_without_it() {
+    let w = WorldBuilder::new()
+        .app(|b| b.env("REELSTATE_DEV_MODE", "true"))
+        .start()
+        .await;
+    let video = w.seed_video(1).await;
+    let job = uuid::Uuid::new_v4();
+    let nca = w
+        .app
+        .client
+        .post(format!(
+            "{}/webhooks/nca-toolkit?video_id={video}&operation=add_music&job={job}",
+            w.app.url
+        ))
+        .json(&serde_json::json!({"code": 200, "id": "x", "job_id": "j", "message": "success", "response": []}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(nca.status().as_u16(), 401);
+    let body: serde_json::Value = nca.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    let goapi = w
+        .app
+        .client
+        .post(format!(
+            "{}/webhooks/goapi?video_id={video}&job={job}",
+            w.app.url
+        ))
+        .header("x-webhook-secret", support::app::GOAPI_SECRET)
+        .json(&goapi_fixture(
+            "udio_completed.json",
+            "task-1",
+            1_700_000_000,
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(goapi.status().as_u16(), 401);
+}
+
+/// A task the video's jobs do not know, delivered to a URL that names no job, never binds
+/// to the job that waits for its task id: it may be anyone's task.
+#[tokio::test]
+async fn an_unknown_task_never_binds_to_a_waiting_job() {
+    let w = World::start().await;
+    let video = w.seed_generating(1, None).await;
+    let hook = goapi_fixture("udio_completed.json", "task-not-ours", 1_700_000_000);
+    let (s, body) = w.goapi_webhook(&video, &hook).await;
+    assert_eq!(s, 202, "{body}");
+    let event = body["event_id"].as_str().expect("event id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let outcome = loop {
+        let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
+        let found = events_of(&events)
+            .into_iter()
+            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never processed: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome["outcome"], "unmatched", "{outcome}");
+    let v = w.wait_settled(&video, "generating_music").await;
+    assert!(v["music"].is_null(), "{v}");
+    assert_eq!(
+        w.nca.submissions().len(),
+        0,
+        "no mix for someone else's task"
+    );
+}

@@ -313,9 +313,10 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
 
 /// The canonical events of a class, aimed at the snapshot's current jobs.
 pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
-    let task_id = s
+    let gen_job = s
         .active_job(&JobType::MusicGeneration)
-        .or_else(|| s.jobs_of(&JobType::MusicGeneration).last())
+        .or_else(|| s.jobs_of(&JobType::MusicGeneration).last());
+    let task_id = gen_job
         .and_then(|j| j.external_id.clone())
         .unwrap_or_else(|| "task-1".into());
     let add_job = s
@@ -327,6 +328,8 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             status,
             tracks,
             error: error.map(str::to_owned),
+            // Delivered to the URL we signed for the job (GoAPI's webhook_config.endpoint).
+            named_job: gen_job.map(|j| j.id),
         })
     };
     let nca = |result| {
@@ -334,6 +337,7 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             submission_id: add_job.and_then(|j| j.submission_id.clone()),
             nca_job_id: Some("nca-1".into()),
             result,
+            named_job: add_job.map(|j| j.id),
         })
     };
     let good = vec![Track {

@@ -211,22 +211,35 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
         .filter(|j| j.external_id.as_deref() == Some(u.task_id.as_str()))
         .last()
         .map(|j| j.id);
-    let job = match matched {
-        Some(id) => id,
-        None => match next.active_job(&gen_kind) {
-            // A job we (or another part of the pipeline) started whose task id we have not
-            // recorded yet: GoAPI can call back before the create-task reply is stored.
-            Some(j) if j.external_id.is_none() => j.id,
-            Some(j) => {
+    let named = u
+        .named_job
+        .and_then(|id| next.job(id))
+        .filter(|j| j.kind == gen_kind);
+    let job = match (matched, named) {
+        (Some(id), _) => id,
+        // The job our own create call started, named by the URL we signed for it: GoAPI
+        // can call back before the create-task reply (and its task id) is stored.
+        (None, Some(j)) if j.external_id.is_none() => j.id,
+        (None, Some(j)) => {
+            return Step::new(Outcome::Stale, None).note(format!(
+                "task {} is not the task of the job its URL names ({})",
+                u.task_id,
+                j.external_id.as_deref().unwrap_or("-")
+            ));
+        }
+        // An unknown task never binds to a waiting job: it may be another task of the
+        // account, another pipeline's, or one we did not order.
+        (None, None) => match next.active_job(&gen_kind) {
+            Some(j) if j.external_id.is_some() => {
                 return Step::new(Outcome::Stale, None).note(format!(
                     "task {} is not the video's current music task ({})",
                     u.task_id,
                     j.external_id.as_deref().unwrap_or("-")
                 ));
             }
-            None => {
+            _ => {
                 return Step::new(Outcome::Unmatched, None).note(format!(
-                    "no music_generation job of this video has task {}",
+                    "no music_generation job of this video has task {}, and the callback URL names none",
                     u.task_id
                 ));
             }
@@ -310,27 +323,45 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
 
 fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
     let add = JobType::MusicAddition;
-    let by_submission = u.submission_id.as_deref().and_then(|sid| {
-        next.jobs_of(&add)
-            .find(|j| j.submission_id.as_deref() == Some(sid))
-            .map(|j| j.id)
-    });
-    let by_external = || {
-        u.nca_job_id.as_deref().and_then(|id| {
+    let job = if let Some(named) = u.named_job {
+        // A callback to a URL we signed completes only the submission that URL names.
+        let Some(j) = next.job(named).filter(|j| j.kind == add) else {
+            return Step::new(Outcome::Unmatched, None)
+                .note("the callback URL names no music_addition job of this video");
+        };
+        if let (Some(said), Some(ours)) = (&u.submission_id, &j.submission_id)
+            && said != ours
+        {
+            return Step::new(Outcome::Unmatched, None).note(format!(
+                "the callback is for submission {said}, its URL for the job of submission {ours}"
+            ));
+        }
+        j.id
+    } else {
+        // Token-less callbacks (development mode, the reference handler's URL shape).
+        let by_submission = u.submission_id.as_deref().and_then(|sid| {
             next.jobs_of(&add)
-                .find(|j| j.external_id.as_deref() == Some(id))
+                .find(|j| j.submission_id.as_deref() == Some(sid))
                 .map(|j| j.id)
-        })
-    };
-    let legacy = || {
-        u.submission_id
-            .is_none()
-            .then(|| next.active_job(&add).map(|j| j.id))
-            .flatten()
-    };
-    let Some(job) = by_submission.or_else(by_external).or_else(legacy) else {
-        return Step::new(Outcome::Unmatched, None)
-            .note("no music_addition job of this video matches the callback");
+        });
+        let by_external = || {
+            u.nca_job_id.as_deref().and_then(|id| {
+                next.jobs_of(&add)
+                    .find(|j| j.external_id.as_deref() == Some(id))
+                    .map(|j| j.id)
+            })
+        };
+        let legacy = || {
+            u.submission_id
+                .is_none()
+                .then(|| next.active_job(&add).map(|j| j.id))
+                .flatten()
+        };
+        let Some(job) = by_submission.or_else(by_external).or_else(legacy) else {
+            return Step::new(Outcome::Unmatched, None)
+                .note("no music_addition job of this video matches the callback");
+        };
+        job
     };
     let current = next.job(job).cloned().expect("job found above");
     if current.status.is_final() {

@@ -41,6 +41,10 @@ pub struct TaskUpdate {
     /// Every track the task reported, usable or not, in the order GoAPI gave them.
     pub tracks: Vec<Track>,
     pub error: Option<String>,
+    /// The job named by the callback URL this came to, when that URL is one we signed
+    /// (its token verified): the only way news binds to a job with no service id yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named_job: Option<JobId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
@@ -77,6 +81,10 @@ pub struct NcaUpdate {
     pub submission_id: Option<String>,
     pub nca_job_id: Option<String>,
     pub result: NcaResult,
+    /// The job named by the callback URL this came to, when that URL is one we signed
+    /// (its token verified): the only way news binds to a job with no service id yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named_job: Option<JobId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

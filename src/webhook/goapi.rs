@@ -162,6 +162,8 @@ fn parse_value(top: &Value, ts_override: Option<i64>) -> Result<GoapiWebhook, Pa
             status,
             tracks,
             error,
+            // The URL it came to is the intake's business, not the payload's.
+            named_job: None,
         },
         task_id,
         timestamp,

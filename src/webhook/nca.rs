@@ -98,6 +98,8 @@ fn parse_value(v: &Value) -> Result<NcaWebhook, ParseError> {
             submission_id: id_field(v, "id"),
             nca_job_id: id_field(v, "job_id"),
             result,
+            // The URL it came to is the intake's business, not the payload's.
+            named_job: None,
         },
         endpoint: opt_str(v, "endpoint").map(|s| shorten(s, MAX_ID_BYTES)),
         code,
@@ -234,6 +236,7 @@ pub fn parse_nca_status(body: &Value) -> Result<NcaJobState, ParseError> {
                         result: NcaResult::Failed {
                             error: "NCA reports the job done but returned no result".into(),
                         },
+                        named_job: None,
                     },
                     endpoint: None,
                     code: None,
