@@ -584,6 +584,7 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             video: source,
             music,
             volume,
+            voice,
         } => {
             let client = engine.nca.as_ref().ok_or_else(|| {
                 EffectError::Permanent(
@@ -596,6 +597,7 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 volume: *volume,
                 webhook_url: engine.signer.nca_url(video, &job.to_string()),
                 id: submission_id.clone(),
+                voice: *voice,
             };
             let accepted = client.submit_mix(&req).await?;
             info!(job_id = %job, nca_job_id = %accepted.job_id, "NCA mix submitted");
@@ -791,6 +793,7 @@ mod tests {
                             video: url("https://cdn.example/v.mp4"),
                             music: url("https://cdn.example/m.mp3"),
                             volume: 0.2,
+                            voice: true,
                         },
                     )],
                     outcome: "applied".into(),

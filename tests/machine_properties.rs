@@ -622,7 +622,11 @@ proptest! {
         for st in run(&sc).1 {
             let Ok(d) = &st.result else { continue };
             for e in &d.effects {
-                let Effect::SubmitNcaMix { job, submission_id, video, music, volume } = e else { continue };
+                let Effect::SubmitNcaMix { job, submission_id, video, music, volume, voice } = e else { continue };
+                // Mixed under the voice unless a mix of this video found no audio track.
+                let no_audio = d.next.jobs_of(&JobType::MusicAddition)
+                    .any(|j| j.error.as_deref().is_some_and(reelstate::machine::mix_found_no_audio_track));
+                prop_assert_eq!(*voice, !no_audio);
                 prop_assert!(ids.insert(submission_id.clone()), "submission id {} submitted twice", submission_id);
                 if let Event::GoapiTaskUpdate(_) = st.event {
                     let g = d.job.expect("a GoAPI decision that submits names its job");

@@ -28,6 +28,7 @@ pub enum EventClass {
     GoapiFailed,
     NcaSucceeded,
     NcaFailed,
+    NcaFailedNoAudio,
     ExternalAccepted,
     EffectFailed,
     JobDeadlinePassed,
@@ -47,8 +48,11 @@ impl EventClass {
                 TaskStatus::Completed if u.usable_track().is_some() => Self::GoapiCompleted,
                 TaskStatus::Completed => Self::GoapiCompletedUnusable,
             },
-            Event::NcaJobFinished(u) => match u.result {
+            Event::NcaJobFinished(u) => match &u.result {
                 NcaResult::Succeeded { .. } => Self::NcaSucceeded,
+                NcaResult::Failed { error } if super::mix_found_no_audio_track(error) => {
+                    Self::NcaFailedNoAudio
+                }
                 NcaResult::Failed { .. } => Self::NcaFailed,
             },
             Event::ExternalAccepted { .. } => Self::ExternalAccepted,
@@ -71,6 +75,7 @@ impl EventClass {
             Self::GoapiFailed => "goapi_failed",
             Self::NcaSucceeded => "nca_succeeded",
             Self::NcaFailed => "nca_failed",
+            Self::NcaFailedNoAudio => "nca_failed_no_audio",
             Self::ExternalAccepted => "external_accepted",
             Self::EffectFailed => "effect_failed",
             Self::JobDeadlinePassed => "job_deadline_passed",
@@ -372,6 +377,11 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
         })],
         EventClass::NcaFailed => vec![nca(NcaResult::Failed {
             error: "ffmpeg failed".into(),
+        })],
+        EventClass::NcaFailedNoAudio => vec![nca(NcaResult::Failed {
+            error:
+                "Stream specifier ':a' in filtergraph description [0:a][bg]amix matches no streams."
+                    .into(),
         })],
         EventClass::ExternalAccepted => per_job(&|job| Event::ExternalAccepted {
             job,

@@ -125,7 +125,7 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
         Event::MusicRequested { prompt } => music_requested(&mut next, prompt, ctx, &mut actions)?,
         Event::RetryRequested => retry_requested(&mut next, ctx, &mut actions)?,
         Event::GoapiTaskUpdate(u) => goapi_update(&mut next, u, ctx, &mut actions),
-        Event::NcaJobFinished(u) => nca_finished(&mut next, u, ctx),
+        Event::NcaJobFinished(u) => nca_finished(&mut next, u, ctx, &mut actions),
         Event::JobDeadlinePassed { job } => {
             let error = match s.job(*job).map(|j| &j.kind) {
                 Some(JobType::MusicGeneration) => "GoAPI gave no result before the job's deadline",
@@ -321,7 +321,14 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
     }
 }
 
-fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
+/// Whether a failed mix failed because the video has no audio track to mix the music under:
+/// ffmpeg's message for a filter graph naming `[0:a]` on such a video, as NCA returns it
+/// (docs/goapi-and-nca.md, "A video without an audio track").
+pub fn mix_found_no_audio_track(error: &str) -> bool {
+    error.contains("Stream specifier ':a'") && error.contains("matches no streams")
+}
+
+fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx, actions: &mut Vec<Effect>) -> Step {
     let add = JobType::MusicAddition;
     let job = if let Some(named) = u.named_job {
         // A callback to a URL we signed completes only the submission that URL names.
@@ -395,7 +402,16 @@ fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
             next.video.final_video = Some(output.clone());
             next.video.error_details = None;
         }
-        NcaResult::Failed { error } => fail_job(next, job, error, ctx),
+        NcaResult::Failed { error } => {
+            fail_job(next, job, error, ctx);
+            // A video without an audio track cannot be mixed under; it gets the music
+            // alone, once (a music-only mix never fails this way).
+            if mix_found_no_audio_track(error)
+                && let (Some(music), Some(_)) = (next.video.music.clone(), &next.video.source_video)
+            {
+                start_addition(next, music, ctx, actions);
+            }
+        }
     }
     Step::new(Outcome::Applied, Some(job))
 }
@@ -495,6 +511,10 @@ fn start_addition(
         .clone()
         .expect("callers check the source video");
     let attempt = next.jobs_of(&JobType::MusicAddition).count() + 1;
+    // Once a mix of this video found no audio track, its mixes are of the music alone.
+    let voice = !next
+        .jobs_of(&JobType::MusicAddition)
+        .any(|j| j.error.as_deref().is_some_and(mix_found_no_audio_track));
     let sid = submission_id(&next.video.id, attempt);
     let job = new_job(next, JobType::MusicAddition, ctx);
     job_mut(next, job).submission_id = Some(sid.clone());
@@ -507,6 +527,7 @@ fn start_addition(
         video,
         music,
         volume: ctx.policy.volume,
+        voice,
     });
     job
 }

@@ -15,7 +15,7 @@ pub use catalogue::{
     EventClass, FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows,
     job_rows, mermaid,
 };
-pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide};
+pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide, mix_found_no_audio_track};
 pub use effect::{Effect, JobPatch, VideoPatch};
 pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
 pub use next::next_events;
