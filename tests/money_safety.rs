@@ -368,3 +368,25 @@ async fn an_unknown_task_never_binds_to_a_waiting_job() {
         "no mix for someone else's task"
     );
 }
+
+/// A combined video without an audio track: the mix under its voice fails with ffmpeg's
+/// "matches no streams", and the music alone is submitted once, as a new job.
+#[tokio::test]
+async fn a_video_without_audio_gets_the_music_alone_in_one_more_mix() {
+    let w = World::start().await;
+    w.nca.set_videos_without_audio(true);
+    let video = w.seed_video(1).await;
+    w.request_music(&video).await;
+    let v = w.wait_settled(&video, "completed").await;
+    assert!(v["final_video"].is_string(), "{v}");
+    let subs = w.nca.submissions();
+    assert_eq!(subs.len(), 2, "the voice mix, then the music alone");
+    let filter = |i: usize| {
+        subs[i].body["filters"][0]["filter"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(filter(0).contains("[0:a]"));
+    assert!(!filter(1).contains("[0:a]"), "{}", filter(1));
+}

@@ -403,10 +403,17 @@ fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx, actions: &mut Vec
             next.video.error_details = None;
         }
         NcaResult::Failed { error } => {
+            // This mix was under the voice unless an earlier one already found no audio
+            // track (then it was the music alone, and a music file without audio fails
+            // the same way: that must end here, not submit again).
+            let with_voice = !next
+                .jobs_of(&add)
+                .any(|j| j.id != job && j.error.as_deref().is_some_and(mix_found_no_audio_track));
             fail_job(next, job, error, ctx);
             // A video without an audio track cannot be mixed under; it gets the music
-            // alone, once (a music-only mix never fails this way).
-            if mix_found_no_audio_track(error)
+            // alone, once.
+            if with_voice
+                && mix_found_no_audio_track(error)
                 && let (Some(music), Some(_)) = (next.video.music.clone(), &next.video.source_video)
             {
                 start_addition(next, music, ctx, actions);

@@ -107,6 +107,7 @@ struct Inner {
     queue_full_next: usize,
     /// Compose submissions still to be queued and then answered with a gateway's 504.
     gateway_timeout_next: usize,
+    videos_without_audio: bool,
     /// Compose submissions still to be run in the request, whatever their webhook_url.
     synchronous_next: usize,
     canned: Vec<(u16, Value)>,
@@ -246,6 +247,13 @@ impl NcaDouble {
     }
 
     /// Applies to jobs accepted from now on.
+    /// The videos given have no audio track: a graph that names the first input's audio
+    /// (`[0:a]`) fails with ffmpeg's message, as on the real toolkit (build 209; the
+    /// recorded failure fixture, docs/goapi-and-nca.md "A video without an audio track").
+    pub fn set_videos_without_audio(&self, without: bool) {
+        self.shared.lock().videos_without_audio = without;
+    }
+
     pub fn set_fail_mix(&self, fail: bool) {
         self.shared.lock().cfg.fail_mix = fail;
     }
@@ -526,8 +534,18 @@ fn compose(s: Arc<Shared>, body: &[u8]) -> warp::reply::Response {
         body: body.clone(),
         at: SystemTime::now(),
     });
-    let fail = g.cfg.fail_mix;
-    let final_payload = end_payload(&s.base, &g.cfg, &job_id, id.as_deref(), queue_id, fail);
+    let names_video_audio = body["filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|f| f["filter"].as_str().is_some_and(|f| f.contains("[0:a]")));
+    let no_audio = g.videos_without_audio && names_video_audio;
+    let fail = g.cfg.fail_mix || no_audio;
+    let mut final_payload = end_payload(&s.base, &g.cfg, &job_id, id.as_deref(), queue_id, fail);
+    if no_audio {
+        let recorded: Value = serde_json::from_str(FAILURE_TEMPLATE).expect("fixture");
+        final_payload["message"] = recorded["message"].clone();
+    }
     let synchronous = g.synchronous_next > 0;
     g.synchronous_next = g.synchronous_next.saturating_sub(1);
     let Some(webhook_url) = webhook_url.filter(|_| !synchronous) else {
