@@ -938,3 +938,36 @@ fn sequences_reach_every_state() {
         }
     }
 }
+
+/// A retry keeps the prompt the operator gave: the new GoAPI task asks for the same music,
+/// not for the base's Music Prompt.
+#[test]
+fn a_retry_orders_the_music_the_operator_asked_for() {
+    let s = start_snapshot(Start::SegmentsCombined, false);
+    assert_eq!(s.video.music_prompt.as_deref(), Some("calm piano"));
+    let asked = Event::MusicRequested {
+        prompt: Some("epic drums".into()),
+    };
+    let d = decide(&s, &asked, &ctx(1, &asked)).expect("accepted");
+    let job = d.job.expect("a job");
+    let failed = Event::GoapiTaskUpdate(TaskUpdate {
+        task_id: "task-1".into(),
+        status: TaskStatus::Failed,
+        tracks: vec![],
+        error: Some("quota".into()),
+        named_job: Some(job),
+    });
+    let d = decide(&d.next, &failed, &ctx(2, &failed)).expect("decided");
+    assert_eq!(d.next.video.status, VideoStatus::MusicGenerationFailed);
+    let retry = Event::RetryRequested;
+    let d = decide(&d.next, &retry, &ctx(3, &retry)).expect("accepted");
+    let prompts: Vec<_> = d
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CreateGoapiTask { prompt, .. } => Some(prompt.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prompts, vec![Some("epic drums".to_owned())]);
+}

@@ -500,7 +500,14 @@ fn start_generation(
     let job = new_job(next, JobType::MusicGeneration, ctx);
     next.video.status = VideoStatus::GeneratingMusic;
     next.video.error_details = None;
-    let prompt = prompt.or_else(|| next.video.music_prompt.clone());
+    // An operator's prompt is kept for the retries of this video's music.
+    let given = prompt.filter(|p| !p.trim().is_empty());
+    if given.is_some() {
+        next.video.requested_prompt = given.clone();
+    }
+    let prompt = given
+        .or_else(|| next.video.requested_prompt.clone())
+        .or_else(|| next.video.music_prompt.clone());
     actions.push(Effect::CreateGoapiTask { job, prompt });
     job
 }
