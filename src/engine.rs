@@ -404,5 +404,6 @@ fn video_from_record(v: &VideoRecord) -> Video {
         final_video: v.final_video.clone(),
         error_details: v.error_details.clone(),
         retries: 0,
+        requested_prompt: None,
     }
 }

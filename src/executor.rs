@@ -4,10 +4,10 @@
 //!
 //! Exactly once: an effect is marked done in the same transaction that stores what it
 //! produced (the follow-up event). The one window left is between an external call
-//! returning and that transaction: a kill -9 there makes the restarted executor call
-//! again. For NCA the request carries `id` = the effect id, so the callback of either
-//! submission is matched to the same job and the second changes nothing; GoAPI offers no
-//! idempotency key, so a second task may be created (and its webhooks are stale).
+//! returning and that transaction, and any answer that does not prove the request was
+//! refused (ambiguous). Neither service deduplicates, so such a call is sent again only
+//! after finding out (`find_out`: the service does not have it) or once the job's deadline
+//! has passed, at most once per job, with a `resubmitting` event in the job's history first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +197,18 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
             match prepare_external(engine, lease, &e, job).await {
                 Ok(Prepared::Go) => {}
                 Ok(Prepared::Deferred) => return,
+                Ok(Prepared::GiveUp(msg)) => {
+                    warn!(error = %msg, "giving up on the call");
+                    engine
+                        .metrics
+                        .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "failed")]);
+                    let entry = engine_entry(&e, "failed", Event::EffectFailed { job, error: msg.clone() });
+                    match engine.store.effect_failed_with(&e.effect_id, &msg, Some(entry)).await {
+                        Ok(()) => engine.wake_worker.notify_one(),
+                        Err(err) => warn!(error = %err, "could not record the failed effect"),
+                    }
+                    return;
+                }
                 Ok(Prepared::NotNeeded(why)) => {
                     info!(reason = why, "external call not needed any more");
                     if let Err(err) = engine.store.effect_done_with(&e.effect_id, None).await {
@@ -298,6 +310,42 @@ enum Prepared {
     Go,
     Deferred,
     NotNeeded(&'static str),
+    /// The one automatic re-submission was spent and the job's deadline has passed with
+    /// no answer: the call is not made a third time; the job fails, visibly, for an
+    /// operator to look at the service and retry.
+    GiveUp(String),
+}
+
+/// How often a call whose answer was ambiguous is looked up at its service.
+const LOOKUP_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// The deadline of the job an external effect starts: no ambiguous call is sent again,
+/// without proof that the service does not have it, before this has passed.
+fn job_deadline(engine: &Engine, effect: &Effect) -> chrono::TimeDelta {
+    let d = match effect {
+        Effect::SubmitNcaMix { .. } => engine.settings.nca_deadline,
+        _ => engine.settings.goapi_deadline,
+    };
+    chrono::TimeDelta::from_std(d).unwrap_or_default()
+}
+
+/// Whether the job's history already shows its one automatic re-submission.
+async fn already_resubmitted(
+    engine: &Engine,
+    video: &RecordId,
+    job: JobId,
+) -> Result<bool, crate::store::StoreError> {
+    let events = engine
+        .store
+        .events(crate::store::EventQuery {
+            video: Some(video.clone()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    Ok(events.iter().any(|entry| {
+        matches!(&entry.payload, Payload::Event { event: Event::Resubmitting { job: j, .. } } if *j == job)
+    }))
 }
 
 /// Before an external call: if a previous call for this effect was interrupted (the
@@ -324,6 +372,7 @@ async fn prepare_external(
     if let Some(started) = e.started_at {
         let resume = started
             + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
+        let waited_out = Utc::now() >= started + job_deadline(engine, &e.effect);
         if Utc::now() < resume {
             // Look again in a little while: the callback may come any moment, and this
             // effect holds back the video's later effects until it is settled.
@@ -343,6 +392,78 @@ async fn prepare_external(
             engine.store.effect_defer(&e.effect_id, next).await?;
             return Ok(Prepared::Deferred);
         }
+        // Find out before calling again: the service may have the work (its callback
+        // lost, or still to come), and neither NCA nor GoAPI deduplicates a second call.
+        if !waited_out {
+            match crate::find_out::look_up(engine, &e.effect, started).await {
+                crate::find_out::Lookup::Found(event) => {
+                    info!(
+                        "the service has the job's result: feeding it in instead of calling again"
+                    );
+                    let entry = NewEntry {
+                        dedupe_key: Some(format!(
+                            "lookup:{}:{}",
+                            e.effect_id,
+                            started.timestamp_millis()
+                        )),
+                        endpoint: "find-out".into(),
+                        ..engine_entry(e, "found", crate::reconciler::name_job(event, job))
+                    };
+                    engine.enqueue(entry).await?;
+                    engine
+                        .store
+                        .effect_defer(&e.effect_id, Utc::now() + chrono::Duration::seconds(1))
+                        .await?;
+                    return Ok(Prepared::Deferred);
+                }
+                crate::find_out::Lookup::Absent => {
+                    info!("the service answered that it does not have the job");
+                }
+                crate::find_out::Lookup::CannotTell(why) => {
+                    info!(why = %why, "cannot tell yet whether the service has the job; waiting before calling again");
+                    engine
+                        .store
+                        .effect_defer(&e.effect_id, Utc::now() + LOOKUP_EVERY)
+                        .await?;
+                    return Ok(Prepared::Deferred);
+                }
+            }
+        }
+        // At most one automatic re-submission per job, on record before it is sent.
+        if already_resubmitted(engine, &e.video_id, job).await? {
+            if waited_out {
+                return Ok(Prepared::GiveUp(format!(
+                    "{}: no answer to the call, nor to its one automatic re-submission, before the job's deadline; not calling a third time (last error: {})",
+                    e.effect.kind(),
+                    e.last_error
+                        .as_deref()
+                        .unwrap_or("the process stopped during the call")
+                )));
+            }
+            engine
+                .store
+                .effect_defer(&e.effect_id, Utc::now() + LOOKUP_EVERY)
+                .await?;
+            return Ok(Prepared::Deferred);
+        }
+        let reason = match (waited_out, e.last_error.as_deref()) {
+            (true, Some(err)) => format!("no answer before the job's deadline after: {err}"),
+            (true, None) => {
+                "no answer before the job's deadline after a call the process did not see end"
+                    .to_owned()
+            }
+            (false, Some(err)) => format!("the service does not have the job after: {err}"),
+            (false, None) => {
+                "the service does not have the job the process was calling when it stopped"
+                    .to_owned()
+            }
+        };
+        let entry = NewEntry {
+            dedupe_key: Some(format!("resubmit:{}", e.effect_id)),
+            endpoint: "resubmit".into(),
+            ..engine_entry(e, "resubmit", Event::Resubmitting { job, reason })
+        };
+        engine.enqueue(entry).await?;
     }
     if !engine
         .store
@@ -488,6 +609,7 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             video: source,
             music,
             volume,
+            voice,
         } => {
             let client = engine.nca.as_ref().ok_or_else(|| {
                 EffectError::Permanent(
@@ -514,9 +636,33 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 volume: *volume,
                 webhook_url: engine.signer.nca_url(video, &job.to_string()),
                 id: submission_id.clone(),
+                voice: *voice,
             };
             let accepted = client.submit_mix(&req).await?;
             info!(job_id = %job, nca_job_id = %accepted.job_id, "NCA mix submitted");
+            // NCA ran the job in the request and answered its final envelope (200 with
+            // `response`): no callback will follow, so this answer is the callback.
+            if let Some(envelope) = &accepted.finished {
+                let mut update = match crate::webhook::nca::parse_nca_value(envelope) {
+                    Ok(hook) => hook.update,
+                    // It took the job: calling again would mix twice. Fail it, with why.
+                    Err(err) => crate::machine::NcaUpdate {
+                        submission_id: None,
+                        nca_job_id: None,
+                        result: crate::machine::NcaResult::Failed {
+                            error: format!(
+                                "NCA answered the mix synchronously with a result we cannot read: {err}"
+                            ),
+                        },
+                        named_job: None,
+                    },
+                };
+                update.submission_id = Some(submission_id.clone());
+                update.named_job = Some(*job);
+                update.nca_job_id.get_or_insert(accepted.job_id);
+                info!(job_id = %job, "NCA answered with the finished mix: taken as its callback");
+                return Ok(Some(Event::NcaJobFinished(update)));
+            }
             Ok(Some(Event::ExternalAccepted {
                 job: *job,
                 external_id: accepted.job_id,
@@ -599,12 +745,19 @@ mod tests {
     }
 
     fn engine_on(store: Arc<dyn crate::store::Store>, grace_secs: &str) -> Arc<Engine> {
-        let settings =
-            Cli::try_parse_from(["reelstate", "--dev", "--interrupted-grace-secs", grace_secs])
-                .unwrap()
-                .serve
-                .validate()
-                .unwrap();
+        let settings = Cli::try_parse_from([
+            "reelstate",
+            "--dev",
+            "--interrupted-grace-secs",
+            grace_secs,
+            // No service to ask here: the job's deadline is what allows calling again.
+            "--nca-deadline-secs",
+            "0",
+        ])
+        .unwrap()
+        .serve
+        .validate()
+        .unwrap();
         let mapping = settings.mapping.clone();
         let records = Records::new(
             Arc::new(SqliteRecords::open_in_memory(&mapping).unwrap()),
@@ -694,6 +847,7 @@ mod tests {
                             video: url("https://cdn.example/v.mp4"),
                             music: url("https://cdn.example/m.mp3"),
                             volume: 0.2,
+                            voice: true,
                         },
                     )],
                     outcome: "applied".into(),
@@ -711,7 +865,8 @@ mod tests {
         let interrupted = store.outbox_entry(&sid).await.unwrap().unwrap();
         assert!(interrupted.started_at.is_some());
 
-        // Nothing of the video waits for the worker: the call is made again.
+        // Nothing of the video waits for the worker: the call is made again, once, and the
+        // re-submission is on the job's record first.
         assert!(matches!(
             prepare_external(&engine, &lease, &interrupted, job)
                 .await
@@ -729,6 +884,7 @@ mod tests {
                 result: NcaResult::Succeeded {
                     output: url("https://cdn.example/out.mp4"),
                 },
+                named_job: Some(job),
             }),
         );
         let callback_id = callback.event_id;
@@ -742,7 +898,39 @@ mod tests {
         ));
 
         // Once the worker has been through it (here: recorded without changing the job),
-        // the job's state decides again.
+        // the job's state decides again: the one re-submission was spent, so no third call.
+        let resubmission = store
+            .pending_entries(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|en| {
+                matches!(
+                    en.payload,
+                    Payload::Event {
+                        event: Event::Resubmitting { .. }
+                    }
+                )
+            })
+            .expect("the re-submission is on record");
+        store
+            .commit(
+                Commit {
+                    event_id: resubmission.event_id,
+                    video_id: video.clone(),
+                    snapshot: None,
+                    history: None,
+                    effects: Vec::new(),
+                    outcome: "recorded".into(),
+                    note: None,
+                    job: Some(job),
+                    job_records: Vec::new(),
+                    at: Utc::now(),
+                },
+                &worker,
+            )
+            .await
+            .unwrap();
         store
             .commit(
                 Commit {
@@ -765,7 +953,7 @@ mod tests {
             prepare_external(&engine, &lease, &interrupted, job)
                 .await
                 .unwrap(),
-            Prepared::Go
+            Prepared::GiveUp(_)
         ));
     }
 

@@ -7,6 +7,7 @@ pub mod creation;
 pub mod domain;
 pub mod engine;
 pub mod executor;
+pub mod find_out;
 pub mod http;
 pub mod machine;
 pub mod metrics;

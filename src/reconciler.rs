@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::JobType;
 use crate::engine::Engine;
+use crate::find_out::{Lookup, find_nca_submission};
 use crate::machine::{Event, TaskStatus};
 use crate::store::{ActiveJob, NewEntry, Payload, Source};
 use crate::webhook::goapi::parse_task_object;
@@ -44,9 +45,34 @@ enum Answer {
     NotYet,
 }
 
+/// How far a job the reconciler will not poll any more is pushed back: a job of a final
+/// video, or one still active after its last check (its answers changed nothing, so asking
+/// again would only spend the service's and our requests forever).
+fn parked(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    now + chrono::Duration::days(3650)
+}
+
 async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
     let now = Utc::now();
     for job in engine.store.active_jobs_due(now).await? {
+        // Final is final: a job left active on a completed or failed video (an older
+        // handler's, or imported at first contact) is kept as it is, never polled, never
+        // failed into the video.
+        let snapshot = engine.store.snapshot(&job.video_id).await?;
+        let submission = snapshot
+            .as_ref()
+            .and_then(|s| s.job(job.job))
+            .and_then(|j| j.submission_id.clone());
+        let video_status = snapshot.map(|s| s.video.status);
+        if let Some(status) = video_status.filter(|s| s.is_final()) {
+            info!(job_id = %job.job, video_id = %job.video_id, status = status.name(),
+                  "not polling a left-over job of a final video");
+            engine
+                .store
+                .reschedule_check(job.job, job.checks, parked(now))
+                .await?;
+            continue;
+        }
         let deadline = match job.kind {
             JobType::MusicAddition => engine.settings.nca_deadline,
             _ => engine.settings.goapi_deadline,
@@ -59,7 +85,7 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
                 .await?;
             continue;
         }
-        let answer = match ask(engine, &job).await {
+        let answer = match ask(engine, &job, submission.as_deref()).await {
             Ok(a) => a,
             Err(e) => {
                 // An outage of the service's API is not an answer: it fails no job.
@@ -76,7 +102,9 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
         };
         let checks = job.checks + 1;
         let event = match answer {
-            Answer::Result(event) => Some(event),
+            // The answer is about this job: it binds to it as a callback to the URL we
+            // signed for it would.
+            Answer::Result(event) => Some(name_job(event, job.job)),
             Answer::NotYet if checks >= engine.settings.reconcile_checks => {
                 info!(job_id = %job.job, checks, "no answer after the last check; failing the job");
                 Some(Event::JobDeadlinePassed { job: job.job })
@@ -101,15 +129,27 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
                 &[("kind", job.kind.name())],
             );
         }
-        let next = now
-            + chrono::Duration::from_std(engine.settings.reconcile_interval).unwrap_or_default();
+        let next = if checks >= engine.settings.reconcile_checks {
+            // The last check has been fed in: a job that is still active afterwards is one
+            // the machine will not close (its news is stale), so it is not polled again.
+            parked(now)
+        } else {
+            now + chrono::Duration::from_std(engine.settings.reconcile_interval).unwrap_or_default()
+        };
         engine.store.reschedule_check(job.job, checks, next).await?;
     }
     Ok(())
 }
 
-async fn ask(engine: &Engine, job: &ActiveJob) -> Result<Answer, String> {
+async fn ask(engine: &Engine, job: &ActiveJob, submission: Option<&str>) -> Result<Answer, String> {
     let Some(external) = &job.external_id else {
+        // A mix whose submission got no clear answer has no NCA id: NCA's done jobs name
+        // the submission they ran, so its result can still be found.
+        if let (JobType::MusicAddition, Some(sid)) = (&job.kind, submission)
+            && let Lookup::Found(event) = find_nca_submission(engine, sid, job.since).await
+        {
+            return Ok(Answer::Result(event));
+        }
         return Ok(Answer::NotYet);
     };
     match job.kind {
@@ -140,5 +180,20 @@ async fn ask(engine: &Engine, job: &ActiveJob) -> Result<Answer, String> {
             })
         }
         JobType::Other(_) => Ok(Answer::NotYet),
+    }
+}
+
+/// Marks a service's answer as being about `job`.
+pub(crate) fn name_job(event: Event, job: crate::machine::JobId) -> Event {
+    match event {
+        Event::GoapiTaskUpdate(mut u) => {
+            u.named_job = Some(job);
+            Event::GoapiTaskUpdate(u)
+        }
+        Event::NcaJobFinished(mut u) => {
+            u.named_job = Some(job);
+            Event::NcaJobFinished(u)
+        }
+        other => other,
     }
 }

@@ -131,6 +131,7 @@ fn mix(webhook_url: &str, id: &str) -> MixRequest {
         volume: 0.2,
         webhook_url: webhook_url.to_owned(),
         id: id.to_owned(),
+        voice: true,
     }
 }
 
@@ -140,7 +141,28 @@ fn compose_body_equals_the_fixture() {
         "https://example.org/webhooks/nca-toolkit?video_id=recA1b2C3d4E5f6G7&operation=add_music",
         "add_music:recA1b2C3d4E5f6G7:1",
     );
-    assert_eq!(compose_body(&req), fixture("nca/compose_request.json"));
+    // The fixture is the request checked on the real toolkit (build 209); the engine adds
+    // the limiter after amix (docs/goapi-and-nca.md, "Loud voice under loud music").
+    let mut want = fixture("nca/compose_request.json");
+    let filter = want["filters"][0]["filter"].as_str().unwrap().replace(
+        "normalize=0[aout]",
+        &format!("normalize=0,{}[aout]", reelstate::clients::nca::LIMITER),
+    );
+    want["filters"][0]["filter"] = serde_json::json!(filter);
+    assert_eq!(compose_body(&req), want);
+}
+
+#[test]
+fn a_video_without_audio_gets_the_music_alone_cut_at_its_end() {
+    let mut req = mix("https://example.org/cb", "x");
+    req.voice = false;
+    let body = compose_body(&req);
+    assert_eq!(
+        body["filters"][0]["filter"],
+        "[1:a]volume=0.2,alimiter=limit=0.891:level=disabled[aout]"
+    );
+    let options = body["outputs"][0]["options"].as_array().unwrap();
+    assert!(options.iter().any(|o| o["option"] == "-shortest"), "{body}");
 }
 
 #[test]
@@ -150,7 +172,7 @@ fn compose_body_formats_other_volumes_for_ffmpeg() {
     let filter = compose_body(&req)["filters"][0]["filter"].clone();
     assert_eq!(
         filter,
-        "[1:a]volume=1[bg];[0:a][bg]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]"
+        "[1:a]volume=1[bg];[0:a][bg]amix=inputs=2:duration=first:dropout_transition=0:normalize=0,alimiter=limit=0.891:level=disabled[aout]"
     );
 }
 

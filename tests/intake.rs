@@ -104,7 +104,8 @@ async fn nca_fixtures_are_accepted_with_a_signed_url_and_refused_without() {
     let app = app().await;
     let signer = CallbackSigner::new(SIGNING_SECRET.as_bytes(), &app.url).unwrap();
     let video = RecordId::parse(VIDEO).unwrap();
-    let url = signer.nca_url(&video, "job-1");
+    // Job ids are UUIDs: the engine's own, which is all a URL it signs can name.
+    let url = signer.nca_url(&video, "00000000-0000-0000-0000-000000000001");
     let path = url.strip_prefix(&app.url).unwrap().to_owned();
     for name in [
         "compose_success_webhook.json",
@@ -116,7 +117,10 @@ async fn nca_fixtures_are_accepted_with_a_signed_url_and_refused_without() {
     // The reference handler's URL (no token), an altered job, a forged token.
     for bad in [
         format!("/webhooks/nca-toolkit?video_id={VIDEO}&operation=add_music"),
-        path.replace("job=job-1", "job=job-2"),
+        path.replace(
+            "job=00000000-0000-0000-0000-000000000001",
+            "job=00000000-0000-0000-0000-000000000002",
+        ),
         path.replace("video_id=recA1b2C3d4E5f6G7", "video_id=recZZZZZZZZZZZZZZ"),
         format!("{}&token=AAAA", path.split("&token=").next().unwrap()),
     ] {

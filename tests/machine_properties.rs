@@ -51,6 +51,27 @@ enum Start {
     GeneratingMusic { accepted: bool },
     /// Generating music for a video that has no Combined Segments Video to mix under.
     GeneratingWithoutSource,
+    /// A video already final in the base (completed, or one of the failed states) that
+    /// still carries an active job an older handler left behind: its deadline, its
+    /// reconciliation and any late callback must leave the video as it is.
+    FinalWithLeftOverJob { status: FinalStatus, kind: LeftOver },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FinalStatus {
+    Completed,
+    GenerationFailed,
+    AdditionFailed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LeftOver {
+    /// A processing music_addition job bound to an NCA job.
+    Mix,
+    /// A processing music_generation job bound to a GoAPI task.
+    Task,
+    /// A pending music_addition job that never got an NCA id.
+    PendingMix,
 }
 
 const VIDEO: &str = "recPropTest000001";
@@ -109,6 +130,28 @@ fn start_snapshot(start: Start, foreign_jobs: bool) -> Snapshot {
             video.source_video = None;
             jobs.push(gen_job(JobStatus::Processing, Some("task-pipeline")));
         }
+        Start::FinalWithLeftOverJob { status, kind } => {
+            video.music = Some(url("https://music.example/old.mp3"));
+            video.status = match status {
+                FinalStatus::Completed => {
+                    video.final_video = Some(url("https://videos.example/final.mp4"));
+                    VideoStatus::Completed
+                }
+                FinalStatus::GenerationFailed => VideoStatus::MusicGenerationFailed,
+                FinalStatus::AdditionFailed => VideoStatus::MusicAdditionFailed,
+            };
+            if status_is_failed(status) {
+                video.error_details = Some("failed earlier".into());
+            }
+            let mix = |status, ext: Option<&str>| {
+                existing_job("recLeftOverMix001", JobType::MusicAddition, status, ext)
+            };
+            match kind {
+                LeftOver::Mix => jobs.push(mix(JobStatus::Processing, Some("nca-left-over"))),
+                LeftOver::PendingMix => jobs.push(mix(JobStatus::Pending, None)),
+                LeftOver::Task => jobs.push(gen_job(JobStatus::Processing, Some("task-pipeline"))),
+            }
+        }
     }
     if foreign_jobs {
         // Jobs of other stages, linked to the same video: the engine must leave them be,
@@ -149,6 +192,17 @@ enum Pick {
     Absent,
 }
 
+/// Which job the callback URL it came to names (only URLs we signed name one).
+#[derive(Debug, Clone, Copy)]
+enum Named {
+    /// The latest job of the event's type (the URL we handed out for it).
+    Current,
+    /// Any job of the video (an older job's URL, or another type's).
+    Any(Index),
+    /// No job: a URL configured elsewhere, or a development-mode callback.
+    Nothing,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Tracks {
     Usable,
@@ -170,12 +224,14 @@ enum Action {
         tracks: Tracks,
         error: Option<String>,
         n: u8,
+        named: Named,
     },
     Nca {
         submission: Pick,
         nca_job: Pick,
         succeeded: bool,
         n: u8,
+        named: Named,
     },
     Deadline {
         job: Option<Index>,
@@ -207,6 +263,14 @@ fn pick_or_absent() -> impl Strategy<Value = Pick> {
     prop_oneof![9 => pick(), 1 => Just(Pick::Absent)]
 }
 
+fn named() -> impl Strategy<Value = Named> {
+    prop_oneof![
+        6 => Just(Named::Current),
+        2 => any::<Index>().prop_map(Named::Any),
+        2 => Just(Named::Nothing),
+    ]
+}
+
 fn job_pick() -> impl Strategy<Value = Option<Index>> {
     prop_oneof![9 => any::<Index>().prop_map(Some), 1 => Just(None)]
 }
@@ -230,11 +294,11 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         2 => proptest::option::of("[a-z]{1,8}").prop_map(|prompt| Action::MusicRequested { prompt }),
         3 => Just(Action::Retry),
-        8 => (pick(), status, tracks, error, any::<u8>()).prop_map(
-            |(task, status, tracks, error, n)| Action::Goapi { task, status, tracks, error, n }
+        8 => (pick(), status, tracks, error, any::<u8>(), named()).prop_map(
+            |(task, status, tracks, error, n, named)| Action::Goapi { task, status, tracks, error, n, named }
         ),
-        8 => (pick_or_absent(), pick_or_absent(), proptest::bool::weighted(0.7), any::<u8>()).prop_map(
-            |(submission, nca_job, succeeded, n)| Action::Nca { submission, nca_job, succeeded, n }
+        8 => (pick_or_absent(), pick_or_absent(), proptest::bool::weighted(0.7), any::<u8>(), named()).prop_map(
+            |(submission, nca_job, succeeded, n, named)| Action::Nca { submission, nca_job, succeeded, n, named }
         ),
         1 => job_pick().prop_map(|job| Action::Deadline { job }),
         3 => (job_pick(), proptest::bool::weighted(0.8), any::<u8>())
@@ -253,12 +317,28 @@ struct Scenario {
     actions: Vec<Action>,
 }
 
+fn status_is_failed(s: FinalStatus) -> bool {
+    !matches!(s, FinalStatus::Completed)
+}
+
 fn scenario() -> impl Strategy<Value = Scenario> {
+    let final_status = prop_oneof![
+        Just(FinalStatus::Completed),
+        Just(FinalStatus::GenerationFailed),
+        Just(FinalStatus::AdditionFailed),
+    ];
+    let left_over = prop_oneof![
+        Just(LeftOver::Mix),
+        Just(LeftOver::Task),
+        Just(LeftOver::PendingMix)
+    ];
     let start = prop_oneof![
         3 => Just(Start::SegmentsCombined),
         3 => any::<bool>().prop_map(|task_id_known| Start::OtherWithPipelineJob { task_id_known }),
         3 => any::<bool>().prop_map(|accepted| Start::GeneratingMusic { accepted }),
         1 => Just(Start::GeneratingWithoutSource),
+        2 => (final_status, left_over)
+            .prop_map(|(status, kind)| Start::FinalWithLeftOverJob { status, kind }),
     ];
     (
         start,
@@ -321,6 +401,14 @@ fn submission(s: &Snapshot, p: Pick) -> Option<String> {
     }
 }
 
+fn named_job(s: &Snapshot, kind: &JobType, named: Named) -> Option<JobId> {
+    match named {
+        Named::Current => positions(s, kind).last().map(|&p| s.jobs[p].id),
+        Named::Any(i) if !s.jobs.is_empty() => Some(s.jobs[i.index(s.jobs.len())].id),
+        Named::Any(_) | Named::Nothing => None,
+    }
+}
+
 fn job_id(s: &Snapshot, job: Option<Index>) -> (JobId, Option<usize>) {
     match job {
         Some(i) if !s.jobs.is_empty() => {
@@ -368,6 +456,7 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
             tracks: t,
             error,
             n,
+            named,
         } => Event::GoapiTaskUpdate(TaskUpdate {
             task_id: external_id(s, &JobType::MusicGeneration, *task, "task-r")
                 .expect("GoAPI picks are never Absent"),
@@ -378,12 +467,14 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
                 vec![]
             },
             error: error.clone(),
+            named_job: named_job(s, &JobType::MusicGeneration, *named),
         }),
         Action::Nca {
             submission: sub,
             nca_job,
             succeeded,
             n,
+            named,
         } => Event::NcaJobFinished(NcaUpdate {
             submission_id: submission(s, *sub),
             nca_job_id: external_id(s, &JobType::MusicAddition, *nca_job, "nca-r"),
@@ -396,6 +487,7 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
                     error: format!("ffmpeg exited with {}", n % 4),
                 }
             },
+            named_job: named_job(s, &JobType::MusicAddition, *named),
         }),
         Action::Deadline { job } => Event::JobDeadlinePassed {
             job: job_id(s, *job).0,
@@ -530,7 +622,11 @@ proptest! {
         for st in run(&sc).1 {
             let Ok(d) = &st.result else { continue };
             for e in &d.effects {
-                let Effect::SubmitNcaMix { job, submission_id, video, music, volume } = e else { continue };
+                let Effect::SubmitNcaMix { job, submission_id, video, music, volume, voice } = e else { continue };
+                // Mixed under the voice unless a mix of this video found no audio track.
+                let no_audio = d.next.jobs_of(&JobType::MusicAddition)
+                    .any(|j| j.error.as_deref().is_some_and(reelstate::machine::mix_found_no_audio_track));
+                prop_assert_eq!(*voice, !no_audio);
                 prop_assert!(ids.insert(submission_id.clone()), "submission id {} submitted twice", submission_id);
                 if let Event::GoapiTaskUpdate(_) = st.event {
                     let g = d.job.expect("a GoAPI decision that submits names its job");
@@ -718,6 +814,30 @@ proptest! {
         }
     }
 
+    /// Callbacks bind to what they name: a GoAPI update binds only to the job whose task
+    /// id is recorded, or to the job the signed URL names while that job has no task id;
+    /// an NCA callback to a signed URL binds only to the job the URL names.
+    #[test]
+    fn callbacks_bind_only_to_what_they_name(sc in scenario()) {
+        for st in run(&sc).1 {
+            let Ok(d) = &st.result else { continue };
+            let Some(job) = d.job else { continue };
+            let before = st.before.job(job);
+            match &st.event {
+                Event::GoapiTaskUpdate(u) => {
+                    let j = before.expect("a bound job exists");
+                    let by_task = j.external_id.as_deref() == Some(u.task_id.as_str());
+                    let by_url = u.named_job == Some(job) && j.external_id.is_none();
+                    prop_assert!(by_task || by_url, "{:?} bound to {:?}", u, j);
+                }
+                Event::NcaJobFinished(u) if u.named_job.is_some() => {
+                    prop_assert_eq!(u.named_job, Some(job), "{:?}", u);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Jobs another stage created (types the engine does not know) are never touched, even
     /// when an event names them.
     #[test]
@@ -817,4 +937,37 @@ fn sequences_reach_every_state() {
             );
         }
     }
+}
+
+/// A retry keeps the prompt the operator gave: the new GoAPI task asks for the same music,
+/// not for the base's Music Prompt.
+#[test]
+fn a_retry_orders_the_music_the_operator_asked_for() {
+    let s = start_snapshot(Start::SegmentsCombined, false);
+    assert_eq!(s.video.music_prompt.as_deref(), Some("calm piano"));
+    let asked = Event::MusicRequested {
+        prompt: Some("epic drums".into()),
+    };
+    let d = decide(&s, &asked, &ctx(1, &asked)).expect("accepted");
+    let job = d.job.expect("a job");
+    let failed = Event::GoapiTaskUpdate(TaskUpdate {
+        task_id: "task-1".into(),
+        status: TaskStatus::Failed,
+        tracks: vec![],
+        error: Some("quota".into()),
+        named_job: Some(job),
+    });
+    let d = decide(&d.next, &failed, &ctx(2, &failed)).expect("decided");
+    assert_eq!(d.next.video.status, VideoStatus::MusicGenerationFailed);
+    let retry = Event::RetryRequested;
+    let d = decide(&d.next, &retry, &ctx(3, &retry)).expect("accepted");
+    let prompts: Vec<_> = d
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CreateGoapiTask { prompt, .. } => Some(prompt.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prompts, vec![Some("epic drums".to_owned())]);
 }

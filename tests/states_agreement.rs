@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use reelstate::machine::{JobTransitionRow, TransitionRow, explore, mermaid};
+use reelstate::machine::{
+    FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows, mermaid,
+};
 
 type Row = Vec<String>;
 
@@ -134,6 +136,40 @@ fn video_table_is_exactly_the_machine() {
 fn job_table_is_exactly_the_machine() {
     let code: Vec<Row> = explore().1.iter().map(job_row).collect();
     assert_agree("states/job.md", &code, &job_table());
+}
+
+fn final_row(r: &FinalStateRow) -> Row {
+    vec![
+        r.from.clone(),
+        r.job.clone(),
+        r.event.clone(),
+        r.outcome.clone(),
+        r.to.clone(),
+    ]
+}
+
+#[test]
+fn final_state_table_is_exactly_the_machine() {
+    let code: Vec<Row> = final_state_rows().iter().map(final_row).collect();
+    let table = table(
+        &read("states/video.md"),
+        &["from", "left-over job", "event", "outcome", "to"],
+        "states/video.md",
+    );
+    assert_agree("states/video.md (final states)", &code, &table);
+}
+
+/// Final is final: on a final video with a left-over active job, only an operator's retry
+/// moves the video, whatever the table says.
+#[test]
+fn only_a_retry_leaves_a_final_state() {
+    let rows = final_state_rows();
+    assert!(rows.iter().any(|r| r.from == "completed"), "{rows:?}");
+    for r in rows {
+        if r.event != "retry_requested" {
+            assert_eq!(r.to, r.from, "{r:?}");
+        }
+    }
 }
 
 /// The comparison itself must see both kinds of difference, or the two tests above could

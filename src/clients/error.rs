@@ -8,11 +8,13 @@ pub(crate) const MAX_MESSAGE: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    /// Worth retrying later: queue full (429), 5xx, connection refused.
+    /// The request was provably not taken and is worth sending again later: connection
+    /// refused, NCA's own queue-full 429.
     #[error("transient: {0}")]
     Transient(String),
-    /// The request may have reached the service and done its work (a timeout or a reset
-    /// after sending): retrying at once could start the job twice.
+    /// The request may have reached the service and done its work (a timeout, a reset
+    /// after sending, 408, a gateway's 502/503/504, a 5xx): calling again could start the
+    /// job twice, so the caller first finds out (see the executor).
     #[error("ambiguous: {0}")]
     Ambiguous(String),
     /// Retrying the same request cannot help: wrong key (401), invalid payload (400),
@@ -78,18 +80,46 @@ pub(crate) fn from_transport(service: &str, err: reqwest::Error, timeout: Durati
     ))
 }
 
-/// Classifies an HTTP status that is not the expected success: 408, 429 and 5xx are
-/// retryable, every other status is not.
-pub(crate) fn from_status(service: &str, status: u16, message: &str) -> ClientError {
+/// Who answered with an error status, as far as the reply shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// The service's own application, recognisable by its body (NCA's JSON envelope,
+    /// GoAPI's `{code, data, message}`): its answer is about the request itself.
+    App,
+    /// The application refusing work it did not queue, in its own words: NCA's
+    /// `429 "MAX_QUEUE_LENGTH (N) reached"` is answered before the job is queued
+    /// (docs/goapi-and-nca.md, "What proves a call was not taken").
+    AppRefusedUnqueued,
+    /// Anything else: a reverse proxy, a load balancer, a platform router (an HTML page,
+    /// an empty body), which may answer after forwarding the request.
+    Unknown,
+}
+
+/// Classifies an HTTP status that is not the expected success by what it proves about
+/// whether the service took the request (docs/goapi-and-nca.md):
+///
+/// - 429 that the application itself answered before queueing: not taken, retry later.
+/// - 408, any other 429, and every 5xx: ambiguous. A gateway answers 502/503/504 (often as
+///   an HTML page) after it forwarded the request, and NCA behind one then still queues
+///   the job and calls back; a 408 or a 500 says the answer was lost, not that the work
+///   was not done; GoAPI reports some failures as `code: 500` inside an HTTP 200.
+/// - every other 4xx: permanent. Whoever answered (the app or a proxy in front of it)
+///   refused the request as sent, so the same request cannot succeed and was not taken.
+pub(crate) fn from_status(
+    service: &str,
+    status: u16,
+    message: &str,
+    answered: Answered,
+) -> ClientError {
     let text = if message.is_empty() {
         format!("{service}: HTTP {status}")
     } else {
         format!("{service}: HTTP {status}: {message}")
     };
-    if status == 408 || status == 429 || status >= 500 {
-        ClientError::Transient(text)
-    } else {
-        ClientError::permanent(Some(status), text)
+    match status {
+        429 if answered == Answered::AppRefusedUnqueued => ClientError::Transient(text),
+        408 | 429 | 500..=599 => ClientError::Ambiguous(text),
+        _ => ClientError::permanent(Some(status), text),
     }
 }
 
@@ -111,15 +141,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_are_classified() {
-        assert!(from_status("x", 429, "").is_transient());
-        assert!(from_status("x", 503, "").is_transient());
-        assert!(from_status("x", 408, "").is_transient());
+    fn statuses_are_classified_by_what_they_prove() {
+        use Answered::*;
+        // Only the app's own refusal before queueing proves the request was not taken.
         assert_eq!(
-            from_status("x", 401, "Unauthorized"),
+            from_status(
+                "x",
+                429,
+                "MAX_QUEUE_LENGTH (10) reached",
+                AppRefusedUnqueued
+            ),
+            ClientError::Transient("x: HTTP 429: MAX_QUEUE_LENGTH (10) reached".into())
+        );
+        for answered in [App, Unknown] {
+            for status in [408, 429, 500, 502, 503, 504] {
+                assert!(
+                    from_status("x", status, "", answered).is_ambiguous(),
+                    "{status} {answered:?}"
+                );
+            }
+        }
+        assert!(from_status("x", 504, "<html>Gateway Timeout</html>", Unknown).is_ambiguous());
+        assert_eq!(
+            from_status("x", 401, "Unauthorized", App),
             ClientError::permanent(Some(401), "x: HTTP 401: Unauthorized")
         );
-        assert!(!from_status("x", 404, "").is_transient());
+        assert!(!from_status("x", 404, "", Unknown).is_transient());
+        assert!(!from_status("x", 400, "Invalid payload", App).is_transient());
     }
 
     #[test]

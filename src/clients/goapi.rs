@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::error::{ClientError, from_status};
+use super::error::{Answered, ClientError, from_status};
 use super::http::{Http, Reply};
 
 const SERVICE: &str = "GoAPI";
@@ -52,7 +52,7 @@ impl fmt::Debug for CreateTask {
     }
 }
 
-/// The music models whose request shape we know (CONTRACTS.md). Anything else is refused
+/// The music models whose request shape we know (docs/goapi-and-nca.md). Anything else is refused
 /// at construction rather than sent with a guessed body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Model {
@@ -204,13 +204,14 @@ impl GoapiClient {
         match code {
             Some(200) if http_ok => {}
             // GoAPI reports some failures in the envelope with HTTP 200: classify the code
-            // as an HTTP status when it looks like one (429/5xx transient, 4xx permanent).
+            // as an HTTP status when it looks like one. A `code: 500` there does not say
+            // the task was not created (docs/goapi-and-nca.md): it is ambiguous.
             Some(code) if http_ok => {
                 let effective = u16::try_from(code)
                     .ok()
                     .filter(|c| (100..600).contains(c))
                     .unwrap_or(reply.status);
-                let err = from_status(SERVICE, effective, &message);
+                let err = from_status(SERVICE, effective, &message, Answered::App);
                 return Err(match err {
                     ClientError::Transient(m) => {
                         ClientError::Transient(format!("{m} (envelope code {code})"))
@@ -230,7 +231,16 @@ impl GoapiClient {
                     format!("GoAPI: reply is not a task envelope: {message}"),
                 ));
             }
-            _ => return Err(from_status(SERVICE, reply.status, &message)),
+            // GoAPI's own answers carry its envelope; a bare page is a gateway's.
+            Some(_) => return Err(from_status(SERVICE, reply.status, &message, Answered::App)),
+            None => {
+                return Err(from_status(
+                    SERVICE,
+                    reply.status,
+                    &message,
+                    Answered::Unknown,
+                ));
+            }
         }
         let mut json = reply.json.unwrap_or(Value::Null);
         Ok(json.get_mut("data").map(Value::take).unwrap_or(Value::Null))

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::error::{ClientError, from_status};
+use super::error::{Answered, ClientError, from_status};
 use super::http::Http;
+use super::http::Reply;
 use crate::domain::MediaUrl;
 
 const SERVICE: &str = "NCA";
@@ -39,6 +40,8 @@ pub struct MixRequest {
     pub webhook_url: String,
     /// Echoed back by NCA in the callback; NCA does not deduplicate on it.
     pub id: String,
+    /// Mix under the video's own audio; `false` for a video without an audio track.
+    pub voice: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,14 +70,36 @@ pub fn format_volume(volume: f64) -> String {
     }
 }
 
+/// The limiter after the mix: `normalize=0` keeps amix from lowering the voice, so a loud
+/// voice under loud music sums above full scale (1.10 measured on the real toolkit) and
+/// clips. It holds peaks at -1 dBFS (0.891), leaving room for the AAC encoder's overshoot;
+/// `level=disabled` keeps it from raising anything quieter, so an unclipped mix passes as
+/// it is. `tests/mix_ffmpeg.rs` measures both with real ffmpeg.
+pub const LIMITER: &str = "alimiter=limit=0.891:level=disabled";
+
 /// The exact `/v1/ffmpeg/compose` body: music looped (`-stream_loop -1`) and mixed at
 /// `volume` under the video's own audio, video stream copied. `normalize=0` keeps amix from
-/// lowering the voice; `duration=first` ends with the video. Only keys NCA's schema knows.
+/// lowering the voice; `duration=first` ends with the video. Without a voice (a video with
+/// no audio track) the music alone is the sound, cut at the video's end by `-shortest`.
+/// Only keys NCA's schema knows.
 pub fn compose_body(req: &MixRequest) -> Value {
-    let filter = format!(
-        "[1:a]volume={}[bg];[0:a][bg]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]",
-        format_volume(req.volume)
-    );
+    let volume = format_volume(req.volume);
+    let filter = if req.voice {
+        format!(
+            "[1:a]volume={volume}[bg];[0:a][bg]amix=inputs=2:duration=first:dropout_transition=0:normalize=0,{LIMITER}[aout]"
+        )
+    } else {
+        format!("[1:a]volume={volume},{LIMITER}[aout]")
+    };
+    let mut output_options = vec![
+        json!({ "option": "-map", "argument": "0:v" }),
+        json!({ "option": "-map", "argument": "[aout]" }),
+        json!({ "option": "-c:v", "argument": "copy" }),
+        json!({ "option": "-c:a", "argument": "aac" }),
+    ];
+    if !req.voice {
+        output_options.push(json!({ "option": "-shortest" }));
+    }
     json!({
         "inputs": [
             { "file_url": req.video_url.as_str() },
@@ -84,14 +109,7 @@ pub fn compose_body(req: &MixRequest) -> Value {
             }
         ],
         "filters": [ { "filter": filter } ],
-        "outputs": [ {
-            "options": [
-                { "option": "-map", "argument": "0:v" },
-                { "option": "-map", "argument": "[aout]" },
-                { "option": "-c:v", "argument": "copy" },
-                { "option": "-c:a", "argument": "aac" }
-            ]
-        } ],
+        "outputs": [ { "options": output_options } ],
         "metadata": { "duration": true, "filesize": true },
         "webhook_url": req.webhook_url,
         "id": req.id,
@@ -165,7 +183,54 @@ impl NcaClient {
                 Some(401),
                 "NCA: unauthorized (check the NCA API key)",
             )),
-            status => Err(from_status(SERVICE, status, &self.http.message_of(&reply))),
+            status => Err(self.error_of(status, &reply)),
+        }
+    }
+
+    /// An error reply, classified by who answered it (docs/goapi-and-nca.md): NCA's own
+    /// replies are JSON envelopes; its queue-full 429 is refused before queueing.
+    fn error_of(&self, status: u16, reply: &Reply) -> ClientError {
+        let message = self.http.message_of(reply);
+        let from_app = reply.json.as_ref().is_some_and(|j| {
+            j.is_object() && (j.get("message").is_some() || j.get("code").is_some())
+        });
+        let answered = if !from_app {
+            Answered::Unknown
+        } else if status == 429 && message.contains("MAX_QUEUE_LENGTH") {
+            Answered::AppRefusedUnqueued
+        } else {
+            Answered::App
+        };
+        from_status(SERVICE, status, &message, answered)
+    }
+
+    /// NCA's jobs whose status changed in the last `since_seconds`, as `(job_id,
+    /// job_status)` pairs (`POST /v1/toolkit/jobs/status`, build 209). A job names the
+    /// request's `id` only once it is done, in its status (`job_status`).
+    pub async fn recent_jobs(&self, since_seconds: u64) -> Result<Value, ClientError> {
+        let url = self.http.url(&["v1", "toolkit", "jobs", "status"])?;
+        let reply = self
+            .http
+            .send(
+                self.http
+                    .client
+                    .post(url)
+                    .json(&json!({ "since_seconds": since_seconds })),
+            )
+            .await?;
+        match reply.status {
+            200 => match reply.json {
+                Some(body) if body.is_object() => Ok(body),
+                _ => Err(ClientError::permanent(
+                    Some(200),
+                    "NCA: jobs status reply is not a JSON object",
+                )),
+            },
+            401 => Err(ClientError::permanent(
+                Some(401),
+                "NCA: unauthorized (check the NCA API key)",
+            )),
+            status => Err(self.error_of(status, &reply)),
         }
     }
 
@@ -195,7 +260,7 @@ impl NcaClient {
                 Some(401),
                 "NCA: unauthorized (check the NCA API key)",
             )),
-            status => Err(from_status(SERVICE, status, &self.http.message_of(&reply))),
+            status => Err(self.error_of(status, &reply)),
         }
     }
 }

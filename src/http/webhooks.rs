@@ -14,7 +14,7 @@ use warp::reply::Response;
 use super::{ApiError, Request, json};
 use crate::domain::RecordId;
 use crate::engine::Engine;
-use crate::machine::Event;
+use crate::machine::{Event, JobId};
 use crate::store::{Accepted, NewEntry, Payload, Source};
 use crate::webhook::auth::verify_shared_secret;
 use crate::webhook::callback::{CallbackEndpoint, CallbackParams};
@@ -36,6 +36,26 @@ fn kept_headers(req: &Request) -> String {
         .filter_map(|h| req.header(h).map(|v| ((*h).to_owned(), json!(v))))
         .collect();
     serde_json::Value::Object(map).to_string()
+}
+
+/// The job a callback URL we signed names (`job`, our job id). Every URL we hand out carries
+/// `job` and `token` together, so a `job` that arrives without its token is refused rather
+/// than trusted: whoever dropped the token could have changed the job.
+fn named_job(req: &Request, verified: bool) -> Result<Option<JobId>, ApiError> {
+    let Some(job) = req.param("job") else {
+        return Ok(None);
+    };
+    if req.param("token").is_none_or(|t| t.is_empty()) {
+        return Err(ApiError::unauthorized(
+            "this callback URL was issued with a token and arrived without one",
+        ));
+    }
+    if !verified {
+        return Ok(None);
+    }
+    Uuid::parse_str(&job)
+        .map(|u| Some(JobId(u)))
+        .map_err(|_| ApiError::bad_request("invalid_job", "job must be a job id (a UUID)"))
 }
 
 fn video_param(req: &Request, names: &[&str]) -> Result<RecordId, ApiError> {
@@ -129,14 +149,17 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
         // `target_id` is the production pipeline's older URL shape
         // (?job_id=<job record>&operation=generate_music_only&target_id=<video record>).
         let video = video_param(req, &["video_id", "target_id"])?;
-        if let Some(job) = req.param("job_id") {
-            RecordId::parse(&job).map_err(|_| {
+        let pipeline_job = match req.param("job_id") {
+            Some(job) => Some(RecordId::parse(&job).map_err(|_| {
                 ApiError::bad_request("invalid_job_id", "job_id must be an Airtable record id")
-            })?;
-        }
+            })?),
+            None => None,
+        };
         authenticate_goapi(engine, req)?;
+        named_job(req, false)?;
         // A callback URL we signed must not be altered, even though GoAPI authenticates
         // with its secret; URLs without a token (configured elsewhere) rely on the secret.
+        let signed = req.param("token").is_some();
         if let Some(token) = req.param("token") {
             let params = CallbackParams {
                 video_id: Some(video.to_string()),
@@ -150,8 +173,13 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
                 .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         }
         let text = body_text(req)?;
-        let hook = parse_goapi(&req.body)
+        let mut hook = parse_goapi(&req.body)
             .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        // Only a URL that names a job can bind the task to a job that has no task id yet:
+        // one we signed, or the pipeline's own (`job_id`, its Jobs record, authenticated by
+        // GoAPI's secret like the rest of the call).
+        hook.update.named_job = named_job(req, signed)?
+            .or_else(|| pipeline_job.as_ref().map(JobId::for_record));
         let dedupe_key = match (req.header("webhook-id"), hook.timestamp) {
             (Some(id), _) => format!("goapi:webhook-id:{id}"),
             (None, Some(ts)) => format!(
@@ -216,16 +244,17 @@ pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiErr
             token: req.param("token"),
         };
         let verified = engine.signer.verify(CallbackEndpoint::Nca, &params);
-        // Development mode lets token-less URLs in (the reference handler's shape); a
-        // token that is present must always be right.
-        let dev_exception = engine.settings.dev && params.token.is_none();
-        match verified {
+        // Development mode lets token-less URLs in (the reference handler's shape, which
+        // names no job); a token that is present must always be right.
+        let dev_exception = engine.settings.dev && params.token.is_none() && params.job.is_none();
+        match &verified {
             Err(e) if !dev_exception => return Err(ApiError::unauthorized(e.to_string())),
             _ => {}
         }
         let text = body_text(req)?;
-        let hook =
+        let mut hook =
             parse_nca(&req.body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        hook.update.named_job = named_job(req, verified.is_ok())?;
         let entry = NewEntry {
             event_id: Uuid::new_v4(),
             video_id: video.clone(),

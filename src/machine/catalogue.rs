@@ -28,9 +28,11 @@ pub enum EventClass {
     GoapiFailed,
     NcaSucceeded,
     NcaFailed,
+    NcaFailedNoAudio,
     ExternalAccepted,
     EffectFailed,
     JobDeadlinePassed,
+    Resubmitting,
 }
 
 impl EventClass {
@@ -46,13 +48,17 @@ impl EventClass {
                 TaskStatus::Completed if u.usable_track().is_some() => Self::GoapiCompleted,
                 TaskStatus::Completed => Self::GoapiCompletedUnusable,
             },
-            Event::NcaJobFinished(u) => match u.result {
+            Event::NcaJobFinished(u) => match &u.result {
                 NcaResult::Succeeded { .. } => Self::NcaSucceeded,
+                NcaResult::Failed { error } if super::mix_found_no_audio_track(error) => {
+                    Self::NcaFailedNoAudio
+                }
                 NcaResult::Failed { .. } => Self::NcaFailed,
             },
             Event::ExternalAccepted { .. } => Self::ExternalAccepted,
             Event::EffectFailed { .. } => Self::EffectFailed,
             Event::JobDeadlinePassed { .. } => Self::JobDeadlinePassed,
+            Event::Resubmitting { .. } => Self::Resubmitting,
         }
     }
 
@@ -69,9 +75,11 @@ impl EventClass {
             Self::GoapiFailed => "goapi_failed",
             Self::NcaSucceeded => "nca_succeeded",
             Self::NcaFailed => "nca_failed",
+            Self::NcaFailedNoAudio => "nca_failed_no_audio",
             Self::ExternalAccepted => "external_accepted",
             Self::EffectFailed => "effect_failed",
             Self::JobDeadlinePassed => "job_deadline_passed",
+            Self::Resubmitting => "resubmitting",
         }
     }
 }
@@ -258,6 +266,41 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
                 job(2, add.clone(), JobStatus::Failed, Some("nca-1"), Some(&sid)),
             ],
         ),
+        // Final videos still carrying a job an older handler left active (imported at first
+        // contact): nothing but an operator's retry may move them.
+        with(
+            base(VideoStatus::Completed),
+            true,
+            true,
+            false,
+            vec![
+                job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
+                job(3, add.clone(), JobStatus::Processing, Some("nca-old"), None),
+            ],
+        ),
+        with(
+            base(VideoStatus::MusicGenerationFailed),
+            false,
+            false,
+            true,
+            vec![job(
+                3,
+                gen_.clone(),
+                JobStatus::Processing,
+                Some("task-1"),
+                None,
+            )],
+        ),
+        with(
+            base(VideoStatus::MusicAdditionFailed),
+            true,
+            false,
+            true,
+            vec![
+                job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
+                job(3, add.clone(), JobStatus::Processing, Some("nca-old"), None),
+            ],
+        ),
         // A video with nothing to mix the music under.
         with(
             {
@@ -275,9 +318,10 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
 
 /// The canonical events of a class, aimed at the snapshot's current jobs.
 pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
-    let task_id = s
+    let gen_job = s
         .active_job(&JobType::MusicGeneration)
-        .or_else(|| s.jobs_of(&JobType::MusicGeneration).last())
+        .or_else(|| s.jobs_of(&JobType::MusicGeneration).last());
+    let task_id = gen_job
         .and_then(|j| j.external_id.clone())
         .unwrap_or_else(|| "task-1".into());
     let add_job = s
@@ -289,6 +333,8 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             status,
             tracks,
             error: error.map(str::to_owned),
+            // Delivered to the URL we signed for the job (GoAPI's webhook_config.endpoint).
+            named_job: gen_job.map(|j| j.id),
         })
     };
     let nca = |result| {
@@ -296,6 +342,7 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             submission_id: add_job.and_then(|j| j.submission_id.clone()),
             nca_job_id: Some("nca-1".into()),
             result,
+            named_job: add_job.map(|j| j.id),
         })
     };
     let good = vec![Track {
@@ -331,6 +378,11 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
         EventClass::NcaFailed => vec![nca(NcaResult::Failed {
             error: "ffmpeg failed".into(),
         })],
+        EventClass::NcaFailedNoAudio => vec![nca(NcaResult::Failed {
+            error:
+                "Stream specifier ':a' in filtergraph description [0:a][bg]amix matches no streams."
+                    .into(),
+        })],
         EventClass::ExternalAccepted => per_job(&|job| Event::ExternalAccepted {
             job,
             external_id: "ext-new".into(),
@@ -340,6 +392,10 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             error: "rejected".into(),
         }),
         EventClass::JobDeadlinePassed => per_job(&|job| Event::JobDeadlinePassed { job }),
+        EventClass::Resubmitting => per_job(&|job| Event::Resubmitting {
+            job,
+            reason: "NCA: HTTP 504".into(),
+        }),
     }
 }
 
@@ -393,6 +449,52 @@ pub fn explore() -> (Vec<TransitionRow>, Vec<JobTransitionRow>) {
         }
     }
     (videos.into_iter().collect(), jobs.into_iter().collect())
+}
+
+/// One row of the final-state table of `states/video.md`: what an event does to a final
+/// video that still carries an active (left-over) job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FinalStateRow {
+    pub from: String,
+    /// The left-over job: its type and status.
+    pub job: String,
+    pub event: String,
+    /// The decision's outcome, or `rejected`.
+    pub outcome: String,
+    /// The video's status afterwards.
+    pub to: String,
+}
+
+/// Every event class on every canonical final video that carries an active job.
+pub fn final_state_rows() -> Vec<FinalStateRow> {
+    use strum::IntoEnumIterator;
+    let ctx = explore_ctx();
+    let mut rows = BTreeSet::new();
+    for s in canonical_snapshots()
+        .into_iter()
+        .filter(|s| s.video.status.is_final())
+    {
+        let Some(left_over) = s.jobs.iter().find(|j| j.status.is_active()) else {
+            continue;
+        };
+        let job = format!("{} {}", left_over.kind.name(), left_over.status);
+        for class in EventClass::iter() {
+            for e in canonical_events(class, &s) {
+                let (outcome, to) = match decide(&s, &e, &ctx) {
+                    Ok(d) => (d.outcome.to_string(), status_label(&d.next.video.status)),
+                    Err(_) => ("rejected".to_owned(), status_label(&s.video.status)),
+                };
+                rows.insert(FinalStateRow {
+                    from: status_label(&s.video.status),
+                    job: job.clone(),
+                    event: class.label().to_owned(),
+                    outcome,
+                    to,
+                });
+            }
+        }
+    }
+    rows.into_iter().collect()
 }
 
 /// The job rows alone.

@@ -125,7 +125,7 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
         Event::MusicRequested { prompt } => music_requested(&mut next, prompt, ctx, &mut actions)?,
         Event::RetryRequested => retry_requested(&mut next, ctx, &mut actions)?,
         Event::GoapiTaskUpdate(u) => goapi_update(&mut next, u, ctx, &mut actions),
-        Event::NcaJobFinished(u) => nca_finished(&mut next, u, ctx),
+        Event::NcaJobFinished(u) => nca_finished(&mut next, u, ctx, &mut actions),
         Event::JobDeadlinePassed { job } => {
             let error = match s.job(*job).map(|j| &j.kind) {
                 Some(JobType::MusicGeneration) => "GoAPI gave no result before the job's deadline",
@@ -138,6 +138,7 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
         Event::ExternalAccepted { job, external_id } => {
             external_accepted(&mut next, *job, external_id)
         }
+        Event::Resubmitting { job, reason } => resubmitting(&next, *job, reason),
     };
     debug_assert!(step.outcome == Outcome::Applied || next == *s);
     Ok(finish(s, next, step, actions, ctx))
@@ -210,22 +211,35 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
         .filter(|j| j.external_id.as_deref() == Some(u.task_id.as_str()))
         .last()
         .map(|j| j.id);
-    let job = match matched {
-        Some(id) => id,
-        None => match next.active_job(&gen_kind) {
-            // A job we (or another part of the pipeline) started whose task id we have not
-            // recorded yet: GoAPI can call back before the create-task reply is stored.
-            Some(j) if j.external_id.is_none() => j.id,
-            Some(j) => {
+    let named = u
+        .named_job
+        .and_then(|id| next.job(id))
+        .filter(|j| j.kind == gen_kind);
+    let job = match (matched, named) {
+        (Some(id), _) => id,
+        // The job our own create call started, named by the URL we signed for it: GoAPI
+        // can call back before the create-task reply (and its task id) is stored.
+        (None, Some(j)) if j.external_id.is_none() => j.id,
+        (None, Some(j)) => {
+            return Step::new(Outcome::Stale, None).note(format!(
+                "task {} is not the task of the job its URL names ({})",
+                u.task_id,
+                j.external_id.as_deref().unwrap_or("-")
+            ));
+        }
+        // An unknown task never binds to a waiting job: it may be another task of the
+        // account, another pipeline's, or one we did not order.
+        (None, None) => match next.active_job(&gen_kind) {
+            Some(j) if j.external_id.is_some() => {
                 return Step::new(Outcome::Stale, None).note(format!(
                     "task {} is not the video's current music task ({})",
                     u.task_id,
                     j.external_id.as_deref().unwrap_or("-")
                 ));
             }
-            None => {
+            _ => {
                 return Step::new(Outcome::Unmatched, None).note(format!(
-                    "no music_generation job of this video has task {}",
+                    "no music_generation job of this video has task {}, and the callback URL names none",
                     u.task_id
                 ));
             }
@@ -307,29 +321,54 @@ fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Ve
     }
 }
 
-fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
+/// Whether a failed mix failed because the video has no audio track to mix the music under:
+/// ffmpeg's message for a filter graph naming `[0:a]` on such a video, as NCA returns it
+/// (docs/goapi-and-nca.md, "A video without an audio track").
+pub fn mix_found_no_audio_track(error: &str) -> bool {
+    error.contains("Stream specifier ':a'") && error.contains("matches no streams")
+}
+
+fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx, actions: &mut Vec<Effect>) -> Step {
     let add = JobType::MusicAddition;
-    let by_submission = u.submission_id.as_deref().and_then(|sid| {
-        next.jobs_of(&add)
-            .find(|j| j.submission_id.as_deref() == Some(sid))
-            .map(|j| j.id)
-    });
-    let by_external = || {
-        u.nca_job_id.as_deref().and_then(|id| {
+    let job = if let Some(named) = u.named_job {
+        // A callback to a URL we signed completes only the submission that URL names.
+        let Some(j) = next.job(named).filter(|j| j.kind == add) else {
+            return Step::new(Outcome::Unmatched, None)
+                .note("the callback URL names no music_addition job of this video");
+        };
+        if let (Some(said), Some(ours)) = (&u.submission_id, &j.submission_id)
+            && said != ours
+        {
+            return Step::new(Outcome::Unmatched, None).note(format!(
+                "the callback is for submission {said}, its URL for the job of submission {ours}"
+            ));
+        }
+        j.id
+    } else {
+        // Token-less callbacks (development mode, the reference handler's URL shape).
+        let by_submission = u.submission_id.as_deref().and_then(|sid| {
             next.jobs_of(&add)
-                .find(|j| j.external_id.as_deref() == Some(id))
+                .find(|j| j.submission_id.as_deref() == Some(sid))
                 .map(|j| j.id)
-        })
-    };
-    let legacy = || {
-        u.submission_id
-            .is_none()
-            .then(|| next.active_job(&add).map(|j| j.id))
-            .flatten()
-    };
-    let Some(job) = by_submission.or_else(by_external).or_else(legacy) else {
-        return Step::new(Outcome::Unmatched, None)
-            .note("no music_addition job of this video matches the callback");
+        });
+        let by_external = || {
+            u.nca_job_id.as_deref().and_then(|id| {
+                next.jobs_of(&add)
+                    .find(|j| j.external_id.as_deref() == Some(id))
+                    .map(|j| j.id)
+            })
+        };
+        let legacy = || {
+            u.submission_id
+                .is_none()
+                .then(|| next.active_job(&add).map(|j| j.id))
+                .flatten()
+        };
+        let Some(job) = by_submission.or_else(by_external).or_else(legacy) else {
+            return Step::new(Outcome::Unmatched, None)
+                .note("no music_addition job of this video matches the callback");
+        };
+        job
     };
     let current = next.job(job).cloned().expect("job found above");
     if current.status.is_final() {
@@ -363,7 +402,23 @@ fn nca_finished(next: &mut Snapshot, u: &NcaUpdate, ctx: &Ctx) -> Step {
             next.video.final_video = Some(output.clone());
             next.video.error_details = None;
         }
-        NcaResult::Failed { error } => fail_job(next, job, error, ctx),
+        NcaResult::Failed { error } => {
+            // This mix was under the voice unless an earlier one already found no audio
+            // track (then it was the music alone, and a music file without audio fails
+            // the same way: that must end here, not submit again).
+            let with_voice = !next
+                .jobs_of(&add)
+                .any(|j| j.id != job && j.error.as_deref().is_some_and(mix_found_no_audio_track));
+            fail_job(next, job, error, ctx);
+            // A video without an audio track cannot be mixed under; it gets the music
+            // alone, once.
+            if with_voice
+                && mix_found_no_audio_track(error)
+                && let (Some(music), Some(_)) = (next.video.music.clone(), &next.video.source_video)
+            {
+                start_addition(next, music, ctx, actions);
+            }
+        }
     }
     Step::new(Outcome::Applied, Some(job))
 }
@@ -394,6 +449,26 @@ fn external_accepted(next: &mut Snapshot, job: JobId, external_id: &str) -> Step
     Step::new(Outcome::Applied, Some(job))
 }
 
+/// A job-level failure (deadline, reconciliation, an effect given up). It fails the job and,
+/// through it, the video's stage, but never a video that is already final: a completed video
+/// stays completed and a failed one leaves its state only through an operator's retry. A job
+/// still active on a final video was left behind (an older handler, an import at first
+/// contact) and is left as it is, for people to read, not failed into the video.
+/// A re-submission is news about a job, not a change: it is recorded against the job so
+/// that its history shows every request that may have cost money.
+fn resubmitting(next: &Snapshot, job: JobId, reason: &str) -> Step {
+    match next.job(job) {
+        None => Step::new(Outcome::Unmatched, None).note("no such job"),
+        Some(j) if j.status.is_final() => {
+            Step::new(Outcome::Stale, Some(job)).note(format!("job already {}", j.status))
+        }
+        Some(_) if next.video.status.is_final() => Step::new(Outcome::Stale, Some(job))
+            .note(format!("video is already {}", next.video.status.name())),
+        Some(_) => Step::new(Outcome::Recorded, Some(job))
+            .note(format!("sending the request again: {reason}")),
+    }
+}
+
 fn give_up(next: &mut Snapshot, job: JobId, error: &str, ctx: &Ctx) -> Step {
     match next.job(job) {
         None => Step::new(Outcome::Unmatched, None).note("no such job"),
@@ -402,6 +477,12 @@ fn give_up(next: &mut Snapshot, job: JobId, error: &str, ctx: &Ctx) -> Step {
         }
         Some(j) if j.status.is_final() => {
             Step::new(Outcome::Stale, Some(job)).note(format!("job already {}", j.status))
+        }
+        Some(_) if next.video.status.is_final() => {
+            Step::new(Outcome::Stale, Some(job)).note(format!(
+                "video is already {}; its left-over job is not failed into it",
+                next.video.status.name()
+            ))
         }
         Some(_) => {
             fail_job(next, job, error, ctx);
@@ -419,7 +500,14 @@ fn start_generation(
     let job = new_job(next, JobType::MusicGeneration, ctx);
     next.video.status = VideoStatus::GeneratingMusic;
     next.video.error_details = None;
-    let prompt = prompt.or_else(|| next.video.music_prompt.clone());
+    // An operator's prompt is kept for the retries of this video's music.
+    let given = prompt.filter(|p| !p.trim().is_empty());
+    if given.is_some() {
+        next.video.requested_prompt = given.clone();
+    }
+    let prompt = given
+        .or_else(|| next.video.requested_prompt.clone())
+        .or_else(|| next.video.music_prompt.clone());
     actions.push(Effect::CreateGoapiTask { job, prompt });
     job
 }
@@ -437,6 +525,10 @@ fn start_addition(
         .clone()
         .expect("callers check the source video");
     let attempt = next.jobs_of(&JobType::MusicAddition).count() + 1;
+    // Once a mix of this video found no audio track, its mixes are of the music alone.
+    let voice = !next
+        .jobs_of(&JobType::MusicAddition)
+        .any(|j| j.error.as_deref().is_some_and(mix_found_no_audio_track));
     let sid = submission_id(&next.video.id, attempt);
     let job = new_job(next, JobType::MusicAddition, ctx);
     job_mut(next, job).submission_id = Some(sid.clone());
@@ -449,6 +541,7 @@ fn start_addition(
         video,
         music,
         volume: ctx.policy.volume,
+        voice,
     });
     job
 }

@@ -27,6 +27,10 @@ pub enum Effect {
         video: MediaUrl,
         music: MediaUrl,
         volume: f64,
+        /// Mix under the video's own audio (`false`: the video has no audio track, so the
+        /// music is its only sound). Effects stored before this field mixed with voice.
+        #[serde(default = "with_voice")]
+        voice: bool,
     },
     /// Close the Webhook Events record of the event that caused this decision.
     RecordWebhookOutcome {
@@ -65,4 +69,8 @@ pub struct JobPatch {
     pub status: Option<JobStatus>,
     pub external_id: Option<String>,
     pub error: Option<String>,
+}
+
+fn with_voice() -> bool {
+    true
 }

@@ -21,6 +21,10 @@ pub enum Event {
     ExternalAccepted { job: JobId, external_id: String },
     /// The executor gave up on the effect that was to start a job.
     EffectFailed { job: JobId, error: String },
+    /// The executor is about to send a job's request again after an answer that did not
+    /// prove the first was refused (a timeout, a gateway's 504, a kill during the call).
+    /// It changes nothing; it puts the re-submission in the job's history.
+    Resubmitting { job: JobId, reason: String },
 }
 
 impl Event {
@@ -37,6 +41,10 @@ pub struct TaskUpdate {
     /// Every track the task reported, usable or not, in the order GoAPI gave them.
     pub tracks: Vec<Track>,
     pub error: Option<String>,
+    /// The job named by the callback URL this came to, when that URL is one we signed
+    /// (its token verified): the only way news binds to a job with no service id yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named_job: Option<JobId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
@@ -73,6 +81,10 @@ pub struct NcaUpdate {
     pub submission_id: Option<String>,
     pub nca_job_id: Option<String>,
     pub result: NcaResult,
+    /// The job named by the callback URL this came to, when that URL is one we signed
+    /// (its token verified): the only way news binds to a job with no service id yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named_job: Option<JobId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,11 @@ mod event;
 mod next;
 mod snapshot;
 
-pub use catalogue::{EventClass, JobTransitionRow, TransitionRow, explore, job_rows, mermaid};
-pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide};
+pub use catalogue::{
+    EventClass, FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows,
+    job_rows, mermaid,
+};
+pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide, mix_found_no_audio_track};
 pub use effect::{Effect, JobPatch, VideoPatch};
 pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
 pub use next::next_events;

@@ -45,6 +45,11 @@ pub struct Video {
     pub error_details: Option<String>,
     /// Redrives requested so far; bounded by [`super::Policy::max_retries`].
     pub retries: u32,
+    /// The prompt an operator gave with the music request (`POST /videos/{id}/music`): a
+    /// retry that orders new music asks for the same music. Engine state only (the base's
+    /// Music Prompt is someone else's field); snapshots stored before it have none.
+    #[serde(default)]
+    pub requested_prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +108,7 @@ impl Video {
             final_video: None,
             error_details: None,
             retries: 0,
+            requested_prompt: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! GoAPI task payloads → [`GoapiWebhook`].
 //!
-//! Accepted shapes (see CONTRACTS.md and `tests/fixtures/goapi`):
+//! Accepted shapes (see docs/goapi-and-nca.md and `tests/fixtures/goapi`):
 //! - the webhook envelope `{"timestamp", "data": <task>}`;
 //! - the GET-task reply `{"code", "data": <task>, "message"}` (`code != 200` is an error);
 //! - a bare task object `{"task_id", "status", ...}`;
@@ -162,6 +162,8 @@ fn parse_value(top: &Value, ts_override: Option<i64>) -> Result<GoapiWebhook, Pa
             status,
             tracks,
             error,
+            // The URL it came to is the intake's business, not the payload's.
+            named_job: None,
         },
         task_id,
         timestamp,

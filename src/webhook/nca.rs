@@ -49,6 +49,13 @@ pub fn parse_nca(body: &[u8]) -> Result<NcaWebhook, ParseError> {
     parse_value(&v)
 }
 
+/// Parses NCA's final payload when it is already JSON: the body of the callback, or the
+/// reply of a compose call that NCA ran synchronously (200 with `response`), which is the
+/// same envelope.
+pub fn parse_nca_value(v: &Value) -> Result<NcaWebhook, ParseError> {
+    parse_value(v)
+}
+
 fn parse_value(v: &Value) -> Result<NcaWebhook, ParseError> {
     if !v.is_object() {
         return Err(ParseError::NotObject);
@@ -91,6 +98,8 @@ fn parse_value(v: &Value) -> Result<NcaWebhook, ParseError> {
             submission_id: id_field(v, "id"),
             nca_job_id: id_field(v, "job_id"),
             result,
+            // The URL it came to is the intake's business, not the payload's.
+            named_job: None,
         },
         endpoint: opt_str(v, "endpoint").map(|s| shorten(s, MAX_ID_BYTES)),
         code,
@@ -134,6 +143,49 @@ fn message_text(m: Option<&Value>) -> Option<String> {
 /// it will simply not match any job.
 fn id_field(v: &Value, key: &str) -> Option<String> {
     opt_str(v, key).map(|s| shorten(s, MAX_ID_BYTES))
+}
+
+/// A job of NCA's recent-jobs listing, by its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedJob {
+    pub job_id: String,
+    /// `queued`, `running` or `done` (lowercased); anything else is kept as it came.
+    pub status: String,
+}
+
+/// Parses the reply of `POST /v1/toolkit/jobs/status` (toolkit build 209): the envelope's
+/// `response` maps NCA job ids to their `job_status`, for the jobs whose status file
+/// changed in the window asked for. Entries whose value is not a string (a newer build
+/// may give objects) are kept with the object's `job_status`, or as `unknown`.
+pub fn parse_nca_job_list(body: &Value) -> Result<Vec<ListedJob>, ParseError> {
+    if !body.is_object() {
+        return Err(ParseError::NotObject);
+    }
+    if let Some(c) = opt_int(body, "code").filter(|c| *c != 200) {
+        let msg = message_text(body.get("message")).unwrap_or_else(|| "no message".into());
+        return Err(ParseError::Invalid(format!(
+            "NCA replied code {c}: {}",
+            shorten(&msg, 300)
+        )));
+    }
+    let Some(map) = body.get("response").and_then(Value::as_object) else {
+        return Err(ParseError::Invalid(
+            "jobs status reply has no response object".into(),
+        ));
+    };
+    Ok(map
+        .iter()
+        .map(|(id, v)| {
+            let status = match v {
+                Value::String(s) => s.as_str(),
+                other => opt_str(other, "job_status").unwrap_or("unknown"),
+            };
+            ListedJob {
+                job_id: shorten(id, MAX_ID_BYTES),
+                status: shorten(&status.to_ascii_lowercase(), 64),
+            }
+        })
+        .collect())
 }
 
 /// Parses the reply of `POST /v1/toolkit/job/status` (already decoded as JSON; the HTTP
@@ -184,6 +236,7 @@ pub fn parse_nca_status(body: &Value) -> Result<NcaJobState, ParseError> {
                         result: NcaResult::Failed {
                             error: "NCA reports the job done but returned no result".into(),
                         },
+                        named_job: None,
                     },
                     endpoint: None,
                     code: None,

@@ -1,4 +1,4 @@
-//! In-process GoAPI double (unified task API), faithful to CONTRACTS.md: X-API-Key auth,
+//! In-process GoAPI double (unified task API), faithful to docs/goapi-and-nca.md: X-API-Key auth,
 //! `{code, data, message}` envelopes, then webhooks `{timestamp, data}` with the secret in
 //! `x-webhook-secret`: pending, processing, then completed (in a chosen output shape) or
 //! failed. Deliveries can be duplicated, shuffled or lost, and are retried on non-2xx.
@@ -31,7 +31,7 @@ const ACE_STEP: &str = include_str!("../fixtures/goapi/ace_step_completed.json")
 const FLAT_COMPLETED: &str = include_str!("../fixtures/goapi/flat_completed.json");
 const FLAT_FAILED: &str = include_str!("../fixtures/goapi/flat_failed.json");
 
-/// Where the music URL sits in a completed task (CONTRACTS.md, "by model").
+/// Where the music URL sits in a completed task (docs/goapi-and-nca.md, "Where the music URL is").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletedShape {
     /// `output.songs[i].song_path` (music-u), two songs.
@@ -121,6 +121,7 @@ pub struct WebhookDelivery {
 struct Inner {
     cfg: GoapiDoubleConfig,
     canned_create: Vec<(u16, i64, String)>,
+    fail_after_create: usize,
     tasks: Vec<GoapiTask>,
     current: HashMap<String, Value>,
     deliveries: Vec<WebhookDelivery>,
@@ -249,6 +250,14 @@ impl GoapiDouble {
             .lock()
             .canned_create
             .push((http_status, code, message.to_owned()));
+    }
+
+    /// The next `n` creates make the task (it runs and its webhooks follow) but answer
+    /// HTTP 200 with the envelope `{"code": 500, "data": null, ...}`: an error envelope does
+    /// not prove the task was not created (docs/goapi-and-nca.md, "What proves a call was
+    /// not taken"). The unkind case of an uncertain world.
+    pub fn fail_after_creating_next(&self, n: usize) {
+        self.shared.lock().fail_after_create = n;
     }
 
     pub fn tasks(&self) -> Vec<GoapiTask> {
@@ -536,8 +545,17 @@ fn create(s: Arc<Shared>, body: &[u8]) -> warp::reply::Response {
         _ => shape_for(model, task_type),
     };
     let pending = spec.pending(shape, "pending");
+    let fail_after = {
+        let mut g = s.lock();
+        let n = g.fail_after_create;
+        g.fail_after_create = n.saturating_sub(1);
+        n > 0
+    };
     s.in_flight.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(run_task(s.clone(), cfg, spec, shape, secret));
+    if fail_after {
+        return envelope(200, 500, Value::Null, "internal server error");
+    }
     envelope(200, 200, pending, "success")
 }
 

@@ -1,4 +1,4 @@
-//! In-process NCA Toolkit double, faithful to CONTRACTS.md: X-API-Key auth, a strict
+//! In-process NCA Toolkit double, faithful to docs/goapi-and-nca.md: X-API-Key auth, a strict
 //! compose schema, 202 + one unsigned callback per accepted job (no retry), 429 when the
 //! queue is full, job status with 404 for unknown jobs. Like NCA it does NOT deduplicate
 //! submissions by `id`: tests count submissions per id to prove the caller does.
@@ -96,17 +96,26 @@ enum JobState {
 struct Job {
     state: JobState,
     queue_id: u64,
+    /// When its status last changed: the jobs listing reports jobs by this (the toolkit
+    /// lists the jobs whose status file changed in the window asked for, build 209).
+    changed: Instant,
 }
 
 #[derive(Default)]
 struct Inner {
     cfg: NcaDoubleConfig,
     queue_full_next: usize,
+    /// Compose submissions still to be queued and then answered with a gateway's 504.
+    gateway_timeout_next: usize,
+    videos_without_audio: bool,
+    /// Compose submissions still to be run in the request, whatever their webhook_url.
+    synchronous_next: usize,
     canned: Vec<(u16, Value)>,
     attempts: usize,
     submissions: Vec<NcaSubmission>,
     callbacks: Vec<NcaCallback>,
     dropped_callbacks: usize,
+    listings: usize,
     jobs: HashMap<String, Job>,
     next_queue_id: u64,
 }
@@ -205,6 +214,27 @@ impl NcaDouble {
     }
 
     /// The next `n` compose submissions answer 429 (queue_full.json).
+    /// The next `n` compose submissions are queued as usual (their callback follows), but
+    /// the caller gets a reverse proxy's `504 Gateway Timeout` HTML page instead of the
+    /// 202: a gateway can time out after forwarding, and the toolkit behind it still runs
+    /// the job and calls back (docs/goapi-and-nca.md, "Gateways in front of NCA").
+    pub fn gateway_timeout_after_queueing_next(&self, n: usize) {
+        self.shared.lock().gateway_timeout_next = n;
+    }
+
+    /// The next `n` compose submissions run in the request and answer the final envelope
+    /// (200 with `response`), as NCA does without a `webhook_url`: no callback follows
+    /// (docs/goapi-and-nca.md, "NCA's synchronous answer"). Plays a toolkit or a proxy
+    /// that drops the key.
+    pub fn answer_synchronously_next(&self, n: usize) {
+        self.shared.lock().synchronous_next = n;
+    }
+
+    /// How many times the recent-jobs listing was asked.
+    pub fn listings(&self) -> usize {
+        self.shared.lock().listings
+    }
+
     pub fn queue_full_next(&self, n: usize) {
         self.shared.lock().queue_full_next = n;
     }
@@ -217,6 +247,13 @@ impl NcaDouble {
     }
 
     /// Applies to jobs accepted from now on.
+    /// The videos given have no audio track: a graph that names the first input's audio
+    /// (`[0:a]`) fails with ffmpeg's message, as on the real toolkit (build 209; the
+    /// recorded failure fixture, docs/goapi-and-nca.md "A video without an audio track").
+    pub fn set_videos_without_audio(&self, without: bool) {
+        self.shared.lock().videos_without_audio = without;
+    }
+
     pub fn set_fail_mix(&self, fail: bool) {
         self.shared.lock().cfg.fail_mix = fail;
     }
@@ -349,6 +386,7 @@ fn handle(
     match (method, path) {
         (Method::POST, "/v1/ffmpeg/compose") => compose(s, body),
         (Method::POST, "/v1/toolkit/job/status") => status(&s, body),
+        (Method::POST, "/v1/toolkit/jobs/status") => list(&s, body),
         _ => json_reply(404, &json!({ "message": "Not Found" })),
     }
 }
@@ -496,15 +534,28 @@ fn compose(s: Arc<Shared>, body: &[u8]) -> warp::reply::Response {
         body: body.clone(),
         at: SystemTime::now(),
     });
-    let fail = g.cfg.fail_mix;
-    let final_payload = end_payload(&s.base, &g.cfg, &job_id, id.as_deref(), queue_id, fail);
-    let Some(webhook_url) = webhook_url else {
+    let names_video_audio = body["filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|f| f["filter"].as_str().is_some_and(|f| f.contains("[0:a]")));
+    let no_audio = g.videos_without_audio && names_video_audio;
+    let fail = g.cfg.fail_mix || no_audio;
+    let mut final_payload = end_payload(&s.base, &g.cfg, &job_id, id.as_deref(), queue_id, fail);
+    if no_audio {
+        let recorded: Value = serde_json::from_str(FAILURE_TEMPLATE).expect("fixture");
+        final_payload["message"] = recorded["message"].clone();
+    }
+    let synchronous = g.synchronous_next > 0;
+    g.synchronous_next = g.synchronous_next.saturating_sub(1);
+    let Some(webhook_url) = webhook_url.filter(|_| !synchronous) else {
         // No webhook_url: NCA runs the job in the request and answers the final envelope.
         g.jobs.insert(
             job_id,
             Job {
                 state: JobState::Done(final_payload.clone()),
                 queue_id,
+                changed: Instant::now(),
             },
         );
         let status = if fail { 500 } else { 200 };
@@ -515,8 +566,11 @@ fn compose(s: Arc<Shared>, body: &[u8]) -> warp::reply::Response {
         Job {
             state: JobState::Queued,
             queue_id,
+            changed: Instant::now(),
         },
     );
+    let gateway_timeout = g.gateway_timeout_next > 0;
+    g.gateway_timeout_next = g.gateway_timeout_next.saturating_sub(1);
     let delay = g.cfg.callback_delay;
     let drop_callback = g.cfg.drop_callbacks;
     let queue_length = g
@@ -559,6 +613,13 @@ fn compose(s: Arc<Shared>, body: &[u8]) -> warp::reply::Response {
         s2.in_flight.fetch_sub(1, Ordering::SeqCst);
     });
 
+    if gateway_timeout {
+        return warp::reply::with_status(
+            warp::reply::html("<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1></center><hr><center>nginx</center></body></html>"),
+            StatusCode::GATEWAY_TIMEOUT,
+        )
+        .into_response();
+    }
     let mut reply: Value = serde_json::from_str(ACCEPTED_TEMPLATE).expect("fixture");
     reply["id"] = json!(id);
     reply["job_id"] = json!(job_id);
@@ -571,6 +632,7 @@ fn set_state(s: &Shared, job_id: &str, state: JobState) {
     // A job forgotten by a simulated restart stays forgotten.
     if let Some(job) = s.lock().jobs.get_mut(job_id) {
         job.state = state;
+        job.changed = Instant::now();
     }
 }
 
@@ -657,4 +719,48 @@ fn status(s: &Shared, body: &[u8]) -> warp::reply::Response {
             )
         }
     }
+}
+
+/// `POST /v1/toolkit/jobs/status` `{"since_seconds": N}` (default 600): the usual envelope
+/// whose `response` maps each job whose status changed in the last N seconds to its
+/// `job_status` (read in the toolkit's source, build 209; docs/goapi-and-nca.md). Nothing
+/// in the listing names the request's `id`: only a done job's status holds it.
+fn list(s: &Shared, body: &[u8]) -> warp::reply::Response {
+    let since = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|b| b.get("since_seconds").and_then(Value::as_u64))
+        .unwrap_or(600);
+    let mut g = s.lock();
+    g.listings += 1;
+    let window = Duration::from_secs(since);
+    let response: serde_json::Map<String, Value> = g
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.changed.elapsed() <= window)
+        .map(|(id, j)| {
+            let status = match j.state {
+                JobState::Queued => "queued",
+                JobState::Running => "running",
+                JobState::Done(_) => "done",
+            };
+            (id.clone(), json!(status))
+        })
+        .collect();
+    json_reply(
+        200,
+        &json!({
+            "code": 200,
+            "id": null,
+            "job_id": uuid::Uuid::new_v4().to_string(),
+            "response": response,
+            "message": "success",
+            "pid": 6953,
+            "queue_id": 139_652_379_057_488_u64,
+            "run_time": 0.001,
+            "queue_time": 0,
+            "total_time": 0.001,
+            "queue_length": 0,
+            "build_number": 209,
+        }),
+    )
 }

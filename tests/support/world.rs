@@ -92,6 +92,15 @@ impl World {
     /// A video in generating_music with a processing music_generation job that another
     /// part of the pipeline created, bound to `task_id` (as the reference handler expects).
     pub async fn seed_generating(&self, n: usize, task_id: Option<&str>) -> RecordId {
+        self.seed_generating_job(n, task_id).await.0
+    }
+
+    /// [`Self::seed_generating`], with the pipeline's Jobs record too.
+    pub async fn seed_generating_job(
+        &self,
+        n: usize,
+        task_id: Option<&str>,
+    ) -> (RecordId, RecordId) {
         let video = self.seed_video(n).await;
         self.records
             .update_video(
@@ -103,7 +112,8 @@ impl World {
             )
             .await
             .expect("status");
-        self.records
+        let job = self
+            .records
             .write_job(&JobFields {
                 job_id: format!("pipeline-job-{n}-{}", video),
                 job_type: Some(JobType::MusicGeneration),
@@ -116,7 +126,7 @@ impl World {
             })
             .await
             .expect("seed job");
-        video
+        (video, job)
     }
 
     /// POSTs a GoAPI webhook body as GoAPI would (secret header included).
