@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 /// Top-level folders a reference to a file of ours starts with.
-const ROOTS: &[&str] = &["src/", "tests/", "benches/", "states/", "docs/", "fuzz/", ".ci/"];
+const ROOTS: &[&str] = &[
+    "src/", "tests/", "benches/", "states/", "docs/", "fuzz/", ".ci/",
+];
 
 /// Names of documents that are not in this repository. The facts the code relies on are
 /// restated, with their sources, in `docs/`.
@@ -69,7 +71,10 @@ fn references(line: &str) -> Vec<String> {
         let word = word.trim_end_matches(['.', ':', '!', '?']);
         let word = word.split('#').next().unwrap_or("");
         // Patterns and placeholders name no single file.
-        if word.is_empty() || word.contains(['*', '{', '}', '<', '>', '…', '$']) || word.contains("...") {
+        if word.is_empty()
+            || word.contains(['*', '{', '}', '<', '>', '…', '$'])
+            || word.contains("...")
+        {
             continue;
         }
         let word = word.strip_prefix("./").unwrap_or(word);
@@ -97,14 +102,21 @@ fn every_path_the_docs_name_exists_and_none_points_outside() {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
-        let rel = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         if rel == "tests/doc_links.rs" {
             continue;
         }
         for (n, line) in text.lines().enumerate() {
             for outside in OUTSIDE {
                 if line.contains(outside) {
-                    problems.push(format!("{rel}:{}: cites {outside}, which is not in this repository", n + 1));
+                    problems.push(format!(
+                        "{rel}:{}: cites {outside}, which is not in this repository",
+                        n + 1
+                    ));
                 }
             }
         }
@@ -113,7 +125,9 @@ fn every_path_the_docs_name_exists_and_none_points_outside() {
             for reference in references(&line) {
                 let exists = root.join(&reference).exists() || dir.join(&reference).exists();
                 if !exists {
-                    problems.push(format!("{rel}:{n}: names `{reference}`, which does not exist"));
+                    problems.push(format!(
+                        "{rel}:{n}: names `{reference}`, which does not exist"
+                    ));
                 }
             }
         }
@@ -124,13 +138,22 @@ fn every_path_the_docs_name_exists_and_none_points_outside() {
 #[test]
 fn references_are_found_and_patterns_skipped() {
     assert_eq!(
-        references("see `tests/machine_purity.rs`, and src/engine.rs: and [x](docs/airtable.md#ids)."),
-        vec!["tests/machine_purity.rs", "src/engine.rs", "docs/airtable.md"]
+        references(
+            "see `tests/machine_purity.rs`, and src/engine.rs: and [x](docs/airtable.md#ids)."
+        ),
+        vec![
+            "tests/machine_purity.rs",
+            "src/engine.rs",
+            "docs/airtable.md"
+        ]
     );
     assert_eq!(
         references("states/*.md, src/records/{a,b}.rs and fuzz/corpus/<target>"),
         Vec::<String>::new()
     );
     assert_eq!(references("ARCHITECTURE.md says"), vec!["ARCHITECTURE.md"]);
-    assert_eq!(references("Airtable's API at https://airtable.com/src/x"), Vec::<String>::new());
+    assert_eq!(
+        references("Airtable's API at https://airtable.com/src/x"),
+        Vec::<String>::new()
+    );
 }
