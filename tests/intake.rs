@@ -146,7 +146,10 @@ async fn identical_id_less_nca_callbacks_of_two_videos_are_not_duplicates() {
         ("recB1b2C3d4E5f6G7", "accepted"),
         ("recA1b2C3d4E5f6G7", "duplicate"),
     ] {
-        let url = signer.nca_url(&RecordId::parse(video).unwrap(), "job-1");
+        let url = signer.nca_url(
+            &RecordId::parse(video).unwrap(),
+            "00000000-0000-0000-0000-000000000001",
+        );
         let path = url.strip_prefix(&app.url).unwrap().to_owned();
         let (_, b) = post(&app, &path, &[], body.to_vec()).await;
         assert_eq!(b["status"], want, "{video}: {b}");

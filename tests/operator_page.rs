@@ -452,6 +452,55 @@ async fn the_page_reads_the_engines_store_and_never_airtable() {
     );
 }
 
+/// A row this version cannot read (left by a newer or older reelstate) is set aside by the
+/// worker; the overview lists it under "needs attention", since nothing will retry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_row_is_listed_as_needing_attention() {
+    let mut app = AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .fixed_port()
+        .spawn()
+        .await;
+    app.terminate().await;
+    let event_id = uuid::Uuid::new_v4().to_string();
+    {
+        let db = rusqlite::Connection::open(&app.db).expect("open the store's file");
+        db.execute(
+            "INSERT INTO inbox (event_id, video_id, source, endpoint, raw_body, headers,
+                                received_at, payload, state)
+             VALUES (?1, 'recQ1b2C3d4E5f6G7', 'goapi', '/webhooks/goapi', '{}', '{}',
+                     ?2, '{\"payload\": \"from_a_newer_version\"}', 'pending')",
+            rusqlite::params![
+                event_id,
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ],
+        )
+        .expect("a row the engine cannot read");
+    }
+    app.restart().await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let html = loop {
+        let (status, _, html) = get_page(&app, "/ui/fragments/overview", Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 200, "{html}");
+        if html.contains("quarantined-rows") {
+            break html;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row was never listed: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(html.contains(&event_id), "{html}");
+    assert!(html.contains("recQ1b2C3d4E5f6G7"), "{html}");
+    assert!(
+        html.contains(r#"id="attention" data-count="1""#),
+        "one row needs attention: {html}"
+    );
+    app.kill().await;
+}
+
 #[test]
 fn states_svg_writes_both_diagrams_from_the_exploration() {
     let dir = tempfile::tempdir().expect("tempdir");

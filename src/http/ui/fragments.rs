@@ -11,7 +11,7 @@ use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::http::{ApiError, Request};
 use crate::machine::{Effect, JobId, next_events};
-use crate::store::{EventQuery, InboxEntry, OutboxEntry, Payload, Source};
+use crate::store::{EventQuery, InboxEntry, OutboxEntry, Payload, Quarantined, Source};
 use crate::ui::diagram::{Highlight, video_svg};
 use crate::ui::escape::{query as q, text as esc};
 
@@ -140,7 +140,8 @@ async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         r#"<div class="grid2"><section id="video-states"><h2>Videos per state</h2>{videos}</section><section id="job-states"><h2>Jobs per state</h2>{jobs}</section></div>"#
     ));
 
-    html.push_str(&attention(engine, &o, now));
+    let quarantined = engine.store.quarantined(50).await?;
+    html.push_str(&attention(engine, &o, &quarantined, now));
 
     let rows: Vec<String> = recent.iter().map(|e| event_row(e, now, true)).collect();
     html.push_str(&format!(
@@ -176,7 +177,12 @@ fn airtable_card(engine: &Engine) -> String {
 
 /// The videos needing attention, one group per kind of trouble; a new kind of trouble
 /// the store can list is one more group here.
-fn attention(engine: &Engine, o: &crate::store::Overview, now: chrono::DateTime<Utc>) -> String {
+fn attention(
+    engine: &Engine,
+    o: &crate::store::Overview,
+    quarantined: &[Quarantined],
+    now: chrono::DateTime<Utc>,
+) -> String {
     let mut groups: Vec<(&str, &str, String)> = Vec::new();
     let failed: Vec<String> = o
         .failed
@@ -267,7 +273,35 @@ fn attention(engine: &Engine, o: &crate::store::Overview, now: chrono::DateTime<
             "",
         ),
     ));
-    let total = failed.len() + late.len() + troubled.len();
+    // Rows set aside because this version cannot read them: nothing retries them, so only a
+    // person (a fix, then a replay) can; they are listed here until pruned.
+    let aside: Vec<String> = quarantined
+        .iter()
+        .map(|r| {
+            let video = if RecordId::parse(&r.video_id).is_ok() {
+                video_link(&r.video_id)
+            } else {
+                esc(&r.video_id)
+            };
+            format!(
+                r#"<tr><td>{video}</td><td>{t}</td><td class="mono">{id}</td><td class="err">{why}</td><td>{at}</td></tr>"#,
+                t = esc(&r.table),
+                id = esc(&r.id),
+                why = esc(&r.reason),
+                at = r.at.map_or_else(|| opt(None), |at| time(at, now)),
+            )
+        })
+        .collect();
+    groups.push((
+        "quarantined-rows",
+        "Rows set aside as unreadable (quarantined)",
+        table(
+            &["video", "table", "entry or effect", "why", "since"],
+            &aside,
+            "",
+        ),
+    ));
+    let total = failed.len() + late.len() + troubled.len() + aside.len();
     let mut html = format!(
         r#"<section class="attention" id="attention" data-count="{total}"><h2>Needs attention ({total})</h2>"#
     );
