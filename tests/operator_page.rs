@@ -452,6 +452,50 @@ async fn the_page_reads_the_engines_store_and_never_airtable() {
     );
 }
 
+/// A 429 locks the base out (for AIRTABLE_LOCKOUT_SECS); while it runs, the overview's
+/// Airtable card says so and until when, so an operator knows why nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_airtable_lockout_shows_while_it_runs() {
+    use support::airtable_double::{AirtableDouble, DoubleConfig};
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    airtable.rate_limit_at_request(1);
+    let app = AppBuilder::new()
+        .env("REELSTATE_DEV_MODE", "true")
+        .env("AIRTABLE_TOKEN", &airtable.token())
+        .env("AIRTABLE_BASE_ID", &airtable.base_id())
+        .env("AIRTABLE_API_URL", &airtable.url())
+        .env("AIRTABLE_LOCKOUT_SECS", "600")
+        .spawn()
+        .await;
+    let (_, _, html) = get_page(&app, "/ui/fragments/overview", Some(ADMIN_TOKEN)).await;
+    assert!(!html.contains("airtable-locked"), "no lockout yet: {html}");
+    // Anything that reads the base meets the 429 (and then waits out the lockout, so the
+    // caller gives up long before it answers).
+    let _ = reqwest::Client::new()
+        .get(format!("{}/readyz", app.url))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let html = loop {
+        let (_, _, html) = get_page(&app, "/ui/fragments/overview", Some(ADMIN_TOKEN)).await;
+        if html.contains("airtable-locked") {
+            break html;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lockout never showed; Airtable saw {:?}",
+            airtable.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(html.contains("locked out by Airtable until"), "{html}");
+    assert!(
+        airtable.requests().iter().any(|r| r.status == 429),
+        "the double answered 429"
+    );
+}
+
 /// A row this version cannot read (left by a newer or older reelstate) is set aside by the
 /// worker; the overview lists it under "needs attention", since nothing will retry it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,8 @@ pub struct AirtableStats {
     pub retries: u64,
     /// Records created or updated successfully.
     pub records_written: u64,
+    /// When this process last met a 429 (the base is locked out for the lockout after it).
+    pub last_rate_limited: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Default)]
@@ -110,6 +112,7 @@ struct Counters {
     rate_limited: AtomicU64,
     retries: AtomicU64,
     records_written: AtomicU64,
+    last_rate_limited: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -264,6 +267,10 @@ impl AirtableBackend {
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             records_written: c.records_written.load(Ordering::Relaxed),
+            last_rate_limited: *c
+                .last_rate_limited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
         }
     }
 
@@ -422,6 +429,11 @@ impl Shared {
                     let (kind, message) = parse_error_body(status.as_u16(), &text);
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         bump(&self.counters.rate_limited, 1);
+                        *self
+                            .counters
+                            .last_rate_limited
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(chrono::Utc::now());
                         self.budget.lock_out(self.cfg.lockout).await;
                         tracing::warn!(lockout = ?self.cfg.lockout, "Airtable rate limit reached");
                         Retry::AfterLockout(format!("429 {kind}: {message}"))

@@ -165,9 +165,31 @@ fn airtable_card(engine: &Engine) -> String {
         .airtable
         .as_ref()
         .map_or(30, |a| a.lockout.as_secs());
+    // A lockout this process met and that still runs. Replicas sharing a budget hold back
+    // for one another's too, but only the one that met the 429 knows when it ends.
+    let now = Utc::now();
+    let locked_until = s
+        .last_rate_limited
+        .map(|at| at + chrono::Duration::seconds(lockout as i64))
+        .filter(|until| *until > now);
+    let locked = match locked_until {
+        Some(until) => format!(
+            r#"<div class="err" id="airtable-locked">locked out by Airtable until <time datetime="{full}">{short}</time> (for {left} s more, after a 429): requests wait</div>"#,
+            full = esc(&until.to_rfc3339()),
+            short = esc(&until.format("%H:%M:%S UTC").to_string()),
+            left = (until - now).num_seconds().max(1),
+        ),
+        None => String::new(),
+    };
     format!(
-        r#"<div class="card{bad}" id="airtable"><div class="label">Airtable (≤ 5 requests/s per base)</div><div class="big" data-requests="{r}">{r}</div><div>requests sent since start · {rw} records written · {re} retries · <strong>{l}</strong> lockouts (429, {lockout} s each)</div><div class="muted" id="airtable-rate"></div></div>"#,
-        bad = if s.rate_limited > 0 { " warn" } else { "" },
+        r#"<div class="card{bad}" id="airtable"><div class="label">Airtable (≤ 5 requests/s per base)</div><div class="big" data-requests="{r}">{r}</div><div>requests sent since start · {rw} records written · {re} retries · <strong>{l}</strong> lockouts (429, {lockout} s each)</div>{locked}<div class="muted" id="airtable-rate"></div></div>"#,
+        bad = if locked_until.is_some() {
+            " bad"
+        } else if s.rate_limited > 0 {
+            " warn"
+        } else {
+            ""
+        },
         r = s.requests,
         rw = s.records_written,
         re = s.retries,
