@@ -258,7 +258,8 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// The writer connection's `synchronous` level (2 = FULL: every commit is fsynced).
+    /// The writer connection's `synchronous` level between commits (1 = NORMAL; the commits
+    /// that promise run at 2 = FULL, see `durably`).
     pub fn synchronous_level(&self) -> Result<i64, StoreError> {
         let c = self
             .conn
@@ -277,12 +278,14 @@ impl SqliteStore {
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_handler(Some(busy_wait))?;
-        // WAL + FULL: every commit fsyncs the WAL before it returns, so what was answered
-        // 202 (or marked started before an external call) survives a power loss, not only
-        // a process kill (NORMAL would lose the last commits on an OS crash). Intake's
-        // group commit shares one fsync among every webhook waiting (docs/operations.md).
+        // WAL, NORMAL between commits, FULL for the commits that promise something (see
+        // `durably`): what was answered 202, or marked started before an external call,
+        // survives a power loss, not only a process kill. A FULL commit fsyncs the whole
+        // log, so every NORMAL commit before it becomes durable with it; a NORMAL commit
+        // that a power loss takes back was never promised to anyone and is redone from
+        // the inbox and outbox as after a kill -9 (docs/operations.md).
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
         Ok(conn)
     }
@@ -418,10 +421,12 @@ impl Store for SqliteStore {
             };
         }
         self.with(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let accepted = accept_in(&tx, entry)?;
-            tx.commit()?;
-            Ok(accepted)
+            durably(c, |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let accepted = accept_in(&tx, entry)?;
+                tx.commit()?;
+                Ok(accepted)
+            })
         })
         .await
     }
@@ -737,13 +742,15 @@ impl Store for SqliteStore {
         let id = effect_id.to_owned();
         let video = lease.video().to_string();
         self.with(move |c| {
-            let n = c.execute(
-                "UPDATE outbox SET started_at = ?2, updated_at = ?2
-                 WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
-                   AND started_at IS ?4",
-                params![id, ts(Utc::now()), video, seen.map(ts)],
-            )?;
-            Ok(n == 1)
+            durably(c, |c| {
+                let n = c.execute(
+                    "UPDATE outbox SET started_at = ?2, updated_at = ?2
+                     WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
+                       AND started_at IS ?4",
+                    params![id, ts(Utc::now()), video, seen.map(ts)],
+                )?;
+                Ok(n == 1)
+            })
         })
         .await
     }
@@ -786,13 +793,15 @@ impl Store for SqliteStore {
     async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
         let id = effect_id.to_owned();
         self.with(move |c| {
-            let n = c.execute(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
-                        attempts = 0, last_error = NULL, started_at = NULL
-                 WHERE effect_id = ?1 AND state = 'failed'",
-                params![id, ts(Utc::now())],
-            )?;
-            Ok(n == 1)
+            durably(c, |c| {
+                let n = c.execute(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
+                            attempts = 0, last_error = NULL, started_at = NULL
+                     WHERE effect_id = ?1 AND state = 'failed'",
+                    params![id, ts(Utc::now())],
+                )?;
+                Ok(n == 1)
+            })
         })
         .await
     }
@@ -862,11 +871,14 @@ impl Store for SqliteStore {
 
     async fn record_intent(&self, owner: &str) -> Result<super::RecordIntent, StoreError> {
         let owner = owner.to_owned();
+        // Durable: it precedes a create that Airtable cannot deduplicate.
         self.with(move |c| {
-            let inserted = c.execute(
-                "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
-                params![owner, ts(Utc::now())],
-            )?;
+            let inserted = durably(c, |c| {
+                Ok(c.execute(
+                    "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
+                    params![owner, ts(Utc::now())],
+                )?)
+            })?;
             let (since, record): (String, Option<String>) = c.query_row(
                 "SELECT started_at, record_id FROM record_creations WHERE owner = ?1",
                 [&owner],
@@ -1120,6 +1132,23 @@ where
     .map_err(|e| StoreError::Join(e.to_string()))?
 }
 
+/// Runs `f` with `synchronous = FULL`: its commit fsyncs the WAL before it returns. For
+/// the commits that promise something to someone: a webhook's 202 (intake, group commit
+/// sharing one fsync among every waiting sender), an operator's answer, and the
+/// `started_at` written before an external call. Everything else commits at NORMAL; the
+/// next FULL commit or checkpoint makes it durable.
+fn durably<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    c.pragma_update(None, "synchronous", "FULL")?;
+    let out = f(c);
+    let reset = c.pragma_update(None, "synchronous", "NORMAL");
+    let out = out?;
+    reset?;
+    Ok(out)
+}
+
 /// Inserts one entry inside an open transaction, detecting repeats by dedupe key (also
 /// among entries earlier in the same transaction).
 fn accept_in(tx: &rusqlite::Transaction<'_>, entry: NewEntry) -> Result<Accepted, StoreError> {
@@ -1160,13 +1189,16 @@ async fn group_commit(store: SqliteStore, mut rx: tokio::sync::mpsc::Receiver<Ac
         let (entries, replies): (Vec<NewEntry>, Vec<_>) = batch.into_iter().unzip();
         let result = store
             .with(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let mut out = Vec::with_capacity(entries.len());
-                for e in entries {
-                    out.push(accept_in(&tx, e)?);
-                }
-                tx.commit()?;
-                Ok(out)
+                durably(c, |c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let mut out = Vec::with_capacity(entries.len());
+                    for e in entries {
+                        out.push(accept_in(&tx, e)?);
+                    }
+                    tx.commit()?;
+                    Ok(out)
+                })
             })
             .await;
         match result {
@@ -1342,11 +1374,23 @@ mod tests {
     }
 
     #[test]
-    fn every_commit_is_fsynced() {
+    fn commits_that_promise_are_fsynced_the_others_ride_along() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("full.db")).unwrap();
-        // 2 = FULL: the WAL is fsynced at each commit (NORMAL, 1, only at checkpoints).
-        assert_eq!(store.synchronous_level().unwrap(), 2);
+        // 1 = NORMAL between commits: the WAL is fsynced at checkpoints and by the next
+        // FULL commit (2), which is what `durably` gives the commits that promise.
+        assert_eq!(store.synchronous_level().unwrap(), 1);
+        let mut c = Connection::open(dir.path().join("other.db")).unwrap();
+        c.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        let level = |c: &Connection| -> i64 {
+            c.pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(durably(&mut c, |c| Ok(level(c))).unwrap(), 2);
+        assert_eq!(level(&c), 1, "back to NORMAL after");
+        let failed: Result<(), _> = durably(&mut c, |_| Err(StoreError::Join("boom".into())));
+        assert!(failed.is_err());
+        assert_eq!(level(&c), 1, "back to NORMAL after a failure too");
     }
 
     #[tokio::test]
