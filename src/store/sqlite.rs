@@ -987,34 +987,13 @@ impl Store for SqliteStore {
     /// Active jobs whose next check is due.
     async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT job_id, video_id, kind, external_id, since, checks FROM active_jobs
-                 WHERE next_check_at <= ?1 ORDER BY next_check_at LIMIT 500",
-            )?;
-            let rows = st.query_map([ts(now)], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, u32>(5)?,
-                ))
-            })?;
-            rows.map(|r| {
-                let (job, video, kind, external_id, since, checks) = r?;
-                Ok(ActiveJob {
-                    job: Uuid::parse_str(&job)
-                        .map(JobId)
-                        .map_err(|e| corrupt("job id", e))?,
-                    video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
-                    kind: crate::domain::JobType::from(kind),
-                    external_id,
-                    since: parse_ts(&since)?,
-                    checks,
-                })
-            })
-            .collect()
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ACTIVE_JOB_COLS} FROM active_jobs
+                 WHERE next_check_at <= ?1 ORDER BY next_check_at LIMIT 500"
+            ))?;
+            st.query_map([ts(now)], active_job_row)?
+                .map(|row| row?)
+                .collect()
         })
         .await
     }
@@ -1130,6 +1109,28 @@ where
     })
     .await
     .map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+const ACTIVE_JOB_COLS: &str = "job_id, video_id, kind, external_id, since, checks";
+
+/// One `active_jobs` row, selected as [`ACTIVE_JOB_COLS`]. An unreadable id or time is an
+/// error of the row (the caller's `collect` stops at it), never a panic.
+fn active_job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ActiveJob, StoreError>> {
+    let (job, video, kind): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+    let (external_id, since, checks): (Option<String>, String, u32) =
+        (r.get(3)?, r.get(4)?, r.get(5)?);
+    Ok((|| {
+        Ok(ActiveJob {
+            job: Uuid::parse_str(&job)
+                .map(JobId)
+                .map_err(|e| corrupt("job id", e))?,
+            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
+            kind: crate::domain::JobType::from(kind),
+            external_id,
+            since: parse_ts(&since)?,
+            checks,
+        })
+    })())
 }
 
 /// Runs `f` with `synchronous = FULL`: its commit fsyncs the WAL before it returns. For

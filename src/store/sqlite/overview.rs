@@ -3,10 +3,10 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::super::overview::{FAILED_STATUSES, FailedVideo, Overview};
-use super::{OUTBOX_COLS, StoreError, corrupt, outbox_row, parse_ts};
+use super::{
+    ACTIVE_JOB_COLS, OUTBOX_COLS, StoreError, active_job_row, corrupt, outbox_row, parse_ts,
+};
 use crate::domain::RecordId;
-use crate::machine::JobId;
-use crate::store::ActiveJob;
 
 pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreError> {
     let limit = limit.clamp(1, 500);
@@ -75,31 +75,10 @@ pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreErro
         });
     }
     let mut st = c.prepare_cached(&format!(
-        "SELECT job_id, video_id, kind, external_id, since, checks FROM active_jobs
-         ORDER BY since LIMIT {limit}"
+        "SELECT {ACTIVE_JOB_COLS} FROM active_jobs ORDER BY since LIMIT {limit}"
     ))?;
-    let waiting = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, u32>(5)?,
-        ))
-    })?;
-    for row in waiting {
-        let (job, video, kind, external_id, since, checks) = row?;
-        o.waiting.push(ActiveJob {
-            job: uuid::Uuid::parse_str(&job)
-                .map(JobId)
-                .map_err(|e| corrupt("job id", e))?,
-            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
-            kind: crate::domain::JobType::from(kind),
-            external_id,
-            since: parse_ts(&since)?,
-            checks,
-        });
+    for row in st.query_map([], active_job_row)? {
+        o.waiting.push(row??);
     }
     let mut st = c.prepare_cached(&format!(
         "SELECT {OUTBOX_COLS} FROM outbox o
