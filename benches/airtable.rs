@@ -11,11 +11,11 @@
 //!
 //! Run: `cargo bench --bench airtable`.
 
-#[path = "../tests/support/airtable_double.rs"]
+#[path = "../tests/it/support/airtable_double.rs"]
 mod airtable_double;
-#[path = "../tests/support/goapi_double.rs"]
+#[path = "../tests/it/support/goapi_double.rs"]
 mod goapi_double;
-#[path = "../tests/support/nca_double.rs"]
+#[path = "../tests/it/support/nca_double.rs"]
 mod nca_double;
 
 use std::process::Stdio;

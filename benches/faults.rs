@@ -23,9 +23,9 @@
 //!
 //! Run: `cargo bench --bench faults`.
 
-#[path = "../tests/support/airtable_double.rs"]
+#[path = "../tests/it/support/airtable_double.rs"]
 mod airtable_double;
-#[path = "../tests/support/nca_double.rs"]
+#[path = "../tests/it/support/nca_double.rs"]
 mod nca_double;
 
 use std::collections::{HashMap, HashSet};

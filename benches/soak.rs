@@ -13,9 +13,9 @@
 //!
 //! Run: `SOAK_SECONDS=1800 cargo bench --bench soak`.
 
-#[path = "../tests/support/goapi_double.rs"]
+#[path = "../tests/it/support/goapi_double.rs"]
 mod goapi_double;
-#[path = "../tests/support/nca_double.rs"]
+#[path = "../tests/it/support/nca_double.rs"]
 mod nca_double;
 
 use std::process::Stdio;

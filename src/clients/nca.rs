@@ -74,7 +74,7 @@ pub fn format_volume(volume: f64) -> String {
 /// voice under loud music sums above full scale (1.10 measured on the real toolkit) and
 /// clips. It holds peaks at -1 dBFS (0.891), leaving room for the AAC encoder's overshoot;
 /// `level=disabled` keeps it from raising anything quieter, so an unclipped mix passes as
-/// it is. `tests/mix_ffmpeg.rs` measures both with real ffmpeg.
+/// it is. `tests/it/mix_ffmpeg.rs` measures both with real ffmpeg.
 pub const LIMITER: &str = "alimiter=limit=0.891:level=disabled";
 
 /// The exact `/v1/ffmpeg/compose` body: music looped (`-stream_loop -1`) and mixed at

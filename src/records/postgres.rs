@@ -1,5 +1,5 @@
 //! The records on PostgreSQL: [`RecordBackend`] with the embedded SQLite backend's
-//! semantics (the contract suite in `tests/support` holds both to the same checks), for a
+//! semantics (the contract suite in `tests/it/support` holds both to the same checks), for a
 //! service that runs on PostgreSQL without Airtable, with several replicas writing at once.
 //!
 //! The tables come from migration 2 (`pg/migrations/0002_records.sql`), SQLite's layout:

@@ -1,5 +1,5 @@
 //! The embedded system of record: [`RecordBackend`] on SQLite, with Airtable's semantics so
-//! that the engine cannot tell the two apart (the contract suite in `tests/support` holds
+//! that the engine cannot tell the two apart (the contract suite in `tests/it/support` holds
 //! both to the same checks).
 //!
 //! Storage is one row per record (`records`) and one row per non-empty cell

@@ -21,15 +21,15 @@ use warp::reply::Reply;
 
 pub const GOAPI_TEST_KEY: &str = "goapi-test-key";
 
-const UDIO_PENDING: &str = include_str!("../fixtures/goapi/udio_pending.json");
-const UDIO_PROCESSING: &str = include_str!("../fixtures/goapi/udio_processing.json");
-const UDIO_COMPLETED: &str = include_str!("../fixtures/goapi/udio_completed.json");
-const UDIO_FAILED: &str = include_str!("../fixtures/goapi/udio_failed.json");
-const SUNO_CLIPS: &str = include_str!("../fixtures/goapi/suno_clips_completed.json");
-const SUNO_ARRAY: &str = include_str!("../fixtures/goapi/suno_array_completed.json");
-const ACE_STEP: &str = include_str!("../fixtures/goapi/ace_step_completed.json");
-const FLAT_COMPLETED: &str = include_str!("../fixtures/goapi/flat_completed.json");
-const FLAT_FAILED: &str = include_str!("../fixtures/goapi/flat_failed.json");
+const UDIO_PENDING: &str = include_str!("../../fixtures/goapi/udio_pending.json");
+const UDIO_PROCESSING: &str = include_str!("../../fixtures/goapi/udio_processing.json");
+const UDIO_COMPLETED: &str = include_str!("../../fixtures/goapi/udio_completed.json");
+const UDIO_FAILED: &str = include_str!("../../fixtures/goapi/udio_failed.json");
+const SUNO_CLIPS: &str = include_str!("../../fixtures/goapi/suno_clips_completed.json");
+const SUNO_ARRAY: &str = include_str!("../../fixtures/goapi/suno_array_completed.json");
+const ACE_STEP: &str = include_str!("../../fixtures/goapi/ace_step_completed.json");
+const FLAT_COMPLETED: &str = include_str!("../../fixtures/goapi/flat_completed.json");
+const FLAT_FAILED: &str = include_str!("../../fixtures/goapi/flat_failed.json");
 
 /// Where the music URL sits in a completed task (docs/goapi-and-nca.md, "Where the music URL is").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

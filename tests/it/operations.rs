@@ -1,7 +1,7 @@
 //! What the people who run reelstate use: inspection, replay, retry, reconciliation of
 //! lost webhooks, health, metrics, logs, graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

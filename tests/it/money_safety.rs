@@ -2,7 +2,7 @@
 //! finished whatever its left-over jobs do, and an answer that does not prove a request was
 //! refused never buys a second GoAPI task or NCA mix.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

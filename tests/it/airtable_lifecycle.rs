@@ -2,7 +2,7 @@
 //! Airtable double injecting 30% 503s and a 429 lockout, and the GoAPI and NCA doubles.
 //! Every write lands exactly once and the base never sees more than 5 requests a second.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! file), and what only a file-backed store must also do: survive a reopen, share the
 //! file with the engine's tables, and stay consistent with several connections writing.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

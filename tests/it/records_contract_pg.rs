@@ -6,7 +6,7 @@
 //! Every test runs on several threads: dropping the test schema blocks the thread it runs
 //! on, and the pool's connection tasks must still run meanwhile to close their sessions.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

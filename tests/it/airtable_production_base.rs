@@ -6,7 +6,7 @@
 //! The real binary, the Airtable double, the GoAPI and NCA doubles; a kill -9 while
 //! creates have been applied by Airtable but not yet answered.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;

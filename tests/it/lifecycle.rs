@@ -1,7 +1,7 @@
 //! The whole music lifecycle, end to end, through the real binary with the GoAPI and NCA
 //! doubles and the embedded records.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

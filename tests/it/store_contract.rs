@@ -3,7 +3,7 @@
 //! several replicas use one database. PostgreSQL tests run when
 //! `REELSTATE_TEST_DATABASE_URL` is set (`.ci/run` sets it).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

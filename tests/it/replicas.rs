@@ -5,7 +5,7 @@
 //! and the base never sees more than 5 requests in any second: the budget is the
 //! cluster's. Runs when `REELSTATE_TEST_DATABASE_URL` is set (`.ci/run` sets it).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -19,10 +19,10 @@ use warp::reply::Reply;
 
 pub const NCA_TEST_KEY: &str = "nca-test-key";
 
-const SUCCESS_TEMPLATE: &str = include_str!("../fixtures/nca/compose_success_webhook.json");
-const FAILURE_TEMPLATE: &str = include_str!("../fixtures/nca/compose_failure_webhook.json");
-const ACCEPTED_TEMPLATE: &str = include_str!("../fixtures/nca/compose_accepted.json");
-const QUEUE_FULL_TEMPLATE: &str = include_str!("../fixtures/nca/queue_full.json");
+const SUCCESS_TEMPLATE: &str = include_str!("../../fixtures/nca/compose_success_webhook.json");
+const FAILURE_TEMPLATE: &str = include_str!("../../fixtures/nca/compose_failure_webhook.json");
+const ACCEPTED_TEMPLATE: &str = include_str!("../../fixtures/nca/compose_accepted.json");
+const QUEUE_FULL_TEMPLATE: &str = include_str!("../../fixtures/nca/queue_full.json");
 
 /// The keys NCA's `/v1/ffmpeg/compose` JSON schema declares (`additionalProperties: false`).
 const COMPOSE_KEYS: [&str; 7] = [

@@ -3,7 +3,7 @@
 //! from the base. The videos met in one scan of the inbox are read together (one request
 //! per 100 ids, and one for their jobs), not one pair of requests per video.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

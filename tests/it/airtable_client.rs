@@ -1,10 +1,10 @@
-//! AirtableBackend against the in-process Airtable double (tests/support/airtable_double.rs).
+//! AirtableBackend against the in-process Airtable double (tests/it/support/airtable_double.rs).
 //!
 //! Every test starts its own double and client; the lockout is 1 s and backoff a few
 //! milliseconds so the file stays quick. The only timed assertion is the spec itself: no
 //! more than 5 requests in any one second on the double's clock.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -770,7 +770,7 @@ async fn the_double_enforces_airtable_limits() {
     double.shutdown().await;
 }
 
-/// The same records contract as the embedded store (tests/records_contract.rs), here on
+/// The same records contract as the embedded store (tests/it/records_contract.rs), here on
 /// the Airtable client against the double: one interface, two implementations, one suite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_airtable_backend_meets_the_records_contract() {

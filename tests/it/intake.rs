@@ -1,7 +1,7 @@
 //! Webhook intake through the real binary: authentication, validation, durability and
 //! duplicate detection, with every fixture.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! the test's temporary directory, and to `docs/screenshots/` with
 //! `REELSTATE_UPDATE_SCREENSHOTS=1`. Skips, saying why, when Chromium is not installed.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -350,7 +350,7 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
 
     // A sender's markup is shown as text, never run.
     let mut body: Value =
-        serde_json::from_str(include_str!("fixtures/goapi/udio_failed.json")).expect("fixture");
+        serde_json::from_str(include_str!("../fixtures/goapi/udio_failed.json")).expect("fixture");
     body["data"]["error"]["message"] =
         json!(r#"<script>alert("owned")</script><img src=x onerror=alert(1)>"#);
     let r = app

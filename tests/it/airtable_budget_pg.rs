@@ -3,7 +3,7 @@
 //! is set; each gets a schema of its own. A "replica" here is an `AirtableBackend` with its
 //! own connection pool and its own `PgBudget`, all on one schema and one Airtable double.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The NCA and GoAPI clients against the in-process doubles, and the doubles' callbacks.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};

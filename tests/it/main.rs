@@ -1,0 +1,42 @@
+//! The integration tests, as one test binary: each former `tests/*.rs` file is a module
+//! here, and `support` (the app launcher, the GoAPI, NCA and Airtable doubles, the contract
+//! suites) is compiled once for all of them instead of once per file.
+//!
+//! One binary because linking is most of what building the tests costs: every test binary
+//! links the whole dependency tree (tokio, warp, reqwest, rusqlite, tokio-postgres), and 21
+//! of them, 13 compiling `support` again, cost more than all the tests take to run
+//! (BENCHMARKS.md, "Test build"). The pure tests (the machine's properties, its purity, the
+//! `states/` agreement, the parsers) live here too: kept apart they would save no build
+//! time, since the library they test is the bulk of what they compile, and a filter runs
+//! them alone: `cargo test --test it machine_`.
+//!
+//! Every test stays independent of the others in this one process: servers run as child
+//! processes with their own environment (`support::app`), doubles and ports are per test
+//! (`127.0.0.1:0`), databases are temporary files or a PostgreSQL schema per test
+//! (`support::pg`), and no test sets the process's environment or a global subscriber.
+//! Tests that need PostgreSQL run only when `REELSTATE_TEST_DATABASE_URL` is set; those
+//! that need ffmpeg or Chromium say so and pass over themselves where it is absent.
+
+mod support;
+
+mod airtable_budget_pg;
+mod airtable_client;
+mod airtable_first_contact;
+mod airtable_lifecycle;
+mod airtable_production_base;
+mod clients;
+mod doc_links;
+mod intake;
+mod lifecycle;
+mod machine_properties;
+mod machine_purity;
+mod mix_ffmpeg;
+mod money_safety;
+mod operations;
+mod operator_page;
+mod records_contract;
+mod records_contract_pg;
+mod replicas;
+mod states_agreement;
+mod store_contract;
+mod webhook_parsing;
