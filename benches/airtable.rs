@@ -12,11 +12,21 @@
 //! Run: `cargo bench --bench airtable`.
 
 #[path = "../tests/it/support/airtable_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod airtable_double;
 #[path = "../tests/it/support/goapi_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod goapi_double;
 #[path = "../tests/it/support/nca_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod nca_double;
+#[path = "../tests/it/support/serve.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
+mod serve;
 
 use std::process::Stdio;
 use std::sync::Arc;

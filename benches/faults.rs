@@ -24,9 +24,17 @@
 //! Run: `cargo bench --bench faults`.
 
 #[path = "../tests/it/support/airtable_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod airtable_double;
 #[path = "../tests/it/support/nca_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod nca_double;
+#[path = "../tests/it/support/serve.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
+mod serve;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -14,9 +14,17 @@
 //! Run: `SOAK_SECONDS=1800 cargo bench --bench soak`.
 
 #[path = "../tests/it/support/goapi_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod goapi_double;
 #[path = "../tests/it/support/nca_double.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
 mod nca_double;
+#[path = "../tests/it/support/serve.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
+mod serve;
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -11,19 +11,13 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use futures::future::join_all;
 use reelstate::domain::RecordId;
+use reelstate::records::RecordBackend;
 use reelstate::records::airtable::AirtableBackend;
 use reelstate::records::budget::{LocalBudget, PgBudget, RequestBudget};
-use reelstate::records::{Fields, RecordBackend};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::airtable_double::{AirtableDouble, DoubleConfig, config_for};
+use support::fields;
 use support::pg::TestDatabase;
-
-fn fields(v: Value) -> Fields {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("fields must be an object, got {other}"),
-    }
-}
 
 async fn migrated_pool(db: &TestDatabase) -> Pool {
     let pool = reelstate::pg::pool(&db.url, 4).unwrap();

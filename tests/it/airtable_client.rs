@@ -14,18 +14,12 @@ use futures::future::join_all;
 use reelstate::domain::RecordId;
 use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
 use reelstate::records::schema::{SchemaProblem, check_schema};
-use reelstate::records::{Fields, Filter, Mapping, RecordBackend, Records, RecordsError};
+use reelstate::records::{Filter, Mapping, RecordBackend, Records, RecordsError};
 use serde_json::{Value, json};
 use support::airtable_double::{
     AirtableDouble, DoubleConfig, DoubleSchema, FieldType, Spelling, config_for,
 };
-
-fn fields(v: Value) -> Fields {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("fields must be an object, got {other}"),
-    }
-}
+use support::fields;
 
 async fn setup_with(schema: DoubleSchema) -> (AirtableDouble, Arc<AirtableBackend>) {
     let double = AirtableDouble::start(DoubleConfig {

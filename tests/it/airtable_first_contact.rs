@@ -15,11 +15,7 @@ use support::goapi_double::GoapiDouble;
 use support::nca_double::NcaDouble;
 
 fn completed(task_id: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/goapi/udio_completed.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut v = support::fixture_json("goapi/udio_completed.json");
     v["data"]["task_id"] = json!(task_id);
     v
 }
@@ -65,14 +61,11 @@ async fn first_contact_reads_a_scans_videos_and_their_jobs_together() {
     let app = |airtable_url: &str, db: &std::path::Path| {
         AppBuilder::new()
             .env("REELSTATE_DB", &db.display().to_string())
-            .env("AIRTABLE_TOKEN", &airtable.token())
-            .env("AIRTABLE_BASE_ID", &airtable.base_id())
+            .airtable(&airtable)
             .env("AIRTABLE_API_URL", airtable_url)
             .env("AIRTABLE_LOCKOUT_SECS", "1")
-            .env("NCA_API_URL", &nca.url())
-            .env("NCA_API_KEY", &nca.api_key())
-            .env("GOAPI_API_URL", &goapi.url())
-            .env("GOAPI_API_KEY", &goapi.api_key())
+            .nca(&nca)
+            .goapi(&goapi)
             .spawn()
     };
     let dir = tempfile::tempdir().unwrap();

@@ -35,14 +35,10 @@ async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
     airtable.set_fail_rate(0.3);
     airtable.rate_limit_at_request(12);
     let app = AppBuilder::new()
-        .env("AIRTABLE_TOKEN", &airtable.token())
-        .env("AIRTABLE_BASE_ID", &airtable.base_id())
-        .env("AIRTABLE_API_URL", &airtable.url())
+        .airtable(&airtable)
         .env("AIRTABLE_LOCKOUT_SECS", "1")
-        .env("NCA_API_URL", &nca.url())
-        .env("NCA_API_KEY", &nca.api_key())
-        .env("GOAPI_API_URL", &goapi.url())
-        .env("GOAPI_API_KEY", &goapi.api_key())
+        .nca(&nca)
+        .goapi(&goapi)
         .spawn()
         .await;
     for v in &videos {

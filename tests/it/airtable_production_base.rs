@@ -93,18 +93,14 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
         .collect();
     let mut app = AppBuilder::new()
         .fixed_port()
-        .env("AIRTABLE_TOKEN", &airtable.token())
-        .env("AIRTABLE_BASE_ID", &airtable.base_id())
-        .env("AIRTABLE_API_URL", &airtable.url())
+        .airtable(&airtable)
         .env("AIRTABLE_LOCKOUT_SECS", "1")
         .env(
             "REELSTATE_AIRTABLE_MAPPING",
             mapping.to_str().expect("utf-8 path"),
         )
-        .env("NCA_API_URL", &nca.url())
-        .env("NCA_API_KEY", &nca.api_key())
-        .env("GOAPI_API_URL", &goapi.url())
-        .env("GOAPI_API_KEY", &goapi.api_key())
+        .nca(&nca)
+        .goapi(&goapi)
         .env("REELSTATE_INTERRUPTED_GRACE_SECS", "2")
         .env("REELSTATE_GOAPI_DEADLINE_SECS", "5")
         .env("REELSTATE_NCA_DEADLINE_SECS", "5")
@@ -330,9 +326,7 @@ async fn what_a_base_lacks_is_named_field_by_field() {
 
     let app = AppBuilder::new()
         .env("REELSTATE_DEV_MODE", "true")
-        .env("AIRTABLE_TOKEN", &airtable.token())
-        .env("AIRTABLE_BASE_ID", &airtable.base_id())
-        .env("AIRTABLE_API_URL", &airtable.url())
+        .airtable(&airtable)
         .env(
             "REELSTATE_AIRTABLE_MAPPING",
             mapping.to_str().expect("utf-8 path"),

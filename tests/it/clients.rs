@@ -12,21 +12,14 @@ use reelstate::clients::{
 };
 use reelstate::domain::MediaUrl;
 use serde_json::{Value, json};
+use support::fixture_json as fixture;
 use support::goapi_double::{CompletedShape, GoapiDouble, GoapiDoubleConfig, TaskOutcome};
 use support::nca_double::NcaDouble;
-use warp::Filter;
-use warp::http::HeaderMap;
+use support::serve::{Server, serve};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::{Reply, Response};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn fixture(path: &str) -> Value {
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
-    serde_json::from_str(&text).expect("fixture JSON")
-}
 
 // ---------- a tiny webhook receiver ----------
 
@@ -37,57 +30,53 @@ struct Hit {
     body: Value,
 }
 
-struct Receiver {
-    base: String,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    answer: Arc<AtomicU16>,
-    server: tokio::task::JoinHandle<()>,
+/// What the receiver heard, and the status it answers with.
+struct Heard {
+    hits: Mutex<Vec<Hit>>,
+    answer: AtomicU16,
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.server.abort();
+struct Receiver {
+    heard: Arc<Heard>,
+    server: Server,
+}
+
+/// Records a POST and answers the status set; the doubles' callbacks are POSTs only.
+fn hear(
+    heard: Arc<Heard>,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
+    heard.hits.lock().unwrap().push(Hit {
+        path: path.to_owned(),
+        headers: headers.clone(),
+        body: serde_json::from_slice(body).unwrap_or(Value::Null),
+    });
+    let code = StatusCode::from_u16(heard.answer.load(Ordering::SeqCst)).unwrap();
+    warp::reply::with_status("ok", code).into_response()
 }
 
 impl Receiver {
     async fn start() -> Self {
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let answer = Arc::new(AtomicU16::new(200));
-        let (h, a) = (hits.clone(), answer.clone());
-        let route = warp::post()
-            .and(warp::path::full())
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .map(
-                move |path: warp::path::FullPath, headers: HeaderMap, body: bytes::Bytes| {
-                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    h.lock().unwrap().push(Hit {
-                        path: path.as_str().to_owned(),
-                        headers,
-                        body,
-                    });
-                    let code = warp::http::StatusCode::from_u16(a.load(Ordering::SeqCst)).unwrap();
-                    warp::reply::with_status("ok", code)
-                },
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(warp::serve(route).incoming(listener).run());
-        Self {
-            base,
-            hits,
-            answer,
-            server,
-        }
+        let heard = |_| Heard {
+            hits: Mutex::new(Vec::new()),
+            answer: AtomicU16::new(200),
+        };
+        let (heard, server) = serve("the webhook receiver", heard, hear).await;
+        Self { heard, server }
     }
 
     fn url(&self, path_and_query: &str) -> String {
-        format!("{}{path_and_query}", self.base)
+        format!("http://{}{path_and_query}", self.server.addr)
     }
 
     fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
+        self.heard.hits.lock().unwrap().clone()
     }
 }
 
@@ -110,6 +99,14 @@ async fn silent_url() -> (String, tokio::task::JoinHandle<()>) {
         }
     });
     (url, task)
+}
+
+/// The call was refused for good, with HTTP `status`.
+fn assert_permanent(err: &ClientError, status: u16) {
+    assert!(
+        matches!(err, ClientError::Permanent { status: Some(s), .. } if *s == status),
+        "{err:?}"
+    );
 }
 
 // ---------- NCA ----------
@@ -318,29 +315,11 @@ async fn nca_wrong_key_is_permanent_and_does_not_leak_the_key() {
         .submit_mix(&mix("https://example.org/cb", "k:1"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Permanent {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_permanent(&err, 401);
     assert!(!err.is_transient());
     assert!(!err.to_string().contains("wrong-key-0123456789"));
     let err = client.job_status("j").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Permanent {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_permanent(&err, 401);
     assert!(double.submissions().is_empty());
 }
 
@@ -672,7 +651,7 @@ async fn goapi_duplicates_shuffles_retries_and_losses() {
     // A receiver answering 503 gets each delivery a bounded number of times.
     double.set_shuffle(None);
     let rx3 = Receiver::start().await;
-    rx3.answer.store(503, Ordering::SeqCst);
+    rx3.heard.answer.store(503, Ordering::SeqCst);
     let id = client.create_task(&task(&rx3.url("/cb"))).await.unwrap();
     assert!(double.wait_idle(WAIT).await);
     let tries: Vec<_> = double
@@ -730,28 +709,10 @@ async fn goapi_wrong_key_is_permanent() {
         .create_task(&task("https://example.org/cb"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Permanent {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_permanent(&err, 401);
     assert!(!err.to_string().contains("not-the-key-42"));
     let err = client.get_task("t").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Permanent {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_permanent(&err, 401);
 }
 
 #[tokio::test]
@@ -769,16 +730,7 @@ async fn goapi_get_task_returns_data_and_encodes_the_id() {
 
     // An id with path characters stays one segment: unknown task, not another route.
     let err = client.get_task("../task/x?y=1").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Permanent {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_permanent(&err, 404);
     assert!(client.get_task("").await.is_err());
 }
 

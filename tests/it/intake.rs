@@ -12,16 +12,9 @@ use reelstate::webhook::auth::StandardWebhooks;
 use reelstate::webhook::callback::CallbackSigner;
 use serde_json::{Value, json};
 use support::app::{AppBuilder, GOAPI_SECRET, SIGNING_SECRET, TestApp};
+use support::fixture;
 
 const VIDEO: &str = "recA1b2C3d4E5f6G7";
-
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture")
-}
 
 async fn app() -> TestApp {
     AppBuilder::new().spawn().await
@@ -39,6 +32,23 @@ async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: Vec<u8>
     let r = req.send().await.expect("request");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A Standard Webhooks delivery: its id, timestamp and signature headers.
+async fn post_signed(
+    app: &TestApp,
+    path: &str,
+    id: &str,
+    timestamp: &str,
+    signature: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let headers = [
+        ("webhook-id", id),
+        ("webhook-timestamp", timestamp),
+        ("webhook-signature", signature),
+    ];
+    post(app, path, &headers, body).await
 }
 
 async fn event_count(app: &TestApp) -> usize {
@@ -188,74 +198,24 @@ async fn standard_webhooks_signatures_are_verified() {
 
     let sig = signer.sign("msg_1", now, &body);
     let ts = now.to_string();
-    let (s, b) = post(
-        &app,
-        &path,
-        &[
-            ("webhook-id", "msg_1"),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &sig),
-        ],
-        body.clone(),
-    )
-    .await;
+    let (s, b) = post_signed(&app, &path, "msg_1", &ts, &sig, body.clone()).await;
     assert_eq!(s, 202, "{b}");
     // Signed with the other (rotated) secret.
     let sig_old = old_signer.sign("msg_2", now, &body);
-    let (s, b) = post(
-        &app,
-        &path,
-        &[
-            ("webhook-id", "msg_2"),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &sig_old),
-        ],
-        body.clone(),
-    )
-    .await;
+    let (s, b) = post_signed(&app, &path, "msg_2", &ts, &sig_old, body.clone()).await;
     assert_eq!(s, 202, "{b}");
     // The same webhook-id again: a duplicate, never processed twice.
-    let (s, b) = post(
-        &app,
-        &path,
-        &[
-            ("webhook-id", "msg_1"),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &sig),
-        ],
-        body.clone(),
-    )
-    .await;
+    let (s, b) = post_signed(&app, &path, "msg_1", &ts, &sig, body.clone()).await;
     assert_eq!((s, b["status"].as_str()), (200, Some("duplicate")), "{b}");
 
     // Tampered body, bad signature, expired timestamp.
     let mut tampered = body.clone();
     tampered[10] ^= 1;
-    let (s, b) = post(
-        &app,
-        &path,
-        &[
-            ("webhook-id", "msg_3"),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &sig),
-        ],
-        tampered,
-    )
-    .await;
+    let (s, b) = post_signed(&app, &path, "msg_3", &ts, &sig, tampered).await;
     assert_error(s, &b, 401, "unauthorized");
     let stale = (now - 600).to_string();
     let sig_stale = signer.sign("msg_4", now - 600, &body);
-    let (s, b) = post(
-        &app,
-        &path,
-        &[
-            ("webhook-id", "msg_4"),
-            ("webhook-timestamp", &stale),
-            ("webhook-signature", &sig_stale),
-        ],
-        body.clone(),
-    )
-    .await;
+    let (s, b) = post_signed(&app, &path, "msg_4", &stale, &sig_stale, body.clone()).await;
     assert_error(s, &b, 401, "unauthorized");
     assert_eq!(event_count(&app).await, 3);
 }

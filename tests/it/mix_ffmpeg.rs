@@ -164,39 +164,25 @@ fn peak_db(file: &Path) -> f64 {
         .unwrap_or_else(|| panic!("no peak in ffmpeg's output:\n{log}"))
 }
 
-fn streams(file: &Path) -> Vec<String> {
+/// What ffprobe says of `entries` (`stream=codec_type`, `format=duration`), one per line.
+fn probe(file: &Path, entries: &str) -> String {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0"])
         .arg(file)
         .output()
         .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn streams(file: &Path) -> Vec<String> {
+    probe(file, "stream=codec_type")
         .lines()
         .map(|l| l.trim().to_owned())
         .collect()
 }
 
 fn duration(file: &Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
+    probe(file, "format=duration")
         .trim()
         .parse()
         .expect("a duration")

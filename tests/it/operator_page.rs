@@ -287,6 +287,23 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
     browser.quit().await;
 }
 
+/// GoAPI's webhook for the video the events log is filtered by; accepted (its event back).
+async fn goapi_webhook(app: &TestApp, body: &Value) -> Value {
+    let r = app
+        .client
+        .post(format!(
+            "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
+            app.url
+        ))
+        .header("x-webhook-secret", GOAPI_SECRET)
+        .json(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(r.status().as_u16(), 202);
+    r.json().await.expect("json")
+}
+
 async fn get_page(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String, String) {
     // A bare client: the app's own sends the admin token with every request.
     let mut req = reqwest::Client::new().get(format!("{}{path}", app.url));
@@ -353,19 +370,7 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
         serde_json::from_str(include_str!("../fixtures/goapi/udio_failed.json")).expect("fixture");
     body["data"]["error"]["message"] =
         json!(r#"<script>alert("owned")</script><img src=x onerror=alert(1)>"#);
-    let r = app
-        .client
-        .post(format!(
-            "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
-            app.url
-        ))
-        .header("x-webhook-secret", GOAPI_SECRET)
-        .json(&body)
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(r.status().as_u16(), 202);
-    let event: Value = r.json().await.expect("json");
+    let event = goapi_webhook(&app, &body).await;
     let id = event["event_id"].as_str().expect("event id");
     let (status, _, html) =
         get_page(&app, &format!("/ui/fragments/events/{id}"), Some(TOKEN)).await;
@@ -384,18 +389,7 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     // The log pages by 50, keeping the filters.
     for i in 0..50 {
         body["timestamp"] = json!(1_700_000_000 + i);
-        let r = app
-            .client
-            .post(format!(
-                "{}/webhooks/goapi?video_id=recAAAAAAAAAAAAAB",
-                app.url
-            ))
-            .header("x-webhook-secret", GOAPI_SECRET)
-            .json(&body)
-            .send()
-            .await
-            .expect("webhook");
-        assert_eq!(r.status().as_u16(), 202);
+        goapi_webhook(&app, &body).await;
     }
     let first = "/ui/fragments/events?service=goapi&video_id=recAAAAAAAAAAAAAB";
     let (_, _, html) = get_page(&app, first, Some(TOKEN)).await;
@@ -424,9 +418,7 @@ async fn the_page_reads_the_engines_store_and_never_airtable() {
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let app = AppBuilder::new()
         .env("REELSTATE_DEV_MODE", "true")
-        .env("AIRTABLE_TOKEN", &airtable.token())
-        .env("AIRTABLE_BASE_ID", &airtable.base_id())
-        .env("AIRTABLE_API_URL", &airtable.url())
+        .airtable(&airtable)
         .spawn()
         .await;
     let before = airtable.requests().len();
@@ -461,9 +453,7 @@ async fn an_airtable_lockout_shows_while_it_runs() {
     airtable.rate_limit_at_request(1);
     let app = AppBuilder::new()
         .env("REELSTATE_DEV_MODE", "true")
-        .env("AIRTABLE_TOKEN", &airtable.token())
-        .env("AIRTABLE_BASE_ID", &airtable.base_id())
-        .env("AIRTABLE_API_URL", &airtable.url())
+        .airtable(&airtable)
         .env("AIRTABLE_LOCKOUT_SECS", "600")
         .spawn()
         .await;

@@ -8,16 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use reelstate::records::sqlite::SqliteRecords;
-use reelstate::records::{Filter, Mapping, RecordBackend, RecordsError};
-use serde_json::{Value, json};
-use support::records_contract::run_all;
-
-fn fields(v: Value) -> reelstate::records::Fields {
-    match v {
-        Value::Object(map) => map,
-        other => panic!("test fields must be a JSON object, got {other}"),
-    }
-}
+use reelstate::records::{Filter, Mapping, RecordBackend};
+use serde_json::json;
+use support::fields;
+use support::records_contract::{run_all, upsert_refusals};
 
 fn open(path: &Path) -> SqliteRecords {
     SqliteRecords::open(path, &Mapping::default())
@@ -196,34 +190,5 @@ async fn concurrent_writers_on_one_file_stay_consistent() {
 #[tokio::test]
 async fn upsert_refuses_what_airtable_refuses() {
     let b = SqliteRecords::open_in_memory(&Mapping::default()).expect("in-memory database opens");
-    let missing = b
-        .upsert("Jobs", "Job ID", fields(json!({"Status": "pending"})))
-        .await;
-    assert!(
-        matches!(missing, Err(RecordsError::Permanent { status: 422, .. })),
-        "an upsert without its merge value must be refused, got {missing:?}"
-    );
-    for _ in 0..2 {
-        b.create("Jobs", fields(json!({"Job ID": "twice"})))
-            .await
-            .expect("plain creates may duplicate a value");
-    }
-    let ambiguous = b
-        .upsert("Jobs", "Job ID", fields(json!({"Job ID": "twice"})))
-        .await;
-    assert!(
-        matches!(ambiguous, Err(RecordsError::Permanent { status: 422, .. })),
-        "an upsert matching two records must be refused, got {ambiguous:?}"
-    );
-    let not_found = b
-        .update(
-            "Jobs",
-            &"recAAAAAAAAAAAAAA".parse().expect("record id"),
-            fields(json!({"Status": "failed"})),
-        )
-        .await;
-    assert!(
-        matches!(not_found, Err(RecordsError::NotFound(..))),
-        "updating an unknown record must be NotFound, got {not_found:?}"
-    );
+    upsert_refusals(&b).await;
 }

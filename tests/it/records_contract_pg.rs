@@ -13,17 +13,11 @@ use std::sync::Arc;
 
 use reelstate::domain::RecordId;
 use reelstate::records::postgres::PgRecords;
-use reelstate::records::{Filter, Mapping, Record, RecordBackend, RecordsError};
-use serde_json::{Value, json};
+use reelstate::records::{Filter, Mapping, RecordBackend, RecordsError};
+use serde_json::json;
+use support::fields;
 use support::pg::{TestDatabase, database};
-use support::records_contract::run_all;
-
-fn fields(v: Value) -> reelstate::records::Fields {
-    match v {
-        Value::Object(map) => map,
-        other => panic!("test fields must be a JSON object, got {other}"),
-    }
-}
+use support::records_contract::{find_by, links, run_all, upsert_refusals};
 
 /// A migrated schema, or `None` when PostgreSQL tests are off.
 async fn migrated() -> Option<TestDatabase> {
@@ -39,30 +33,6 @@ async fn migrated() -> Option<TestDatabase> {
 fn replica(db: &TestDatabase, connections: usize) -> PgRecords {
     let pool = reelstate::pg::pool(&db.url, connections).expect("a pool for the test schema");
     PgRecords::new(pool, &Mapping::default()).expect("PgRecords over a migrated schema")
-}
-
-async fn find_by(b: &dyn RecordBackend, table: &str, field: &str, value: &str) -> Vec<Record> {
-    b.find(
-        table,
-        &Filter::Equals {
-            field: field.into(),
-            value: value.into(),
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("find {table} where {field:?} = {value:?} failed: {e}"))
-}
-
-/// The ids in a link field (absent: none).
-fn links(r: &Record, field: &str) -> BTreeSet<String> {
-    match r.fields.get(field) {
-        None => BTreeSet::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().expect("link ids are strings").to_owned())
-            .collect(),
-        Some(other) => panic!("link field {field:?} must be an array, got {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,36 +293,7 @@ async fn concurrent_creates_and_link_updates_stay_two_way() {
 async fn upsert_refuses_what_airtable_refuses() {
     let Some(db) = migrated().await else { return };
     let b = replica(&db, 2);
-    let missing = b
-        .upsert("Jobs", "Job ID", fields(json!({"Status": "pending"})))
-        .await;
-    assert!(
-        matches!(missing, Err(RecordsError::Permanent { status: 422, .. })),
-        "an upsert without its merge value must be refused, got {missing:?}"
-    );
-    for _ in 0..2 {
-        b.create("Jobs", fields(json!({"Job ID": "twice"})))
-            .await
-            .expect("plain creates may duplicate a value");
-    }
-    let ambiguous = b
-        .upsert("Jobs", "Job ID", fields(json!({"Job ID": "twice"})))
-        .await;
-    assert!(
-        matches!(ambiguous, Err(RecordsError::Permanent { status: 422, .. })),
-        "an upsert matching two records must be refused, got {ambiguous:?}"
-    );
-    let not_found = b
-        .update(
-            "Jobs",
-            &"recAAAAAAAAAAAAAA".parse().expect("record id"),
-            fields(json!({"Status": "failed"})),
-        )
-        .await;
-    assert!(
-        matches!(not_found, Err(RecordsError::NotFound(..))),
-        "updating an unknown record must be NotFound, got {not_found:?}"
-    );
+    upsert_refusals(&b).await;
 }
 
 /// Long texts (whole webhook payloads) are stored and found by value like short ones.

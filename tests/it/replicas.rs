@@ -112,12 +112,9 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
             .env("REELSTATE_DB", &db.url)
             .env("REELSTATE_LEASE_SECS", "2")
             .env("REELSTATE_INTERRUPTED_GRACE_SECS", "3")
-            .env("AIRTABLE_TOKEN", &airtable.token())
-            .env("AIRTABLE_BASE_ID", &airtable.base_id())
-            .env("AIRTABLE_API_URL", &airtable.url())
+            .airtable(&airtable)
             .env("AIRTABLE_LOCKOUT_SECS", "2")
-            .env("NCA_API_URL", &nca.url())
-            .env("NCA_API_KEY", &nca.api_key());
+            .nca(&nca);
         if i > 0 {
             app = app.env("PUBLIC_BASE_URL", &apps[0].url);
         }
@@ -225,10 +222,8 @@ async fn without_airtable_the_records_live_in_postgres_too() {
     let start = |public: Option<String>| {
         let mut app = AppBuilder::new()
             .env("REELSTATE_DB", &db.url)
-            .env("NCA_API_URL", &nca.url())
-            .env("NCA_API_KEY", &nca.api_key())
-            .env("GOAPI_API_URL", &goapi.url())
-            .env("GOAPI_API_KEY", &goapi.api_key());
+            .nca(&nca)
+            .goapi(&goapi);
         if let Some(p) = public {
             app = app.env("PUBLIC_BASE_URL", &p);
         }

@@ -9,6 +9,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::airtable_double::AirtableDouble;
+use super::goapi_double::GoapiDouble;
+use super::nca_double::NcaDouble;
+
 pub const GOAPI_SECRET: &str = "test-goapi-webhook-secret";
 pub const SIGNING_SECRET: &str = "test-callback-signing-secret-0123456789";
 /// Outside --dev the service refuses to start without an admin token; the test client
@@ -70,6 +74,25 @@ impl AppBuilder {
         self.env.retain(|(key, _)| key != k);
         self.env.push((k.into(), v.into()));
         self
+    }
+
+    /// Airtable is the double: its token, base and URL.
+    pub fn airtable(self, airtable: &AirtableDouble) -> Self {
+        self.env("AIRTABLE_TOKEN", &airtable.token())
+            .env("AIRTABLE_BASE_ID", &airtable.base_id())
+            .env("AIRTABLE_API_URL", &airtable.url())
+    }
+
+    /// NCA is the double.
+    pub fn nca(self, nca: &NcaDouble) -> Self {
+        self.env("NCA_API_URL", &nca.url())
+            .env("NCA_API_KEY", &nca.api_key())
+    }
+
+    /// GoAPI is the double.
+    pub fn goapi(self, goapi: &GoapiDouble) -> Self {
+        self.env("GOAPI_API_URL", &goapi.url())
+            .env("GOAPI_API_KEY", &goapi.api_key())
     }
 
     pub fn without(mut self, k: &str) -> Self {

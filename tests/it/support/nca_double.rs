@@ -3,19 +3,16 @@
 //! queue is full, job status with 404 for unknown jobs. Like NCA it does NOT deduplicate
 //! submissions by `id`: tests count submissions per id to prove the caller does.
 
-// Shared by several test binaries, each of which uses only part of it.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
-use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Reply;
+
+use super::serve::{Server, serve};
 
 pub const NCA_TEST_KEY: &str = "nca-test-key";
 
@@ -66,6 +63,9 @@ impl Default for NcaDoubleConfig {
 
 /// One accepted compose request.
 #[derive(Debug, Clone)]
+// Recorded so a failing test's message (`{:?}`) shows the whole attempt; not every
+// field is asserted on.
+#[allow(dead_code)]
 pub struct NcaSubmission {
     pub job_id: String,
     /// The request's `id`, if it had one.
@@ -76,6 +76,9 @@ pub struct NcaSubmission {
 
 /// One callback POST the double made (at most one per job).
 #[derive(Debug, Clone)]
+// Recorded so a failing test's message (`{:?}`) shows the whole attempt; not every
+// field is asserted on.
+#[allow(dead_code)]
 pub struct NcaCallback {
     pub job_id: String,
     pub id: Option<String>,
@@ -135,15 +138,9 @@ impl Shared {
 }
 
 pub struct NcaDouble {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for NcaDouble {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    /// Serves until the double is dropped.
+    _server: Server,
 }
 
 impl NcaDouble {
@@ -152,52 +149,29 @@ impl NcaDouble {
     }
 
     pub async fn start_with(cfg: NcaDoubleConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind NCA double");
-        let addr = listener.local_addr().expect("NCA double address");
-        let shared = Arc::new(Shared {
+        let state = |base| Shared {
             inner: Mutex::new(Inner {
                 cfg,
                 next_queue_id: 139_652_379_057_488,
                 ..Inner::default()
             }),
             in_flight: AtomicUsize::new(0),
-            base: format!("http://{addr}"),
+            base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
-        });
-        let s = shared.clone();
-        let route = warp::method()
-            .and(warp::path::full())
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .then(
-                move |method: Method,
-                      path: warp::path::FullPath,
-                      headers: HeaderMap,
-                      body: bytes::Bytes| {
-                    let s = s.clone();
-                    async move { handle(s, method, path.as_str(), &headers, &body) }
-                },
-            );
-        let server = tokio::spawn(warp::serve(route).incoming(listener).run());
+        };
+        let (shared, server) = serve("the NCA double", state, handle).await;
         Self {
-            addr,
             shared,
-            server,
+            _server: server,
         }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:12345` (what `NcaConfig::api_url` takes).
     pub fn url(&self) -> String {
         self.shared.base.clone()
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     pub fn api_key(&self) -> String {
@@ -306,18 +280,6 @@ impl NcaDouble {
         self.shared.lock().dropped_callbacks
     }
 
-    /// Waits until at least `n` callbacks were sent or `within` elapsed; returns them all.
-    pub async fn wait_for_callbacks(&self, n: usize, within: Duration) -> Vec<NcaCallback> {
-        let deadline = Instant::now() + within;
-        loop {
-            let sent = self.callbacks_sent();
-            if sent.len() >= n || Instant::now() >= deadline {
-                return sent;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     /// Waits until every accepted job has ended and its callback (if any) was attempted.
     pub async fn wait_idle(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
@@ -329,6 +291,20 @@ impl NcaDouble {
         }
         true
     }
+}
+
+/// A required array property, as NCA's JSON schema check words its refusals.
+fn non_empty_array<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<&'a Vec<Value>, String> {
+    let items = obj[key]
+        .as_array()
+        .ok_or_else(|| format!("'{key}' is not of type 'array'"))?;
+    if items.is_empty() {
+        return Err("[] should be non-empty".into());
+    }
+    Ok(items)
 }
 
 fn json_reply(status: u16, body: &Value) -> warp::reply::Response {
@@ -422,24 +398,14 @@ fn validate_compose(body: &Value) -> Result<(), String> {
             return Err(format!("'{required}' is a required property"));
         }
     }
-    let inputs = obj["inputs"]
-        .as_array()
-        .ok_or("'inputs' is not of type 'array'")?;
-    if inputs.is_empty() {
-        return Err("[] should be non-empty".into());
-    }
+    let inputs = non_empty_array(obj, "inputs")?;
     for input in inputs {
         if !input.get("file_url").is_some_and(Value::is_string) {
             return Err("'file_url' is a required property".into());
         }
         validate_options(input.get("options"))?;
     }
-    let outputs = obj["outputs"]
-        .as_array()
-        .ok_or("'outputs' is not of type 'array'")?;
-    if outputs.is_empty() {
-        return Err("[] should be non-empty".into());
-    }
+    let outputs = non_empty_array(obj, "outputs")?;
     for output in outputs {
         match output.get("options") {
             Some(o) => validate_options(Some(o))?,

@@ -7,19 +7,18 @@
 //! check makes its own uniquely named data, so the suite can run against a shared store,
 //! repeatedly, and never depends on what else is in it.
 
-// Shared by several test binaries, each of which uses only part of it.
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::records::{
-    Fields, Filter, JobFields, Mapping, MediaKind, Record, RecordBackend, Records, RecordsError,
+    Filter, JobFields, Mapping, MediaKind, Record, RecordBackend, Records, RecordsError,
     VideoFields, VideoRecord, WebhookEventRecord,
 };
 use serde_json::{Value, json};
+
+use super::fields;
 
 pub type Backend = Arc<dyn RecordBackend>;
 
@@ -62,19 +61,12 @@ fn unique(label: &str) -> String {
     format!("contract-{label}-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn fields(v: Value) -> Fields {
-    match v {
-        Value::Object(map) => map,
-        other => panic!("test fields must be a JSON object, got {other}"),
-    }
-}
-
 fn url(s: &str) -> MediaUrl {
     MediaUrl::parse(s).expect("test URLs are valid")
 }
 
 /// The ids in a link field, as a set: Airtable promises no order.
-fn links(r: &Record, field: &str) -> BTreeSet<String> {
+pub fn links(r: &Record, field: &str) -> BTreeSet<String> {
     match r.fields.get(field) {
         None => BTreeSet::new(),
         Some(Value::Array(items)) => items
@@ -127,7 +119,7 @@ async fn new_job(b: &Backend, extra: Value) -> Record {
         .unwrap_or_else(|e| panic!("create in Jobs failed: {e}"))
 }
 
-async fn find_by(b: &Backend, table: &str, field: &str, value: &str) -> Vec<Record> {
+pub async fn find_by(b: &dyn RecordBackend, table: &str, field: &str, value: &str) -> Vec<Record> {
     b.find(
         table,
         &Filter::Equals {
@@ -344,7 +336,7 @@ pub async fn find_equals_matches_exactly_whatever_the_characters(b: &Backend) {
         ids.push(new_job(b, json!({"External Job ID": v})).await.id);
     }
     for (v, id) in values.iter().zip(&ids) {
-        let found = find_by(b, JOBS, "External Job ID", v).await;
+        let found = find_by(&**b, JOBS, "External Job ID", v).await;
         let found: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(
             found,
@@ -353,11 +345,11 @@ pub async fn find_equals_matches_exactly_whatever_the_characters(b: &Backend) {
         );
     }
     assert!(
-        find_by(b, JOBS, "Job ID", &values[2]).await.is_empty(),
+        find_by(&**b, JOBS, "Job ID", &values[2]).await.is_empty(),
         "find Equals must look only in the named field"
     );
     assert!(
-        find_by(b, VIDEOS, "Name", &values[0]).await.is_empty(),
+        find_by(&**b, VIDEOS, "Name", &values[0]).await.is_empty(),
         "find Equals must look only in the named table"
     );
 }
@@ -427,7 +419,7 @@ pub async fn upsert_creates_then_updates_one_record(b: &Backend) {
         "an upsert must leave the fields it does not name"
     );
     assert_eq!(second.fields.get("Status"), Some(&json!("processing")));
-    let all = find_by(b, JOBS, "Job ID", &key).await;
+    let all = find_by(&**b, JOBS, "Job ID", &key).await;
     assert_eq!(all.len(), 1, "two upserts of one key must leave one record");
     assert_eq!(
         all[0], second,
@@ -469,7 +461,7 @@ pub async fn concurrent_upserts_of_one_key_make_one_record(b: &Backend) {
         1,
         "concurrent upserts of one key must all land on one record"
     );
-    let all = find_by(b, JOBS, "Job ID", &key).await;
+    let all = find_by(&**b, JOBS, "Job ID", &key).await;
     assert_eq!(
         all.len(),
         1,
@@ -629,7 +621,7 @@ pub async fn link_to_a_missing_record_fails_and_writes_nothing(b: &Backend) {
         "a link to a record of the wrong table must fail permanently, got {result:?}"
     );
     assert!(
-        find_by(b, JOBS, "Job ID", &key).await.is_empty(),
+        find_by(&**b, JOBS, "Job ID", &key).await.is_empty(),
         "a failed create must leave no record behind"
     );
 }
@@ -917,7 +909,7 @@ pub async fn typed_webhook_event_is_recorded_once_per_event_id(b: &Backend) {
         second, first,
         "recording the same Event ID twice must update one record"
     );
-    let all = find_by(b, EVENTS, "Event ID", &event.event_id).await;
+    let all = find_by(&**b, EVENTS, "Event ID", &event.event_id).await;
     assert_eq!(
         all.len(),
         1,
@@ -1175,5 +1167,38 @@ pub async fn run_production(b: Backend) {
     assert!(
         !listed.contains(&first.id),
         "{listed:?} has the older record"
+    );
+}
+
+/// What Airtable refuses an upsert (422) and an update of an unknown record (404), the
+/// backend refuses too: an upsert without its merge value, one whose merge value matches two
+/// records (plain creates may make such twins), an update of a record that does not exist.
+pub async fn upsert_refusals(b: &dyn RecordBackend) {
+    let missing = b
+        .upsert(JOBS, "Job ID", fields(json!({"Status": "pending"})))
+        .await;
+    assert!(
+        matches!(missing, Err(RecordsError::Permanent { status: 422, .. })),
+        "an upsert without its merge value must be refused, got {missing:?}"
+    );
+    let twice = unique("twice");
+    for _ in 0..2 {
+        b.create(JOBS, fields(json!({"Job ID": twice})))
+            .await
+            .expect("plain creates may duplicate a value");
+    }
+    let ambiguous = b
+        .upsert(JOBS, "Job ID", fields(json!({"Job ID": twice})))
+        .await;
+    assert!(
+        matches!(ambiguous, Err(RecordsError::Permanent { status: 422, .. })),
+        "an upsert matching two records must be refused, got {ambiguous:?}"
+    );
+    let not_found = b
+        .update(JOBS, &unknown_id(), fields(json!({"Status": "failed"})))
+        .await;
+    assert!(
+        matches!(not_found, Err(RecordsError::NotFound(..))),
+        "updating an unknown record must be NotFound, got {not_found:?}"
     );
 }

@@ -39,12 +39,7 @@ impl WorldBuilder {
     pub async fn start(self) -> World {
         let nca = NcaDouble::start().await;
         let goapi = GoapiDouble::start().await;
-        let builder = self
-            .app
-            .env("NCA_API_URL", &nca.url())
-            .env("NCA_API_KEY", &nca.api_key())
-            .env("GOAPI_API_URL", &goapi.url())
-            .env("GOAPI_API_KEY", &goapi.api_key());
+        let builder = self.app.nca(&nca).goapi(&goapi);
         let mapping = Mapping::default();
         let backend = SqliteRecords::open(&builder.db_path(), &mapping).expect("records");
         let records = Records::new(Arc::new(backend), mapping);
@@ -180,9 +175,7 @@ impl World {
 
 /// A fixture with its task id and timestamp replaced.
 pub fn goapi_fixture(name: &str, task_id: &str, timestamp: i64) -> Value {
-    let path = format!("{}/tests/fixtures/goapi/{name}", env!("CARGO_MANIFEST_DIR"));
-    let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let mut v = super::fixture_json(&format!("goapi/{name}"));
     if v.get("data").is_some() {
         v["data"]["task_id"] = Value::from(task_id);
         v["timestamp"] = Value::from(timestamp);
