@@ -4,8 +4,8 @@
 //! failed. Deliveries can be duplicated, shuffled or lost, and are retried on non-2xx.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
@@ -129,19 +129,7 @@ struct Inner {
     deliveries: Vec<WebhookDelivery>,
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
-    in_flight: AtomicUsize,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panicking test thread must not hide the double's records from the others.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = super::serve::Shared<Inner>;
 
 pub struct GoapiDouble {
     shared: Arc<Shared>,
@@ -155,18 +143,11 @@ impl GoapiDouble {
     }
 
     pub async fn start_with(cfg: GoapiDoubleConfig) -> Self {
-        let state = |base| Shared {
-            inner: Mutex::new(Inner {
-                cfg,
-                ..Inner::default()
-            }),
-            in_flight: AtomicUsize::new(0),
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client"),
+        let inner = Inner {
+            cfg,
+            ..Inner::default()
         };
+        let state = |base| Shared::new(inner, base);
         let (shared, server) = serve("the GoAPI double", state, handle).await;
         Self {
             shared,

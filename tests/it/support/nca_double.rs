@@ -4,8 +4,8 @@
 //! submissions by `id`: tests count submissions per id to prove the caller does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -123,19 +123,7 @@ struct Inner {
     next_queue_id: u64,
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
-    in_flight: AtomicUsize,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panicking test thread must not hide the double's records from the others.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = super::serve::Shared<Inner>;
 
 pub struct NcaDouble {
     shared: Arc<Shared>,
@@ -149,19 +137,12 @@ impl NcaDouble {
     }
 
     pub async fn start_with(cfg: NcaDoubleConfig) -> Self {
-        let state = |base| Shared {
-            inner: Mutex::new(Inner {
-                cfg,
-                next_queue_id: 139_652_379_057_488,
-                ..Inner::default()
-            }),
-            in_flight: AtomicUsize::new(0),
-            base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client"),
+        let inner = Inner {
+            cfg,
+            next_queue_id: 139_652_379_057_488,
+            ..Inner::default()
         };
+        let state = |base| Shared::new(inner, base);
         let (shared, server) = serve("the NCA double", state, handle).await;
         Self {
             shared,

@@ -3,7 +3,9 @@
 //! to one handler over the double's shared state, and stops when its handle is dropped.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use warp::Filter;
 use warp::http::{HeaderMap, Method};
@@ -56,4 +58,32 @@ where
         );
     let task = tokio::spawn(warp::serve(route).incoming(listener).run());
     (shared, Server { addr, task })
+}
+
+/// A double's state: what it records behind one lock, the work it still has in flight (so a
+/// test can wait for it to be idle), its base URL, and the client it calls back with.
+pub struct Shared<I> {
+    pub inner: Mutex<I>,
+    pub in_flight: AtomicUsize,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl<I> Shared<I> {
+    pub fn new(inner: I, base: String) -> Self {
+        Self {
+            inner: Mutex::new(inner),
+            in_flight: AtomicUsize::new(0),
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, I> {
+        // A panicking test thread must not hide the double's records from the others.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
