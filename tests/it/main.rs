@@ -2,13 +2,12 @@
 //! here, and `support` (the app launcher, the GoAPI, NCA and Airtable doubles, the contract
 //! suites) is compiled once for all of them instead of once per file.
 //!
-//! One binary because linking is most of what building the tests costs: every test binary
-//! links the whole dependency tree (tokio, warp, reqwest, rusqlite, tokio-postgres), and 21
-//! of them, 13 compiling `support` again, cost more than all the tests take to run
-//! (BENCHMARKS.md, "Test build"). The pure tests (the machine's properties, its purity, the
-//! `states/` agreement, the parsers) live here too: kept apart they would save no build
-//! time, since the library they test is the bulk of what they compile, and a filter runs
-//! them alone: `cargo test --test it machine_`.
+//! One binary because every test binary links the whole dependency tree (tokio, warp,
+//! reqwest, rusqlite, tokio-postgres): 21 of them, 15 compiling `support` again, took three
+//! times the CPU of this one to build from clean (BENCHMARKS.md, "Test build (issue 15)").
+//! The pure tests (the machine's properties, its purity, the `states/` agreement, the
+//! parsers) live here too: a binary of their own would link the same dependencies once more,
+//! and a filter runs them alone: `cargo test --test it machine_`.
 //!
 //! Every test stays independent of the others in this one process: servers run as child
 //! processes with their own environment (`support::app`), doubles and ports are per test
