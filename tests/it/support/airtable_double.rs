@@ -557,6 +557,20 @@ struct ListParams {
     sort: Vec<(String, bool)>,
 }
 
+impl Default for ListParams {
+    /// What a list request without parameters asks for: Airtable's pages of 100.
+    fn default() -> Self {
+        Self {
+            formula: None,
+            page_size: 100,
+            offset: None,
+            max_records: None,
+            fields: None,
+            sort: Vec::new(),
+        }
+    }
+}
+
 impl State {
     fn new_id(&mut self, prefix: &str) -> String {
         let tail: String = (0..14)
@@ -1561,14 +1575,7 @@ fn write_count(body: &[u8]) -> usize {
 }
 
 fn list_params_from_query(query: &str) -> Result<ListParams, ApiError> {
-    let mut p = ListParams {
-        formula: None,
-        page_size: 100,
-        offset: None,
-        max_records: None,
-        fields: None,
-        sort: Vec::new(),
-    };
+    let mut p = ListParams::default();
     let mut sort: std::collections::BTreeMap<usize, (String, bool)> = Default::default();
     let bad = |k: &str| {
         err(
@@ -1618,14 +1625,7 @@ fn list_params_from_body(body: &Value) -> Result<ListParams, ApiError> {
             format!("Invalid request: parameter \"{k}\""),
         )
     };
-    let mut p = ListParams {
-        formula: None,
-        page_size: 100,
-        offset: None,
-        max_records: None,
-        fields: None,
-        sort: Vec::new(),
-    };
+    let mut p = ListParams::default();
     for (k, v) in o {
         match k.as_str() {
             "filterByFormula" => p.formula = Some(v.as_str().ok_or_else(|| bad(k))?.to_owned()),

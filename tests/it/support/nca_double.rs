@@ -618,27 +618,11 @@ fn status(s: &Shared, body: &[u8]) -> warp::reply::Response {
     };
     // Like NCA, the status request is itself a job: the envelope's job_id is a fresh one,
     // the asked job's id is inside `response`.
-    let envelope = |code: u16, response: Value, message: Value| {
-        json!({
-            "code": code,
-            "id": null,
-            "job_id": uuid::Uuid::new_v4().to_string(),
-            "response": response,
-            "message": message,
-            "pid": 6953,
-            "queue_id": 139_652_379_057_488_u64,
-            "run_time": 0.001,
-            "queue_time": 0,
-            "total_time": 0.001,
-            "queue_length": 0,
-            "build_number": 209,
-        })
-    };
     let job = s.lock().jobs.get(&asked).cloned();
     match job {
         None => json_reply(
             404,
-            &envelope(
+            &toolkit_envelope(
                 404,
                 Value::Null,
                 json!({ "error": "Job not found", "job_id": asked }),
@@ -652,7 +636,7 @@ fn status(s: &Shared, body: &[u8]) -> warp::reply::Response {
             };
             json_reply(
                 200,
-                &envelope(
+                &toolkit_envelope(
                     200,
                     json!({
                         "job_status": job_status,
@@ -695,19 +679,25 @@ fn list(s: &Shared, body: &[u8]) -> warp::reply::Response {
         .collect();
     json_reply(
         200,
-        &json!({
-            "code": 200,
-            "id": null,
-            "job_id": uuid::Uuid::new_v4().to_string(),
-            "response": response,
-            "message": "success",
-            "pid": 6953,
-            "queue_id": 139_652_379_057_488_u64,
-            "run_time": 0.001,
-            "queue_time": 0,
-            "total_time": 0.001,
-            "queue_length": 0,
-            "build_number": 209,
-        }),
+        &toolkit_envelope(200, json!(response), json!("success")),
     )
+}
+
+/// The envelope the toolkit's own endpoints (job status, recent jobs) answer in: each such
+/// request is itself a job, so `job_id` is a fresh one.
+fn toolkit_envelope(code: u16, response: Value, message: Value) -> Value {
+    json!({
+        "code": code,
+        "id": null,
+        "job_id": uuid::Uuid::new_v4().to_string(),
+        "response": response,
+        "message": message,
+        "pid": 6953,
+        "queue_id": 139_652_379_057_488_u64,
+        "run_time": 0.001,
+        "queue_time": 0,
+        "total_time": 0.001,
+        "queue_length": 0,
+        "build_number": 209,
+    })
 }
