@@ -24,7 +24,7 @@ use crate::domain::{JobType, RecordId};
 use crate::engine::Engine;
 use crate::machine::{Effect, Event, JobId, Outcome};
 use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
-use crate::store::{Lane, Lease, NewEntry, OutboxEntry, Payload, Source};
+use crate::store::{Lane, Lease, NewEntry, OutboxEntry, Payload, Source, claim_in_order};
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -103,9 +103,16 @@ pub async fn run(engine: Arc<Engine>) {
                         engine.wake_executor.notify_one();
                     });
                 };
-                engine
-                    .claim_in_order(Lane::Executor, &limit, items, spawn)
-                    .await;
+                let stopping = || engine.is_shutting_down();
+                claim_in_order(
+                    &*engine.store,
+                    stopping,
+                    Lane::Executor,
+                    &limit,
+                    items,
+                    spawn,
+                )
+                .await;
                 stuck = any_due && tasks.len() == before;
             }
             Err(e) => warn!(error = %e, "executor could not read the outbox"),

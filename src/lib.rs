@@ -2,6 +2,7 @@
 //! state machine. See ARCHITECTURE.md for the map and its invariants.
 
 pub mod clients;
+pub mod commands;
 pub mod configuration;
 pub mod creation;
 pub mod domain;

@@ -9,10 +9,15 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::commands::CommandOutcome;
 use crate::domain::RecordId;
-use crate::engine::{CommandOutcome, Engine, FirstContact};
+use crate::engine::Engine;
 use crate::machine::{Ctx, Effect, Event, Outcome, decide};
-use crate::store::{Commit, HistoryRow, InboxEntry, Lane, Lease, Payload};
+use crate::store::{Commit, HistoryRow, InboxEntry, Lane, Lease, Payload, claim_in_order};
+
+mod first_contact;
+
+use first_contact::{FirstContact, refresh_inputs, snapshot_from_records, snapshots_from_records};
 
 /// How long a video waits before its entry is tried again after a transient failure
 /// (reading the base), doubling up to the cap.
@@ -102,9 +107,16 @@ pub async fn run(engine: Arc<Engine>) {
                         engine.wake_worker.notify_one();
                     });
                 };
-                engine
-                    .claim_in_order(Lane::Worker, &limit, by_video, spawn)
-                    .await;
+                let stopping = || engine.is_shutting_down();
+                claim_in_order(
+                    &*engine.store,
+                    stopping,
+                    Lane::Worker,
+                    &limit,
+                    by_video,
+                    spawn,
+                )
+                .await;
             }
             Err(e) => warn!(error = %e, "worker could not read the inbox"),
         }
@@ -176,7 +188,7 @@ async fn prefetch(
         return HashMap::new();
     }
     let at = tokio::time::Instant::now();
-    match engine.snapshots_from_records(&unknown).await {
+    match snapshots_from_records(&engine.records, &unknown).await {
         Ok(found) => found
             .into_iter()
             .map(|(video, found)| (video, Prefetched { at, found }))
@@ -299,7 +311,9 @@ async fn process_entry(
                         format!("video {} is not in the Videos table", entry.video_id),
                     );
                     finish(engine, lease, entry, commit).await?;
-                    engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
+                    engine
+                        .commands
+                        .answer(entry.event_id, CommandOutcome::VideoNotFound);
                     return Ok(());
                 }
             },
@@ -307,7 +321,7 @@ async fn process_entry(
     // Commands read what others write on the video (source video, prompt) afresh, unless
     // it was just read; webhooks of jobs the engine started need no read at all.
     if matches!(event, Event::MusicRequested { .. } | Event::RetryRequested) && !first_contact {
-        engine.refresh_inputs(&mut snapshot).await?;
+        refresh_inputs(&engine.records, &mut snapshot).await?;
     }
 
     let ctx = Ctx {
@@ -367,7 +381,7 @@ async fn process_entry(
             };
             // The caller hears the answer only once it is stored.
             finish(engine, lease, entry, commit).await?;
-            engine.answer(entry.event_id, answer);
+            engine.commands.answer(entry.event_id, answer);
             Ok(())
         }
         Err(rejection) => {
@@ -379,7 +393,7 @@ async fn process_entry(
                 ..record_only(Outcome::Stale, rejection.to_string())
             };
             finish(engine, lease, entry, commit).await?;
-            engine.answer(
+            engine.commands.answer(
                 entry.event_id,
                 CommandOutcome::Rejected(rejection.to_string()),
             );
@@ -397,7 +411,7 @@ async fn first_contact(
 ) -> Result<Option<FirstContact>, crate::records::RecordsError> {
     match read.take().filter(|r| r.at.elapsed() < PREFETCH_FRESH) {
         Some(r) => Ok(r.found),
-        None => engine.snapshot_from_records(video).await,
+        None => snapshot_from_records(&engine.records, video).await,
     }
 }
 

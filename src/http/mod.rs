@@ -204,7 +204,7 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
         }
         ["sandbox", "videos"] if engine.settings.sandbox => {
             allow(&[Method::POST])?;
-            match engine.create_demo_video().await {
+            match crate::sandbox::create_demo_video(&engine.settings, &engine.records).await {
                 Ok(Some(video)) => Ok(json(
                     StatusCode::CREATED,
                     &serde_json::json!({"video_id": video, "status": "segments_combined",

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::machine::{Effect, Event, JobId, Snapshot};
 
-pub use lease::{Lane, Lease, LocalLeases};
+pub use lease::{Lane, Lease, LocalLeases, claim_in_order};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
