@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::JobId;
-use crate::store::{NewEntry, Payload, Source, StoreError};
+use crate::store::{EntryOutcome, EntryState, NewEntry, Payload, Source, StoreError};
 
 pub use music::Music;
 pub use replay::Replay;
@@ -138,19 +138,21 @@ async fn stored_answer(engine: &Engine, event_id: Uuid) -> CommandOutcome {
         let Ok(Some(entry)) = engine.store.entry(event_id).await else {
             continue;
         };
-        if entry.state != "done" {
+        if entry.state != EntryState::Done {
             continue;
         }
-        return match entry.outcome.as_deref() {
-            Some("rejected") => CommandOutcome::Rejected(entry.note.unwrap_or_default()),
-            Some("unmatched") => CommandOutcome::VideoNotFound,
+        return match entry.outcome {
+            Some(EntryOutcome::Rejected) => {
+                CommandOutcome::Rejected(entry.note.unwrap_or_default())
+            }
+            Some(EntryOutcome::Unmatched) => CommandOutcome::VideoNotFound,
             outcome => {
                 let status = match engine.store.snapshot(&entry.video_id).await {
                     Ok(Some(s)) => s.video.status.name().to_owned(),
                     _ => String::new(),
                 };
                 CommandOutcome::Done {
-                    outcome: outcome.unwrap_or_default().to_owned(),
+                    outcome: outcome.map(|o| o.to_string()).unwrap_or_default(),
                     status,
                     job: entry.job,
                 }

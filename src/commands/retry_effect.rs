@@ -4,7 +4,7 @@
 use super::CommandError;
 use crate::engine::Engine;
 use crate::machine::Effect;
-use crate::store::OutboxEntry;
+use crate::store::{EffectState, OutboxEntry};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryEffect {
@@ -18,11 +18,7 @@ impl RetryEffect {
             code: "not_replayable",
             message,
         };
-        if matches!(
-            failed.effect,
-            Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. }
-        ) {
-            // Its job already failed through the machine; a new attempt is a new job.
+        if !failed.effect.replayable() {
             return Err(conflict(format!(
                 "this effect started a job that has failed; redrive the stage with POST /videos/{}/retry",
                 failed.video_id
@@ -30,17 +26,13 @@ impl RetryEffect {
         }
         // A later write of the same record has been applied: replaying this older one would
         // put stale values back.
-        let same_record = |e: &Effect| match (&failed.effect, e) {
-            (Effect::UpdateVideo(_), Effect::UpdateVideo(_)) => true,
-            (
-                Effect::CreateJob { job: a, .. } | Effect::UpdateJob { job: a, .. },
-                Effect::CreateJob { job: b, .. } | Effect::UpdateJob { job: b, .. },
-            ) => a == b,
+        let same_record = |e: &Effect| match (failed.effect.target(), e.target()) {
+            (Some(a), Some(b)) => a.same_record(b),
             _ => false,
         };
         if effects
             .iter()
-            .any(|e| e.seq > failed.seq && e.state == "done" && same_record(&e.effect))
+            .any(|e| e.seq > failed.seq && e.state == EffectState::Done && same_record(&e.effect))
         {
             return Err(conflict(
                 "a later write of the same record has been applied since; nothing to replay".into(),
@@ -58,7 +50,7 @@ impl RetryEffect {
             .store
             .outbox_entry(id)
             .await?
-            .filter(|e| e.state == "failed")
+            .filter(|e| e.state == EffectState::Failed)
         else {
             return Err(not_found());
         };

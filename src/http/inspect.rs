@@ -12,7 +12,7 @@ use crate::commands::{self, CommandOutcome, Submitted};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{JobId, next_events};
-use crate::store::{EventQuery, InboxEntry, OutboxEntry};
+use crate::store::{EffectState, EntryOutcome, EventQuery, InboxEntry, OutboxEntry};
 
 fn record_id(id: &str) -> Result<RecordId, ApiError> {
     RecordId::parse(id).map_err(|_| {
@@ -82,7 +82,7 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
         let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);
         let attempts: u32 = effects
             .iter()
-            .filter(|e| effect_job(e) == Some(j.id))
+            .filter(|e| e.effect.job() == Some(j.id))
             .map(|e| e.attempts)
             .sum();
         let mut body = job_json(j, record.as_ref());
@@ -91,7 +91,7 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
     }
     let open: Vec<Value> = effects
         .iter()
-        .filter(|e| e.state != "done")
+        .filter(|e| e.state != EffectState::Done)
         .map(effect_json)
         .collect();
     Ok(json(
@@ -112,18 +112,6 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
     ))
 }
 
-fn effect_job(e: &OutboxEntry) -> Option<JobId> {
-    use crate::machine::Effect::*;
-    match &e.effect {
-        CreateJob { job, .. }
-        | UpdateJob { job, .. }
-        | CreateGoapiTask { job, .. }
-        | SubmitNcaMix { job, .. } => Some(*job),
-        RecordWebhookOutcome { job, .. } => *job,
-        UpdateVideo(_) => None,
-    }
-}
-
 pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let job = JobId(uuid(id, "invalid_job_id")?);
     let Some((video, record)) = engine.store.job_location(job).await? else {
@@ -138,7 +126,7 @@ pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
         .effects_of(&video)
         .await?
         .iter()
-        .filter(|e| effect_job(e) == Some(job))
+        .filter(|e| e.effect.job() == Some(job))
         .map(effect_json)
         .collect();
     let mut body = job_json(j, record.as_ref());
@@ -161,22 +149,23 @@ fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
     })
 }
 
-pub(super) const OUTCOMES: [&str; 7] = [
-    "applied",
-    "recorded",
-    "duplicate",
-    "stale",
-    "unmatched",
-    "rejected",
-    "failed",
-];
+/// What the event log can be filtered on: every outcome, and `failed` (events with an
+/// effect that failed for good).
+pub(super) fn outcomes() -> Vec<&'static str> {
+    use strum::IntoEnumIterator;
+    EntryOutcome::iter()
+        .map(|o| -> &'static str { o.into() })
+        .chain(["failed"])
+        .collect()
+}
 
 pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let outcome = req.param("outcome");
-    if let Some(o) = outcome.as_deref().filter(|o| !OUTCOMES.contains(o)) {
+    let outcomes = outcomes();
+    if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
         return Err(ApiError::bad_request(
             "invalid_outcome",
-            format!("outcome {o:?} is not one of {}", OUTCOMES.join(", ")),
+            format!("outcome {o:?} is not one of {}", outcomes.join(", ")),
         ));
     }
     let video = req.param("video_id").map(|v| record_id(&v)).transpose()?;
