@@ -27,6 +27,7 @@ use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
 use crate::store::{
     EffectState, Lane, Lease, NewEntry, OutboxEntry, Payload, Source, claim_in_order,
 };
+use crate::webhook::callback::CallbackEndpoint;
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -286,22 +287,6 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
     .await
 }
 
-/// A callback URL with its `token` parameter removed.
-fn without_token(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let kept: Vec<(String, String)> = u
-                .query_pairs()
-                .filter(|(k, _)| k != "token")
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            u.query_pairs_mut().clear().extend_pairs(kept);
-            u.to_string()
-        }
-        Err(_) => String::new(),
-    }
-}
-
 /// The job an effect starts at an external service (the calls that must not be repeated).
 fn external_job(effect: &Effect) -> Option<JobId> {
     match effect {
@@ -511,14 +496,13 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             Ok(None)
         }
         Effect::CreateJob { job, kind, status } => {
-            // The URL for people reading the base, without its token: whoever can read
-            // the base must not be able to forge a callback.
-            let webhook_url = match kind {
-                JobType::MusicAddition => Some(engine.signer.nca_url(video, &job.to_string())),
-                JobType::MusicGeneration => Some(engine.signer.goapi_url(video, &job.to_string())),
+            let endpoint = match kind {
+                JobType::MusicAddition => Some(CallbackEndpoint::Nca),
+                JobType::MusicGeneration => Some(CallbackEndpoint::Goapi),
                 JobType::Other(_) => None,
-            }
-            .map(|u| without_token(&u));
+            };
+            let webhook_url =
+                endpoint.map(|at| engine.signer.readable_url(at, video, &job.to_string()));
             let fields = JobFields {
                 job_id: job.to_string(),
                 job_type: Some(kind.clone()),

@@ -31,13 +31,6 @@ pub struct Request {
 }
 
 impl Request {
-    /// Query parameters; a repeated name keeps its first value.
-    pub fn params(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(self.query.as_bytes())
-            .into_owned()
-            .collect()
-    }
-
     pub fn param(&self, name: &str) -> Option<String> {
         url::form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == name)
