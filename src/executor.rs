@@ -13,24 +13,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rand::Rng;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::clients::ClientError;
 use crate::clients::goapi::CreateTask;
 use crate::clients::nca::MixRequest;
 use crate::domain::{JobType, RecordId};
 use crate::engine::Engine;
-use crate::machine::{Effect, Event, JobId, Outcome};
+use crate::machine::{Effect, Event, JobId, Outcome, Table};
 use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
-use crate::store::{Lane, Lease, NewEntry, OutboxEntry, Payload, Source};
+use crate::store::{
+    EffectState, Lane, Lease, NewEntry, OutboxEntry, Payload, Source, claim_in_order,
+};
+use crate::webhook::callback::CallbackEndpoint;
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// The shortest sleep of a pass that claimed nothing.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The longest wait before an effect's next attempt after a transient failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// How many effects run at once (Airtable's limiter, not this, bounds Airtable traffic).
 const CONCURRENCY: usize = 64;
@@ -103,9 +109,16 @@ pub async fn run(engine: Arc<Engine>) {
                         engine.wake_executor.notify_one();
                     });
                 };
-                engine
-                    .claim_in_order(Lane::Executor, &limit, items, spawn)
-                    .await;
+                let stopping = || engine.is_shutting_down();
+                claim_in_order(
+                    &*engine.store,
+                    stopping,
+                    Lane::Executor,
+                    &limit,
+                    items,
+                    spawn,
+                )
+                .await;
                 stuck = any_due && tasks.len() == before;
             }
             Err(e) => warn!(error = %e, "executor could not read the outbox"),
@@ -137,36 +150,28 @@ pub async fn run(engine: Arc<Engine>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// The Airtable table an effect writes, if it is a plain write.
-fn table_of(effect: &Effect) -> Option<(&'static str, Option<JobId>)> {
-    match effect {
-        Effect::CreateJob { job, .. } | Effect::UpdateJob { job, .. } => Some(("jobs", Some(*job))),
-        Effect::UpdateVideo(_) => Some(("videos", None)),
-        Effect::RecordWebhookOutcome { .. } => Some(("webhook_events", None)),
-        Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. } => None,
-    }
-}
-
 /// Runs the video's next effect, together with the writes right after it that go to the
 /// same table and touch other records: run concurrently, they share one Airtable request
 /// (the backend coalesces up to 10 records), while the video's order holds.
 async fn run_video(engine: &Engine, lease: &Lease, first: OutboxEntry) {
     let mut group = vec![first];
-    if let Some((table, job)) = table_of(&group[0].effect) {
+    if let Some(first) = group[0].effect.target() {
         let pending = engine
             .store
             .pending_effects_of(&group[0].video_id, 10)
             .await
             .unwrap_or_default();
-        let mut jobs: Vec<Option<JobId>> = vec![job];
+        let mut targets = vec![first];
         let after = group[0].seq;
         for e in pending.into_iter().filter(|e| e.seq > after) {
-            match table_of(&e.effect) {
+            match e.effect.target() {
                 // One write per record in a group: two writes of one record keep their order.
-                Some((t, j))
-                    if t == table && t != "videos" && (j.is_none() || !jobs.contains(&j)) =>
+                Some(t)
+                    if t.table() == first.table()
+                        && t.table() != Table::Videos
+                        && !targets.iter().any(|g| g.same_record(t)) =>
                 {
-                    jobs.push(j);
+                    targets.push(t);
                     group.push(e);
                 }
                 _ => break,
@@ -184,7 +189,7 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
         // The list this came from may be older than the previous run for this video:
         // only what the store says now counts.
         let e = match engine.store.outbox_entry(&listed.effect_id).await {
-            Ok(Some(e)) if e.state == "pending" => e,
+            Ok(Some(e)) if e.state == EffectState::Pending => e,
             Ok(_) => return,
             Err(err) => {
                 warn!(error = %err, "could not read the effect");
@@ -201,7 +206,7 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
                     warn!(error = %msg, "giving up on the call");
                     engine
                         .metrics
-                        .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "failed")]);
+                        .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
                     let entry = engine_entry(&e, "failed", Event::EffectFailed { job, error: msg.clone() });
                     match engine.store.effect_failed_with(&e.effect_id, &msg, Some(entry)).await {
                         Ok(()) => engine.wake_worker.notify_one(),
@@ -225,7 +230,7 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
         }
         // Airtable cannot be asked to check a lease: the write is made only while this
         // executor still holds the video, so a replica that lost it writes nothing stale.
-        if table_of(&e.effect).is_some() && !engine.store.holds(lease).await.unwrap_or(false) {
+        if e.effect.target().is_some() && !engine.store.holds(lease).await.unwrap_or(false) {
             info!("the video's lease is no longer this executor's; writing nothing");
             return;
         }
@@ -236,7 +241,7 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
             Ok(follow_up) => {
                 engine
                     .metrics
-                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "done")]);
+                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Done.as_ref())]);
                 let entry = follow_up.map(|event| engine_entry(&e, "done", event));
                 engine.store.effect_done_with(&e.effect_id, entry).await
             }
@@ -246,7 +251,7 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
                 engine.store.effect_ambiguous(&e.effect_id, &msg).await
             }
             Err(EffectError::Transient(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
-                let delay = backoff(engine.settings.effect_backoff, e.attempts);
+                let delay = Backoff::new(engine.settings.effect_backoff, MAX_BACKOFF).jittered(e.attempts);
                 engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
                 warn!(error = %msg, attempt = e.attempts + 1, retry_in_ms = delay.as_millis() as u64, "effect failed; will retry");
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -257,7 +262,7 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
             | Err(EffectError::Permanent(msg)) => {
                 engine
                     .metrics
-                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", "failed")]);
+                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
                 warn!(error = %msg, attempts = e.attempts + 1, "effect failed for good; recorded and replayable");
                 // A job that could not be started fails, with the reason in Error Details.
                 let entry = match &e.effect {
@@ -280,22 +285,6 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
     }
     .instrument(span)
     .await
-}
-
-/// A callback URL with its `token` parameter removed.
-fn without_token(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let kept: Vec<(String, String)> = u
-                .query_pairs()
-                .filter(|(k, _)| k != "token")
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            u.query_pairs_mut().clear().extend_pairs(kept);
-            u.to_string()
-        }
-        Err(_) => String::new(),
-    }
 }
 
 /// The job an effect starts at an external service (the calls that must not be repeated).
@@ -476,14 +465,6 @@ async fn prepare_external(
     Ok(Prepared::Go)
 }
 
-/// Exponential backoff with full jitter: uniform in [0, base·2^attempt], capped at 5 min.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let cap = Duration::from_secs(300);
-    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
-    let ms = ceiling.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(0..=ms.max(1)))
-}
-
 /// An event the engine feeds itself, named after the effect so that storing it twice
 /// (a retried commit) stores it once.
 fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntry {
@@ -515,14 +496,13 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             Ok(None)
         }
         Effect::CreateJob { job, kind, status } => {
-            // The URL for people reading the base, without its token: whoever can read
-            // the base must not be able to forge a callback.
-            let webhook_url = match kind {
-                JobType::MusicAddition => Some(engine.signer.nca_url(video, &job.to_string())),
-                JobType::MusicGeneration => Some(engine.signer.goapi_url(video, &job.to_string())),
+            let endpoint = match kind {
+                JobType::MusicAddition => Some(CallbackEndpoint::Nca),
+                JobType::MusicGeneration => Some(CallbackEndpoint::Goapi),
                 JobType::Other(_) => None,
-            }
-            .map(|u| without_token(&u));
+            };
+            let webhook_url =
+                endpoint.map(|at| engine.signer.readable_url(at, video, &job.to_string()));
             let fields = JobFields {
                 job_id: job.to_string(),
                 job_type: Some(kind.clone()),
@@ -850,7 +830,7 @@ mod tests {
                             voice: true,
                         },
                     )],
-                    outcome: "applied".into(),
+                    outcome: crate::store::EntryOutcome::Applied,
                     note: None,
                     job: Some(job),
                     job_records: Vec::new(),
@@ -921,7 +901,7 @@ mod tests {
                     snapshot: None,
                     history: None,
                     effects: Vec::new(),
-                    outcome: "recorded".into(),
+                    outcome: crate::store::EntryOutcome::Recorded,
                     note: None,
                     job: Some(job),
                     job_records: Vec::new(),
@@ -939,7 +919,7 @@ mod tests {
                     snapshot: None,
                     history: None,
                     effects: Vec::new(),
-                    outcome: "unmatched".into(),
+                    outcome: crate::store::EntryOutcome::Unmatched,
                     note: None,
                     job: None,
                     job_records: Vec::new(),
@@ -1011,7 +991,7 @@ mod tests {
                     snapshot: None,
                     history: None,
                     effects: vec![(effect_id.clone(), write)],
-                    outcome: "applied".into(),
+                    outcome: crate::store::EntryOutcome::Applied,
                     note: None,
                     job: None,
                     job_records: Vec::new(),
@@ -1047,8 +1027,8 @@ mod tests {
         run_one(&engine, &stale, listed).await;
         let after = store.outbox_entry(&effect_id).await.unwrap().unwrap();
         assert_eq!(
-            (after.state.as_str(), after.attempts),
-            ("pending", 0),
+            (after.state, after.attempts),
+            (EffectState::Pending, 0),
             "nothing written, nothing recorded: the effect is the new holder's"
         );
         drop((worker, stale, engine, lost, other));

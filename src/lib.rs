@@ -1,7 +1,9 @@
 //! reelstate: the music stage of an Airtable-driven video pipeline, as an explicit
 //! state machine. See ARCHITECTURE.md for the map and its invariants.
 
+pub mod backoff;
 pub mod clients;
+pub mod commands;
 pub mod configuration;
 pub mod creation;
 pub mod domain;

@@ -15,10 +15,44 @@ use uuid::Uuid;
 use warp::Filter;
 use warp::http::StatusCode;
 
+use crate::configuration::Settings;
+use crate::domain::{RecordId, VideoStatus};
+use crate::records::{Records, RecordsError};
+
 pub const SANDBOX_KEY: &str = "sandbox-key";
 
 /// How long each stand-in takes per step, so a person can watch the statuses change.
 const STEP: Duration = Duration::from_millis(1500);
+
+/// Sandbox only: a Videos record whose segments are combined, with a placeholder source
+/// video the sandbox serves. `None` outside the sandbox.
+pub async fn create_demo_video(
+    settings: &Settings,
+    records: &Records,
+) -> Result<Option<RecordId>, RecordsError> {
+    let (Some(stand_in), true) = (&settings.goapi, settings.sandbox) else {
+        return Ok(None);
+    };
+    let source = crate::domain::MediaUrl::parse(&format!(
+        "{}/media/demo_combined_{}.mp4",
+        stand_in.url,
+        Uuid::new_v4().simple()
+    ))
+    .map_err(|e| RecordsError::Permanent {
+        status: 0,
+        kind: "SANDBOX".into(),
+        message: e.to_string(),
+    })?;
+    let video = records
+        .create_video(&crate::records::VideoFields {
+            status: Some(VideoStatus::SegmentsCombined),
+            combined_segments_video: Some(source),
+            music_prompt: Some("gentle lo-fi piano for a product demo".into()),
+            ..Default::default()
+        })
+        .await?;
+    Ok(Some(video))
+}
 
 pub struct Sandbox {
     pub addr: SocketAddr,

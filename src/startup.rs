@@ -187,7 +187,7 @@ impl Application {
     /// that a first run shows the whole lifecycle.
     pub async fn start_demo(&self) -> Result<Option<crate::domain::RecordId>, StartupError> {
         let e = &self.engine;
-        let Some(video) = e.create_demo_video().await? else {
+        let Some(video) = crate::sandbox::create_demo_video(&e.settings, &e.records).await? else {
             return Ok(None);
         };
         e.enqueue(crate::store::NewEntry {

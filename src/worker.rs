@@ -9,15 +9,22 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::backoff::Backoff;
+use crate::commands::CommandOutcome;
 use crate::domain::RecordId;
-use crate::engine::{CommandOutcome, Engine, FirstContact};
+use crate::engine::Engine;
 use crate::machine::{Ctx, Effect, Event, Outcome, decide};
-use crate::store::{Commit, HistoryRow, InboxEntry, Lane, Lease, Payload};
+use crate::store::{
+    Commit, EntryOutcome, HistoryRow, InboxEntry, Lane, Lease, Payload, claim_in_order,
+};
+
+mod first_contact;
+
+use first_contact::{FirstContact, refresh_inputs, snapshot_from_records, snapshots_from_records};
 
 /// How long a video waits before its entry is tried again after a transient failure
-/// (reading the base), doubling up to the cap.
-const RETRY_BASE: Duration = Duration::from_millis(250);
-const RETRY_CAP: Duration = Duration::from_secs(60);
+/// (reading the base), doubling up to the cap: the policy's ceiling, without jitter.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(60));
 
 /// Entries read per scan of the inbox.
 const SCAN: u32 = 256;
@@ -90,8 +97,7 @@ pub async fn run(engine: Arc<Engine>) {
                         if let Ok(mut b) = backoff.lock() {
                             if failed {
                                 let n = b.get(&video).map_or(0, |(n, _)| n + 1);
-                                let delay =
-                                    RETRY_BASE.saturating_mul(1 << n.min(10)).min(RETRY_CAP);
+                                let delay = RETRY.ceiling(n);
                                 b.insert(video, (n, tokio::time::Instant::now() + delay));
                             } else {
                                 b.remove(&video);
@@ -102,9 +108,16 @@ pub async fn run(engine: Arc<Engine>) {
                         engine.wake_worker.notify_one();
                     });
                 };
-                engine
-                    .claim_in_order(Lane::Worker, &limit, by_video, spawn)
-                    .await;
+                let stopping = || engine.is_shutting_down();
+                claim_in_order(
+                    &*engine.store,
+                    stopping,
+                    Lane::Worker,
+                    &limit,
+                    by_video,
+                    spawn,
+                )
+                .await;
             }
             Err(e) => warn!(error = %e, "worker could not read the inbox"),
         }
@@ -176,7 +189,7 @@ async fn prefetch(
         return HashMap::new();
     }
     let at = tokio::time::Instant::now();
-    match engine.snapshots_from_records(&unknown).await {
+    match snapshots_from_records(&engine.records, &unknown).await {
         Ok(found) => found
             .into_iter()
             .map(|(video, found)| (video, Prefetched { at, found }))
@@ -264,7 +277,7 @@ async fn process_entry(
         } else {
             Vec::new()
         },
-        outcome: outcome.to_string(),
+        outcome: outcome.into(),
         note: Some(note),
         job: None,
         job_records: Vec::new(),
@@ -299,7 +312,9 @@ async fn process_entry(
                         format!("video {} is not in the Videos table", entry.video_id),
                     );
                     finish(engine, lease, entry, commit).await?;
-                    engine.answer(entry.event_id, CommandOutcome::VideoNotFound);
+                    engine
+                        .commands
+                        .answer(entry.event_id, CommandOutcome::VideoNotFound);
                     return Ok(());
                 }
             },
@@ -307,7 +322,7 @@ async fn process_entry(
     // Commands read what others write on the video (source video, prompt) afresh, unless
     // it was just read; webhooks of jobs the engine started need no read at all.
     if matches!(event, Event::MusicRequested { .. } | Event::RetryRequested) && !first_contact {
-        engine.refresh_inputs(&mut snapshot).await?;
+        refresh_inputs(&engine.records, &mut snapshot).await?;
     }
 
     let ctx = Ctx {
@@ -354,12 +369,12 @@ async fn process_entry(
                     event: event.label().to_owned(),
                     from: before,
                     to: after,
-                    outcome: d.outcome.to_string(),
+                    outcome: d.outcome.into(),
                     at: now,
                 }),
                 snapshot: Some(d.next),
                 effects,
-                outcome: d.outcome.to_string(),
+                outcome: d.outcome.into(),
                 note: d.note,
                 job: d.job,
                 job_records,
@@ -367,7 +382,7 @@ async fn process_entry(
             };
             // The caller hears the answer only once it is stored.
             finish(engine, lease, entry, commit).await?;
-            engine.answer(entry.event_id, answer);
+            engine.commands.answer(entry.event_id, answer);
             Ok(())
         }
         Err(rejection) => {
@@ -375,11 +390,11 @@ async fn process_entry(
             let commit = Commit {
                 // A video just read from the base is remembered even when refused.
                 snapshot: first_contact.then_some(snapshot),
-                outcome: "rejected".into(),
+                outcome: EntryOutcome::Rejected,
                 ..record_only(Outcome::Stale, rejection.to_string())
             };
             finish(engine, lease, entry, commit).await?;
-            engine.answer(
+            engine.commands.answer(
                 entry.event_id,
                 CommandOutcome::Rejected(rejection.to_string()),
             );
@@ -397,7 +412,7 @@ async fn first_contact(
 ) -> Result<Option<FirstContact>, crate::records::RecordsError> {
     match read.take().filter(|r| r.at.elapsed() < PREFETCH_FRESH) {
         Some(r) => Ok(r.found),
-        None => engine.snapshot_from_records(video).await,
+        None => snapshot_from_records(&engine.records, video).await,
     }
 }
 
@@ -416,13 +431,16 @@ async fn finish(
     entry: &InboxEntry,
     commit: Commit,
 ) -> Result<(), ProcessError> {
-    let outcome = commit.outcome.clone();
+    let outcome = commit.outcome;
     let has_effects = !commit.effects.is_empty();
     engine.store.commit(commit, lease).await?;
     if entry.source.is_webhook() {
         engine.metrics.inc(
             "reelstate_events_processed_total",
-            &[("source", &entry.source.to_string()), ("outcome", &outcome)],
+            &[
+                ("source", &entry.source.to_string()),
+                ("outcome", outcome.as_ref()),
+            ],
         );
         let waited = Utc::now() - entry.received_at;
         engine

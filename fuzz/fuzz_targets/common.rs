@@ -74,8 +74,8 @@ pub fn check_goapi(w: &GoapiWebhook) {
         assert!(!label.is_empty() && label.len() <= MAX_LABEL_BYTES);
     }
     // The dedupe key reaches the store and logs.
-    let key = w.event_id();
-    assert!(no_control(&key), "event id {key:?}");
+    let key = w.dedupe_key(None, b"{}");
+    assert!(no_control(&key), "dedupe key {key:?}");
     assert!(key.len() <= 64 + MAX_LABEL_BYTES + reelstate::webhook::goapi::MAX_TASK_ID_BYTES);
     check_task_update(&w.update);
     check_inbox_round_trip(Event::GoapiTaskUpdate(w.update.clone()));

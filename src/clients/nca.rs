@@ -47,7 +47,6 @@ pub struct MixRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NcaAccepted {
     pub job_id: String,
-    pub id: Option<String>,
     /// `Some(final envelope)` when NCA answered 200, i.e. ran the job synchronously
     /// (it does so only when it ignored `webhook_url`): then NO callback will come, and the
     /// caller should treat this envelope as the callback payload. `None` for a queued 202.
@@ -164,20 +163,12 @@ impl NcaClient {
                         )
                     })?
                     .to_owned();
-                let id = body
-                    .and_then(|b| b.get("id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
                 let finished = if reply.status == 200 {
                     reply.json.clone()
                 } else {
                     None
                 };
-                Ok(NcaAccepted {
-                    job_id,
-                    id,
-                    finished,
-                })
+                Ok(NcaAccepted { job_id, finished })
             }
             401 => Err(ClientError::permanent(
                 Some(401),

@@ -66,3 +66,15 @@ impl From<crate::store::StoreError> for ApiError {
         ApiError::unavailable("the store is unavailable; try again")
     }
 }
+
+impl From<crate::commands::CommandError> for ApiError {
+    fn from(e: crate::commands::CommandError) -> Self {
+        use crate::commands::CommandError::*;
+        match e {
+            Invalid { code, message } => ApiError::bad_request(code, message),
+            NotFound(message) => ApiError::not_found(message),
+            Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            Store(e) => e.into(),
+        }
+    }
+}

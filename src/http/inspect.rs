@@ -8,10 +8,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{ApiError, Request, json};
+use crate::commands::{self, CommandOutcome, Submitted};
 use crate::domain::RecordId;
-use crate::engine::{CommandOutcome, Engine};
-use crate::machine::{Event, JobId, next_events};
-use crate::store::{EventQuery, InboxEntry, OutboxEntry};
+use crate::engine::Engine;
+use crate::machine::{JobId, next_events};
+use crate::store::{EffectState, EntryOutcome, EventQuery, InboxEntry, OutboxEntry};
 
 fn record_id(id: &str) -> Result<RecordId, ApiError> {
     RecordId::parse(id).map_err(|_| {
@@ -81,7 +82,7 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
         let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);
         let attempts: u32 = effects
             .iter()
-            .filter(|e| effect_job(e) == Some(j.id))
+            .filter(|e| e.effect.job() == Some(j.id))
             .map(|e| e.attempts)
             .sum();
         let mut body = job_json(j, record.as_ref());
@@ -90,7 +91,7 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
     }
     let open: Vec<Value> = effects
         .iter()
-        .filter(|e| e.state != "done")
+        .filter(|e| e.state != EffectState::Done)
         .map(effect_json)
         .collect();
     Ok(json(
@@ -111,18 +112,6 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
     ))
 }
 
-fn effect_job(e: &OutboxEntry) -> Option<JobId> {
-    use crate::machine::Effect::*;
-    match &e.effect {
-        CreateJob { job, .. }
-        | UpdateJob { job, .. }
-        | CreateGoapiTask { job, .. }
-        | SubmitNcaMix { job, .. } => Some(*job),
-        RecordWebhookOutcome { job, .. } => *job,
-        UpdateVideo(_) => None,
-    }
-}
-
 pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let job = JobId(uuid(id, "invalid_job_id")?);
     let Some((video, record)) = engine.store.job_location(job).await? else {
@@ -137,7 +126,7 @@ pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
         .effects_of(&video)
         .await?
         .iter()
-        .filter(|e| effect_job(e) == Some(job))
+        .filter(|e| e.effect.job() == Some(job))
         .map(effect_json)
         .collect();
     let mut body = job_json(j, record.as_ref());
@@ -160,22 +149,23 @@ fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
     })
 }
 
-pub(super) const OUTCOMES: [&str; 7] = [
-    "applied",
-    "recorded",
-    "duplicate",
-    "stale",
-    "unmatched",
-    "rejected",
-    "failed",
-];
+/// What the event log can be filtered on: every outcome, and `failed` (events with an
+/// effect that failed for good).
+pub(super) fn outcomes() -> Vec<&'static str> {
+    use strum::IntoEnumIterator;
+    EntryOutcome::iter()
+        .map(|o| -> &'static str { o.into() })
+        .chain(["failed"])
+        .collect()
+}
 
 pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let outcome = req.param("outcome");
-    if let Some(o) = outcome.as_deref().filter(|o| !OUTCOMES.contains(o)) {
+    let outcomes = outcomes();
+    if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
         return Err(ApiError::bad_request(
             "invalid_outcome",
-            format!("outcome {o:?} is not one of {}", OUTCOMES.join(", ")),
+            format!("outcome {o:?} is not one of {}", outcomes.join(", ")),
         ));
     }
     let video = req.param("video_id").map(|v| record_id(&v)).transpose()?;
@@ -223,122 +213,31 @@ pub async fn event(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
     Ok(json(StatusCode::OK, &body))
 }
 
-/// Runs a stored webhook through the machine again, as a new entry. Safe: the machine
-/// sees a duplicate for what was already applied.
 pub async fn replay(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let id = uuid(id, "invalid_event_id")?;
-    let Some(e) = engine.store.entry(id).await? else {
-        return Err(ApiError::not_found(format!("no event {id}")));
-    };
-    let crate::store::Payload::Event { event } = e.payload.clone() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_replayable",
-            "only events that went through the machine can be replayed",
-        ));
-    };
-    let (event_id, answer) = engine
-        .command(
-            e.video_id.clone(),
-            event,
-            &format!("/events/{id}/replay"),
-            e.raw_body.clone(),
-        )
-        .await?;
-    Ok(command_reply(event_id, answer))
+    let submitted = commands::Replay::apply_to(engine, id).await?;
+    Ok(command_reply(submitted))
 }
 
 pub async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
-    use crate::machine::Effect;
-    let Some(failed) = engine
-        .store
-        .outbox_entry(id)
-        .await?
-        .filter(|e| e.state == "failed")
-    else {
-        return Err(ApiError::not_found(format!("no failed effect {id}")));
-    };
-    let conflict = |message: String| ApiError::new(StatusCode::CONFLICT, "not_replayable", message);
-    if matches!(
-        failed.effect,
-        Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. }
-    ) {
-        // Its job already failed through the machine; a new attempt is a new job.
-        return Err(conflict(format!(
-            "this effect started a job that has failed; redrive the stage with POST /videos/{}/retry",
-            failed.video_id
-        )));
-    }
-    // A later write of the same record has been applied: replaying this older one would
-    // put stale values back.
-    let later = engine.store.effects_of(&failed.video_id).await?;
-    let same_record = |e: &Effect| match (&failed.effect, e) {
-        (Effect::UpdateVideo(_), Effect::UpdateVideo(_)) => true,
-        (
-            Effect::CreateJob { job: a, .. } | Effect::UpdateJob { job: a, .. },
-            Effect::CreateJob { job: b, .. } | Effect::UpdateJob { job: b, .. },
-        ) => a == b,
-        _ => false,
-    };
-    if later
-        .iter()
-        .any(|e| e.seq > failed.seq && e.state == "done" && same_record(&e.effect))
-    {
-        return Err(conflict(
-            "a later write of the same record has been applied since; nothing to replay".into(),
-        ));
-    }
-    if engine.store.requeue_effect(id).await? {
-        engine.wake_executor.notify_one();
-        Ok(json(
-            StatusCode::ACCEPTED,
-            &json!({"status": "requeued", "effect_id": id}),
-        ))
-    } else {
-        Err(ApiError::not_found(format!("no failed effect {id}")))
-    }
+    let requeued = commands::RetryEffect::apply_to(engine, id).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({"status": "requeued", "effect_id": requeued.effect_id}),
+    ))
 }
 
 pub async fn music(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
-    let video = record_id(id)?;
-    let prompt = if req.body.is_empty() {
-        None
-    } else {
-        let v: Value = serde_json::from_slice(&req.body)
-            .map_err(|_| ApiError::bad_request("invalid_json", "body must be JSON"))?;
-        match v.get("prompt") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.len() <= 2000 => Some(s.clone()),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_prompt",
-                    "prompt must be a string of at most 2000 characters",
-                ));
-            }
-        }
-    };
-    let body = String::from_utf8_lossy(&req.body).into_owned();
-    let (event_id, answer) = engine
-        .command(
-            video,
-            Event::MusicRequested { prompt },
-            "/videos/music",
-            body,
-        )
-        .await?;
-    Ok(command_reply(event_id, answer))
+    let command = commands::Music::parse(record_id(id)?, &req.body)?;
+    Ok(command_reply(command.apply(engine).await?))
 }
 
 pub async fn retry(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
-    let video = record_id(id)?;
-    let body = String::from_utf8_lossy(&req.body).into_owned();
-    let (event_id, answer) = engine
-        .command(video, Event::RetryRequested, "/videos/retry", body)
-        .await?;
-    Ok(command_reply(event_id, answer))
+    let command = commands::Retry::parse(record_id(id)?, &req.body)?;
+    Ok(command_reply(command.apply(engine).await?))
 }
 
-fn command_reply(event_id: Uuid, answer: Option<CommandOutcome>) -> Response {
+fn command_reply(Submitted { event_id, answer }: Submitted) -> Response {
     match answer {
         Some(CommandOutcome::Done {
             outcome,

@@ -31,13 +31,6 @@ pub struct Request {
 }
 
 impl Request {
-    /// Query parameters; a repeated name keeps its first value.
-    pub fn params(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(self.query.as_bytes())
-            .into_owned()
-            .collect()
-    }
-
     pub fn param(&self, name: &str) -> Option<String> {
         url::form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == name)
@@ -204,7 +197,7 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
         }
         ["sandbox", "videos"] if engine.settings.sandbox => {
             allow(&[Method::POST])?;
-            match engine.create_demo_video().await {
+            match crate::sandbox::create_demo_video(&engine.settings, &engine.records).await {
                 Ok(Some(video)) => Ok(json(
                     StatusCode::CREATED,
                     &serde_json::json!({"video_id": video, "status": "segments_combined",

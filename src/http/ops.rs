@@ -18,12 +18,18 @@ pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
-    let airtable = match engine.schema_problems().await {
+    let airtable = match &engine.airtable {
         None => json!({"configured": false}),
-        Some(Ok(problems)) => {
-            json!({"configured": true, "ok": problems.is_empty(), "problems": problems})
-        }
-        Some(Err(e)) => json!({"configured": true, "ok": false, "error": e}),
+        Some(airtable) => match engine
+            .schema
+            .problems(airtable, engine.records.mapping())
+            .await
+        {
+            Ok(problems) => {
+                json!({"configured": true, "ok": problems.is_empty(), "problems": problems})
+            }
+            Err(e) => json!({"configured": true, "ok": false, "error": e}),
+        },
     };
     let ok = store["ok"] == json!(true) && airtable["ok"] != json!(false);
     let status = if ok {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use uuid::Uuid;
 use warp::http::StatusCode;
@@ -19,7 +18,7 @@ use crate::store::{Accepted, NewEntry, Payload, Source};
 use crate::webhook::auth::verify_shared_secret;
 use crate::webhook::callback::{CallbackEndpoint, CallbackParams};
 use crate::webhook::goapi::parse_goapi;
-use crate::webhook::nca::parse_nca;
+use crate::webhook::nca::{self, parse_nca};
 
 /// Headers worth keeping with a stored webhook (never the secret itself).
 const KEPT_HEADERS: [&str; 5] = [
@@ -74,13 +73,6 @@ fn video_param(req: &Request, names: &[&str]) -> Result<RecordId, ApiError> {
 fn body_text(req: &Request) -> Result<String, ApiError> {
     String::from_utf8(req.body.to_vec())
         .map_err(|_| ApiError::bad_request("invalid_json", "body is not UTF-8 JSON"))
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// GoAPI's own secret header, or a relay's Standard Webhooks signature. With neither
@@ -180,15 +172,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
         // GoAPI's secret like the rest of the call).
         hook.update.named_job = named_job(req, signed)?
             .or_else(|| pipeline_job.as_ref().map(JobId::for_record));
-        let dedupe_key = match (req.header("webhook-id"), hook.timestamp) {
-            (Some(id), _) => format!("goapi:webhook-id:{id}"),
-            (None, Some(ts)) => format!(
-                "goapi:{}:{}:{ts}",
-                hook.task_id,
-                hook.update.status
-            ),
-            (None, None) => format!("goapi:body:{}", sha256_hex(&req.body)),
-        };
+        let dedupe_key = hook.dedupe_key(req.header("webhook-id"), &req.body);
         let payload = if hook.is_music {
             Payload::Event {
                 event: Event::GoapiTaskUpdate(hook.update.clone()),
@@ -260,9 +244,7 @@ pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiErr
             video_id: video.clone(),
             source,
             endpoint: "/webhooks/nca-toolkit".into(),
-            // Scoped to the video: two videos' id-less failure callbacks can be byte for
-            // byte the same (same ffmpeg error), and neither is a repeat of the other.
-            dedupe_key: Some(format!("nca:body:{video}:{}", sha256_hex(&req.body))),
+            dedupe_key: Some(nca::dedupe_key(&video, &req.body)),
             raw_body: text,
             headers: kept_headers(req),
             received_at: Utc::now(),

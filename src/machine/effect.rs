@@ -51,6 +51,81 @@ impl Effect {
             Effect::RecordWebhookOutcome { .. } => "record_webhook_outcome",
         }
     }
+
+    /// The job the effect concerns, if any.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Effect::CreateJob { job, .. }
+            | Effect::UpdateJob { job, .. }
+            | Effect::CreateGoapiTask { job, .. }
+            | Effect::SubmitNcaMix { job, .. } => Some(*job),
+            Effect::RecordWebhookOutcome { job, .. } => *job,
+            Effect::UpdateVideo(_) => None,
+        }
+    }
+
+    /// The table, and the record where the effect itself knows it, that this effect
+    /// writes; `None` for a call to an external service.
+    pub fn target(&self) -> Option<Target> {
+        match self {
+            Effect::UpdateVideo(_) => Some(Target::Video),
+            Effect::CreateJob { job, .. } | Effect::UpdateJob { job, .. } => {
+                Some(Target::Job(*job))
+            }
+            Effect::RecordWebhookOutcome { .. } => Some(Target::WebhookEvent),
+            Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. } => None,
+        }
+    }
+
+    /// Whether an operator may run this effect again once it failed for good. A call
+    /// that started a job is not: its job already failed through the machine, and a new
+    /// attempt is a new job (a retry of the video's stage).
+    pub fn replayable(&self) -> bool {
+        !matches!(
+            self,
+            Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. }
+        )
+    }
+}
+
+/// A table an effect writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Videos,
+    Jobs,
+    WebhookEvents,
+}
+
+/// What a write effect changes (see [`Effect::target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The video's Videos record.
+    Video,
+    /// A job's Jobs record.
+    Job(JobId),
+    /// The Webhook Events record of the event the effect was decided for: each event
+    /// has its own, written once.
+    WebhookEvent,
+}
+
+impl Target {
+    pub fn table(self) -> Table {
+        match self {
+            Target::Video => Table::Videos,
+            Target::Job(_) => Table::Jobs,
+            Target::WebhookEvent => Table::WebhookEvents,
+        }
+    }
+
+    /// Whether two effects with these targets write the same record. Two Webhook Events
+    /// writes never do: they close two events' records.
+    pub fn same_record(self, other: Target) -> bool {
+        match (self, other) {
+            (Target::Video, Target::Video) => true,
+            (Target::Job(a), Target::Job(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Fields of a Videos record to write; `None` leaves a field as it is.

@@ -16,7 +16,7 @@ pub use catalogue::{
     job_rows, mermaid,
 };
 pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide, mix_found_no_audio_track};
-pub use effect::{Effect, JobPatch, VideoPatch};
+pub use effect::{Effect, JobPatch, Table, Target, VideoPatch};
 pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
 pub use next::next_events;
 pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};

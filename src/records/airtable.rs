@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::budget::{LocalBudget, RequestBudget, Slot};
 use super::{Fields, Filter, Record, RecordBackend, RecordsError};
+use crate::backoff::Backoff;
 use crate::domain::RecordId;
 
 /// Airtable accepts at most this many records per create/update request.
@@ -482,7 +483,8 @@ impl Shared {
             bump(&self.counters.retries, 1);
             tracing::debug!(attempt, %reason, "retrying Airtable request");
             if !lockout {
-                tokio::time::sleep(full_jitter(self.cfg.backoff_base, attempt)).await;
+                let backoff = Backoff::new(self.cfg.backoff_base, MAX_BACKOFF);
+                tokio::time::sleep(backoff.jittered(attempt.saturating_sub(1))).await;
             }
         }
     }
@@ -613,15 +615,6 @@ fn not_found(e: RecordsError, kind: &OpKind, table: &str) -> RecordsError {
         }
         _ => e,
     }
-}
-
-/// A random sleep between zero and `base * 2^(attempt-1)` (capped): "full jitter", so that
-/// clients that failed together do not retry together.
-fn full_jitter(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let ceiling = exp.min(MAX_BACKOFF);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::random_range(0..=millis))
 }
 
 /// Airtable's error bodies: `{"error":{"type","message"}}`, the bare `{"error":"NOT_FOUND"}`,
@@ -896,18 +889,6 @@ mod tests {
         assert_eq!(take_batch(&mut q).len(), 10);
         assert_eq!(take_batch(&mut q).len(), 10);
         assert_eq!(take_batch(&mut q).len(), 5);
-    }
-
-    #[test]
-    fn jitter_stays_under_the_exponential_ceiling() {
-        let base = Duration::from_millis(100);
-        for attempt in 1..8 {
-            for _ in 0..50 {
-                let d = full_jitter(base, attempt);
-                assert!(d <= base * 2u32.pow(attempt - 1));
-            }
-        }
-        assert!(full_jitter(base, 40) <= MAX_BACKOFF);
     }
 
     #[test]

@@ -561,6 +561,35 @@ pub async fn check_schema(
     Ok(problems(&meta, mapping))
 }
 
+/// The problems found in the base's schema (empty: all good), or why it could not be read.
+pub type SchemaCheck = Result<Vec<String>, String>;
+
+/// The last schema check, so that a readiness probe does not spend the rate limit.
+#[derive(Default)]
+pub struct SchemaCache(tokio::sync::Mutex<Option<(std::time::Instant, SchemaCheck)>>);
+
+impl SchemaCache {
+    /// The base's schema problems (empty: all good), checked at most once a minute.
+    pub async fn problems(&self, airtable: &AirtableBackend, mapping: &Mapping) -> SchemaCheck {
+        let mut cached = self.0.lock().await;
+        if let Some((_, result)) = cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return result.clone();
+        }
+        let result = match airtable.meta_tables().await {
+            Ok(meta) => Ok(problems(&meta, mapping)
+                .iter()
+                .map(ToString::to_string)
+                .collect()),
+            Err(e) => Err(e.to_string()),
+        };
+        *cached = Some((std::time::Instant::now(), result.clone()));
+        result
+    }
+}
+
 /// Compares a meta tables response with what the mapping needs.
 pub fn problems(meta: &Value, mapping: &Mapping) -> Vec<SchemaProblem> {
     let tables: &[Value] = meta

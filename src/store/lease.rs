@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::RecordId;
 
+use super::Store;
+
 /// Whose work a lease covers: the worker's (inbox entries) or the executor's (effects). A
 /// video can be in both lanes at once: deciding and executing are ordered by the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::AsRefStr)]
@@ -98,6 +100,56 @@ impl LocalLeases {
                 })
             })
             .collect()
+    }
+}
+
+/// Claims `items`' videos on `lane`, in order (until `stopping`), as many at a time as
+/// `slots` has free, waiting for a free slot when there is none; hands each claimed
+/// video's item, lease and slot to `start`. A lease is never held while waiting for a slot: that would be
+/// work other replicas could be doing (and would wait for if this one died). Videos
+/// claimed elsewhere are skipped.
+pub async fn claim_in_order<T>(
+    store: &dyn Store,
+    stopping: impl Fn() -> bool,
+    lane: Lane,
+    slots: &Arc<tokio::sync::Semaphore>,
+    items: Vec<(RecordId, T)>,
+    mut start: impl FnMut(Lease, tokio::sync::OwnedSemaphorePermit, T),
+) {
+    let mut queue = items.into_iter();
+    while queue.len() > 0 && !stopping() {
+        let Ok(first) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        while permits.len() < queue.len() {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut chunk: Vec<(RecordId, Option<T>)> = queue
+            .by_ref()
+            .take(permits.len())
+            .map(|(v, t)| (v, Some(t)))
+            .collect();
+        let videos = chunk.iter().map(|(v, _)| v.clone()).collect();
+        let leases = match store.claim(lane, videos).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, lane = %lane, "could not claim videos");
+                return;
+            }
+        };
+        for lease in leases {
+            let item = chunk
+                .iter_mut()
+                .find(|(v, _)| v == lease.video())
+                .and_then(|(_, t)| t.take());
+            if let (Some(item), Some(permit)) = (item, permits.pop()) {
+                start(lease, permit, item);
+            }
+        }
     }
 }
 

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::RecordId;
-use crate::machine::{Effect, Event, JobId, Snapshot};
+use crate::machine::{Effect, Event, JobId, Outcome, Snapshot};
 
-pub use lease::{Lane, Lease, LocalLeases};
+pub use lease::{Lane, Lease, LocalLeases, claim_in_order};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
@@ -134,8 +134,8 @@ pub struct InboxEntry {
     pub raw_body: String,
     pub received_at: DateTime<Utc>,
     pub payload: Payload,
-    pub state: String,
-    pub outcome: Option<String>,
+    pub state: EntryState,
+    pub outcome: Option<EntryOutcome>,
     pub note: Option<String>,
     pub job: Option<JobId>,
 }
@@ -148,7 +148,7 @@ pub struct OutboxEntry {
     pub video_id: RecordId,
     pub event_id: Uuid,
     pub effect: Effect,
-    pub state: String,
+    pub state: EffectState,
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
@@ -162,7 +162,7 @@ pub struct HistoryRow {
     pub event: String,
     pub from: String,
     pub to: String,
-    pub outcome: String,
+    pub outcome: EntryOutcome,
     pub at: DateTime<Utc>,
 }
 
@@ -175,8 +175,7 @@ pub struct Commit {
     pub snapshot: Option<Snapshot>,
     pub history: Option<HistoryRow>,
     pub effects: Vec<(String, Effect)>,
-    /// An [`Outcome`], or `rejected` for a command the machine refused.
-    pub outcome: String,
+    pub outcome: EntryOutcome,
     pub note: Option<String>,
     pub job: Option<JobId>,
     /// Record ids of jobs read from the base (jobs other parts of the pipeline created).
@@ -184,19 +183,88 @@ pub struct Commit {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an effect is. strum gives each state its SQL (and JSON) spelling.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    strum::Display,
+    strum::EnumString,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum EffectState {
+    /// To run, or running.
     Pending,
     Done,
+    /// Failed for good; an operator may requeue it.
     Failed,
+    /// Could not be read; set aside.
+    Quarantined,
 }
 
-impl EffectState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EffectState::Pending => "pending",
-            EffectState::Done => "done",
-            EffectState::Failed => "failed",
+/// Where an inbox entry is.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    strum::Display,
+    strum::EnumString,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    /// Waiting for the worker.
+    Pending,
+    Done,
+    /// Could not be read; set aside.
+    Quarantined,
+}
+
+/// What processing an entry came to: the machine's [`Outcome`], or `rejected` for a
+/// command the machine refused.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    strum::Display,
+    strum::EnumString,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum EntryOutcome {
+    Applied,
+    Recorded,
+    Duplicate,
+    Stale,
+    Unmatched,
+    Rejected,
+}
+
+impl From<Outcome> for EntryOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Applied => EntryOutcome::Applied,
+            Outcome::Recorded => EntryOutcome::Recorded,
+            Outcome::Duplicate => EntryOutcome::Duplicate,
+            Outcome::Stale => EntryOutcome::Stale,
+            Outcome::Unmatched => EntryOutcome::Unmatched,
         }
     }
 }

@@ -18,8 +18,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, Lane, Lease, NewEntry,
-    OutboxEntry, Payload, Pruned, Quarantined, Source, Store, StoreError, split_readable,
+    Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
+    Lease, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, Source, Store, StoreError,
+    split_readable,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -135,7 +136,7 @@ impl PgStore {
     async fn finish_effect(
         &self,
         effect_id: &str,
-        state: &'static str,
+        state: EffectState,
         error: Option<String>,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError> {
@@ -146,7 +147,7 @@ impl PgStore {
             "UPDATE outbox SET state = $2, attempts = attempts + 1, last_error = $3,
                     updated_at = now(), started_at = NULL
              WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &state, &error],
+            &[&effect_id, &state.as_ref(), &error],
         )
         .await?;
         // A late result of an effect already finished (by another replica, or by the
@@ -278,8 +279,11 @@ fn entry_row(r: &Row) -> Result<InboxEntry, StoreError> {
         raw_body: r.try_get(5)?,
         received_at: r.try_get(6)?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", e))?,
-        state: r.try_get(8)?,
-        outcome: r.try_get(9)?,
+        state: parse(r.try_get(8)?, "entry state")?,
+        outcome: r
+            .try_get::<_, Option<String>>(9)?
+            .map(|o| parse(o, "outcome"))
+            .transpose()?,
         note: r.try_get(10)?,
         job: job
             .map(|j| {
@@ -289,6 +293,14 @@ fn entry_row(r: &Row) -> Result<InboxEntry, StoreError> {
             })
             .transpose()?,
     })
+}
+
+/// A state or outcome column, by its strum spelling.
+fn parse<T: std::str::FromStr>(text: String, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e| corrupt(what, e))
 }
 
 fn outbox_row(r: &Row) -> Result<OutboxEntry, StoreError> {
@@ -302,7 +314,7 @@ fn outbox_row(r: &Row) -> Result<OutboxEntry, StoreError> {
         video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
         event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event id", e))?,
         effect: serde_json::from_str::<Effect>(&effect).map_err(|e| corrupt("effect", e))?,
-        state: r.try_get(5)?,
+        state: parse(r.try_get(5)?, "effect state")?,
         attempts: attempts.max(0) as u32,
         next_attempt_at: r.try_get(7)?,
         last_error: r.try_get(8)?,
@@ -546,7 +558,7 @@ impl Store for PgStore {
             run(&tx,
                 "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&video, &h.event_id.to_string(), &h.event, &h.from, &h.to, &h.outcome, &h.at],
+                &[&video, &h.event_id.to_string(), &h.event, &h.from, &h.to, &h.outcome.as_ref(), &h.at],
             )
             .await?;
         }
@@ -565,7 +577,7 @@ impl Store for PgStore {
              WHERE event_id = $1",
             &[
                 &commit.event_id.to_string(),
-                &commit.outcome,
+                &commit.outcome.as_ref(),
                 &commit.note,
                 &commit.job.map(|j| j.to_string()),
                 &at,
@@ -719,7 +731,8 @@ impl Store for PgStore {
         effect_id: &str,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError> {
-        self.finish_effect(effect_id, "done", None, follow_up).await
+        self.finish_effect(effect_id, EffectState::Done, None, follow_up)
+            .await
     }
 
     async fn effect_failed_with(
@@ -728,8 +741,13 @@ impl Store for PgStore {
         error: &str,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError> {
-        self.finish_effect(effect_id, "failed", Some(error.to_owned()), follow_up)
-            .await
+        self.finish_effect(
+            effect_id,
+            EffectState::Failed,
+            Some(error.to_owned()),
+            follow_up,
+        )
+        .await
     }
 
     async fn effect_retry_later(
@@ -879,7 +897,7 @@ impl Store for PgStore {
                     event: r.try_get(1)?,
                     from: r.try_get(2)?,
                     to: r.try_get(3)?,
-                    outcome: r.try_get(4)?,
+                    outcome: parse(r.try_get(4)?, "outcome")?,
                     at: r.try_get(5)?,
                 })
             })

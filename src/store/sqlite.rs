@@ -12,9 +12,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::{
-    Accepted, ActiveJob, Commit, Depths, EventQuery, HistoryRow, InboxEntry, Lane, Lease,
-    LocalLeases, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, Source, Store, StoreError,
-    split_readable,
+    Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
+    Lease, LocalLeases, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, Source, Store,
+    StoreError, split_readable,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -364,7 +364,7 @@ impl SqliteStore {
     async fn finish_effect(
         &self,
         effect_id: &str,
-        state: &'static str,
+        state: EffectState,
         error: Option<String>,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError> {
@@ -375,7 +375,7 @@ impl SqliteStore {
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
                         started_at = NULL
                  WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, state, error, ts(Utc::now())],
+                params![id, state.as_ref(), error, ts(Utc::now())],
             )?;
             // A late result of an effect already finished stores nothing.
             if changed == 1
@@ -604,7 +604,7 @@ impl Store for SqliteStore {
                 tx.execute(
                     "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![video, h.event_id.to_string(), h.event, h.from, h.to, h.outcome, ts(h.at)],
+                    params![video, h.event_id.to_string(), h.event, h.from, h.to, h.outcome.as_ref(), ts(h.at)],
                 )?;
             }
             for (id, effect) in &commit.effects {
@@ -621,7 +621,7 @@ impl Store for SqliteStore {
                  WHERE event_id = ?1",
                 params![
                     commit.event_id.to_string(),
-                    commit.outcome,
+                    commit.outcome.as_ref(),
                     commit.note,
                     commit.job.map(|j| j.to_string()),
                     at
@@ -682,7 +682,8 @@ impl Store for SqliteStore {
         effect_id: &str,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError> {
-        self.finish_effect(effect_id, "done", None, follow_up).await
+        self.finish_effect(effect_id, EffectState::Done, None, follow_up)
+            .await
     }
 
     /// Records an effect as failed for good (replayable), with its follow-up event.
@@ -692,8 +693,13 @@ impl Store for SqliteStore {
         error: &str,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError> {
-        self.finish_effect(effect_id, "failed", Some(error.to_owned()), follow_up)
-            .await
+        self.finish_effect(
+            effect_id,
+            EffectState::Failed,
+            Some(error.to_owned()),
+            follow_up,
+        )
+        .await
     }
 
     async fn effect_retry_later(
@@ -860,7 +866,7 @@ impl Store for SqliteStore {
                     event,
                     from,
                     to,
-                    outcome,
+                    outcome: outcome.parse().map_err(|e| corrupt("outcome", e))?,
                     at: parse_ts(&at)?,
                 })
             })
@@ -1265,8 +1271,10 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Result<InboxEntry, StoreError>> {
             raw_body,
             received_at: parse_ts(&received_at)?,
             payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", e))?,
-            state,
-            outcome,
+            state: state.parse().map_err(|e| corrupt("entry state", e))?,
+            outcome: outcome
+                .map(|o| o.parse().map_err(|e| corrupt("outcome", e)))
+                .transpose()?,
             note,
             job: job
                 .map(|j| {
@@ -1307,7 +1315,7 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> 
             video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
             event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event id", e))?,
             effect: serde_json::from_str::<Effect>(&effect).map_err(|e| corrupt("effect", e))?,
-            state,
+            state: state.parse().map_err(|e| corrupt("effect state", e))?,
             attempts,
             next_attempt_at: parse_ts(&next)?,
             last_error,

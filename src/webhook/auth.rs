@@ -35,18 +35,6 @@ pub enum AuthError {
     Malformed(String),
 }
 
-impl AuthError {
-    /// A stable snake_case code for the `error` field of a 401 JSON body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing_credentials",
-            AuthError::Mismatch => "bad_credentials",
-            AuthError::Timestamp => "stale_timestamp",
-            AuthError::Malformed(_) => "malformed_credentials",
-        }
-    }
-}
-
 /// Checks a shared secret (GoAPI's `x-webhook-secret`). Both sides are hashed first so
 /// that the comparison takes the same time whatever the lengths; an empty `expected`
 /// never matches, so a missing configuration cannot open the door.

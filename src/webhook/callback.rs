@@ -107,6 +107,16 @@ impl CallbackSigner {
         self.url(CallbackEndpoint::Goapi, video, None, job)
     }
 
+    /// The callback URL for people reading the base (a job's Webhook URL): without its
+    /// token, so that whoever can read the base cannot forge a callback.
+    pub fn readable_url(&self, endpoint: CallbackEndpoint, video: &RecordId, job: &str) -> String {
+        let op = match endpoint {
+            CallbackEndpoint::Nca => Some(NCA_OPERATION),
+            CallbackEndpoint::Goapi => None,
+        };
+        without_token(&self.url(endpoint, video, op, job))
+    }
+
     fn url(
         &self,
         endpoint: CallbackEndpoint,
@@ -194,6 +204,22 @@ impl CallbackSigner {
     }
 }
 
+/// A callback URL with its `token` parameter removed.
+fn without_token(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let kept: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| k != "token")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(kept);
+            u.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +246,27 @@ mod tests {
             }
         }
         p
+    }
+
+    #[test]
+    fn readable_urls_are_the_callback_urls_without_their_token() {
+        let s = CallbackSigner::new(KEY, "https://x.example/prefix/").unwrap();
+        assert_eq!(
+            s.readable_url(CallbackEndpoint::Nca, &video(), JOB),
+            format!(
+                "https://x.example/prefix/webhooks/nca-toolkit?video_id=recA1b2C3d4E5f6G7&operation=add_music&job={JOB}"
+            )
+        );
+        let goapi = s.readable_url(CallbackEndpoint::Goapi, &video(), JOB);
+        assert_eq!(
+            goapi,
+            format!("https://x.example/prefix/webhooks/goapi?video_id=recA1b2C3d4E5f6G7&job={JOB}")
+        );
+        assert_eq!(
+            s.verify(CallbackEndpoint::Goapi, &params(&goapi)),
+            Err(AuthError::Missing),
+            "a readable URL cannot be used as a callback"
+        );
     }
 
     #[test]

@@ -62,12 +62,16 @@ pub enum PayloadShape {
 }
 
 impl GoapiWebhook {
-    /// A key that is equal for redeliveries of the same report (GoAPI resends the same
-    /// task with the same `timestamp`) and different for a new status.
-    pub fn event_id(&self) -> String {
-        match self.timestamp {
-            Some(ts) => format!("goapi:{}:{}:{}", self.task_id, self.update.status, ts),
-            None => format!("goapi:{}:{}", self.task_id, self.update.status),
+    /// The inbox's dedupe key of this delivery (`body`, as received): equal for
+    /// redeliveries of one report, different for a new one. A relay's `webhook-id` names
+    /// the delivery; else GoAPI resends a report with the same task, status and
+    /// `timestamp`; else only the same bytes are the same report. The spelling must never
+    /// change: stored keys are what an existing database deduplicates on.
+    pub fn dedupe_key(&self, webhook_id: Option<&str>, body: &[u8]) -> String {
+        match (webhook_id, self.timestamp) {
+            (Some(id), _) => format!("goapi:webhook-id:{id}"),
+            (None, Some(ts)) => format!("goapi:{}:{}:{ts}", self.task_id, self.update.status),
+            (None, None) => format!("goapi:body:{}", super::sha256_hex(body)),
         }
     }
 }
@@ -455,7 +459,10 @@ mod tests {
         );
         assert_eq!(w.update.error, None);
         assert!(w.is_music);
-        assert_eq!(w.event_id(), "goapi:t-1:completed:1700000000");
+        assert_eq!(
+            w.dedupe_key(None, b"ignored"),
+            "goapi:t-1:completed:1700000000"
+        );
     }
 
     #[test]
@@ -710,5 +717,22 @@ mod tests {
             json!({"image_url": "https://a"})
         ));
         assert!(!m(None, None, json!({"video_url": "https://a/v.mp4"})));
+    }
+
+    /// Stored keys are what existing databases deduplicate on: their spelling is fixed.
+    #[test]
+    fn dedupe_keys_keep_their_stored_spelling() {
+        let body = br#"{"task_id": "t-9", "status": "pending"}"#;
+        let w = parse_goapi(body).unwrap();
+        assert_eq!(w.timestamp, None);
+        assert_eq!(w.dedupe_key(Some("msg_1"), body), "goapi:webhook-id:msg_1");
+        assert_eq!(
+            w.dedupe_key(None, body),
+            format!("goapi:body:{}", crate::webhook::sha256_hex(body))
+        );
+        assert_eq!(
+            crate::webhook::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::{ParseError, opt_int, opt_str};
-use crate::domain::MediaUrl;
+use crate::domain::{MediaUrl, RecordId};
 use crate::machine::{NcaResult, NcaUpdate};
 use crate::text::shorten;
 
@@ -44,6 +44,15 @@ pub enum NcaJobState {
 }
 
 /// Parses the body NCA POSTs to our callback URL.
+/// The inbox's dedupe key of a callback for `video` (`body`, as received): NCA sends no
+/// delivery id, so only the same bytes are the same callback. Scoped to the video: two
+/// videos' id-less failure callbacks can be byte for byte the same (same ffmpeg error),
+/// and neither is a repeat of the other. The spelling must never change: stored keys are
+/// what an existing database deduplicates on.
+pub fn dedupe_key(video: &RecordId, body: &[u8]) -> String {
+    format!("nca:body:{video}:{}", super::sha256_hex(body))
+}
+
 pub fn parse_nca(body: &[u8]) -> Result<NcaWebhook, ParseError> {
     let v = super::json_object(body)?;
     parse_value(&v)
@@ -406,5 +415,14 @@ mod tests {
             Err(ParseError::Invalid(_))
         ));
         assert_eq!(parse_nca_status(&json!([])), Err(ParseError::NotObject));
+    }
+
+    #[test]
+    fn the_dedupe_key_keeps_its_stored_spelling() {
+        let video = RecordId::parse("recA1b2C3d4E5f6G7").unwrap();
+        assert_eq!(
+            dedupe_key(&video, b"abc"),
+            "nca:body:recA1b2C3d4E5f6G7:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -201,7 +201,7 @@ fn goapi_fixture_metadata() {
     assert_eq!(w.model.as_deref(), Some("music-u"));
     assert_eq!(w.task_type.as_deref(), Some("generate_music"));
     assert_eq!(
-        w.event_id(),
+        w.dedupe_key(None, b"{}"),
         format!("goapi:{UDIO_TASK}:completed:1765248943")
     );
     let w = goapi("ace_step_completed.json");

@@ -10,8 +10,10 @@ use super::render::{action, age, opt, pill, table, time, video_link};
 use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::http::{ApiError, Request};
-use crate::machine::{Effect, JobId, next_events};
-use crate::store::{EventQuery, InboxEntry, OutboxEntry, Payload, Quarantined, Source};
+use crate::machine::{JobId, next_events};
+use crate::store::{
+    EffectState, EntryOutcome, EventQuery, InboxEntry, OutboxEntry, Payload, Quarantined, Source,
+};
 use crate::ui::diagram::{Highlight, video_svg};
 use crate::ui::escape::{query as q, text as esc};
 
@@ -343,11 +345,7 @@ fn attention(
 }
 
 fn effect_row(e: &OutboxEntry, now: chrono::DateTime<Utc>, with_video: bool) -> String {
-    let retryable = e.state == "failed"
-        && !matches!(
-            e.effect,
-            Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. }
-        );
+    let retryable = e.state == EffectState::Failed && e.effect.replayable();
     let button = if retryable {
         action(
             "Retry effect",
@@ -359,15 +357,15 @@ fn effect_row(e: &OutboxEntry, now: chrono::DateTime<Utc>, with_video: bool) -> 
     } else {
         String::new()
     };
-    let next = if e.state == "pending" {
+    let next = if e.state == EffectState::Pending {
         time(e.next_attempt_at, now)
     } else {
         opt(None)
     };
-    let state = match (e.state.as_str(), e.started_at) {
-        ("pending", Some(_)) => "pending (call interrupted)".to_owned(),
-        ("pending", None) if e.attempts > 0 => "retrying".to_owned(),
-        (s, _) => s.to_owned(),
+    let state = match (e.state, e.started_at) {
+        (EffectState::Pending, Some(_)) => "pending (call interrupted)".to_owned(),
+        (EffectState::Pending, None) if e.attempts > 0 => "retrying".to_owned(),
+        (s, _) => s.to_string(),
     };
     format!(
         r#"<tr data-effect="{id}">{video}<td><span class="mono">{kind}</span><br><span class="muted mono">{id}</span></td><td>{st}</td><td class="num">{a}</td><td class="err">{err}</td><td>{next}</td><td>{button}</td></tr>"#,
@@ -396,7 +394,7 @@ fn event_row(e: &InboxEntry, now: chrono::DateTime<Utc>, with_video: bool) -> St
         },
         src = esc(e.source.service_name()),
         kind = esc(entry_kind(e)),
-        out = pill(e.outcome.as_deref().unwrap_or(&e.state)),
+        out = pill(entry_state(e)),
         note = opt(e.note.as_deref()),
     )
 }
@@ -475,7 +473,7 @@ async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
     let highlight = Highlight::from_history(
         history
             .iter()
-            .filter(|h| h.outcome == "applied")
+            .filter(|h| h.outcome == EntryOutcome::Applied)
             .map(|h| (h.from.as_str(), h.to.as_str())),
         status,
     );
@@ -485,7 +483,7 @@ async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
     ));
 
     let attempts: HashMap<JobId, u32> = effects.iter().fold(HashMap::new(), |mut m, e| {
-        if let Some(j) = effect_job(&e.effect) {
+        if let Some(j) = e.effect.job() {
             *m.entry(j).or_default() += e.attempts;
         }
         m
@@ -577,7 +575,7 @@ async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
                 t = time(e.received_at, now),
                 src = esc(e.source.service_name()),
                 kind = esc(entry_kind(e)),
-                out = pill(e.outcome.as_deref().unwrap_or(&e.state)),
+                out = pill(entry_state(e)),
                 note = opt(e.note.as_deref()),
             )
         })
@@ -602,22 +600,11 @@ async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
     Ok(html)
 }
 
-fn effect_job(e: &Effect) -> Option<JobId> {
-    match e {
-        Effect::CreateJob { job, .. }
-        | Effect::UpdateJob { job, .. }
-        | Effect::CreateGoapiTask { job, .. }
-        | Effect::SubmitNcaMix { job, .. } => Some(*job),
-        Effect::RecordWebhookOutcome { job, .. } => *job,
-        Effect::UpdateVideo(_) => None,
-    }
-}
-
 const SOURCES: [Source; 4] = [Source::Goapi, Source::Nca, Source::Api, Source::Engine];
 
 async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError> {
     let now = Utc::now();
-    let outcomes = crate::http::inspect::OUTCOMES;
+    let outcomes = crate::http::inspect::outcomes();
     let outcome = req.param("outcome").filter(|o| !o.is_empty());
     if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
         return Err(ApiError::bad_request(
@@ -754,7 +741,7 @@ async fn event(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
         ep = esc(&e.endpoint),
         t = time(e.received_at, now),
         kind = esc(entry_kind(&e)),
-        out = pill(e.outcome.as_deref().unwrap_or(&e.state)),
+        out = pill(entry_state(&e)),
         note = opt(e.note.as_deref()),
         job = opt(e.job.map(|j| j.to_string()).as_deref()),
     );
@@ -775,4 +762,12 @@ async fn event(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
         esc(&payload)
     ));
     Ok(html)
+}
+
+/// An entry's outcome once processed, else its state.
+fn entry_state(e: &InboxEntry) -> &'static str {
+    match e.outcome {
+        Some(o) => o.into(),
+        None => e.state.into(),
+    }
 }

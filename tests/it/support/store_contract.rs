@@ -10,7 +10,8 @@ use chrono::Utc;
 use reelstate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use reelstate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
 use reelstate::store::{
-    Accepted, Commit, EventQuery, HistoryRow, Lane, NewEntry, Payload, Source, Store,
+    Accepted, Commit, EffectState, EntryOutcome, EntryState, EventQuery, HistoryRow, Lane,
+    NewEntry, Payload, Source, Store,
 };
 use uuid::Uuid;
 
@@ -75,12 +76,12 @@ pub fn commit_of(e: &NewEntry, snap: Option<Snapshot>, effects: Vec<(String, Eff
             event: "retry_requested".into(),
             from: "Processing".into(),
             to: s.video.status.name().to_owned(),
-            outcome: "applied".into(),
+            outcome: EntryOutcome::Applied,
             at: Utc::now(),
         }),
         snapshot: snap,
         effects,
-        outcome: "applied".into(),
+        outcome: EntryOutcome::Applied,
         note: Some("a note".into()),
         job: None,
         job_records: Vec::new(),
@@ -132,7 +133,7 @@ pub async fn accept_stores_and_detects_repeats(store: &Shared) {
     assert!(matches!(stored.payload, Payload::Duplicate { of } if of == first));
     let first_entry = store.entry(first).await.expect("entry").expect("stored");
     assert_eq!(first_entry.raw_body, r#"{"task_id":"t-1"}"#);
-    assert_eq!(first_entry.state, "pending");
+    assert_eq!(first_entry.state, EntryState::Pending);
     assert!(store.is_pending(first).await.expect("is_pending"));
     // No key: never a duplicate.
     new_id(store, entry(&v, None)).await;
@@ -208,8 +209,8 @@ pub async fn commit_is_whole_and_marks_the_entry_done(store: &Shared) {
     );
     assert_eq!(store.snapshot(&v).await.expect("snapshot"), Some(snap));
     let stored = store.entry(id).await.expect("entry").expect("stored");
-    assert_eq!(stored.state, "done");
-    assert_eq!(stored.outcome.as_deref(), Some("applied"));
+    assert_eq!(stored.state, EntryState::Done);
+    assert_eq!(stored.outcome, Some(EntryOutcome::Applied));
     assert_eq!(stored.note.as_deref(), Some("a note"));
     assert!(!store.is_pending(id).await.expect("is_pending"));
     let history = store.history(&v).await.expect("history");
@@ -227,7 +228,7 @@ pub async fn commit_is_whole_and_marks_the_entry_done(store: &Shared) {
     assert!(
         outbox
             .iter()
-            .all(|o| o.state == "pending" && o.attempts == 0)
+            .all(|o| o.state == EffectState::Pending && o.attempts == 0)
     );
     // The job is indexed under its video.
     let (video_of_job, record) = store
@@ -407,7 +408,7 @@ pub async fn effect_results_store_their_follow_up_once(store: &Shared) {
     let engine_events = engine_events(store, &v).await;
     assert_eq!(engine_events, 1);
     let e = stored(store, &ids[0]).await;
-    assert_eq!(e.state, "done");
+    assert_eq!(e.state, EffectState::Done);
 }
 
 pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
@@ -418,7 +419,7 @@ pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
         .await
         .expect("failed");
     let e = stored(store, &ids[0]).await;
-    assert_eq!(e.state, "failed");
+    assert_eq!(e.state, EffectState::Failed);
     assert_eq!(e.last_error.as_deref(), Some("422 INVALID_VALUE"));
     let failed = store
         .events(EventQuery {
@@ -437,7 +438,7 @@ pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
         "only failed ones"
     );
     let e = stored(store, &ids[0]).await;
-    assert_eq!((e.state.as_str(), e.attempts), ("pending", 0));
+    assert_eq!((e.state, e.attempts), (EffectState::Pending, 0));
     // Leave one failed effect for the depth check of the suite.
     store
         .effect_failed_with(&ids[0], "422 again", None)
@@ -532,7 +533,7 @@ pub async fn late_results_do_not_reopen_a_finished_effect(store: &Shared) {
         .await
         .expect("late ambiguous");
     let e = stored(store, &ids[0]).await;
-    assert_eq!((e.state.as_str(), e.attempts), ("done", 1), "{e:?}");
+    assert_eq!((e.state, e.attempts), (EffectState::Done, 1), "{e:?}");
     assert_eq!(e.last_error, None);
     let engine_events = engine_events(store, &v).await;
     assert_eq!(engine_events, 0, "no follow-up for a late result");
@@ -764,7 +765,7 @@ pub async fn overview_counts_states_and_lists_what_needs_attention(store: &Share
         .expect("the retrying effect is listed");
     assert_eq!(troubled.last_error.as_deref(), Some("503 from Airtable"));
     assert!(
-        after.troubled.iter().all(|t| t.state != "done"),
+        after.troubled.iter().all(|t| t.state != EffectState::Done),
         "never a done effect"
     );
 }

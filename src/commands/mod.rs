@@ -1,0 +1,162 @@
+//! The operator's commands (mini-redis style, one file per command): each has a pure
+//! `parse` (what the caller sent, or what the store holds, checked) apart from its
+//! `apply` (stores the command, or acts on the store). The HTTP surface only routes to
+//! them and shapes their answers; the CLI and the sandbox reach the engine the same way.
+//!
+//! A command that goes through the machine is stored in the inbox like any webhook and
+//! its caller waits, bounded, for the worker's answer ([`Waiters`]).
+
+mod music;
+mod replay;
+mod retry;
+mod retry_effect;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::Utc;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::domain::RecordId;
+use crate::engine::Engine;
+use crate::machine::JobId;
+use crate::store::{EntryOutcome, EntryState, NewEntry, Payload, Source, StoreError};
+
+pub use music::Music;
+pub use replay::Replay;
+pub use retry::Retry;
+pub use retry_effect::RetryEffect;
+
+/// What the worker made of a command, for the caller waiting on it.
+#[derive(Debug, Clone)]
+pub enum CommandOutcome {
+    Done {
+        outcome: String,
+        status: String,
+        job: Option<JobId>,
+    },
+    Rejected(String),
+    VideoNotFound,
+}
+
+/// A command stored in the inbox: its event id, and the worker's answer when it came
+/// in time (`None`: still queued).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub event_id: Uuid,
+    pub answer: Option<CommandOutcome>,
+}
+
+/// Why a command was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// What the caller sent is not a valid command.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    /// Valid, but the state of things does not allow it.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The callers waiting for the worker's answer to their command, by event id.
+#[derive(Default)]
+pub struct Waiters(Mutex<HashMap<Uuid, oneshot::Sender<CommandOutcome>>>);
+
+impl Waiters {
+    fn register(&self, id: Uuid) -> oneshot::Receiver<CommandOutcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.0.lock() {
+            w.insert(id, tx);
+        }
+        rx
+    }
+
+    fn forget(&self, id: Uuid) {
+        if let Ok(mut w) = self.0.lock() {
+            w.remove(&id);
+        }
+    }
+
+    /// The worker's answer to a command, for its caller if it still waits here.
+    pub fn answer(&self, id: Uuid, outcome: CommandOutcome) {
+        let tx = self.0.lock().ok().and_then(|mut w| w.remove(&id));
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// Stores a command and waits (bounded) for the worker's answer.
+async fn submit(
+    engine: &Engine,
+    video: RecordId,
+    event: crate::machine::Event,
+    endpoint: &str,
+    body: String,
+) -> Result<Submitted, StoreError> {
+    let event_id = Uuid::new_v4();
+    let rx = engine.commands.register(event_id);
+    let entry = NewEntry {
+        event_id,
+        video_id: video,
+        source: Source::Api,
+        endpoint: endpoint.to_owned(),
+        dedupe_key: None,
+        raw_body: body,
+        headers: "{}".into(),
+        received_at: Utc::now(),
+        payload: Payload::Event { event },
+    };
+    if let Err(e) = engine.enqueue(entry).await {
+        engine.commands.forget(event_id);
+        return Err(e);
+    }
+    // The worker of this process answers at once; on a shared store another
+    // replica's worker may take the command, and then the stored outcome answers.
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        tokio::select! {
+            local = rx => local.ok(),
+            stored = stored_answer(engine, event_id) => Some(stored),
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    engine.commands.forget(event_id);
+    Ok(Submitted { event_id, answer })
+}
+
+/// A command's answer read back from the store once its entry is processed.
+async fn stored_answer(engine: &Engine, event_id: Uuid) -> CommandOutcome {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Ok(Some(entry)) = engine.store.entry(event_id).await else {
+            continue;
+        };
+        if entry.state != EntryState::Done {
+            continue;
+        }
+        return match entry.outcome {
+            Some(EntryOutcome::Rejected) => {
+                CommandOutcome::Rejected(entry.note.unwrap_or_default())
+            }
+            Some(EntryOutcome::Unmatched) => CommandOutcome::VideoNotFound,
+            outcome => {
+                let status = match engine.store.snapshot(&entry.video_id).await {
+                    Ok(Some(s)) => s.video.status.name().to_owned(),
+                    _ => String::new(),
+                };
+                CommandOutcome::Done {
+                    outcome: outcome.map(|o| o.to_string()).unwrap_or_default(),
+                    status,
+                    job: entry.job,
+                }
+            }
+        };
+    }
+}
