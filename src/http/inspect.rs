@@ -10,7 +10,7 @@ use warp::reply::Response;
 use super::{ApiError, Request, json};
 use crate::domain::RecordId;
 use crate::engine::{CommandOutcome, Engine};
-use crate::machine::{Event, JobId, next_events};
+use crate::machine::{Event, JobId, RetryFrom, next_events};
 use crate::store::{EventQuery, InboxEntry, OutboxEntry};
 
 fn record_id(id: &str) -> Result<RecordId, ApiError> {
@@ -117,7 +117,8 @@ fn effect_job(e: &OutboxEntry) -> Option<JobId> {
         CreateJob { job, .. }
         | UpdateJob { job, .. }
         | CreateGoapiTask { job, .. }
-        | SubmitNcaMix { job, .. } => Some(*job),
+        | SubmitNcaMix { job, .. }
+        | CheckTrack { job, .. } => Some(*job),
         RecordWebhookOutcome { job, .. } => *job,
         UpdateVideo(_) => None,
     }
@@ -331,11 +332,44 @@ pub async fn music(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Resp
 
 pub async fn retry(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
     let video = record_id(id)?;
+    let from = retry_from(&req.body)?;
     let body = String::from_utf8_lossy(&req.body).into_owned();
     let (event_id, answer) = engine
-        .command(video, Event::RetryRequested, "/videos/retry", body)
+        .command(video, Event::RetryRequested { from }, "/videos/retry", body)
         .await?;
     Ok(command_reply(event_id, answer))
+}
+
+/// A retry's body: none, or `{"from": "music" | "mix"}` (`null` is none). Anything else is
+/// refused rather than read as a plain retry: a misspelt key must not decide what is paid
+/// for.
+fn retry_from(body: &[u8]) -> Result<Option<RetryFrom>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "body must be JSON"))?;
+    let Value::Object(fields) = v else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body must be a JSON object such as {\"from\": \"music\"}",
+        ));
+    };
+    if let Some(other) = fields.keys().find(|k| k.as_str() != "from") {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("unknown key {other:?}: a retry takes only \"from\""),
+        ));
+    }
+    match fields.get("from") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "music" => Ok(Some(RetryFrom::Music)),
+        Some(Value::String(s)) if s == "mix" => Ok(Some(RetryFrom::Mix)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_from",
+            "from must be \"music\" (new music) or \"mix\" (mix the video's music again)",
+        )),
+    }
 }
 
 fn command_reply(event_id: Uuid, answer: Option<CommandOutcome>) -> Response {
@@ -359,5 +393,43 @@ fn command_reply(event_id: Uuid, answer: Option<CommandOutcome>) -> Response {
             StatusCode::ACCEPTED,
             &json!({"status": "queued", "event_id": event_id}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_body_names_where_to_start_or_nothing() {
+        for (body, want) in [
+            ("", None),
+            ("  \n", None),
+            ("{}", None),
+            (r#"{"from": null}"#, None),
+            (r#"{"from": "music"}"#, Some(RetryFrom::Music)),
+            (r#"{"from": "mix"}"#, Some(RetryFrom::Mix)),
+        ] {
+            assert_eq!(retry_from(body.as_bytes()).ok(), Some(want), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_body_that_says_anything_else_is_refused() {
+        for (body, code) in [
+            (r#"{"from": "lyrics"}"#, "invalid_from"),
+            (r#"{"from": "Music"}"#, "invalid_from"),
+            (r#"{"from": 1}"#, "invalid_from"),
+            (r#"{"from": ["music"]}"#, "invalid_from"),
+            (r#"{"form": "music"}"#, "invalid_body"),
+            (r#"{"from": "music", "prompt": "x"}"#, "invalid_body"),
+            (r#"["music"]"#, "invalid_body"),
+            (r#""music""#, "invalid_body"),
+            ("from=music", "invalid_json"),
+            (r#"{"from": "music""#, "invalid_json"),
+        ] {
+            let e = retry_from(body.as_bytes()).expect_err(body);
+            assert_eq!((e.status.as_u16(), e.code), (400, code), "{body:?}");
+        }
     }
 }

@@ -32,6 +32,9 @@ pub enum Effect {
         #[serde(default = "with_voice")]
         voice: bool,
     },
+    /// Find out whether the track a retried mix would use is still there (GoAPI's track
+    /// URLs are temporary); the answer comes back as `TrackChecked` for `job`.
+    CheckTrack { job: JobId, music: MediaUrl },
     /// Close the Webhook Events record of the event that caused this decision.
     RecordWebhookOutcome {
         outcome: Outcome,
@@ -48,6 +51,7 @@ impl Effect {
             Effect::UpdateJob { .. } => "update_job",
             Effect::CreateGoapiTask { .. } => "create_goapi_task",
             Effect::SubmitNcaMix { .. } => "submit_nca_mix",
+            Effect::CheckTrack { .. } => "check_track",
             Effect::RecordWebhookOutcome { .. } => "record_webhook_outcome",
         }
     }

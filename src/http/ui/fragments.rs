@@ -607,7 +607,8 @@ fn effect_job(e: &Effect) -> Option<JobId> {
         Effect::CreateJob { job, .. }
         | Effect::UpdateJob { job, .. }
         | Effect::CreateGoapiTask { job, .. }
-        | Effect::SubmitNcaMix { job, .. } => Some(*job),
+        | Effect::SubmitNcaMix { job, .. }
+        | Effect::CheckTrack { job, .. } => Some(*job),
         Effect::RecordWebhookOutcome { job, .. } => *job,
         Effect::UpdateVideo(_) => None,
     }
