@@ -21,6 +21,7 @@ pub enum EventClass {
     MusicRequested,
     RetryRequested,
     RetryFromMusic,
+    RetryFromMix,
     GoapiPending,
     GoapiProcessing,
     GoapiStaged,
@@ -46,6 +47,9 @@ impl EventClass {
             Event::RetryRequested {
                 from: Some(RetryFrom::Music),
             } => Self::RetryFromMusic,
+            Event::RetryRequested {
+                from: Some(RetryFrom::Mix),
+            } => Self::RetryFromMix,
             Event::RetryRequested { .. } => Self::RetryRequested,
             Event::GoapiTaskUpdate(u) => match u.status {
                 TaskStatus::Pending => Self::GoapiPending,
@@ -80,6 +84,7 @@ impl EventClass {
             Self::MusicRequested => "music_requested",
             Self::RetryRequested => "retry_requested",
             Self::RetryFromMusic => "retry_from_music",
+            Self::RetryFromMix => "retry_from_mix",
             Self::GoapiPending => "goapi_pending",
             Self::GoapiProcessing => "goapi_processing",
             Self::GoapiStaged => "goapi_staged",
@@ -397,14 +402,12 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
     let per_job = |f: &dyn Fn(JobId) -> Event| active.iter().map(|j| f(*j)).collect::<Vec<_>>();
     match class {
         EventClass::MusicRequested => vec![Event::MusicRequested { prompt: None }],
-        EventClass::RetryRequested => vec![
-            Event::RetryRequested { from: None },
-            Event::RetryRequested {
-                from: Some(RetryFrom::Mix),
-            },
-        ],
+        EventClass::RetryRequested => vec![Event::RetryRequested { from: None }],
         EventClass::RetryFromMusic => vec![Event::RetryRequested {
             from: Some(RetryFrom::Music),
+        }],
+        EventClass::RetryFromMix => vec![Event::RetryRequested {
+            from: Some(RetryFrom::Mix),
         }],
         EventClass::GoapiPending => vec![goapi(TaskStatus::Pending, vec![], None)],
         EventClass::GoapiProcessing => vec![goapi(TaskStatus::Processing, vec![], None)],
