@@ -648,6 +648,31 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
                 external_id: accepted.job_id,
             }))
         }
+        Effect::CheckTrack { job, music } => {
+            use crate::clients::track::{TrackAnswer, check};
+            use crate::machine::TrackCheck;
+            let attempt = e.attempts + 1;
+            let check = match check(music).await {
+                TrackAnswer::Reachable(detail) => TrackCheck::Reachable { detail },
+                TrackAnswer::Gone(detail) => TrackCheck::Gone { detail },
+                // Asked again with backoff; after the last attempt the machine hears that
+                // nothing could be told (it mixes anyway: only proof buys new music).
+                TrackAnswer::Inconclusive(detail)
+                    if attempt >= engine.settings.effect_max_attempts =>
+                {
+                    TrackCheck::Unknown {
+                        detail: format!("{detail} (attempt {attempt} of {attempt})"),
+                    }
+                }
+                TrackAnswer::Inconclusive(detail) => {
+                    return Err(EffectError::Transient(format!(
+                        "the track's host did not say whether it has the track: {detail}"
+                    )));
+                }
+            };
+            info!(job_id = %job, answer = ?check, "track checked");
+            Ok(Some(Event::TrackChecked { job: *job, check }))
+        }
         Effect::RecordWebhookOutcome {
             outcome,
             job,
@@ -809,7 +834,7 @@ mod tests {
             .pop()
             .unwrap();
         // The decision that asked for the mix, committed with its effect.
-        let cause = entry(&video, Source::Goapi, Event::RetryRequested);
+        let cause = entry(&video, Source::Goapi, Event::RetryRequested { from: None });
         let cause_id = cause.event_id;
         store.accept(cause).await.unwrap();
         store
@@ -974,7 +999,7 @@ mod tests {
             .unwrap()
             .pop()
             .unwrap();
-        let cause = entry(&video, Source::Goapi, Event::RetryRequested);
+        let cause = entry(&video, Source::Goapi, Event::RetryRequested { from: None });
         let cause_id = cause.event_id;
         store.accept(cause).await.unwrap();
         let effect_id = format!("{cause_id}:0");

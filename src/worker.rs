@@ -321,7 +321,11 @@ async fn process_entry(
         };
     // Commands read what others write on the video (source video, prompt) afresh, unless
     // it was just read; webhooks of jobs the engine started need no read at all.
-    if matches!(event, Event::MusicRequested { .. } | Event::RetryRequested) && !first_contact {
+    if matches!(
+        event,
+        Event::MusicRequested { .. } | Event::RetryRequested { .. }
+    ) && !first_contact
+    {
         refresh_inputs(&engine.records, &mut snapshot).await?;
     }
 

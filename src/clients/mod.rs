@@ -4,6 +4,7 @@ mod error;
 pub mod goapi;
 mod http;
 pub mod nca;
+pub mod track;
 
 pub use error::ClientError;
 pub use goapi::{CreateTask, GoapiClient, GoapiConfig};

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Ctx, Event, Job, JobId, NcaResult, NcaUpdate, Outcome, Policy, Snapshot, TaskStatus,
-    TaskUpdate, Track, Video, decide,
+    Ctx, Event, Job, JobId, NcaResult, NcaUpdate, Outcome, Policy, RetryFrom, Snapshot, TaskStatus,
+    TaskUpdate, Track, TrackCheck, Video, decide,
 };
 use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 
@@ -20,6 +20,8 @@ use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 pub enum EventClass {
     MusicRequested,
     RetryRequested,
+    RetryFromMusic,
+    RetryFromMix,
     GoapiPending,
     GoapiProcessing,
     GoapiStaged,
@@ -33,13 +35,22 @@ pub enum EventClass {
     EffectFailed,
     JobDeadlinePassed,
     Resubmitting,
+    TrackReachable,
+    TrackGone,
+    TrackUnknown,
 }
 
 impl EventClass {
     pub fn of(e: &Event) -> Self {
         match e {
             Event::MusicRequested { .. } => Self::MusicRequested,
-            Event::RetryRequested => Self::RetryRequested,
+            Event::RetryRequested {
+                from: Some(RetryFrom::Music),
+            } => Self::RetryFromMusic,
+            Event::RetryRequested {
+                from: Some(RetryFrom::Mix),
+            } => Self::RetryFromMix,
+            Event::RetryRequested { .. } => Self::RetryRequested,
             Event::GoapiTaskUpdate(u) => match u.status {
                 TaskStatus::Pending => Self::GoapiPending,
                 TaskStatus::Processing => Self::GoapiProcessing,
@@ -59,6 +70,11 @@ impl EventClass {
             Event::EffectFailed { .. } => Self::EffectFailed,
             Event::JobDeadlinePassed { .. } => Self::JobDeadlinePassed,
             Event::Resubmitting { .. } => Self::Resubmitting,
+            Event::TrackChecked { check, .. } => match check {
+                TrackCheck::Reachable { .. } => Self::TrackReachable,
+                TrackCheck::Gone { .. } => Self::TrackGone,
+                TrackCheck::Unknown { .. } => Self::TrackUnknown,
+            },
         }
     }
 
@@ -67,6 +83,8 @@ impl EventClass {
         match self {
             Self::MusicRequested => "music_requested",
             Self::RetryRequested => "retry_requested",
+            Self::RetryFromMusic => "retry_from_music",
+            Self::RetryFromMix => "retry_from_mix",
             Self::GoapiPending => "goapi_pending",
             Self::GoapiProcessing => "goapi_processing",
             Self::GoapiStaged => "goapi_staged",
@@ -80,6 +98,9 @@ impl EventClass {
             Self::EffectFailed => "effect_failed",
             Self::JobDeadlinePassed => "job_deadline_passed",
             Self::Resubmitting => "resubmitting",
+            Self::TrackReachable => "track_reachable",
+            Self::TrackGone => "track_gone",
+            Self::TrackUnknown => "track_unknown",
         }
     }
 }
@@ -227,6 +248,29 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
                 ),
             ],
         ),
+        // A retry of a failed mix, its new mix waiting for the check of the track.
+        with(
+            {
+                let mut v = base(VideoStatus::AddingMusic);
+                v.checking_track = Some(JobId(Uuid::from_u128(4)));
+                v.retries = 1;
+                v
+            },
+            true,
+            false,
+            false,
+            vec![
+                job(1, gen_.clone(), JobStatus::Completed, Some("task-1"), None),
+                job(2, add.clone(), JobStatus::Failed, Some("nca-1"), Some(&sid)),
+                job(
+                    4,
+                    add.clone(),
+                    JobStatus::Pending,
+                    None,
+                    Some(&super::submission_id(&id, 2)),
+                ),
+            ],
+        ),
         with(
             base(VideoStatus::Completed),
             true,
@@ -358,7 +402,13 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
     let per_job = |f: &dyn Fn(JobId) -> Event| active.iter().map(|j| f(*j)).collect::<Vec<_>>();
     match class {
         EventClass::MusicRequested => vec![Event::MusicRequested { prompt: None }],
-        EventClass::RetryRequested => vec![Event::RetryRequested],
+        EventClass::RetryRequested => vec![Event::RetryRequested { from: None }],
+        EventClass::RetryFromMusic => vec![Event::RetryRequested {
+            from: Some(RetryFrom::Music),
+        }],
+        EventClass::RetryFromMix => vec![Event::RetryRequested {
+            from: Some(RetryFrom::Mix),
+        }],
         EventClass::GoapiPending => vec![goapi(TaskStatus::Pending, vec![], None)],
         EventClass::GoapiProcessing => vec![goapi(TaskStatus::Processing, vec![], None)],
         EventClass::GoapiStaged => vec![goapi(TaskStatus::Staged, vec![], None)],
@@ -396,6 +446,29 @@ pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
             job,
             reason: "NCA: HTTP 504".into(),
         }),
+        EventClass::TrackReachable | EventClass::TrackGone | EventClass::TrackUnknown => {
+            let check = match class {
+                EventClass::TrackReachable => TrackCheck::Reachable {
+                    detail: "HEAD answered 200".into(),
+                },
+                EventClass::TrackGone => TrackCheck::Gone {
+                    detail: "GET answered 404".into(),
+                },
+                _ => TrackCheck::Unknown {
+                    detail: "GET answered 503".into(),
+                },
+            };
+            // The answer for the job whose mix waits for it, else for the video's mix.
+            s.video
+                .checking_track
+                .or(add_job.map(|j| j.id))
+                .map(|job| Event::TrackChecked {
+                    job,
+                    check: check.clone(),
+                })
+                .into_iter()
+                .collect()
+        }
     }
 }
 

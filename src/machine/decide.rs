@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    Effect, Event, Job, JobId, JobPatch, NcaResult, NcaUpdate, Snapshot, TaskStatus, TaskUpdate,
-    VideoPatch, submission_id,
+    Effect, Event, Job, JobId, JobPatch, NcaResult, NcaUpdate, RetryFrom, Snapshot, TaskStatus,
+    TaskUpdate, TrackCheck, VideoPatch, submission_id,
 };
 use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus};
 
@@ -91,6 +91,10 @@ pub enum Rejection {
     UseRetry { status: String },
     #[error("nothing to retry: the video is {status}")]
     NothingToRetry { status: String },
+    #[error(
+        "no mix to retry: the video is {status} without music to mix again; retry without \"from\", or with \"from\": \"music\""
+    )]
+    NothingToMix { status: String },
     #[error("retry limit reached ({limit} retries)")]
     RetryLimit { limit: u32 },
     #[error("the video has no Combined Segments Video to mix music under")]
@@ -123,7 +127,7 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
     let mut actions = Vec::new();
     let step = match e {
         Event::MusicRequested { prompt } => music_requested(&mut next, prompt, ctx, &mut actions)?,
-        Event::RetryRequested => retry_requested(&mut next, ctx, &mut actions)?,
+        Event::RetryRequested { from } => retry_requested(&mut next, *from, ctx, &mut actions)?,
         Event::GoapiTaskUpdate(u) => goapi_update(&mut next, u, ctx, &mut actions),
         Event::NcaJobFinished(u) => nca_finished(&mut next, u, ctx, &mut actions),
         Event::JobDeadlinePassed { job } => {
@@ -139,6 +143,9 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
             external_accepted(&mut next, *job, external_id)
         }
         Event::Resubmitting { job, reason } => resubmitting(&next, *job, reason),
+        Event::TrackChecked { job, check } => {
+            track_checked(&mut next, *job, check, ctx, &mut actions)
+        }
     };
     debug_assert!(step.outcome == Outcome::Applied || next == *s);
     Ok(finish(s, next, step, actions, ctx))
@@ -176,8 +183,13 @@ fn music_requested(
     Ok(Step::new(Outcome::Applied, Some(job)))
 }
 
+/// A retry of a failed mix first checks that the music's track is still there: GoAPI's
+/// track URLs are temporary, and a mix of an expired one fails after a paid round trip. The
+/// `music_addition` job is created now and its mix waits for `TrackChecked`. `from: music`
+/// asks for new music whatever the video has.
 fn retry_requested(
     next: &mut Snapshot,
+    from: Option<RetryFrom>,
     ctx: &Ctx,
     actions: &mut Vec<Effect>,
 ) -> Result<Step, Rejection> {
@@ -191,17 +203,104 @@ fn retry_requested(
             limit: ctx.policy.max_retries,
         });
     }
-    let job = match (&next.video.status, next.video.music.clone()) {
-        (VideoStatus::MusicAdditionFailed, Some(music)) => {
+    let mix = match (from, &next.video.status, next.video.music.clone()) {
+        (Some(RetryFrom::Music), _, _) => None,
+        (_, VideoStatus::MusicAdditionFailed, Some(music)) => Some(music),
+        (Some(RetryFrom::Mix), status, _) => {
+            return Err(Rejection::NothingToMix {
+                status: status.name().to_owned(),
+            });
+        }
+        (None, _, _) => None,
+    };
+    let step = match mix {
+        Some(music) => {
             if next.video.source_video.is_none() {
                 return Err(Rejection::MissingSourceVideo);
             }
-            start_addition(next, music, ctx, actions)
+            let (job, _) = new_addition(next, music.clone(), ctx);
+            next.video.checking_track = Some(job);
+            actions.push(Effect::CheckTrack { job, music });
+            Step::new(Outcome::Applied, Some(job))
+                .note("checking that the music's track is still there before mixing it again")
         }
-        _ => start_generation(next, None, ctx, actions),
+        None => {
+            let job = start_generation(next, None, ctx, actions);
+            let step = Step::new(Outcome::Applied, Some(job));
+            if from == Some(RetryFrom::Music) {
+                step.note("new music, as the retry asked")
+            } else {
+                step
+            }
+        }
     };
     next.video.retries += 1;
-    Ok(Step::new(Outcome::Applied, Some(job)))
+    Ok(step)
+}
+
+/// The answer to a retry's track check: mix the track unless its host said it is gone,
+/// then order new music instead (part of the same retry: it is not counted again). An
+/// answer that proves nothing mixes the track anyway: new music costs a GoAPI task and
+/// replaces music the operator may have chosen, so it is bought only on proof; if the track
+/// is gone after all, NCA's download fails and the video is back in music_addition_failed.
+fn track_checked(
+    next: &mut Snapshot,
+    job: JobId,
+    check: &TrackCheck,
+    ctx: &Ctx,
+    actions: &mut Vec<Effect>,
+) -> Step {
+    let Some(current) = next
+        .job(job)
+        .filter(|j| j.kind == JobType::MusicAddition)
+        .cloned()
+    else {
+        return Step::new(Outcome::Unmatched, None).note("no music_addition job of this video");
+    };
+    if next.video.checking_track != Some(job) {
+        return Step::new(Outcome::Stale, Some(job)).note(format!(
+            "no track check waits for this job (it is {}; answered already, or never asked)",
+            current.status
+        ));
+    }
+    next.video.checking_track = None;
+    let ready = match (
+        current.submission_id.clone(),
+        next.video.music.clone(),
+        next.video.source_video.clone(),
+    ) {
+        (Some(sid), Some(music), Some(video)) => Some((sid, music, video)),
+        _ => None,
+    };
+    match (check, ready) {
+        (TrackCheck::Gone { detail }, _) => {
+            let error = format!(
+                "the music's track is gone ({detail}): GoAPI's track URLs are temporary; new music is ordered"
+            );
+            fail_job(next, job, &error, ctx);
+            let generation = start_generation(next, None, ctx, actions);
+            Step::new(Outcome::Applied, Some(job))
+                .note(format!("{error} (music_generation job {generation})"))
+        }
+        (TrackCheck::Reachable { detail }, Some((sid, music, video))) => {
+            actions.push(mix_effect(next, job, sid, music, video, ctx));
+            Step::new(Outcome::Applied, Some(job)).note(format!(
+                "the music's track is still there ({detail}): mixing it"
+            ))
+        }
+        (TrackCheck::Unknown { detail }, Some((sid, music, video))) => {
+            actions.push(mix_effect(next, job, sid, music, video, ctx));
+            Step::new(Outcome::Applied, Some(job)).note(format!(
+                "could not tell whether the music's track is still there ({detail}); mixing it anyway: new music is ordered only when the track's host says it is gone"
+            ))
+        }
+        // A retry's check starts only with both; a snapshot without them cannot mix.
+        (_, None) => {
+            let error = "nothing to mix: the video has no music or no Combined Segments Video";
+            fail_job(next, job, error, ctx);
+            Step::new(Outcome::Applied, Some(job))
+        }
+    }
 }
 
 fn goapi_update(next: &mut Snapshot, u: &TaskUpdate, ctx: &Ctx, actions: &mut Vec<Effect>) -> Step {
@@ -446,6 +545,8 @@ fn external_accepted(next: &mut Snapshot, job: JobId, external_id: &str) -> Step
     if j.status == JobStatus::Pending {
         j.status = JobStatus::Processing;
     }
+    // Whatever the service took, no track check waits for this job any more.
+    end_track_check(next, job);
     Step::new(Outcome::Applied, Some(job))
 }
 
@@ -524,26 +625,44 @@ fn start_addition(
         .source_video
         .clone()
         .expect("callers check the source video");
+    let (job, sid) = new_addition(next, music.clone(), ctx);
+    actions.push(mix_effect(next, job, sid, music, video, ctx));
+    job
+}
+
+/// A `music_addition` job with its own submission id, the video `adding_music`; the mix
+/// itself is [`mix_effect`], now or once a track check has answered.
+fn new_addition(next: &mut Snapshot, music: MediaUrl, ctx: &Ctx) -> (JobId, String) {
     let attempt = next.jobs_of(&JobType::MusicAddition).count() + 1;
-    // Once a mix of this video found no audio track, its mixes are of the music alone.
-    let voice = !next
-        .jobs_of(&JobType::MusicAddition)
-        .any(|j| j.error.as_deref().is_some_and(mix_found_no_audio_track));
     let sid = submission_id(&next.video.id, attempt);
     let job = new_job(next, JobType::MusicAddition, ctx);
     job_mut(next, job).submission_id = Some(sid.clone());
     next.video.status = VideoStatus::AddingMusic;
-    next.video.music = Some(music.clone());
+    next.video.music = Some(music);
     next.video.error_details = None;
-    actions.push(Effect::SubmitNcaMix {
+    (job, sid)
+}
+
+fn mix_effect(
+    next: &Snapshot,
+    job: JobId,
+    submission_id: String,
+    music: MediaUrl,
+    video: MediaUrl,
+    ctx: &Ctx,
+) -> Effect {
+    // Once a mix of this video found no audio track, its mixes are of the music alone.
+    let voice = !next
+        .jobs_of(&JobType::MusicAddition)
+        .any(|j| j.error.as_deref().is_some_and(mix_found_no_audio_track));
+    Effect::SubmitNcaMix {
         job,
-        submission_id: sid,
+        submission_id,
         video,
         music,
         volume: ctx.policy.volume,
         voice,
-    });
-    job
+    }
 }
 
 fn new_job(next: &mut Snapshot, kind: JobType, ctx: &Ctx) -> JobId {
@@ -572,6 +691,14 @@ fn complete_job(next: &mut Snapshot, id: JobId, ctx: &Ctx) {
     let j = job_mut(next, id);
     j.status = JobStatus::Completed;
     j.ended_at = Some(ctx.now);
+    end_track_check(next, id);
+}
+
+/// A job that ended has no track check waiting for it any more.
+fn end_track_check(next: &mut Snapshot, id: JobId) {
+    if next.video.checking_track == Some(id) {
+        next.video.checking_track = None;
+    }
 }
 
 /// Fails a job and, through it, the video's stage; Error Details always says why.
@@ -591,6 +718,7 @@ fn fail_job(next: &mut Snapshot, id: JobId, error: &str, ctx: &Ctx) {
     };
     next.video.status = failed;
     next.video.error_details = Some(error);
+    end_track_check(next, id);
 }
 
 /// Turns the difference between the old and new snapshot into Airtable writes, followed
@@ -646,5 +774,276 @@ fn finish(s: &Snapshot, next: Snapshot, step: Step, actions: Vec<Effect>, ctx: &
         effects,
         job: step.job,
         note: step.note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RecordId;
+    use crate::machine::Video;
+
+    fn url(s: &str) -> MediaUrl {
+        MediaUrl::parse(s).expect("valid")
+    }
+
+    fn ctx(n: u128) -> Ctx {
+        Ctx {
+            now: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(n as i64),
+            event_id: Uuid::from_u128(n),
+            from_webhook: false,
+            policy: Policy::default(),
+        }
+    }
+
+    /// A video whose mix failed, with the music GoAPI gave and the prompt the operator
+    /// asked for.
+    fn addition_failed() -> Snapshot {
+        let id = RecordId::parse("recDecide00000001").expect("valid");
+        let mut v = Video::new(id.clone(), VideoStatus::MusicAdditionFailed);
+        v.source_video = Some(url("https://videos.example/combined.mp4"));
+        v.music = Some(url("https://img.theapi.app/temp/track.mp3"));
+        v.music_prompt = Some("the base's prompt".into());
+        v.requested_prompt = Some("the operator's prompt".into());
+        v.error_details = Some("404 Client Error: File not found".into());
+        let job = |n: u128, kind, status, sid: Option<String>| Job {
+            id: JobId(Uuid::from_u128(n)),
+            kind,
+            status,
+            external_id: Some(format!("ext-{n}")),
+            submission_id: sid,
+            error: (status == JobStatus::Failed).then(|| "failed".to_owned()),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            ended_at: None,
+        };
+        Snapshot {
+            jobs: vec![
+                job(1, JobType::MusicGeneration, JobStatus::Completed, None),
+                job(
+                    2,
+                    JobType::MusicAddition,
+                    JobStatus::Failed,
+                    Some(submission_id(&id, 1)),
+                ),
+            ],
+            video: v,
+        }
+    }
+
+    fn retry(from: Option<RetryFrom>) -> Event {
+        Event::RetryRequested { from }
+    }
+
+    fn checked(job: JobId, check: TrackCheck) -> Event {
+        Event::TrackChecked { job, check }
+    }
+
+    fn kinds(d: &Decision) -> Vec<&'static str> {
+        d.effects.iter().map(Effect::kind).collect()
+    }
+
+    /// The retry, decided: the new job whose mix waits for the check.
+    fn retried() -> (Decision, JobId) {
+        let d = decide(&addition_failed(), &retry(None), &ctx(10)).expect("accepted");
+        let job = d.job.expect("a job");
+        (d, job)
+    }
+
+    #[test]
+    fn retrying_a_failed_mix_checks_the_track_before_paying_for_a_mix() {
+        let (d, job) = retried();
+        assert_eq!(d.outcome, Outcome::Applied);
+        assert_eq!(kinds(&d), ["create_job", "update_video", "check_track"]);
+        assert_eq!(
+            d.effects.last(),
+            Some(&Effect::CheckTrack {
+                job,
+                music: url("https://img.theapi.app/temp/track.mp3"),
+            })
+        );
+        assert_eq!(d.next.video.status, VideoStatus::AddingMusic);
+        assert_eq!(d.next.video.checking_track, Some(job));
+        assert_eq!(d.next.video.retries, 1);
+        let j = d.next.job(job).expect("created");
+        assert_eq!(
+            (&j.kind, j.status),
+            (&JobType::MusicAddition, JobStatus::Pending)
+        );
+        // `from: mix` is the same retry, said explicitly.
+        let mix = decide(&addition_failed(), &retry(Some(RetryFrom::Mix)), &ctx(10));
+        assert_eq!(mix.map(|m| m.effects), Ok(d.effects));
+    }
+
+    #[test]
+    fn a_reachable_track_is_mixed_once() {
+        let (d, job) = retried();
+        let answer = checked(
+            job,
+            TrackCheck::Reachable {
+                detail: "HEAD answered 200".into(),
+            },
+        );
+        let mixed = decide(&d.next, &answer, &ctx(11)).expect("decided");
+        assert_eq!(mixed.outcome, Outcome::Applied);
+        let sid = d.next.job(job).and_then(|j| j.submission_id.clone());
+        assert_eq!(
+            mixed.effects,
+            vec![Effect::SubmitNcaMix {
+                job,
+                submission_id: sid.expect("the job's own submission id"),
+                video: url("https://videos.example/combined.mp4"),
+                music: url("https://img.theapi.app/temp/track.mp3"),
+                volume: 0.2,
+                voice: true,
+            }]
+        );
+        assert_eq!(mixed.next.video.checking_track, None);
+        assert_eq!(mixed.next.video.status, VideoStatus::AddingMusic);
+        // The same answer again (a replay) orders no second mix.
+        let again = decide(&mixed.next, &answer, &ctx(12)).expect("decided");
+        assert_eq!((again.outcome, again.effects.len()), (Outcome::Stale, 0));
+    }
+
+    #[test]
+    fn a_gone_track_orders_new_music_with_the_operators_prompt_and_no_mix() {
+        let (d, job) = retried();
+        let gone = checked(
+            job,
+            TrackCheck::Gone {
+                detail: "HEAD answered 404; GET answered 404".into(),
+            },
+        );
+        let next = decide(&d.next, &gone, &ctx(11)).expect("decided");
+        assert_eq!(next.outcome, Outcome::Applied);
+        assert_eq!(
+            kinds(&next),
+            [
+                "update_job",
+                "create_job",
+                "update_video",
+                "create_goapi_task"
+            ]
+        );
+        assert!(
+            next.effects.iter().any(|e| matches!(e,
+                Effect::CreateGoapiTask { prompt, .. } if prompt.as_deref() == Some("the operator's prompt"))),
+            "{:?}",
+            next.effects
+        );
+        let failed = next.next.job(job).expect("the mix job");
+        assert_eq!(failed.status, JobStatus::Failed);
+        assert!(
+            failed
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("gone") && e.contains("GET answered 404")),
+            "{failed:?}"
+        );
+        assert_eq!(next.next.video.status, VideoStatus::GeneratingMusic);
+        assert_eq!(next.next.video.checking_track, None);
+        assert_eq!(next.next.video.retries, 1, "the same retry, not another");
+    }
+
+    #[test]
+    fn a_check_that_proves_nothing_mixes_the_track_rather_than_buying_music() {
+        let (d, job) = retried();
+        let unknown = checked(
+            job,
+            TrackCheck::Unknown {
+                detail: "GET answered 503".into(),
+            },
+        );
+        let next = decide(&d.next, &unknown, &ctx(11)).expect("decided");
+        assert_eq!(kinds(&next), ["submit_nca_mix"]);
+        assert!(next.note.is_some_and(|n| n.contains("mixing it anyway")));
+    }
+
+    #[test]
+    fn retry_from_music_orders_new_music_without_checking_the_track() {
+        let d =
+            decide(&addition_failed(), &retry(Some(RetryFrom::Music)), &ctx(10)).expect("accepted");
+        assert_eq!(
+            kinds(&d),
+            ["create_job", "update_video", "create_goapi_task"]
+        );
+        assert!(matches!(d.effects.last(),
+            Some(Effect::CreateGoapiTask { prompt, .. }) if prompt.as_deref() == Some("the operator's prompt")));
+        assert_eq!(d.next.video.status, VideoStatus::GeneratingMusic);
+        assert_eq!(d.next.video.checking_track, None);
+        assert_eq!(d.next.video.retries, 1);
+    }
+
+    #[test]
+    fn retry_from_mix_needs_music_to_mix() {
+        let mut s = addition_failed();
+        s.video.status = VideoStatus::MusicGenerationFailed;
+        s.video.music = None;
+        assert_eq!(
+            decide(&s, &retry(Some(RetryFrom::Mix)), &ctx(10)),
+            Err(Rejection::NothingToMix {
+                status: "music_generation_failed".into()
+            })
+        );
+        // Without `from` it is the usual new task.
+        let d = decide(&s, &retry(None), &ctx(10)).expect("accepted");
+        assert_eq!(
+            kinds(&d),
+            ["create_job", "update_video", "create_goapi_task"]
+        );
+    }
+
+    #[test]
+    fn the_retry_limit_holds_whatever_the_retry_starts_from() {
+        let mut s = addition_failed();
+        s.video.retries = Policy::default().max_retries;
+        for from in [None, Some(RetryFrom::Music), Some(RetryFrom::Mix)] {
+            assert_eq!(
+                decide(&s, &retry(from), &ctx(10)),
+                Err(Rejection::RetryLimit { limit: 3 })
+            );
+        }
+    }
+
+    #[test]
+    fn a_check_answered_after_its_job_failed_changes_nothing() {
+        let (d, job) = retried();
+        let deadline = Event::JobDeadlinePassed { job };
+        let failed = decide(&d.next, &deadline, &ctx(11)).expect("decided");
+        assert_eq!(failed.next.video.status, VideoStatus::MusicAdditionFailed);
+        assert_eq!(failed.next.video.checking_track, None);
+        for check in [
+            TrackCheck::Reachable {
+                detail: "HEAD answered 200".into(),
+            },
+            TrackCheck::Gone {
+                detail: "GET answered 404".into(),
+            },
+        ] {
+            let late = decide(&failed.next, &checked(job, check), &ctx(12)).expect("decided");
+            assert_eq!(late.outcome, Outcome::Stale);
+            assert_eq!(late.next, failed.next, "final is final");
+            assert!(late.effects.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_check_answer_for_another_job_binds_to_nothing() {
+        let (d, _) = retried();
+        let other = checked(
+            JobId(Uuid::from_u128(2)),
+            TrackCheck::Gone {
+                detail: "GET answered 404".into(),
+            },
+        );
+        let next = decide(&d.next, &other, &ctx(11)).expect("decided");
+        assert_eq!((next.outcome, next.effects.len()), (Outcome::Stale, 0));
+        let unknown = checked(
+            JobId(Uuid::from_u128(99)),
+            TrackCheck::Gone {
+                detail: "GET answered 404".into(),
+            },
+        );
+        let next = decide(&d.next, &unknown, &ctx(11)).expect("decided");
+        assert_eq!(next.outcome, Outcome::Unmatched);
     }
 }

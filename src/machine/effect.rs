@@ -32,6 +32,9 @@ pub enum Effect {
         #[serde(default = "with_voice")]
         voice: bool,
     },
+    /// Find out whether the track a retried mix would use is still there (GoAPI's track
+    /// URLs are temporary); the answer comes back as `TrackChecked` for `job`.
+    CheckTrack { job: JobId, music: MediaUrl },
     /// Close the Webhook Events record of the event that caused this decision.
     RecordWebhookOutcome {
         outcome: Outcome,
@@ -48,6 +51,7 @@ impl Effect {
             Effect::UpdateJob { .. } => "update_job",
             Effect::CreateGoapiTask { .. } => "create_goapi_task",
             Effect::SubmitNcaMix { .. } => "submit_nca_mix",
+            Effect::CheckTrack { .. } => "check_track",
             Effect::RecordWebhookOutcome { .. } => "record_webhook_outcome",
         }
     }
@@ -58,7 +62,8 @@ impl Effect {
             Effect::CreateJob { job, .. }
             | Effect::UpdateJob { job, .. }
             | Effect::CreateGoapiTask { job, .. }
-            | Effect::SubmitNcaMix { job, .. } => Some(*job),
+            | Effect::SubmitNcaMix { job, .. }
+            | Effect::CheckTrack { job, .. } => Some(*job),
             Effect::RecordWebhookOutcome { job, .. } => *job,
             Effect::UpdateVideo(_) => None,
         }
@@ -73,13 +78,16 @@ impl Effect {
                 Some(Target::Job(*job))
             }
             Effect::RecordWebhookOutcome { .. } => Some(Target::WebhookEvent),
-            Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. } => None,
+            Effect::CreateGoapiTask { .. }
+            | Effect::SubmitNcaMix { .. }
+            | Effect::CheckTrack { .. } => None,
         }
     }
 
     /// Whether an operator may run this effect again once it failed for good. A call
     /// that started a job is not: its job already failed through the machine, and a new
-    /// attempt is a new job (a retry of the video's stage).
+    /// attempt is a new job (a retry of the video's stage). A track check costs nothing,
+    /// and an answer that comes too late is stale to the machine.
     pub fn replayable(&self) -> bool {
         !matches!(
             self,

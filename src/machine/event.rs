@@ -9,8 +9,13 @@ use crate::domain::MediaUrl;
 pub enum Event {
     /// An operator or the pipeline asks for music (`POST /videos/{id}/music`).
     MusicRequested { prompt: Option<String> },
-    /// An operator redrives a failed stage (`POST /videos/{id}/retry`).
-    RetryRequested,
+    /// An operator redrives a failed stage (`POST /videos/{id}/retry`), from the stage the
+    /// video failed at unless `from` says otherwise. Entries stored before `from` existed
+    /// read as `None`.
+    RetryRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<RetryFrom>,
+    },
     /// GoAPI reports on a music task (webhook or status poll).
     GoapiTaskUpdate(TaskUpdate),
     /// NCA reports that a mix ended (callback or status poll).
@@ -25,6 +30,35 @@ pub enum Event {
     /// prove the first was refused (a timeout, a gateway's 504, a kill during the call).
     /// It changes nothing; it puts the re-submission in the job's history.
     Resubmitting { job: JobId, reason: String },
+    /// The executor checked whether the track a retried mix would use is still there
+    /// (`Effect::CheckTrack`): GoAPI's track URLs are temporary.
+    TrackChecked { job: JobId, check: TrackCheck },
+}
+
+/// Where an operator's retry starts (`{"from": ...}` in the retry's body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum RetryFrom {
+    /// New music: a new GoAPI task, whatever music the video has.
+    Music,
+    /// The mix again, with the music the video has (after checking that its track is still
+    /// there); the same as no `from` on a video whose mix failed.
+    Mix,
+}
+
+/// What checking a track's URL found. `detail` says what answered, for the history; it
+/// never carries the URL (a signed URL's query is a credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum TrackCheck {
+    /// The host serves the track (2xx).
+    Reachable { detail: String },
+    /// The host says the track is not there any more (403, 404 or 410 to a plain GET).
+    Gone { detail: String },
+    /// No answer said either way before the executor's attempts ran out (timeouts, 5xx,
+    /// anything else): it proves nothing, so it neither buys new music nor blocks the mix.
+    Unknown { detail: String },
 }
 
 impl Event {

@@ -17,6 +17,8 @@ pub use catalogue::{
 };
 pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide, mix_found_no_audio_track};
 pub use effect::{Effect, JobPatch, Table, Target, VideoPatch};
-pub use event::{Event, NcaResult, NcaUpdate, TaskStatus, TaskUpdate, Track};
+pub use event::{
+    Event, NcaResult, NcaUpdate, RetryFrom, TaskStatus, TaskUpdate, Track, TrackCheck,
+};
 pub use next::next_events;
 pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};

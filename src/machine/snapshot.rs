@@ -50,6 +50,11 @@ pub struct Video {
     /// Music Prompt is someone else's field); snapshots stored before it have none.
     #[serde(default)]
     pub requested_prompt: Option<String>,
+    /// The `music_addition` job a retry created whose mix waits for the check that the
+    /// stored track is still there (`Effect::CheckTrack`); `None` once it is answered.
+    /// Engine state only; snapshots stored before it have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checking_track: Option<JobId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +114,7 @@ impl Video {
             error_details: None,
             retries: 0,
             requested_prompt: None,
+            checking_track: None,
         }
     }
 }

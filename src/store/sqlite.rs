@@ -1340,7 +1340,7 @@ mod tests {
             headers: "{}".into(),
             received_at: Utc::now(),
             payload: Payload::Event {
-                event: Event::RetryRequested,
+                event: Event::RetryRequested { from: None },
             },
         }
     }

@@ -115,5 +115,6 @@ fn video_from_record(v: &VideoRecord) -> Video {
         error_details: v.error_details.clone(),
         retries: 0,
         requested_prompt: None,
+        checking_track: None,
     }
 }

@@ -21,7 +21,7 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::machine::{
     Ctx, Decision, Effect, Event, Job, JobId, NcaResult, NcaUpdate, Outcome, Policy, Rejection,
-    Snapshot, TaskStatus, TaskUpdate, Track, Video, decide,
+    RetryFrom, Snapshot, TaskStatus, TaskUpdate, Track, TrackCheck, Video, decide,
 };
 use uuid::Uuid;
 
@@ -217,7 +217,9 @@ enum Action {
     MusicRequested {
         prompt: Option<String>,
     },
-    Retry,
+    Retry {
+        from: Option<RetryFrom>,
+    },
     Goapi {
         task: Pick,
         status: TaskStatus,
@@ -244,6 +246,12 @@ enum Action {
     EffectFailed {
         job: Option<Index>,
         error: String,
+    },
+    /// The executor's answer to a track check: for the job a check waits for (`None`), or
+    /// for any job of the video.
+    TrackChecked {
+        job: Option<Index>,
+        verdict: u8,
     },
     /// The previous event delivered again.
     Redeliver,
@@ -293,7 +301,13 @@ fn action() -> impl Strategy<Value = Action> {
     let error = proptest::option::of(prop_oneof![Just(String::new()), "[a-z ]{1,12}"]);
     prop_oneof![
         2 => proptest::option::of("[a-z]{1,8}").prop_map(|prompt| Action::MusicRequested { prompt }),
-        3 => Just(Action::Retry),
+        3 => prop_oneof![
+            4 => Just(None),
+            1 => Just(Some(RetryFrom::Music)),
+            1 => Just(Some(RetryFrom::Mix)),
+        ].prop_map(|from| Action::Retry { from }),
+        3 => (proptest::option::weighted(0.2, any::<Index>()), 0..3u8)
+            .prop_map(|(job, verdict)| Action::TrackChecked { job, verdict }),
         8 => (pick(), status, tracks, error, any::<u8>(), named()).prop_map(
             |(task, status, tracks, error, n, named)| Action::Goapi { task, status, tracks, error, n, named }
         ),
@@ -449,7 +463,20 @@ fn resolve(a: &Action, s: &Snapshot, delivered: &[Event]) -> Option<Event> {
         Action::MusicRequested { prompt } => Event::MusicRequested {
             prompt: prompt.clone(),
         },
-        Action::Retry => Event::RetryRequested,
+        Action::Retry { from } => Event::RetryRequested { from: *from },
+        Action::TrackChecked { job, verdict } => {
+            let job = match job {
+                None => s.video.checking_track.unwrap_or(job_id(s, None).0),
+                Some(_) => job_id(s, *job).0,
+            };
+            let detail = format!("verdict {verdict}");
+            let check = match verdict {
+                0 => TrackCheck::Reachable { detail },
+                1 => TrackCheck::Gone { detail },
+                _ => TrackCheck::Unknown { detail },
+            };
+            Event::TrackChecked { job, check }
+        }
         Action::Goapi {
             task,
             status,
@@ -515,7 +542,10 @@ fn is_webhook(e: &Event) -> bool {
 }
 
 fn is_command(e: &Event) -> bool {
-    matches!(e, Event::MusicRequested { .. } | Event::RetryRequested)
+    matches!(
+        e,
+        Event::MusicRequested { .. } | Event::RetryRequested { .. }
+    )
 }
 
 /// A fresh context for delivery number `n`: every delivery is a new inbox entry, with its
@@ -607,7 +637,7 @@ proptest! {
     #[test]
     fn failed_states_are_absorbing_except_for_retry(sc in scenario()) {
         for st in run(&sc).1.iter().filter(|st| st.before.video.status.is_failed()) {
-            if st.event != Event::RetryRequested {
+            if !matches!(st.event, Event::RetryRequested { .. }) {
                 prop_assert_eq!(&st.after().video, &st.before.video, "{:?} changed a failed video", st.event);
             }
         }
@@ -633,7 +663,10 @@ proptest! {
                     prop_assert_eq!(&st.before.job(g).map(|j| &j.kind), &Some(&JobType::MusicGeneration));
                     prop_assert!(per_generation_job.insert(g), "music_generation job {} submitted twice", g);
                 }
-                let created = d.next.job(*job).filter(|_| st.before.job(*job).is_none());
+                // A retried mix's job was created by the retry; its mix follows the check.
+                let answers_check = matches!(st.event, Event::TrackChecked { job: j, .. } if j == *job)
+                    && st.before.video.checking_track == Some(*job);
+                let created = d.next.job(*job).filter(|_| st.before.job(*job).is_none() || answers_check);
                 prop_assert!(created.is_some(), "SubmitNcaMix for job {} that this decision did not create", job);
                 let created = created.unwrap();
                 prop_assert_eq!(&created.kind, &JobType::MusicAddition);
@@ -740,7 +773,10 @@ proptest! {
                 prop_assert_eq!(statuses, vec![&b.video.status], "{:?}: status {} -> {}", st.event, a.video.status, b.video.status);
             }
             let updates = d.effects.iter().filter(|e| matches!(e, Effect::UpdateVideo(_))).count();
-            prop_assert_eq!(updates, usize::from(a.video != b.video), "{:?}: UpdateVideo count", st.event);
+            // What the Videos record shows; the rest (retries, prompts, a waiting check) is
+            // the engine's own.
+            let shown = |v: &Video| (v.status.clone(), v.music.clone(), v.final_video.clone(), v.error_details.clone());
+            prop_assert_eq!(updates, usize::from(shown(&a.video) != shown(&b.video)), "{:?}: UpdateVideo count", st.event);
 
             // Jobs are only ever appended.
             prop_assert!(b.jobs.len() >= a.jobs.len());
@@ -752,7 +788,16 @@ proptest! {
             for e in &d.effects {
                 match e {
                     Effect::CreateJob { job, kind, status } => { created.insert(*job, (kind.clone(), *status)); }
-                    Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } => { prop_assert!(started.insert(*job)); }
+                    Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } | Effect::CheckTrack { job, .. }
+                        if new.contains_key(job) => { prop_assert!(started.insert(*job)); }
+                    // The mix of a job a retry created, once its track check answered.
+                    Effect::SubmitNcaMix { job, .. } => {
+                        let answered = matches!(st.event, Event::TrackChecked { job: j, .. } if j == *job);
+                        prop_assert!(answered && a.video.checking_track == Some(*job), "{:?}: a mix for old job {}", st.event, job);
+                    }
+                    Effect::CreateGoapiTask { job, .. } | Effect::CheckTrack { job, .. } => {
+                        prop_assert!(false, "{:?}: started old job {}", st.event, job);
+                    }
                     Effect::UpdateJob { job, patch } => {
                         prop_assert!(updated.insert(*job), "two UpdateJob for {}", job);
                         let (x, y) = (a.job(*job), b.job(*job));
@@ -851,6 +896,45 @@ proptest! {
         }
     }
 
+    /// A retried mix is paid for only after its track is checked, and new music only on
+    /// proof that the track is gone: a retry never submits a mix itself, a track check
+    /// that answered `gone` never mixes, one that did not never orders a GoAPI task, and
+    /// a check answers once.
+    #[test]
+    fn a_retried_mix_waits_for_its_track_check(sc in scenario()) {
+        let mut answered = BTreeSet::new();
+        for st in run(&sc).1 {
+            let Ok(d) = &st.result else { continue };
+            let mixes = d.effects.iter().filter(|e| matches!(e, Effect::SubmitNcaMix { .. })).count();
+            let tasks = d.effects.iter().filter(|e| matches!(e, Effect::CreateGoapiTask { .. })).count();
+            match &st.event {
+                Event::RetryRequested { .. } => {
+                    prop_assert_eq!(mixes, 0, "a retry mixed without checking the track");
+                    let checks: Vec<_> = d.effects.iter().filter_map(|e| match e {
+                        Effect::CheckTrack { job, music } => Some((*job, music.clone())),
+                        _ => None,
+                    }).collect();
+                    prop_assert_eq!(checks.len() + tasks, 1, "{:?}", d.effects);
+                    if let Some((job, music)) = checks.first() {
+                        prop_assert_eq!(d.next.video.checking_track, Some(*job));
+                        prop_assert_eq!(d.next.video.music.as_ref(), Some(music));
+                    }
+                }
+                Event::TrackChecked { job, check } if d.outcome == Outcome::Applied => {
+                    prop_assert!(answered.insert(*job), "the check of job {} answered twice", job);
+                    prop_assert_eq!(d.next.video.checking_track, None);
+                    if let TrackCheck::Gone { .. } = check {
+                        prop_assert_eq!((mixes, tasks), (0, 1));
+                    } else {
+                        prop_assert_eq!((mixes, tasks), (1, 0));
+                    }
+                }
+                Event::TrackChecked { .. } => prop_assert_eq!((mixes, tasks), (0, 0)),
+                _ => {}
+            }
+        }
+    }
+
     /// decide() is a function: the same snapshot, event and context give the same decision.
     #[test]
     fn decide_is_deterministic(sc in scenario()) {
@@ -869,6 +953,7 @@ fn sequences_reach_every_state() {
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut job_statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut applied: BTreeSet<&'static str> = BTreeSet::new();
     for _ in 0..CASES {
         let sc = strategy
             .new_tree(&mut runner)
@@ -889,6 +974,9 @@ fn sequences_reach_every_state() {
             );
         }
         for st in &steps {
+            if matches!(&st.result, Ok(d) if d.outcome == Outcome::Applied) {
+                applied.insert(st.event.label());
+            }
             let o = match &st.result {
                 Ok(d) => d.outcome.to_string(),
                 Err(_) => "rejected".to_owned(),
@@ -928,6 +1016,20 @@ fn sequences_reach_every_state() {
             "no decision was {o}: {outcomes:?}"
         );
     }
+    // A retried mix's check and every answer to it are exercised.
+    for label in [
+        "retry_requested",
+        "retry_from_music",
+        "retry_from_mix",
+        "track_reachable",
+        "track_gone",
+        "track_unknown",
+    ] {
+        assert!(
+            applied.contains(label),
+            "no {label} was applied: {applied:?}"
+        );
+    }
     for kind in ["music_generation", "music_addition"] {
         for status in ["pending", "processing", "completed", "failed"] {
             let key = format!("{kind} {status}");
@@ -959,7 +1061,7 @@ fn a_retry_orders_the_music_the_operator_asked_for() {
     });
     let d = decide(&d.next, &failed, &ctx(2, &failed)).expect("decided");
     assert_eq!(d.next.video.status, VideoStatus::MusicGenerationFailed);
-    let retry = Event::RetryRequested;
+    let retry = Event::RetryRequested { from: None };
     let d = decide(&d.next, &retry, &ctx(3, &retry)).expect("accepted");
     let prompts: Vec<_> = d
         .effects

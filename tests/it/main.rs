@@ -36,6 +36,7 @@ mod operator_page;
 mod records_contract;
 mod records_contract_pg;
 mod replicas;
+mod retry_track;
 mod states_agreement;
 mod store_contract;
 mod webhook_parsing;

@@ -93,14 +93,15 @@ async fn inspection_shows_status_jobs_history_and_next_events() {
         "completed accepts nothing: {v}"
     );
 
-    // A failed video accepts a retry.
+    // A failed mix accepts a retry: by default or from the mix (its track checked first),
+    // or from new music.
     w.nca.set_fail_mix(true);
     let other = w.seed_video(2).await;
     w.request_music(&other).await;
     let f = w.wait_settled(&other, "music_addition_failed").await;
     assert_eq!(
         f["accepts_next"],
-        serde_json::json!(["retry_requested"]),
+        serde_json::json!(["retry_requested", "retry_from_music", "retry_from_mix"]),
         "{f}"
     );
 

@@ -2,6 +2,8 @@
 //! `{code, data, message}` envelopes, then webhooks `{timestamp, data}` with the secret in
 //! `x-webhook-secret`: pending, processing, then completed (in a chosen output shape) or
 //! failed. Deliveries can be duplicated, shuffled or lost, and are retried on non-2xx.
+//! The tracks of completed tasks are served at the double's own URLs until a test makes
+//! them expire (docs/goapi-and-nca.md, "Track URLs expire").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,6 +129,20 @@ struct Inner {
     tasks: Vec<GoapiTask>,
     current: HashMap<String, Value>,
     deliveries: Vec<WebhookDelivery>,
+    /// Per task: the status its track URLs answer instead of serving the track.
+    track_answers: HashMap<String, u16>,
+    head_refused: bool,
+    track_requests: Vec<TrackRequest>,
+}
+
+/// One request for a track URL the double handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRequest {
+    pub method: String,
+    /// e.g. `/audio/<task id>-1.mp3`
+    pub path: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
 }
 
 type Shared = super::serve::Shared<Inner>;
@@ -210,6 +226,26 @@ impl GoapiDouble {
         self.shared.lock().fail_after_create = n;
     }
 
+    /// The track URLs of `task_id` answer `status` from now on instead of the track: 404 or
+    /// 403 once they expired (docs/goapi-and-nca.md, "Track URLs expire": which of the two
+    /// is not documented, so tests play both), or a 5xx for a host that is failing.
+    pub fn answer_tracks_of(&self, task_id: &str, status: u16) {
+        self.shared
+            .lock()
+            .track_answers
+            .insert(task_id.to_owned(), status);
+    }
+
+    /// HEAD on a track answers 405, as some storage hosts do (GET still serves it).
+    pub fn refuse_head(&self, refuse: bool) {
+        self.shared.lock().head_refused = refuse;
+    }
+
+    /// Every request for a track URL, in order.
+    pub fn track_requests(&self) -> Vec<TrackRequest> {
+        self.shared.lock().track_requests.clone()
+    }
+
     pub fn tasks(&self) -> Vec<GoapiTask> {
         self.shared.lock().tasks.clone()
     }
@@ -266,10 +302,11 @@ fn handle(
         )
         .into_response();
     }
-    // Generated tracks are public URLs, as on GoAPI's CDN.
-    if (method == Method::GET || method == Method::HEAD) && path.starts_with("/audio/") {
-        return warp::reply::with_header(b"ID3\x04\x00".to_vec(), "content-type", "audio/mpeg")
-            .into_response();
+    // Generated tracks are public URLs, as on GoAPI's CDN, until they expire.
+    if (method == Method::GET || method == Method::HEAD)
+        && let Some(file) = path.strip_prefix("/audio/")
+    {
+        return track(&s, &method, path, file, headers);
     }
     let authorized = headers
         .get("x-api-key")
@@ -290,6 +327,34 @@ fn handle(
         };
     }
     envelope(404, 404, Value::Null, "not found")
+}
+
+fn track(
+    s: &Shared,
+    method: &Method,
+    path: &str,
+    file: &str,
+    headers: &HeaderMap,
+) -> warp::reply::Response {
+    let mut g = s.lock();
+    g.track_requests.push(TrackRequest {
+        method: method.to_string(),
+        path: path.to_owned(),
+        range: headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    // `<task id>-<n>.mp3`: the task id is a UUID, itself made of dashes.
+    let task = file.rsplit_once('-').map_or(file, |(task, _)| task);
+    if let Some(&status) = g.track_answers.get(task) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
+        return warp::reply::with_status("expired or unavailable", status).into_response();
+    }
+    if g.head_refused && method == Method::HEAD {
+        return warp::reply::with_status("", StatusCode::METHOD_NOT_ALLOWED).into_response();
+    }
+    warp::reply::with_header(b"ID3\x04\x00".to_vec(), "content-type", "audio/mpeg").into_response()
 }
 
 fn percent_decode(s: &str) -> String {

@@ -34,7 +34,7 @@ pub fn entry(video: &RecordId, key: Option<&str>) -> NewEntry {
         headers: "{}".into(),
         received_at: Utc::now(),
         payload: Payload::Event {
-            event: Event::RetryRequested,
+            event: Event::RetryRequested { from: None },
         },
     }
 }

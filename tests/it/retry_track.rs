@@ -1,0 +1,255 @@
+//! A retry fixes what expired (issue 13, item 5), end to end through the real binary:
+//! retrying a failed mix first checks that the music's track is still there (GoAPI's track
+//! URLs are temporary), and orders new music only when its host says it is gone;
+//! `{"from": "music"}` orders new music outright; a body that says anything else is a 400.
+
+use crate::support;
+
+use reelstate::domain::RecordId;
+use serde_json::{Value, json};
+use support::world::{World, WorldBuilder};
+
+/// A mix failure that has nothing to do with the track (and is not the no-audio-track one,
+/// which would mix again by itself).
+const MIX_ERROR: &str = "FFmpeg command failed: Invalid data found when processing input";
+
+/// A video whose first mix failed, with the GoAPI task and the track it got.
+async fn failed_mix(w: &World) -> (RecordId, String, String) {
+    let video = w.seed_video(1).await;
+    w.nca.set_fail_mix(true);
+    w.nca.set_failure_message(MIX_ERROR);
+    let (s, body) = w.request_music(&video).await;
+    assert_eq!(s, 202, "{body}");
+    let v = w.wait_settled(&video, "music_addition_failed").await;
+    w.nca.set_fail_mix(false);
+    let tasks = w.goapi.tasks();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(w.nca.submissions().len(), 1);
+    let track = v["music"].as_str().expect("the track is stored").to_owned();
+    assert!(track.starts_with(&w.goapi.url()), "{track}");
+    (video, tasks[0].task_id.clone(), track)
+}
+
+async fn retry(w: &World, video: &RecordId, body: Option<&str>) -> (u16, Value) {
+    let mut req = w
+        .app
+        .client
+        .post(format!("{}/videos/{video}/retry", w.app.url));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_owned());
+    }
+    let r = req.send().await.expect("post");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn music_of(submission: &Value) -> String {
+    submission["inputs"][1]["file_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn history_events(v: &Value) -> Vec<String> {
+    v["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["event"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn track_path(track: &str, w: &World) -> String {
+    track.trim_start_matches(&w.goapi.url()).to_owned()
+}
+
+async fn an_expired_track_buys_new_music_and_is_never_mixed(expired: u16) {
+    let w = World::start().await;
+    let (video, first_task, track) = failed_mix(&w).await;
+    w.goapi.answer_tracks_of(&first_task, expired);
+
+    let (s, body) = retry(&w, &video, None).await;
+    assert_eq!(s, 202, "{body}");
+    let v = w.wait_settled(&video, "completed").await;
+
+    // One new GoAPI task, with the same prompt as the first.
+    let tasks = w.goapi.tasks();
+    assert_eq!(tasks.len(), 2, "a new task for the expired track");
+    assert_eq!(
+        tasks[1].body["input"]["gpt_description_prompt"],
+        tasks[0].body["input"]["gpt_description_prompt"],
+        "the retry asks for the same music"
+    );
+    // The only mix since the retry is of the new track: the expired one was never sent.
+    let subs = w.nca.submissions();
+    assert_eq!(subs.len(), 2, "{subs:?}");
+    assert_eq!(music_of(&subs[0].body), track);
+    let new_track = music_of(&subs[1].body);
+    assert_ne!(new_track, track);
+    assert!(new_track.contains(&tasks[1].task_id), "{new_track}");
+    assert_eq!(v["music"], json!(new_track), "{v}");
+
+    // The check is on record: a HEAD, then the one-byte GET whose answer decided.
+    let path = track_path(&track, &w);
+    let asked: Vec<_> = w
+        .goapi
+        .track_requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .map(|r| (r.method, r.range))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("HEAD".to_owned(), None),
+            ("GET".to_owned(), Some("bytes=0-0".to_owned()))
+        ]
+    );
+    let history = history_events(&v);
+    assert!(
+        history.contains(&"track_gone".to_owned()),
+        "the check is in the video's history: {history:?}"
+    );
+    let gone = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| {
+            j["type"] == "music_addition"
+                && j["status"] == "failed"
+                && j["error"].as_str().is_some_and(|e| e.contains("gone"))
+        })
+        .unwrap_or_else(|| panic!("the retried mix's job says why it failed: {v:#}"));
+    assert!(
+        gone["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("GET answered {expired}")),
+        "{gone}"
+    );
+    assert!(
+        !gone["error"].as_str().unwrap().contains(&path),
+        "the URL stays out of the record"
+    );
+    assert_eq!(v["retries"], 1, "one retry, whatever it took");
+}
+
+#[tokio::test]
+async fn a_retry_with_a_track_expired_to_404_orders_new_music_and_no_mix_of_it() {
+    an_expired_track_buys_new_music_and_is_never_mixed(404).await;
+}
+
+#[tokio::test]
+async fn a_retry_with_a_track_expired_to_403_orders_new_music_and_no_mix_of_it() {
+    an_expired_track_buys_new_music_and_is_never_mixed(403).await;
+}
+
+#[tokio::test]
+async fn a_retry_with_a_reachable_track_mixes_it_once_and_orders_no_music() {
+    let w = World::start().await;
+    let (video, _, track) = failed_mix(&w).await;
+    // A host that refuses HEAD still serves the track to a GET.
+    w.goapi.refuse_head(true);
+
+    let (s, body) = retry(&w, &video, Some(r#"{"from": "mix"}"#)).await;
+    assert_eq!(s, 202, "{body}");
+    let v = w.wait_settled(&video, "completed").await;
+
+    assert_eq!(w.goapi.tasks().len(), 1, "no new music");
+    let subs = w.nca.submissions();
+    assert_eq!(subs.len(), 2, "one more mix: {subs:?}");
+    assert_eq!(music_of(&subs[1].body), track);
+    assert_eq!(v["music"], json!(track));
+    let path = track_path(&track, &w);
+    let asked: Vec<_> = w
+        .goapi
+        .track_requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(asked, ["HEAD", "GET"]);
+    let history = history_events(&v);
+    assert!(
+        history.contains(&"retry_from_mix".to_owned())
+            && history.contains(&"track_reachable".to_owned()),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_from_music_orders_new_music_without_checking_the_track() {
+    let w = World::start().await;
+    let (video, _, track) = failed_mix(&w).await;
+
+    let (s, body) = retry(&w, &video, Some(r#"{"from": "music"}"#)).await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body["video_status"], "generating_music", "{body}");
+    let v = w.wait_settled(&video, "completed").await;
+
+    let tasks = w.goapi.tasks();
+    assert_eq!(tasks.len(), 2);
+    let subs = w.nca.submissions();
+    assert_eq!(subs.len(), 2);
+    assert!(music_of(&subs[1].body).contains(&tasks[1].task_id));
+    assert_ne!(v["music"], json!(track));
+    assert!(
+        w.goapi.track_requests().is_empty(),
+        "nothing to check: {:?}",
+        w.goapi.track_requests()
+    );
+}
+
+/// A host that never says whether it has the track proves nothing: after the executor's
+/// attempts the track is mixed anyway (only proof that it is gone buys music).
+#[tokio::test]
+async fn a_track_whose_host_keeps_failing_is_mixed_rather_than_replaced() {
+    let w = WorldBuilder::new()
+        .app(|b| b.env("REELSTATE_EFFECT_MAX_ATTEMPTS", "3"))
+        .start()
+        .await;
+    let (video, first_task, track) = failed_mix(&w).await;
+    w.goapi.answer_tracks_of(&first_task, 503);
+
+    let (s, body) = retry(&w, &video, None).await;
+    assert_eq!(s, 202, "{body}");
+    let v = w.wait_settled(&video, "completed").await;
+
+    assert_eq!(w.goapi.tasks().len(), 1, "no music bought on a guess");
+    let subs = w.nca.submissions();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(music_of(&subs[1].body), track);
+    let path = track_path(&track, &w);
+    let gets = w
+        .goapi
+        .track_requests()
+        .into_iter()
+        .filter(|r| r.path == path && r.method == "GET")
+        .count();
+    assert_eq!(gets, 3, "asked once per attempt");
+    assert!(history_events(&v).contains(&"track_unknown".to_owned()));
+}
+
+#[tokio::test]
+async fn a_retry_body_that_says_anything_else_is_a_400_and_changes_nothing() {
+    let w = World::start().await;
+    let (video, _, _) = failed_mix(&w).await;
+    for (body, code) in [
+        (r#"{"from": "lyrics"}"#, "invalid_from"),
+        (r#"{"from": 3}"#, "invalid_from"),
+        (r#"{"form": "music"}"#, "invalid_body"),
+        (r#"["music"]"#, "invalid_body"),
+        ("from=music", "invalid_json"),
+    ] {
+        let (s, reply) = retry(&w, &video, Some(body)).await;
+        assert_eq!(s, 400, "{body}: {reply}");
+        assert_eq!(reply["error"]["code"], code, "{body}: {reply}");
+        assert!(reply["error"]["message"].is_string(), "{reply}");
+    }
+    let v = w.wait_settled(&video, "music_addition_failed").await;
+    assert_eq!(v["retries"], 0, "{v}");
+    assert_eq!(w.goapi.tasks().len(), 1);
+    assert_eq!(w.nca.submissions().len(), 1);
+}
