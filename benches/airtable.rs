@@ -9,6 +9,9 @@
 //!    meets the video for the first time when GoAPI calls back): one alone, then bursts of
 //!    30 and of 100.
 //!
+//! Each measurement also prints how long after each webhook's 202 the NCA double received
+//! its video's mix (the render latency: a mix must not wait on the video's Airtable writes).
+//!
 //! Run: `cargo bench --bench airtable`.
 
 #[path = "../tests/it/support/airtable_double.rs"]
@@ -30,7 +33,7 @@ mod serve;
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use airtable_double::{AirtableDouble, DoubleConfig};
 use futures::future::join_all;
@@ -227,7 +230,8 @@ async fn start_server(airtable: &AirtableDouble, nca: &NcaDouble, goapi: &GoapiD
 
 impl Server {
     /// Sends GoAPI's completed webhook of `task` for `video`; it must be acknowledged.
-    async fn complete(&self, video: &str, task: &str) {
+    /// Returns when it was.
+    async fn complete(&self, video: &str, task: &str) -> SystemTime {
         let r = self
             .client
             .post(format!("{}/webhooks/goapi?video_id={video}", self.url))
@@ -237,14 +241,23 @@ impl Server {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 202);
+        SystemTime::now()
     }
 
     /// Sends the completed webhooks of `batch` (video, task) at once, waits until every
-    /// video is `adding_music` with nothing left to run, and prints what it cost.
-    async fn measure(&self, airtable: &AirtableDouble, label: &str, batch: &[(String, String)]) {
+    /// video is `adding_music` with nothing left to run, and prints what it cost: Airtable
+    /// requests, the drain time against their floor, and how long after each webhook's
+    /// acknowledgement NCA received the video's mix.
+    async fn measure(
+        &self,
+        airtable: &AirtableDouble,
+        nca: &NcaDouble,
+        label: &str,
+        batch: &[(String, String)],
+    ) {
         let before = airtable.requests().len();
         let start = Instant::now();
-        join_all(batch.iter().map(|(v, t)| self.complete(v, t))).await;
+        let acked = join_all(batch.iter().map(|(v, t)| self.complete(v, t))).await;
         let videos: Vec<String> = batch.iter().map(|(v, _)| v.clone()).collect();
         self.settle(&videos, "adding_music").await;
         let drain = start.elapsed().as_secs_f64();
@@ -254,6 +267,29 @@ impl Server {
             "  {label:<44} {made:>4} request(s), {:.2} per webhook; drained in {drain:.1} s, floor {floor:.1} s ({:.2}x)",
             made as f64 / batch.len() as f64,
             drain / floor.max(f64::MIN_POSITIVE),
+        );
+        let submissions = nca.submissions();
+        let mut latency: Vec<f64> = videos
+            .iter()
+            .zip(&acked)
+            .map(|(v, acked)| {
+                let prefix = format!("add_music:{v}:");
+                let sent = submissions
+                    .iter()
+                    .find(|s| s.id.as_deref().is_some_and(|id| id.starts_with(&prefix)))
+                    .expect("the video's mix reached NCA")
+                    .at;
+                sent.duration_since(*acked)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            })
+            .collect();
+        latency.sort_by(f64::total_cmp);
+        println!(
+            "  {:<44} mix at NCA after the webhook's 202: median {:.2} s, slowest {:.2} s",
+            "",
+            latency[latency.len() / 2],
+            latency[latency.len() - 1],
         );
     }
 }
@@ -293,10 +329,15 @@ async fn engine_started() {
         batch.push((v.clone(), task.to_owned()));
     }
     server
-        .measure(&airtable, "one completed webhook, alone", &batch[..1])
+        .measure(&airtable, &nca, "one completed webhook, alone", &batch[..1])
         .await;
     server
-        .measure(&airtable, "30 completed webhooks at once", &batch[1..])
+        .measure(
+            &airtable,
+            &nca,
+            "30 completed webhooks at once",
+            &batch[1..],
+        )
         .await;
     println!(
         "  most requests the base saw in any one second: {}",
@@ -335,13 +376,23 @@ async fn external_jobs() {
         .collect();
     let server = start_server(&airtable, &nca, &goapi).await;
     server
-        .measure(&airtable, "one completed webhook, alone", &batch[..1])
+        .measure(&airtable, &nca, "one completed webhook, alone", &batch[..1])
         .await;
     server
-        .measure(&airtable, "30 completed webhooks at once", &batch[1..31])
+        .measure(
+            &airtable,
+            &nca,
+            "30 completed webhooks at once",
+            &batch[1..31],
+        )
         .await;
     server
-        .measure(&airtable, "100 completed webhooks at once", &batch[31..])
+        .measure(
+            &airtable,
+            &nca,
+            "100 completed webhooks at once",
+            &batch[31..],
+        )
         .await;
     println!(
         "  most requests the base saw in any one second: {}",

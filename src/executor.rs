@@ -1,5 +1,7 @@
 //! The effect executor: the one place that performs side effects. It runs persisted
-//! effects, a video's in decision order and different videos' in parallel, retries
+//! effects in two lanes per video, its calls to services and its writes to the base
+//! (`Lane::of_effect_kind`), each in decision order, different videos' and a video's two
+//! lanes in parallel (a mix never waits for Airtable's request budget); it retries
 //! transient failures with exponential backoff and full jitter, and records permanent ones.
 //!
 //! Exactly once: an effect is marked done in the same transaction that stores what it
@@ -22,7 +24,7 @@ use crate::clients::goapi::CreateTask;
 use crate::clients::nca::MixRequest;
 use crate::domain::{JobType, RecordId};
 use crate::engine::Engine;
-use crate::machine::{Effect, Event, JobId, Outcome, Table};
+use crate::machine::{Effect, Event, JobId, JobPatch, Outcome, Table, Target};
 use crate::records::{JobFields, RecordsError, VideoFields, WebhookEventRecord};
 use crate::store::{
     EffectState, Lane, Lease, NewEntry, OutboxEntry, Payload, Source, claim_in_order,
@@ -95,30 +97,28 @@ pub async fn run(engine: Arc<Engine>) {
         match engine.store.due_effects(Utc::now(), 512).await {
             Ok(due) => {
                 let before = tasks.len();
-                let items = due
+                let any_due = !due.is_empty();
+                // A video's calls and its writes to the base are two lanes, each in
+                // decision order, each under its own lease: a call never waits for the
+                // base's request budget. Calls are claimed first: they are what a
+                // video's progress waits on.
+                let (calls, writes): (Vec<_>, Vec<_>) = due
                     .into_iter()
                     .map(|e| (e.video_id.clone(), e))
-                    .collect::<Vec<_>>();
-                let any_due = !items.is_empty();
-                let spawn = |lease: Lease, permit, e: OutboxEntry| {
-                    let engine = engine.clone();
-                    tasks.spawn(async move {
-                        run_video(&engine, &lease, e).await;
-                        drop(permit);
-                        drop(lease);
-                        engine.wake_executor.notify_one();
-                    });
-                };
-                let stopping = || engine.is_shutting_down();
-                claim_in_order(
-                    &*engine.store,
-                    stopping,
-                    Lane::Executor,
-                    &limit,
-                    items,
-                    spawn,
-                )
-                .await;
+                    .partition(|(_, e)| Lane::of_effect_kind(e.effect.kind()) == Lane::Executor);
+                for (lane, items) in [(Lane::Executor, calls), (Lane::Projection, writes)] {
+                    let spawn = |lease: Lease, permit, e: OutboxEntry| {
+                        let engine = engine.clone();
+                        tasks.spawn(async move {
+                            run_video(&engine, &lease, e).await;
+                            drop(permit);
+                            drop(lease);
+                            engine.wake_executor.notify_one();
+                        });
+                    };
+                    let stopping = || engine.is_shutting_down();
+                    claim_in_order(&*engine.store, stopping, lane, &limit, items, spawn).await;
+                }
                 stuck = any_due && tasks.len() == before;
             }
             Err(e) => warn!(error = %e, "executor could not read the outbox"),
@@ -150,38 +150,177 @@ pub async fn run(engine: Arc<Engine>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Runs the video's next effect, together with the writes right after it that go to the
-/// same table and touch other records: run concurrently, they share one Airtable request
-/// (the backend coalesces up to 10 records), while the video's order holds.
+/// How long after its cause was received a video's job writes wait for that job's call
+/// to be answered, so that the job's record is written once with its external id
+/// (issue 17: one write per record) rather than created, then updated.
+const GATHER_CALLS: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// Runs the next effect of the video's lane, together with the writes right after it in
+/// that lane that go to the same table and touch other records: run concurrently, they
+/// share one Airtable request (the backend coalesces up to 10 records), while the lane's
+/// order holds. Later writes of a record in the group are folded into its write (the
+/// newest value of each field wins, so the record never shows an older state than one
+/// already written) and done with it.
 async fn run_video(engine: &Engine, lease: &Lease, first: OutboxEntry) {
-    let mut group = vec![first];
-    if let Some(first) = group[0].effect.target() {
-        let pending = engine
-            .store
-            .pending_effects_of(&group[0].video_id, 10)
-            .await
-            .unwrap_or_default();
-        let mut targets = vec![first];
-        let after = group[0].seq;
-        for e in pending.into_iter().filter(|e| e.seq > after) {
-            match e.effect.target() {
-                // One write per record in a group: two writes of one record keep their order.
-                Some(t)
-                    if t.table() == first.table()
-                        && t.table() != Table::Videos
-                        && !targets.iter().any(|g| g.same_record(t)) =>
-                {
-                    targets.push(t);
-                    group.push(e);
+    let lane = lease.lane();
+    let Some(target) = first.effect.target() else {
+        run_one(engine, lease, first, Vec::new()).await;
+        return;
+    };
+    let table = target.table();
+    if table == Table::Jobs {
+        gather_calls(engine, &first).await;
+    }
+    let pending = engine
+        .store
+        .pending_effects_of(&first.video_id, 20)
+        .await
+        .unwrap_or_default();
+    let after = first.seq;
+    let fold_jobs = engine.records.jobs_have_key();
+    let mut group: Vec<(OutboxEntry, Vec<OutboxEntry>)> = vec![(first, Vec::new())];
+    let mut targets: Vec<Target> = vec![target];
+    let mut open = true;
+    for e in pending
+        .into_iter()
+        .filter(|e| e.seq > after && Lane::of_effect_kind(e.effect.kind()) == lane)
+    {
+        let Some(t) = e.effect.target() else {
+            break;
+        };
+        // A later write of a record already in the group folds into it, when it can.
+        let foldable = |head: &OutboxEntry, folded: &[OutboxEntry]| {
+            t.table() == table
+                && match (&head.effect, &e.effect) {
+                    (Effect::UpdateVideo(_), Effect::UpdateVideo(_)) => true,
+                    (
+                        Effect::CreateJob { job: a, .. } | Effect::UpdateJob { job: a, .. },
+                        Effect::UpdateJob { job: b, .. },
+                    ) => fold_jobs && a == b,
+                    _ => false,
                 }
-                _ => break,
-            }
+                && folded.iter().all(|f| f.seq < e.seq)
+        };
+        if let Some(member) = group.iter_mut().find(|(h, f)| foldable(h, f)) {
+            member.1.push(e);
+            continue;
+        }
+        if targets.iter().any(|g| g.same_record(t)) {
+            // Not foldable: this record's later writes wait for the next pass, in order.
+            open = false;
+            continue;
+        }
+        // One write per record in a group: two writes of one record keep their order.
+        if open && t.table() == table && table != Table::Videos {
+            targets.push(t);
+            group.push((e, Vec::new()));
+        } else {
+            open = false;
         }
     }
-    futures::future::join_all(group.into_iter().map(|e| run_one(engine, lease, e))).await;
+    futures::future::join_all(
+        group
+            .into_iter()
+            .map(|(e, folded)| run_one(engine, lease, e, folded)),
+    )
+    .await;
 }
 
-async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
+/// Before a video's job writes: while one of those jobs is still waiting for its call's
+/// answer (the call about to go or in flight, or its answer not yet decided), and the
+/// writes' cause arrived less than `GATHER_CALLS` ago, waits for it. Bounded, and only the
+/// projection waits: the call itself never waits for a write.
+async fn gather_calls(engine: &Engine, first: &OutboxEntry) {
+    let Ok(Some(cause)) = engine.store.entry(first.event_id).await else {
+        return;
+    };
+    let until = cause.received_at + GATHER_CALLS;
+    while Utc::now() < until && !engine.is_shutting_down() {
+        let Ok(pending) = engine.store.pending_effects_of(&first.video_id, 20).await else {
+            return;
+        };
+        let Ok(Some(snapshot)) = engine.store.snapshot(&first.video_id).await else {
+            return;
+        };
+        let unanswered = |job: JobId| {
+            snapshot.job(job).is_some_and(|j| {
+                j.status == crate::domain::JobStatus::Pending && j.external_id.is_none()
+            })
+        };
+        let written: Vec<JobId> = pending
+            .iter()
+            .filter_map(|e| match &e.effect {
+                Effect::CreateJob { job, .. } | Effect::UpdateJob { job, .. } => Some(*job),
+                _ => None,
+            })
+            .filter(|j| unanswered(*j))
+            .collect();
+        if written.is_empty() {
+            return;
+        }
+        let call_due = pending.iter().any(|e| {
+            external_job(&e.effect).is_some_and(|j| written.contains(&j))
+                && e.attempts == 0
+                && e.next_attempt_at <= Utc::now()
+        });
+        let answer_undecided = engine
+            .store
+            .has_pending_entries(&first.video_id)
+            .await
+            .unwrap_or(false);
+        if !call_due && !answer_undecided {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `patch` with `later`'s fields written over it.
+fn fold_job_patch(patch: &mut JobPatch, later: &JobPatch) {
+    if later.status.is_some() {
+        patch.status = later.status;
+    }
+    if later.external_id.is_some() {
+        patch.external_id.clone_from(&later.external_id);
+    }
+    if later.error.is_some() {
+        patch.error.clone_from(&later.error);
+    }
+}
+
+/// The write of `head` with the later writes of its record folded in.
+fn folded_effect(head: &Effect, folded: &[OutboxEntry]) -> (Effect, JobPatch) {
+    let mut effect = head.clone();
+    let mut create_extra = JobPatch::default();
+    for later in folded {
+        match (&mut effect, &later.effect) {
+            (Effect::UpdateVideo(p), Effect::UpdateVideo(l)) => {
+                if l.status.is_some() {
+                    p.status.clone_from(&l.status);
+                }
+                if l.music.is_some() {
+                    p.music.clone_from(&l.music);
+                }
+                if l.final_video.is_some() {
+                    p.final_video.clone_from(&l.final_video);
+                }
+                if l.error_details.is_some() {
+                    p.error_details.clone_from(&l.error_details);
+                }
+            }
+            (Effect::UpdateJob { patch, .. }, Effect::UpdateJob { patch: l, .. }) => {
+                fold_job_patch(patch, l)
+            }
+            (Effect::CreateJob { .. }, Effect::UpdateJob { patch: l, .. }) => {
+                fold_job_patch(&mut create_extra, l)
+            }
+            _ => {}
+        }
+    }
+    (effect, create_extra)
+}
+
+async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry, folded: Vec<OutboxEntry>) {
     let span = info_span!("effect", effect_id = %listed.effect_id, kind = listed.effect.kind(),
                           video_id = %listed.video_id, event_id = %listed.event_id);
     async {
@@ -235,7 +374,8 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
             return;
         }
         let started = std::time::Instant::now();
-        let result = perform(engine, &e).await;
+        let (effect, create_extra) = folded_effect(&e.effect, &folded);
+        let result = perform(engine, &OutboxEntry { effect, ..e.clone() }, &create_extra).await;
         engine.metrics.observe_effect(kind, started.elapsed());
         let stored = match result {
             Ok(follow_up) => {
@@ -243,7 +383,18 @@ async fn run_one(engine: &Engine, lease: &Lease, listed: OutboxEntry) {
                     .metrics
                     .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Done.as_ref())]);
                 let entry = follow_up.map(|event| engine_entry(&e, "done", event));
-                engine.store.effect_done_with(&e.effect_id, entry).await
+                let done = engine.store.effect_done_with(&e.effect_id, entry).await;
+                // Folded writes were written with this one. Should the process die before
+                // they are marked, they run again: a repeat of the newest values.
+                for f in &folded {
+                    if done.is_ok() {
+                        info!(effect_id = %f.effect_id, "written together with an earlier write of its record");
+                    }
+                    if let Err(err) = engine.store.effect_done_with(&f.effect_id, None).await {
+                        warn!(error = %err, effect_id = %f.effect_id, "could not record a folded write; it will run again");
+                    }
+                }
+                done
             }
             Err(EffectError::Ambiguous(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
                 engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
@@ -364,7 +515,7 @@ async fn prepare_external(
         let waited_out = Utc::now() >= started + job_deadline(engine, &e.effect);
         if Utc::now() < resume {
             // Look again in a little while: the callback may come any moment, and this
-            // effect holds back the video's later effects until it is settled.
+            // effect holds back the video's later calls until it is settled.
             let next = (Utc::now() + chrono::Duration::seconds(2)).min(resume);
             info!(resume_at = %resume, "a previous call may have been received; waiting for its callback before calling again");
             engine.store.effect_defer(&e.effect_id, next).await?;
@@ -481,7 +632,12 @@ fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntry {
     }
 }
 
-async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, EffectError> {
+/// `create_extra`: later updates of a job folded into its creation (otherwise empty).
+async fn perform(
+    engine: &Engine,
+    e: &OutboxEntry,
+    create_extra: &JobPatch,
+) -> Result<Option<Event>, EffectError> {
     let video = &e.video_id;
     match &e.effect {
         Effect::UpdateVideo(p) => {
@@ -506,11 +662,11 @@ async fn perform(engine: &Engine, e: &OutboxEntry) -> Result<Option<Event>, Effe
             let fields = JobFields {
                 job_id: job.to_string(),
                 job_type: Some(kind.clone()),
-                status: Some(*status),
+                status: Some(create_extra.status.unwrap_or(*status)),
                 related_video: Some(video.clone()),
-                external_job_id: None,
+                external_job_id: create_extra.external_id.clone(),
                 webhook_url,
-                error_details: None,
+                error_details: create_extra.error.clone(),
                 timestamps: Some(format!("{{\"created\":\"{}\"}}", Utc::now().to_rfc3339())),
             };
             let record = if engine.records.jobs_have_key() {
@@ -962,6 +1118,128 @@ mod tests {
         ));
     }
 
+    /// The lanes split exactly the plain writes (which share Airtable requests, and which
+    /// the lease check before a write covers) from the calls (which need the executor
+    /// lane's lease to start: `effect_started`).
+    #[test]
+    fn the_projection_lane_is_the_plain_writes() {
+        let job = JobId(Uuid::new_v4());
+        let url = MediaUrl::parse("https://cdn.example/v.mp4").unwrap();
+        let all = [
+            Effect::UpdateVideo(Default::default()),
+            Effect::CreateJob {
+                job,
+                kind: JobType::MusicGeneration,
+                status: JobStatus::Pending,
+            },
+            Effect::UpdateJob {
+                job,
+                patch: Default::default(),
+            },
+            Effect::RecordWebhookOutcome {
+                outcome: Outcome::Applied,
+                job: None,
+                detail: None,
+            },
+            Effect::CreateGoapiTask { job, prompt: None },
+            Effect::SubmitNcaMix {
+                job,
+                submission_id: "s".into(),
+                video: url.clone(),
+                music: url,
+                volume: 0.2,
+                voice: true,
+            },
+        ];
+        for e in &all {
+            assert_eq!(
+                Lane::of_effect_kind(e.kind()) == Lane::Projection,
+                e.target().is_some(),
+                "{e:?}"
+            );
+            assert_eq!(
+                Lane::of_effect_kind(e.kind()) == Lane::Executor,
+                external_job(e).is_some(),
+                "{e:?}"
+            );
+        }
+    }
+
+    /// A record's later writes fold into its first: each field takes its newest value, a
+    /// field no later write names keeps the first write's.
+    #[test]
+    fn folded_writes_keep_the_newest_value_of_each_field() {
+        let video = RecordId::parse("recA1b2C3d4E5f6G7").unwrap();
+        let job = JobId(Uuid::new_v4());
+        let listed = |seq: i64, effect: Effect| OutboxEntry {
+            seq,
+            effect_id: format!("e:{seq}"),
+            video_id: video.clone(),
+            event_id: Uuid::new_v4(),
+            effect,
+            state: EffectState::Pending,
+            attempts: 0,
+            next_attempt_at: Utc::now(),
+            last_error: None,
+            started_at: None,
+        };
+        let update = |status: Option<JobStatus>, external: Option<&str>| Effect::UpdateJob {
+            job,
+            patch: JobPatch {
+                status,
+                external_id: external.map(str::to_owned),
+                error: None,
+            },
+        };
+        let create = Effect::CreateJob {
+            job,
+            kind: JobType::MusicAddition,
+            status: JobStatus::Pending,
+        };
+        let later = [
+            listed(2, update(Some(JobStatus::Processing), Some("nca-1"))),
+            listed(3, update(Some(JobStatus::Completed), None)),
+        ];
+        let (effect, extra) = folded_effect(&create, &later);
+        assert_eq!(effect, create);
+        assert_eq!(
+            extra,
+            JobPatch {
+                status: Some(JobStatus::Completed),
+                external_id: Some("nca-1".into()),
+                error: None,
+            }
+        );
+        let (effect, extra) = folded_effect(&update(Some(JobStatus::Pending), None), &later);
+        assert_eq!(effect, update(Some(JobStatus::Completed), Some("nca-1")));
+        assert_eq!(extra, JobPatch::default());
+
+        let first = Effect::UpdateVideo(crate::machine::VideoPatch {
+            status: Some(VideoStatus::AddingMusic),
+            music: Some(MediaUrl::parse("https://cdn.example/m.mp3").unwrap()),
+            error_details: Some(Some("old".into())),
+            ..Default::default()
+        });
+        let then = listed(
+            4,
+            Effect::UpdateVideo(crate::machine::VideoPatch {
+                status: Some(VideoStatus::Completed),
+                error_details: Some(None),
+                ..Default::default()
+            }),
+        );
+        let (effect, _) = folded_effect(&first, std::slice::from_ref(&then));
+        assert_eq!(
+            effect,
+            Effect::UpdateVideo(crate::machine::VideoPatch {
+                status: Some(VideoStatus::Completed),
+                music: Some(MediaUrl::parse("https://cdn.example/m.mp3").unwrap()),
+                final_video: None,
+                error_details: Some(None),
+            })
+        );
+    }
+
     /// Airtable cannot refuse a stale writer, so the executor must not write once another
     /// replica has taken the video over (PostgreSQL, when REELSTATE_TEST_DATABASE_URL is set).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1049,7 +1327,7 @@ mod tests {
             .pop()
             .expect("the other replica takes the video");
         let listed = store.outbox_entry(&effect_id).await.unwrap().unwrap();
-        run_one(&engine, &stale, listed).await;
+        run_one(&engine, &stale, listed, Vec::new()).await;
         let after = store.outbox_entry(&effect_id).await.unwrap().unwrap();
         assert_eq!(
             (after.state, after.attempts),

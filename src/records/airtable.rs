@@ -156,30 +156,53 @@ impl WriteOp {
     fn conflict_key(&self) -> Option<String> {
         match &self.kind {
             OpKind::Create => None,
-            OpKind::Update(id) => Some(id.as_str().to_owned()),
-            OpKind::Upsert(m) => self.fields.get(m).map(Value::to_string),
+            OpKind::Update(id) => Some(format!("id:{}", id.as_str())),
+            OpKind::Upsert(m) => self.fields.get(m).map(|v| format!("key:{v}")),
         }
     }
 }
 
-/// Takes the next request's worth of writes from the queue: those of the first write's
-/// kind, in queue order, up to 10, leaving a write whose record is already in the batch
-/// (and everything of another kind) for a later request, in order.
+impl BatchKind {
+    /// The kind of a request holding writes of `self`'s kind and `op`, if one can. An
+    /// update by record id rides in an upsert request: Airtable updates a record that
+    /// carries an `id` as a plain update there, ignoring `fieldsToMergeOn` (docs/airtable.md).
+    fn with(&self, op: &WriteOp) -> Option<BatchKind> {
+        match (self, op.batch_kind()) {
+            (a, b) if *a == b => Some(b),
+            (BatchKind::Update, up @ BatchKind::Upsert(_)) => Some(up),
+            (up @ BatchKind::Upsert(_), BatchKind::Update) => Some(up.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of request that sends `ops` (as `take_batch` put them together).
+fn kind_of(ops: &[&WriteOp]) -> Option<BatchKind> {
+    let first = ops.first()?.batch_kind();
+    ops.iter().try_fold(first, |k, op| k.with(op))
+}
+
+/// Takes the next request's worth of writes from the queue: those that can share the
+/// first write's request (its kind; updates and upserts together), in queue order, up to
+/// 10, leaving a write whose record is already in the batch (and everything of another
+/// kind) for a later request, in order.
 fn take_batch(pending: &mut VecDeque<WriteOp>) -> Vec<WriteOp> {
-    let Some(kind) = pending.front().map(WriteOp::batch_kind) else {
+    let Some(mut kind) = pending.front().map(WriteOp::batch_kind) else {
         return Vec::new();
     };
     let mut batch = Vec::new();
     let mut keys = HashSet::new();
     let mut rest = VecDeque::new();
     while let Some(op) = pending.pop_front() {
-        let fits = batch.len() < MAX_RECORDS_PER_WRITE
-            && op.batch_kind() == kind
-            && op.conflict_key().is_none_or(|k| keys.insert(k));
-        if fits {
-            batch.push(op);
-        } else {
-            rest.push_back(op);
+        let joined = kind
+            .with(&op)
+            .filter(|_| batch.len() < MAX_RECORDS_PER_WRITE);
+        match joined {
+            Some(k) if op.conflict_key().is_none_or(|key| keys.insert(key)) => {
+                kind = k;
+                batch.push(op);
+            }
+            _ => rest.push_back(op),
         }
     }
     *pending = rest;
@@ -570,10 +593,10 @@ impl Shared {
     /// records (422, or 404 for an update of a missing record) is resent record by record,
     /// so that only the bad record's caller gets the error.
     async fn write_batch(&self, table: &str, batch: Vec<WriteOp>, slot: Slot) {
-        let Some(kind) = batch.first().map(WriteOp::batch_kind) else {
+        let refs: Vec<&WriteOp> = batch.iter().collect();
+        let Some(kind) = kind_of(&refs) else {
             return;
         };
-        let refs: Vec<&WriteOp> = batch.iter().collect();
         match self.request_writes(table, &kind, &refs, Some(slot)).await {
             Ok(records) => {
                 for (op, record) in batch.into_iter().zip(records) {
@@ -586,7 +609,7 @@ impl Shared {
             {
                 for op in batch {
                     let result = self
-                        .request_writes(table, &kind, &[&op], None)
+                        .request_writes(table, &op.batch_kind(), &[&op], None)
                         .await
                         .and_then(|r| {
                             r.into_iter()
@@ -871,15 +894,48 @@ mod tests {
         let first = take_batch(&mut q);
         assert_eq!(
             first.iter().map(|o| o.kind.clone()).collect::<Vec<_>>(),
-            vec![OpKind::Update(a.clone()), OpKind::Update(b)]
+            vec![
+                OpKind::Update(a.clone()),
+                OpKind::Update(b),
+                OpKind::Upsert("K".into())
+            ]
         );
-        // The second write of `a` waits for the next request, ahead of other kinds' order.
-        assert_eq!(q.len(), 4);
+        // The second write of `a` (and of key x) waits for the next request, ahead of
+        // other kinds' order.
+        assert_eq!(q.len(), 3);
         assert_eq!(take_batch(&mut q).len(), 1); // the create
         let again = take_batch(&mut q);
         assert_eq!(again[0].fields["n"], json!(3));
-        assert_eq!(take_batch(&mut q).len(), 1); // one upsert of key x
-        assert_eq!(take_batch(&mut q).len(), 1); // then the other
+        assert_eq!(again.len(), 2, "with the other upsert of key x");
+        assert!(q.is_empty());
+    }
+
+    /// Updates by id share a request with upserts (one upsert request: Airtable updates
+    /// the records that carry an id), never with creates or another merge field's upserts.
+    #[test]
+    fn updates_ride_in_upsert_requests() {
+        let a = rid("recAAAAAAAAAAAAAA");
+        let b = rid("recBBBBBBBBBBBBBB");
+        let mut q: VecDeque<WriteOp> = VecDeque::from(vec![
+            op(OpKind::Update(a.clone()), json!({"n": 1})),
+            op(OpKind::Create, json!({})),
+            op(OpKind::Upsert("K".into()), json!({"K": "x"})),
+            op(OpKind::Upsert("L".into()), json!({"L": "y"})),
+            op(OpKind::Update(b.clone()), json!({"n": 2})),
+        ]);
+        let first = take_batch(&mut q);
+        assert_eq!(
+            first.iter().map(|o| o.kind.clone()).collect::<Vec<_>>(),
+            vec![
+                OpKind::Update(a),
+                OpKind::Upsert("K".into()),
+                OpKind::Update(b)
+            ]
+        );
+        let refs: Vec<&WriteOp> = first.iter().collect();
+        assert_eq!(kind_of(&refs), Some(BatchKind::Upsert("K".into())));
+        assert_eq!(take_batch(&mut q)[0].kind, OpKind::Create);
+        assert_eq!(take_batch(&mut q)[0].kind, OpKind::Upsert("L".into()));
         assert!(q.is_empty());
     }
 

@@ -9,13 +9,47 @@ use crate::domain::RecordId;
 
 use super::Store;
 
-/// Whose work a lease covers: the worker's (inbox entries) or the executor's (effects). A
-/// video can be in both lanes at once: deciding and executing are ordered by the outbox.
+/// Whose work a lease covers: the worker's (inbox entries) or the executor's (effects),
+/// which has two: its calls to services (`Executor`) and its writes to the base
+/// (`Projection`). A video can be in every lane at once: deciding and executing are
+/// ordered by the outbox, and a video's effects are ordered within each executor lane,
+/// not across them, so that a call never waits for the base's request budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::AsRefStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum Lane {
     Worker,
     Executor,
+    Projection,
+}
+
+/// The effect kinds that only write the base: they run in the `Projection` lane, every
+/// other kind (a call to a service) in the `Executor` lane.
+pub const PROJECTION_KINDS: [&str; 4] = [
+    "update_video",
+    "create_job",
+    "update_job",
+    "record_webhook_outcome",
+];
+
+impl Lane {
+    /// The executor lane of an effect of this kind (`Effect::kind`).
+    pub fn of_effect_kind(kind: &str) -> Lane {
+        if PROJECTION_KINDS.contains(&kind) {
+            Lane::Projection
+        } else {
+            Lane::Executor
+        }
+    }
+}
+
+/// SQL that is true for an outbox row (`kind` column of `alias`) in the projection lane.
+pub(crate) fn projection_sql(alias: &str) -> String {
+    let kinds = PROJECTION_KINDS
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("({alias}.kind IN ({kinds}))")
 }
 
 /// The right to work on one video in one lane. Given back when dropped (a task that

@@ -25,7 +25,8 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::machine::{Effect, Event, JobId, Outcome, Snapshot};
 
-pub use lease::{Lane, Lease, LocalLeases, claim_in_order};
+pub(crate) use lease::projection_sql;
+pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
@@ -377,16 +378,17 @@ pub trait Store: Send + Sync {
     /// Claims the videos' leases on `lane` that nobody else holds; returns those it got.
     async fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Result<Vec<Lease>, StoreError>;
 
-    /// The first pending effect of each video whose time has come, oldest first: a
-    /// video's effects run one at a time, in the order they were decided.
+    /// The first pending effect of each video's executor lane (`Lane::of_effect_kind`:
+    /// its calls to services, its writes to the base) whose time has come, oldest first:
+    /// a video's effects of one lane run one at a time, in the order they were decided.
     async fn due_effects(
         &self,
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
     /// When the next effect this process could run is due, if any (to sleep until then):
-    /// the first pending effect of each video, leaving out (where the store can tell)
-    /// videos whose executor lease is held.
+    /// the first pending effect of each video's lane, leaving out (where the store can
+    /// tell) those whose lease is held.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Marks an effect done and stores what it produced, in one transaction: this is
     /// what makes an effect's result count once even if the process dies right after.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
     Lease, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, Source, Store, StoreError,
-    split_readable,
+    projection_sql, split_readable,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -694,9 +694,10 @@ impl Store for PgStore {
             &client,
             &format!(
                 "SELECT {OUTBOX_COLS} FROM (
-                         SELECT DISTINCT ON (video_id) * FROM outbox
-                         WHERE state = 'pending' ORDER BY video_id, seq
-                     ) o WHERE o.next_attempt_at <= $1 ORDER BY o.seq LIMIT $2"
+                         SELECT DISTINCT ON (video_id, {lane}) * FROM outbox
+                         WHERE state = 'pending' ORDER BY video_id, {lane}, seq
+                     ) o WHERE o.next_attempt_at <= $1 ORDER BY o.seq LIMIT $2",
+                lane = projection_sql("outbox")
             ),
             &[&now, &i64::from(limit)],
         )
@@ -708,19 +709,24 @@ impl Store for PgStore {
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let client = self.pool.get().await?;
-        // A video's first pending effect, unless an executor holds the video (another
-        // replica's, or this one's, which wakes itself when done): counting those would
-        // wake this executor for nothing.
+        // The first pending effect of a video's lane, unless an executor holds that lane
+        // of the video (another replica's, or this one's, which wakes itself when done):
+        // counting those would wake this executor for nothing.
         let row = row_one(
             &client,
-            "SELECT MIN(o.next_attempt_at) FROM (
-                 SELECT DISTINCT ON (video_id) video_id, next_attempt_at FROM outbox
-                 WHERE state = 'pending' ORDER BY video_id, seq
+            &format!(
+                "SELECT MIN(o.next_attempt_at) FROM (
+                 SELECT DISTINCT ON (video_id, {lane}) video_id, next_attempt_at,
+                        CASE WHEN {lane} THEN $2::text ELSE $1::text END AS lane
+                 FROM outbox
+                 WHERE state = 'pending' ORDER BY video_id, {lane}, seq
              ) o
              WHERE NOT EXISTS (SELECT 1 FROM leases l
-                               WHERE l.lane = $1 AND l.video_id = o.video_id
+                               WHERE l.lane = o.lane AND l.video_id = o.video_id
                                  AND l.expires_at > now())",
-            &[&Lane::Executor.as_ref()],
+                lane = projection_sql("outbox")
+            ),
+            &[&Lane::Executor.as_ref(), &Lane::Projection.as_ref()],
         )
         .await?;
         Ok(row.try_get(0)?)

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
     Lease, LocalLeases, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, Source, Store,
-    StoreError, split_readable,
+    StoreError, projection_sql, split_readable,
 };
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId, Snapshot};
@@ -642,11 +642,13 @@ impl Store for SqliteStore {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let read = self
             .read(move |c| {
+                let (p_lane, o_lane) = (projection_sql("p"), projection_sql("o"));
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {OUTBOX_COLS} FROM outbox o
                  WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
                    AND o.seq = (SELECT MIN(seq) FROM outbox p
-                                WHERE p.video_id = o.video_id AND p.state = 'pending')
+                                WHERE p.video_id = o.video_id AND p.state = 'pending'
+                                  AND {p_lane} = {o_lane})
                  ORDER BY o.seq LIMIT ?2"
                 ))?;
                 let rows = st.query_map(params![ts(now), limit], keyed(outbox_row))?;
@@ -661,12 +663,17 @@ impl Store for SqliteStore {
     /// When the next pending effect is due, if any (to sleep until then).
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.read(|c| {
-            // Only a video's first pending effect can run; the ones behind it wait for it.
+            // Only the first pending effect of a video's lane can run; the ones behind it
+            // wait for it.
+            let (p_lane, o_lane) = (projection_sql("p"), projection_sql("o"));
             let s: Option<String> = c.query_row(
-                "SELECT MIN(o.next_attempt_at) FROM outbox o
+                &format!(
+                    "SELECT MIN(o.next_attempt_at) FROM outbox o
                  WHERE o.state = 'pending'
                    AND o.seq = (SELECT MIN(seq) FROM outbox p
-                                WHERE p.video_id = o.video_id AND p.state = 'pending')",
+                                WHERE p.video_id = o.video_id AND p.state = 'pending'
+                                  AND {p_lane} = {o_lane})"
+                ),
                 [],
                 |r| r.get(0),
             )?;

@@ -21,6 +21,7 @@ mod support;
 mod airtable_budget_pg;
 mod airtable_client;
 mod airtable_first_contact;
+mod airtable_lanes;
 mod airtable_lifecycle;
 mod airtable_production_base;
 mod clients;

@@ -1665,6 +1665,8 @@ pub struct AirtableDouble {
     base_id: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// While true, writes wait, unapplied, before the double looks at them.
+    writes_paused: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AirtableDouble {
@@ -1716,6 +1718,8 @@ impl AirtableDouble {
         }));
 
         let shared = state.clone();
+        let writes_paused = Arc::new(tokio::sync::watch::channel(false).0);
+        let gate = writes_paused.clone();
         let routes = warp::method()
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -1727,29 +1731,35 @@ impl AirtableDouble {
                       query: String,
                       auth: Option<String>,
                       body: bytes::Bytes| {
-                    let (status, value, hold) = {
-                        let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        let (status, value) = state.handle(
-                            method.as_str(),
-                            path.as_str(),
-                            &query,
-                            auth.as_deref(),
-                            &body,
-                        );
-                        let write = method != warp::http::Method::GET
-                            && !path.as_str().ends_with("/listRecords");
-                        let (status, value) =
-                            if write && status == 200 && state.gateway_timeouts > 0 {
-                                // A proxy in front of Airtable gave up waiting: the write was
-                                // applied, the caller hears 504.
-                                state.gateway_timeouts -= 1;
-                                (504, json!("504 Gateway Time-out"))
-                            } else {
-                                (status, value)
-                            };
-                        (status, value, state.write_delay.filter(|_| write))
-                    };
+                    let write = method != warp::http::Method::GET
+                        && !path.as_str().ends_with("/listRecords");
+                    let mut paused = gate.subscribe();
+                    let shared = shared.clone();
                     async move {
+                        if write {
+                            // A stalled base: the write is neither applied nor answered yet.
+                            let _ = paused.wait_for(|p| !*p).await;
+                        }
+                        let (status, value, hold) = {
+                            let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                            let (status, value) = state.handle(
+                                method.as_str(),
+                                path.as_str(),
+                                &query,
+                                auth.as_deref(),
+                                &body,
+                            );
+                            let (status, value) =
+                                if write && status == 200 && state.gateway_timeouts > 0 {
+                                    // A proxy in front of Airtable gave up waiting: the write was
+                                    // applied, the caller hears 504.
+                                    state.gateway_timeouts -= 1;
+                                    (504, json!("504 Gateway Time-out"))
+                                } else {
+                                    (status, value)
+                                };
+                            (status, value, state.write_delay.filter(|_| write))
+                        };
                         // A write applied whose answer is late: what a slow network, a
                         // proxy or a process killed while waiting sees.
                         if let Some(hold) = hold {
@@ -1781,7 +1791,15 @@ impl AirtableDouble {
             base_id: cfg.base_id,
             stop: Some(stop),
             server: Some(server),
+            writes_paused,
         }
+    }
+
+    /// Stalls the base's writes (`true`) until called with `false`: each write waits,
+    /// neither applied nor answered, as behind a base that has stopped answering; reads
+    /// go on. What a stall or a long lockout looks like to everything queued behind it.
+    pub fn pause_writes(&self, paused: bool) {
+        self.writes_paused.send_replace(paused);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -104,6 +104,7 @@ pub async fn run_all(store: Shared) {
     commit_is_whole_and_marks_the_entry_done(&store).await;
     leases_are_exclusive_per_lane_until_dropped(&store).await;
     effects_run_in_order_one_video_at_a_time(&store).await;
+    calls_do_not_queue_behind_projections(&store).await;
     effect_results_store_their_follow_up_once(&store).await;
     failed_effects_are_listed_and_replayable(&store).await;
     started_calls_are_remembered(&store).await;
@@ -386,6 +387,68 @@ pub async fn effects_run_in_order_one_video_at_a_time(store: &Shared) {
     store.effect_done_with(&ids[0], None).await.expect("done");
     let due = store.due_effects(Utc::now(), 4096).await.expect("due");
     assert_eq!(first_of_v(&due), vec![ids[1].clone()], "then the next one");
+}
+
+/// A video's effects form two lanes (issue 17): its calls to services, and its writes to
+/// the base. Each lane runs in decision order; neither waits for the other, so a mix is
+/// not held behind Airtable writes waiting for the request budget.
+pub async fn calls_do_not_queue_behind_projections(store: &Shared) {
+    let v = video();
+    let e = entry(&v, None);
+    let id = new_id(store, e.clone()).await;
+    let job = JobId(Uuid::new_v4());
+    let call = |n: u32| Effect::CreateGoapiTask {
+        job,
+        prompt: Some(format!("call {n}")),
+    };
+    let effects: Vec<(String, Effect)> = vec![
+        (format!("{id}:0"), record_effect("write 0")),
+        (format!("{id}:1"), record_effect("write 1")),
+        (format!("{id}:2"), call(0)),
+        (format!("{id}:3"), record_effect("write 2")),
+        (format!("{id}:4"), call(1)),
+    ];
+    let ids: Vec<String> = effects.iter().map(|(i, _)| i.clone()).collect();
+    let lease = eventually_claim(store, Lane::Worker, &v).await;
+    store
+        .commit(commit_of(&e, None, effects), &lease)
+        .await
+        .expect("commit");
+    let due_of_v = |due: &[reelstate::store::OutboxEntry]| {
+        let mut ids: Vec<String> = due
+            .iter()
+            .filter(|e| e.video_id == v)
+            .map(|e| e.effect_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert_eq!(
+        due_of_v(&due),
+        vec![ids[0].clone(), ids[2].clone()],
+        "the first write and the first call, each first of its lane"
+    );
+    // A write held back (the budget, a lockout) holds back the writes behind it only.
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    store.effect_defer(&ids[0], later).await.expect("defer");
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert_eq!(due_of_v(&due), vec![ids[2].clone()]);
+    store.effect_done_with(&ids[2], None).await.expect("done");
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert_eq!(due_of_v(&due), vec![ids[4].clone()], "then the next call");
+    // And a call held back holds back no write.
+    store.effect_defer(&ids[4], later).await.expect("defer");
+    store.effect_done_with(&ids[0], None).await.expect("done");
+    let due = store.due_effects(Utc::now(), 4096).await.expect("due");
+    assert_eq!(
+        due_of_v(&due),
+        vec![ids[1].clone()],
+        "writes in their order"
+    );
+    for id in [&ids[1], &ids[3], &ids[4]] {
+        store.effect_done_with(id, None).await.expect("done");
+    }
 }
 
 pub async fn effect_results_store_their_follow_up_once(store: &Shared) {
