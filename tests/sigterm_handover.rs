@@ -155,12 +155,6 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
     };
     let status = apps[stopping].terminate().await;
     assert!(status.success(), "the stopping replica exits cleanly: {status:?}");
-    let log = apps[stopping].log_text();
-    assert!(
-        log.contains("gave this replica's leases back"),
-        "the stopping replica gave its leases back:\n{}",
-        support::app::tail(&log, 30)
-    );
     let margin = expiry - taken_at;
     eprintln!(
         "handover: the other replica held the video {:.1} s before the stopping replica's lease \
@@ -172,6 +166,13 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
         "taken over only {:.1} s before the stopping replica's lease would have expired: \
          waited out, not handed over",
         margin.num_milliseconds() as f64 / 1000.0
+    );
+
+    let log = apps[stopping].log_text();
+    assert!(
+        log.contains("gave this replica's leases back"),
+        "the stopping replica gave its leases back:\n{}",
+        support::app::tail(&log, 30)
     );
 
     // The other replica finishes the video: the held write again, then the mix.
