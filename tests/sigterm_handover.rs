@@ -46,8 +46,7 @@ fn owned_by(owner: &str, app: &TestApp) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_lease_expires()
-{
+async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_lease_expires() {
     let Some(db) = support::pg::database().await else {
         return;
     };
@@ -154,7 +153,10 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let status = apps[stopping].terminate().await;
-    assert!(status.success(), "the stopping replica exits cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "the stopping replica exits cleanly: {status:?}"
+    );
     let margin = expiry - taken_at;
     eprintln!(
         "handover: the other replica held the video {:.1} s before the stopping replica's lease \
