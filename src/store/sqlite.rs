@@ -3,6 +3,7 @@
 //! one connection keeps "check then insert" steps (duplicate detection) atomic.
 
 mod overview;
+mod wal_sync;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -237,6 +238,9 @@ pub struct SqliteStore {
     accepts: Option<tokio::sync::mpsc::Sender<AcceptJob>>,
     /// Webhooks waiting to be committed; background work defers to them.
     intake_waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// Flushes the WAL after the commits that promise something, off the writer
+    /// connection (None in memory, where `durably` stands in).
+    wal: Option<wal_sync::WalSync>,
     /// One process owns an embedded store, so its leases live in memory.
     leases: LocalLeases,
     /// The exclusive lock that makes this process the file's only owner, held as long as
@@ -249,17 +253,30 @@ impl SqliteStore {
     /// file another process has open: its leases live in memory, so two processes would
     /// both work on one video and roll each other's snapshots back.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_flushing(path, wal_sync::WalSync::start)
+    }
+
+    /// [`Self::open`], the WAL flushed by what `flusher` starts (tests gate the flush).
+    fn open_flushing(
+        path: &Path,
+        flusher: impl FnOnce(std::path::PathBuf) -> std::io::Result<wal_sync::WalSync>,
+    ) -> Result<Self, StoreError> {
         let owner = lock_owner(path)?;
         let mut conn = Self::configure(Connection::open(path)?)?;
         migrate(&mut conn)?;
         let reader = Self::configure(Connection::open(path)?)?;
-        let mut store = Self::assemble(conn, Some(reader));
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = flusher(wal.into())
+            .map_err(|e| StoreError::Join(format!("starting the WAL flusher: {e}")))?;
+        let mut store = Self::assemble(conn, Some(reader), Some(wal));
         store._owner = Some(Arc::new(owner));
         Ok(store)
     }
 
-    /// The writer connection's `synchronous` level between commits (1 = NORMAL; the commits
-    /// that promise run at 2 = FULL, see `durably`).
+    /// The writer connection's `synchronous` level (1 = NORMAL: the commits that promise
+    /// are flushed after they return, see `wal_sync`; in memory they run at 2 = FULL, see
+    /// `durably`).
     pub fn synchronous_level(&self) -> Result<i64, StoreError> {
         let c = self
             .conn
@@ -273,24 +290,28 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut conn = Self::configure(Connection::open_in_memory()?)?;
         migrate(&mut conn)?;
-        Ok(Self::assemble(conn, None))
+        Ok(Self::assemble(conn, None, None))
     }
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_handler(Some(busy_wait))?;
-        // WAL, NORMAL between commits, FULL for the commits that promise something (see
-        // `durably`): what was answered 202, or marked started before an external call,
-        // survives a power loss, not only a process kill. A FULL commit fsyncs the whole
-        // log, so every NORMAL commit before it becomes durable with it; a NORMAL commit
-        // that a power loss takes back was never promised to anyone and is redone from
-        // the inbox and outbox as after a kill -9 (docs/operations.md).
+        // WAL at NORMAL; the commits that promise something (what was answered 202, or
+        // marked started before an external call) are answered only after a flush of the
+        // WAL (`wal_sync`), so they survive a power loss, not only a process kill. A flush
+        // covers every commit before it; a NORMAL commit that a power loss takes back was
+        // never promised to anyone and is redone from the inbox and outbox as after a
+        // kill -9 (docs/operations.md).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
         Ok(conn)
     }
 
-    fn assemble(conn: Connection, reader: Option<Connection>) -> Self {
+    fn assemble(
+        conn: Connection,
+        reader: Option<Connection>,
+        wal: Option<wal_sync::WalSync>,
+    ) -> Self {
         let conn = Arc::new(Mutex::new(conn));
         let reader = reader.map_or_else(|| conn.clone(), |r| Arc::new(Mutex::new(r)));
         let mut store = Self {
@@ -298,6 +319,7 @@ impl SqliteStore {
             reader,
             accepts: None,
             intake_waiting: Arc::default(),
+            wal,
             leases: LocalLeases::default(),
             _owner: None,
         };
@@ -325,6 +347,24 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         on(self.conn.clone(), f).await
+    }
+
+    /// Runs `f` on the writer connection and returns once what it committed is on disk:
+    /// committed at NORMAL, then the WAL flushed off the connection, one flush shared by
+    /// every commit of the moment (`wal_sync`). In memory, `durably` (there is no disk).
+    async fn with_durably<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.wal {
+            Some(wal) => {
+                let out = self.with(f).await?;
+                wal.flushed().await?;
+                Ok(out)
+            }
+            None => self.with(move |c| durably(c, f)).await,
+        }
     }
 
     /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
@@ -420,13 +460,11 @@ impl Store for SqliteStore {
                 Err(_) => Err(StoreError::Join("intake writer stopped".into())),
             };
         }
-        self.with(move |c| {
-            durably(c, |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let accepted = accept_in(&tx, entry)?;
-                tx.commit()?;
-                Ok(accepted)
-            })
+        self.with_durably(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let accepted = accept_in(&tx, entry)?;
+            tx.commit()?;
+            Ok(accepted)
         })
         .await
     }
@@ -754,16 +792,14 @@ impl Store for SqliteStore {
         }
         let id = effect_id.to_owned();
         let video = lease.video().to_string();
-        self.with(move |c| {
-            durably(c, |c| {
-                let n = c.execute(
-                    "UPDATE outbox SET started_at = ?2, updated_at = ?2
-                     WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
-                       AND started_at IS ?4",
-                    params![id, ts(Utc::now()), video, seen.map(ts)],
-                )?;
-                Ok(n == 1)
-            })
+        self.with_durably(move |c| {
+            let n = c.execute(
+                "UPDATE outbox SET started_at = ?2, updated_at = ?2
+                 WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
+                   AND started_at IS ?4",
+                params![id, ts(Utc::now()), video, seen.map(ts)],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
@@ -805,16 +841,14 @@ impl Store for SqliteStore {
     /// no failed effect of that id.
     async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
         let id = effect_id.to_owned();
-        self.with(move |c| {
-            durably(c, |c| {
-                let n = c.execute(
-                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
-                            attempts = 0, last_error = NULL, started_at = NULL
-                     WHERE effect_id = ?1 AND state = 'failed'",
-                    params![id, ts(Utc::now())],
-                )?;
-                Ok(n == 1)
-            })
+        self.with_durably(move |c| {
+            let n = c.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
+                        attempts = 0, last_error = NULL, started_at = NULL
+                 WHERE effect_id = ?1 AND state = 'failed'",
+                params![id, ts(Utc::now())],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
@@ -885,13 +919,11 @@ impl Store for SqliteStore {
     async fn record_intent(&self, owner: &str) -> Result<super::RecordIntent, StoreError> {
         let owner = owner.to_owned();
         // Durable: it precedes a create that Airtable cannot deduplicate.
-        self.with(move |c| {
-            let inserted = durably(c, |c| {
-                Ok(c.execute(
-                    "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
-                    params![owner, ts(Utc::now())],
-                )?)
-            })?;
+        self.with_durably(move |c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
+                params![owner, ts(Utc::now())],
+            )?;
             let (since, record): (String, Option<String>) = c.query_row(
                 "SELECT started_at, record_id FROM record_creations WHERE owner = ?1",
                 [&owner],
@@ -1146,11 +1178,10 @@ fn active_job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ActiveJob, S
     })())
 }
 
-/// Runs `f` with `synchronous = FULL`: its commit fsyncs the WAL before it returns. For
-/// the commits that promise something to someone: a webhook's 202 (intake, group commit
-/// sharing one fsync among every waiting sender), an operator's answer, and the
-/// `started_at` written before an external call. Everything else commits at NORMAL; the
-/// next FULL commit or checkpoint makes it durable.
+/// Runs `f` with `synchronous = FULL`: its commit fsyncs the WAL before it returns. The
+/// commits that promise something (a webhook's 202, an operator's answer, the `started_at`
+/// written before an external call) use it where there is no WAL file to flush on its own
+/// (in memory); a store on a file flushes after the commit instead (`wal_sync`).
 fn durably<T>(
     c: &mut Connection,
     f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
@@ -1189,8 +1220,10 @@ fn accept_in(tx: &rusqlite::Transaction<'_>, entry: NewEntry) -> Result<Accepted
     Ok(Accepted::New(entry.event_id))
 }
 
-/// The intake writer: takes every accept waiting, commits them in one transaction, then
-/// answers each. Under load one commit serves many webhooks; alone, one serves one.
+/// The intake writer: takes every accept waiting, commits them in one transaction, and
+/// hands the answers to the WAL flusher, which gives them once the commit is on disk.
+/// Under load one commit serves many webhooks, and while one group is being flushed the
+/// next one commits; alone, one commit and one flush serve one webhook, without waiting.
 async fn group_commit(store: SqliteStore, mut rx: tokio::sync::mpsc::Receiver<AcceptJob>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -1201,9 +1234,10 @@ async fn group_commit(store: SqliteStore, mut rx: tokio::sync::mpsc::Receiver<Ac
             }
         }
         let (entries, replies): (Vec<NewEntry>, Vec<_>) = batch.into_iter().unzip();
+        let flushed_later = store.wal.is_some();
         let result = store
             .with(move |c| {
-                durably(c, |c| {
+                let commit = |c: &mut Connection| -> Result<Vec<Accepted>, StoreError> {
                     let tx =
                         c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let mut out = Vec::with_capacity(entries.len());
@@ -1212,16 +1246,26 @@ async fn group_commit(store: SqliteStore, mut rx: tokio::sync::mpsc::Receiver<Ac
                     }
                     tx.commit()?;
                     Ok(out)
-                })
+                };
+                if flushed_later {
+                    commit(c)
+                } else {
+                    durably(c, commit)
+                }
             })
             .await;
-        match result {
-            Ok(accepted) => {
+        match (result, &store.wal) {
+            (Ok(accepted), Some(wal)) => wal.after_commit(Box::new(move |flushed| {
+                for (reply, a) in replies.into_iter().zip(accepted) {
+                    let _ = reply.send(flushed.clone().map(|()| a).map_err(StoreError::Join));
+                }
+            })),
+            (Ok(accepted), None) => {
                 for (reply, a) in replies.into_iter().zip(accepted) {
                     let _ = reply.send(Ok(a));
                 }
             }
-            Err(e) => {
+            (Err(e), _) => {
                 let msg = e.to_string();
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Join(msg.clone())));
@@ -1237,10 +1281,11 @@ const LIGHT_ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, '', r
 
 fn insert_entry(tx: &rusqlite::Transaction<'_>, e: &NewEntry) -> Result<(), StoreError> {
     let payload = serde_json::to_string(&e.payload).map_err(|err| corrupt("payload", err))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO inbox (event_id, video_id, source, endpoint, dedupe_key, raw_body, headers, received_at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )?
+    .execute(params![
             e.event_id.to_string(),
             e.video_id.to_string(),
             e.source.to_string(),
@@ -1250,8 +1295,7 @@ fn insert_entry(tx: &rusqlite::Transaction<'_>, e: &NewEntry) -> Result<(), Stor
             e.headers,
             ts(e.received_at),
             payload
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
@@ -1407,6 +1451,67 @@ mod tests {
         let failed: Result<(), _> = durably(&mut c, |_| Err(StoreError::Join("boom".into())));
         assert!(failed.is_err());
         assert_eq!(level(&c), 1, "back to NORMAL after a failure too");
+    }
+
+    /// A store whose WAL flushes wait for the test to let each one through.
+    fn gated(path: &Path) -> (SqliteStore, std::sync::mpsc::Sender<()>) {
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let store = SqliteStore::open_flushing(path, move |wal| {
+            wal_sync::WalSync::with_flush(
+                wal,
+                Box::new(move |_| {
+                    gate.recv()
+                        .map_err(|_| std::io::Error::other("gate dropped"))
+                }),
+            )
+        })
+        .unwrap();
+        (store, open)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_promises_is_answered_only_after_its_commit_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, open) = gated(&dir.path().join("gated.db"));
+        let s = store.clone();
+        let accept = tokio::spawn(async move { s.accept(entry(Some("k"))).await });
+        // Committed (the reader sees it), not answered: its flush has not happened.
+        while store.pending_entries(10).await.unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!accept.is_finished(), "answered before the WAL was flushed");
+        open.send(()).unwrap();
+        assert!(matches!(accept.await.unwrap(), Ok(Accepted::New(_))));
+
+        // The same for the intent noted before an Airtable create.
+        let s = store.clone();
+        let intent = tokio::spawn(async move { s.record_intent("job:1").await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!intent.is_finished(), "answered before the WAL was flushed");
+        open.send(()).unwrap();
+        assert!(intent.await.unwrap().unwrap().fresh);
+
+        // A flush that fails answers nothing as durable.
+        let s = store.clone();
+        let failed = tokio::spawn(async move { s.accept(entry(Some("other"))).await });
+        while store.pending_entries(10).await.unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(open);
+        let err = failed.await.unwrap().expect_err("not durable");
+        assert!(err.to_string().contains("gate dropped"), "{err}");
+    }
+
+    #[test]
+    fn the_real_flush_finds_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("real.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let r = rt.block_on(store.record_intent("job:1")).unwrap();
+        assert!(r.fresh);
+        assert!(dir.path().join("real.db-wal").exists());
     }
 
     #[tokio::test]

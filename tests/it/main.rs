@@ -38,6 +38,7 @@ mod records_contract;
 mod records_contract_pg;
 mod replicas;
 mod retry_track;
+mod sigterm_handover;
 mod states_agreement;
 mod store_contract;
 mod webhook_parsing;
