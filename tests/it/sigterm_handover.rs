@@ -23,7 +23,7 @@ use support::nca_double::NcaDouble;
 /// Long enough that waiting it out cannot pass for a hand-over.
 const LEASE_SECS: f64 = 60.0;
 
-/// The executor lease row of `video`: (owner, expires_at, PostgreSQL's now()); a lease
+/// The projection-lane lease row of `video` (its Airtable writes): (owner, expires_at, PostgreSQL's now()); a lease
 /// given back expires at `-infinity`, read as `None`.
 async fn executor_lease(
     client: &tokio_postgres::Client,
@@ -32,7 +32,7 @@ async fn executor_lease(
     client
         .query_opt(
             "SELECT owner, NULLIF(expires_at, '-infinity'), now() FROM leases
-             WHERE lane = 'executor' AND video_id = $1",
+             WHERE lane = 'projection' AND video_id = $1",
             &[&video],
         )
         .await
