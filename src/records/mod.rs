@@ -8,13 +8,8 @@
 //! applies the [`Mapping`] (table, field and status names) and nothing else.
 
 pub mod airtable;
-pub mod budget;
-pub mod guess;
+pub mod embedded;
 mod mapping;
-pub mod postgres;
-mod rules;
-pub mod schema;
-pub mod sqlite;
 mod typed;
 
 use async_trait::async_trait;

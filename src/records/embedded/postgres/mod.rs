@@ -38,7 +38,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::rules::{self, Cell, Link, Schema, Write};
-use super::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
+use crate::records::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
 use crate::domain::RecordId;
 
 /// How often a write that lost to a concurrent one is tried in all. Losing again needs

@@ -6,7 +6,7 @@
 //! - every request spends from a [`RequestBudget`]: a slot is busy until one window after
 //!   its response arrived, so that however the network delays requests, Airtable never sees
 //!   more than the budget in any window. By default each backend has its own
-//!   ([`LocalBudget`]); replicas sharing a base share a [`PgBudget`](super::budget::PgBudget)
+//!   ([`LocalBudget`]); replicas sharing a base share a [`PgBudget`](budget::PgBudget)
 //!   ([`AirtableBackend::with_budget`]);
 //! - writes go through a per-table queue drained by a background task, which puts whatever
 //!   is queued when the next slot is granted into one request (up to 10 records);
@@ -27,10 +27,14 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::{LocalBudget, RequestBudget, Slot};
 use super::{Fields, Filter, Record, RecordBackend, RecordsError};
 use crate::backoff::Backoff;
 use crate::domain::RecordId;
+use budget::{LocalBudget, RequestBudget, Slot};
+
+pub mod budget;
+pub mod guess;
+pub mod schema;
 
 /// Airtable accepts at most this many records per create/update request.
 pub const MAX_RECORDS_PER_WRITE: usize = 10;
@@ -248,7 +252,7 @@ impl AirtableBackend {
     }
 
     /// A backend spending from `budget`, which others may share (replicas sharing a base
-    /// share a [`PgBudget`](super::budget::PgBudget)). `cfg.requests_per_second` is then the
+    /// share a [`PgBudget`](budget::PgBudget)). `cfg.requests_per_second` is then the
     /// budget's business, not this backend's.
     pub fn with_budget(
         cfg: AirtableConfig,

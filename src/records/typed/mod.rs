@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use super::{Fields, Filter, Mapping, MediaKind, Record, RecordBackend, RecordsError};
+use crate::records::{Fields, Filter, Mapping, MediaKind, Record, RecordBackend, RecordsError};
 use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use crate::text::shorten;
 

@@ -8,7 +8,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::Value;
 
-use super::{Fields, Mapping, RecordsError};
+use crate::records::{Fields, Mapping, RecordsError};
 use crate::domain::RecordId;
 
 /// The tables and two-way links the mapping describes; nothing else exists.

@@ -5,8 +5,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::airtable::{AirtableBackend, AirtableConfig};
-use super::{Mapping, MediaKind, RecordsError};
+use super::{AirtableBackend, AirtableConfig};
+use crate::records::{Mapping, MediaKind, RecordsError};
 
 const TEXT: &[&str] = &["singleLineText"];
 const LONG_TEXT: &[&str] = &["multilineText", "richText", "singleLineText"];

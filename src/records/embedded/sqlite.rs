@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::rules::{self, Cell, Link, Schema, Write};
-use super::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
+use crate::records::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
 use crate::domain::RecordId;
 
 const SCHEMA: &str = "

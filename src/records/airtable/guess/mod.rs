@@ -601,7 +601,7 @@ mod tests {
             "final"
         );
         assert_eq!(m.service_value("nca", "?"), "NCA Toolkit");
-        let problems = crate::records::schema::problems(&meta, &m);
+        let problems = crate::records::airtable::schema::problems(&meta, &m);
         assert_eq!(problems, vec![], "{toml}");
         for l in toml.lines().filter(|l| l.contains(" = ")) {
             assert!(l.contains("  # "), "every line says what it found: {l}");
