@@ -261,7 +261,7 @@ impl PgBudget {
     /// bounds a request, body included) plus the window plus [`LEASE_MARGIN`].
     pub fn for_airtable(
         pool: Pool,
-        cfg: &super::AirtableConfig,
+        cfg: &super::config::AirtableConfig,
     ) -> Result<Self, BudgetError> {
         let lease = cfg.request_timeout + AIRTABLE_WINDOW + LEASE_MARGIN;
         Self::new(

@@ -17,7 +17,6 @@
 //! [`formulas`], from the closed [`Filter`] type; no caller ever writes one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,8 +32,11 @@ use crate::domain::RecordId;
 use budget::{LocalBudget, RequestBudget, Slot};
 
 pub mod budget;
+mod config;
 pub mod guess;
 pub mod schema;
+
+pub use config::AirtableConfig;
 
 /// Airtable accepts at most this many records per create/update request.
 pub const MAX_RECORDS_PER_WRITE: usize = 10;
@@ -47,54 +49,6 @@ const PAGE_SIZE: u32 = 100;
 const IDS_PER_FORMULA: usize = PAGE_SIZE as usize;
 /// Cap of one backoff sleep, whatever the attempt number.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-#[derive(Clone)]
-pub struct AirtableConfig {
-    /// `https://api.airtable.com` in production; a double's address in tests.
-    pub api_url: String,
-    /// Personal access token. Never logged: `Debug` redacts it.
-    pub token: String,
-    pub base_id: String,
-    /// Airtable allows 5 per base.
-    pub requests_per_second: u32,
-    /// How long Airtable refuses every request after a 429 (30 s).
-    pub lockout: Duration,
-    /// Attempts per request, the first one included, before giving up with `Transient`.
-    pub max_attempts: u32,
-    pub request_timeout: Duration,
-    /// The first retry waits up to this long; each further one up to twice as long.
-    pub backoff_base: Duration,
-}
-
-impl Default for AirtableConfig {
-    fn default() -> Self {
-        Self {
-            api_url: "https://api.airtable.com".into(),
-            token: String::new(),
-            base_id: String::new(),
-            requests_per_second: 5,
-            lockout: Duration::from_secs(30),
-            max_attempts: 6,
-            request_timeout: Duration::from_secs(30),
-            backoff_base: Duration::from_millis(500),
-        }
-    }
-}
-
-impl fmt::Debug for AirtableConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AirtableConfig")
-            .field("api_url", &self.api_url)
-            .field("token", &"<redacted>")
-            .field("base_id", &self.base_id)
-            .field("requests_per_second", &self.requests_per_second)
-            .field("lockout", &self.lockout)
-            .field("max_attempts", &self.max_attempts)
-            .field("request_timeout", &self.request_timeout)
-            .field("backoff_base", &self.backoff_base)
-            .finish()
-    }
-}
 
 /// Counters for /metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -949,15 +903,6 @@ mod tests {
         assert_eq!(take_batch(&mut q).len(), 10);
         assert_eq!(take_batch(&mut q).len(), 10);
         assert_eq!(take_batch(&mut q).len(), 5);
-    }
-
-    #[test]
-    fn debug_never_shows_the_token() {
-        let cfg = AirtableConfig {
-            token: "patSECRET".into(),
-            ..AirtableConfig::default()
-        };
-        assert!(!format!("{cfg:?}").contains("patSECRET"));
     }
 
     #[test]
