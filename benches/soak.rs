@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use goapi_double::GoapiDouble;
 use nca_double::NcaDouble;
 use reelstate::domain::{MediaUrl, RecordId, VideoStatus};
-use reelstate::records::sqlite::SqliteRecords;
+use reelstate::records::embedded::sqlite::SqliteRecords;
 use reelstate::records::{Mapping, Records, VideoFields};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};

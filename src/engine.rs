@@ -16,7 +16,7 @@ use crate::machine::Policy;
 use crate::metrics::Metrics;
 use crate::records::Records;
 use crate::records::airtable::AirtableBackend;
-use crate::records::schema::SchemaCache;
+use crate::records::airtable::schema::SchemaCache;
 use crate::store::{Accepted, NewEntry, Store, StoreError};
 use crate::webhook::callback::CallbackSigner;
 

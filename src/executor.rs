@@ -890,7 +890,7 @@ mod tests {
     use crate::domain::{JobStatus, MediaUrl, VideoStatus};
     use crate::machine::{Job, NcaResult, NcaUpdate, Snapshot, Video, submission_id};
     use crate::records::Records;
-    use crate::records::sqlite::SqliteRecords;
+    use crate::records::embedded::sqlite::SqliteRecords;
     use crate::store::{Commit, SqliteStore};
     use crate::webhook::CallbackSigner;
 

@@ -169,7 +169,8 @@ fn main() -> ExitCode {
                 max_attempts: 3,
                 ..Default::default()
             };
-            let problems = reelstate::records::schema::check_schema(&cfg, &mapping).await?;
+            let problems =
+                reelstate::records::airtable::schema::check_schema(&cfg, &mapping).await?;
             if problems.is_empty() {
                 println!("ok: the base has every table, field and option reelstate needs");
                 Ok(())
@@ -195,7 +196,10 @@ fn main() -> ExitCode {
             };
             let backend = reelstate::records::airtable::AirtableBackend::new(cfg)?;
             let meta = backend.meta_tables().await?;
-            print!("{}", reelstate::records::guess::mapping_from_meta(&meta));
+            print!(
+                "{}",
+                reelstate::records::airtable::guess::mapping_from_meta(&meta)
+            );
             Ok(())
         }),
         Command::Trigger {

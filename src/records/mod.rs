@@ -8,13 +8,8 @@
 //! applies the [`Mapping`] (table, field and status names) and nothing else.
 
 pub mod airtable;
-pub mod budget;
-pub mod guess;
+pub mod embedded;
 mod mapping;
-pub mod postgres;
-mod rules;
-pub mod schema;
-pub mod sqlite;
 mod typed;
 
 use async_trait::async_trait;
@@ -71,6 +66,19 @@ impl RecordsError {
     }
 }
 
+/// One write, as a value: what every backend implements once ([`RecordBackend::write`]),
+/// and what Airtable's client queues and batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A new record with exactly these fields.
+    Create,
+    /// Partial update: fields not named are left as they are; `Value::Null` clears one.
+    Update(RecordId),
+    /// Updates the record whose field of this name equals the one in the fields, or creates
+    /// it.
+    Upsert(String),
+}
+
 /// What both stores of records provide. Implementations may batch concurrent calls
 /// (Airtable: up to 10 records a request per table) but must apply each call exactly as
 /// if it had been made alone.
@@ -80,19 +88,58 @@ pub trait RecordBackend: Send + Sync {
     async fn get(&self, table: &str, id: &RecordId) -> Result<Option<Record>, RecordsError>;
     /// Every record matching the filter (following pagination to the end).
     async fn find(&self, table: &str, filter: &Filter) -> Result<Vec<Record>, RecordsError>;
-    async fn create(&self, table: &str, fields: Fields) -> Result<Record, RecordsError>;
+    /// Applies one write to `table`; the record as written comes back.
+    async fn write(&self, table: &str, op: Write, fields: Fields) -> Result<Record, RecordsError>;
+
+    async fn create(&self, table: &str, fields: Fields) -> Result<Record, RecordsError> {
+        self.write(table, Write::Create, fields).await
+    }
+
     /// Partial update: fields not named are left as they are; `Value::Null` clears one.
     async fn update(
         &self,
         table: &str,
         id: &RecordId,
         fields: Fields,
-    ) -> Result<Record, RecordsError>;
+    ) -> Result<Record, RecordsError> {
+        self.write(table, Write::Update(id.clone()), fields).await
+    }
+
     /// Updates the record whose `merge_on` field equals the one in `fields`, or creates it.
     async fn upsert(
         &self,
         table: &str,
         merge_on: &str,
         fields: Fields,
-    ) -> Result<Record, RecordsError>;
+    ) -> Result<Record, RecordsError> {
+        self.write(table, Write::Upsert(merge_on.to_owned()), fields)
+            .await
+    }
+}
+
+/// Whether Airtable leaves this value out of a record's fields (`null`, `false`, `""`,
+/// `[]`): no backend stores or returns one.
+pub(crate) fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empties_are_what_airtable_omits() {
+        for v in [json!(null), json!(""), json!([]), json!(false)] {
+            assert!(is_empty(&v), "{v} should be omitted");
+        }
+        for v in [json!(" "), json!([""]), json!(true), json!(0), json!({})] {
+            assert!(!is_empty(&v), "{v} should be kept");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use reelstate::domain::RecordId;
 use reelstate::records::RecordBackend;
 use reelstate::records::airtable::AirtableBackend;
-use reelstate::records::budget::{LocalBudget, PgBudget, RequestBudget};
+use reelstate::records::airtable::budget::{LocalBudget, PgBudget, RequestBudget};
 use serde_json::json;
 use support::airtable_double::{AirtableDouble, DoubleConfig, config_for};
 use support::fields;

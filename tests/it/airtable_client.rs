@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reelstate::domain::RecordId;
+use reelstate::records::airtable::schema::{SchemaProblem, check_schema};
 use reelstate::records::airtable::{AirtableBackend, AirtableConfig};
-use reelstate::records::schema::{SchemaProblem, check_schema};
 use reelstate::records::{Filter, Mapping, RecordBackend, Records, RecordsError};
 use serde_json::{Value, json};
 use support::airtable_double::{

@@ -357,7 +357,7 @@ async fn the_readme_example_fits_the_production_base() {
         .expect("a toml block");
     let mapping = reelstate::records::Mapping::from_toml(toml).expect("the example parses");
     let airtable = double(DoubleSchema::production_base(Spelling::Code)).await;
-    let problems = reelstate::records::schema::check_schema(
+    let problems = reelstate::records::airtable::schema::check_schema(
         &support::airtable_double::config_for(&airtable),
         &mapping,
     )

@@ -7,7 +7,7 @@ use crate::support;
 use std::path::Path;
 use std::sync::Arc;
 
-use reelstate::records::sqlite::SqliteRecords;
+use reelstate::records::embedded::sqlite::SqliteRecords;
 use reelstate::records::{Filter, Mapping, RecordBackend};
 use serde_json::json;
 use support::fields;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use reelstate::domain::RecordId;
-use reelstate::records::postgres::PgRecords;
+use reelstate::records::embedded::postgres::PgRecords;
 use reelstate::records::{Filter, Mapping, RecordBackend, RecordsError};
 use serde_json::json;
 use support::fields;

@@ -210,7 +210,7 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_airtable_the_records_live_in_postgres_too() {
     use reelstate::domain::VideoStatus;
-    use reelstate::records::postgres::PgRecords;
+    use reelstate::records::embedded::postgres::PgRecords;
     use reelstate::records::{Mapping, Records, VideoFields};
     use support::goapi_double::GoapiDouble;
 

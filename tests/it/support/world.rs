@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
-use reelstate::records::sqlite::SqliteRecords;
+use reelstate::records::embedded::sqlite::SqliteRecords;
 use reelstate::records::{JobFields, Mapping, Records, VideoFields};
 use serde_json::Value;
 

@@ -16,9 +16,9 @@ use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::rules::{self, Cell, Link, Schema, Write};
-use super::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError};
+use super::rules::{self, Cell, Checked, FieldWrite, Link, Schema};
 use crate::domain::RecordId;
+use crate::records::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError, Write};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -156,70 +156,33 @@ impl RecordBackend for SqliteRecords {
         .await
     }
 
-    async fn create(&self, table: &str, fields: Fields) -> Result<Record, RecordsError> {
+    async fn write(&self, table: &str, op: Write, fields: Fields) -> Result<Record, RecordsError> {
         let table = table.to_owned();
         self.run(move |conn, schema| {
             schema.check_table(&table)?;
+            let op = Checked::new(&op, &fields)?;
+            let (starting, committing) = match op {
+                Checked::Create => ("starting a write", "committing a create"),
+                Checked::Update(_) => ("starting a write", "committing an update"),
+                Checked::Upsert { .. } => ("starting an upsert", "committing an upsert"),
+            };
+            // IMMEDIATE takes the write lock before an upsert's lookup, so no other
+            // connection can create the same key between our lookup and our insert.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("starting a write"))?;
-            let record = create_in(&tx, schema, &table, fields)?;
-            tx.commit().map_err(db("committing a create"))?;
-            Ok(record)
-        })
-        .await
-    }
-
-    async fn update(
-        &self,
-        table: &str,
-        id: &RecordId,
-        fields: Fields,
-    ) -> Result<Record, RecordsError> {
-        let table = table.to_owned();
-        let id = id.clone();
-        self.run(move |conn, schema| {
-            schema.check_table(&table)?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("starting a write"))?;
-            let record = update_in(&tx, schema, &table, id.as_str(), fields)?;
-            tx.commit().map_err(db("committing an update"))?;
-            Ok(record)
-        })
-        .await
-    }
-
-    async fn upsert(
-        &self,
-        table: &str,
-        merge_on: &str,
-        fields: Fields,
-    ) -> Result<Record, RecordsError> {
-        let table = table.to_owned();
-        let merge_on = merge_on.to_owned();
-        self.run(move |conn, schema| {
-            schema.check_table(&table)?;
-            let key = rules::merge_key(&fields, &merge_on)?;
-            // IMMEDIATE takes the write lock before the lookup, so no other connection can
-            // create the same key between our lookup and our insert.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("starting an upsert"))?;
-            let matches = find_equals(&tx, &table, &merge_on, &key)?;
-            let record = match matches.as_slice() {
-                [] => create_in(&tx, schema, &table, fields)?,
-                [id] => update_in(&tx, schema, &table, id, fields)?,
-                _ => {
-                    return Err(rules::ambiguous_upsert(
-                        &table,
-                        &merge_on,
-                        &key,
-                        matches.len(),
-                    ));
+                .map_err(db(starting))?;
+            let record = match op {
+                Checked::Create => create_in(&tx, schema, &table, fields)?,
+                Checked::Update(id) => update_in(&tx, schema, &table, id.as_str(), fields)?,
+                Checked::Upsert { merge_on, key } => {
+                    let matches = find_equals(&tx, &table, merge_on, &key)?;
+                    match rules::upsert_target(&table, merge_on, &key, &matches)? {
+                        None => create_in(&tx, schema, &table, fields)?,
+                        Some(id) => update_in(&tx, schema, &table, id, fields)?,
+                    }
                 }
             };
-            tx.commit().map_err(db("committing an upsert"))?;
+            tx.commit().map_err(db(committing))?;
             Ok(record)
         })
         .await
@@ -371,11 +334,15 @@ fn find_created_since(
 }
 
 /// Writes each named field; the others stay as they are.
-fn apply_fields(conn: &Connection, id: &str, writes: Vec<Write<'_>>) -> Result<(), RecordsError> {
+fn apply_fields(
+    conn: &Connection,
+    id: &str,
+    writes: Vec<FieldWrite<'_>>,
+) -> Result<(), RecordsError> {
     for write in writes {
         match write {
-            Write::Link { link, ids } => write_link(conn, link, id, ids)?,
-            Write::Cell { field, value } => write_cell(conn, id, field, value)?,
+            FieldWrite::Link { link, ids } => write_link(conn, link, id, ids)?,
+            FieldWrite::Cell { field, value } => write_cell(conn, id, field, value)?,
         }
     }
     Ok(())
@@ -417,9 +384,7 @@ fn write_link(
     let old = read_links(conn, id, &link.field)?;
     write_cell(conn, id, &link.field, &rules::ids_value(&new))?;
     if let Some(inverse) = &link.inverse {
-        let removed = old.iter().filter(|t| !new.contains(t)).map(|t| (t, false));
-        let added = new.iter().filter(|t| !old.contains(t)).map(|t| (t, true));
-        for (target, linked) in removed.chain(added) {
+        for (target, linked) in rules::link_changes(&old, &new) {
             let back = rules::back_links(read_links(conn, target, inverse)?, id, linked);
             write_cell(conn, target, inverse, &rules::ids_value(&back))?;
         }

@@ -8,8 +8,8 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::Value;
 
-use super::{Fields, Mapping, RecordsError};
 use crate::domain::RecordId;
+use crate::records::{Fields, Mapping, RecordsError, Write, is_empty};
 
 /// The tables and two-way links the mapping describes; nothing else exists.
 pub(super) struct Schema {
@@ -94,7 +94,7 @@ impl Schema {
         &'a self,
         table: &str,
         fields: &'a Fields,
-    ) -> Result<Vec<Write<'a>>, RecordsError> {
+    ) -> Result<Vec<FieldWrite<'a>>, RecordsError> {
         let mut writes = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             if field.is_empty() {
@@ -104,11 +104,11 @@ impl Schema {
                 ));
             }
             writes.push(match self.link(table, field) {
-                Some(link) => Write::Link {
+                Some(link) => FieldWrite::Link {
                     ids: link_ids(link, value)?,
                     link,
                 },
-                None => Write::Cell { field, value },
+                None => FieldWrite::Cell { field, value },
             });
         }
         Ok(writes)
@@ -116,7 +116,7 @@ impl Schema {
 }
 
 /// One field of a write: a plain cell, or a link field whose other side follows it.
-pub(super) enum Write<'a> {
+pub(super) enum FieldWrite<'a> {
     Cell { field: &'a str, value: &'a Value },
     Link { link: &'a Link, ids: Vec<String> },
 }
@@ -134,16 +134,6 @@ pub(super) fn cell(value: &Value) -> Cell<'_> {
         v if is_empty(v) => Cell::Empty,
         Value::String(s) => Cell::Text(s),
         other => Cell::Json(other),
-    }
-}
-
-/// Airtable omits these, so storing them would only make them come back.
-pub(super) fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null | Value::Bool(false) => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
     }
 }
 
@@ -205,6 +195,14 @@ pub(super) fn back_links(mut back: Vec<String>, id: &str, linked: bool) -> Vec<S
     back
 }
 
+/// The records whose inverse cell a link write changes: those no longer linked (`false`:
+/// they lose the id), then those newly linked (`true`: they gain it), each in cell order.
+pub(super) fn link_changes<'a>(old: &'a [String], new: &'a [String]) -> Vec<(&'a String, bool)> {
+    let removed = old.iter().filter(|t| !new.contains(t)).map(|t| (t, false));
+    let added = new.iter().filter(|t| !old.contains(t)).map(|t| (t, true));
+    removed.chain(added).collect()
+}
+
 /// Airtable's answer to a link naming a record that is not in the linked table.
 pub(super) fn missing_link_target(link: &Link, target: &str) -> RecordsError {
     unprocessable(
@@ -227,8 +225,44 @@ pub(super) fn unique_ids(ids: &[RecordId]) -> Vec<String> {
     unique
 }
 
+/// A write checked as far as it can be before the stored records are read: an upsert
+/// knows its key.
+pub(super) enum Checked<'a> {
+    Create,
+    Update(&'a RecordId),
+    Upsert { merge_on: &'a str, key: String },
+}
+
+impl<'a> Checked<'a> {
+    pub fn new(op: &'a Write, fields: &Fields) -> Result<Self, RecordsError> {
+        Ok(match op {
+            Write::Create => Checked::Create,
+            Write::Update(id) => Checked::Update(id),
+            Write::Upsert(merge_on) => Checked::Upsert {
+                merge_on,
+                key: merge_key(fields, merge_on)?,
+            },
+        })
+    }
+}
+
+/// The record an upsert updates among those whose key field holds its key (`matches`):
+/// none, and it creates one; the one; or, as Airtable, a refusal when several do.
+pub(super) fn upsert_target<'m>(
+    table: &str,
+    merge_on: &str,
+    key: &str,
+    matches: &'m [String],
+) -> Result<Option<&'m str>, RecordsError> {
+    match matches {
+        [] => Ok(None),
+        [id] => Ok(Some(id)),
+        _ => Err(ambiguous_upsert(table, merge_on, key, matches.len())),
+    }
+}
+
 /// The value an upsert merges on: Airtable needs it, as non-empty text.
-pub(super) fn merge_key(fields: &Fields, merge_on: &str) -> Result<String, RecordsError> {
+fn merge_key(fields: &Fields, merge_on: &str) -> Result<String, RecordsError> {
     match fields.get(merge_on) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         _ => Err(unprocessable(
@@ -239,7 +273,7 @@ pub(super) fn merge_key(fields: &Fields, merge_on: &str) -> Result<String, Recor
 }
 
 /// Airtable refuses an upsert that matches several records.
-pub(super) fn ambiguous_upsert(table: &str, merge_on: &str, key: &str, n: usize) -> RecordsError {
+fn ambiguous_upsert(table: &str, merge_on: &str, key: &str, n: usize) -> RecordsError {
     unprocessable(
         "INVALID_RECORDS",
         format!(
@@ -281,16 +315,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn empties_are_what_airtable_omits() {
-        for v in [json!(null), json!(""), json!([]), json!(false)] {
-            assert!(is_empty(&v), "{v} should be omitted");
-        }
-        for v in [json!(" "), json!([""]), json!(true), json!(0), json!({})] {
-            assert!(!is_empty(&v), "{v} should be kept");
-        }
-    }
-
-    #[test]
     fn drawn_ids_are_airtable_ids() {
         for _ in 0..100 {
             let id = draw_id();
@@ -325,6 +349,47 @@ mod tests {
             );
         }
         assert_eq!(stored_links(&json!("legacy text")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn link_changes_are_the_removed_then_the_added() {
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+        let (old, new) = (
+            ids(&["recA", "recB", "recC"]),
+            ids(&["recD", "recB", "recE"]),
+        );
+        let changes: Vec<(&str, bool)> = link_changes(&old, &new)
+            .into_iter()
+            .map(|(t, linked)| (t.as_str(), linked))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("recA", false),
+                ("recC", false),
+                ("recD", true),
+                ("recE", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_upsert_creates_updates_the_one_or_is_refused() {
+        let one = vec!["recA".to_owned()];
+        let two = vec!["recA".to_owned(), "recB".to_owned()];
+        assert_eq!(upsert_target("Jobs", "Job ID", "x", &[]), Ok(None));
+        assert_eq!(upsert_target("Jobs", "Job ID", "x", &one), Ok(Some("recA")));
+        assert!(matches!(
+            upsert_target("Jobs", "Job ID", "x", &two),
+            Err(RecordsError::Permanent { status: 422, .. })
+        ));
+        let mut fields = Fields::new();
+        fields.insert("Job ID".into(), json!(""));
+        let upsert = Write::Upsert("Job ID".into());
+        assert!(
+            Checked::new(&upsert, &fields).is_err(),
+            "an upsert needs its key as non-empty text"
+        );
     }
 
     #[test]

@@ -256,12 +256,12 @@ impl PgBudget {
         })
     }
 
-    /// The budget an [`AirtableBackend`](super::airtable::AirtableBackend) with `cfg` needs:
+    /// The budget an [`AirtableBackend`](super::AirtableBackend) with `cfg` needs:
     /// its base and rate, Airtable's window, and a lease of the request timeout (which
     /// bounds a request, body included) plus the window plus [`LEASE_MARGIN`].
     pub fn for_airtable(
         pool: Pool,
-        cfg: &super::airtable::AirtableConfig,
+        cfg: &super::config::AirtableConfig,
     ) -> Result<Self, BudgetError> {
         let lease = cfg.request_timeout + AIRTABLE_WINDOW + LEASE_MARGIN;
         Self::new(
