@@ -26,6 +26,10 @@ mod goapi_double;
 // The bench drives only part of what the tests use of it.
 #[allow(dead_code)]
 mod nca_double;
+#[path = "../tests/it/support/seed.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
+mod seed;
 #[path = "../tests/it/support/serve.rs"]
 // The bench drives only part of what the tests use of it.
 #[allow(dead_code)]
@@ -358,19 +362,10 @@ async fn external_jobs() {
     let n = 1 + 30 + 100;
     let batch: Vec<(String, String)> = (0..n)
         .map(|i| {
-            let video = airtable.insert_record(
-                "Videos",
-                json!({"Name": format!("v{i}"), "Status": "generating_music",
-                       "Combined Segments Video": format!("{}/v{i}.mp4", nca.url()),
-                       "Music Prompt": format!("calm piano #{i}")}),
-            );
             let task = format!("30000000-0000-4000-8000-{i:012}");
-            airtable.insert_record(
-                "Jobs",
-                json!({"Job ID": format!("pipeline-job-{i}"), "Type": "music_generation",
-                       "Status": "processing", "Related Video": [video],
-                       "External Job ID": task}),
-            );
+            let combined = format!("{}/v{i}.mp4", nca.url());
+            let prompt = format!("calm piano #{i}");
+            let video = seed::generating_video(&airtable, i, &combined, &prompt, &task);
             (video, task)
         })
         .collect();

@@ -31,6 +31,10 @@ mod airtable_double;
 // The bench drives only part of what the tests use of it.
 #[allow(dead_code)]
 mod nca_double;
+#[path = "../tests/it/support/seed.rs"]
+// The bench drives only part of what the tests use of it.
+#[allow(dead_code)]
+mod seed;
 #[path = "../tests/it/support/serve.rs"]
 // The bench drives only part of what the tests use of it.
 #[allow(dead_code)]
@@ -146,18 +150,10 @@ async fn main() {
     // The pipeline's earlier stages: each video generating music, its job bound to a task.
     let mut videos = Vec::new();
     for i in 0..n {
-        let video = airtable.insert_record(
-            "Videos",
-            json!({"Name": format!("v{i}"), "Status": "generating_music",
-                   "Combined Segments Video": format!("{}/videos/combined-{i}.mp4", nca.url()),
-                   "Music Prompt": format!("calm piano #{i}")}),
-        );
         let task = format!("20000000-0000-4000-8000-{i:012}");
-        airtable.insert_record(
-            "Jobs",
-            json!({"Job ID": format!("pipeline-job-{i}"), "Type": "music_generation",
-                   "Status": "processing", "Related Video": [video], "External Job ID": task}),
-        );
+        let combined = format!("{}/videos/combined-{i}.mp4", nca.url());
+        let prompt = format!("calm piano #{i}");
+        let video = seed::generating_video(&airtable, i, &combined, &prompt, &task);
         videos.push((video, task));
     }
 
@@ -325,12 +321,6 @@ async fn main() {
     // And every acknowledged delivery on record (its write may trail the completion):
     // GoAPI's by event id, NCA's by count.
     let acked: HashSet<String> = acked_ids.lock().expect("ids").iter().cloned().collect();
-    let nca_acked = || {
-        nca.callbacks_sent()
-            .iter()
-            .filter(|c| c.answered.is_some_and(|s| (200..300).contains(&s)))
-            .count()
-    };
     let mut missing: Vec<String>;
     let mut nca_missing: usize;
     loop {
@@ -345,7 +335,9 @@ async fn main() {
             })
             .collect();
         missing = acked.difference(&recorded).cloned().collect();
-        nca_missing = nca_acked().saturating_sub(events.iter().filter(|r| !is_goapi(r)).count());
+        nca_missing = nca
+            .callbacks_acknowledged()
+            .saturating_sub(events.iter().filter(|r| !is_goapi(r)).count());
         if (missing.is_empty() && nca_missing == 0) || Instant::now() >= deadline {
             break;
         }
@@ -381,10 +373,7 @@ async fn main() {
     println!(
         "NCA callbacks sent once each: {}; answered 2xx: {}; lost while the service was down: {}",
         callbacks.len(),
-        callbacks
-            .iter()
-            .filter(|c| c.answered.is_some_and(|s| (200..300).contains(&s)))
-            .count(),
+        nca.callbacks_acknowledged(),
         callbacks.iter().filter(|c| c.answered.is_none()).count()
     );
     println!("lost (videos not completed): {}", lost.len());

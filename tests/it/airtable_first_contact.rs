@@ -13,6 +13,7 @@ use support::airtable_double::{AirtableDouble, DoubleConfig, LoggedRequest};
 use support::app::{AppBuilder, GOAPI_SECRET};
 use support::goapi_double::GoapiDouble;
 use support::nca_double::NcaDouble;
+use support::seed;
 
 fn completed(task_id: &str) -> Value {
     let mut v = support::fixture_json("goapi/udio_completed.json");
@@ -42,19 +43,9 @@ async fn first_contact_reads_a_scans_videos_and_their_jobs_together() {
     // The pipeline's earlier stages: each video generating music, its job bound to a task.
     let videos: Vec<(String, String)> = (0..n)
         .map(|i| {
-            let video = airtable.insert_record(
-                "Videos",
-                json!({"Name": format!("v{i}"), "Status": "generating_music",
-                       "Combined Segments Video": format!("{}/videos/combined-{i}.mp4", nca.url()),
-                       "Music Prompt": "calm piano"}),
-            );
             let task = format!("40000000-0000-4000-8000-{i:012}");
-            airtable.insert_record(
-                "Jobs",
-                json!({"Job ID": format!("pipeline-job-{i}"), "Type": "music_generation",
-                       "Status": "processing", "Related Video": [video],
-                       "External Job ID": task}),
-            );
+            let combined = format!("{}/videos/combined-{i}.mp4", nca.url());
+            let video = seed::generating_video(&airtable, i, &combined, "calm piano", &task);
             (video, task)
         })
         .collect();
@@ -93,10 +84,8 @@ async fn first_contact_reads_a_scans_videos_and_their_jobs_together() {
     );
     let app = app(&airtable.url(), &db).await;
     for (video, _) in &videos {
-        app.wait_for_video(video, Duration::from_secs(120), |s| {
-            s["status"] == "adding_music" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-        })
-        .await;
+        app.wait_settled(video, "adding_music", Duration::from_secs(120))
+            .await;
     }
 
     let log = airtable.requests();

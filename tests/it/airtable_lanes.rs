@@ -7,45 +7,29 @@ use crate::support;
 
 use std::time::Duration;
 
-use serde_json::json;
 use support::airtable_double::{AirtableDouble, DoubleConfig};
 use support::app::AppBuilder;
 use support::goapi_double::GoapiDouble;
 use support::nca_double::NcaDouble;
+use support::seed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mix_is_submitted_while_the_base_stalls_and_the_records_catch_up() {
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let nca = NcaDouble::start().await;
     let goapi = GoapiDouble::start().await;
-    let video = airtable.insert_record(
-        "Videos",
-        json!({
-            "Name": "stalled base",
-            "Status": "segments_combined",
-            "Combined Segments Video": format!("{}/videos/combined.mp4", nca.url()),
-            "Music Prompt": "calm piano",
-        }),
-    );
+    let combined = format!("{}/videos/combined.mp4", nca.url());
+    let video = seed::combined_video(&airtable, "stalled base", &combined);
     let app = AppBuilder::new()
-        .env("AIRTABLE_TOKEN", &airtable.token())
-        .env("AIRTABLE_BASE_ID", &airtable.base_id())
-        .env("AIRTABLE_API_URL", &airtable.url())
-        .env("NCA_API_URL", &nca.url())
-        .env("NCA_API_KEY", &nca.api_key())
-        .env("GOAPI_API_URL", &goapi.url())
-        .env("GOAPI_API_KEY", &goapi.api_key())
+        .airtable(&airtable)
+        .nca(&nca)
+        .goapi(&goapi)
         .spawn()
         .await;
     // Reads still answer (the engine meets the video by reading it); no write is applied.
     airtable.pause_writes(true);
-    let r = app
-        .client
-        .post(format!("{}/videos/{video}/music", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+    let (status, body) = app.post(&format!("/videos/{video}/music")).await;
+    assert_eq!(status, 202, "{body}");
 
     // The whole external side runs: GoAPI's task, its callback, NCA's mix and its callback.
     let state = app
@@ -67,10 +51,8 @@ async fn the_mix_is_submitted_while_the_base_stalls_and_the_records_catch_up() {
 
     // The base answers again: every record catches up, in the order it was decided.
     airtable.pause_writes(false);
-    app.wait_for_video(&video, Duration::from_secs(120), |s| {
-        s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-    })
-    .await;
+    app.wait_settled(&video, "completed", Duration::from_secs(120))
+        .await;
     let videos = airtable.records("Videos");
     let rec = videos.iter().find(|r| r.id == video).unwrap();
     assert_eq!(rec.fields["Status"], "completed", "{rec:?}");
@@ -88,12 +70,7 @@ async fn the_mix_is_submitted_while_the_base_stalls_and_the_records_catch_up() {
         "{jobs:?}"
     );
     let events = airtable.records("Webhook Events");
-    let deliveries = goapi
-        .deliveries()
-        .iter()
-        .filter(|d| d.answered.is_some_and(|s| s < 300))
-        .count()
-        + nca.callbacks_sent().len();
+    let deliveries = goapi.deliveries_acknowledged() + nca.callbacks_sent().len();
     assert_eq!(events.len(), deliveries, "every delivery on record");
     assert!(
         events.iter().all(|e| e.fields["Processed"] == true),

@@ -4,14 +4,13 @@
 
 use crate::support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
 use support::airtable_double::{AirtableDouble, DoubleConfig};
 use support::app::AppBuilder;
 use support::goapi_double::GoapiDouble;
 use support::nca_double::NcaDouble;
+use support::seed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
@@ -21,15 +20,8 @@ async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
     let n = 8;
     let videos: Vec<String> = (0..n)
         .map(|i| {
-            airtable.insert_record(
-                "Videos",
-                json!({
-                    "Name": format!("video {i}"),
-                    "Status": "segments_combined",
-                    "Combined Segments Video": format!("{}/videos/combined-{i}.mp4", nca.url()),
-                    "Music Prompt": "calm piano",
-                }),
-            )
+            let combined = format!("{}/videos/combined-{i}.mp4", nca.url());
+            seed::combined_video(&airtable, &format!("video {i}"), &combined)
         })
         .collect();
     airtable.set_fail_rate(0.3);
@@ -42,19 +34,12 @@ async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
         .spawn()
         .await;
     for v in &videos {
-        let r = app
-            .client
-            .post(format!("{}/videos/{v}/music", app.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+        let (status, body) = app.post(&format!("/videos/{v}/music")).await;
+        assert_eq!(status, 202, "{body}");
     }
     for v in &videos {
-        app.wait_for_video(v, Duration::from_secs(120), |s| {
-            s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-        })
-        .await;
+        app.wait_settled(v, "completed", Duration::from_secs(120))
+            .await;
     }
 
     // Exactly one mix per video.
@@ -65,11 +50,7 @@ async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
 
     // The base: every video completed with its Final Video; two jobs each, none doubled;
     // one Webhook Events record per delivery.
-    let by_id: HashMap<String, _> = airtable
-        .records("Videos")
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let by_id = airtable.records_by_id("Videos");
     for v in &videos {
         let rec = &by_id[v];
         assert_eq!(rec.fields["Status"], "completed", "{rec:?}");
@@ -95,12 +76,7 @@ async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), events.len(), "one record per event id");
-    let deliveries = goapi
-        .deliveries()
-        .iter()
-        .filter(|d| d.answered.is_some_and(|s| s < 300))
-        .count()
-        + nca.callbacks_sent().len();
+    let deliveries = goapi.deliveries_acknowledged() + nca.callbacks_sent().len();
     assert_eq!(
         events.len(),
         deliveries,

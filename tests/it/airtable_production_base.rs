@@ -8,7 +8,7 @@
 
 use crate::support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -116,18 +116,8 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
     // record a second time.
     airtable.set_write_delay(Some(Duration::from_secs(2)));
     for v in &videos {
-        let r = app
-            .client
-            .post(format!("{}/videos/{v}/music", app.url))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(
-            r.status().as_u16(),
-            202,
-            "{}",
-            r.text().await.unwrap_or_default()
-        );
+        let (status, body) = app.post(&format!("/videos/{v}/music")).await;
+        assert_eq!(status, 202, "{body}");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !airtable
@@ -146,10 +136,8 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
     app.restart().await;
 
     for v in &videos {
-        app.wait_for_video(v, Duration::from_secs(120), |s| {
-            s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-        })
-        .await;
+        app.wait_settled(v, "completed", Duration::from_secs(120))
+            .await;
     }
     // Every job has exactly its one Jobs record, linked both ways, spelled as the base does.
     let jobs = airtable.records("Jobs");
@@ -165,11 +153,7 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
         support::app::tail(&app.log_text(), 40)
     );
 
-    let by_id: HashMap<String, _> = airtable
-        .records("Videos")
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let by_id = airtable.records_by_id("Videos");
     for v in &videos {
         let video = &by_id[v];
         let (_, state) = app.get_json(&format!("/videos/{v}")).await;
@@ -216,16 +200,7 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
 
     // Every delivery has its Webhook Events record, once.
     let events = airtable.records("Webhook Events");
-    let deliveries = goapi
-        .deliveries()
-        .iter()
-        .filter(|d| d.answered.is_some_and(|s| s < 300))
-        .count()
-        + nca
-            .callbacks_sent()
-            .iter()
-            .filter(|c| c.answered.is_some_and(|s| s < 300))
-            .count();
+    let deliveries = goapi.deliveries_acknowledged() + nca.callbacks_acknowledged();
     assert_eq!(
         events.len(),
         deliveries,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 use support::goapi_double::{CompletedShape, TaskOutcome};
-use support::world::{World, goapi_fixture};
+use support::world::{UDIO_TASK, World, goapi_fixture};
 
 fn submissions_each_once(w: &World) {
     let by_id = w.nca.submissions_by_id();
@@ -146,7 +146,7 @@ async fn every_goapi_payload_shape_completes_a_video() {
 #[tokio::test]
 async fn five_duplicate_completions_give_one_nca_submission() {
     let w = World::start().await;
-    let task = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
+    let task = UDIO_TASK;
     // Concurrent identical deliveries (GoAPI's retries share the timestamp).
     let concurrent = w.seed_generating(1, Some(task)).await;
     let body = goapi_fixture("udio_completed.json", task, 1765248943);
@@ -239,10 +239,9 @@ async fn intermediate_statuses_in_any_order_end_completed() {
 #[tokio::test]
 async fn goapi_failure_fails_the_generation_with_its_message() {
     let w = World::start().await;
-    let task = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
-    let video = w.seed_generating(1, Some(task)).await;
+    let video = w.seed_generating(1, Some(UDIO_TASK)).await;
     let (code, _) = w
-        .goapi_webhook(&video, &goapi_fixture("udio_failed.json", task, 1765249020))
+        .goapi_says(&video, "udio_failed.json", UDIO_TASK, 1765249020)
         .await;
     assert_eq!(code, 202);
     let v = w.wait_settled(&video, "music_generation_failed").await;
@@ -290,14 +289,8 @@ async fn nca_failure_fails_the_addition_with_its_message() {
 
     // A retry redrives the mix only, with a new submission id.
     w.nca.set_fail_mix(false);
-    let r = w
-        .app
-        .client
-        .post(format!("{}/videos/{video}/retry", w.app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    let (status, body) = w.retry(&video, None).await;
+    assert_eq!(status, 202, "{body}");
     w.wait_settled(&video, "completed").await;
     assert_eq!(w.goapi.tasks().len(), 1, "no new music for a mix retry");
     let ids: Vec<String> = w

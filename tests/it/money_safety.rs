@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use reelstate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use reelstate::records::{JobFields, VideoFields};
+use serde_json::Value;
 use support::world::{World, WorldBuilder, goapi_fixture, url};
 
 fn fast_reconcile(b: support::app::AppBuilder) -> support::app::AppBuilder {
@@ -17,46 +18,81 @@ fn fast_reconcile(b: support::app::AppBuilder) -> support::app::AppBuilder {
         .env("REELSTATE_RECONCILE_CHECKS", "2")
 }
 
-/// A video `completed` in the base, with the Final Video an older handler produced and that
-/// handler's jobs left active: a music_addition job that never got NCA's id, and a
-/// music_generation job still bound to its GoAPI task.
-async fn seed_completed_with_left_overs(w: &World) -> RecordId {
-    let video = w.seed_video(1).await;
+/// A video an older handler left in `status` in the base, with its music (and the final
+/// video it produced, if any).
+async fn left_over_video(
+    w: &World,
+    n: usize,
+    status: VideoStatus,
+    final_video: Option<&str>,
+) -> RecordId {
+    let video = w.seed_video(n).await;
     w.records
         .update_video(
             &video,
             &VideoFields {
-                status: Some(VideoStatus::Completed),
+                status: Some(status),
                 music: Some(url("https://music.example/old.mp3")),
-                final_video: Some(url("https://videos.example/final.mp4")),
+                final_video: final_video.map(url),
                 ..VideoFields::default()
             },
         )
         .await
-        .expect("completed");
-    for (n, kind, status, ext) in [
-        (1, JobType::MusicAddition, JobStatus::Processing, None),
+        .expect("left-over video");
+    video
+}
+
+/// A job an older handler left active on `video`.
+async fn left_over_job(
+    w: &World,
+    video: &RecordId,
+    n: usize,
+    (kind, status, ext): (JobType, JobStatus, Option<&str>),
+) {
+    w.records
+        .write_job(&JobFields {
+            job_id: format!("old-handler-{n}-{video}"),
+            job_type: Some(kind),
+            status: Some(status),
+            related_video: Some(video.clone()),
+            external_job_id: ext.map(str::to_owned),
+            webhook_url: None,
+            error_details: None,
+            timestamps: None,
+        })
+        .await
+        .expect("left-over job");
+}
+
+/// A video `completed` in the base, with the Final Video an older handler produced and that
+/// handler's jobs left active: a music_addition job that never got NCA's id, and a
+/// music_generation job still bound to its GoAPI task.
+async fn seed_completed_with_left_overs(w: &World) -> RecordId {
+    let video = left_over_video(
+        w,
+        1,
+        VideoStatus::Completed,
+        Some("https://videos.example/final.mp4"),
+    )
+    .await;
+    left_over_job(
+        w,
+        &video,
+        1,
+        (JobType::MusicAddition, JobStatus::Processing, None),
+    )
+    .await;
+    left_over_job(
+        w,
+        &video,
+        2,
         (
-            2,
             JobType::MusicGeneration,
             JobStatus::Processing,
             Some("task-left-over"),
         ),
-    ] {
-        w.records
-            .write_job(&JobFields {
-                job_id: format!("old-handler-{n}-{video}"),
-                job_type: Some(kind),
-                status: Some(status),
-                related_video: Some(video.clone()),
-                external_job_id: ext.map(str::to_owned),
-                webhook_url: None,
-                error_details: None,
-                timestamps: None,
-            })
-            .await
-            .expect("left-over job");
-    }
+    )
+    .await;
     video
 }
 
@@ -64,32 +100,34 @@ async fn seed_completed_with_left_overs(w: &World) -> RecordId {
 /// handler started and never saw accepted: its deadline does fail it. It shows that the
 /// reconciler has been through the jobs that were due.
 async fn seed_adding_with_left_over(w: &World) -> RecordId {
-    let video = w.seed_video(2).await;
-    w.records
-        .update_video(
-            &video,
-            &VideoFields {
-                status: Some(VideoStatus::AddingMusic),
-                music: Some(url("https://music.example/old.mp3")),
-                ..VideoFields::default()
-            },
-        )
-        .await
-        .expect("adding_music");
-    w.records
-        .write_job(&JobFields {
-            job_id: format!("old-handler-3-{video}"),
-            job_type: Some(JobType::MusicAddition),
-            status: Some(JobStatus::Pending),
-            related_video: Some(video.clone()),
-            external_job_id: None,
-            webhook_url: None,
-            error_details: None,
-            timestamps: None,
-        })
-        .await
-        .expect("left-over job");
+    let video = left_over_video(w, 2, VideoStatus::AddingMusic, None).await;
+    left_over_job(
+        w,
+        &video,
+        3,
+        (JobType::MusicAddition, JobStatus::Pending, None),
+    )
+    .await;
     video
+}
+
+/// The video's entries in the event log, as `/events` lists them.
+async fn events_for(w: &World, video: &RecordId) -> Vec<Value> {
+    let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
+    events["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no event list: {events}"))
+}
+
+/// Asks for music for a new video, then waits until it completed with its final video.
+async fn music_until_completed(w: &World) -> (RecordId, Value) {
+    let video = w.seed_video(1).await;
+    let (s, body) = w.request_music(&video).await;
+    assert_eq!(s, 202, "{body}");
+    let v = w.wait_settled(&video, "completed").await;
+    assert!(v["final_video"].is_string(), "{v}");
+    (video, v)
 }
 
 #[tokio::test]
@@ -129,14 +167,10 @@ async fn a_completed_video_with_left_over_jobs_stays_completed_through_deadline_
         Some("https://videos.example/final.mp4")
     );
     assert_eq!(stored.error_details, None, "{stored:?}");
-    let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
+    let events = events_for(&w, &video).await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["endpoint"] != "reconcile"),
-        "nothing is fed in for jobs of a final video: {events}"
+        events.iter().all(|e| e["endpoint"] != "reconcile"),
+        "nothing is fed in for jobs of a final video: {events:?}"
     );
     let log = w.app.log_text();
     assert_eq!(
@@ -147,21 +181,13 @@ async fn a_completed_video_with_left_over_jobs_stays_completed_through_deadline_
     );
 }
 
-fn events_of(v: &serde_json::Value) -> Vec<serde_json::Value> {
-    v["events"].as_array().cloned().unwrap_or_default()
-}
-
 /// The reported incident: a gateway in front of NCA answered 504 after the toolkit had
 /// queued the mix, whose callback followed. One mix, a completed video.
 #[tokio::test]
 async fn a_gateway_504_after_queueing_gives_exactly_one_mix_and_a_completed_video() {
     let w = World::start().await;
     w.nca.gateway_timeout_after_queueing_next(1);
-    let video = w.seed_video(1).await;
-    let (s, body) = w.request_music(&video).await;
-    assert_eq!(s, 202, "{body}");
-    let v = w.wait_settled(&video, "completed").await;
-    assert!(v["final_video"].is_string(), "{v}");
+    music_until_completed(&w).await;
     let per_id = w.nca.submissions_by_id();
     assert_eq!(w.nca.submissions().len(), 1, "one mix: {per_id:?}");
     assert_eq!(w.nca.attempts(), 1, "NCA was called once");
@@ -177,19 +203,14 @@ async fn after_a_504_the_engine_finds_the_mix_at_nca_instead_of_calling_again() 
         .await;
     w.nca.gateway_timeout_after_queueing_next(1);
     w.nca.set_drop_callbacks(true);
-    let video = w.seed_video(1).await;
-    w.request_music(&video).await;
-    let v = w.wait_settled(&video, "completed").await;
-    assert!(v["final_video"].is_string(), "{v}");
+    let (video, _) = music_until_completed(&w).await;
     assert_eq!(w.nca.attempts(), 1, "{:?}", w.nca.submissions_by_id());
     assert_eq!(w.nca.callbacks_sent().len(), 0);
     assert!(w.nca.listings() >= 1, "NCA's job listing was asked");
-    let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
+    let events = events_for(&w, &video).await;
     assert!(
-        events_of(&events)
-            .iter()
-            .any(|e| e["endpoint"] == "find-out"),
-        "the result came from the look-up: {events}"
+        events.iter().any(|e| e["endpoint"] == "find-out"),
+        "the result came from the look-up: {events:?}"
     );
 }
 
@@ -218,16 +239,16 @@ async fn a_mix_is_resubmitted_once_nca_says_it_does_not_have_it_and_the_history_
         "the refused call and one re-submission"
     );
     assert_eq!(w.nca.submissions().len(), 1);
-    let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
-    let resubmissions: Vec<_> = events_of(&events)
-        .into_iter()
+    let events = events_for(&w, &video).await;
+    let resubmissions: Vec<_> = events
+        .iter()
         .filter(|e| e["endpoint"] == "resubmit")
         .collect();
-    assert_eq!(resubmissions.len(), 1, "{events}");
-    assert_eq!(resubmissions[0]["outcome"], "recorded", "{events}");
+    assert_eq!(resubmissions.len(), 1, "{events:?}");
+    assert_eq!(resubmissions[0]["outcome"], "recorded", "{events:?}");
     assert!(
         resubmissions[0]["job_id"].is_string(),
-        "bound to its job: {events}"
+        "bound to its job: {events:?}"
     );
 }
 
@@ -261,11 +282,7 @@ async fn at_most_one_automatic_resubmission_per_job() {
 async fn a_goapi_error_envelope_after_creating_buys_no_second_task() {
     let w = World::start().await;
     w.goapi.fail_after_creating_next(1);
-    let video = w.seed_video(1).await;
-    let (s, body) = w.request_music(&video).await;
-    assert_eq!(s, 202, "{body}");
-    let v = w.wait_settled(&video, "completed").await;
-    assert!(v["final_video"].is_string(), "{v}");
+    music_until_completed(&w).await;
     assert_eq!(w.goapi.tasks().len(), 1, "one paid task");
     assert_eq!(w.nca.submissions().len(), 1);
 }
@@ -276,18 +293,13 @@ async fn a_goapi_error_envelope_after_creating_buys_no_second_task() {
 async fn ncas_synchronous_answer_counts_as_its_callback() {
     let w = World::start().await;
     w.nca.answer_synchronously_next(1);
-    let video = w.seed_video(1).await;
-    w.request_music(&video).await;
-    let v = w.wait_settled(&video, "completed").await;
-    assert!(v["final_video"].is_string(), "{v}");
+    let (video, _) = music_until_completed(&w).await;
     assert_eq!(w.nca.callbacks_sent().len(), 0);
     assert_eq!(w.nca.submissions().len(), 1);
-    let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
+    let events = events_for(&w, &video).await;
     assert!(
-        events_of(&events)
-            .iter()
-            .all(|e| e["endpoint"] != "reconcile"),
-        "{events}"
+        events.iter().all(|e| e["endpoint"] != "reconcile"),
+        "{events:?}"
     );
 }
 
@@ -346,16 +358,17 @@ async fn an_unknown_task_never_binds_to_a_waiting_job() {
     let event = body["event_id"].as_str().expect("event id").to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let outcome = loop {
-        let (_, events) = w.app.get_json(&format!("/events?video_id={video}")).await;
-        let found = events_of(&events)
-            .into_iter()
-            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done");
+        let events = events_for(&w, &video).await;
+        let found = events
+            .iter()
+            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done")
+            .cloned();
         if let Some(e) = found {
             break e;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never processed: {events}"
+            "never processed: {events:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -375,10 +388,7 @@ async fn an_unknown_task_never_binds_to_a_waiting_job() {
 async fn a_video_without_audio_gets_the_music_alone_in_one_more_mix() {
     let w = World::start().await;
     w.nca.set_videos_without_audio(true);
-    let video = w.seed_video(1).await;
-    w.request_music(&video).await;
-    let v = w.wait_settled(&video, "completed").await;
-    assert!(v["final_video"].is_string(), "{v}");
+    music_until_completed(&w).await;
     let subs = w.nca.submissions();
     assert_eq!(subs.len(), 2, "the voice mix, then the music alone");
     let filter = |i: usize| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::app::GOAPI_SECRET;
-use support::world::{World, WorldBuilder, goapi_fixture};
+use support::world::{UDIO_TASK, World, WorldBuilder};
 
 fn fast_reconcile(b: support::app::AppBuilder) -> support::app::AppBuilder {
     b.env("REELSTATE_GOAPI_DEADLINE_SECS", "0.5")
@@ -120,16 +120,12 @@ async fn inspection_shows_status_jobs_history_and_next_events() {
 #[tokio::test]
 async fn the_event_log_pages_and_filters() {
     let w = World::start().await;
-    let task = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
-    let video = w.seed_generating(1, Some(task)).await;
+    let video = w.seed_generating(1, Some(UDIO_TASK)).await;
     for i in 0..5 {
-        w.goapi_webhook(
-            &video,
-            &goapi_fixture("udio_processing.json", task, 1000 + i),
-        )
-        .await;
+        w.goapi_says(&video, "udio_processing.json", UDIO_TASK, 1000 + i)
+            .await;
     }
-    w.goapi_webhook(&video, &goapi_fixture("udio_processing.json", task, 1000))
+    w.goapi_says(&video, "udio_processing.json", UDIO_TASK, 1000)
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -159,10 +155,9 @@ async fn the_event_log_pages_and_filters() {
 #[tokio::test]
 async fn replaying_an_applied_event_is_safe() {
     let w = World::start().await;
-    let task = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
-    let video = w.seed_generating(1, Some(task)).await;
+    let video = w.seed_generating(1, Some(UDIO_TASK)).await;
     let (_, b) = w
-        .goapi_webhook(&video, &goapi_fixture("udio_completed.json", task, 1))
+        .goapi_says(&video, "udio_completed.json", UDIO_TASK, 1)
         .await;
     let event = b["event_id"].as_str().unwrap().to_owned();
     w.wait_settled(&video, "completed").await;
@@ -324,9 +319,7 @@ async fn sigterm_during_processing_loses_nothing() {
     for i in 0..10 {
         let task = format!("20000000-0000-4000-8000-{i:012}");
         let video = w.seed_generating(i, Some(&task)).await;
-        let (s, _) = w
-            .goapi_webhook(&video, &goapi_fixture("udio_completed.json", &task, 7))
-            .await;
+        let (s, _) = w.goapi_says(&video, "udio_completed.json", &task, 7).await;
         assert_eq!(s, 202);
         videos.push(video);
     }
@@ -545,14 +538,8 @@ async fn a_permanent_failure_is_recorded_visible_and_fails_the_stage() {
         "{body}"
     );
     // A redrive is the operator's way forward.
-    let r = w
-        .app
-        .client
-        .post(format!("{}/videos/{video}/retry", w.app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    let (status, body) = w.retry(&video, None).await;
+    assert_eq!(status, 202, "{body}");
     // Completed, and the effects its completion decided have run (the last Webhook Events
     // write may still be pending the moment the status changes).
     let done = w

@@ -9,9 +9,11 @@ use crate::support;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reelstate::domain::RecordId;
 use serde_json::{Value, json};
 use support::app::{ADMIN_TOKEN, AppBuilder, GOAPI_SECRET, TestApp};
 use support::webdriver::Browser;
+use support::world::{UDIO_TASK, World, WorldBuilder};
 
 const TOKEN: &str = "operator-page-admin-token";
 
@@ -83,8 +85,9 @@ async fn failed_video(app: &TestApp) -> String {
     video
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
+/// A headless Chromium, or `None` (saying why) when it is not installed; installed but not
+/// starting is a failure, not a skip.
+async fn browser(width: u32, height: u32) -> Option<Browser> {
     use support::webdriver::on_path;
     if on_path(&["chromedriver"]).is_none()
         || on_path(&["chromium", "chromium-browser", "google-chrome"]).is_none()
@@ -93,12 +96,45 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
             "SKIPPED: the operator page browser test needs chromium and chromedriver on PATH \
              (apt-get install chromium chromium-driver; .ci/run does)"
         );
-        return;
+        return None;
     }
-    // Installed but not starting is a failure, not a skip.
-    let browser = Browser::start(1280, 1000)
-        .await
-        .unwrap_or_else(|why| panic!("cannot start headless Chromium: {why}"));
+    Some(
+        Browser::start(width, height)
+            .await
+            .unwrap_or_else(|why| panic!("cannot start headless Chromium: {why}")),
+    )
+}
+
+/// Opens `path` of the page and gives it the admin token, as an operator does.
+async fn open_with_token(browser: &Browser, url: &str) {
+    browser.goto(url).await;
+    browser.wait_for("#token-dialog[open]").await;
+    browser.type_into("#token-input", TOKEN).await;
+    browser.click("#token-save").await;
+}
+
+/// Clicks the action `button` and confirms it: the call the confirmation named, and the
+/// title of the API's answer the page shows.
+async fn confirm_action(browser: &Browser, button: &str) -> (String, String) {
+    browser
+        .eval(
+            "document.querySelector(arguments[0]).click();",
+            json!(button),
+        )
+        .await;
+    browser.wait_for("#confirm-dialog[open]").await;
+    let asked = browser.text("#confirm-call").await.unwrap_or_default();
+    browser.click("#confirm-ok").await;
+    browser.wait_for("#result:not([hidden])").await;
+    let title = browser.text("#result-title").await.unwrap_or_default();
+    (asked, title)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
+    let Some(browser) = browser(1280, 1000).await else {
+        return;
+    };
     let app = AppBuilder::new()
         .env("REELSTATE_SANDBOX", "true")
         .env("REELSTATE_ADMIN_TOKEN", TOKEN)
@@ -125,10 +161,7 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
     let failed = failed_video(&app).await;
 
     // The overview asks for the token, keeps it in the tab, and shows the counts.
-    browser.goto(&format!("{}/", app.url)).await;
-    browser.wait_for("#token-dialog[open]").await;
-    browser.type_into("#token-input", TOKEN).await;
-    browser.click("#token-save").await;
+    open_with_token(&browser, &format!("{}/", app.url)).await;
     browser
         .wait_for(r#"#video-states tr[data-state="completed"] td[data-count="1"]"#)
         .await;
@@ -224,18 +257,13 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
         .wait_for(r#"#diagram g.state.current[data-state="music_generation_failed"]"#)
         .await;
     browser.screenshot(&shot_path("video-failed.png")).await;
-    browser
-        .eval(
-            "document.querySelector('button[data-action$=\"/retry\"]').click();",
-            json!(null),
-        )
-        .await;
-    browser.wait_for("#confirm-dialog[open]").await;
-    let asked = browser.text("#confirm-call").await.unwrap_or_default();
+    assert_eq!(
+        browser.count("button[data-body]").await,
+        0,
+        "a plain retry orders new music here: no second choice"
+    );
+    let (asked, title) = confirm_action(&browser, r#"button[data-action$="/retry"]"#).await;
     assert_eq!(asked, format!("POST /videos/{failed}/retry"));
-    browser.click("#confirm-ok").await;
-    browser.wait_for("#result:not([hidden])").await;
-    let title = browser.text("#result-title").await.unwrap_or_default();
     assert!(title.contains("→ 202"), "the API's answer: {title}");
     let body = browser.text("#result-body").await.unwrap_or_default();
     assert!(body.contains("\"applied\""), "the API's answer: {body}");
@@ -568,4 +596,108 @@ fn states_svg_writes_both_diagrams_from_the_exploration() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write the diagrams"));
+}
+
+/// A mix failure that has nothing to do with the track: a plain retry mixes the video's
+/// music again.
+const MIX_ERROR: &str = "FFmpeg command failed: Invalid data found when processing input";
+
+/// A world whose app has the page's admin token.
+async fn world_with_token() -> World {
+    WorldBuilder::new()
+        .app(|a| a.env("REELSTATE_ADMIN_TOKEN", TOKEN))
+        .start()
+        .await
+}
+
+/// The "Retry with new music" button of a video's fragment: its URL and its body, as the
+/// page's script reads them (unescaped).
+fn new_music_button(html: &str) -> Option<(String, String)> {
+    let button = html
+        .split("<button")
+        .find(|b| b.contains("Retry with new music"))?;
+    let attr = |name: &str| {
+        let value = button
+            .split(&format!(r#" {name}=""#))
+            .nth(1)?
+            .split('"')
+            .next()?;
+        Some(value.replace("&quot;", "\"").replace("&amp;", "&"))
+    };
+    Some((attr("data-action")?, attr("data-body")?))
+}
+
+/// A failed mix can be retried two ways: mixing the video's music again (the plain retry)
+/// or with new music. The video's fragment offers the second only there, and its button
+/// asks the admin API for exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_mix_offers_a_retry_with_new_music_and_its_button_orders_it() {
+    let w = world_with_token().await;
+    let (video, _, track) = w.failed_mix(MIX_ERROR).await;
+    let fragment = |v: &RecordId| format!("/ui/fragments/videos/{v}");
+    let (status, _, html) = get_page(&w.app, &fragment(&video), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{html}");
+    let (url, body) =
+        new_music_button(&html).unwrap_or_else(|| panic!("no retry with new music: {html}"));
+    assert_eq!(url, format!("/videos/{video}/retry"));
+    let asked: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(asked, json!({"from": "music"}));
+
+    // Not where the plain retry orders new music anyway.
+    let generating = w.seed_generating(2, Some(UDIO_TASK)).await;
+    let (status, _) = w
+        .goapi_says(&generating, "udio_failed.json", UDIO_TASK, 1)
+        .await;
+    assert_eq!(status, 202);
+    w.wait_settled(&generating, "music_generation_failed").await;
+    let (_, _, html) = get_page(&w.app, &fragment(&generating), Some(TOKEN)).await;
+    assert!(html.contains("Retry failed stage"), "{html}");
+    assert_eq!(new_music_button(&html), None, "{html}");
+
+    // The button's call, as the page's script makes it: new music, and that music mixed.
+    let r = w
+        .app
+        .client
+        .post(format!("{}{url}", w.app.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 202);
+    let v = w.wait_settled(&video, "completed").await;
+    assert_eq!(w.goapi.tasks().len(), 2, "new music was ordered: {v}");
+    assert_ne!(v["music"], json!(track), "{v}");
+    // Nothing to retry once completed.
+    let (_, _, html) = get_page(&w.app, &fragment(&video), Some(TOKEN)).await;
+    assert_eq!(new_music_button(&html), None, "{html}");
+}
+
+/// The same choice through the page in a browser: the confirmation names the call and its
+/// body, and the retry it sends orders new music (a plain retry would mix the old track).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retries_a_failed_mix_with_new_music() {
+    let Some(browser) = browser(1280, 1000).await else {
+        return;
+    };
+    let w = world_with_token().await;
+    let (video, _, _) = w.failed_mix(MIX_ERROR).await;
+    open_with_token(&browser, &format!("{}/ui/videos/{video}", w.app.url)).await;
+    browser
+        .wait_for(r#"#diagram g.state.current[data-state="music_addition_failed"]"#)
+        .await;
+    browser.wait_for("button[data-body]").await;
+    let (asked, title) = confirm_action(&browser, "button[data-body]").await;
+    assert_eq!(
+        asked,
+        format!(r#"POST /videos/{video}/retry {{"from":"music"}}"#)
+    );
+    assert!(title.contains("→ 202"), "the API's answer: {title}");
+    let v = w.wait_settled(&video, "completed").await;
+    assert_eq!(
+        w.goapi.tasks().len(),
+        2,
+        "the page's retry ordered new music: {v}"
+    );
+    browser.quit().await;
 }

@@ -7,7 +7,6 @@
 
 use crate::support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -155,9 +154,7 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
 
     for v in &videos {
         apps[0]
-            .wait_for_video(v, Duration::from_secs(240), |s| {
-                s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-            })
+            .wait_settled(v, "completed", Duration::from_secs(240))
             .await;
     }
 
@@ -168,11 +165,7 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
         assert_eq!(*count, 1, "{id} submitted {count} times");
     }
     // The base agrees, and every acknowledged delivery has its Webhook Events record.
-    let records: HashMap<String, _> = airtable
-        .records("Videos")
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let records = airtable.records_by_id("Videos");
     for v in &videos {
         assert_eq!(records[v].fields["Status"], "completed", "{:?}", records[v]);
     }
@@ -262,10 +255,8 @@ async fn without_airtable_the_records_live_in_postgres_too() {
         "{}",
         r.text().await.unwrap_or_default()
     );
-    a.wait_for_video(video.as_str(), Duration::from_secs(60), |s| {
-        s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-    })
-    .await;
+    a.wait_settled(video.as_str(), "completed", Duration::from_secs(60))
+        .await;
     let stored = records
         .get_video(&video)
         .await

@@ -5,45 +5,13 @@
 
 use crate::support;
 
-use reelstate::domain::RecordId;
 use serde_json::{Value, json};
+use support::goapi_double::TrackRequest;
 use support::world::{World, WorldBuilder};
 
 /// A mix failure that has nothing to do with the track (and is not the no-audio-track one,
 /// which would mix again by itself).
 const MIX_ERROR: &str = "FFmpeg command failed: Invalid data found when processing input";
-
-/// A video whose first mix failed, with the GoAPI task and the track it got.
-async fn failed_mix(w: &World) -> (RecordId, String, String) {
-    let video = w.seed_video(1).await;
-    w.nca.set_fail_mix(true);
-    w.nca.set_failure_message(MIX_ERROR);
-    let (s, body) = w.request_music(&video).await;
-    assert_eq!(s, 202, "{body}");
-    let v = w.wait_settled(&video, "music_addition_failed").await;
-    w.nca.set_fail_mix(false);
-    let tasks = w.goapi.tasks();
-    assert_eq!(tasks.len(), 1);
-    assert_eq!(w.nca.submissions().len(), 1);
-    let track = v["music"].as_str().expect("the track is stored").to_owned();
-    assert!(track.starts_with(&w.goapi.url()), "{track}");
-    (video, tasks[0].task_id.clone(), track)
-}
-
-async fn retry(w: &World, video: &RecordId, body: Option<&str>) -> (u16, Value) {
-    let mut req = w
-        .app
-        .client
-        .post(format!("{}/videos/{video}/retry", w.app.url));
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_owned());
-    }
-    let r = req.send().await.expect("post");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 fn music_of(submission: &Value) -> String {
     submission["inputs"][1]["file_url"]
@@ -65,12 +33,22 @@ fn track_path(track: &str, w: &World) -> String {
     track.trim_start_matches(&w.goapi.url()).to_owned()
 }
 
+/// The requests the double's track host got for `track`, in order.
+fn requests_for(track: &str, w: &World) -> Vec<TrackRequest> {
+    let path = track_path(track, w);
+    w.goapi
+        .track_requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .collect()
+}
+
 async fn an_expired_track_buys_new_music_and_is_never_mixed(expired: u16) {
     let w = World::start().await;
-    let (video, first_task, track) = failed_mix(&w).await;
+    let (video, first_task, track) = w.failed_mix(MIX_ERROR).await;
     w.goapi.answer_tracks_of(&first_task, expired);
 
-    let (s, body) = retry(&w, &video, None).await;
+    let (s, body) = w.retry(&video, None).await;
     assert_eq!(s, 202, "{body}");
     let v = w.wait_settled(&video, "completed").await;
 
@@ -92,12 +70,8 @@ async fn an_expired_track_buys_new_music_and_is_never_mixed(expired: u16) {
     assert_eq!(v["music"], json!(new_track), "{v}");
 
     // The check is on record: a HEAD, then the one-byte GET whose answer decided.
-    let path = track_path(&track, &w);
-    let asked: Vec<_> = w
-        .goapi
-        .track_requests()
+    let asked: Vec<_> = requests_for(&track, &w)
         .into_iter()
-        .filter(|r| r.path == path)
         .map(|r| (r.method, r.range))
         .collect();
     assert_eq!(
@@ -130,7 +104,10 @@ async fn an_expired_track_buys_new_music_and_is_never_mixed(expired: u16) {
         "{gone}"
     );
     assert!(
-        !gone["error"].as_str().unwrap().contains(&path),
+        !gone["error"]
+            .as_str()
+            .unwrap()
+            .contains(&track_path(&track, &w)),
         "the URL stays out of the record"
     );
     assert_eq!(v["retries"], 1, "one retry, whatever it took");
@@ -149,11 +126,11 @@ async fn a_retry_with_a_track_expired_to_403_orders_new_music_and_no_mix_of_it()
 #[tokio::test]
 async fn a_retry_with_a_reachable_track_mixes_it_once_and_orders_no_music() {
     let w = World::start().await;
-    let (video, _, track) = failed_mix(&w).await;
+    let (video, _, track) = w.failed_mix(MIX_ERROR).await;
     // A host that refuses HEAD still serves the track to a GET.
     w.goapi.refuse_head(true);
 
-    let (s, body) = retry(&w, &video, Some(r#"{"from": "mix"}"#)).await;
+    let (s, body) = w.retry(&video, Some(r#"{"from": "mix"}"#)).await;
     assert_eq!(s, 202, "{body}");
     let v = w.wait_settled(&video, "completed").await;
 
@@ -162,12 +139,8 @@ async fn a_retry_with_a_reachable_track_mixes_it_once_and_orders_no_music() {
     assert_eq!(subs.len(), 2, "one more mix: {subs:?}");
     assert_eq!(music_of(&subs[1].body), track);
     assert_eq!(v["music"], json!(track));
-    let path = track_path(&track, &w);
-    let asked: Vec<_> = w
-        .goapi
-        .track_requests()
+    let asked: Vec<_> = requests_for(&track, &w)
         .into_iter()
-        .filter(|r| r.path == path)
         .map(|r| r.method)
         .collect();
     assert_eq!(asked, ["HEAD", "GET"]);
@@ -182,9 +155,9 @@ async fn a_retry_with_a_reachable_track_mixes_it_once_and_orders_no_music() {
 #[tokio::test]
 async fn a_retry_from_music_orders_new_music_without_checking_the_track() {
     let w = World::start().await;
-    let (video, _, track) = failed_mix(&w).await;
+    let (video, _, track) = w.failed_mix(MIX_ERROR).await;
 
-    let (s, body) = retry(&w, &video, Some(r#"{"from": "music"}"#)).await;
+    let (s, body) = w.retry(&video, Some(r#"{"from": "music"}"#)).await;
     assert_eq!(s, 202, "{body}");
     assert_eq!(body["video_status"], "generating_music", "{body}");
     let v = w.wait_settled(&video, "completed").await;
@@ -210,10 +183,10 @@ async fn a_track_whose_host_keeps_failing_is_mixed_rather_than_replaced() {
         .app(|b| b.env("REELSTATE_EFFECT_MAX_ATTEMPTS", "3"))
         .start()
         .await;
-    let (video, first_task, track) = failed_mix(&w).await;
+    let (video, first_task, track) = w.failed_mix(MIX_ERROR).await;
     w.goapi.answer_tracks_of(&first_task, 503);
 
-    let (s, body) = retry(&w, &video, None).await;
+    let (s, body) = w.retry(&video, None).await;
     assert_eq!(s, 202, "{body}");
     let v = w.wait_settled(&video, "completed").await;
 
@@ -221,12 +194,9 @@ async fn a_track_whose_host_keeps_failing_is_mixed_rather_than_replaced() {
     let subs = w.nca.submissions();
     assert_eq!(subs.len(), 2);
     assert_eq!(music_of(&subs[1].body), track);
-    let path = track_path(&track, &w);
-    let gets = w
-        .goapi
-        .track_requests()
-        .into_iter()
-        .filter(|r| r.path == path && r.method == "GET")
+    let gets = requests_for(&track, &w)
+        .iter()
+        .filter(|r| r.method == "GET")
         .count();
     assert_eq!(gets, 3, "asked once per attempt");
     assert!(history_events(&v).contains(&"track_unknown".to_owned()));
@@ -235,7 +205,7 @@ async fn a_track_whose_host_keeps_failing_is_mixed_rather_than_replaced() {
 #[tokio::test]
 async fn a_retry_body_that_says_anything_else_is_a_400_and_changes_nothing() {
     let w = World::start().await;
-    let (video, _, _) = failed_mix(&w).await;
+    let (video, _, _) = w.failed_mix(MIX_ERROR).await;
     for (body, code) in [
         (r#"{"from": "lyrics"}"#, "invalid_from"),
         (r#"{"from": 3}"#, "invalid_from"),
@@ -243,7 +213,7 @@ async fn a_retry_body_that_says_anything_else_is_a_400_and_changes_nothing() {
         (r#"["music"]"#, "invalid_body"),
         ("from=music", "invalid_json"),
     ] {
-        let (s, reply) = retry(&w, &video, Some(body)).await;
+        let (s, reply) = w.retry(&video, Some(body)).await;
         assert_eq!(s, 400, "{body}: {reply}");
         assert_eq!(reply["error"]["code"], code, "{body}: {reply}");
         assert!(reply["error"]["message"].is_string(), "{reply}");

@@ -75,11 +75,8 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
         let app = AppBuilder::new()
             .env("REELSTATE_DB", &db.url)
             .env("REELSTATE_LEASE_SECS", &LEASE_SECS.to_string())
-            .env("AIRTABLE_TOKEN", &airtable.token())
-            .env("AIRTABLE_BASE_ID", &airtable.base_id())
-            .env("AIRTABLE_API_URL", &airtable.url())
-            .env("NCA_API_URL", &nca.url())
-            .env("NCA_API_KEY", &nca.api_key())
+            .airtable(&airtable)
+            .nca(&nca)
             .spawn()
             .await;
         apps.push(app);
@@ -180,9 +177,7 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
     // The other replica finishes the video: the held write again, then the mix.
     airtable.set_write_delay(None);
     apps[other]
-        .wait_for_video(&video, Duration::from_secs(120), |s| {
-            s["status"] == "completed" && s["effects"].as_array().is_some_and(|e| e.is_empty())
-        })
+        .wait_settled(&video, "completed", Duration::from_secs(120))
         .await;
     let videos = airtable.records("Videos");
     let stored = videos.iter().find(|r| r.id == video).expect("the video");

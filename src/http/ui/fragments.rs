@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use strum::IntoEnumIterator;
 
-use super::render::{action, age, opt, pill, table, time, video_link};
+use super::render::{action, action_with_body, age, opt, pill, table, time, video_link};
 use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::http::{ApiError, Request};
@@ -452,8 +452,22 @@ async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
             esc(&next.join(", "))
         },
     ));
+    // A plain retry of a failed mix mixes the video's music again; new music is the other
+    // choice there (a paid GoAPI task), so it is offered only where both are accepted.
+    let new_music = if next.contains(&"retry_from_mix") && next.contains(&"retry_from_music") {
+        action_with_body(
+            "Retry with new music",
+            "POST",
+            &format!("/videos/{video}/retry"),
+            Some(r#"{"from":"music"}"#),
+            &format!("Order new music from GoAPI (a paid task) and mix it into video {video}?"),
+            false,
+        )
+    } else {
+        String::new()
+    };
     html.push_str(&format!(
-        r#"<div class="actions">{}{}</div>"#,
+        r#"<div class="actions">{}{}{new_music}</div>"#,
         action(
             "Request music",
             "POST",

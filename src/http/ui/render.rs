@@ -42,11 +42,25 @@ pub fn opt(value: Option<&str>) -> String {
 
 /// A button the page's script runs after a confirmation: `method url` of the admin API.
 pub fn action(label: &str, method: &str, url: &str, confirm: &str, primary: bool) -> String {
+    action_with_body(label, method, url, None, confirm, primary)
+}
+
+/// [`action`] whose request carries `body` (JSON) instead of `{}`: the same endpoint asked
+/// for something else, e.g. a retry `{"from": "music"}`.
+pub fn action_with_body(
+    label: &str,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    confirm: &str,
+    primary: bool,
+) -> String {
     format!(
-        r#"<button type="button" class="{cls}" data-method="{m}" data-action="{u}" data-confirm="{c}">{l}</button>"#,
+        r#"<button type="button" class="{cls}" data-method="{m}" data-action="{u}"{b} data-confirm="{c}">{l}</button>"#,
         cls = if primary { "primary" } else { "" },
         m = esc(method),
         u = esc(url),
+        b = body.map_or_else(String::new, |b| format!(r#" data-body="{}""#, esc(b))),
         c = esc(confirm),
         l = esc(label),
     )

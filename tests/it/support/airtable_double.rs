@@ -1880,6 +1880,14 @@ impl AirtableDouble {
             .unwrap_or_default()
     }
 
+    /// The table's records by id.
+    pub fn records_by_id(&self, table: &str) -> HashMap<String, DoubleRecord> {
+        self.records(table)
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect()
+    }
+
     /// Seeds a record with the same validation as a create, bypassing the rate limit, the
     /// failure injection and the log. Panics on invalid fields: it is a test helper.
     pub fn insert_record(&self, table: &str, fields: Value) -> String {

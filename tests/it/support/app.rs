@@ -249,6 +249,18 @@ impl TestApp {
             .expect("request")
     }
 
+    /// POSTs with the app's client and no body: the status and the answer as sent.
+    pub async fn post(&self, path_and_query: &str) -> (u16, String) {
+        let r = self
+            .client
+            .post(format!("{}{}", self.url, path_and_query))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
     /// GET with the admin token, when the app has one.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let mut req = self.client.get(format!("{}{}", self.url, path));
@@ -258,6 +270,14 @@ impl TestApp {
         let r = req.send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the video is in `status` and its effects have all run.
+    pub async fn wait_settled(&self, video: &str, status: &str, within: Duration) -> Value {
+        self.wait_for_video(video, within, |v| {
+            v["status"] == status && v["effects"].as_array().is_some_and(|e| e.is_empty())
+        })
+        .await
     }
 
     /// Polls `GET /videos/{id}` until `done` holds, or fails with the last state seen.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Reply;
 
-use super::serve::{Server, serve};
+use super::serve::{Double, acknowledged, unavailable};
 
 pub const GOAPI_TEST_KEY: &str = "goapi-test-key";
 
@@ -147,11 +147,7 @@ pub struct TrackRequest {
 
 type Shared = super::serve::Shared<Inner>;
 
-pub struct GoapiDouble {
-    shared: Arc<Shared>,
-    /// Serves until the double is dropped.
-    _server: Server,
-}
+pub struct GoapiDouble(Double<Inner>);
 
 impl GoapiDouble {
     pub async fn start() -> Self {
@@ -163,56 +159,51 @@ impl GoapiDouble {
             cfg,
             ..Inner::default()
         };
-        let state = |base| Shared::new(inner, base);
-        let (shared, server) = serve("the GoAPI double", state, handle).await;
-        Self {
-            shared,
-            _server: server,
-        }
+        Self(Double::start("the GoAPI double", inner, handle).await)
     }
 
     /// Base URL, e.g. `http://127.0.0.1:12345` (what `GoapiConfig::api_url` takes).
     pub fn url(&self) -> String {
-        self.shared.base.clone()
-    }
-
-    pub fn api_key(&self) -> String {
-        self.shared.lock().cfg.api_key.clone()
+        self.0.url()
     }
 
     /// The track URLs a completed task of `shape` carries (served by the double).
     pub fn track_urls(&self, task_id: &str, shape: CompletedShape) -> Vec<String> {
         (1..=track_count(shape))
-            .map(|n| track_url(&self.shared.base, task_id, n))
+            .map(|n| track_url(&self.0.shared.base, task_id, n))
             .collect()
+    }
+
+    pub fn api_key(&self) -> String {
+        self.0.lock().cfg.api_key.clone()
     }
 
     /// Applies to tasks created from now on.
     pub fn set_outcome(&self, outcome: TaskOutcome) {
-        self.shared.lock().cfg.outcome = outcome;
+        self.0.lock().cfg.outcome = outcome;
     }
 
     /// Each webhook delivered `n` times (n >= 1).
     pub fn set_duplicates(&self, n: usize) {
-        self.shared.lock().cfg.deliveries_per_webhook = n.max(1);
+        self.0.lock().cfg.deliveries_per_webhook = n.max(1);
     }
 
     pub fn set_shuffle(&self, seed: Option<u64>) {
-        self.shared.lock().cfg.shuffle_seed = seed;
+        self.0.lock().cfg.shuffle_seed = seed;
     }
 
     pub fn set_drop_webhooks(&self, drop: bool) {
-        self.shared.lock().cfg.drop_webhooks = drop;
+        self.0.lock().cfg.drop_webhooks = drop;
     }
 
     pub fn set_down(&self, down: bool) {
-        self.shared.lock().cfg.down = down;
+        self.0.lock().cfg.down = down;
     }
 
     /// The next create answers HTTP `http_status` with `{"code": code, "data": null,
     /// "message": message}` (queued: call several times for several replies).
     pub fn reject_next_create(&self, http_status: u16, code: i64, message: &str) {
-        self.shared
+        self.0
             .lock()
             .canned_create
             .push((http_status, code, message.to_owned()));
@@ -223,14 +214,14 @@ impl GoapiDouble {
     /// not prove the task was not created (docs/goapi-and-nca.md, "What proves a call was
     /// not taken"). The unkind case of an uncertain world.
     pub fn fail_after_creating_next(&self, n: usize) {
-        self.shared.lock().fail_after_create = n;
+        self.0.lock().fail_after_create = n;
     }
 
     /// The track URLs of `task_id` answer `status` from now on instead of the track: 404 or
     /// 403 once they expired (docs/goapi-and-nca.md, "Track URLs expire": which of the two
     /// is not documented, so tests play both), or a 5xx for a host that is failing.
     pub fn answer_tracks_of(&self, task_id: &str, status: u16) {
-        self.shared
+        self.0
             .lock()
             .track_answers
             .insert(task_id.to_owned(), status);
@@ -238,32 +229,35 @@ impl GoapiDouble {
 
     /// HEAD on a track answers 405, as some storage hosts do (GET still serves it).
     pub fn refuse_head(&self, refuse: bool) {
-        self.shared.lock().head_refused = refuse;
+        self.0.lock().head_refused = refuse;
     }
 
     /// Every request for a track URL, in order.
     pub fn track_requests(&self) -> Vec<TrackRequest> {
-        self.shared.lock().track_requests.clone()
+        self.0.log(|d| &d.track_requests)
     }
 
     pub fn tasks(&self) -> Vec<GoapiTask> {
-        self.shared.lock().tasks.clone()
+        self.0.log(|d| &d.tasks)
     }
 
     pub fn deliveries(&self) -> Vec<WebhookDelivery> {
-        self.shared.lock().deliveries.clone()
+        self.0.log(|d| &d.deliveries)
+    }
+
+    /// Delivery attempts the receiver acknowledged (2xx): each is a webhook it took in.
+    pub fn deliveries_acknowledged(&self) -> usize {
+        self.0
+            .lock()
+            .deliveries
+            .iter()
+            .filter(|d| d.answered.is_some_and(acknowledged))
+            .count()
     }
 
     /// Waits until every task reached its final status and all its deliveries are done.
     pub async fn wait_idle(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
+        self.0.wait_idle(within).await
     }
 }
 
@@ -296,11 +290,7 @@ fn handle(
         (g.cfg.down, g.cfg.api_key.clone())
     };
     if down {
-        return warp::reply::with_status(
-            warp::reply::html("<html><body><h1>503 Service Unavailable</h1></body></html>"),
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .into_response();
+        return unavailable();
     }
     // Generated tracks are public URLs, as on GoAPI's CDN, until they expire.
     if (method == Method::GET || method == Method::HEAD)
@@ -648,7 +638,7 @@ async fn deliver(
             body: body.clone(),
             answered,
         });
-        if answered.is_some_and(|c| (200..300).contains(&c)) {
+        if answered.is_some_and(acknowledged) {
             return;
         }
         tokio::time::sleep(cfg.retry_delay).await;

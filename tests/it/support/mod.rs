@@ -6,6 +6,7 @@ pub mod goapi_double;
 pub mod nca_double;
 pub mod pg;
 pub mod records_contract;
+pub mod seed;
 pub mod serve;
 pub mod store_contract;
 pub mod webdriver;

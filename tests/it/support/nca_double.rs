@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Reply;
 
-use super::serve::{Server, serve};
+use super::serve::{Double, acknowledged, unavailable};
 
 pub const NCA_TEST_KEY: &str = "nca-test-key";
 
@@ -125,11 +125,7 @@ struct Inner {
 
 type Shared = super::serve::Shared<Inner>;
 
-pub struct NcaDouble {
-    shared: Arc<Shared>,
-    /// Serves until the double is dropped.
-    _server: Server,
-}
+pub struct NcaDouble(Double<Inner>);
 
 impl NcaDouble {
     pub async fn start() -> Self {
@@ -142,30 +138,25 @@ impl NcaDouble {
             next_queue_id: 139_652_379_057_488,
             ..Inner::default()
         };
-        let state = |base| Shared::new(inner, base);
-        let (shared, server) = serve("the NCA double", state, handle).await;
-        Self {
-            shared,
-            _server: server,
-        }
+        Self(Double::start("the NCA double", inner, handle).await)
     }
 
     /// Base URL, e.g. `http://127.0.0.1:12345` (what `NcaConfig::api_url` takes).
     pub fn url(&self) -> String {
-        self.shared.base.clone()
-    }
-
-    pub fn api_key(&self) -> String {
-        self.shared.lock().cfg.api_key.clone()
+        self.0.url()
     }
 
     /// The `file_url` a successful job reports (served by the double).
     pub fn output_url(&self, job_id: &str) -> String {
-        format!("{}/output/{job_id}.mp4", self.shared.base)
+        format!("{}/output/{job_id}.mp4", self.0.shared.base)
+    }
+
+    pub fn api_key(&self) -> String {
+        self.0.lock().cfg.api_key.clone()
     }
 
     pub fn set_down(&self, down: bool) {
-        self.shared.lock().cfg.down = down;
+        self.0.lock().cfg.down = down;
     }
 
     /// The next `n` compose submissions answer 429 (queue_full.json).
@@ -174,7 +165,7 @@ impl NcaDouble {
     /// 202: a gateway can time out after forwarding, and the toolkit behind it still runs
     /// the job and calls back (docs/goapi-and-nca.md, "Gateways in front of NCA").
     pub fn gateway_timeout_after_queueing_next(&self, n: usize) {
-        self.shared.lock().gateway_timeout_next = n;
+        self.0.lock().gateway_timeout_next = n;
     }
 
     /// The next `n` compose submissions run in the request and answer the final envelope
@@ -182,23 +173,23 @@ impl NcaDouble {
     /// (docs/goapi-and-nca.md, "NCA's synchronous answer"). Plays a toolkit or a proxy
     /// that drops the key.
     pub fn answer_synchronously_next(&self, n: usize) {
-        self.shared.lock().synchronous_next = n;
+        self.0.lock().synchronous_next = n;
     }
 
     /// How many times the recent-jobs listing was asked.
     pub fn listings(&self) -> usize {
-        self.shared.lock().listings
+        self.0.lock().listings
     }
 
     pub fn queue_full_next(&self, n: usize) {
-        self.shared.lock().queue_full_next = n;
+        self.0.lock().queue_full_next = n;
     }
 
     /// The next compose submission (after auth) answers `status` with `body` verbatim and
     /// is not recorded: for replies the double never produces itself (a 400 on a valid
     /// body, a synchronous 200). Queued: call several times for several replies.
     pub fn respond_next(&self, status: u16, body: Value) {
-        self.shared.lock().canned.push((status, body));
+        self.0.lock().canned.push((status, body));
     }
 
     /// Applies to jobs accepted from now on.
@@ -206,40 +197,40 @@ impl NcaDouble {
     /// (`[0:a]`) fails with ffmpeg's message, as on the real toolkit (build 209; the
     /// recorded failure fixture, docs/goapi-and-nca.md "A video without an audio track").
     pub fn set_videos_without_audio(&self, without: bool) {
-        self.shared.lock().videos_without_audio = without;
+        self.0.lock().videos_without_audio = without;
     }
 
     pub fn set_fail_mix(&self, fail: bool) {
-        self.shared.lock().cfg.fail_mix = fail;
+        self.0.lock().cfg.fail_mix = fail;
     }
 
     pub fn set_failure_message(&self, message: impl Into<String>) {
-        self.shared.lock().cfg.failure_message = message.into();
+        self.0.lock().cfg.failure_message = message.into();
     }
 
     /// Applies to jobs accepted from now on.
     pub fn set_drop_callbacks(&self, drop: bool) {
-        self.shared.lock().cfg.drop_callbacks = drop;
+        self.0.lock().cfg.drop_callbacks = drop;
     }
 
     pub fn set_callback_delay(&self, delay: Duration) {
-        self.shared.lock().cfg.callback_delay = delay;
+        self.0.lock().cfg.callback_delay = delay;
     }
 
     /// NCA restarted: its in-memory queue is gone, status answers 404 for every old job.
     pub fn forget_jobs(&self) {
-        self.shared.lock().jobs.clear();
+        self.0.lock().jobs.clear();
     }
 
     /// Every accepted compose request, in order.
     pub fn submissions(&self) -> Vec<NcaSubmission> {
-        self.shared.lock().submissions.clone()
+        self.0.log(|d| &d.submissions)
     }
 
     /// Accepted submissions counted per request `id` (requests without one are not counted).
     pub fn submissions_by_id(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
-        for s in &self.shared.lock().submissions {
+        for s in &self.0.lock().submissions {
             if let Some(id) = &s.id {
                 *out.entry(id.clone()).or_insert(0) += 1;
             }
@@ -249,28 +240,31 @@ impl NcaDouble {
 
     /// Every compose POST that reached the double (accepted, rejected, 429, 401, down).
     pub fn attempts(&self) -> usize {
-        self.shared.lock().attempts
+        self.0.lock().attempts
     }
 
     pub fn callbacks_sent(&self) -> Vec<NcaCallback> {
-        self.shared.lock().callbacks.clone()
+        self.0.log(|d| &d.callbacks)
+    }
+
+    /// Callbacks the receiver acknowledged (2xx): each is a webhook it took in.
+    pub fn callbacks_acknowledged(&self) -> usize {
+        self.0
+            .lock()
+            .callbacks
+            .iter()
+            .filter(|c| c.answered.is_some_and(acknowledged))
+            .count()
     }
 
     /// Callbacks withheld because of `set_drop_callbacks(true)`.
     pub fn callbacks_dropped(&self) -> usize {
-        self.shared.lock().dropped_callbacks
+        self.0.lock().dropped_callbacks
     }
 
     /// Waits until every accepted job has ended and its callback (if any) was attempted.
     pub async fn wait_idle(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
+        self.0.wait_idle(within).await
     }
 }
 
@@ -315,11 +309,7 @@ fn handle(
         (g.cfg.down, g.cfg.api_key.clone())
     };
     if down {
-        return warp::reply::with_status(
-            warp::reply::html("<html><body><h1>503 Service Unavailable</h1></body></html>"),
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .into_response();
+        return unavailable();
     }
     // Produced files are public, as on NCA's storage: no key needed.
     if (method == Method::GET || method == Method::HEAD)

@@ -13,6 +13,9 @@ use super::app::{AppBuilder, GOAPI_SECRET, TestApp};
 use super::goapi_double::GoapiDouble;
 use super::nca_double::NcaDouble;
 
+/// The task id of GoAPI's recorded udio payloads (`tests/fixtures/goapi/udio_*.json`).
+pub const UDIO_TASK: &str = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33";
+
 pub struct World {
     pub app: TestApp,
     pub nca: NcaDouble,
@@ -124,6 +127,24 @@ impl World {
         (video, job)
     }
 
+    /// A video whose first mix failed with `message` (later mixes succeed), with
+    /// the GoAPI task and the track it got.
+    pub async fn failed_mix(&self, message: &str) -> (RecordId, String, String) {
+        let video = self.seed_video(1).await;
+        self.nca.set_fail_mix(true);
+        self.nca.set_failure_message(message);
+        let (s, body) = self.request_music(&video).await;
+        assert_eq!(s, 202, "{body}");
+        let v = self.wait_settled(&video, "music_addition_failed").await;
+        self.nca.set_fail_mix(false);
+        let tasks = self.goapi.tasks();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(self.nca.submissions().len(), 1);
+        let track = v["music"].as_str().expect("the track is stored").to_owned();
+        assert!(track.starts_with(&self.goapi.url()), "{track}");
+        (video, tasks[0].task_id.clone(), track)
+    }
+
     /// POSTs a GoAPI webhook body as GoAPI would (secret header included).
     pub async fn goapi_webhook(&self, video: &RecordId, body: &Value) -> (u16, Value) {
         let r = self
@@ -135,6 +156,35 @@ impl World {
             .send()
             .await
             .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GoAPI calls back with a recorded payload (`tests/fixtures/goapi/<fixture>`) for
+    /// `task`, sent at `timestamp`.
+    pub async fn goapi_says(
+        &self,
+        video: &RecordId,
+        fixture: &str,
+        task: &str,
+        timestamp: i64,
+    ) -> (u16, Value) {
+        self.goapi_webhook(video, &goapi_fixture(fixture, task, timestamp))
+            .await
+    }
+
+    /// `POST /videos/{id}/retry`, with `body` sent as JSON when there is one.
+    pub async fn retry(&self, video: &RecordId, body: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .app
+            .client
+            .post(format!("{}/videos/{video}/retry", self.app.url));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let r = req.send().await.expect("post");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -163,12 +213,8 @@ impl World {
 
     /// Waits until the video is in `status` and its effects have all run.
     pub async fn wait_settled(&self, video: &RecordId, status: &str) -> Value {
-        let want = status.to_owned();
         self.app
-            .wait_for_video(video.as_str(), Duration::from_secs(30), move |v| {
-                v["status"] == want.as_str()
-                    && v["effects"].as_array().is_some_and(|e| e.is_empty())
-            })
+            .wait_settled(video.as_str(), status, Duration::from_secs(30))
             .await
     }
 }

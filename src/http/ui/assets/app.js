@@ -89,9 +89,14 @@
   view.addEventListener("click", function (ev) {
     var b = ev.target.closest("button[data-action]");
     if (!b) return;
-    pending = { method: b.getAttribute("data-method"), url: b.getAttribute("data-action") };
+    pending = {
+      method: b.getAttribute("data-method"),
+      url: b.getAttribute("data-action"),
+      body: b.getAttribute("data-body")
+    };
     document.getElementById("confirm-text").textContent = b.getAttribute("data-confirm");
-    document.getElementById("confirm-call").textContent = pending.method + " " + pending.url;
+    document.getElementById("confirm-call").textContent =
+      pending.method + " " + pending.url + (pending.body ? " " + pending.body : "");
     confirmDialog.showModal();
   });
   document.getElementById("confirm-cancel").addEventListener("click", function () {
@@ -105,7 +110,7 @@
     pending = null;
     var headers = authHeaders();
     headers["Content-Type"] = "application/json";
-    fetch(call.url, { method: call.method, headers: headers, body: "{}" })
+    fetch(call.url, { method: call.method, headers: headers, body: call.body || "{}" })
       .then(function (r) {
         return r.text().then(function (body) {
           var pretty = body;
