@@ -1,5 +1,6 @@
 //! Settings: clap flags backed by environment variables, validated into [`Settings`] at
-//! start-up with messages that say what to set. Secrets are never printed (hide_env_values).
+//! start-up with messages that say what to set. Secrets are never printed: not in `--help`
+//! (hide_env_values), nor in any `Debug` (`redact`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,10 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::records::Mapping;
+
+mod redact;
+#[cfg(test)]
+mod tests;
 
 #[derive(Clone, Args)]
 pub struct ServeArgs {
@@ -272,138 +277,6 @@ pub struct Settings {
     pub retention: Duration,
 }
 
-/// What a secret looks like in every `Debug`: whether it is set, never its value (the
-/// derived `Debug` would print API keys and tokens into any log that formats settings).
-struct Redacted<'a>(Option<&'a str>);
-
-impl std::fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(_) => f.write_str("Some(\"<redacted>\")"),
-            None => f.write_str("None"),
-        }
-    }
-}
-
-fn redacted(s: &Option<String>) -> Redacted<'_> {
-    Redacted(s.as_deref())
-}
-
-impl std::fmt::Debug for ServeArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let relay: Vec<Redacted<'_>> = self
-            .relay_secrets
-            .iter()
-            .map(|s| Redacted(Some(s)))
-            .collect();
-        // The database URL may carry a password: shown the way `Database` shows it.
-        let db = Database::parse(&self.db)
-            .map(|d| d.to_string())
-            .unwrap_or_else(|_| "(unparsable)".into());
-        f.debug_struct("ServeArgs")
-            .field("listen", &self.listen)
-            .field("db", &db)
-            .field("lease_secs", &self.lease_secs)
-            .field(
-                "goapi_webhook_secret",
-                &redacted(&self.goapi_webhook_secret),
-            )
-            .field("relay_secrets", &relay)
-            .field("signing_secret", &redacted(&self.signing_secret))
-            .field("public_base_url", &self.public_base_url)
-            .field("dev", &self.dev)
-            .field("sandbox", &self.sandbox)
-            .field("admin_token", &redacted(&self.admin_token))
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("airtable_token", &redacted(&self.airtable_token))
-            .field("airtable_base_id", &self.airtable_base_id)
-            .field("airtable_api_url", &self.airtable_api_url)
-            .field("airtable_mapping", &self.airtable_mapping)
-            .field("airtable_lockout_secs", &self.airtable_lockout_secs)
-            .field("nca_api_url", &self.nca_api_url)
-            .field("nca_api_key", &redacted(&self.nca_api_key))
-            .field("music_volume", &self.music_volume)
-            .field("goapi_api_url", &self.goapi_api_url)
-            .field("goapi_api_key", &redacted(&self.goapi_api_key))
-            .field("goapi_model", &self.goapi_model)
-            .field("default_music_prompt", &self.default_music_prompt)
-            .field("max_retries", &self.max_retries)
-            .field("effect_max_attempts", &self.effect_max_attempts)
-            .field("effect_backoff_ms", &self.effect_backoff_ms)
-            .field("interrupted_grace_secs", &self.interrupted_grace_secs)
-            .field("goapi_deadline_secs", &self.goapi_deadline_secs)
-            .field("nca_deadline_secs", &self.nca_deadline_secs)
-            .field("reconcile_interval_secs", &self.reconcile_interval_secs)
-            .field("worker_concurrency", &self.worker_concurrency)
-            .field("reconcile_checks", &self.reconcile_checks)
-            .field("retention_days", &self.retention_days)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for AirtableSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AirtableSettings")
-            .field("api_url", &self.api_url)
-            .field("token", &Redacted(Some(&self.token)))
-            .field("base_id", &self.base_id)
-            .field("lockout", &self.lockout)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for ServiceSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceSettings")
-            .field("url", &self.url)
-            .field("key", &Redacted(Some(&self.key)))
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let relay: Vec<Redacted<'_>> = self
-            .relay_secrets
-            .iter()
-            .map(|s| Redacted(Some(s)))
-            .collect();
-        f.debug_struct("Settings")
-            .field("listen", &self.listen)
-            .field("db", &self.db)
-            .field("lease", &self.lease)
-            .field(
-                "goapi_webhook_secret",
-                &redacted(&self.goapi_webhook_secret),
-            )
-            .field("relay_secrets", &relay)
-            .field("signing_secret", &Redacted(Some(&self.signing_secret)))
-            .field("public_base_url", &self.public_base_url)
-            .field("dev", &self.dev)
-            .field("sandbox", &self.sandbox)
-            .field("admin_token", &redacted(&self.admin_token))
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("airtable", &self.airtable)
-            .field("mapping", &self.mapping)
-            .field("nca", &self.nca)
-            .field("goapi", &self.goapi)
-            .field("goapi_model", &self.goapi_model)
-            .field("default_music_prompt", &self.default_music_prompt)
-            .field("volume", &self.volume)
-            .field("max_retries", &self.max_retries)
-            .field("effect_max_attempts", &self.effect_max_attempts)
-            .field("effect_backoff", &self.effect_backoff)
-            .field("interrupted_grace", &self.interrupted_grace)
-            .field("goapi_deadline", &self.goapi_deadline)
-            .field("nca_deadline", &self.nca_deadline)
-            .field("reconcile_interval", &self.reconcile_interval)
-            .field("reconcile_checks", &self.reconcile_checks)
-            .field("worker_concurrency", &self.worker_concurrency)
-            .field("retention", &self.retention)
-            .finish()
-    }
-}
-
 /// Seconds from a flag, never panicking: NaN and negatives become `floor`, infinity and
 /// anything beyond a year become a year.
 fn seconds(value: f64, floor: f64) -> Duration {
@@ -518,135 +391,5 @@ impl ServeArgs {
                 (self.retention_days * 24.0 * 3600.0).clamp(60.0, 10.0 * 365.0 * 24.0 * 3600.0),
             ),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-
-    const SECRETS: [&str; 7] = [
-        "goapi-webhook-secret-value",
-        "signing-secret-value-0123456789",
-        "admin-token-value-0123456789",
-        "airtable-token-value",
-        "nca-api-key-value",
-        "goapi-api-key-value",
-        "relay-secret-value",
-    ];
-
-    /// Production-like flags; `drop` leaves some out. Flags, not the environment, so the
-    /// test does not depend on (or change) the process's variables.
-    fn args(extra: &[&str], drop: &[&str]) -> ServeArgs {
-        let mut v: Vec<String> = vec!["reelstate".into()];
-        let given = [
-            ("--listen", "127.0.0.1:8080"),
-            ("--goapi-webhook-secret", SECRETS[0]),
-            ("--signing-secret", SECRETS[1]),
-            ("--admin-token", SECRETS[2]),
-            ("--airtable-token", SECRETS[3]),
-            ("--airtable-base-id", "appBASE"),
-            ("--nca-api-url", "http://nca.example"),
-            ("--nca-api-key", SECRETS[4]),
-            ("--goapi-api-key", SECRETS[5]),
-            ("--relay-secrets", SECRETS[6]),
-            ("--public-base-url", "https://reelstate.example"),
-            (
-                "--db",
-                "postgres://user:db-password-value@db.internal/reelstate",
-            ),
-        ];
-        for (k, val) in given {
-            if !drop.contains(&k) {
-                v.push(k.into());
-                v.push(val.into());
-            }
-        }
-        v.extend(extra.iter().map(|s| s.to_string()));
-        Cli::try_parse_from(v).expect("flags parse").serve
-    }
-
-    #[test]
-    fn the_admin_token_is_required_outside_dev_even_on_loopback() {
-        for listen in ["127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080"] {
-            let r = args(&["--listen", listen], &["--admin-token", "--listen"]).validate();
-            assert!(
-                matches!(r, Err(ConfigError::NoAdminToken)),
-                "{listen}: {r:?}"
-            );
-        }
-        let err = args(&[], &["--admin-token"]).validate().unwrap_err();
-        assert!(err.to_string().contains("REELSTATE_ADMIN_TOKEN"), "{err}");
-        // --dev (and --sandbox, which implies it) keeps the local workflow open.
-        let dev = args(&["--dev"], &["--admin-token"]).validate().unwrap();
-        assert!(dev.admin_token.is_none());
-        assert!(args(&["--sandbox"], &["--admin-token"]).validate().is_ok());
-        assert!(args(&[], &[]).validate().is_ok());
-    }
-
-    #[test]
-    fn the_public_base_url_is_required_outside_dev() {
-        let r = args(&[], &["--public-base-url"]).validate();
-        assert!(matches!(r, Err(ConfigError::NoPublicBaseUrl)), "{r:?}");
-        assert!(
-            r.unwrap_err().to_string().contains("PUBLIC_BASE_URL"),
-            "the message names the variable"
-        );
-        let dev = args(&["--dev"], &["--public-base-url"]).validate().unwrap();
-        assert!(dev.public_base_url.is_none());
-    }
-
-    #[test]
-    fn no_debug_output_shows_a_secret() {
-        let raw = args(&[], &[]);
-        let settings = raw.clone().validate().expect("valid");
-        let shown = [
-            format!("{raw:?}"),
-            format!("{raw:#?}"),
-            format!("{settings:?}"),
-            format!("{settings:#?}"),
-            format!("{:?}", settings.airtable),
-            format!("{:?}", settings.nca),
-            format!("{:?}", settings.goapi),
-        ];
-        for text in &shown {
-            for secret in SECRETS.iter().chain(&["db-password-value"]) {
-                assert!(!text.contains(secret), "{secret} shown in {text}");
-            }
-        }
-        // Still useful: which secrets are set, and the non-secret values.
-        assert!(
-            shown[2].contains("admin_token: Some(\"<redacted>\")"),
-            "{}",
-            shown[2]
-        );
-        assert!(shown[2].contains("https://reelstate.example"));
-        assert!(shown[0].contains("appBASE"));
-    }
-
-    #[test]
-    fn retention_defaults_to_30_days() {
-        let s = args(&[], &[]).validate().unwrap();
-        assert_eq!(s.retention, Duration::from_secs(30 * 24 * 3600));
-        let s = args(&["--retention-days", "0.5"], &[]).validate().unwrap();
-        assert_eq!(s.retention, Duration::from_secs(12 * 3600));
-    }
-
-    #[test]
-    fn seconds_from_flags_never_panic() {
-        assert_eq!(seconds(f64::NAN, 1.0), Duration::from_secs(1));
-        assert_eq!(seconds(-5.0, 0.0), Duration::ZERO);
-        assert_eq!(
-            seconds(f64::INFINITY, 0.0),
-            Duration::from_secs(365 * 24 * 3600)
-        );
-        assert_eq!(seconds(2.5, 1.0), Duration::from_millis(2500));
     }
 }

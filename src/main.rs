@@ -17,6 +17,33 @@ struct Cli {
     command: Command,
 }
 
+/// The base the Airtable commands read: what they need of it, and the client they build.
+#[derive(clap::Args)]
+struct AirtableArgs {
+    #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true)]
+    airtable_token: String,
+    #[arg(long, env = "AIRTABLE_BASE_ID")]
+    airtable_base_id: String,
+    #[arg(
+        long,
+        env = "AIRTABLE_API_URL",
+        default_value = "https://api.airtable.com"
+    )]
+    airtable_api_url: String,
+}
+
+impl AirtableArgs {
+    fn config(self) -> reelstate::records::airtable::AirtableConfig {
+        reelstate::records::airtable::AirtableConfig {
+            api_url: self.airtable_api_url.trim_end_matches('/').to_owned(),
+            token: self.airtable_token,
+            base_id: self.airtable_base_id,
+            max_attempts: 3,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: webhooks, worker, executor, inspection API.
@@ -30,16 +57,8 @@ enum Command {
     /// Check that the Airtable base has every table, field and select option the engine
     /// writes (reads the base's schema; needs the token's schema.bases:read scope).
     CheckAirtable {
-        #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true)]
-        airtable_token: String,
-        #[arg(long, env = "AIRTABLE_BASE_ID")]
-        airtable_base_id: String,
-        #[arg(
-            long,
-            env = "AIRTABLE_API_URL",
-            default_value = "https://api.airtable.com"
-        )]
-        airtable_api_url: String,
+        #[command(flatten)]
+        airtable: AirtableArgs,
         #[arg(long, env = "REELSTATE_AIRTABLE_MAPPING")]
         airtable_mapping: Option<std::path::PathBuf>,
     },
@@ -49,16 +68,8 @@ enum Command {
         /// Read the base's schema (the meta API; the token needs schema.bases:read).
         #[arg(long, required = true)]
         from_base: bool,
-        #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true)]
-        airtable_token: String,
-        #[arg(long, env = "AIRTABLE_BASE_ID")]
-        airtable_base_id: String,
-        #[arg(
-            long,
-            env = "AIRTABLE_API_URL",
-            default_value = "https://api.airtable.com"
-        )]
-        airtable_api_url: String,
+        #[command(flatten)]
+        airtable: AirtableArgs,
     },
     /// Send a correctly authenticated sample webhook to a running server.
     Trigger {
@@ -153,22 +164,14 @@ fn main() -> ExitCode {
             })
         }
         Command::CheckAirtable {
-            airtable_token,
-            airtable_base_id,
-            airtable_api_url,
+            airtable,
             airtable_mapping,
         } => run_async(async move {
             let mapping = match airtable_mapping {
                 Some(p) => reelstate::records::Mapping::load(&p)?,
                 None => reelstate::records::Mapping::default(),
             };
-            let cfg = reelstate::records::airtable::AirtableConfig {
-                api_url: airtable_api_url.trim_end_matches('/').to_owned(),
-                token: airtable_token,
-                base_id: airtable_base_id,
-                max_attempts: 3,
-                ..Default::default()
-            };
+            let cfg = airtable.config();
             let problems =
                 reelstate::records::airtable::schema::check_schema(&cfg, &mapping).await?;
             if problems.is_empty() {
@@ -183,17 +186,9 @@ fn main() -> ExitCode {
         }),
         Command::Mapping {
             from_base: _,
-            airtable_token,
-            airtable_base_id,
-            airtable_api_url,
+            airtable,
         } => run_async(async move {
-            let cfg = reelstate::records::airtable::AirtableConfig {
-                api_url: airtable_api_url.trim_end_matches('/').to_owned(),
-                token: airtable_token,
-                base_id: airtable_base_id,
-                max_attempts: 3,
-                ..Default::default()
-            };
+            let cfg = airtable.config();
             let backend = reelstate::records::airtable::AirtableBackend::new(cfg)?;
             let meta = backend.meta_tables().await?;
             print!(

@@ -70,19 +70,10 @@ impl Sandbox {
         let http = reqwest::Client::new();
         let secret = Arc::new(goapi_secret.unwrap_or_default());
 
-        let key_ok = warp::header::optional::<String>("x-api-key")
-            .map(|k: Option<String>| k.as_deref() == Some(SANDBOX_KEY));
-
         let goapi = {
             let (base, http, secret) = (base.clone(), http.clone(), secret.clone());
             warp::path!("api" / "v1" / "task")
-                .and(warp::post())
-                .and(key_ok)
-                .and(warp::body::json())
-                .map(move |ok: bool, body: Value| {
-                    if !ok {
-                        return reply(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
-                    }
+                .and(keyed(move |body: Value| {
                     let task_id = Uuid::new_v4().to_string();
                     let endpoint = body["config"]["webhook_config"]["endpoint"]
                         .as_str()
@@ -95,35 +86,28 @@ impl Sandbox {
                         json!({"code": 200, "message": "success",
                                "data": {"task_id": task_id, "model": "music-u", "status": "pending"}}),
                     )
-                })
+                }))
         };
         let nca = {
             let (base, http) = (base.clone(), http.clone());
-            warp::path!("v1" / "ffmpeg" / "compose")
-                .and(warp::post())
-                .and(key_ok)
-                .and(warp::body::json())
-                .map(move |ok: bool, body: Value| {
-                    if !ok {
-                        return reply(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
-                    }
-                    let job_id = Uuid::new_v4().to_string();
-                    let id = body["id"].clone();
-                    let hook = body["webhook_url"].as_str().unwrap_or_default().to_owned();
-                    let output = format!("{base}/media/{job_id}_output_0.mp4");
-                    tokio::spawn(nca_run(
-                        http.clone(),
-                        hook,
-                        id.clone(),
-                        job_id.clone(),
-                        output,
-                    ));
-                    reply(
-                        StatusCode::ACCEPTED,
-                        json!({"code": 202, "id": id, "job_id": job_id, "message": "processing",
+            warp::path!("v1" / "ffmpeg" / "compose").and(keyed(move |body: Value| {
+                let job_id = Uuid::new_v4().to_string();
+                let id = body["id"].clone();
+                let hook = body["webhook_url"].as_str().unwrap_or_default().to_owned();
+                let output = format!("{base}/media/{job_id}_output_0.mp4");
+                tokio::spawn(nca_run(
+                    http.clone(),
+                    hook,
+                    id.clone(),
+                    job_id.clone(),
+                    output,
+                ));
+                reply(
+                    StatusCode::ACCEPTED,
+                    json!({"code": 202, "id": id, "job_id": job_id, "message": "processing",
                                "max_queue_length": "unlimited", "queue_length": 0}),
-                    )
-                })
+                )
+            }))
         };
         let media = warp::path!("media" / String)
             .map(|_name: String| reply(StatusCode::OK, json!({"sandbox": "placeholder media"})));
@@ -132,6 +116,25 @@ impl Sandbox {
         info!(url = %base, "SANDBOX stand-ins for GoAPI and NCA are running (no real music, no real mixing)");
         Ok(Self { addr })
     }
+}
+
+/// A stand-in's POST endpoint: the JSON body goes to `handle` when the request carries the
+/// sandbox's key; without it, the 401 the real services answer.
+fn keyed<F>(
+    handle: F,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone
+where
+    F: Fn(Value) -> warp::reply::Response + Clone + Send + Sync + 'static,
+{
+    warp::post()
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::body::json())
+        .map(move |key: Option<String>, body: Value| {
+            if key.as_deref() != Some(SANDBOX_KEY) {
+                return reply(StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}));
+            }
+            handle(body)
+        })
 }
 
 fn reply(status: StatusCode, body: Value) -> warp::reply::Response {

@@ -199,52 +199,50 @@ impl NcaClient {
     /// job_status)` pairs (`POST /v1/toolkit/jobs/status`, build 209). A job names the
     /// request's `id` only once it is done, in its status (`job_status`).
     pub async fn recent_jobs(&self, since_seconds: u64) -> Result<Value, ClientError> {
-        let url = self.http.url(&["v1", "toolkit", "jobs", "status"])?;
-        let reply = self
-            .http
-            .send(
-                self.http
-                    .client
-                    .post(url)
-                    .json(&json!({ "since_seconds": since_seconds })),
-            )
-            .await?;
-        match reply.status {
-            200 => match reply.json {
-                Some(body) if body.is_object() => Ok(body),
-                _ => Err(ClientError::permanent(
-                    Some(200),
-                    "NCA: jobs status reply is not a JSON object",
-                )),
-            },
-            401 => Err(ClientError::permanent(
-                Some(401),
-                "NCA: unauthorized (check the NCA API key)",
-            )),
-            status => Err(self.error_of(status, &reply)),
-        }
+        let body = json!({ "since_seconds": since_seconds });
+        self.status_reply(
+            &["v1", "toolkit", "jobs", "status"],
+            &body,
+            &[200],
+            "jobs status",
+        )
+        .await
     }
 
     /// The raw status reply for 200 (known job) and 404 (unknown job, e.g. after an NCA
     /// restart: its queue lives in memory). Parsing it is the webhook module's business.
     pub async fn job_status(&self, job_id: &str) -> Result<Value, ClientError> {
-        let url = self.http.url(&["v1", "toolkit", "job", "status"])?;
+        let body = json!({ "job_id": job_id });
+        self.status_reply(
+            &["v1", "toolkit", "job", "status"],
+            &body,
+            &[200, 404],
+            "job status",
+        )
+        .await
+    }
+
+    /// POSTs `body` to one of the toolkit's status endpoints: its JSON object for the
+    /// statuses that carry one (`readable`), else the error the reply proves.
+    async fn status_reply(
+        &self,
+        path: &[&str],
+        body: &Value,
+        readable: &[u16],
+        what: &str,
+    ) -> Result<Value, ClientError> {
+        let url = self.http.url(path)?;
         let reply = self
             .http
-            .send(
-                self.http
-                    .client
-                    .post(url)
-                    .json(&json!({ "job_id": job_id })),
-            )
+            .send(self.http.client.post(url).json(body))
             .await?;
         match reply.status {
-            200 | 404 => match reply.json {
+            status if readable.contains(&status) => match reply.json {
                 Some(body) if body.is_object() => Ok(body),
                 // A 404 that is not NCA's JSON comes from a wrong api_url or a proxy.
                 _ => Err(ClientError::permanent(
-                    Some(reply.status),
-                    "NCA: job status reply is not a JSON object",
+                    Some(status),
+                    format!("NCA: {what} reply is not a JSON object"),
                 )),
             },
             401 => Err(ClientError::permanent(

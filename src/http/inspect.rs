@@ -11,10 +11,11 @@ use super::{ApiError, Request, json};
 use crate::commands::{self, CommandOutcome, Submitted};
 use crate::domain::RecordId;
 use crate::engine::Engine;
-use crate::machine::{JobId, next_events};
-use crate::store::{EffectState, EntryOutcome, EventQuery, InboxEntry, OutboxEntry};
+use crate::machine::{JobId, Snapshot, next_events};
+use crate::store::{EffectState, EntryOutcome, EventQuery, HistoryRow, InboxEntry, OutboxEntry};
 
-fn record_id(id: &str) -> Result<RecordId, ApiError> {
+/// A video id from a path; every route answers one that is not a record id the same way.
+pub(super) fn record_id(id: &str) -> Result<RecordId, ApiError> {
     RecordId::parse(id).map_err(|_| {
         ApiError::bad_request(
             "invalid_video_id",
@@ -68,15 +69,25 @@ fn entry_json(e: &InboxEntry) -> Value {
     })
 }
 
-pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+/// The video named in the path, as the admin API and the operator page show it: its id,
+/// snapshot, transitions and effects; not found until the engine has handled it.
+pub(super) async fn handled(
+    engine: &Engine,
+    id: &str,
+) -> Result<(RecordId, Snapshot, Vec<HistoryRow>, Vec<OutboxEntry>), ApiError> {
     let video = record_id(id)?;
-    let Some(s) = engine.store.snapshot(&video).await? else {
+    let Some(snapshot) = engine.store.snapshot(&video).await? else {
         return Err(ApiError::not_found(format!(
             "reelstate has not handled video {video} yet"
         )));
     };
     let history = engine.store.history(&video).await?;
     let effects = engine.store.effects_of(&video).await?;
+    Ok((video, snapshot, history, effects))
+}
+
+pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+    let (video, s, history, effects) = handled(engine, id).await?;
     let mut jobs = Vec::new();
     for j in &s.jobs {
         let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);

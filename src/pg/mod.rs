@@ -17,31 +17,27 @@ use tokio_postgres::NoTls;
 /// The schema's migrations, embedded in the binary. Append only: an applied migration is
 /// never edited (start-up refuses a database whose applied migration differs).
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "engine store",
-        sql: include_str!("migrations/0001_engine_store.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "records",
-        sql: include_str!("migrations/0002_records.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "airtable budget",
-        sql: include_str!("migrations/0003_airtable_budget.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "record creations",
-        sql: include_str!("migrations/0004_record_creations.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "retention and quarantine",
-        sql: include_str!("migrations/0005_retention_quarantine.sql"),
-    },
+    Migration::new(
+        1,
+        "engine store",
+        include_str!("migrations/0001_engine_store.sql"),
+    ),
+    Migration::new(2, "records", include_str!("migrations/0002_records.sql")),
+    Migration::new(
+        3,
+        "airtable budget",
+        include_str!("migrations/0003_airtable_budget.sql"),
+    ),
+    Migration::new(
+        4,
+        "record creations",
+        include_str!("migrations/0004_record_creations.sql"),
+    ),
+    Migration::new(
+        5,
+        "retention and quarantine",
+        include_str!("migrations/0005_retention_quarantine.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +48,10 @@ pub struct Migration {
 }
 
 impl Migration {
+    const fn new(version: i32, name: &'static str, sql: &'static str) -> Self {
+        Self { version, name, sql }
+    }
+
     fn checksum(&self) -> String {
         let digest = Sha256::digest(self.sql.as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -37,29 +37,23 @@ pub async fn route(
     match seg {
         [""] => page("Overview"),
         ["ui", "events"] => page("Event log"),
-        ["ui", "events", id] => Some(get_only(req).and_then(|()| {
-            uuid::Uuid::parse_str(id)
-                .map(|_| shell("Event"))
-                .map_err(|_| ApiError::bad_request("invalid_event_id", "expected a UUID"))
-        })
-        .or_else(|e| Ok(error_page(&e)))),
-        ["ui", "videos", id] => Some(
+        ["ui", "events", id] => Some(
             get_only(req)
                 .and_then(|()| {
-                    crate::domain::RecordId::parse(id)
-                        .map(|_| shell("Video"))
-                        .map_err(|_| {
-                            ApiError::bad_request(
-                                "invalid_video_id",
-                                "expected an Airtable record id (rec followed by 14 letters or digits)",
-                            )
-                        })
+                    uuid::Uuid::parse_str(id)
+                        .map(|_| shell("Event"))
+                        .map_err(|_| ApiError::bad_request("invalid_event_id", "expected a UUID"))
                 })
                 .or_else(|e| Ok(error_page(&e))),
         ),
-        ["ui", "assets", "app.js"] => Some(
-            get_only(req).map(|()| asset(APP_JS, "text/javascript; charset=utf-8")),
+        ["ui", "videos", id] => Some(
+            get_only(req)
+                .and_then(|()| super::inspect::record_id(id).map(|_| shell("Video")))
+                .or_else(|e| Ok(error_page(&e))),
         ),
+        ["ui", "assets", "app.js"] => {
+            Some(get_only(req).map(|()| asset(APP_JS, "text/javascript; charset=utf-8")))
+        }
         ["ui", "assets", "app.css"] => {
             Some(get_only(req).map(|()| asset(APP_CSS, "text/css; charset=utf-8")))
         }

@@ -1,0 +1,163 @@
+//! One effect's run: re-read from the store, the call's checks, the lease check before a
+//! write, then its result recorded with the follow-up event it feeds back (retried with
+//! backoff when transient, waited on when ambiguous, recorded for good when permanent).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{Instrument, info, info_span, warn};
+use uuid::Uuid;
+
+use super::EffectError;
+use super::calls::{Prepared, external_job, prepare_external};
+use super::perform::perform;
+use super::projection::folded_effect;
+use crate::backoff::Backoff;
+use crate::engine::Engine;
+use crate::machine::{Effect, Event};
+use crate::store::{EffectState, Lease, NewEntry, OutboxEntry, Payload, Source};
+
+/// How long a video's effects pause after the store failed (the claim is held meanwhile).
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest wait before an effect's next attempt after a transient failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub(super) async fn run_one(
+    engine: &Engine,
+    lease: &Lease,
+    listed: OutboxEntry,
+    folded: Vec<OutboxEntry>,
+) {
+    let span = info_span!("effect", effect_id = %listed.effect_id, kind = listed.effect.kind(),
+                          video_id = %listed.video_id, event_id = %listed.event_id);
+    async {
+        engine.store.yield_to_intake().await;
+        // The list this came from may be older than the previous run for this video:
+        // only what the store says now counts.
+        let e = match engine.store.outbox_entry(&listed.effect_id).await {
+            Ok(Some(e)) if e.state == EffectState::Pending => e,
+            Ok(_) => return,
+            Err(err) => {
+                warn!(error = %err, "could not read the effect");
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+                return;
+            }
+        };
+        let kind = e.effect.kind();
+        if let Some(job) = external_job(&e.effect) {
+            match prepare_external(engine, lease, &e, job).await {
+                Ok(Prepared::Go) => {}
+                Ok(Prepared::Deferred) => return,
+                Ok(Prepared::GiveUp(msg)) => {
+                    warn!(error = %msg, "giving up on the call");
+                    engine
+                        .metrics
+                        .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
+                    let entry = engine_entry(&e, "failed", Event::EffectFailed { job, error: msg.clone() });
+                    match engine.store.effect_failed_with(&e.effect_id, &msg, Some(entry)).await {
+                        Ok(()) => engine.wake_worker.notify_one(),
+                        Err(err) => warn!(error = %err, "could not record the failed effect"),
+                    }
+                    return;
+                }
+                Ok(Prepared::NotNeeded(why)) => {
+                    info!(reason = why, "external call not needed any more");
+                    if let Err(err) = engine.store.effect_done_with(&e.effect_id, None).await {
+                        warn!(error = %err, "could not record the skipped effect");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    warn!(error = %err, "could not prepare the external call");
+                    tokio::time::sleep(STORE_ERROR_PAUSE).await;
+                    return;
+                }
+            }
+        }
+        // Airtable cannot be asked to check a lease: the write is made only while this
+        // executor still holds the video, so a replica that lost it writes nothing stale.
+        if e.effect.target().is_some() && !engine.store.holds(lease).await.unwrap_or(false) {
+            info!("the video's lease is no longer this executor's; writing nothing");
+            return;
+        }
+        let started = std::time::Instant::now();
+        let (effect, create_extra) = folded_effect(&e.effect, &folded);
+        let result = perform(engine, &OutboxEntry { effect, ..e.clone() }, &create_extra).await;
+        engine.metrics.observe_effect(kind, started.elapsed());
+        let stored = match result {
+            Ok(follow_up) => {
+                engine
+                    .metrics
+                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Done.as_ref())]);
+                let entry = follow_up.map(|event| engine_entry(&e, "done", event));
+                let done = engine.store.effect_done_with(&e.effect_id, entry).await;
+                // Folded writes were written with this one. Should the process die before
+                // they are marked, they run again: a repeat of the newest values.
+                for f in &folded {
+                    if done.is_ok() {
+                        info!(effect_id = %f.effect_id, "written together with an earlier write of its record");
+                    }
+                    if let Err(err) = engine.store.effect_done_with(&f.effect_id, None).await {
+                        warn!(error = %err, effect_id = %f.effect_id, "could not record a folded write; it will run again");
+                    }
+                }
+                done
+            }
+            Err(EffectError::Ambiguous(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
+                engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
+                warn!(error = %msg, "the call may have been received; waiting for its callback before calling again");
+                engine.store.effect_ambiguous(&e.effect_id, &msg).await
+            }
+            Err(EffectError::Transient(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
+                let delay = Backoff::new(engine.settings.effect_backoff, MAX_BACKOFF).jittered(e.attempts);
+                engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
+                warn!(error = %msg, attempt = e.attempts + 1, retry_in_ms = delay.as_millis() as u64, "effect failed; will retry");
+                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                engine.store.effect_retry_later(&e.effect_id, at, &msg).await
+            }
+            Err(EffectError::Transient(msg))
+            | Err(EffectError::Ambiguous(msg))
+            | Err(EffectError::Permanent(msg)) => {
+                engine
+                    .metrics
+                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
+                warn!(error = %msg, attempts = e.attempts + 1, "effect failed for good; recorded and replayable");
+                // A job that could not be started fails, with the reason in Error Details.
+                let entry = match &e.effect {
+                    Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } => {
+                        Some(engine_entry(&e, "failed", Event::EffectFailed { job: *job, error: msg.clone() }))
+                    }
+                    _ => None,
+                };
+                engine.store.effect_failed_with(&e.effect_id, &msg, entry).await
+            }
+        };
+        match stored {
+            Ok(()) => engine.wake_worker.notify_one(),
+            Err(err) => {
+                warn!(error = %err, "could not record the effect's result; it will run again");
+                // The store is failing: pause this video rather than spin on it.
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// An event the engine feeds itself, named after the effect so that storing it twice
+/// (a retried commit) stores it once.
+pub(super) fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntry {
+    NewEntry {
+        event_id: Uuid::new_v4(),
+        video_id: e.video_id.clone(),
+        source: Source::Engine,
+        endpoint: format!("effect/{}", e.effect.kind()),
+        dedupe_key: Some(format!("effect:{what}:{}", e.effect_id)),
+        raw_body: String::new(),
+        headers: "{}".into(),
+        received_at: Utc::now(),
+        payload: Payload::Event { event },
+    }
+}

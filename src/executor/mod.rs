@@ -1,0 +1,143 @@
+//! The effect executor: the one place that performs side effects. It runs persisted
+//! effects in two lanes per video, its calls to services and its writes to the base
+//! (`Lane::of_effect_kind`), each in decision order, different videos' and a video's two
+//! lanes in parallel (a mix never waits for Airtable's request budget); it retries
+//! transient failures with exponential backoff and full jitter, and records permanent ones.
+//!
+//! Exactly once: an effect is marked done in the same transaction that stores what it
+//! produced (the follow-up event). The one window left is between an external call
+//! returning and that transaction, and any answer that does not prove the request was
+//! refused (ambiguous). Neither service deduplicates, so such a call is sent again only
+//! after finding out (`find_out`: the service does not have it) or once the job's deadline
+//! has passed, at most once per job, with a `resubmitting` event in the job's history first.
+
+mod attempt;
+mod calls;
+mod perform;
+mod projection;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::warn;
+
+use crate::clients::ClientError;
+use crate::engine::Engine;
+use crate::records::RecordsError;
+use crate::store::{Lane, Lease, OutboxEntry, claim_in_order};
+
+/// The shortest sleep of a pass that claimed nothing.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// How many effects run at once (Airtable's limiter, not this, bounds Airtable traffic).
+const CONCURRENCY: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    #[error("{0}")]
+    Transient(String),
+    /// An external call that may have been received: retried only after the grace period
+    /// (its `started_at` is kept), so that its callback can arrive first.
+    #[error("{0}")]
+    Ambiguous(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<RecordsError> for EffectError {
+    fn from(e: RecordsError) -> Self {
+        if e.is_transient() {
+            EffectError::Transient(e.to_string())
+        } else {
+            EffectError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<ClientError> for EffectError {
+    fn from(e: ClientError) -> Self {
+        if e.is_ambiguous() {
+            EffectError::Ambiguous(e.to_string())
+        } else if e.is_transient() {
+            EffectError::Transient(e.to_string())
+        } else {
+            EffectError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for EffectError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EffectError::Transient(e.to_string())
+    }
+}
+
+pub async fn run(engine: Arc<Engine>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if engine.is_shutting_down() {
+            break;
+        }
+        let wake = engine.wake_executor.notified();
+        // Due work none of which could be claimed: in flight here (its end wakes this
+        // loop) or held by another replica.
+        let mut stuck = false;
+        match engine.store.due_effects(Utc::now(), 512).await {
+            Ok(due) => {
+                let before = tasks.len();
+                let any_due = !due.is_empty();
+                // A video's calls and its writes to the base are two lanes, each in
+                // decision order, each under its own lease: a call never waits for the
+                // base's request budget. Calls are claimed first: they are what a
+                // video's progress waits on.
+                let (calls, writes): (Vec<_>, Vec<_>) = due
+                    .into_iter()
+                    .map(|e| (e.video_id.clone(), e))
+                    .partition(|(_, e)| Lane::of_effect_kind(e.effect.kind()) == Lane::Executor);
+                for (lane, items) in [(Lane::Executor, calls), (Lane::Projection, writes)] {
+                    let spawn = |lease: Lease, permit, e: OutboxEntry| {
+                        let engine = engine.clone();
+                        tasks.spawn(async move {
+                            projection::run_video(&engine, &lease, e).await;
+                            drop(permit);
+                            drop(lease);
+                            engine.wake_executor.notify_one();
+                        });
+                    };
+                    let stopping = || engine.is_shutting_down();
+                    claim_in_order(&*engine.store, stopping, lane, &limit, items, spawn).await;
+                }
+                stuck = any_due && tasks.len() == before;
+            }
+            Err(e) => warn!(error = %e, "executor could not read the outbox"),
+        }
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "an executor task failed; its video is released");
+            }
+        }
+        // Then look again soon, not at once.
+        let floor = if stuck {
+            IDLE_POLL
+        } else {
+            Duration::from_millis(5)
+        };
+        let sleep = match engine.store.next_due().await {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(floor, Duration::from_secs(1)),
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    // Graceful shutdown: effects already started finish and are recorded.
+    while tasks.join_next().await.is_some() {}
+}
