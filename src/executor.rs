@@ -1321,7 +1321,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let _current = crate::store::Store::claim(&other, Lane::Executor, vec![video.clone()])
+        let _current = crate::store::Leases::claim(&other, Lane::Executor, vec![video.clone()])
             .await
             .unwrap()
             .pop()

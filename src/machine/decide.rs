@@ -1,12 +1,12 @@
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
     Effect, Event, Job, JobId, JobPatch, NcaResult, NcaUpdate, RetryFrom, Snapshot, TaskStatus,
     TaskUpdate, TrackCheck, VideoPatch, submission_id,
 };
-use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus};
+use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus, snake_case_enum};
 
 /// Everything decide() would otherwise have to read from the world.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,33 +37,22 @@ impl Default for Policy {
     }
 }
 
-/// What an event did. Duplicates and stale events are outcomes, not errors: they are
-/// recorded in the event log like any other.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::Display,
-    strum::EnumString,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Outcome {
-    /// The state changed.
-    Applied,
-    /// Valid news that changes nothing (an intermediate status); kept on record only.
-    Recorded,
-    /// The same news again.
-    Duplicate,
-    /// News that the video has already moved past (an older task, a late intermediate status).
-    Stale,
-    /// No job of this video matches the event.
-    Unmatched,
+snake_case_enum! {
+    /// What an event did. Duplicates and stale events are outcomes, not errors: they are
+    /// recorded in the event log like any other.
+    #[derive(Hash, Deserialize)]
+    pub enum Outcome {
+        /// The state changed.
+        Applied,
+        /// Valid news that changes nothing (an intermediate status); kept on record only.
+        Recorded,
+        /// The same news again.
+        Duplicate,
+        /// News that the video has already moved past (an older task, a late intermediate status).
+        Stale,
+        /// No job of this video matches the event.
+        Unmatched,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
