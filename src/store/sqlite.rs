@@ -281,27 +281,7 @@ fn keyed<T>(
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
-    use crate::machine::Event;
-    use crate::store::{Accepted, Inbox, NewEntry, Payload, Snapshots, Source};
-
-    fn entry(key: Option<&str>) -> NewEntry {
-        NewEntry {
-            event_id: Uuid::new_v4(),
-            video_id: RecordId::parse("recA1b2C3d4E5f6G7").unwrap(),
-            source: Source::Goapi,
-            endpoint: "/webhooks/goapi".into(),
-            dedupe_key: key.map(str::to_owned),
-            raw_body: "{}".into(),
-            headers: "{}".into(),
-            received_at: Utc::now(),
-            payload: Payload::Event {
-                event: Event::RetryRequested { from: None },
-            },
-        }
-    }
 
     #[test]
     fn a_second_owner_of_the_file_is_refused_until_the_first_closes() {
@@ -338,80 +318,5 @@ mod tests {
         let failed: Result<(), _> = durably(&mut c, |_| Err(StoreError::Join("boom".into())));
         assert!(failed.is_err());
         assert_eq!(level(&c), 1, "back to NORMAL after a failure too");
-    }
-
-    /// A store whose WAL flushes wait for the test to let each one through.
-    fn gated(path: &Path) -> (SqliteStore, std::sync::mpsc::Sender<()>) {
-        let (open, gate) = std::sync::mpsc::channel::<()>();
-        let store = SqliteStore::open_flushing(path, move |wal| {
-            wal_sync::WalSync::with_flush(
-                wal,
-                Box::new(move |_| {
-                    gate.recv()
-                        .map_err(|_| std::io::Error::other("gate dropped"))
-                }),
-            )
-        })
-        .unwrap();
-        (store, open)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn what_promises_is_answered_only_after_its_commit_is_flushed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, open) = gated(&dir.path().join("gated.db"));
-        let s = store.clone();
-        let accept = tokio::spawn(async move { s.accept(entry(Some("k"))).await });
-        // Committed (the reader sees it), not answered: its flush has not happened.
-        while store.pending_entries(10).await.unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!accept.is_finished(), "answered before the WAL was flushed");
-        open.send(()).unwrap();
-        assert!(matches!(accept.await.unwrap(), Ok(Accepted::New(_))));
-
-        // The same for the intent noted before an Airtable create.
-        let s = store.clone();
-        let intent = tokio::spawn(async move { s.record_intent("job:1").await });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!intent.is_finished(), "answered before the WAL was flushed");
-        open.send(()).unwrap();
-        assert!(intent.await.unwrap().unwrap().fresh);
-
-        // A flush that fails answers nothing as durable.
-        let s = store.clone();
-        let failed = tokio::spawn(async move { s.accept(entry(Some("other"))).await });
-        while store.pending_entries(10).await.unwrap().len() < 2 {
-            tokio::task::yield_now().await;
-        }
-        drop(open);
-        let err = failed.await.unwrap().expect_err("not durable");
-        assert!(err.to_string().contains("gate dropped"), "{err}");
-    }
-
-    #[test]
-    fn the_real_flush_finds_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("real.db");
-        let store = SqliteStore::open(&path).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let r = rt.block_on(store.record_intent("job:1")).unwrap();
-        assert!(r.fresh);
-        assert!(dir.path().join("real.db-wal").exists());
-    }
-
-    #[tokio::test]
-    async fn a_repeat_is_stored_as_a_duplicate_of_the_first() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        let first = s.accept(entry(Some("k"))).await.unwrap();
-        let Accepted::New(id) = first else {
-            panic!("{first:?}")
-        };
-        let again = s.accept(entry(Some("k"))).await.unwrap();
-        assert!(matches!(again, Accepted::Duplicate { of, .. } if of == id));
-        let pending = s.pending_entries(10).await.unwrap();
-        assert_eq!(pending.len(), 2);
-        assert!(matches!(pending[1].payload, Payload::Duplicate { of } if of == id));
     }
 }
