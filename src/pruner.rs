@@ -11,6 +11,7 @@ use chrono::Utc;
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
+use crate::store::{Inbox, Maintenance, Pruned, StoreError};
 
 /// Rows per table and statement: a batch's delete holds the writer for milliseconds.
 pub const BATCH: u32 = 500;
@@ -45,9 +46,7 @@ async fn pass(engine: &Engine) {
         if engine.is_shutting_down() {
             return;
         }
-        engine.store.yield_to_intake().await;
-        let before = Utc::now() - retention;
-        match engine.store.prune(before, BATCH).await {
+        match prune_batch(&*engine.store, retention).await {
             Ok(p) => {
                 for (table, n) in [
                     ("inbox", p.inbox),
@@ -82,6 +81,16 @@ async fn pass(engine: &Engine) {
         }
         tokio::time::sleep(PAUSE).await;
     }
+}
+
+/// One batch, intake first. The pruner's only use of the store: it yields to intake and
+/// deletes what retention allows, nothing else.
+async fn prune_batch(
+    store: &(impl Inbox + Maintenance + ?Sized),
+    retention: chrono::Duration,
+) -> Result<Pruned, StoreError> {
+    store.yield_to_intake().await;
+    store.prune(Utc::now() - retention, BATCH).await
 }
 
 #[cfg(test)]

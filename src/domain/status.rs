@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use strum::{AsRefStr, Display, EnumString};
 
+use super::snake_case_enum;
+
 /// Where a video stands in the music stage.
 ///
 /// `Other` carries a status that another part of the pipeline wrote (an earlier stage, a
@@ -74,28 +76,15 @@ impl From<VideoStatus> for String {
     }
 }
 
-/// A Job record's lifecycle: `pending → processing → completed | failed`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Display,
-    EnumString,
-    AsRefStr,
-    strum::EnumIter,
-    Serialize,
-    Deserialize,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
+snake_case_enum! {
+    /// A Job record's lifecycle: `pending → processing → completed | failed`.
+    #[derive(Hash, AsRefStr, strum::EnumIter, Deserialize)]
+    pub enum JobStatus {
+        Pending,
+        Processing,
+        Completed,
+        Failed,
+    }
 }
 
 impl JobStatus {

@@ -417,7 +417,7 @@ async fn a_replica_that_lost_the_video_writes_nothing_to_airtable() {
         )
         .await
         .unwrap();
-    let _current = crate::store::Store::claim(&other, Lane::Executor, vec![video.clone()])
+    let _current = crate::store::Leases::claim(&other, Lane::Executor, vec![video.clone()])
         .await
         .unwrap()
         .pop()

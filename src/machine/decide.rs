@@ -11,8 +11,7 @@ mod requests;
 mod tests;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use strum::{Display, EnumString};
+use serde::Deserialize;
 use uuid::Uuid;
 
 pub use answers::mix_found_no_audio_track;
@@ -21,7 +20,7 @@ use job_events::{give_up, resubmitting};
 use requests::{music_requested, retry_requested, track_checked};
 
 use super::{Effect, Event, JobId, JobPatch, Snapshot, VideoPatch};
-use crate::domain::JobType;
+use crate::domain::{JobType, snake_case_enum};
 
 /// Everything decide() would otherwise have to read from the world.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,22 +51,22 @@ impl Default for Policy {
     }
 }
 
-/// What an event did. Duplicates and stale events are outcomes, not errors: they are
-/// recorded in the event log like any other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Display, EnumString)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Outcome {
-    /// The state changed.
-    Applied,
-    /// Valid news that changes nothing (an intermediate status); kept on record only.
-    Recorded,
-    /// The same news again.
-    Duplicate,
-    /// News that the video has already moved past (an older task, a late intermediate status).
-    Stale,
-    /// No job of this video matches the event.
-    Unmatched,
+snake_case_enum! {
+    /// What an event did. Duplicates and stale events are outcomes, not errors: they are
+    /// recorded in the event log like any other.
+    #[derive(Hash, Deserialize)]
+    pub enum Outcome {
+        /// The state changed.
+        Applied,
+        /// Valid news that changes nothing (an intermediate status); kept on record only.
+        Recorded,
+        /// The same news again.
+        Duplicate,
+        /// News that the video has already moved past (an older task, a late intermediate status).
+        Stale,
+        /// No job of this video matches the event.
+        Unmatched,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

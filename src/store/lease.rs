@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::RecordId;
 
-use super::Store;
+use super::Leases;
 
 /// Whose work a lease covers: the worker's (inbox entries) or the executor's (effects),
 /// which has two: its calls to services (`Executor`) and its writes to the base
@@ -143,7 +143,7 @@ impl LocalLeases {
 /// work other replicas could be doing (and would wait for if this one died). Videos
 /// claimed elsewhere are skipped.
 pub async fn claim_in_order<T>(
-    store: &dyn Store,
+    store: &dyn Leases,
     stopping: impl Fn() -> bool,
     lane: Lane,
     slots: &Arc<tokio::sync::Semaphore>,

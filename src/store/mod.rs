@@ -5,25 +5,32 @@
 //! history and its effects are stored in ONE transaction (`commit`), before any effect
 //! runs; the outbox is the executor's only source of work, so a restart resumes it.
 //!
-//! Two implementations behind the [`Store`] trait: [`SqliteStore`] (embedded, one
+//! Two implementations: [`SqliteStore`] (embedded, one
 //! process) and [`PgStore`] (PostgreSQL, any number of replicas). The worker and the
 //! executor work on a video only while they hold its [`Lease`] for their [`Lane`]; the
 //! store decides who holds it (in-process for SQLite, a row claimed with
 //! `FOR UPDATE SKIP LOCKED` for PostgreSQL), and a commit under a lease that was taken over
 //! fails with [`StoreError::LeaseLost`] and changes nothing.
+//!
+//! What a store does comes in narrow traits, one per concern, so that a caller names what
+//! it may touch: [`Inbox`], [`Outbox`], [`Snapshots`], [`Leases`] and [`Maintenance`].
+//! [`Store`] is all of them (any type that implements the five is one), for the engine,
+//! which holds the store for every part. Each backend implements each trait in a file of
+//! its own (`sqlite/inbox.rs`, `postgres/inbox.rs`, …).
 
+mod decode;
 mod lease;
 mod overview;
 mod postgres;
 mod quarantine;
 mod sqlite;
+mod types;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::RecordId;
-use crate::machine::{Effect, Event, JobId, Outcome, Snapshot};
+use crate::machine::{JobId, Snapshot};
 
 pub(crate) use lease::projection_sql;
 pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
@@ -31,6 +38,11 @@ pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
 pub use sqlite::{SqliteStore, busy_wait};
+pub use types::{
+    Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventQuery,
+    HistoryRow, InboxEntry, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, RecordIntent,
+    Source,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,314 +64,24 @@ pub enum StoreError {
     InUse(String, String),
 }
 
-/// Which service an inbox entry came from.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// A GoAPI webhook (or a GoAPI status poll).
-    Goapi,
-    /// An NCA Toolkit callback (or an NCA status poll).
-    Nca,
-    /// An operator's command through the API or CLI.
-    Api,
-    /// The engine itself (results of effects, deadlines).
-    Engine,
-}
-
-impl Source {
-    /// The Service value of a Webhook Events record.
-    pub fn service_name(self) -> &'static str {
-        match self {
-            Source::Goapi => "GoAPI",
-            Source::Nca => "NCA Toolkit",
-            Source::Api => "API",
-            Source::Engine => "reelstate",
-        }
-    }
-
-    pub fn is_webhook(self) -> bool {
-        matches!(self, Source::Goapi | Source::Nca)
-    }
-}
-
-/// What an accepted inbox entry asks the worker to do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "payload", rename_all = "snake_case")]
-pub enum Payload {
-    /// Run the event through the machine.
-    Event { event: Event },
-    /// Record only: a GoAPI task that is not music (video or image generation).
-    NotMusic {
-        task_id: String,
-        description: String,
-    },
-    /// Record only: a repeated delivery of `of`.
-    Duplicate { of: Uuid },
-}
-
-/// A webhook or command to be stored before it is acknowledged.
-#[derive(Debug, Clone)]
-pub struct NewEntry {
-    pub event_id: Uuid,
-    pub video_id: RecordId,
-    pub source: Source,
-    pub endpoint: String,
-    /// None for commands and engine events, which are never duplicates of each other.
-    pub dedupe_key: Option<String>,
-    pub raw_body: String,
-    pub headers: String,
-    pub received_at: DateTime<Utc>,
-    pub payload: Payload,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accepted {
-    New(Uuid),
-    /// Already stored under this event id; the repeat was stored as its own entry.
-    Duplicate {
-        of: Uuid,
-        entry: Uuid,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct InboxEntry {
-    pub seq: i64,
-    pub event_id: Uuid,
-    pub video_id: RecordId,
-    pub source: Source,
-    pub endpoint: String,
-    pub raw_body: String,
-    pub received_at: DateTime<Utc>,
-    pub payload: Payload,
-    pub state: EntryState,
-    pub outcome: Option<EntryOutcome>,
-    pub note: Option<String>,
-    pub job: Option<JobId>,
-}
-
-/// A persisted effect.
-#[derive(Debug, Clone)]
-pub struct OutboxEntry {
-    pub seq: i64,
-    pub effect_id: String,
-    pub video_id: RecordId,
-    pub event_id: Uuid,
-    pub effect: Effect,
-    pub state: EffectState,
-    pub attempts: u32,
-    pub next_attempt_at: DateTime<Utc>,
-    pub last_error: Option<String>,
-    /// An external call was started and its result never stored (the process died).
-    pub started_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryRow {
-    pub event_id: Uuid,
-    pub event: String,
-    pub from: String,
-    pub to: String,
-    pub outcome: EntryOutcome,
-    pub at: DateTime<Utc>,
-}
-
-/// What the worker stores for one processed entry, atomically.
-#[derive(Debug, Clone)]
-pub struct Commit {
-    pub event_id: Uuid,
-    pub video_id: RecordId,
-    /// The new snapshot, when the machine ran (and the video is known).
-    pub snapshot: Option<Snapshot>,
-    pub history: Option<HistoryRow>,
-    pub effects: Vec<(String, Effect)>,
-    pub outcome: EntryOutcome,
-    pub note: Option<String>,
-    pub job: Option<JobId>,
-    /// Record ids of jobs read from the base (jobs other parts of the pipeline created).
-    pub job_records: Vec<(JobId, RecordId)>,
-    pub at: DateTime<Utc>,
-}
-
-/// Where an effect is. strum gives each state its SQL (and JSON) spelling.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum EffectState {
-    /// To run, or running.
-    Pending,
-    Done,
-    /// Failed for good; an operator may requeue it.
-    Failed,
-    /// Could not be read; set aside.
-    Quarantined,
-}
-
-/// Where an inbox entry is.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum EntryState {
-    /// Waiting for the worker.
-    Pending,
-    Done,
-    /// Could not be read; set aside.
-    Quarantined,
-}
-
-/// What processing an entry came to: the machine's [`Outcome`], or `rejected` for a
-/// command the machine refused.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum EntryOutcome {
-    Applied,
-    Recorded,
-    Duplicate,
-    Stale,
-    Unmatched,
-    Rejected,
-}
-
-impl From<Outcome> for EntryOutcome {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Applied => EntryOutcome::Applied,
-            Outcome::Recorded => EntryOutcome::Recorded,
-            Outcome::Duplicate => EntryOutcome::Duplicate,
-            Outcome::Stale => EntryOutcome::Stale,
-            Outcome::Unmatched => EntryOutcome::Unmatched,
-        }
-    }
-}
-
-/// Counts for /metrics and /readyz.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Depths {
-    pub inbox_pending: i64,
-    pub outbox_pending: i64,
-    pub outbox_failed: i64,
-    /// Rows set aside because they could not be read (inbox entries and effects).
-    pub quarantined: i64,
-    /// When the oldest entry still waiting for the worker was received.
-    pub oldest_pending: Option<DateTime<Utc>>,
-}
-
-/// An inbox entry or an effect that could not be read (say, stored by a version whose
-/// `Event` or `Effect` this one no longer understands): set aside with the reason, so
-/// that the worker and the executor go on with every other row. The row itself is kept
-/// (state `quarantined`) for an operator to inspect or repair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Quarantined {
-    /// `inbox` or `outbox`.
-    pub table: String,
-    /// The entry's event id or the effect's id.
-    pub id: String,
-    /// As stored (it may itself be what could not be read).
-    pub video_id: String,
-    pub reason: String,
-    pub at: Option<DateTime<Utc>>,
-}
-
-/// What one pruning pass deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Pruned {
-    pub inbox: u64,
-    pub history: u64,
-    pub outbox: u64,
-}
-
-impl Pruned {
-    pub fn total(&self) -> u64 {
-        self.inbox + self.history + self.outbox
-    }
-}
-
-/// One page of the event log.
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    /// An outcome (`applied`, `duplicate`, …), or `failed`: events with an effect that
-    /// failed for good.
-    pub outcome: Option<String>,
-    pub video: Option<RecordId>,
-    /// Where the entries came from (GoAPI, NCA, an operator, the engine).
-    pub source: Option<Source>,
-    pub before_seq: Option<i64>,
-    pub limit: u32,
-}
-
-/// A job waiting for its external service, as the reconciler sees it.
-/// What the store knows of one record creation (see [`Store::record_intent`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordIntent {
-    /// When the creation was first noted: an earlier attempt's record, if any, was created
-    /// after this.
-    pub since: DateTime<Utc>,
-    /// True when this call noted it: no earlier attempt can have created anything.
-    pub fresh: bool,
-    pub record: Option<RecordId>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ActiveJob {
-    pub job: JobId,
-    pub video_id: RecordId,
-    pub kind: crate::domain::JobType,
-    pub external_id: Option<String>,
-    pub since: DateTime<Utc>,
-    pub checks: u32,
-}
-
 /// The engine's durable state, as the worker, the executor, the reconciler and the API
-/// use it. Implementations keep every invariant in the module's documentation.
+/// use it: every narrow trait at once. Implementations keep every invariant in the
+/// module's documentation.
+pub trait Store: Inbox + Outbox + Snapshots + Leases + Maintenance {}
+
+impl<T: Inbox + Outbox + Snapshots + Leases + Maintenance + ?Sized> Store for T {}
+
+/// The inbox: entries stored durably before they are acknowledged, and read back by the
+/// worker in arrival order. For intake (webhooks, commands), the worker and the API.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Inbox: Send + Sync {
     /// Stores an entry durably. A repeat (same dedupe key) is stored too, as a duplicate
     /// entry pointing at the first, so that the event log shows every delivery. Returns
     /// only once the entry is committed.
     async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError>;
-
     /// Lets webhooks waiting for their commit go first (bounded); background work calls
     /// it before each step. Stores whose intake does not queue need not wait.
     async fn yield_to_intake(&self) {}
-
     /// Pending entries in arrival order, at most 16 per video.
     async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError>;
     /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).
@@ -368,16 +90,12 @@ pub trait Store: Send + Sync {
     async fn has_pending_entries(&self, video: &RecordId) -> Result<bool, StoreError>;
     async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError>;
     async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError>;
+}
 
-    async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError>;
-    /// Stores a processed entry's decision: snapshot, history, effects and the entry's
-    /// outcome, all or nothing, and only while `lease` (the worker's lease on the video)
-    /// is still this holder's; else [`StoreError::LeaseLost`].
-    async fn commit(&self, commit: Commit, lease: &Lease) -> Result<(), StoreError>;
-
-    /// Claims the videos' leases on `lane` that nobody else holds; returns those it got.
-    async fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Result<Vec<Lease>, StoreError>;
-
+/// The outbox: the effects decided, and what became of each. For the executor, and for
+/// the operator's replay.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync {
     /// The first pending effect of each video's executor lane (`Lane::of_effect_kind`:
     /// its calls to services, its writes to the base) whose time has come, oldest first:
     /// a video's effects of one lane run one at a time, in the order they were decided.
@@ -441,8 +159,25 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn effects_of(&self, video: &RecordId) -> Result<Vec<OutboxEntry>, StoreError>;
-    async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError>;
+}
 
+/// What the worker decided: each video's snapshot, committed with its history and effects;
+/// the job index (a job's video and record); the jobs waiting for their service (the
+/// reconciler's worklist); and the records created on a base with no key field.
+#[async_trait::async_trait]
+pub trait Snapshots: Send + Sync {
+    async fn snapshot(&self, video: &RecordId) -> Result<Option<Snapshot>, StoreError>;
+    /// Stores a processed entry's decision: snapshot, history, effects and the entry's
+    /// outcome, all or nothing, and only while `lease` (the worker's lease on the video)
+    /// is still this holder's; else [`StoreError::LeaseLost`].
+    async fn commit(&self, commit: Commit, lease: &Lease) -> Result<(), StoreError>;
+    async fn history(&self, video: &RecordId) -> Result<Vec<HistoryRow>, StoreError>;
+    async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError>;
+    /// The job's video and, once written, its Airtable record id.
+    async fn job_location(
+        &self,
+        job: JobId,
+    ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError>;
     /// Exactly-once creation of a record on a base with no writable key field
     /// (ARCHITECTURE.md, "Creating a record without a key"): notes, durably, that the
     /// record of `owner` (`job:<id>`, `event:<id>`) is about to be created, unless that was
@@ -451,17 +186,6 @@ pub trait Store: Send + Sync {
     /// Claims `record` for `owner`. False when another owner already has it (a record is
     /// claimed at most once) or `owner` already has another.
     async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError>;
-    async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError>;
-    /// The job's video and, once written, its Airtable record id.
-    async fn job_location(
-        &self,
-        job: JobId,
-    ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError>;
-
-    async fn depths(&self) -> Result<Depths, StoreError>;
-    /// Counts per state and what needs attention (at most `limit` rows of each list), for
-    /// the operator page.
-    async fn overview(&self, limit: u32) -> Result<Overview, StoreError>;
     /// Active jobs whose next check is due.
     async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError>;
     async fn reschedule_check(
@@ -470,14 +194,14 @@ pub trait Store: Send + Sync {
         checks: u32,
         next: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    /// A cheap write that proves the store is writable (/readyz).
-    async fn ping(&self) -> Result<(), StoreError>;
+}
 
-    /// At shutdown, after the worker and the executor stopped: gives back every lease
-    /// this process holds, so that other replicas take the work over at once rather than
-    /// after the leases expire.
-    async fn release_leases(&self) {}
-
+/// Who works on a video: at most one holder per lane and video, across every process
+/// sharing the store. For the worker and the executor (`claim_in_order`).
+#[async_trait::async_trait]
+pub trait Leases: Send + Sync {
+    /// Claims the videos' leases on `lane` that nobody else holds; returns those it got.
+    async fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Result<Vec<Lease>, StoreError>;
     /// Whether `lease` is still its holder's right now. Writes the store cannot fence
     /// itself (Airtable's) are made only when this is true, so a holder that lost the
     /// video writes nothing. A lease of a one-process store is never lost.
@@ -485,10 +209,24 @@ pub trait Store: Send + Sync {
         let _ = lease;
         Ok(true)
     }
+    /// At shutdown, after the worker and the executor stopped: gives back every lease
+    /// this process holds, so that other replicas take the work over at once rather than
+    /// after the leases expire.
+    async fn release_leases(&self) {}
+}
 
+/// Looking after the store: its depths (/metrics, /readyz), the operator page's overview,
+/// the rows set aside, and retention (the pruner).
+#[async_trait::async_trait]
+pub trait Maintenance: Send + Sync {
+    async fn depths(&self) -> Result<Depths, StoreError>;
+    /// Counts per state and what needs attention (at most `limit` rows of each list), for
+    /// the operator page.
+    async fn overview(&self, limit: u32) -> Result<Overview, StoreError>;
+    /// A cheap write that proves the store is writable (/readyz).
+    async fn ping(&self) -> Result<(), StoreError>;
     /// Rows set aside because they could not be read, newest first.
     async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError>;
-
     /// Deletes, in batches of at most `batch` rows per table, what is older than
     /// `before` and no longer needed: processed inbox entries (raw bodies included)
     /// with no effect still open, transition history, and done effects. Pending work,

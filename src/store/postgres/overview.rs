@@ -1,10 +1,11 @@
 //! [`Overview`] on PostgreSQL: the snapshot is JSON text, read as `jsonb`.
 
-use super::super::overview::{FAILED_STATUSES, FailedVideo, Overview};
-use super::{OUTBOX_COLS, StoreError, corrupt, outbox_row, row_one, rows};
-use crate::domain::RecordId;
-use crate::machine::JobId;
-use crate::store::ActiveJob;
+use super::outbox::{OUTBOX_COLS, outbox_row};
+use super::snapshots::active_job_row;
+use super::{row_one, rows};
+use crate::store::StoreError;
+use crate::store::decode::record_id;
+use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview};
 
 pub(super) async fn overview(
     c: &impl deadpool_postgres::GenericClient,
@@ -62,7 +63,7 @@ pub(super) async fn overview(
     {
         let video: String = r.try_get(0)?;
         o.failed.push(FailedVideo {
-            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
+            video_id: record_id(&video, "video id")?,
             status: r.try_get(1)?,
             error_details: r.try_get(2)?,
             updated_at: r.try_get(3)?,
@@ -76,20 +77,7 @@ pub(super) async fn overview(
     )
     .await?
     {
-        let job: String = r.try_get(0)?;
-        let video: String = r.try_get(1)?;
-        let kind: String = r.try_get(2)?;
-        let checks: i32 = r.try_get(5)?;
-        o.waiting.push(ActiveJob {
-            job: uuid::Uuid::parse_str(&job)
-                .map(JobId)
-                .map_err(|e| corrupt("job id", e))?,
-            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
-            kind: crate::domain::JobType::from(kind),
-            external_id: r.try_get(3)?,
-            since: r.try_get(4)?,
-            checks: checks.max(0) as u32,
-        });
+        o.waiting.push(active_job_row(&r)?);
     }
     let sql = format!(
         "SELECT {OUTBOX_COLS} FROM outbox

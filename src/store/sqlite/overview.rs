@@ -2,11 +2,12 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::super::overview::{FAILED_STATUSES, FailedVideo, Overview};
-use super::{
-    ACTIVE_JOB_COLS, OUTBOX_COLS, StoreError, active_job_row, corrupt, outbox_row, parse_ts,
-};
-use crate::domain::RecordId;
+use super::outbox::{OUTBOX_COLS, outbox_row};
+use super::parse_ts;
+use super::snapshots::{ACTIVE_JOB_COLS, active_job_row};
+use crate::store::StoreError;
+use crate::store::decode::record_id;
+use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview};
 
 pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreError> {
     let limit = limit.clamp(1, 500);
@@ -68,7 +69,7 @@ pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreErro
     for row in failed {
         let (video, status, error_details, at) = row?;
         o.failed.push(FailedVideo {
-            video_id: RecordId::parse(&video).map_err(|e| corrupt("video id", e))?,
+            video_id: record_id(&video, "video id")?,
             status,
             error_details,
             updated_at: parse_ts(&at)?,

@@ -1,0 +1,146 @@
+//! Looking after the embedded store: the rows set aside (quarantine), depths, the
+//! operator page's overview, the heartbeat, and retention.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, overview, parse_ts, ts};
+use crate::store::{Depths, Maintenance, Overview, Pruned, Quarantined, StoreError};
+
+impl SqliteStore {
+    /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
+    /// the reason, so that the scans that found them go on without them.
+    pub(super) async fn quarantine(
+        &self,
+        table: &'static str,
+        rows: Vec<(i64, String)>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (seq, why) in &rows {
+            tracing::error!(table, seq, reason = %why, "unreadable row quarantined");
+        }
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let sql = match table {
+                "inbox" => {
+                    "UPDATE inbox SET state = 'quarantined', note = ?2, processed_at = ?3
+                     WHERE seq = ?1 AND state = 'pending'"
+                }
+                _ => {
+                    "UPDATE outbox SET state = 'quarantined', last_error = ?2, updated_at = ?3
+                     WHERE seq = ?1 AND state = 'pending'"
+                }
+            };
+            for (seq, why) in &rows {
+                tx.execute(sql, params![seq, why, ts(Utc::now())])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Maintenance for SqliteStore {
+    async fn depths(&self) -> Result<Depths, StoreError> {
+        self.read(|c| {
+            let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+            let oldest: Option<String> = c
+                .query_row(
+                    "SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(Depths {
+                inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
+                outbox_pending: count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
+                outbox_failed: count("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
+                quarantined: count(
+                    "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'quarantined')
+                          + (SELECT COUNT(*) FROM outbox WHERE state = 'quarantined')",
+                )?,
+                oldest_pending: oldest.map(|t| parse_ts(&t)).transpose()?,
+            })
+        })
+        .await
+    }
+
+    async fn overview(&self, limit: u32) -> Result<Overview, StoreError> {
+        self.read(move |c| overview::overview(c, limit)).await
+    }
+
+    /// A cheap write that proves the store is writable (/readyz).
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY, at TEXT);
+                 INSERT INTO heartbeat (id, at) VALUES (1, datetime('now'))
+                 ON CONFLICT(id) DO UPDATE SET at = excluded.at;",
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn quarantined(&self, limit: u32) -> Result<Vec<Quarantined>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT * FROM (
+                     SELECT 'inbox', event_id, video_id, COALESCE(note, ''), processed_at
+                     FROM inbox WHERE state = 'quarantined'
+                     UNION ALL
+                     SELECT 'outbox', effect_id, video_id, COALESCE(last_error, ''), updated_at
+                     FROM outbox WHERE state = 'quarantined'
+                 ) ORDER BY 5 DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                Ok(Quarantined {
+                    table: r.get(0)?,
+                    id: r.get(1)?,
+                    video_id: r.get(2)?,
+                    reason: r.get(3)?,
+                    at: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|t| parse_ts(&t).ok()),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One short write transaction per table and batch, so intake waits at most for one
+    /// batch's delete.
+    async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StoreError> {
+        let cutoff = ts(before);
+        self.with(move |c| {
+            let inbox = c.execute(
+                "DELETE FROM inbox WHERE seq IN (
+                     SELECT seq FROM inbox i WHERE state = 'done' AND processed_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM outbox o
+                                       WHERE o.event_id = i.event_id AND o.state <> 'done')
+                     LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            let history = c.execute(
+                "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE at < ?1 LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            let outbox = c.execute(
+                "DELETE FROM outbox WHERE seq IN (
+                     SELECT seq FROM outbox WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            Ok(Pruned {
+                inbox: inbox as u64,
+                history: history as u64,
+                outbox: outbox as u64,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,164 @@
+//! The embedded store's tables and their versioned migrations (`store_migrations`).
+
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::ts;
+use crate::store::StoreError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS inbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    video_id     TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    dedupe_key   TEXT UNIQUE,
+    raw_body     TEXT NOT NULL,
+    headers      TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    outcome      TEXT,
+    note         TEXT,
+    job_id       TEXT,
+    processed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(state, seq);
+CREATE INDEX IF NOT EXISTS inbox_video ON inbox(video_id, seq);
+CREATE INDEX IF NOT EXISTS inbox_outcome ON inbox(outcome, seq);
+CREATE TABLE IF NOT EXISTS video_state (
+    video_id   TEXT PRIMARY KEY,
+    snapshot   TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_index (
+    job_id    TEXT PRIMARY KEY,
+    video_id  TEXT NOT NULL,
+    record_id TEXT
+);
+CREATE TABLE IF NOT EXISTS history (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    video_id  TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    event     TEXT NOT NULL,
+    from_status TEXT NOT NULL,
+    to_status TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_video ON history(video_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    effect_id       TEXT NOT NULL UNIQUE,
+    video_id        TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    effect          TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    -- Set just before an external call, cleared when its result is stored: still set
+    -- at start-up means the process died with the call in flight.
+    started_at      TEXT,
+    updated_at      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS active_jobs (
+    job_id        TEXT PRIMARY KEY,
+    video_id      TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    external_id   TEXT,
+    since         TEXT NOT NULL,
+    checks        INTEGER NOT NULL DEFAULT 0,
+    next_check_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_video ON outbox(video_id, state, seq);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+"#;
+
+/// The embedded store's migrations, in order. Append only. The first one's statements are
+/// all `IF NOT EXISTS`, so files written before migrations were versioned take it as a
+/// no-op. (Versions live in a table of their own, not `user_version`: the file is shared
+/// with the embedded records.)
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "engine store", SCHEMA),
+    (2, "record creations", RECORD_CREATIONS),
+    (3, "retention and quarantine", RETENTION),
+];
+
+/// Records the engine created on a base with no key field, each claimed by one owner.
+const RECORD_CREATIONS: &str = "
+CREATE TABLE IF NOT EXISTS record_creations (
+    owner      TEXT PRIMARY KEY NOT NULL,
+    started_at TEXT NOT NULL,
+    record_id  TEXT UNIQUE
+);
+";
+
+/// Indexes the background pruner and the quarantine list read by: a pass finds its batch
+/// from the index instead of scanning the tables while holding the writer.
+const RETENTION: &str = r#"
+CREATE INDEX IF NOT EXISTS inbox_processed ON inbox(state, processed_at);
+CREATE INDEX IF NOT EXISTS history_at ON history(at);
+CREATE INDEX IF NOT EXISTS outbox_updated ON outbox(state, updated_at);
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event_id);
+"#;
+
+/// Applies the migrations the file lacks, in one immediate transaction: a second process
+/// opening the file at the same moment waits, then finds them applied.
+pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS store_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM store_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO store_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, ts(Utc::now())],
+            )?;
+            applied.push(*version);
+        }
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_applied_once_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut first = Connection::open(&path).unwrap();
+        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3]);
+        assert!(migrate(&mut first).unwrap().is_empty());
+        // A file from before versioning (tables, no record of them) takes it as a no-op.
+        let old = dir.path().join("old.db");
+        let mut conn = Connection::open(&old).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch("INSERT INTO video_state VALUES ('recA', '{}', 'now')")
+            .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3]);
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1);
+    }
+}

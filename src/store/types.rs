@@ -1,0 +1,269 @@
+//! The store's values: what goes in (entries, commits), what comes out (entries, effects,
+//! history), and the states and outcomes it keeps, each spelled in SQL and JSON by strum
+//! and serde alone.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{RecordId, snake_case_enum};
+use crate::machine::{Effect, Event, JobId, Outcome, Snapshot};
+
+snake_case_enum! {
+    /// Which service an inbox entry came from.
+    #[derive(Deserialize)]
+    pub enum Source {
+        /// A GoAPI webhook (or a GoAPI status poll).
+        Goapi,
+        /// An NCA Toolkit callback (or an NCA status poll).
+        Nca,
+        /// An operator's command through the API or CLI.
+        Api,
+        /// The engine itself (results of effects, deadlines).
+        Engine,
+    }
+}
+
+impl Source {
+    /// The Service value of a Webhook Events record.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Source::Goapi => "GoAPI",
+            Source::Nca => "NCA Toolkit",
+            Source::Api => "API",
+            Source::Engine => "reelstate",
+        }
+    }
+
+    pub fn is_webhook(self) -> bool {
+        matches!(self, Source::Goapi | Source::Nca)
+    }
+}
+
+/// What an accepted inbox entry asks the worker to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "payload", rename_all = "snake_case")]
+pub enum Payload {
+    /// Run the event through the machine.
+    Event { event: Event },
+    /// Record only: a GoAPI task that is not music (video or image generation).
+    NotMusic {
+        task_id: String,
+        description: String,
+    },
+    /// Record only: a repeated delivery of `of`.
+    Duplicate { of: Uuid },
+}
+
+/// A webhook or command to be stored before it is acknowledged.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub event_id: Uuid,
+    pub video_id: RecordId,
+    pub source: Source,
+    pub endpoint: String,
+    /// None for commands and engine events, which are never duplicates of each other.
+    pub dedupe_key: Option<String>,
+    pub raw_body: String,
+    pub headers: String,
+    pub received_at: DateTime<Utc>,
+    pub payload: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    New(Uuid),
+    /// Already stored under this event id; the repeat was stored as its own entry.
+    Duplicate {
+        of: Uuid,
+        entry: Uuid,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub video_id: RecordId,
+    pub source: Source,
+    pub endpoint: String,
+    pub raw_body: String,
+    pub received_at: DateTime<Utc>,
+    pub payload: Payload,
+    pub state: EntryState,
+    pub outcome: Option<EntryOutcome>,
+    pub note: Option<String>,
+    pub job: Option<JobId>,
+}
+
+/// A persisted effect.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    pub effect_id: String,
+    pub video_id: RecordId,
+    pub event_id: Uuid,
+    pub effect: Effect,
+    pub state: EffectState,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// An external call was started and its result never stored (the process died).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub event_id: Uuid,
+    pub event: String,
+    pub from: String,
+    pub to: String,
+    pub outcome: EntryOutcome,
+    pub at: DateTime<Utc>,
+}
+
+/// What the worker stores for one processed entry, atomically.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub event_id: Uuid,
+    pub video_id: RecordId,
+    /// The new snapshot, when the machine ran (and the video is known).
+    pub snapshot: Option<Snapshot>,
+    pub history: Option<HistoryRow>,
+    pub effects: Vec<(String, Effect)>,
+    pub outcome: EntryOutcome,
+    pub note: Option<String>,
+    pub job: Option<JobId>,
+    /// Record ids of jobs read from the base (jobs other parts of the pipeline created).
+    pub job_records: Vec<(JobId, RecordId)>,
+    pub at: DateTime<Utc>,
+}
+
+snake_case_enum! {
+    /// Where an effect is. Its SQL spelling is strum's.
+    #[derive(strum::AsRefStr, strum::IntoStaticStr)]
+    pub enum EffectState {
+        /// To run, or running.
+        Pending,
+        Done,
+        /// Failed for good; an operator may requeue it.
+        Failed,
+        /// Could not be read; set aside.
+        Quarantined,
+    }
+}
+
+snake_case_enum! {
+    /// Where an inbox entry is.
+    #[derive(strum::AsRefStr, strum::IntoStaticStr)]
+    pub enum EntryState {
+        /// Waiting for the worker.
+        Pending,
+        Done,
+        /// Could not be read; set aside.
+        Quarantined,
+    }
+}
+
+snake_case_enum! {
+    /// What processing an entry came to: the machine's [`Outcome`], or `rejected` for a
+    /// command the machine refused.
+    #[derive(strum::AsRefStr, strum::IntoStaticStr, strum::EnumIter)]
+    pub enum EntryOutcome {
+        Applied,
+        Recorded,
+        Duplicate,
+        Stale,
+        Unmatched,
+        Rejected,
+    }
+}
+
+impl From<Outcome> for EntryOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Applied => EntryOutcome::Applied,
+            Outcome::Recorded => EntryOutcome::Recorded,
+            Outcome::Duplicate => EntryOutcome::Duplicate,
+            Outcome::Stale => EntryOutcome::Stale,
+            Outcome::Unmatched => EntryOutcome::Unmatched,
+        }
+    }
+}
+
+/// Counts for /metrics and /readyz.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Depths {
+    pub inbox_pending: i64,
+    pub outbox_pending: i64,
+    pub outbox_failed: i64,
+    /// Rows set aside because they could not be read (inbox entries and effects).
+    pub quarantined: i64,
+    /// When the oldest entry still waiting for the worker was received.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// An inbox entry or an effect that could not be read (say, stored by a version whose
+/// `Event` or `Effect` this one no longer understands): set aside with the reason, so
+/// that the worker and the executor go on with every other row. The row itself is kept
+/// (state `quarantined`) for an operator to inspect or repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quarantined {
+    /// `inbox` or `outbox`.
+    pub table: String,
+    /// The entry's event id or the effect's id.
+    pub id: String,
+    /// As stored (it may itself be what could not be read).
+    pub video_id: String,
+    pub reason: String,
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// What one pruning pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub inbox: u64,
+    pub history: u64,
+    pub outbox: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.inbox + self.history + self.outbox
+    }
+}
+
+/// One page of the event log.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// An outcome (`applied`, `duplicate`, …), or `failed`: events with an effect that
+    /// failed for good.
+    pub outcome: Option<String>,
+    pub video: Option<RecordId>,
+    /// Where the entries came from (GoAPI, NCA, an operator, the engine).
+    pub source: Option<Source>,
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// What the store knows of one record creation (see [`super::Snapshots::record_intent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordIntent {
+    /// When the creation was first noted: an earlier attempt's record, if any, was created
+    /// after this.
+    pub since: DateTime<Utc>,
+    /// True when this call noted it: no earlier attempt can have created anything.
+    pub fresh: bool,
+    pub record: Option<RecordId>,
+}
+
+/// A job waiting for its external service, as the reconciler sees it.
+#[derive(Debug, Clone)]
+pub struct ActiveJob {
+    pub job: JobId,
+    pub video_id: RecordId,
+    pub kind: crate::domain::JobType,
+    pub external_id: Option<String>,
+    pub since: DateTime<Utc>,
+    pub checks: u32,
+}
