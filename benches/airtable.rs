@@ -251,6 +251,7 @@ impl Server {
     async fn measure(
         &self,
         airtable: &AirtableDouble,
+        epoch: SystemTime,
         nca: &NcaDouble,
         label: &str,
         batch: &[(String, String)],
@@ -291,10 +292,93 @@ impl Server {
             latency[latency.len() / 2],
             latency[latency.len() - 1],
         );
+        self.where_the_time_went(airtable, epoch, before, &videos, &acked)
+            .await;
+    }
+
+    /// Splits the render latency in two: from the webhook's 202 to the worker's decision
+    /// (history), then from the decision to the mix at NCA; and shows where the base's
+    /// reads (the first-contact reads a decision waits on) fell among the burst's writes.
+    async fn where_the_time_went(
+        &self,
+        airtable: &AirtableDouble,
+        epoch: SystemTime,
+        before: usize,
+        videos: &[String],
+        acked: &[SystemTime],
+    ) {
+        let mut decided = Vec::new();
+        for (v, acked) in videos.iter().zip(acked) {
+            let snapshot = self.video(v).await;
+            let Some(at) = snapshot["history"]
+                .as_array()
+                .and_then(|h| h.iter().find(|r| r["to"] == "adding_music"))
+                .and_then(|r| r["at"].as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let at = SystemTime::from(at);
+            decided.push(at.duration_since(*acked).unwrap_or_default().as_secs_f64());
+        }
+        decided.sort_by(f64::total_cmp);
+        if let (Some(median), Some(slowest)) = (decided.get(decided.len() / 2), decided.last()) {
+            println!(
+                "  {:<44} decided after the webhook's 202: median {median:.2} s, slowest {slowest:.2} s",
+                ""
+            );
+        }
+        let first_ack = acked.iter().min().copied().unwrap_or_else(SystemTime::now);
+        let since_ack = |at: Duration| {
+            (epoch + at)
+                .duration_since(first_ack)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_else(|e| -e.duration().as_secs_f64())
+        };
+        let requests = airtable.requests();
+        let burst = &requests[before.min(requests.len())..];
+        let is_read = |r: &airtable_double::LoggedRequest| {
+            r.method == "GET" || r.path.ends_with("/listRecords")
+        };
+        let reads: Vec<f64> = burst
+            .iter()
+            .filter(|r| is_read(r))
+            .map(|r| since_ack(r.at))
+            .collect();
+        if let Some(last_read) = reads.last() {
+            let writes_ahead = burst
+                .iter()
+                .filter(|r| !is_read(r) && since_ack(r.at) < *last_read)
+                .count();
+            println!(
+                "  {:<44} reads at the base after the first 202: {}; writes before the last read: {writes_ahead}",
+                "",
+                reads
+                    .iter()
+                    .map(|t| format!("{t:.2} s"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        if std::env::var_os("AIRTABLE_BENCH_TIMELINE").is_some() {
+            for r in burst {
+                println!(
+                    "    {:>7.3} s {:<6} {:<4} {:<16} {} record(s)",
+                    since_ack(r.at),
+                    r.method,
+                    r.status,
+                    r.table.as_deref().unwrap_or("-"),
+                    r.records
+                );
+            }
+        }
     }
 }
 
 async fn engine_started() {
+    // The double logs its requests' times from its start: this is that start, to within
+    // the few milliseconds the double takes to begin.
+    let epoch = SystemTime::now();
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let nca = NcaDouble::start().await;
     let goapi = GoapiDouble::start().await;
@@ -329,11 +413,18 @@ async fn engine_started() {
         batch.push((v.clone(), task.to_owned()));
     }
     server
-        .measure(&airtable, &nca, "one completed webhook, alone", &batch[..1])
+        .measure(
+            &airtable,
+            epoch,
+            &nca,
+            "one completed webhook, alone",
+            &batch[..1],
+        )
         .await;
     server
         .measure(
             &airtable,
+            epoch,
             &nca,
             "30 completed webhooks at once",
             &batch[1..],
@@ -350,6 +441,9 @@ async fn engine_started() {
 /// with a processing music_generation job bound to its GoAPI task, and the engine has never
 /// seen it.
 async fn external_jobs() {
+    // The double logs its requests' times from its start: this is that start, to within
+    // the few milliseconds the double takes to begin.
+    let epoch = SystemTime::now();
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let nca = NcaDouble::start().await;
     let goapi = GoapiDouble::start().await;
@@ -376,11 +470,18 @@ async fn external_jobs() {
         .collect();
     let server = start_server(&airtable, &nca, &goapi).await;
     server
-        .measure(&airtable, &nca, "one completed webhook, alone", &batch[..1])
+        .measure(
+            &airtable,
+            epoch,
+            &nca,
+            "one completed webhook, alone",
+            &batch[..1],
+        )
         .await;
     server
         .measure(
             &airtable,
+            epoch,
             &nca,
             "30 completed webhooks at once",
             &batch[1..31],
@@ -389,6 +490,7 @@ async fn external_jobs() {
     server
         .measure(
             &airtable,
+            epoch,
             &nca,
             "100 completed webhooks at once",
             &batch[31..],

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention and quarantine",
         sql: include_str!("migrations/0005_retention_quarantine.sql"),
     },
+    Migration {
+        version: 6,
+        name: "airtable budget readers",
+        sql: include_str!("migrations/0006_airtable_budget_readers.sql"),
+    },
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -27,7 +27,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::{LocalBudget, RequestBudget, Slot};
+use super::budget::{LocalBudget, Priority, RequestBudget, Slot};
 use super::{Fields, Filter, Record, RecordBackend, RecordsError};
 use crate::backoff::Backoff;
 use crate::domain::RecordId;
@@ -354,7 +354,7 @@ async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiv
                 None => return,
             }
         }
-        let slot = shared.budget.acquire().await;
+        let slot = shared.budget.acquire_for(Priority::Write).await;
         // Writes started together with this one get to join its request: a few
         // milliseconds are nothing next to Airtable's round trip, and a request saved is
         // a fifth of a second of the base's budget.
@@ -417,12 +417,18 @@ impl Shared {
         repeat: Repeat,
     ) -> Result<Value, RecordsError> {
         let max_attempts = self.cfg.max_attempts.max(1);
+        // A read's answer is waited for (a decision, a call); a write is a projection.
+        let priority = if method == Method::GET || url.path().ends_with("/listRecords") {
+            Priority::Read
+        } else {
+            Priority::Write
+        };
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
             let granted = match slot.take() {
                 Some(s) => s,
-                None => self.budget.acquire().await,
+                None => self.budget.acquire_for(priority).await,
             };
             bump(&self.counters.requests, 1);
             let mut request = self
