@@ -10,7 +10,11 @@
 //!    30 and of 100.
 //!
 //! Each measurement also prints how long after each webhook's 202 the NCA double received
-//! its video's mix (the render latency: a mix must not wait on the video's Airtable writes).
+//! its video's mix (the render latency: a mix must not wait on the video's Airtable writes),
+//! split into the wait for the worker's decision and the rest, and when the base saw the
+//! burst's reads (the first-contact reads a decision waits on) with how many writes went
+//! before them. `AIRTABLE_BENCH_TIMELINE=1` lists every request of each burst. Each
+//! measurement starts one window after the previous one settled, on a budget at rest.
 //!
 //! Run: `cargo bench --bench airtable`.
 
@@ -50,6 +54,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// More than Airtable's window: after it, no earlier request holds a slot of the budget.
+const REST: Duration = Duration::from_millis(1100);
 const SECRET: &str = "bench-secret";
 
 fn client_for(d: &AirtableDouble) -> Records {
@@ -141,6 +147,8 @@ fn fixture(task_id: &str) -> Value {
 
 struct Server {
     url: String,
+    /// When the Airtable double began (its request log's times count from it).
+    airtable_epoch: SystemTime,
     client: reqwest::Client,
     _child: tokio::process::Child,
     _dir: tempfile::TempDir,
@@ -172,7 +180,11 @@ impl Server {
     }
 }
 
-async fn start_server(airtable: &AirtableDouble, nca: &NcaDouble, goapi: &GoapiDouble) -> Server {
+async fn start_server(
+    (airtable, airtable_epoch): (&AirtableDouble, SystemTime),
+    nca: &NcaDouble,
+    goapi: &GoapiDouble,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     // Outside --dev the service needs its public URL (and an admin token): a port chosen
     // now, so the URL can name it.
@@ -215,6 +227,7 @@ async fn start_server(airtable: &AirtableDouble, nca: &NcaDouble, goapi: &GoapiD
         .to_owned();
     Server {
         url,
+        airtable_epoch,
         // The operator's token with every request (webhooks ignore it).
         client: reqwest::Client::builder()
             .default_headers(
@@ -259,6 +272,10 @@ impl Server {
         label: &str,
         batch: &[(String, String)],
     ) {
+        // The previous measurement's requests keep their slots one window after their
+        // responses: a burst sent at once would first wait for them. Each measurement
+        // starts on a budget at rest, so that it shows its own requests and waits.
+        tokio::time::sleep(REST).await;
         let before = airtable.requests().len();
         let start = Instant::now();
         let acked = join_all(batch.iter().map(|(v, t)| self.complete(v, t))).await;
@@ -295,10 +312,92 @@ impl Server {
             latency[latency.len() / 2],
             latency[latency.len() - 1],
         );
+        self.where_the_time_went(airtable, before, &videos, &acked)
+            .await;
+    }
+
+    /// Splits the render latency in two: from the webhook's 202 to the worker's decision
+    /// (history), then from the decision to the mix at NCA; and shows where the base's
+    /// reads (the first-contact reads a decision waits on) fell among the burst's writes.
+    async fn where_the_time_went(
+        &self,
+        airtable: &AirtableDouble,
+        before: usize,
+        videos: &[String],
+        acked: &[SystemTime],
+    ) {
+        let mut decided = Vec::new();
+        for (v, acked) in videos.iter().zip(acked) {
+            let snapshot = self.video(v).await;
+            let Some(at) = snapshot["history"]
+                .as_array()
+                .and_then(|h| h.iter().find(|r| r["to"] == "adding_music"))
+                .and_then(|r| r["at"].as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let at = SystemTime::from(at);
+            decided.push(at.duration_since(*acked).unwrap_or_default().as_secs_f64());
+        }
+        decided.sort_by(f64::total_cmp);
+        if let (Some(median), Some(slowest)) = (decided.get(decided.len() / 2), decided.last()) {
+            println!(
+                "  {:<44} decided after the webhook's 202: median {median:.2} s, slowest {slowest:.2} s",
+                ""
+            );
+        }
+        let first_ack = acked.iter().min().copied().unwrap_or_else(SystemTime::now);
+        let since_ack = |at: Duration| {
+            (self.airtable_epoch + at)
+                .duration_since(first_ack)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_else(|e| -e.duration().as_secs_f64())
+        };
+        let requests = airtable.requests();
+        let burst = &requests[before.min(requests.len())..];
+        let is_read = |r: &airtable_double::LoggedRequest| {
+            r.method == "GET" || r.path.ends_with("/listRecords")
+        };
+        let reads: Vec<f64> = burst
+            .iter()
+            .filter(|r| is_read(r))
+            .map(|r| since_ack(r.at))
+            .collect();
+        if let Some(last_read) = reads.last() {
+            let writes_ahead = burst
+                .iter()
+                .filter(|r| !is_read(r) && since_ack(r.at) < *last_read)
+                .count();
+            println!(
+                "  {:<44} reads at the base after the first 202: {}; writes before the last read: {writes_ahead}",
+                "",
+                reads
+                    .iter()
+                    .map(|t| format!("{t:.2} s"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        if std::env::var_os("AIRTABLE_BENCH_TIMELINE").is_some() {
+            for r in burst {
+                println!(
+                    "    {:>7.3} s {:<6} {:<4} {:<16} {} record(s)",
+                    since_ack(r.at),
+                    r.method,
+                    r.status,
+                    r.table.as_deref().unwrap_or("-"),
+                    r.records
+                );
+            }
+        }
     }
 }
 
 async fn engine_started() {
+    // The double logs its requests' times from its start: this is that start, to within
+    // the few milliseconds the double takes to begin.
+    let epoch = SystemTime::now();
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let nca = NcaDouble::start().await;
     let goapi = GoapiDouble::start().await;
@@ -315,7 +414,7 @@ async fn engine_started() {
             )
         })
         .collect();
-    let server = start_server(&airtable, &nca, &goapi).await;
+    let server = start_server((&airtable, epoch), &nca, &goapi).await;
     // The engine starts every video's music job (GoAPI task created, job recorded).
     for v in &videos {
         server
@@ -354,6 +453,9 @@ async fn engine_started() {
 /// with a processing music_generation job bound to its GoAPI task, and the engine has never
 /// seen it.
 async fn external_jobs() {
+    // The double logs its requests' times from its start: this is that start, to within
+    // the few milliseconds the double takes to begin.
+    let epoch = SystemTime::now();
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let nca = NcaDouble::start().await;
     let goapi = GoapiDouble::start().await;
@@ -369,7 +471,7 @@ async fn external_jobs() {
             (video, task)
         })
         .collect();
-    let server = start_server(&airtable, &nca, &goapi).await;
+    let server = start_server((&airtable, epoch), &nca, &goapi).await;
     server
         .measure(&airtable, &nca, "one completed webhook, alone", &batch[..1])
         .await;

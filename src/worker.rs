@@ -46,6 +46,10 @@ pub async fn run(engine: Arc<Engine>) {
     // Videos a task of this worker is processing: a scan lists their entries until they
     // commit, but their lease is taken, so they are neither claimed nor read ahead.
     let running: Arc<Mutex<HashSet<RecordId>>> = Arc::default();
+    // First contacts read ahead and not used yet (the video was claimed elsewhere, or is
+    // still waiting for a slot here): kept while fresh, so that a video pending for a
+    // while is not read again at every scan (one batch per scan per replica otherwise).
+    let mut ahead: HashMap<RecordId, Prefetched> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(
         engine.settings.worker_concurrency,
@@ -72,22 +76,19 @@ pub async fn run(engine: Arc<Engine>) {
                         .and_then(|b| b.get(video).map(|(_, until)| *until > now))
                         .unwrap_or(false)
                 });
-                let mut ahead = {
+                ahead.retain(|_, r| r.at.elapsed() < PREFETCH_FRESH);
+                {
                     let busy = running.lock().map(|r| r.clone()).unwrap_or_default();
-                    let idle: Vec<&(RecordId, Vec<InboxEntry>)> =
-                        by_video.iter().filter(|(v, _)| !busy.contains(v)).collect();
-                    prefetch(&engine, &idle).await
-                };
-                let by_video: Vec<(RecordId, Work)> = by_video
-                    .into_iter()
-                    .map(|(video, list)| {
-                        let read = ahead.remove(&video);
-                        (video, (list, read))
-                    })
-                    .collect();
+                    let idle: Vec<&(RecordId, Vec<InboxEntry>)> = by_video
+                        .iter()
+                        .filter(|(v, _)| !busy.contains(v) && !ahead.contains_key(v))
+                        .collect();
+                    ahead.extend(prefetch(&engine, &idle).await);
+                }
                 // One lease per video across every replica: a video whose lease another
                 // task or replica holds is simply not ours this time round.
-                let spawn = |lease: Lease, permit, (list, read): Work| {
+                let spawn = |lease: Lease, permit, list: Vec<InboxEntry>| {
+                    let read = ahead.remove(lease.video());
                     let (engine, backoff) = (engine.clone(), backoff.clone());
                     let running = InFlight::enter(&running, lease.video());
                     tasks.spawn(async move {
@@ -134,9 +135,6 @@ pub async fn run(engine: Arc<Engine>) {
     // Finish in-flight videos: each entry either commits whole or stays pending.
     while tasks.join_next().await.is_some() {}
 }
-
-/// A video's entries of this scan, and its first contact when it was read ahead.
-type Work = (Vec<InboxEntry>, Option<Prefetched>);
 
 /// Marks a video as being processed by a task of this worker until dropped (also when the
 /// task panics).

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "retention and quarantine",
         include_str!("migrations/0005_retention_quarantine.sql"),
     ),
+    Migration::new(
+        6,
+        "airtable budget readers",
+        include_str!("migrations/0006_airtable_budget_readers.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]

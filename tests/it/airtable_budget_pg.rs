@@ -13,7 +13,7 @@ use futures::future::join_all;
 use reelstate::domain::RecordId;
 use reelstate::records::RecordBackend;
 use reelstate::records::airtable::AirtableBackend;
-use reelstate::records::airtable::budget::{LocalBudget, PgBudget, RequestBudget};
+use reelstate::records::airtable::budget::{LocalBudget, PgBudget, Priority, RequestBudget};
 use serde_json::json;
 use support::airtable_double::{AirtableDouble, DoubleConfig, config_for};
 use support::fields;
@@ -338,4 +338,44 @@ fn a_budget_with_a_lease_shorter_than_its_window_is_refused() {
         .is_err()
     );
     assert!(PgBudget::new(pool, "", 5, Duration::from_secs(1), Duration::from_secs(2)).is_err());
+}
+
+/// Priority across replicas: while writes of two replicas queue for the base's only slot,
+/// a read (on one of those replicas, behind its own writes) is granted first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_goes_ahead_of_the_writes_queued_on_every_replica() {
+    let Some(db) = support::pg::database().await else {
+        return;
+    };
+    migrated_pool(&db).await;
+    let window = Duration::from_millis(200);
+    let budget = |db: &TestDatabase| {
+        let pool = reelstate::pg::pool(&db.url, 2).unwrap();
+        Arc::new(PgBudget::new(pool, "appPRIORITY", 1, window, Duration::from_secs(3)).unwrap())
+    };
+    let (holder, b, c) = (budget(&db), budget(&db), budget(&db));
+    let held = holder.acquire_for(Priority::Write).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (label, budget, priority) in [
+        ("write b1", b.clone(), Priority::Write),
+        ("write c1", c.clone(), Priority::Write),
+        ("write b2", b.clone(), Priority::Write),
+        ("read b", b.clone(), Priority::Read),
+    ] {
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let slot = budget.acquire_for(priority).await;
+            order.lock().unwrap().push(label);
+            drop(slot);
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(held);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.first(), Some(&"read b"), "grant order {order:?}");
+    assert_eq!(order.len(), 4, "every write granted too: {order:?}");
 }

@@ -190,6 +190,27 @@ async fn three_replicas_complete_a_burst_through_a_kill_within_one_airtable_budg
         airtable.max_requests_in_any_second(),
         nca.submissions().len()
     );
+    // Where the requests went: reads and writes per table, and records per write.
+    let mut kinds: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for r in airtable.requests() {
+        let read = r.method == "GET" || r.path.ends_with("/listRecords");
+        let kind = format!(
+            "{} {}",
+            if read { "read" } else { "write" },
+            r.table.as_deref().unwrap_or("-")
+        );
+        let entry = kinds.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 += r.records;
+    }
+    eprintln!(
+        "replicas: requests (records) by kind: {}",
+        kinds
+            .iter()
+            .map(|(k, (n, records))| format!("{k} {n} ({records})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     assert!(
         airtable.max_requests_in_any_second() <= 5,
         "the base saw {} requests in one second",

@@ -16,14 +16,22 @@
 //! k's response arrived (which Airtable sent after receiving request k). So on Airtable's
 //! clock any window holds at most N requests, however requests are delayed on the way. The
 //! price is that a slow response holds its slot longer.
+//!
+//! Who goes first when requests queue for a slot ([`Priority`]): reads, because something
+//! waits on their answer (a decision on a video met for the first time, and through it the
+//! video's render), while a write is a projection nothing in the engine waits for. A read
+//! goes ahead of every queued write, except a write that has already waited
+//! [`WRITE_PATIENCE`]: then the write goes first, so that reads never starve writes. The
+//! order changes who gets the next slot, never how many slots there are.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::pg::PgError;
@@ -31,13 +39,34 @@ use crate::pg::PgError;
 /// The window Airtable counts its requests per base in.
 pub const AIRTABLE_WINDOW: Duration = Duration::from_secs(1);
 
+/// How long a queued write lets reads go ahead of it: once it has waited this long, it
+/// takes the next slot whatever reads are waiting. Two windows: in a burst a read still
+/// overtakes the writes queued ahead of it (each waits well under this at 5 requests a
+/// second), and under a flood of reads every write still goes out within a few seconds.
+pub const WRITE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Which queue a request waits in for its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A read: a decision (or a call) waits on its answer. Goes ahead of queued writes.
+    Read,
+    /// A write to the base: a projection, which nothing in the engine waits for.
+    Write,
+}
+
 /// Where a backend takes its request slots from.
 #[async_trait]
 pub trait RequestBudget: Send + Sync {
-    /// Waits until a request may be sent (a slot is free and no lockout holds) and grants
-    /// the slot. The request is sent while the [`Slot`] is held; dropping it when the
-    /// response has arrived starts the slot's last window.
-    async fn acquire(&self) -> Slot;
+    /// Waits until a request may be sent (a slot is free, no lockout holds, and no
+    /// request that goes before it by `priority` is waiting) and grants the slot. The
+    /// request is sent while the [`Slot`] is held; dropping it when the response has
+    /// arrived starts the slot's last window.
+    async fn acquire_for(&self, priority: Priority) -> Slot;
+
+    /// [`RequestBudget::acquire_for`] a write: the request waits in arrival order.
+    async fn acquire(&self) -> Slot {
+        self.acquire_for(Priority::Write).await
+    }
 
     /// After a 429 Airtable refuses the whole base for a while: nobody sharing this budget
     /// sends until then. A shorter lockout never shortens a longer one already running.
@@ -81,10 +110,162 @@ impl std::fmt::Debug for Slot {
     }
 }
 
-/// The in-process budget: a semaphore of N slots, a slot returned one window after the
-/// response of the request that used it arrived; a lockout clock of its own.
+/// N permits handed out reads first: a queued read goes before every queued write that has
+/// waited less than [`WRITE_PATIENCE`]; within each kind, in arrival order. The slots of
+/// [`LocalBudget`], and the turn to ask the database of [`PgBudget`].
+struct Turns {
+    state: Mutex<TurnState>,
+    patience: Duration,
+}
+
+#[derive(Default)]
+struct TurnState {
+    free: usize,
+    reads: VecDeque<oneshot::Sender<()>>,
+    /// Oldest first: a write that gave its turn back keeps its place by when it came.
+    writes: VecDeque<(Instant, oneshot::Sender<()>)>,
+}
+
+impl Turns {
+    fn new(permits: usize, patience: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(TurnState {
+                free: permits,
+                ..TurnState::default()
+            }),
+            patience,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a permit; `since` is when the request began waiting (a write's place).
+    async fn acquire(self: &Arc<Self>, priority: Priority, since: Instant) -> Turn {
+        loop {
+            let rx = {
+                let mut state = self.state();
+                if state.free > 0 {
+                    state.free -= 1;
+                    return Turn::granted(self);
+                }
+                let (tx, rx) = oneshot::channel();
+                match priority {
+                    Priority::Read => state.reads.push_back(tx),
+                    Priority::Write => {
+                        let at = state.writes.partition_point(|(t, _)| *t <= since);
+                        state.writes.insert(at, (since, tx));
+                    }
+                }
+                rx
+            };
+            let mut waiting = Waiting {
+                rx: Some(rx),
+                turns: self.clone(),
+            };
+            let handed = match waiting.rx.as_mut() {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            waiting.rx = None;
+            // A sender is only dropped unsent when its waiter had gone; never a permit
+            // made out of nothing.
+            if handed {
+                return Turn::granted(self);
+            }
+        }
+    }
+
+    /// Whether a read waits for a permit (a write holding one may then give it back).
+    fn reads_waiting(&self) -> bool {
+        self.state().reads.iter().any(|tx| !tx.is_closed())
+    }
+
+    /// Hands a returned permit to the next waiter, or keeps it free.
+    fn release(&self) {
+        let mut state = self.state();
+        loop {
+            let write_is_due = state
+                .writes
+                .front()
+                .is_some_and(|(since, _)| since.elapsed() >= self.patience);
+            let next = if write_is_due {
+                state.writes.pop_front().map(|(_, tx)| tx)
+            } else {
+                state
+                    .reads
+                    .pop_front()
+                    .or_else(|| state.writes.pop_front().map(|(_, tx)| tx))
+            };
+            match next {
+                // A waiter that gave up (its future dropped) is skipped.
+                Some(tx) => {
+                    if tx.send(()).is_ok() {
+                        return;
+                    }
+                }
+                None => {
+                    state.free += 1;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A granted permit of [`Turns`]; dropping it releases it at once.
+struct Turn {
+    turns: Arc<Turns>,
+    kept: bool,
+}
+
+impl Turn {
+    fn granted(turns: &Arc<Turns>) -> Self {
+        Self {
+            turns: turns.clone(),
+            kept: false,
+        }
+    }
+
+    /// Keeps the permit out of its [`Turns`] until `release` runs (a slot's last window).
+    fn keep(mut self) -> Arc<Turns> {
+        self.kept = true;
+        self.turns.clone()
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.turns.release();
+        }
+    }
+}
+
+/// A waiter's place in the queue. Dropped before its permit arrived (the acquiring
+/// future was cancelled), it gives back a permit handed to it in the meantime.
+struct Waiting {
+    rx: Option<oneshot::Receiver<()>>,
+    turns: Arc<Turns>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.turns.release();
+            }
+        }
+    }
+}
+
+/// The in-process budget: N slots handed out reads first ([`Priority`]), a slot returned
+/// one window after the response of the request that used it arrived; a lockout clock of
+/// its own.
 pub struct LocalBudget {
-    slots: Arc<Semaphore>,
+    slots: Arc<Turns>,
     window: Duration,
     locked_until: Mutex<Option<Instant>>,
 }
@@ -96,8 +277,13 @@ impl LocalBudget {
     }
 
     pub fn with_window(requests_per_window: u32, window: Duration) -> Self {
+        Self::with_patience(requests_per_window, window, WRITE_PATIENCE)
+    }
+
+    /// [`LocalBudget::with_window`] whose writes let reads go ahead for `patience` (tests).
+    pub fn with_patience(requests_per_window: u32, window: Duration, patience: Duration) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(requests_per_window.max(1) as usize)),
+            slots: Turns::new(requests_per_window.max(1) as usize, patience),
             window,
             locked_until: Mutex::new(None),
         }
@@ -111,27 +297,27 @@ impl LocalBudget {
 
 #[async_trait]
 impl RequestBudget for LocalBudget {
-    async fn acquire(&self) -> Slot {
+    async fn acquire_for(&self, priority: Priority) -> Slot {
+        let since = Instant::now();
         loop {
             if let Some(end) = self.lockout_end() {
                 tokio::time::sleep_until(end).await;
             }
-            // The semaphore is never closed, so this only fails if that invariant broke;
-            // then sending unthrottled is better than never sending.
-            let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                return Slot::untracked();
-            };
+            let turn = self.slots.acquire(priority, since).await;
             // A lockout may have begun while we queued for the slot; then the slot was not
-            // used and goes straight back (the permit drops here).
+            // used and goes straight back (the turn drops here).
             if self.lockout_end().is_none() {
-                let window = self.window;
+                let (window, slots) = (self.window, turn.keep());
                 return Slot::new(move || {
-                    // Outside a runtime (shutdown) nothing else will send requests anyway.
-                    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                        handle.spawn(async move {
-                            tokio::time::sleep(window).await;
-                            drop(permit);
-                        });
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(handle) => {
+                            handle.spawn(async move {
+                                tokio::time::sleep(window).await;
+                                slots.release();
+                            });
+                        }
+                        // Outside a runtime (shutdown) nothing else will send requests.
+                        Err(_) => slots.release(),
                     }
                 });
             }
@@ -162,6 +348,10 @@ const FIRST_FAILURE_PAUSE: Duration = Duration::from_millis(50);
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(2);
 /// Releases tried before the slot is left to its lease.
 const RELEASE_ATTEMPTS: u32 = 3;
+/// How long a waiting read's row holds writes back unless the read asks again: several
+/// of its polls, so that a live read keeps it; a read gone (cancelled, its replica dead)
+/// holds nobody back for longer.
+const READER_TTL: Duration = Duration::from_millis(500);
 /// The margin [`PgBudget::for_airtable`] adds to a request's longest life in its lease:
 /// between the claim and the send (gathering a batch, building the request) and between the
 /// response and the release.
@@ -189,6 +379,13 @@ pub enum BudgetError {
 /// lease (the HTTP client's timeout bounds it: see [`PgBudget::for_airtable`]). A replica
 /// that dies holding a slot, or cannot release it, loses it when the lease ends.
 ///
+/// Priority ([`Priority`]): a read that finds no free slot registers itself in
+/// `airtable_budget_readers` (migration 6) until granted, renewing its row with each claim
+/// (it expires after [`READER_TTL`]); a write claims nothing while a live read is
+/// registered, unless it has already waited its patience ([`WRITE_PATIENCE`]). In the
+/// process, waiters take turns to ask the database reads first, and a write whose turn it
+/// is gives the turn back when a read of this replica queues behind it.
+///
 /// Failure policy: the database decides, so when it cannot be reached `acquire` waits
 /// (logging, retrying with a pause that grows to 2 s) rather than send unthrottled: every
 /// replica would then spend the full budget and the base would be locked out for all of
@@ -200,9 +397,11 @@ pub struct PgBudget {
     window_us: i64,
     lease_us: i64,
     rows_ready: AtomicBool,
-    /// One task per process asks the database at a time; the others queue here, in order,
-    /// so that a burst of waiters is one poll every 50 ms, not one each.
-    turn: tokio::sync::Mutex<()>,
+    /// One task per process asks the database at a time; the others queue here, reads
+    /// first, so that a burst of waiters is one poll every 50 ms, not one each.
+    turn: Arc<Turns>,
+    patience: Duration,
+    reader_ttl_us: i64,
     /// A lockout this replica saw but could not write to the database.
     local_lockout: Mutex<Option<Instant>>,
 }
@@ -241,7 +440,9 @@ impl PgBudget {
                 "the lease ({lease:?}) must be longer than the window ({window:?})"
             )));
         }
-        let (Some(window_us), Some(lease_us)) = (micros(window), micros(lease)) else {
+        let (Some(window_us), Some(lease_us), Some(reader_ttl_us)) =
+            (micros(window), micros(lease), micros(READER_TTL))
+        else {
             return Err(BudgetError::Config("window or lease out of range".into()));
         };
         Ok(Self {
@@ -251,9 +452,19 @@ impl PgBudget {
             window_us,
             lease_us,
             rows_ready: AtomicBool::new(false),
-            turn: tokio::sync::Mutex::new(()),
+            turn: Turns::new(1, WRITE_PATIENCE),
+            patience: WRITE_PATIENCE,
+            reader_ttl_us,
             local_lockout: Mutex::new(None),
         })
+    }
+
+    /// This budget with writes letting reads go ahead for `patience` instead of
+    /// [`WRITE_PATIENCE`] (tests).
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.turn = Turns::new(1, patience);
+        self.patience = patience;
+        self
     }
 
     /// The budget an [`AirtableBackend`](super::AirtableBackend) with `cfg` needs:
@@ -278,8 +489,14 @@ impl PgBudget {
         guard.filter(|t| *t > Instant::now())
     }
 
-    /// One attempt: a slot, or how long to wait before the next attempt.
-    async fn try_claim(&self) -> Result<Claim, PgError> {
+    /// One attempt: a slot, or how long to wait before the next attempt. `reader`: the
+    /// waiting read's id, registered while it waits; `ahead_of_reads`: whether the claim
+    /// may take a slot a registered read waits for (reads, and writes past their patience).
+    async fn try_claim(
+        &self,
+        reader: Option<&str>,
+        ahead_of_reads: bool,
+    ) -> Result<Claim, PgError> {
         let client = self.pool.get().await?;
         if !self.rows_ready.load(Ordering::Acquire) {
             // Replicas configured with fewer slots simply never use the higher ones; the
@@ -295,13 +512,18 @@ impl PgBudget {
             self.rows_ready.store(true, Ordering::Release);
         }
         let holder = uuid::Uuid::new_v4().simple().to_string();
-        // One statement, so the lockout check and the claim see one instant. The hints
-        // (the lockout's end, the earliest slot's end) come from the same snapshot.
+        // One statement, so the lockout check, the waiting reads and the claim see one
+        // instant. The hints (the lockout's end, the earliest slot's end) come from the
+        // same snapshot. A read that gets nothing registers (or renews) itself; one granted
+        // leaves; rows of reads long gone are swept on the way.
         let claim = client
             .prepare_cached(
                 "WITH lockout AS (
                      SELECT locked_until FROM airtable_budget_lockouts
                      WHERE base = $1 AND locked_until > now()
+                 ), readers AS (
+                     SELECT 1 FROM airtable_budget_readers
+                     WHERE base = $1 AND until > now() AND waiter IS DISTINCT FROM $6
                  ), claimed AS (
                      UPDATE airtable_budget_slots
                      SET busy_until = now() + $3::bigint * interval '1 microsecond',
@@ -310,31 +532,58 @@ impl PgBudget {
                          SELECT slot FROM airtable_budget_slots
                          WHERE base = $1 AND slot < $2 AND busy_until <= now()
                            AND NOT EXISTS (SELECT 1 FROM lockout)
+                           AND ($5 OR NOT EXISTS (SELECT 1 FROM readers))
                          ORDER BY busy_until, slot
                          LIMIT 1
                          FOR UPDATE SKIP LOCKED
                      )
                      RETURNING slot
+                 ), waiting AS (
+                     INSERT INTO airtable_budget_readers (base, waiter, until)
+                     SELECT $1, $6, now() + $7::bigint * interval '1 microsecond'
+                     WHERE $6 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM claimed)
+                     ON CONFLICT (base, waiter) DO UPDATE SET until = EXCLUDED.until
+                 ), served AS (
+                     DELETE FROM airtable_budget_readers
+                     WHERE base = $1
+                       AND ((waiter = $6 AND EXISTS (SELECT 1 FROM claimed))
+                            OR (until < now() - interval '1 minute'
+                                AND waiter IS DISTINCT FROM $6))
                  )
                  SELECT (SELECT slot FROM claimed),
                         EXTRACT(EPOCH FROM (SELECT locked_until FROM lockout) - now())::float8,
                         EXTRACT(EPOCH FROM GREATEST(
                             (SELECT min(busy_until) FROM airtable_budget_slots
                              WHERE base = $1 AND slot < $2),
-                            now()) - now())::float8",
+                            now()) - now())::float8,
+                        NOT $5 AND EXISTS (SELECT 1 FROM readers)",
             )
             .await?;
         let row = client
-            .query_one(&claim, &[&self.base, &self.slots, &self.lease_us, &holder])
+            .query_one(
+                &claim,
+                &[
+                    &self.base,
+                    &self.slots,
+                    &self.lease_us,
+                    &holder,
+                    &ahead_of_reads,
+                    &reader,
+                    &self.reader_ttl_us,
+                ],
+            )
             .await?;
         let slot: Option<i32> = row.try_get(0)?;
         let locked_for: Option<f64> = row.try_get(1)?;
         let next_free: Option<f64> = row.try_get(2)?;
+        let behind_reads: bool = row.try_get(3)?;
         if let Some(slot) = slot {
             return Ok(Claim::Granted { slot, holder });
         }
         let nap = match (locked_for, next_free) {
             (Some(l), _) => seconds(l).min(MAX_LOCKOUT_NAP),
+            // The free slot is a waiting read's: it takes it at its next poll.
+            (None, Some(_)) if behind_reads => POLL,
             (None, Some(f)) => seconds(f).min(POLL),
             (None, None) => {
                 // The base's rows are gone (a schema reset): make them again.
@@ -411,17 +660,31 @@ async fn release(pool: Pool, base: String, slot: i32, holder: String, window_us:
 
 #[async_trait]
 impl RequestBudget for PgBudget {
-    async fn acquire(&self) -> Slot {
-        let _turn = self.turn.lock().await;
+    async fn acquire_for(&self, priority: Priority) -> Slot {
+        let since = Instant::now();
+        let reader =
+            (priority == Priority::Read).then(|| uuid::Uuid::new_v4().simple().to_string());
+        let mut turn = self.turn.acquire(priority, since).await;
         let mut failures: u32 = 0;
         loop {
             if let Some(end) = self.local_lockout_end() {
                 tokio::time::sleep_until(end).await;
                 continue;
             }
+            let ahead_of_reads = priority == Priority::Read || since.elapsed() >= self.patience;
+            if !ahead_of_reads && self.turn.reads_waiting() {
+                // A read of this replica waits behind this write: it asks first.
+                drop(turn);
+                turn = self.turn.acquire(priority, since).await;
+                continue;
+            }
             // A claim cut short may still have committed: that slot then waits for its
             // lease, which is safe.
-            let attempt = tokio::time::timeout(CLAIM_TIMEOUT, self.try_claim()).await;
+            let attempt = tokio::time::timeout(
+                CLAIM_TIMEOUT,
+                self.try_claim(reader.as_deref(), ahead_of_reads),
+            )
+            .await;
             let error = match attempt {
                 Ok(Ok(Claim::Granted { slot, holder })) => {
                     if failures > 0 {
@@ -476,5 +739,126 @@ impl RequestBudget for PgBudget {
                 _ => tokio::time::sleep(FIRST_FAILURE_PAUSE * attempt).await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues `waiters` on `budget` one after the other (each `gap` after the one before,
+    /// so their arrival order is fixed) while `held` holds every slot, then lets `held`
+    /// go; answers the labels in the order their slots were granted. Each grantee gives
+    /// its slot back at once.
+    async fn grant_order(
+        budget: Arc<LocalBudget>,
+        held: Vec<Slot>,
+        waiters: &[(&'static str, Priority)],
+        gap: Duration,
+    ) -> Vec<&'static str> {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (label, priority) in waiters.iter().copied() {
+            let (budget, order) = (budget.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let slot = budget.acquire_for(priority).await;
+                order.lock().unwrap().push(label);
+                drop(slot);
+            }));
+            tokio::time::sleep(gap).await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        order.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_read_is_granted_before_the_writes_queued_ahead_of_it() {
+        let budget = Arc::new(LocalBudget::with_window(1, Duration::from_millis(30)));
+        let held = vec![budget.acquire_for(Priority::Write).await];
+        let order = grant_order(
+            budget,
+            held,
+            &[
+                ("write 1", Priority::Write),
+                ("write 2", Priority::Write),
+                ("read", Priority::Read),
+                ("write 3", Priority::Write),
+            ],
+            Duration::from_millis(5),
+        )
+        .await;
+        assert_eq!(order, ["read", "write 1", "write 2", "write 3"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waited_its_patience_goes_before_the_reads() {
+        let window = Duration::from_millis(20);
+        let patience = Duration::from_millis(300);
+        let budget = Arc::new(LocalBudget::with_patience(1, window, patience));
+        let held = vec![budget.acquire_for(Priority::Write).await];
+        let mut waiters = vec![("write", Priority::Write)];
+        waiters.extend(std::iter::repeat_n(("read", Priority::Read), 40));
+        let order = grant_order(budget, held, &waiters, Duration::ZERO).await;
+        // The reads went first until the write had waited 300 ms: some of them, not all
+        // forty (reads alone take 800 ms: one every 20 ms).
+        let at = order.iter().position(|l| *l == "write").unwrap();
+        assert!(at > 0 && at < 30, "the write was granted {at}th: {order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_budget_never_grants_more_slots_than_it_has_whatever_the_order() {
+        let window = Duration::from_millis(50);
+        let budget = Arc::new(LocalBudget::with_window(2, window));
+        let granted = Arc::new(Mutex::new(Vec::<Instant>::new()));
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let (budget, granted) = (budget.clone(), granted.clone());
+                let priority = if i % 3 == 0 {
+                    Priority::Read
+                } else {
+                    Priority::Write
+                };
+                tokio::spawn(async move {
+                    let slot = budget.acquire_for(priority).await;
+                    granted.lock().unwrap().push(Instant::now());
+                    drop(slot);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut at = granted.lock().unwrap().clone();
+        at.sort();
+        // Two slots, each busy one window after its release: any three grants span a
+        // window at least.
+        for w in at.windows(3) {
+            assert!(
+                w[2] - w[0] >= window,
+                "three grants within {:?}",
+                w[2] - w[0]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_no_slot_behind() {
+        let window = Duration::from_millis(20);
+        let budget = Arc::new(LocalBudget::with_window(1, window));
+        let held = budget.acquire_for(Priority::Write).await;
+        // A read queues, is handed the slot while nobody polls it, and is dropped.
+        let mut gave_up = budget.acquire_for(Priority::Read);
+        assert!(futures::poll!(&mut gave_up).is_pending());
+        drop(held);
+        tokio::time::sleep(window * 3).await;
+        drop(gave_up);
+        let again = tokio::time::timeout(window, budget.acquire_for(Priority::Write)).await;
+        assert!(
+            again.is_ok(),
+            "the slot handed to a waiter that gave up was lost"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use super::budget::{RequestBudget, Slot};
+use super::budget::{Priority, RequestBudget, Slot};
 use super::config::AirtableConfig;
 use crate::backoff::Backoff;
 use crate::records::RecordsError;
@@ -122,12 +122,18 @@ impl Shared {
         repeat: Repeat,
     ) -> Result<Value, RecordsError> {
         let max_attempts = self.cfg.max_attempts.max(1);
+        // A read's answer is waited for (a decision, a call); a write is a projection.
+        let priority = if method == Method::GET || url.path().ends_with("/listRecords") {
+            Priority::Read
+        } else {
+            Priority::Write
+        };
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
             let granted = match slot.take() {
                 Some(s) => s,
-                None => self.budget.acquire().await,
+                None => self.budget.acquire_for(priority).await,
             };
             bump(&self.counters.requests, 1);
             let mut request = self

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::AirtableBackend;
-use super::budget::Slot;
+use super::budget::{Priority, Slot};
 use super::read::parse_records;
 use super::request::{Repeat, Shared, bump, unexpected};
 use crate::records::{Fields, Record, RecordsError, Write};
@@ -151,7 +151,7 @@ async fn drain(shared: Arc<Shared>, table: String, mut rx: mpsc::UnboundedReceiv
                 None => return,
             }
         }
-        let slot = shared.budget.acquire().await;
+        let slot = shared.budget.acquire_for(Priority::Write).await;
         // Writes started together with this one get to join its request: a few
         // milliseconds are nothing next to Airtable's round trip, and a request saved is
         // a fifth of a second of the base's budget.
