@@ -117,12 +117,32 @@ pub trait Outbox: Send + Sync {
         &self,
         effect_id: &str,
         follow_up: Option<NewEntry>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.finish_effect(effect_id, EffectState::Done, None, follow_up)
+            .await
+    }
     /// Records an effect as failed for good (replayable), with its follow-up event.
     async fn effect_failed_with(
         &self,
         effect_id: &str,
         error: &str,
+        follow_up: Option<NewEntry>,
+    ) -> Result<(), StoreError> {
+        self.finish_effect(
+            effect_id,
+            EffectState::Failed,
+            Some(error.to_owned()),
+            follow_up,
+        )
+        .await
+    }
+    /// What the two above share: a pending effect moved to its final `state` (done or
+    /// failed) with its follow-up entry, in one transaction.
+    async fn finish_effect(
+        &self,
+        effect_id: &str,
+        state: EffectState,
+        error: Option<String>,
         follow_up: Option<NewEntry>,
     ) -> Result<(), StoreError>;
     async fn effect_retry_later(

@@ -13,7 +13,8 @@ use crate::store::{
     split_readable,
 };
 
-impl PgStore {
+#[async_trait::async_trait]
+impl Outbox for PgStore {
     async fn finish_effect(
         &self,
         effect_id: &str,
@@ -42,10 +43,7 @@ impl PgStore {
         tx.commit().await?;
         Ok(())
     }
-}
 
-#[async_trait::async_trait]
-impl Outbox for PgStore {
     async fn due_effects(
         &self,
         now: DateTime<Utc>,
@@ -92,30 +90,6 @@ impl Outbox for PgStore {
         )
         .await?;
         Ok(row.try_get(0)?)
-    }
-
-    async fn effect_done_with(
-        &self,
-        effect_id: &str,
-        follow_up: Option<NewEntry>,
-    ) -> Result<(), StoreError> {
-        self.finish_effect(effect_id, EffectState::Done, None, follow_up)
-            .await
-    }
-
-    async fn effect_failed_with(
-        &self,
-        effect_id: &str,
-        error: &str,
-        follow_up: Option<NewEntry>,
-    ) -> Result<(), StoreError> {
-        self.finish_effect(
-            effect_id,
-            EffectState::Failed,
-            Some(error.to_owned()),
-            follow_up,
-        )
-        .await
     }
 
     async fn effect_retry_later(

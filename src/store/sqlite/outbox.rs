@@ -13,7 +13,8 @@ use crate::store::{
     split_readable,
 };
 
-impl SqliteStore {
+#[async_trait::async_trait]
+impl Outbox for SqliteStore {
     async fn finish_effect(
         &self,
         effect_id: &str,
@@ -51,10 +52,7 @@ impl SqliteStore {
         })
         .await
     }
-}
 
-#[async_trait::async_trait]
-impl Outbox for SqliteStore {
     /// The first pending effect of each video whose time has come, oldest first: a
     /// video's effects run one at a time, in the order they were decided.
     async fn due_effects(
@@ -101,33 +99,6 @@ impl Outbox for SqliteStore {
             )?;
             s.map(|s| parse_ts(&s)).transpose()
         })
-        .await
-    }
-
-    /// Marks an effect done and stores what it produced, in one transaction: this is
-    /// what makes an effect's result count once even if the process dies right after.
-    async fn effect_done_with(
-        &self,
-        effect_id: &str,
-        follow_up: Option<NewEntry>,
-    ) -> Result<(), StoreError> {
-        self.finish_effect(effect_id, EffectState::Done, None, follow_up)
-            .await
-    }
-
-    /// Records an effect as failed for good (replayable), with its follow-up event.
-    async fn effect_failed_with(
-        &self,
-        effect_id: &str,
-        error: &str,
-        follow_up: Option<NewEntry>,
-    ) -> Result<(), StoreError> {
-        self.finish_effect(
-            effect_id,
-            EffectState::Failed,
-            Some(error.to_owned()),
-            follow_up,
-        )
         .await
     }
 
