@@ -125,6 +125,19 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU time (user + system, every thread) the process has used so far, in seconds:
+/// `/proc/<pid>/stat` fields 14 and 15, in clock ticks of `USER_HZ`, which the kernel fixes
+/// at 100 for /proc on x86 and ARM.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn print(label: &str, f: &Figures) {
     println!(
         "{label:<28} sent {:>7}  ack/s {:>8.0}  accepted {:>7}  duplicates {:>6}  errors {:>4}  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
@@ -203,8 +216,28 @@ async fn main() {
     );
     let warm = drive(url.clone(), concurrency, Duration::from_secs(1), 0).await;
     let _ = warm;
+    let cpu_before = cpu_secs(pid);
     let real = drive(url.clone(), concurrency, Duration::from_secs(secs), 1 << 40).await;
+    let cpu = cpu_before.zip(cpu_secs(pid)).map(|(a, b)| b - a);
     print("reelstate (durable accept)", &real);
+    // CPU per acknowledged webhook (intake plus whatever background work ran meanwhile):
+    // far less sensitive to other load on the machine than the rate.
+    if let Some(cpu) = cpu {
+        let acks = (real.accepted + real.duplicates).max(1) as f64;
+        println!(
+            "reelstate CPU               {cpu:.2} s over {:.1} s ({:.0}% of one core), {:.0} µs per ack",
+            real.secs,
+            100.0 * cpu / real.secs,
+            1e6 * cpu / acks
+        );
+    }
+    if !db.starts_with("postgres") {
+        let wal = std::fs::metadata(format!("{db}-wal")).map_or(0, |m| m.len());
+        println!(
+            "reelstate WAL file          {:.1} MiB at the end",
+            wal as f64 / 1048576.0
+        );
+    }
     println!(
         "reelstate peak RSS          {} MiB",
         peak_rss_kib(pid).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
