@@ -201,14 +201,48 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
         assert!(!video.fields.contains_key("Status"));
     }
 
-    // Every delivery has its Webhook Events record, once.
+    // Every acknowledged delivery has its Webhook Events record, once. A delivery whose
+    // connection died with the killed process (no answer) may have been stored before the
+    // kill, and is then on record too (its retry is a second delivery, recorded as a
+    // duplicate): such deliveries may add a record each, never more.
     let events = airtable.records("Webhook Events");
-    let deliveries = goapi.deliveries_acknowledged() + nca.callbacks_acknowledged();
-    assert_eq!(
-        events.len(),
-        deliveries,
-        "one Webhook Events record per delivery: {events:#?}"
+    let acknowledged = goapi.deliveries_acknowledged() + nca.callbacks_acknowledged();
+    let in_doubt = goapi
+        .deliveries()
+        .iter()
+        .filter(|d| d.answered.is_none())
+        .count()
+        + nca
+            .callbacks_sent()
+            .iter()
+            .filter(|c| c.answered.is_none())
+            .count();
+    assert!(
+        acknowledged <= events.len() && events.len() <= acknowledged + in_doubt,
+        "one Webhook Events record per delivery ({acknowledged} acknowledged, {in_doubt} unanswered; GoAPI deliveries not acknowledged: {:?}): {events:#?}",
+        goapi
+            .deliveries()
+            .iter()
+            .filter(|d| !d.answered.is_some_and(|s| s < 300))
+            .map(|d| (&d.task_id, &d.status, d.attempt, d.answered))
+            .collect::<Vec<_>>()
     );
+    for d in goapi
+        .deliveries()
+        .iter()
+        .filter(|d| d.answered.is_some_and(|s| s < 300))
+    {
+        assert!(
+            events.iter().any(|e| e.fields["Raw Payload"]
+                .as_str()
+                .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+                .is_some_and(|raw| raw["data"]["task_id"] == d.task_id.as_str()
+                    && raw["data"]["status"] == d.status.as_str())),
+            "the acknowledged delivery of {} ({}) is on record: {events:#?}",
+            d.task_id,
+            d.status
+        );
+    }
     let numbers: BTreeSet<u64> = events
         .iter()
         .filter_map(|e| e.fields["Event ID"].as_u64())
