@@ -223,7 +223,7 @@ async fn a_whole_lifecycle_on_the_production_base_by_a_generated_mapping_loses_n
         goapi
             .deliveries()
             .iter()
-            .filter(|d| !d.answered.is_some_and(|s| s < 300))
+            .filter(|d| d.answered.is_none_or(|s| s >= 300))
             .map(|d| (&d.task_id, &d.status, d.attempt, d.answered))
             .collect::<Vec<_>>()
     );
