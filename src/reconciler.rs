@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::domain::JobType;
 use crate::engine::Engine;
@@ -113,7 +112,7 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
         };
         if let Some(event) = event {
             let entry = NewEntry {
-                event_id: Uuid::new_v4(),
+                event_id: crate::store::new_event_id(),
                 video_id: job.video_id.clone(),
                 source: Source::Engine,
                 endpoint: "reconcile".into(),

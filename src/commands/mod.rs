@@ -99,7 +99,7 @@ async fn submit(
     endpoint: &str,
     body: String,
 ) -> Result<Submitted, StoreError> {
-    let event_id = Uuid::new_v4();
+    let event_id = crate::store::new_event_id();
     let rx = engine.commands.register(event_id);
     let entry = NewEntry {
         event_id,

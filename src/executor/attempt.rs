@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
-use uuid::Uuid;
 
 use super::EffectError;
 use super::calls::{Prepared, external_job, prepare_external};
@@ -150,7 +149,7 @@ pub(super) async fn run_one(
 /// (a retried commit) stores it once.
 pub(super) fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntry {
     NewEntry {
-        event_id: Uuid::new_v4(),
+        event_id: crate::store::new_event_id(),
         video_id: e.video_id.clone(),
         source: Source::Engine,
         endpoint: format!("effect/{}", e.effect.kind()),

@@ -188,7 +188,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
             }
         };
         let entry = NewEntry {
-            event_id: Uuid::new_v4(),
+            event_id: crate::store::new_event_id(),
             video_id: video.clone(),
             source,
             endpoint: "/webhooks/goapi".into(),
@@ -240,7 +240,7 @@ pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiErr
             parse_nca(&req.body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
         hook.update.named_job = named_job(req, verified.is_ok())?;
         let entry = NewEntry {
-            event_id: Uuid::new_v4(),
+            event_id: crate::store::new_event_id(),
             video_id: video.clone(),
             source,
             endpoint: "/webhooks/nca-toolkit".into(),

@@ -55,6 +55,13 @@ pub enum Payload {
     Duplicate { of: Uuid },
 }
 
+/// A new inbox entry's id. Time-ordered (UUIDv7), so that the inbox's unique index on
+/// event ids grows at its end: a random id puts every accept on its own index page, one
+/// more page for each accept to write to the log, flush and checkpoint.
+pub fn new_event_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 /// A webhook or command to be stored before it is acknowledged.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
