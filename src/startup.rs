@@ -44,7 +44,8 @@ pub enum StartupError {
 /// Where the engine's state lives, for the parts kept beside it (records without Airtable,
 /// the Airtable request budget).
 enum Home {
-    File(std::path::PathBuf),
+    /// The store's file, and its write gate, which the embedded records take too.
+    File(std::path::PathBuf, crate::store::WriteGate),
     Shared(PgStore),
 }
 
@@ -83,10 +84,11 @@ impl Application {
             source,
         };
         let (store, home): (Arc<dyn Store>, Home) = match &settings.db {
-            Database::Sqlite(path) => (
-                Arc::new(SqliteStore::open(path).map_err(store_error)?),
-                Home::File(path.clone()),
-            ),
+            Database::Sqlite(path) => {
+                let sqlite = SqliteStore::open(path).map_err(store_error)?;
+                let gate = sqlite.write_gate();
+                (Arc::new(sqlite), Home::File(path.clone(), gate))
+            }
             Database::Postgres(url) => {
                 let pg = PgStore::connect(url, settings.lease)
                     .await
@@ -112,7 +114,7 @@ impl Application {
                             .map_err(|e| StartupError::Config(e.to_string()))?;
                         AirtableBackend::with_budget(cfg, Arc::new(budget))?
                     }
-                    Home::File(_) => AirtableBackend::new(cfg)?,
+                    Home::File(..) => AirtableBackend::new(cfg)?,
                 };
                 Some(Arc::new(backend))
             }
@@ -120,7 +122,11 @@ impl Application {
         };
         let backend: Arc<dyn RecordBackend> = match (&airtable, &home) {
             (Some(a), _) => a.clone(),
-            (None, Home::File(path)) => Arc::new(SqliteRecords::open(path, &settings.mapping)?),
+            (None, Home::File(path, gate)) => Arc::new(SqliteRecords::open_sharing(
+                path,
+                &settings.mapping,
+                gate.clone(),
+            )?),
             (None, Home::Shared(pg)) => {
                 Arc::new(PgRecords::new(pg.pool().clone(), &settings.mapping)?)
             }
@@ -191,7 +197,7 @@ impl Application {
             return Ok(None);
         };
         e.enqueue(crate::store::NewEntry {
-            event_id: uuid::Uuid::new_v4(),
+            event_id: crate::store::new_event_id(),
             video_id: video.clone(),
             source: crate::store::Source::Api,
             endpoint: "/videos/music".into(),

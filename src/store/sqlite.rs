@@ -7,6 +7,7 @@
 //! depths, overview, retention); this file opens the store and runs calls on its
 //! connections.
 
+mod checkpoint;
 mod group_commit;
 mod inbox;
 mod maintenance;
@@ -90,10 +91,30 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
 }
 
+/// The file's one write lock, taken in-process: the store's writer, the checkpointer's
+/// catch-up and the embedded records' connection (which writes the same file) hold it for
+/// the length of their write transactions. Without it they take turns at SQLite's lock by
+/// polling (`busy_wait`), each wait rounded up to a step; with it the next in line goes
+/// as soon as the lock is free. Holds no data, so a panic while it is held leaves nothing
+/// to distrust: it is taken whatever the poisoning.
+#[derive(Clone, Default)]
+pub struct WriteGate(Arc<Mutex<()>>);
+
+impl WriteGate {
+    /// Waits for the lock; it is held until the guard is dropped.
+    pub fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     /// All writes go through this connection (SQLite has one writer anyway).
     conn: Arc<Mutex<Connection>>,
+    /// Held around every use of `conn` (see [`WriteGate`]).
+    gate: WriteGate,
     /// Reads use their own connection: in WAL mode they never wait for the writer.
     reader: Arc<Mutex<Connection>>,
     /// Intake's group commit: concurrent accepts share one transaction.
@@ -103,6 +124,8 @@ pub struct SqliteStore {
     /// Flushes the WAL after the commits that promise something, off the writer
     /// connection (None in memory, where `durably` stands in).
     wal: Option<wal_sync::WalSync>,
+    /// Checkpoints the WAL off the commits (None in memory, where there is no WAL).
+    checkpoints: Option<checkpoint::Checkpointer>,
     /// One process owns an embedded store, so its leases live in memory.
     leases: LocalLeases,
     /// The exclusive lock that makes this process the file's only owner, held as long as
@@ -131,7 +154,7 @@ impl SqliteStore {
         wal.push("-wal");
         let wal = flusher(wal.into())
             .map_err(|e| StoreError::Join(format!("starting the WAL flusher: {e}")))?;
-        let mut store = Self::assemble(conn, Some(reader), Some(wal));
+        let mut store = Self::assemble(conn, Some((reader, wal, path)))?;
         store._owner = Some(Arc::new(owner));
         Ok(store)
     }
@@ -147,12 +170,18 @@ impl SqliteStore {
         Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)
     }
 
+    /// The gate that another connection writing this file (the embedded records) takes
+    /// around its write transactions.
+    pub fn write_gate(&self) -> WriteGate {
+        self.gate.clone()
+    }
+
     /// One connection for everything (a second in-memory connection would be another
     /// database).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut conn = Self::configure(Connection::open_in_memory()?)?;
         migrate(&mut conn)?;
-        Ok(Self::assemble(conn, None, None))
+        Self::assemble(conn, None)
     }
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
@@ -165,23 +194,41 @@ impl SqliteStore {
         // kill -9 (docs/operations.md).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
+        // Checkpoints are the checkpointer's (`checkpoint`), never a commit's.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(conn)
     }
 
+    /// The store around its writer `conn`; on a file, with its reader connection, its WAL
+    /// flusher and a checkpointer (in memory the writer is the only connection).
     fn assemble(
         conn: Connection,
-        reader: Option<Connection>,
-        wal: Option<wal_sync::WalSync>,
-    ) -> Self {
+        file: Option<(Connection, wal_sync::WalSync, &Path)>,
+    ) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
-        let reader = reader.map_or_else(|| conn.clone(), |r| Arc::new(Mutex::new(r)));
+        let gate = WriteGate::default();
+        let intake_waiting = Arc::<std::sync::atomic::AtomicUsize>::default();
+        let (reader, wal, checkpoints) = match file {
+            Some((reader, wal, path)) => {
+                let checkpoints = checkpoint::Checkpointer::start(
+                    path,
+                    gate.clone(),
+                    intake_waiting.clone(),
+                    checkpoint::Thresholds::default(),
+                )
+                .map_err(|e| StoreError::Join(format!("starting the checkpointer: {e}")))?;
+                (Arc::new(Mutex::new(reader)), Some(wal), Some(checkpoints))
+            }
+            None => (conn.clone(), None, None),
+        };
         let mut store = Self {
             conn,
+            gate,
             reader,
             accepts: None,
-            intake_waiting: Arc::default(),
+            intake_waiting,
             wal,
+            checkpoints,
             leases: LocalLeases::default(),
             _owner: None,
         };
@@ -190,7 +237,7 @@ impl SqliteStore {
             rt.spawn(group_commit(store.clone(), rx));
             store.accepts = Some(tx);
         }
-        store
+        Ok(store)
     }
 
     /// Runs `f` on the reader connection, on the blocking pool.
@@ -199,7 +246,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        on(self.reader.clone(), f).await
+        on(self.reader.clone(), None, f).await
     }
 
     /// Runs `f` on the writer connection, on the blocking pool.
@@ -208,7 +255,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        on(self.conn.clone(), f).await
+        let out = on(self.conn.clone(), Some(self.gate.clone()), f).await;
+        if let Some(c) = &self.checkpoints {
+            c.ring();
+        }
+        out
     }
 
     /// Runs `f` on the writer connection and returns once what it committed is on disk:
@@ -239,13 +290,19 @@ impl Leases for SqliteStore {
     }
 }
 
-/// rusqlite blocks: every call runs on the blocking pool, holding its connection.
-async fn on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+/// rusqlite blocks: every call runs on the blocking pool, holding its connection (and,
+/// for the writer, the file's write gate).
+async fn on<T, F>(
+    conn: Arc<Mutex<Connection>>,
+    gate: Option<WriteGate>,
+    f: F,
+) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
+        let _held = gate.as_ref().map(WriteGate::hold);
         let mut guard = conn
             .lock()
             .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
@@ -298,6 +355,28 @@ mod tests {
         );
         drop(first);
         assert!(SqliteStore::open(&path).is_ok(), "free again once closed");
+    }
+
+    /// Checkpoints are the checkpointer's: a commit that ran one would hold the writer
+    /// while it copies pages and syncs the database (`checkpoint`).
+    #[test]
+    fn no_connection_on_the_file_checkpoints_inside_its_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auto.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let records = crate::records::embedded::sqlite::SqliteRecords::open_sharing(
+            &path,
+            &crate::records::Mapping::default(),
+            store.write_gate(),
+        )
+        .unwrap();
+        let auto = |c: &Connection| -> i64 {
+            c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(auto(&store.conn.lock().unwrap()), 0, "the writer");
+        assert_eq!(auto(&store.reader.lock().unwrap()), 0, "the reader");
+        assert_eq!(records.autocheckpoint(), 0, "the embedded records");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::rules::{self, Cell, Checked, FieldWrite, Link, Schema};
 use crate::domain::RecordId;
 use crate::records::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError, Write};
+use crate::store::WriteGate;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -51,26 +52,43 @@ struct Inner {
     /// upserts included, atomic; `BEGIN IMMEDIATE` covers other processes on the file.
     conn: Mutex<Connection>,
     schema: Schema,
+    /// The store's write gate when the file is the store's: writes take it, so that this
+    /// connection and the store's writer never poll each other for the file's lock.
+    gate: WriteGate,
 }
 
 impl SqliteRecords {
-    /// Opens (creating if needed) the records in the database file at `path`.
+    /// Opens (creating if needed) the records in the database file at `path`. Other
+    /// connections writing the file wait for SQLite's lock (`busy_wait`).
     pub fn open(path: &Path, mapping: &Mapping) -> Result<Self, RecordsError> {
+        Self::open_sharing(path, mapping, WriteGate::default())
+    }
+
+    /// [`Self::open`] for the store's own file: writes take the store's `gate`
+    /// ([`SqliteStore::write_gate`]), so that this connection and the store's writer take
+    /// turns in-process instead of polling each other for the file's lock.
+    ///
+    /// [`SqliteStore::write_gate`]: crate::store::SqliteStore::write_gate
+    pub fn open_sharing(
+        path: &Path,
+        mapping: &Mapping,
+        gate: WriteGate,
+    ) -> Result<Self, RecordsError> {
         let conn = Connection::open(path).map_err(db(&format!(
             "opening the records database {}",
             path.display()
         )))?;
-        Self::init(conn, mapping)
+        Self::init(conn, mapping, gate)
     }
 
     /// A private database that lives as long as this value (and its clones).
     pub fn open_in_memory(mapping: &Mapping) -> Result<Self, RecordsError> {
         let conn =
             Connection::open_in_memory().map_err(db("opening an in-memory records database"))?;
-        Self::init(conn, mapping)
+        Self::init(conn, mapping, WriteGate::default())
     }
 
-    fn init(conn: Connection, mapping: &Mapping) -> Result<Self, RecordsError> {
+    fn init(conn: Connection, mapping: &Mapping, gate: WriteGate) -> Result<Self, RecordsError> {
         // Short waits for the other connections' write lock (see store::sqlite::busy_wait).
         conn.busy_handler(Some(crate::store::busy_wait))
             .map_err(db("setting the busy handler"))?;
@@ -82,6 +100,10 @@ impl SqliteRecords {
         // can lose the last commits, which is the usual trade for a service store.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db("setting synchronous"))?;
+        // The file is the store's, whose checkpointer checkpoints it off every commit
+        // (store::sqlite::checkpoint); one run inside a records write would hold it.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db("leaving checkpoints to the store"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
         conn.execute_batch(SCHEMA)
@@ -90,8 +112,21 @@ impl SqliteRecords {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 schema: Schema::from_mapping(mapping),
+                gate,
             }),
         })
+    }
+
+    /// The connection's `wal_autocheckpoint` (0: checkpoints are left to the store).
+    #[cfg(test)]
+    pub fn autocheckpoint(&self) -> i64 {
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap_or(-1)
     }
 
     /// Runs `work` on a blocking thread with the connection, so that SQLite (and waiting
@@ -158,6 +193,7 @@ impl RecordBackend for SqliteRecords {
 
     async fn write(&self, table: &str, op: Write, fields: Fields) -> Result<Record, RecordsError> {
         let table = table.to_owned();
+        let gate = self.inner.gate.clone();
         self.run(move |conn, schema| {
             schema.check_table(&table)?;
             let op = Checked::new(&op, &fields)?;
@@ -168,6 +204,7 @@ impl RecordBackend for SqliteRecords {
             };
             // IMMEDIATE takes the write lock before an upsert's lookup, so no other
             // connection can create the same key between our lookup and our insert.
+            let _held = gate.hold();
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db(starting))?;
