@@ -4,7 +4,11 @@
 //! latency and the server's peak RSS; then the same load against a bare warp endpoint
 //! that answers 200, for scale.
 //!
-//! Run: `cargo bench --bench intake` (env BENCH_SECONDS, BENCH_CONCURRENCY to change).
+//! Then the latency at a given load: deliveries at a fixed rate (default 5,000/s) on a
+//! fresh service, each latency counted from when the delivery was due.
+//!
+//! Run: `cargo bench --bench intake` (env BENCH_SECONDS, BENCH_CONCURRENCY, BENCH_RATE
+//! (0 skips the fixed-rate phase) to change).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -51,6 +55,43 @@ fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
+/// The `n`th delivery of a run: its video and body. Every tenth repeats an earlier one
+/// (same task, status, timestamp).
+fn delivery(shapes: &[serde_json::Value], n: u64, base: u64) -> (String, serde_json::Value) {
+    let key = if n % 10 == 9 && n >= base + 5 {
+        n - 5
+    } else {
+        n
+    };
+    let mut body = shapes[(key % shapes.len() as u64) as usize].clone();
+    body["timestamp"] = serde_json::json!(1_700_000_000 + key);
+    body["data"]["task_id"] = serde_json::json!(format!("bench-task-{key}"));
+    (format!("recBench{:09}", key % 100_000), body)
+}
+
+/// Posts one delivery; its status, or None when the request failed.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    video: &str,
+    body: &serde_json::Value,
+) -> Option<u16> {
+    let r = client
+        .post(format!("{url}/webhooks/goapi?video_id={video}"))
+        .header("x-webhook-secret", SECRET)
+        .json(body)
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    // Read to the end, so the connection goes back to the pool rather than closed.
+    r.bytes().await.ok()?;
+    Some(status)
+}
+
+/// Closed loop: `concurrency` clients, each sending its next delivery as soon as the
+/// previous one is answered. Measures the most the service takes; its latencies are those
+/// of a saturated service (each client's wait includes the queue the others make).
 async fn drive(url: String, concurrency: usize, duration: Duration, base: u64) -> Figures {
     let shapes: Arc<Vec<serde_json::Value>> = Arc::new(SHAPES.iter().map(|s| fixture(s)).collect());
     let client = reqwest::Client::builder()
@@ -68,27 +109,13 @@ async fn drive(url: String, concurrency: usize, duration: Duration, base: u64) -
             let (mut accepted, mut duplicates, mut errors) = (0u64, 0u64, 0u64);
             while start.elapsed() < duration {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                // Every tenth delivery repeats an earlier one (same task, status, timestamp).
-                let key = if n % 10 == 9 && n >= base + 5 {
-                    n - 5
-                } else {
-                    n
-                };
-                let mut body = shapes[(key % shapes.len() as u64) as usize].clone();
-                body["timestamp"] = serde_json::json!(1_700_000_000 + key);
-                body["data"]["task_id"] = serde_json::json!(format!("bench-task-{key}"));
-                let video = format!("recBench{:09}", key % 100_000);
+                let (video, body) = delivery(&shapes, n, base);
                 let t = Instant::now();
-                let r = client
-                    .post(format!("{url}/webhooks/goapi?video_id={video}"))
-                    .header("x-webhook-secret", SECRET)
-                    .json(&body)
-                    .send()
-                    .await;
+                let status = post(&client, &url, &video, &body).await;
                 lat.push(t.elapsed().as_micros() as u64);
-                match r.map(|r| r.status().as_u16()) {
-                    Ok(202) => accepted += 1,
-                    Ok(200) => duplicates += 1,
+                match status {
+                    Some(202) => accepted += 1,
+                    Some(200) => duplicates += 1,
                     _ => errors += 1,
                 }
             }
@@ -109,6 +136,80 @@ async fn drive(url: String, concurrency: usize, duration: Duration, base: u64) -
         f.accepted += a;
         f.duplicates += d;
         f.errors += e;
+    }
+    f.secs = start.elapsed().as_secs_f64();
+    f.sent = f.lat_us.len() as u64;
+    f.lat_us.sort_unstable();
+    f
+}
+
+/// Open loop: deliveries at a fixed `rate` a second, whatever the answers, as a sender's
+/// traffic arrives: the `n`th is due at `n / rate` s. Each latency counts from the moment
+/// its delivery was due, so a service that falls behind is charged for the queue it makes
+/// (no coordinated omission). `CONNECTIONS` clients take the due deliveries in turn over
+/// kept-alive connections, as many as a slow moment needs.
+async fn drive_rate(url: String, rate: u64, duration: Duration, base: u64) -> Figures {
+    const CONNECTIONS: usize = 128;
+    let shapes: Arc<Vec<serde_json::Value>> = Arc::new(SHAPES.iter().map(|s| fixture(s)).collect());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .expect("client");
+    let total = rate * duration.as_secs();
+    let next = Arc::new(AtomicU64::new(0));
+    // Every connection is open before the clock starts: a run's first deliveries are
+    // not charged for the connects.
+    let opened = Arc::new(tokio::sync::Barrier::new(CONNECTIONS + 1));
+    let (go, started) = tokio::sync::watch::channel(None::<Instant>);
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (client, url, shapes, next) =
+            (client.clone(), url.clone(), shapes.clone(), next.clone());
+        let (opened, mut started) = (opened.clone(), started.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = client.get(format!("{url}/healthz")).send().await;
+            opened.wait().await;
+            let start = *started
+                .wait_for(Option::is_some)
+                .await
+                .expect("start")
+                .as_ref()
+                .expect("set");
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break out;
+                }
+                let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let (video, body) = delivery(&shapes, base + i, base);
+                let status = post(&client, &url, &video, &body).await;
+                out.push((due.elapsed().as_micros() as u64, status));
+            }
+        }));
+    }
+    opened.wait().await;
+    let start = Instant::now();
+    go.send_replace(Some(start));
+    drop(started);
+    let mut f = Figures {
+        sent: 0,
+        accepted: 0,
+        duplicates: 0,
+        errors: 0,
+        secs: 0.0,
+        lat_us: Vec::with_capacity(total as usize),
+    };
+    for t in tasks {
+        for (lat, status) in t.await.expect("task") {
+            f.lat_us.push(lat);
+            match status {
+                Some(202) => f.accepted += 1,
+                Some(200) => f.duplicates += 1,
+                _ => f.errors += 1,
+            }
+        }
     }
     f.secs = start.elapsed().as_secs_f64();
     f.sent = f.lat_us.len() as u64;
@@ -152,97 +253,195 @@ fn print(label: &str, f: &Figures) {
     );
 }
 
+/// A `reelstate serve` of the release build, on a port of its own.
+struct Service {
+    child: tokio::process::Child,
+    pid: u32,
+    url: String,
+}
+
+impl Service {
+    async fn start(db: &str) -> Self {
+        // Outside --dev the service needs its public URL (and an admin token): a port
+        // chosen now, so the URL can name it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .env("REELSTATE_ADMIN_TOKEN", "bench-admin-token-0123456789")
+            .env("REELSTATE_DB", db)
+            .env("GOAPI_WEBHOOK_SECRET", SECRET)
+            .env(
+                "REELSTATE_SIGNING_SECRET",
+                "bench-signing-secret-0123456789",
+            )
+            .env("NCA_API_URL", "http://127.0.0.1:9")
+            .env("NCA_API_KEY", "unused")
+            .env("RUST_LOG", "warn")
+            .envs(
+                std::env::var("REELSTATE_WORKER_CONCURRENCY")
+                    .ok()
+                    .map(|v| ("REELSTATE_WORKER_CONCURRENCY", v)),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start reelstate (build it first: cargo build --release)");
+        let pid = child.id().expect("pid");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next_line().await.expect("read").expect("a line");
+        let url = first
+            .strip_prefix("reelstate listening on ")
+            .expect("listening line")
+            .to_owned();
+        Self { child, pid, url }
+    }
+
+    /// Prints the service's CPU per acknowledgement (intake plus whatever background work
+    /// ran meanwhile: far less sensitive to other load on the machine than the rate), the
+    /// WAL's size and the peak RSS, then stops it.
+    async fn report(mut self, cpu: Option<f64>, f: &Figures, db: &str) {
+        if let Some(cpu) = cpu {
+            let acks = (f.accepted + f.duplicates).max(1) as f64;
+            println!(
+                "reelstate CPU               {cpu:.2} s over {:.1} s ({:.0}% of one core), {:.0} µs per ack",
+                f.secs,
+                100.0 * cpu / f.secs,
+                1e6 * cpu / acks
+            );
+        }
+        if !db.starts_with("postgres") {
+            let wal = std::fs::metadata(format!("{db}-wal")).map_or(0, |m| m.len());
+            println!(
+                "reelstate WAL file          {:.1} MiB at the end",
+                wal as f64 / 1048576.0
+            );
+        }
+        if let Some(line) = ack_histogram(&self.url).await {
+            println!("reelstate's own ack timing  {line}");
+        }
+        println!(
+            "reelstate peak RSS          {} MiB",
+            peak_rss_kib(self.pid).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+        );
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The service's own `reelstate_webhook_ack_seconds` histogram (warm-up included), as the
+/// share of GoAPI acknowledgements within each bound: where the client's latencies and
+/// these differ, the time went outside the handler (connection, scheduling, the client).
+async fn ack_histogram(url: &str) -> Option<String> {
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth("bench-admin-token-0123456789")
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut buckets = Vec::new();
+    let mut count = 0f64;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("reelstate_webhook_ack_seconds_") else {
+            continue;
+        };
+        if !rest.contains("service=\"goapi\"") {
+            continue;
+        }
+        let value: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        if rest.starts_with("count") {
+            count = value;
+        } else if let Some(le) = rest
+            .strip_prefix("bucket{le=\"")
+            .and_then(|r| r.split('"').next())
+        {
+            if le != "+Inf" {
+                buckets.push((le.parse::<f64>().ok()?, value));
+            }
+        }
+    }
+    (count > 0.0).then(|| {
+        buckets
+            .iter()
+            .filter(|(le, _)| (0.001..=0.1).contains(le))
+            .map(|(le, n)| format!("≤{} ms {:.2}%", le * 1000.0, 100.0 * n / count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32);
+    let secs: u64 = env_or("BENCH_SECONDS", 10);
+    let concurrency: usize = env_or("BENCH_CONCURRENCY", 32);
+    let rate: u64 = env_or("BENCH_RATE", 5_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    // BENCH_DB=postgres://… measures the shared store instead of the embedded one.
-    let db = std::env::var("BENCH_DB")
+    // BENCH_DB=postgres://… measures the shared store instead of the embedded one (both
+    // phases then share it; their deliveries differ).
+    let shared = std::env::var("BENCH_DB")
         .ok()
-        .filter(|d| !d.trim().is_empty())
-        .unwrap_or_else(|| dir.path().join("bench.db").display().to_string());
-    // Outside --dev the service needs its public URL (and an admin token): a port chosen
-    // now, so the URL can name it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("REELSTATE_ADMIN_TOKEN", "bench-admin-token-0123456789")
-        .env("REELSTATE_DB", &db)
-        .env("GOAPI_WEBHOOK_SECRET", SECRET)
-        .env(
-            "REELSTATE_SIGNING_SECRET",
-            "bench-signing-secret-0123456789",
-        )
-        .env("NCA_API_URL", "http://127.0.0.1:9")
-        .env("NCA_API_KEY", "unused")
-        .env("RUST_LOG", "warn")
-        .envs(
-            std::env::var("REELSTATE_WORKER_CONCURRENCY")
-                .ok()
-                .map(|v| ("REELSTATE_WORKER_CONCURRENCY", v)),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start reelstate (build it first: cargo build --release)");
-    let pid = child.id().expect("pid");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next_line().await.expect("read").expect("a line");
-    let url = first
-        .strip_prefix("reelstate listening on ")
-        .expect("listening line")
-        .to_owned();
-
+        .filter(|d| !d.trim().is_empty());
+    let db = |name: &str| {
+        shared
+            .clone()
+            .unwrap_or_else(|| dir.path().join(name).display().to_string())
+    };
     println!(
-        "intake benchmark: {secs} s at concurrency {concurrency}, {} cores, mixed GoAPI shapes, 10% repeats, store {}",
+        "intake benchmark: {secs} s at concurrency {concurrency}, then {secs} s at {rate}/s, {} cores, mixed GoAPI shapes, 10% repeats, store {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if db.starts_with("postgres") {
+        if shared.is_some() {
             "PostgreSQL"
         } else {
             "SQLite"
         }
     );
-    let warm = drive(url.clone(), concurrency, Duration::from_secs(1), 0).await;
-    let _ = warm;
-    let cpu_before = cpu_secs(pid);
-    let real = drive(url.clone(), concurrency, Duration::from_secs(secs), 1 << 40).await;
-    let cpu = cpu_before.zip(cpu_secs(pid)).map(|(a, b)| b - a);
+
+    // The most it takes: a closed loop on a fresh store.
+    let closed_db = db("bench.db");
+    let service = Service::start(&closed_db).await;
+    let _warm = drive(service.url.clone(), concurrency, Duration::from_secs(1), 0).await;
+    let cpu_before = cpu_secs(service.pid);
+    let real = drive(
+        service.url.clone(),
+        concurrency,
+        Duration::from_secs(secs),
+        1 << 40,
+    )
+    .await;
+    let cpu = cpu_before.zip(cpu_secs(service.pid)).map(|(a, b)| b - a);
     print("reelstate (durable accept)", &real);
-    // CPU per acknowledged webhook (intake plus whatever background work ran meanwhile):
-    // far less sensitive to other load on the machine than the rate.
-    if let Some(cpu) = cpu {
-        let acks = (real.accepted + real.duplicates).max(1) as f64;
-        println!(
-            "reelstate CPU               {cpu:.2} s over {:.1} s ({:.0}% of one core), {:.0} µs per ack",
-            real.secs,
-            100.0 * cpu / real.secs,
-            1e6 * cpu / acks
-        );
+    service.report(cpu, &real, &closed_db).await;
+
+    // Latency at a given load: an open loop at `rate` a second, on another fresh store.
+    if rate > 0 {
+        let open_db = db("bench-rate.db");
+        let service = Service::start(&open_db).await;
+        let _warm = drive_rate(service.url.clone(), rate, Duration::from_secs(1), 1 << 42).await;
+        let cpu_before = cpu_secs(service.pid);
+        let fixed = drive_rate(
+            service.url.clone(),
+            rate,
+            Duration::from_secs(secs),
+            1 << 43,
+        )
+        .await;
+        let cpu = cpu_before.zip(cpu_secs(service.pid)).map(|(a, b)| b - a);
+        print(&format!("reelstate at {rate}/s (open)"), &fixed);
+        service.report(cpu, &fixed, &open_db).await;
     }
-    if !db.starts_with("postgres") {
-        let wal = std::fs::metadata(format!("{db}-wal")).map_or(0, |m| m.len());
-        println!(
-            "reelstate WAL file          {:.1} MiB at the end",
-            wal as f64 / 1048576.0
-        );
-    }
-    println!(
-        "reelstate peak RSS          {} MiB",
-        peak_rss_kib(pid).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
-    );
-    let _ = child.kill().await;
 
     // The floor: a bare warp endpoint on another runtime thread pool, same client load.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -268,6 +467,16 @@ async fn main() {
     )
     .await;
     print("bare warp (returns 202)", &bare);
+    if rate > 0 {
+        let fixed = drive_rate(
+            format!("http://{addr}"),
+            rate,
+            Duration::from_secs(secs),
+            1 << 44,
+        )
+        .await;
+        print(&format!("bare warp at {rate}/s (open)"), &fixed);
+    }
     println!(
         "ratio reelstate / bare warp: throughput {:.2}, p99 {:.2}x",
         real.rate() / bare.rate().max(1.0),
