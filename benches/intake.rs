@@ -360,10 +360,9 @@ async fn ack_histogram(url: &str) -> Option<String> {
         } else if let Some(le) = rest
             .strip_prefix("bucket{le=\"")
             .and_then(|r| r.split('"').next())
+            .filter(|le| *le != "+Inf")
         {
-            if le != "+Inf" {
-                buckets.push((le.parse::<f64>().ok()?, value));
-            }
+            buckets.push((le.parse::<f64>().ok()?, value));
         }
     }
     (count > 0.0).then(|| {
