@@ -375,6 +375,25 @@ async fn ack_histogram(url: &str) -> Option<String> {
     })
 }
 
+/// One measured phase on a fresh service: a second's warm-up, then `BENCH_SECONDS` of
+/// `run` (its deliveries numbered from `bases.1`), printed with the service's CPU, WAL and
+/// own timing.
+async fn phase<F, Fut>(label: &str, db: &str, bases: (u64, u64), run: F) -> Figures
+where
+    F: Fn(String, Duration, u64) -> Fut,
+    Fut: std::future::Future<Output = Figures>,
+{
+    let secs = env_or("BENCH_SECONDS", 10);
+    let service = Service::start(db).await;
+    let _warm = run(service.url.clone(), Duration::from_secs(1), bases.0).await;
+    let cpu_before = cpu_secs(service.pid);
+    let f = run(service.url.clone(), Duration::from_secs(secs), bases.1).await;
+    let cpu = cpu_before.zip(cpu_secs(service.pid)).map(|(a, b)| b - a);
+    print(label, &f);
+    service.report(cpu, &f, db).await;
+    f
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -409,37 +428,24 @@ async fn main() {
     );
 
     // The most it takes: a closed loop on a fresh store.
-    let closed_db = db("bench.db");
-    let service = Service::start(&closed_db).await;
-    let _warm = drive(service.url.clone(), concurrency, Duration::from_secs(1), 0).await;
-    let cpu_before = cpu_secs(service.pid);
-    let real = drive(
-        service.url.clone(),
-        concurrency,
-        Duration::from_secs(secs),
-        1 << 40,
+    let real = phase(
+        "reelstate (durable accept)",
+        &db("bench.db"),
+        (0, 1 << 40),
+        |url, d, base| drive(url, concurrency, d, base),
     )
     .await;
-    let cpu = cpu_before.zip(cpu_secs(service.pid)).map(|(a, b)| b - a);
-    print("reelstate (durable accept)", &real);
-    service.report(cpu, &real, &closed_db).await;
 
     // Latency at a given load: an open loop at `rate` a second, on another fresh store.
     if rate > 0 {
-        let open_db = db("bench-rate.db");
-        let service = Service::start(&open_db).await;
-        let _warm = drive_rate(service.url.clone(), rate, Duration::from_secs(1), 1 << 42).await;
-        let cpu_before = cpu_secs(service.pid);
-        let fixed = drive_rate(
-            service.url.clone(),
-            rate,
-            Duration::from_secs(secs),
-            1 << 43,
+        let label = format!("reelstate at {rate}/s (open)");
+        phase(
+            &label,
+            &db("bench-rate.db"),
+            (1 << 42, 1 << 43),
+            |url, d, base| drive_rate(url, rate, d, base),
         )
         .await;
-        let cpu = cpu_before.zip(cpu_secs(service.pid)).map(|(a, b)| b - a);
-        print(&format!("reelstate at {rate}/s (open)"), &fixed);
-        service.report(cpu, &fixed, &open_db).await;
     }
 
     // The floor: a bare warp endpoint on another runtime thread pool, same client load.
