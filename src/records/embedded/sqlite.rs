@@ -52,8 +52,9 @@ struct Inner {
     /// upserts included, atomic; `BEGIN IMMEDIATE` covers other processes on the file.
     conn: Mutex<Connection>,
     schema: Schema,
-    /// The store's write gate when the file is the store's: writes take it, so that this
-    /// connection and the store's writer never poll each other for the file's lock.
+    /// The store's write gate when the file is the store's (else one of its own): writes
+    /// take it, so that this connection and the store's writer never poll each other for
+    /// the file's lock.
     gate: WriteGate,
 }
 
@@ -61,12 +62,13 @@ impl SqliteRecords {
     /// Opens (creating if needed) the records in the database file at `path`. Other
     /// connections writing the file wait for SQLite's lock (`busy_wait`).
     pub fn open(path: &Path, mapping: &Mapping) -> Result<Self, RecordsError> {
-        Self::open_sharing(path, mapping, WriteGate::default())
+        Self::init(Self::connect(path)?, mapping, None)
     }
 
     /// [`Self::open`] for the store's own file: writes take the store's `gate`
     /// ([`SqliteStore::write_gate`]), so that this connection and the store's writer take
-    /// turns in-process instead of polling each other for the file's lock.
+    /// turns in-process instead of polling each other for the file's lock, and the
+    /// store's checkpointer checkpoints what this connection writes.
     ///
     /// [`SqliteStore::write_gate`]: crate::store::SqliteStore::write_gate
     pub fn open_sharing(
@@ -74,21 +76,29 @@ impl SqliteRecords {
         mapping: &Mapping,
         gate: WriteGate,
     ) -> Result<Self, RecordsError> {
-        let conn = Connection::open(path).map_err(db(&format!(
+        Self::init(Self::connect(path)?, mapping, Some(gate))
+    }
+
+    fn connect(path: &Path) -> Result<Connection, RecordsError> {
+        Connection::open(path).map_err(db(&format!(
             "opening the records database {}",
             path.display()
-        )))?;
-        Self::init(conn, mapping, gate)
+        )))
     }
 
     /// A private database that lives as long as this value (and its clones).
     pub fn open_in_memory(mapping: &Mapping) -> Result<Self, RecordsError> {
         let conn =
             Connection::open_in_memory().map_err(db("opening an in-memory records database"))?;
-        Self::init(conn, mapping, WriteGate::default())
+        Self::init(conn, mapping, None)
     }
 
-    fn init(conn: Connection, mapping: &Mapping, gate: WriteGate) -> Result<Self, RecordsError> {
+    /// `store_gate`: the file is the store's (see [`Self::open_sharing`]).
+    fn init(
+        conn: Connection,
+        mapping: &Mapping,
+        store_gate: Option<WriteGate>,
+    ) -> Result<Self, RecordsError> {
         // Short waits for the other connections' write lock (see store::sqlite::busy_wait).
         conn.busy_handler(Some(crate::store::busy_wait))
             .map_err(db("setting the busy handler"))?;
@@ -100,10 +110,12 @@ impl SqliteRecords {
         // can lose the last commits, which is the usual trade for a service store.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db("setting synchronous"))?;
-        // The file is the store's, whose checkpointer checkpoints it off every commit
-        // (store::sqlite::checkpoint); one run inside a records write would hold it.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(db("leaving checkpoints to the store"))?;
+        if store_gate.is_some() {
+            // The store's checkpointer checkpoints the file off every commit
+            // (store::sqlite::checkpoint); one run inside a records write would hold it.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(db("leaving checkpoints to the store"))?;
+        }
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
         conn.execute_batch(SCHEMA)
@@ -112,7 +124,7 @@ impl SqliteRecords {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 schema: Schema::from_mapping(mapping),
-                gate,
+                gate: store_gate.unwrap_or_default(),
             }),
         })
     }
