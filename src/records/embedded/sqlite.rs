@@ -56,7 +56,20 @@ struct Inner {
     /// take it, so that this connection and the store's writer never poll each other for
     /// the file's lock.
     gate: WriteGate,
+    /// Writes waiting for the connection. Whichever call gets the connection applies all
+    /// that wait, in one transaction (a savepoint each, so that one refused write does
+    /// not undo the others): under load the file's write lock is taken once for many
+    /// writes instead of once each.
+    writes: Mutex<Vec<WriteJob>>,
 }
+
+/// A write waiting for its batch, with the reply to its caller.
+type WriteJob = (
+    String,
+    Write,
+    Fields,
+    tokio::sync::oneshot::Sender<Result<Record, RecordsError>>,
+);
 
 impl SqliteRecords {
     /// Opens (creating if needed) the records in the database file at `path`. Other
@@ -125,6 +138,7 @@ impl SqliteRecords {
                 conn: Mutex::new(conn),
                 schema: Schema::from_mapping(mapping),
                 gate: store_gate.unwrap_or_default(),
+                writes: Mutex::default(),
             }),
         })
     }
@@ -204,37 +218,92 @@ impl RecordBackend for SqliteRecords {
     }
 
     async fn write(&self, table: &str, op: Write, fields: Fields) -> Result<Record, RecordsError> {
-        let table = table.to_owned();
-        let gate = self.inner.gate.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((table.to_owned(), op, fields, reply));
+        let inner = Arc::clone(&self.inner);
         self.run(move |conn, schema| {
-            schema.check_table(&table)?;
-            let op = Checked::new(&op, &fields)?;
-            let (starting, committing) = match op {
-                Checked::Create => ("starting a write", "committing a create"),
-                Checked::Update(_) => ("starting a write", "committing an update"),
-                Checked::Upsert { .. } => ("starting an upsert", "committing an upsert"),
-            };
-            // IMMEDIATE takes the write lock before an upsert's lookup, so no other
-            // connection can create the same key between our lookup and our insert.
-            let _held = gate.hold();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db(starting))?;
-            let record = match op {
-                Checked::Create => create_in(&tx, schema, &table, fields)?,
-                Checked::Update(id) => update_in(&tx, schema, &table, id.as_str(), fields)?,
-                Checked::Upsert { merge_on, key } => {
-                    let matches = find_equals(&tx, &table, merge_on, &key)?;
-                    match rules::upsert_target(&table, merge_on, &key, &matches)? {
-                        None => create_in(&tx, schema, &table, fields)?,
-                        Some(id) => update_in(&tx, schema, &table, id, fields)?,
-                    }
-                }
-            };
-            tx.commit().map_err(db(committing))?;
-            Ok(record)
+            let jobs =
+                std::mem::take(&mut *inner.writes.lock().unwrap_or_else(PoisonError::into_inner));
+            // Empty when an earlier call's batch took this one along.
+            if !jobs.is_empty() {
+                write_batch(conn, schema, &inner.gate, jobs);
+            }
+            Ok(())
         })
-        .await
+        .await?;
+        answer.await.map_err(|_| RecordsError::Permanent {
+            status: 500,
+            kind: "SQLITE_TASK_FAILED".into(),
+            message: "the records write was dropped unanswered".into(),
+        })?
+    }
+}
+
+/// Applies `jobs` in one transaction, each in a savepoint of its own, and answers each
+/// once the transaction is committed (or with the commit's error).
+fn write_batch(conn: &mut Connection, schema: &Schema, gate: &WriteGate, jobs: Vec<WriteJob>) {
+    // IMMEDIATE takes the write lock before an upsert's lookup, so no other connection
+    // can create the same key between our lookup and our insert.
+    let _held = gate.hold();
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let err = db("starting a write")(e);
+            for (.., reply) in jobs {
+                let _ = reply.send(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(jobs.len());
+    for (table, op, fields, reply) in jobs {
+        let result = tx
+            .savepoint()
+            .map_err(db("starting a write"))
+            .and_then(|sp| {
+                let record = write_one(&sp, schema, &table, &op, fields)?;
+                sp.commit().map_err(db("committing a write"))?;
+                Ok(record)
+            });
+        done.push((reply, result));
+    }
+    match tx.commit().map_err(db("committing writes")) {
+        Ok(()) => {
+            for (reply, result) in done {
+                let _ = reply.send(result);
+            }
+        }
+        Err(err) => {
+            for (reply, _) in done {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// One create, update or upsert, inside the caller's transaction.
+fn write_one(
+    conn: &Connection,
+    schema: &Schema,
+    table: &str,
+    op: &Write,
+    fields: Fields,
+) -> Result<Record, RecordsError> {
+    schema.check_table(table)?;
+    match Checked::new(op, &fields)? {
+        Checked::Create => create_in(conn, schema, table, fields),
+        Checked::Update(id) => update_in(conn, schema, table, id.as_str(), fields),
+        Checked::Upsert { merge_on, key } => {
+            let matches = find_equals(conn, table, merge_on, &key)?;
+            match rules::upsert_target(table, merge_on, &key, &matches)? {
+                None => create_in(conn, schema, table, fields),
+                Some(id) => update_in(conn, schema, table, id, fields),
+            }
+        }
     }
 }
 
@@ -482,6 +551,88 @@ fn db(what: &str) -> impl Fn(rusqlite::Error) -> RecordsError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fields(v: Value) -> Fields {
+        match v {
+            Value::Object(map) => map,
+            other => panic!("fields must be an object: {other}"),
+        }
+    }
+
+    /// Writes that arrive while the file's lock is taken go in together, one transaction for
+    /// all of them; one refused halfway (its record row written, its link not) leaves no
+    /// trace, and the others are committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_writes_share_a_transaction_and_a_refused_one_undoes_only_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = WriteGate::default();
+        let records = SqliteRecords::open_sharing(
+            &dir.path().join("r.db"),
+            &Mapping::default(),
+            gate.clone(),
+        )
+        .expect("open");
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let gate = gate.clone();
+            let (taken, is_taken) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let _g = gate.hold();
+                taken.send(()).expect("taken");
+                held.recv().ok();
+            });
+            is_taken.recv().expect("the gate is held");
+            t
+        };
+        let queued = |r: &SqliteRecords| r.inner.writes.lock().expect("queue").len();
+        let spawn = |i: usize| {
+            let r = records.clone();
+            let f = if i == 4 {
+                fields(serde_json::json!({"Job ID": "bad", "Related Video": ["recNoSuchVideo000"]}))
+            } else {
+                fields(serde_json::json!({"Job ID": format!("job-{i}")}))
+            };
+            tokio::spawn(async move { r.write("Jobs", Write::Create, f).await })
+        };
+        // The first write takes its batch (itself) and waits for the gate, holding the
+        // connection; the nine after it queue.
+        let mut writes = vec![spawn(0)];
+        for _ in 0..500 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            let connection_held = records.inner.conn.try_lock().is_err();
+            if connection_held && queued(&records) == 0 {
+                break;
+            }
+        }
+        writes.extend((1..10).map(spawn));
+        for _ in 0..500 {
+            if queued(&records) == 9 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            queued(&records),
+            9,
+            "writes behind the held lock wait to go together"
+        );
+        release.send(()).expect("release");
+        holder.join().expect("holder");
+        let mut ok = 0;
+        let mut refused = 0;
+        for w in writes {
+            match w.await.expect("task") {
+                Ok(_) => ok += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!((ok, refused), (9, 1));
+        let all = records
+            .find("Jobs", &Filter::CreatedSince(chrono::DateTime::UNIX_EPOCH))
+            .await
+            .expect("find");
+        assert_eq!(all.len(), 9, "the refused create left no record behind");
+    }
 
     #[test]
     fn busy_is_transient_and_the_rest_permanent() {
