@@ -170,11 +170,7 @@ impl SqliteRecords {
             work(&mut conn, &inner.schema)
         })
         .await
-        .map_err(|e| RecordsError::Permanent {
-            status: 500,
-            kind: "SQLITE_TASK_FAILED".into(),
-            message: format!("the records task did not complete: {e}"),
-        })?
+        .map_err(|e| task_failed(format!("the records task did not complete: {e}")))?
     }
 }
 
@@ -235,11 +231,9 @@ impl RecordBackend for SqliteRecords {
             Ok(())
         })
         .await?;
-        answer.await.map_err(|_| RecordsError::Permanent {
-            status: 500,
-            kind: "SQLITE_TASK_FAILED".into(),
-            message: "the records write was dropped unanswered".into(),
-        })?
+        answer
+            .await
+            .map_err(|_| task_failed("the records write was dropped unanswered".into()))?
     }
 }
 
@@ -523,6 +517,15 @@ fn read_links(conn: &Connection, id: &str, field: &str) -> Result<Vec<String>, R
     Ok(serde_json::from_str::<Value>(&json)
         .map(|v| rules::stored_links(&v))
         .unwrap_or_default())
+}
+
+/// A call whose blocking task or batch ended without an answer (a panic).
+fn task_failed(message: String) -> RecordsError {
+    RecordsError::Permanent {
+        status: 500,
+        kind: "SQLITE_TASK_FAILED".into(),
+        message,
+    }
 }
 
 fn corrupt(message: String) -> RecordsError {
