@@ -49,10 +49,15 @@ impl Inbox for PgStore {
         let client = self.pool.get().await?;
         let rows = rows(&client,
                 &format!(
-                    "SELECT {LIGHT_ENTRY_COLS} FROM (
-                         SELECT *, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
-                         FROM (SELECT * FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 4096) p
-                     ) n WHERE nth <= 16 ORDER BY seq LIMIT $1"
+                    // As the embedded store's scan (`PENDING_SEQS` there): the window
+                    // carries only what it sorts on, never whole rows.
+                    "SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE seq IN (
+                         SELECT seq FROM (
+                             SELECT seq, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
+                             FROM (SELECT seq, video_id FROM inbox WHERE state = 'pending'
+                                   ORDER BY seq LIMIT 4096) p
+                         ) n WHERE nth <= 16 ORDER BY seq LIMIT $1
+                     ) ORDER BY seq"
                 ),
                 &[&i64::from(limit)],
             )

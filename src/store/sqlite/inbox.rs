@@ -57,13 +57,8 @@ impl Inbox for SqliteStore {
     async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError> {
         let read = self
             .read(move |c| {
-                // At most a few entries per video, so that one chatty video cannot fill the
-                // window and hide every other video's events (looking at the oldest 4096).
                 let mut st = c.prepare_cached(&format!(
-                    "SELECT {LIGHT_ENTRY_COLS} FROM (
-                     SELECT *, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
-                     FROM (SELECT * FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 4096)
-                 ) WHERE nth <= 16 ORDER BY seq LIMIT ?1"
+                    "SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE seq IN ({PENDING_SEQS}) ORDER BY seq"
                 ))?;
                 let rows = st.query_map([limit], keyed(entry_row))?;
                 split_readable(rows.collect::<Result<Vec<_>, _>>()?)
@@ -181,6 +176,15 @@ pub(super) fn accept_in(
 }
 
 pub(super) const ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, raw_body, received_at, payload, state, outcome, note, job_id";
+/// Which pending entries the worker's scan takes, by `seq` (`?1`: how many). At most a
+/// few entries per video, so that one chatty video cannot fill the window and hide every
+/// other video's events (looking at the oldest 4096). Chosen on the pending index alone
+/// (it holds the video): under a backlog, carrying whole rows (raw bodies, headers)
+/// through the window's sort made every scan cost tens of milliseconds of CPU.
+pub(super) const PENDING_SEQS: &str = "SELECT seq FROM (
+         SELECT seq, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
+         FROM (SELECT seq, video_id FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 4096)
+     ) WHERE nth <= 16 ORDER BY seq LIMIT ?1";
 /// The same without the raw body, for lists (a body can be a megabyte).
 pub(super) const LIGHT_ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, '', received_at, payload, state, outcome, note, job_id";
 

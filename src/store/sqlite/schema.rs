@@ -85,7 +85,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "engine store", SCHEMA),
     (2, "record creations", RECORD_CREATIONS),
     (3, "retention and quarantine", RETENTION),
+    (4, "pending index holds the video", PENDING_COVERS_VIDEO),
 ];
+
+/// The worker's scan chooses its entries on the pending index alone (`inbox::PENDING_SEQS`):
+/// with the video in the index, it reads no table row until it has chosen.
+const PENDING_COVERS_VIDEO: &str = "
+DROP INDEX IF EXISTS inbox_pending;
+CREATE INDEX inbox_pending ON inbox(state, seq, video_id);
+";
 
 /// Records the engine created on a base with no key field, each claimed by one owner.
 const RECORD_CREATIONS: &str = "
@@ -147,7 +155,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut first = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3]);
+        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3, 4]);
         assert!(migrate(&mut first).unwrap().is_empty());
         // A file from before versioning (tables, no record of them) takes it as a no-op.
         let old = dir.path().join("old.db");
@@ -155,10 +163,34 @@ mod tests {
         conn.execute_batch(SCHEMA).unwrap();
         conn.execute_batch("INSERT INTO video_state VALUES ('recA', '{}', 'now')")
             .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4]);
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();
         assert_eq!(kept, 1);
+    }
+
+    /// The worker's scan chooses its entries from the pending index without reading a
+    /// table row (a backlog's raw bodies stay on disk); only the chosen rows are read.
+    #[test]
+    fn the_pending_scan_chooses_on_the_index_alone() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::super::inbox::PENDING_SEQS);
+        let mut st = conn.prepare(&sql).unwrap();
+        let plan: Vec<String> = st
+            .query_map([256], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING COVERING INDEX inbox_pending")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN inbox")),
+            "{plan:#?}"
+        );
     }
 }
