@@ -379,6 +379,18 @@ mod tests {
         assert_eq!(records.autocheckpoint(), 0, "the embedded records");
     }
 
+    /// SQLite's Unix layer syncs with `fsync` unless built with `HAVE_FDATASYNC`; the
+    /// engine's build passes it (`.cargo/config.toml`, docs/operations.md). Cargo hands
+    /// the same `[env]` to libsqlite3-sys's build script and to this crate's compilation.
+    #[test]
+    fn the_bundled_sqlite_is_built_to_sync_with_fdatasync() {
+        let flags = option_env!("LIBSQLITE3_FLAGS").unwrap_or_default();
+        assert!(
+            flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"),
+            "LIBSQLITE3_FLAGS = {flags:?}"
+        );
+    }
+
     #[test]
     fn commits_that_promise_are_fsynced_the_others_ride_along() {
         let dir = tempfile::tempdir().unwrap();
