@@ -225,8 +225,15 @@ impl Application {
         self.engine.clone()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests,
-    /// decisions and effects finish, and returns.
+    /// Serves until `shutdown` resolves; then lets in-flight decisions and effects finish
+    /// (at most 30 s) and gives its leases back, and only then stops accepting requests and
+    /// returns once the requests in flight are answered.
+    ///
+    /// Webhooks keep being acknowledged while the work drains: a callback addressed to this
+    /// replica (NCA answers the URL it was given, once, and does not retry) is stored and
+    /// handled by another replica, or by this store's next start, instead of being refused
+    /// and left to the reconciler's next check (minutes later). `/readyz` answers 503
+    /// `stopping` meanwhile, so that a load balancer sends new traffic elsewhere.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let engine = self.engine;
         let worker = tokio::spawn(crate::worker::run(engine.clone()));
@@ -235,12 +242,17 @@ impl Application {
         let pruner = tokio::spawn(crate::pruner::run(engine.clone()));
         let routes = crate::http::routes(engine.clone());
         info!(addr = %self.addr, "serving");
-        warp::serve(routes)
-            .incoming(self.listener)
-            .graceful(shutdown)
-            .run()
-            .await;
-        info!("stopped accepting; finishing in-flight work");
+        let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            warp::serve(routes)
+                .incoming(self.listener)
+                .graceful(async {
+                    let _ = stopped.await;
+                })
+                .run(),
+        );
+        shutdown.await;
+        info!("finishing in-flight work; webhooks are still acknowledged meanwhile");
         engine.begin_shutdown();
         let drained = tokio::time::timeout(Duration::from_secs(30), async {
             let _ = worker.await;
@@ -254,6 +266,11 @@ impl Application {
         }
         // Other replicas take over at once (a rolling deploy), not a lease period later.
         engine.store.release_leases().await;
+        info!("stopped working; no longer accepting requests");
+        let _ = stop_serving.send(());
+        if let Err(e) = server.await {
+            warn!(error = %e, "the HTTP server ended abnormally");
+        }
         info!("shut down");
     }
 }

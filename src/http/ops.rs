@@ -14,6 +14,13 @@ pub fn healthz() -> Response {
 }
 
 pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+    // Still acknowledging webhooks while its work drains, but new traffic belongs elsewhere.
+    if engine.is_shutting_down() {
+        return Ok(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "stopping"}),
+        ));
+    }
     let store = match engine.store.ping().await {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),

@@ -9,6 +9,11 @@
 //! compared with the latest expiry the stopping replica had renewed its lease to. Without
 //! `release_leases` at shutdown the other replica can only take the video once that
 //! expiry has passed, and this test fails. Runs when `REELSTATE_TEST_DATABASE_URL` is set.
+//!
+//! NCA's callback comes while the stopping replica drains: NCA posts it once, to the URL it
+//! was given, and does not retry (docs/goapi-and-nca.md, "The callback"). The stopping replica still
+//! acknowledges it (and says `stopping` on `/readyz`); a replica that refused it left the
+//! video waiting for the reconciler's next check, minutes later.
 
 use crate::support;
 
@@ -52,6 +57,10 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
     };
     let airtable = AirtableDouble::start(DoubleConfig::default()).await;
     let nca = NcaDouble::start().await;
+    // Long enough that the mix's callback reaches the replica that submitted it only after
+    // SIGTERM, whichever replica that is; short of the stopping replica's drain (its held
+    // Airtable write keeps it draining until the request times out).
+    nca.set_callback_delay(Duration::from_secs(3));
     let video = airtable.insert_record(
         "Videos",
         json!({
@@ -127,6 +136,21 @@ async fn sigterm_hands_a_video_in_mid_work_to_the_other_replica_well_before_its_
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+    // Still serving while it drains, and telling load balancers it is on its way out.
+    let http = reqwest::Client::new();
+    loop {
+        let r = http
+            .get(format!("{}/readyz", apps[stopping].url))
+            .send()
+            .await
+            .expect("the stopping replica still answers while its work drains");
+        if r.status().as_u16() == 503 {
+            let body: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(body["status"], "stopping", "{body}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let taken_at = loop {
         let (owner, expires, now) = executor_lease(&client, &video)
             .await
