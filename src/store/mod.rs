@@ -37,7 +37,7 @@ pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
-pub use sqlite::{SqliteStore, WriteGate, busy_wait};
+pub use sqlite::{Cached, SqliteStore, WriteGate, busy_wait, tune};
 pub use types::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventQuery,
     HistoryRow, InboxEntry, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, RecordIntent,

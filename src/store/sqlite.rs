@@ -80,6 +80,49 @@ pub fn busy_wait(attempt: i32) -> bool {
     attempt < 50_000
 }
 
+/// What every connection on the engine's file is set up with, for CPU's sake: the same
+/// few dozen statements run all day, so each is prepared once and kept.
+/// - A statement cache that holds them all (rusqlite's default keeps 16).
+/// - Stable query plans (QPSG): otherwise a statement whose plan may depend on a bound
+///   value (`LIMIT ?1` is one) is planned again each time that value is bound.
+/// - Statement journals in memory: a multi-row write that spills its statement journal
+///   would otherwise create and delete a temporary file inside its transaction.
+pub fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+}
+
+/// More than the statements any one connection runs.
+const STATEMENT_CACHE: usize = 128;
+
+/// `execute` and `query_row` through the connection's statement cache (`Connection`'s
+/// own parse and plan their statement again on every call).
+pub trait Cached {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 /// Fixed-width UTC timestamps, so that text order is time order in SQL.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -186,6 +229,7 @@ impl SqliteStore {
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_handler(Some(busy_wait))?;
+        tune(&conn)?;
         // WAL at NORMAL; the commits that promise something (what was answered 202, or
         // marked started before an external call) are answered only after a flush of the
         // WAL (`wal_sync`), so they survive a power loss, not only a process kill. A flush
@@ -339,6 +383,126 @@ fn keyed<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store runs the same few dozen statements all day: once a round of work has
+    /// prepared them, the next rounds find every one in the connections' statement caches.
+    /// (A statement run with `execute` is parsed and planned again each time; one whose
+    /// plan may depend on a bound value, `LIMIT ?1` among them, is re-planned on every
+    /// bind unless the connection promises stable plans.) SQLite consults the authorizer
+    /// only while it prepares a statement: after the first round it must hear nothing
+    /// but the transactions' BEGIN and COMMIT.
+    #[tokio::test]
+    async fn after_a_first_round_no_statement_is_prepared_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use rusqlite::hooks::{AuthAction, Authorization};
+
+        use crate::domain::{JobStatus, JobType, VideoStatus};
+        use crate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
+        use crate::store::{
+            Commit, EntryOutcome, Inbox, NewEntry, Outbox, Payload, Snapshots, Source,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("cached.db")).unwrap();
+        let prepared = Arc::new(AtomicUsize::new(0));
+        for conn in [&store.conn, &store.reader] {
+            let seen = prepared.clone();
+            conn.lock()
+                .unwrap()
+                .authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
+                    if !matches!(ctx.action, AuthAction::Transaction { .. }) {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Authorization::Allow
+                }));
+        }
+        let video = RecordId::parse("recA1b2C3d4E5f6G7").unwrap();
+        let mut during = Vec::new();
+        for round in 0..3 {
+            prepared.store(0, Ordering::SeqCst);
+            let entry = NewEntry {
+                event_id: uuid::Uuid::now_v7(),
+                video_id: video.clone(),
+                source: Source::Goapi,
+                endpoint: "/webhooks/goapi".into(),
+                dedupe_key: Some(format!("round-{round}")),
+                raw_body: "{}".into(),
+                headers: "{}".into(),
+                received_at: Utc::now(),
+                payload: Payload::Event {
+                    event: Event::RetryRequested { from: None },
+                },
+            };
+            store.accept(entry.clone()).await.unwrap();
+            let pending = store.pending_entries(64).await.unwrap();
+            assert_eq!(pending.len(), 1);
+            let worker = store
+                .claim(Lane::Worker, vec![video.clone()])
+                .await
+                .unwrap();
+            let effect = format!("effect-{round}");
+            let mut snapshot =
+                Snapshot::new(Video::new(video.clone(), VideoStatus::GeneratingMusic));
+            snapshot.jobs.push(Job {
+                id: JobId(uuid::Uuid::new_v4()),
+                kind: JobType::MusicGeneration,
+                status: JobStatus::Pending,
+                external_id: None,
+                submission_id: None,
+                error: None,
+                created_at: Utc::now(),
+                ended_at: None,
+            });
+            store
+                .commit(
+                    Commit {
+                        event_id: entry.event_id,
+                        video_id: video.clone(),
+                        snapshot: Some(snapshot),
+                        history: None,
+                        effects: vec![(
+                            effect.clone(),
+                            Effect::RecordWebhookOutcome {
+                                outcome: Outcome::Applied,
+                                job: None,
+                                detail: None,
+                            },
+                        )],
+                        outcome: EntryOutcome::Applied,
+                        note: None,
+                        job: None,
+                        job_records: Vec::new(),
+                        at: Utc::now(),
+                    },
+                    &worker[0],
+                )
+                .await
+                .unwrap();
+            drop(worker);
+            let due = store.due_effects(Utc::now(), 64).await.unwrap();
+            assert_eq!(due.len(), 1);
+            let executor = store
+                .claim(Lane::Executor, vec![video.clone()])
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .effect_started(&effect, &executor[0], None)
+                    .await
+                    .unwrap()
+            );
+            store.effect_done_with(&effect, None).await.unwrap();
+            assert!(store.snapshot(&video).await.unwrap().is_some());
+            during.push(prepared.load(Ordering::SeqCst));
+        }
+        assert!(during[0] > 0, "the first round prepares: {during:?}");
+        assert_eq!(
+            &during[1..],
+            &[0, 0],
+            "statements prepared again: {during:?}"
+        );
+    }
 
     #[test]
     fn a_second_owner_of_the_file_is_refused_until_the_first_closes() {

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::rules::{self, Cell, Checked, FieldWrite, Link, Schema};
 use crate::domain::RecordId;
 use crate::records::{Fields, Filter, Mapping, Record, RecordBackend, RecordsError, Write};
-use crate::store::WriteGate;
+use crate::store::{Cached, WriteGate};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -131,6 +131,7 @@ impl SqliteRecords {
         }
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
+        crate::store::tune(&conn).map_err(db("tuning the connection"))?;
         conn.execute_batch(SCHEMA)
             .map_err(db("creating the records tables"))?;
         Ok(Self {
@@ -310,7 +311,7 @@ fn create_in(
     let writes = schema.plan(table, &fields)?;
     let id = new_id(conn)?;
     let created_time = rules::created_time(Utc::now());
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO records (id, tbl, created_time) VALUES (?1, ?2, ?3)",
         params![id, table, created_time],
     )

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::group_commit::Waiting;
-use super::{SqliteStore, keyed, parse_ts, ts};
+use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::store::decode::{EntryColumns, corrupt, uuid};
 use crate::store::{
@@ -95,7 +95,7 @@ impl Inbox for SqliteStore {
 
     async fn entry(&self, event_id: Uuid) -> Result<Option<InboxEntry>, StoreError> {
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!("SELECT {ENTRY_COLS} FROM inbox WHERE event_id = ?1"),
                 [event_id.to_string()],
                 entry_row,

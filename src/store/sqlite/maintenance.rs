@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, overview, parse_ts, ts};
+use super::{Cached, SqliteStore, overview, parse_ts, ts};
 use crate::store::{Depths, Maintenance, Overview, Pruned, Quarantined, StoreError};
 
 impl SqliteStore {
@@ -34,7 +34,7 @@ impl SqliteStore {
                 }
             };
             for (seq, why) in &rows {
-                tx.execute(sql, params![seq, why, ts(Utc::now())])?;
+                tx.execute_cached(sql, params![seq, why, ts(Utc::now())])?;
             }
             tx.commit()?;
             Ok(())
@@ -118,7 +118,7 @@ impl Maintenance for SqliteStore {
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StoreError> {
         let cutoff = ts(before);
         self.with(move |c| {
-            let inbox = c.execute(
+            let inbox = c.execute_cached(
                 "DELETE FROM inbox WHERE seq IN (
                      SELECT seq FROM inbox i WHERE state = 'done' AND processed_at < ?1
                        AND NOT EXISTS (SELECT 1 FROM outbox o
@@ -126,11 +126,11 @@ impl Maintenance for SqliteStore {
                      LIMIT ?2)",
                 params![cutoff, batch],
             )?;
-            let history = c.execute(
+            let history = c.execute_cached(
                 "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE at < ?1 LIMIT ?2)",
                 params![cutoff, batch],
             )?;
-            let outbox = c.execute(
+            let outbox = c.execute_cached(
                 "DELETE FROM outbox WHERE seq IN (
                      SELECT seq FROM outbox WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)",
                 params![cutoff, batch],

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::inbox::insert_entry;
-use super::{SqliteStore, keyed, parse_ts, ts};
+use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::store::decode::OutboxColumns;
 use crate::store::{
@@ -25,7 +25,7 @@ impl Outbox for SqliteStore {
         let id = effect_id.to_owned();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let changed = tx.execute(
+            let changed = tx.execute_cached(
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
                         started_at = NULL
                  WHERE effect_id = ?1 AND state = 'pending'",
@@ -37,7 +37,7 @@ impl Outbox for SqliteStore {
             {
                 let seen: Option<i64> = match &entry.dedupe_key {
                     Some(k) => tx
-                        .query_row("SELECT seq FROM inbox WHERE dedupe_key = ?1", [k], |r| {
+                        .query_row_cached("SELECT seq FROM inbox WHERE dedupe_key = ?1", [k], |r| {
                             r.get(0)
                         })
                         .optional()?,
@@ -86,7 +86,7 @@ impl Outbox for SqliteStore {
             // Only the first pending effect of a video's lane can run; the ones behind it
             // wait for it.
             let (p_lane, o_lane) = (projection_sql("p"), projection_sql("o"));
-            let s: Option<String> = c.query_row(
+            let s: Option<String> = c.query_row_cached(
                 &format!(
                     "SELECT MIN(o.next_attempt_at) FROM outbox o
                  WHERE o.state = 'pending'
@@ -110,7 +110,7 @@ impl Outbox for SqliteStore {
     ) -> Result<(), StoreError> {
         let (id, error) = (effect_id.to_owned(), error.to_owned());
         self.with(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4,
                         started_at = NULL
                  WHERE effect_id = ?1 AND state = 'pending'",
@@ -125,7 +125,7 @@ impl Outbox for SqliteStore {
     async fn outbox_entry(&self, effect_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
         let id = effect_id.to_owned();
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!("SELECT {OUTBOX_COLS} FROM outbox o WHERE effect_id = ?1"),
                 [id],
                 outbox_row,
@@ -148,7 +148,7 @@ impl Outbox for SqliteStore {
         let id = effect_id.to_owned();
         let video = lease.video().to_string();
         self.with_durably(move |c| {
-            let n = c.execute(
+            let n = c.execute_cached(
                 "UPDATE outbox SET started_at = ?2, updated_at = ?2
                  WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
                    AND started_at IS ?4",
@@ -164,7 +164,7 @@ impl Outbox for SqliteStore {
     async fn effect_ambiguous(&self, effect_id: &str, error: &str) -> Result<(), StoreError> {
         let (id, error) = (effect_id.to_owned(), error.to_owned());
         self.with(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3
                  WHERE effect_id = ?1 AND state = 'pending'",
                 params![id, error, ts(Utc::now())],
@@ -178,7 +178,7 @@ impl Outbox for SqliteStore {
     async fn effect_defer(&self, effect_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = effect_id.to_owned();
         self.with(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE outbox SET next_attempt_at = ?2, updated_at = ?3
                  WHERE effect_id = ?1 AND state = 'pending'",
                 params![id, ts(at), ts(Utc::now())],
@@ -193,7 +193,7 @@ impl Outbox for SqliteStore {
     async fn requeue_effect(&self, effect_id: &str) -> Result<bool, StoreError> {
         let id = effect_id.to_owned();
         self.with_durably(move |c| {
-            let n = c.execute(
+            let n = c.execute_cached(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
                         attempts = 0, last_error = NULL, started_at = NULL
                  WHERE effect_id = ?1 AND state = 'failed'",

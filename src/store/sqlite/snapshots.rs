@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, parse_ts, ts};
+use super::{Cached, SqliteStore, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
 use crate::store::decode::{
@@ -21,7 +21,7 @@ impl Snapshots for SqliteStore {
         let video = video.to_string();
         self.read(move |c| {
             let s: Option<String> = c
-                .query_row(
+                .query_row_cached(
                     "SELECT snapshot FROM video_state WHERE video_id = ?1",
                     [&video],
                     |r| r.get(0),
@@ -47,38 +47,38 @@ impl Snapshots for SqliteStore {
             let at = ts(commit.at);
             if let Some(s) = &commit.snapshot {
                 let json = serde_json::to_string(s).map_err(|e| corrupt("snapshot", e))?;
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO video_state (video_id, snapshot, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(video_id) DO UPDATE SET snapshot = ?2, updated_at = ?3",
                     params![video, json, at],
                 )?;
                 for j in &s.jobs {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO job_index (job_id, video_id) VALUES (?1, ?2)
                          ON CONFLICT(job_id) DO NOTHING",
                         params![j.id.to_string(), video],
                     )?;
                     // The reconciler's worklist: jobs still waiting for their service.
                     if j.status.is_active() {
-                        tx.execute(
+                        tx.execute_cached(
                             "INSERT INTO active_jobs (job_id, video_id, kind, external_id, since, next_check_at)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?5)
                              ON CONFLICT(job_id) DO UPDATE SET external_id = excluded.external_id",
                             params![j.id.to_string(), video, j.kind.name(), j.external_id, at],
                         )?;
                     } else {
-                        tx.execute("DELETE FROM active_jobs WHERE job_id = ?1", [j.id.to_string()])?;
+                        tx.execute_cached("DELETE FROM active_jobs WHERE job_id = ?1", [j.id.to_string()])?;
                     }
                 }
             }
             for (job, record) in &commit.job_records {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE job_index SET record_id = ?2 WHERE job_id = ?1",
                     params![job.to_string(), record.to_string()],
                 )?;
             }
             if let Some(h) = &commit.history {
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![video, h.event_id.to_string(), h.event, h.from, h.to, h.outcome.as_ref(), ts(h.at)],
@@ -87,13 +87,13 @@ impl Snapshots for SqliteStore {
             for (id, effect) in &commit.effects {
                 let json = serde_json::to_string(effect).map_err(|e| corrupt("effect", e))?;
                 // An effect id names one effect for ever: storing it again is a no-op.
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO outbox (effect_id, video_id, event_id, kind, effect, next_attempt_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(effect_id) DO NOTHING",
                     params![id, video, commit.event_id.to_string(), effect.kind(), json, at],
                 )?;
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE inbox SET state = 'done', outcome = ?2, note = ?3, job_id = ?4, processed_at = ?5
                  WHERE event_id = ?1",
                 params![
@@ -135,7 +135,7 @@ impl Snapshots for SqliteStore {
     async fn set_job_record(&self, job: JobId, record: &RecordId) -> Result<(), StoreError> {
         let record = record.to_string();
         self.with(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE job_index SET record_id = ?2 WHERE job_id = ?1",
                 params![job.to_string(), record],
             )?;
@@ -151,7 +151,7 @@ impl Snapshots for SqliteStore {
     ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError> {
         self.read(move |c| {
             let row: Option<(String, Option<String>)> = c
-                .query_row(
+                .query_row_cached(
                     "SELECT video_id, record_id FROM job_index WHERE job_id = ?1",
                     [job.to_string()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -166,11 +166,11 @@ impl Snapshots for SqliteStore {
         let owner = owner.to_owned();
         // Durable: it precedes a create that Airtable cannot deduplicate.
         self.with_durably(move |c| {
-            let inserted = c.execute(
+            let inserted = c.execute_cached(
                 "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
                 params![owner, ts(Utc::now())],
             )?;
-            let (since, record): (String, Option<String>) = c.query_row(
+            let (since, record): (String, Option<String>) = c.query_row_cached(
                 "SELECT started_at, record_id FROM record_creations WHERE owner = ?1",
                 [&owner],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -188,7 +188,7 @@ impl Snapshots for SqliteStore {
         let (owner, record) = (owner.to_owned(), record.to_string());
         self.with(move |c| {
             let taken: Option<String> = c
-                .query_row(
+                .query_row_cached(
                     "SELECT owner FROM record_creations WHERE record_id = ?1",
                     [&record],
                     |r| r.get(0),
@@ -197,7 +197,7 @@ impl Snapshots for SqliteStore {
             if let Some(other) = taken {
                 return Ok(other == owner);
             }
-            let n = c.execute(
+            let n = c.execute_cached(
                 "INSERT INTO record_creations (owner, started_at, record_id) VALUES (?1, ?2, ?3)
                  ON CONFLICT (owner) DO UPDATE SET record_id = excluded.record_id
                  WHERE record_creations.record_id IS NULL",
@@ -229,7 +229,7 @@ impl Snapshots for SqliteStore {
         next: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.with(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE active_jobs SET checks = ?2, next_check_at = ?3 WHERE job_id = ?1",
                 params![job.to_string(), checks, ts(next)],
             )?;
