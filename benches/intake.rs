@@ -239,6 +239,21 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// The machine's CPU time so far, in `USER_HZ` ticks: (all states, stolen). `/proc/stat`'s
+/// first line; steal (8th value) is time the hypervisor gave this VM's CPUs to others.
+/// Latency figures taken while it is more than a few per mille are not comparable.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some((values.iter().take(8).sum(), *values.get(7)?))
+}
+
 fn print(label: &str, f: &Figures) {
     println!(
         "{label:<28} sent {:>7}  ack/s {:>8.0}  accepted {:>7}  duplicates {:>6}  errors {:>4}  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
@@ -387,9 +402,17 @@ where
     let service = Service::start(db).await;
     let _warm = run(service.url.clone(), Duration::from_secs(1), bases.0).await;
     let cpu_before = cpu_secs(service.pid);
+    let machine_before = machine_ticks();
     let f = run(service.url.clone(), Duration::from_secs(secs), bases.1).await;
     let cpu = cpu_before.zip(cpu_secs(service.pid)).map(|(a, b)| b - a);
+    let machine = machine_before.zip(machine_ticks());
     print(label, &f);
+    if let Some(((all0, steal0), (all1, steal1))) = machine {
+        println!(
+            "machine steal               {:.1}‰ of CPU time during the phase",
+            1000.0 * (steal1 - steal0) as f64 / (all1 - all0).max(1) as f64
+        );
+    }
     service.report(cpu, &f, db).await;
     f
 }
