@@ -11,13 +11,13 @@
 //! - The catch-up: once the WAL is past `restart` pages, a second PASSIVE runs with the
 //!   file's write gate held (no writer can start): it copies only what came since the
 //!   first (a few milliseconds' worth), and the next write transaction finds the WAL
-//!   wholly in the database and starts it over from its beginning. That pass ends with
-//!   a sync of the database, which would also write out every page the unheld passes
-//!   copied since the last sync (SQLite syncs the database only after a pass that copied
-//!   the whole WAL, which under steady writes only the held one does): so the database
-//!   is synced first, off the gate, and the held pass syncs little more than its own. Held back while webhooks wait for
-//!   their commit, unless the WAL is past `valve` pages: the file stays bounded whatever
-//!   the load. A WAL reused from its beginning also flushes faster: its size does not
+//!   wholly in the database and starts it over from its beginning. Held back while
+//!   webhooks wait for their commit, unless the WAL is past `valve` pages: the file stays
+//!   bounded whatever the load. The held pass ends with a sync of the database, which
+//!   would also write out every page the unheld passes copied since the last sync
+//!   (SQLite syncs the database only after a pass that copied the whole WAL, which under
+//!   steady writes only the held one does): so the database is synced first, off the
+//!   gate, and the held pass syncs little more than its own pages. A WAL reused from its beginning also flushes faster: its size does not
 //!   change, so `fdatasync` has no file metadata to write.
 
 use std::path::Path;
@@ -92,6 +92,7 @@ impl Checkpointer {
                 // NORMAL as at FULL: the database is on disk before a WAL that starts over
                 // writes over the frames it came from (docs/operations.md).
                 c.pragma_update(None, "synchronous", "FULL")?;
+                super::tune(&c)?;
                 Ok(c)
             })
             .map_err(std::io::Error::other)?;
@@ -135,12 +136,12 @@ fn round(
         // made meanwhile. Measured on the intake bench at a fixed rate: the held pass
         // took 11-12 ms (longest 24-29) with no sync before it, 6-8 ms (longest 13-19)
         // after one, 4.5 ms (longest 6) after two (BENCHMARKS.md).
-        for pass in 0..2 {
-            let copied = if pass == 0 { Ok(log) } else { passive(conn) };
-            if let Err(e) = copied.map_err(std::io::Error::other).and_then(|_| sync()) {
-                // The held pass syncs anyway: it only takes longer.
-                tracing::debug!(error = %e, "syncing the database before the catch-up");
-            }
+        let synced = sync()
+            .and_then(|()| passive(conn).map_err(std::io::Error::other))
+            .and_then(|_| sync());
+        if let Err(e) = synced {
+            // The held pass syncs anyway: it only takes longer.
+            tracing::debug!(error = %e, "syncing the database before the catch-up");
         }
         let _held = gate.hold();
         if let Err(e) = passive(conn) {
@@ -151,7 +152,8 @@ fn round(
 
 /// A PASSIVE checkpoint; the WAL's size in pages (`PRAGMA wal_checkpoint`'s second column).
 fn passive(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+    conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")?
+        .query_row([], |r| r.get(1))
 }
 
 #[cfg(test)]
