@@ -161,6 +161,7 @@ pub struct SqliteStore {
     /// Reads use their own connection: in WAL mode they never wait for the writer.
     reader: Arc<Mutex<Connection>>,
     /// Intake's group commit: concurrent accepts share one transaction.
+    /// None only in the intake writer's own copy, which must not hold its channel open.
     accepts: Option<tokio::sync::mpsc::Sender<AcceptJob>>,
     /// Webhooks waiting to be committed; background work defers to them.
     intake_waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -197,9 +198,7 @@ impl SqliteStore {
         wal.push("-wal");
         let wal = flusher(wal.into())
             .map_err(|e| StoreError::Join(format!("starting the WAL flusher: {e}")))?;
-        let mut store = Self::assemble(conn, Some((reader, wal, path)))?;
-        store._owner = Some(Arc::new(owner));
-        Ok(store)
+        Self::assemble(conn, Some((reader, wal, path)), Some(owner))
     }
 
     /// The writer connection's `synchronous` level (1 = NORMAL: the commits that promise
@@ -224,7 +223,7 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut conn = Self::configure(Connection::open_in_memory()?)?;
         migrate(&mut conn)?;
-        Self::assemble(conn, None)
+        Self::assemble(conn, None, None)
     }
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
@@ -244,10 +243,12 @@ impl SqliteStore {
     }
 
     /// The store around its writer `conn`; on a file, with its reader connection, its WAL
-    /// flusher and a checkpointer (in memory the writer is the only connection).
+    /// flusher and a checkpointer (in memory the writer is the only connection), and the
+    /// intake writer's thread, which keeps the file's `owner` lock as long as it runs.
     fn assemble(
         conn: Connection,
         file: Option<(Connection, wal_sync::WalSync, &Path)>,
+        owner: Option<std::fs::File>,
     ) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
         let gate = WriteGate::default();
@@ -274,13 +275,15 @@ impl SqliteStore {
             wal,
             checkpoints,
             leases: LocalLeases::default(),
-            _owner: None,
+            _owner: owner.map(Arc::new),
         };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BATCH * 4);
-            rt.spawn(group_commit(store.clone(), rx));
-            store.accepts = Some(tx);
-        }
+        let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BATCH * 4);
+        let writer = store.clone();
+        std::thread::Builder::new()
+            .name("reelstate-intake".into())
+            .spawn(move || group_commit(&writer, rx))
+            .map_err(|e| StoreError::Join(format!("starting the intake writer: {e}")))?;
+        store.accepts = Some(tx);
         Ok(store)
     }
 
@@ -300,6 +303,18 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let out = on(self.conn.clone(), Some(self.gate.clone()), f).await;
+        if let Some(c) = &self.checkpoints {
+            c.ring();
+        }
+        out
+    }
+
+    /// [`Self::with`] on the calling thread, which may block (the intake writer's own).
+    fn with_here<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let out = on_this_thread(&self.conn, Some(&self.gate), f);
         if let Some(c) = &self.checkpoints {
             c.ring();
         }
@@ -345,15 +360,22 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
-        let _held = gate.as_ref().map(WriteGate::hold);
-        let mut guard = conn
-            .lock()
-            .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
-        f(&mut guard)
-    })
-    .await
-    .map_err(|e| StoreError::Join(e.to_string()))?
+    tokio::task::spawn_blocking(move || on_this_thread(&conn, gate.as_ref(), f))
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+/// [`on`] for a thread that may block: holds the connection (and the gate) for `f`.
+fn on_this_thread<T>(
+    conn: &Mutex<Connection>,
+    gate: Option<&WriteGate>,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let _held = gate.map(WriteGate::hold);
+    let mut guard = conn
+        .lock()
+        .map_err(|_| StoreError::Join("store connection poisoned".into()))?;
+    f(&mut guard)
 }
 
 /// Runs `f` with `synchronous = FULL`: its commit fsyncs the WAL before it returns. The

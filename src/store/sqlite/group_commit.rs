@@ -32,11 +32,13 @@ impl Drop for Waiting {
 /// hands the answers to the WAL flusher, which gives them once the commit is on disk.
 /// Under load one commit serves many webhooks, and while one group is being flushed the
 /// next one commits; alone, one commit and one flush serve one webhook, without waiting.
-pub(super) async fn group_commit(
-    store: SqliteStore,
-    mut rx: tokio::sync::mpsc::Receiver<AcceptJob>,
-) {
-    while let Some(first) = rx.recv().await {
+///
+/// It runs on a thread of its own, which ends when the last sender is dropped: a webhook
+/// then wakes this thread directly, where a task would wake a runtime worker that hands
+/// the commit to a blocking-pool thread and is woken again by its end (two more context
+/// switches a group, on cores the HTTP side needs; measured in BENCHMARKS.md).
+pub(super) fn group_commit(store: &SqliteStore, mut rx: tokio::sync::mpsc::Receiver<AcceptJob>) {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < ACCEPT_BATCH {
             match rx.try_recv() {
@@ -46,25 +48,22 @@ pub(super) async fn group_commit(
         }
         let (entries, replies): (Vec<NewEntry>, Vec<_>) = batch.into_iter().unzip();
         let flushed_later = store.wal.is_some();
-        let result = store
-            .with(move |c| {
-                let commit = |c: &mut Connection| -> Result<Vec<Accepted>, StoreError> {
-                    let tx =
-                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let mut out = Vec::with_capacity(entries.len());
-                    for e in entries {
-                        out.push(accept_in(&tx, e)?);
-                    }
-                    tx.commit()?;
-                    Ok(out)
-                };
-                if flushed_later {
-                    commit(c)
-                } else {
-                    durably(c, commit)
+        let result = store.with_here(move |c| {
+            let commit = |c: &mut Connection| -> Result<Vec<Accepted>, StoreError> {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut out = Vec::with_capacity(entries.len());
+                for e in entries {
+                    out.push(accept_in(&tx, e)?);
                 }
-            })
-            .await;
+                tx.commit()?;
+                Ok(out)
+            };
+            if flushed_later {
+                commit(c)
+            } else {
+                durably(c, commit)
+            }
+        });
         match (result, &store.wal) {
             (Ok(accepted), Some(wal)) => wal.after_commit(Box::new(move |flushed| {
                 for (reply, a) in replies.into_iter().zip(accepted) {

@@ -18,27 +18,15 @@ impl Inbox for SqliteStore {
     /// entry pointing at the first, so that the event log shows every delivery. Returns
     /// only once the entry is committed; concurrent calls share one transaction.
     async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
-        if let Some(tx) = &self.accepts {
-            use std::sync::atomic::Ordering;
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            self.intake_waiting.fetch_add(1, Ordering::SeqCst);
-            // Decremented however this future ends, a dropped request included.
-            let _waiting = Waiting(self.intake_waiting.clone());
-            return match tx.send((entry, reply)).await {
-                Ok(()) => answer
-                    .await
-                    .map_err(|_| StoreError::Join("intake writer stopped".into()))
-                    .and_then(|r| r),
-                Err(_) => Err(StoreError::Join("intake writer stopped".into())),
-            };
-        }
-        self.with_durably(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let accepted = accept_in(&tx, entry)?;
-            tx.commit()?;
-            Ok(accepted)
-        })
-        .await
+        use std::sync::atomic::Ordering;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.intake_waiting.fetch_add(1, Ordering::SeqCst);
+        // Decremented however this future ends, a dropped request included.
+        let _waiting = Waiting(self.intake_waiting.clone());
+        let stopped = || StoreError::Join("intake writer stopped".into());
+        let tx = self.accepts.as_ref().ok_or_else(stopped)?;
+        tx.send((entry, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Lets waiting webhooks go first: a sender waits on intake, nobody waits on the
