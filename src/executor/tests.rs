@@ -124,6 +124,7 @@ async fn an_interrupted_call_waits_for_the_videos_unprocessed_events() {
         error: None,
         created_at: Utc::now(),
         ended_at: None,
+        resubmissions: 0,
     });
     let worker = claim(&**store, Lane::Worker, &video).await;
     let lease = claim(&**store, Lane::Executor, &video).await;

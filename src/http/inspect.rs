@@ -154,6 +154,7 @@ fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
         "status": j.status,
         "external_id": j.external_id,
         "submission_id": j.submission_id,
+        "resubmissions": j.resubmissions,
         "error": j.error,
         "created_at": j.created_at,
         "ended_at": j.ended_at,

@@ -145,7 +145,7 @@ pub fn decide(s: &Snapshot, e: &Event, ctx: &Ctx) -> Result<Decision, Rejection>
         Event::ExternalAccepted { job, external_id } => {
             external_accepted(&mut next, *job, external_id)
         }
-        Event::Resubmitting { job, reason } => resubmitting(&next, *job, reason),
+        Event::Resubmitting { job, reason } => resubmitting(&mut next, *job, reason),
         Event::TrackChecked { job, check } => {
             track_checked(&mut next, *job, check, ctx, &mut actions)
         }

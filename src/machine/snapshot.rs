@@ -70,6 +70,16 @@ pub struct Job {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The automatic re-submissions of this job's call on record (at most one): the
+    /// count the executor checks before calling a service again, kept with the job so
+    /// that no retention or event-log window can lose it. Snapshots stored before it
+    /// have none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resubmissions: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The `id` of the n-th NCA submission for a video; also that effect's id.

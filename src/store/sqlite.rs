@@ -475,6 +475,7 @@ mod tests {
                 error: None,
                 created_at: Utc::now(),
                 ended_at: None,
+                resubmissions: 0,
             });
             store
                 .commit(

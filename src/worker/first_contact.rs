@@ -93,6 +93,7 @@ fn first_contact(v: &VideoRecord, jobs: Vec<JobRecord>) -> FirstContact {
             error: j.error_details,
             created_at: Utc::now(),
             ended_at: None,
+            resubmissions: 0,
         });
     }
     (snapshot, known)

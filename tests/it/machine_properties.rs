@@ -27,14 +27,40 @@ use uuid::Uuid;
 
 const CASES: u32 = 256;
 const MAX_EVENTS: usize = 30;
+/// The seed CI runs: fixed, so a failure here is a failure everywhere.
+const SEED: u64 = 0x5eed_f00d;
 
+/// Fixed seed and case count unless asked: `REELSTATE_PROPTEST_SEED=N` replays a seed
+/// (a fresh one is printed by `REELSTATE_PROPTEST_SEED=fresh`), and
+/// `REELSTATE_PROPTEST_CASES=N` explores further.
 fn config() -> Config {
+    let seed = match std::env::var("REELSTATE_PROPTEST_SEED").ok().as_deref() {
+        None | Some("") => SEED,
+        Some("fresh") => {
+            let seed = rand_seed();
+            eprintln!("machine_properties: REELSTATE_PROPTEST_SEED={seed}");
+            seed
+        }
+        Some(n) => n
+            .parse()
+            .expect("REELSTATE_PROPTEST_SEED is a number or `fresh`"),
+    };
+    let cases = std::env::var("REELSTATE_PROPTEST_CASES")
+        .ok()
+        .map(|n| n.parse().expect("REELSTATE_PROPTEST_CASES is a number"))
+        .unwrap_or(CASES);
     Config {
-        cases: CASES,
-        rng_seed: RngSeed::Fixed(0x5eed_f00d),
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         ..Config::default()
     }
+}
+
+/// A seed nobody chose, for exploring beyond CI's fixed one.
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -98,6 +124,7 @@ fn existing_job(record: &str, kind: JobType, status: JobStatus, ext: Option<&str
         error: None,
         created_at: epoch(),
         ended_at: None,
+        resubmissions: 0,
     }
 }
 
@@ -630,6 +657,7 @@ proptest! {
     fn completed_is_absorbing(sc in scenario()) {
         for st in run(&sc).1.iter().filter(|st| st.before.video.status == VideoStatus::Completed) {
             prop_assert_eq!(&st.after().video, &st.before.video, "{:?} changed a completed video", st.event);
+            prop_assert_eq!(&st.after().jobs, &st.before.jobs, "{:?} changed a completed video's jobs", st.event);
         }
     }
 
@@ -639,6 +667,32 @@ proptest! {
         for st in run(&sc).1.iter().filter(|st| st.before.video.status.is_failed()) {
             if !matches!(st.event, Event::RetryRequested { .. }) {
                 prop_assert_eq!(&st.after().video, &st.before.video, "{:?} changed a failed video", st.event);
+                prop_assert_eq!(&st.after().jobs, &st.before.jobs, "{:?} changed a failed video's jobs", st.event);
+            }
+        }
+    }
+
+    /// A retry supersedes the music jobs still active before it: none stays active, and no
+    /// later news of one of them changes the video (no second mix beside the retry's, no
+    /// completion with an older track).
+    #[test]
+    fn a_retry_supersedes_the_jobs_active_before_it(sc in scenario()) {
+        let mut superseded = BTreeSet::new();
+        for st in run(&sc).1 {
+            let Ok(d) = &st.result else { continue };
+            if let Event::RetryRequested { .. } = st.event {
+                for j in st.before.jobs.iter().filter(|j| {
+                    j.status.is_active() && matches!(j.kind, JobType::MusicGeneration | JobType::MusicAddition)
+                }) {
+                    prop_assert!(d.next.job(j.id).is_some_and(|n| n.status.is_final()),
+                        "job {} stayed active through a retry", j.id);
+                    superseded.insert(j.id);
+                }
+            } else if d.job.is_some_and(|j| superseded.contains(&j)) {
+                prop_assert_eq!(&d.next.video, &st.before.video,
+                    "{:?}, news of a superseded job, changed the video", st.event);
+                prop_assert!(d.effects.iter().all(|e| !matches!(e, Effect::SubmitNcaMix { .. } | Effect::CreateGoapiTask { .. })),
+                    "{:?}, news of a superseded job, started a paid call", st.event);
             }
         }
     }

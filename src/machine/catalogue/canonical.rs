@@ -29,6 +29,7 @@ fn job(n: u128, kind: JobType, status: JobStatus, ext: Option<&str>, sid: Option
         error: status.eq(&JobStatus::Failed).then(|| "failed".to_owned()),
         created_at: epoch(),
         ended_at: None,
+        resubmissions: 0,
     }
 }
 

@@ -255,6 +255,20 @@ pub(super) fn external_accepted(next: &mut Snapshot, job: JobId, external_id: &s
         }
         None => {}
     }
+    // Final is final, for the jobs too: an acceptance that comes after its job ended, or
+    // after the video did, is kept on record only.
+    if current.status.is_final() {
+        return Step::new(Outcome::Stale, Some(job)).note(format!(
+            "job already {}; the service's id was {external_id}",
+            current.status
+        ));
+    }
+    if next.video.status.is_final() {
+        return Step::new(Outcome::Stale, Some(job)).note(format!(
+            "video is already {}; the service's id was {external_id}",
+            next.video.status.name()
+        ));
+    }
     let j = job_mut(next, job);
     j.external_id = Some(external_id.to_owned());
     if j.status == JobStatus::Pending {

@@ -1,13 +1,14 @@
 //! Job-level events: a deadline passed, an effect given up, a re-submission on record.
 
-use super::jobs::fail_job;
+use super::jobs::{fail_job, job_mut};
 use super::{Ctx, Step};
 use crate::domain::JobType;
 use crate::machine::{JobId, Outcome, Snapshot};
 
-/// A re-submission is news about a job, not a change: it is recorded against the job so
-/// that its history shows every request that may have cost money.
-pub(super) fn resubmitting(next: &Snapshot, job: JobId, reason: &str) -> Step {
+/// A re-submission is counted on its job (the executor allows one, and reads the count
+/// here rather than in a window of recent events), and recorded in the job's history so
+/// that it shows every request that may have cost money. Neither status changes.
+pub(super) fn resubmitting(next: &mut Snapshot, job: JobId, reason: &str) -> Step {
     match next.job(job) {
         None => Step::new(Outcome::Unmatched, None).note("no such job"),
         Some(j) if j.status.is_final() => {
@@ -15,8 +16,11 @@ pub(super) fn resubmitting(next: &Snapshot, job: JobId, reason: &str) -> Step {
         }
         Some(_) if next.video.status.is_final() => Step::new(Outcome::Stale, Some(job))
             .note(format!("video is already {}", next.video.status.name())),
-        Some(_) => Step::new(Outcome::Recorded, Some(job))
-            .note(format!("sending the request again: {reason}")),
+        Some(_) => {
+            job_mut(next, job).resubmissions += 1;
+            Step::new(Outcome::Applied, Some(job))
+                .note(format!("sending the request again: {reason}"))
+        }
     }
 }
 

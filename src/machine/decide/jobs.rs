@@ -91,6 +91,7 @@ pub(super) fn new_job(next: &mut Snapshot, kind: JobType, ctx: &Ctx) -> JobId {
         error: None,
         created_at: ctx.now,
         ended_at: None,
+        resubmissions: 0,
     });
     id
 }

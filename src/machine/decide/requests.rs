@@ -3,7 +3,7 @@
 
 use super::jobs::{fail_job, mix_effect, new_addition, start_generation};
 use super::{Ctx, Rejection, Step};
-use crate::domain::{JobType, VideoStatus};
+use crate::domain::{JobStatus, JobType, VideoStatus};
 use crate::machine::{Effect, JobId, Outcome, RetryFrom, Snapshot, TrackCheck};
 
 pub(super) fn music_requested(
@@ -68,11 +68,12 @@ pub(super) fn retry_requested(
         }
         (None, _, _) => None,
     };
+    if mix.is_some() && next.video.source_video.is_none() {
+        return Err(Rejection::MissingSourceVideo);
+    }
+    supersede_active_jobs(next, ctx);
     let step = match mix {
         Some(music) => {
-            if next.video.source_video.is_none() {
-                return Err(Rejection::MissingSourceVideo);
-            }
             let (job, _) = new_addition(next, music.clone(), ctx);
             next.video.checking_track = Some(job);
             actions.push(Effect::CheckTrack { job, music });
@@ -91,6 +92,26 @@ pub(super) fn retry_requested(
     };
     next.video.retries += 1;
     Ok(step)
+}
+
+/// A retry starts the stage afresh: a music job still active from before (left by an older
+/// handler, imported with the video, or never answered) is superseded, so that its late
+/// news is `stale` instead of starting a second mix beside the retry's, or completing the
+/// video with a track while the music the retry paid for is thrown away.
+fn supersede_active_jobs(next: &mut Snapshot, ctx: &Ctx) {
+    let failed = next.video.status.name().to_owned();
+    for j in next.jobs.iter_mut().filter(|j| {
+        j.status.is_active() && matches!(j.kind, JobType::MusicGeneration | JobType::MusicAddition)
+    }) {
+        j.status = JobStatus::Failed;
+        j.error = Some(format!(
+            "superseded: the operator retried the video from {failed}; news of this job no longer changes it"
+        ));
+        j.ended_at = Some(ctx.now);
+        if next.video.checking_track == Some(j.id) {
+            next.video.checking_track = None;
+        }
+    }
 }
 
 /// The answer to a retry's track check: mix the track unless its host said it is gone,
@@ -112,6 +133,14 @@ pub(super) fn track_checked(
     else {
         return Step::new(Outcome::Unmatched, None).note("no music_addition job of this video");
     };
+    // Only a video still adding music waits for a check; whatever ended the stage
+    // meanwhile stands.
+    if next.video.status != VideoStatus::AddingMusic {
+        return Step::new(Outcome::Stale, Some(job)).note(format!(
+            "video is {}, not adding_music",
+            next.video.status.name()
+        ));
+    }
     if next.video.checking_track != Some(job) {
         return Step::new(Outcome::Stale, Some(job)).note(format!(
             "no track check waits for this job (it is {}; answered already, or never asked)",

@@ -34,6 +34,7 @@ fn addition_failed() -> Snapshot {
         error: (status == JobStatus::Failed).then(|| "failed".to_owned()),
         created_at: DateTime::<Utc>::UNIX_EPOCH,
         ended_at: None,
+        resubmissions: 0,
     };
     Snapshot {
         jobs: vec![

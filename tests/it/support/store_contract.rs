@@ -56,6 +56,7 @@ fn job(status: JobStatus, external: Option<&str>) -> Job {
         error: None,
         created_at: Utc::now(),
         ended_at: None,
+        resubmissions: 0,
     }
 }
 
