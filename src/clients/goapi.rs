@@ -163,8 +163,10 @@ impl GoapiClient {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
-            // Permanent: the task may exist, and a retry would order (and pay) a second one.
-            .ok_or_else(|| ClientError::permanent(Some(200), "GoAPI: created task has no task_id"))
+            // The task may exist and will call back on the URL that names its job: settled
+            // like any answer that does not prove a refusal, never a failed job nor an
+            // immediate second (paid) task.
+            .ok_or_else(|| ClientError::Ambiguous("GoAPI: created task has no task_id".into()))
     }
 
     /// The task object (`data` of the envelope), for reconciliation.

@@ -153,14 +153,14 @@ impl NcaClient {
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| {
-                        // Permanent, not transient: NCA took the job, so a retry would mix twice.
-                        ClientError::permanent(
-                            Some(reply.status),
-                            format!(
-                                "NCA: accepted without a job_id: {}",
-                                self.http.message_of(&reply)
-                            ),
-                        )
+                        // NCA took the job, so neither a retry nor a failure is right: a
+                        // failed job's callback would be stale, and the operator's retry a
+                        // second render. Ambiguous: the callback (its URL names the job) or
+                        // the look-up by our submission id settles it.
+                        ClientError::Ambiguous(format!(
+                            "NCA: accepted without a job_id: {}",
+                            self.http.message_of(&reply)
+                        ))
                     })?
                     .to_owned();
                 let finished = if reply.status == 200 {

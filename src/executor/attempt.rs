@@ -74,15 +74,20 @@ pub(super) async fn run_one(
                 }
             }
         }
-        // Airtable cannot be asked to check a lease: the write is made only while this
-        // executor still holds the video, so a replica that lost it writes nothing stale.
-        if e.effect.target().is_some() && !engine.store.holds(lease).await.unwrap_or(false) {
+        let started = std::time::Instant::now();
+        let (effect, create_extra) = folded_effect(&e.effect, &folded);
+        // Airtable cannot be asked to check a lease: each write asks the store, as its
+        // request goes out, whether this executor still holds the video
+        // (`records::fence`), so a replica that lost it writes nothing stale.
+        let result = crate::records::fence::fenced(
+            lease_fence(engine, lease),
+            perform(engine, &OutboxEntry { effect, ..e.clone() }, &create_extra),
+        )
+        .await;
+        if let Err(EffectError::LeaseLost) = result {
             info!("the video's lease is no longer this executor's; writing nothing");
             return;
         }
-        let started = std::time::Instant::now();
-        let (effect, create_extra) = folded_effect(&e.effect, &folded);
-        let result = perform(engine, &OutboxEntry { effect, ..e.clone() }, &create_extra).await;
         engine.metrics.observe_effect(kind, started.elapsed());
         let stored = match result {
             Ok(follow_up) => {
@@ -103,7 +108,12 @@ pub(super) async fn run_one(
                 }
                 done
             }
-            Err(EffectError::Ambiguous(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
+            // Never counted against the attempts: the service may be doing the work, so
+            // running out of attempts here would fail a job that renders anyway (and the
+            // operator's retry would pay for it twice). An ambiguous call is settled like
+            // an interrupted one (`calls::prepare_external`): its callback, a look-up at
+            // the service, or its deadline and the one re-submission on record.
+            Err(EffectError::Ambiguous(msg)) if external_job(&e.effect).is_some() => {
                 engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
                 warn!(error = %msg, "the call may have been received; waiting for its callback before calling again");
                 engine.store.effect_ambiguous(&e.effect_id, &msg).await
@@ -115,6 +125,7 @@ pub(super) async fn run_one(
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 engine.store.effect_retry_later(&e.effect_id, at, &msg).await
             }
+            Err(EffectError::LeaseLost) => return,
             Err(EffectError::Transient(msg))
             | Err(EffectError::Ambiguous(msg))
             | Err(EffectError::Permanent(msg)) => {
@@ -143,6 +154,16 @@ pub(super) async fn run_one(
     }
     .instrument(span)
     .await
+}
+
+/// The executor's right to write this video: its lease, asked of the store each time.
+fn lease_fence(engine: &Engine, lease: &Lease) -> crate::records::fence::Fence {
+    let store = engine.store.clone();
+    let lease = std::sync::Arc::new(lease.witness());
+    std::sync::Arc::new(move || {
+        let (store, lease) = (store.clone(), lease.clone());
+        Box::pin(async move { store.holds(&lease).await.unwrap_or(false) })
+    })
 }
 
 /// An event the engine feeds itself, named after the effect so that storing it twice

@@ -9,7 +9,7 @@ use super::attempt::engine_entry;
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{Effect, Event, JobId};
-use crate::store::{Lease, NewEntry, OutboxEntry, Payload};
+use crate::store::{Accepted, Lease, NewEntry, OutboxEntry};
 
 /// The job an effect starts at an external service (the calls that must not be repeated).
 pub(super) fn external_job(effect: &Effect) -> Option<JobId> {
@@ -42,23 +42,20 @@ fn job_deadline(engine: &Engine, effect: &Effect) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or_default()
 }
 
-/// Whether the job's history already shows its one automatic re-submission.
-async fn already_resubmitted(
+/// How many automatic re-submissions the job has on record, as its snapshot says now.
+/// Read after the video's inbox is empty, so that a `resubmitting` already stored has
+/// been counted.
+async fn resubmissions(
     engine: &Engine,
     video: &RecordId,
     job: JobId,
-) -> Result<bool, crate::store::StoreError> {
-    let events = engine
+) -> Result<u32, crate::store::StoreError> {
+    Ok(engine
         .store
-        .events(crate::store::EventQuery {
-            video: Some(video.clone()),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await?;
-    Ok(events.iter().any(|entry| {
-        matches!(&entry.payload, Payload::Event { event: Event::Resubmitting { job: j, .. } } if *j == job)
-    }))
+        .snapshot(video)
+        .await?
+        .and_then(|s| s.job(job).map(|j| j.resubmissions))
+        .unwrap_or(0))
 }
 
 /// Before an external call: if a previous call for this effect was interrupted (the
@@ -143,7 +140,31 @@ pub(super) async fn prepare_external(
             }
         }
         // At most one automatic re-submission per job, on record before it is sent.
-        if already_resubmitted(engine, &e.video_id, job).await? {
+        let mut spent = resubmissions(engine, &e.video_id, job).await? > 0;
+        if !spent {
+            let reason = match (waited_out, e.last_error.as_deref()) {
+                (true, Some(err)) => format!("no answer before the job's deadline after: {err}"),
+                (true, None) => {
+                    "no answer before the job's deadline after a call the process did not see end"
+                        .to_owned()
+                }
+                (false, Some(err)) => format!("the service does not have the job after: {err}"),
+                (false, None) => {
+                    "the service does not have the job the process was calling when it stopped"
+                        .to_owned()
+                }
+            };
+            let entry = NewEntry {
+                dedupe_key: Some(format!("resubmit:{}", e.effect_id)),
+                endpoint: "resubmit".into(),
+                ..engine_entry(e, "resubmit", Event::Resubmitting { job, reason })
+            };
+            // The entry's dedupe key is the effect's: should the job's count have missed
+            // a re-submission already stored (its entry set aside unread), the store's
+            // answer still tells, and no third call goes out.
+            spent = matches!(engine.enqueue(entry).await?, Accepted::Duplicate { .. });
+        }
+        if spent {
             if waited_out {
                 return Ok(Prepared::GiveUp(format!(
                     "{}: no answer to the call, nor to its one automatic re-submission, before the job's deadline; not calling a third time (last error: {})",
@@ -159,24 +180,6 @@ pub(super) async fn prepare_external(
                 .await?;
             return Ok(Prepared::Deferred);
         }
-        let reason = match (waited_out, e.last_error.as_deref()) {
-            (true, Some(err)) => format!("no answer before the job's deadline after: {err}"),
-            (true, None) => {
-                "no answer before the job's deadline after a call the process did not see end"
-                    .to_owned()
-            }
-            (false, Some(err)) => format!("the service does not have the job after: {err}"),
-            (false, None) => {
-                "the service does not have the job the process was calling when it stopped"
-                    .to_owned()
-            }
-        };
-        let entry = NewEntry {
-            dedupe_key: Some(format!("resubmit:{}", e.effect_id)),
-            endpoint: "resubmit".into(),
-            ..engine_entry(e, "resubmit", Event::Resubmitting { job, reason })
-        };
-        engine.enqueue(entry).await?;
     }
     if !engine
         .store

@@ -45,11 +45,17 @@ pub enum EffectError {
     Ambiguous(String),
     #[error("{0}")]
     Permanent(String),
+    /// This executor lost the video's lease before its write went out: nothing was
+    /// written, nothing is recorded; the new holder runs the effect.
+    #[error("the video's lease was lost; nothing was written")]
+    LeaseLost,
 }
 
 impl From<RecordsError> for EffectError {
     fn from(e: RecordsError) -> Self {
-        if e.is_transient() {
+        if e == RecordsError::Fenced {
+            EffectError::LeaseLost
+        } else if e.is_transient() {
             EffectError::Transient(e.to_string())
         } else {
             EffectError::Permanent(e.to_string())

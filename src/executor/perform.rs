@@ -49,7 +49,7 @@ pub(super) async fn perform(
                 external_job_id: create_extra.external_id.clone(),
                 webhook_url,
                 error_details: create_extra.error.clone(),
-                timestamps: Some(format!("{{\"created\":\"{}\"}}", Utc::now().to_rfc3339())),
+                timestamps: Some(job_timestamps(engine, e, *job).await?),
             };
             let record = if engine.records.jobs_have_key() {
                 engine.records.write_job(&fields).await?
@@ -253,6 +253,33 @@ pub(super) async fn perform(
             Ok(None)
         }
     }
+}
+
+/// The Timestamps of a job's record: when the machine created the job. Never the time of
+/// the attempt: on a base without a key field an interrupted create is found again by
+/// its content (`creation::write_once`), so every attempt of one create must send the
+/// same fields.
+async fn job_timestamps(
+    engine: &Engine,
+    e: &OutboxEntry,
+    job: JobId,
+) -> Result<String, EffectError> {
+    let created = engine
+        .store
+        .snapshot(&e.video_id)
+        .await?
+        .and_then(|s| s.job(job).map(|j| j.created_at))
+        .or_else(|| uuid_time(e.event_id))
+        .ok_or_else(|| {
+            EffectError::Permanent(format!("job {job} is not in its video's snapshot"))
+        })?;
+    Ok(serde_json::json!({ "created": created.to_rfc3339() }).to_string())
+}
+
+/// The instant a time-ordered (v7) event id was made, the deciding event's arrival.
+fn uuid_time(id: uuid::Uuid) -> Option<chrono::DateTime<Utc>> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    chrono::DateTime::from_timestamp(secs as i64, nanos)
 }
 
 fn jobs_table(engine: &Engine) -> &str {

@@ -381,3 +381,67 @@ async fn the_readme_example_fits_the_production_base() {
         "the README example must fit the base it describes"
     );
 }
+
+/// The production base with a `Timestamps` field on Jobs (the seed base has one, and the
+/// generated mapping maps it): a Jobs create that Airtable applied and whose answer a
+/// proxy lost (504) is found again by its content on the next attempt, because every
+/// attempt of one create sends the same fields (the job's creation time, never the
+/// attempt's). One Jobs record per job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_answer_makes_no_second_jobs_record_when_the_base_keeps_timestamps() {
+    use support::airtable_double::FieldType;
+    let airtable = double(DoubleSchema::production_base(Spelling::Code).with_field(
+        "Jobs",
+        "Timestamps",
+        FieldType::MultilineText,
+    ))
+    .await;
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.toml");
+    let (ok, toml, err) = reelstate(&["mapping", "--from-base"], &airtable, None).await;
+    assert!(ok, "mapping --from-base failed: {err}");
+    assert!(
+        toml.lines()
+            .any(|l| l.trim_start().starts_with("timestamps") && l.contains("\"Timestamps\"")),
+        "the generated mapping maps Timestamps:\n{toml}"
+    );
+    std::fs::write(&mapping, &toml).expect("write the mapping");
+    let video = airtable.insert_record(
+        "Videos",
+        json!({
+            "Description": "video",
+            "Combined Segments Video": [{"url": format!("{}/videos/combined-1.mp4", nca.url())}],
+            "Music Prompt": "calm piano",
+        }),
+    );
+    let app = AppBuilder::new()
+        .airtable(&airtable)
+        .env(
+            "REELSTATE_AIRTABLE_MAPPING",
+            mapping.to_str().expect("utf-8 path"),
+        )
+        .env("REELSTATE_EFFECT_BACKOFF_MS", "50")
+        .nca(&nca)
+        .goapi(&goapi)
+        .spawn()
+        .await;
+    airtable.gateway_timeout_after_apply_to("Jobs", 1);
+    let (status, body) = app.post(&format!("/videos/{video}/music")).await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_settled(&video, "completed", Duration::from_secs(60))
+        .await;
+    let jobs = airtable.records("Jobs");
+    assert_eq!(jobs.len(), 2, "one Jobs record per job: {jobs:#?}");
+    assert!(
+        jobs.iter().all(|j| j.fields["Timestamps"].is_string()),
+        "{jobs:#?}"
+    );
+    assert!(
+        app.log_text()
+            .contains("an interrupted create had made the record; claimed it"),
+        "the 504'd create was found again:\n{}",
+        support::app::tail(&app.log_text(), 40)
+    );
+}

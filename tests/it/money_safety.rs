@@ -245,7 +245,8 @@ async fn a_mix_is_resubmitted_once_nca_says_it_does_not_have_it_and_the_history_
         .filter(|e| e["endpoint"] == "resubmit")
         .collect();
     assert_eq!(resubmissions.len(), 1, "{events:?}");
-    assert_eq!(resubmissions[0]["outcome"], "recorded", "{events:?}");
+    // Applied: it counts on the job (`resubmissions`), which no status shows.
+    assert_eq!(resubmissions[0]["outcome"], "applied", "{events:?}");
     assert!(
         resubmissions[0]["job_id"].is_string(),
         "bound to its job: {events:?}"
@@ -399,4 +400,165 @@ async fn a_video_without_audio_gets_the_music_alone_in_one_more_mix() {
     };
     assert!(filter(0).contains("[0:a]"));
     assert!(!filter(1).contains("[0:a]"), "{}", filter(1));
+}
+
+/// NCA refuses the mix with its own queue-full 429 until the last attempt the settings
+/// allow, and then a gateway answers 504 after the toolkit queued it. An answer that does
+/// not prove a refusal never uses up the attempts: the job waits for the callback, and the
+/// video completes with its one render (a failed job here would make the render's callback
+/// stale and the operator's retry a second paid render).
+#[tokio::test]
+async fn an_ambiguous_answer_on_the_last_allowed_attempt_does_not_fail_the_job() {
+    let w = WorldBuilder::new()
+        .app(|b| {
+            b.env("REELSTATE_EFFECT_MAX_ATTEMPTS", "3")
+                .env("REELSTATE_EFFECT_BACKOFF_MS", "10")
+        })
+        .start()
+        .await;
+    w.nca.queue_full_next(2);
+    w.nca.gateway_timeout_after_queueing_next(1);
+    w.nca.set_callback_delay(Duration::from_millis(500));
+    music_until_completed(&w).await;
+    assert_eq!(w.nca.submissions().len(), 1, "one render");
+    assert_eq!(w.nca.attempts(), 3, "two refusals and the call NCA queued");
+}
+
+/// NCA answers 202 without a `job_id` (it took the job): not a failed job, and not a second
+/// render at once. The engine settles it like any answer that proves nothing: here the
+/// toolkit's listing says it has no such job, so the mix is re-submitted once, on record.
+#[tokio::test]
+async fn an_nca_acceptance_without_a_job_id_is_settled_not_failed() {
+    let w = WorldBuilder::new()
+        .app(|b| b.env("REELSTATE_INTERRUPTED_GRACE_SECS", "0"))
+        .start()
+        .await;
+    // tests/fixtures/nca/compose_accepted.json, less its `job_id`.
+    w.nca.respond_next(
+        202,
+        serde_json::json!({"code": 202, "id": "add_music:x:1", "message": "processing",
+                           "pid": 6953, "queue_id": 139_652_379_057_488_i64, "max_queue_length": "unlimited",
+                           "queue_length": 0, "build_number": 209}),
+    );
+    let (video, _) = music_until_completed(&w).await;
+    assert_eq!(
+        w.nca.submissions().len(),
+        1,
+        "{:?}",
+        w.nca.submissions_by_id()
+    );
+    let events = events_for(&w, &video).await;
+    let resubmissions = events
+        .iter()
+        .filter(|e| e["endpoint"] == "resubmit")
+        .count();
+    assert_eq!(resubmissions, 1, "{events:?}");
+}
+
+/// A video imported `music_generation_failed` with the music job an older handler left
+/// processing: the operator's retry orders new music, and the old task's late completion
+/// is stale. It neither starts a mix of its own beside the retry's, nor completes the video
+/// with its track while the music the retry paid for is thrown away.
+#[tokio::test]
+async fn a_retry_supersedes_the_jobs_left_active_before_it() {
+    let w = WorldBuilder::new().app(fast_reconcile).start().await;
+    let video = left_over_video(&w, 3, VideoStatus::MusicGenerationFailed, None).await;
+    left_over_job(
+        &w,
+        &video,
+        4,
+        (
+            JobType::MusicGeneration,
+            JobStatus::Processing,
+            Some("task-left-over"),
+        ),
+    )
+    .await;
+    // The retry's own task calls back only when the reconciler asks after it.
+    w.goapi.set_drop_webhooks(true);
+    let (s, body) = w.retry(&video, None).await;
+    assert_eq!(s, 202, "{body}");
+    let late = goapi_fixture("udio_completed.json", "task-left-over", 1_700_000_200);
+    let (s, body) = w.goapi_webhook(&video, &late).await;
+    assert_eq!(s, 202, "{body}");
+    let event = body["event_id"].as_str().expect("event id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let outcome = loop {
+        let events = events_for(&w, &video).await;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done")
+        {
+            break e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never processed: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome["outcome"], "stale", "{outcome}");
+
+    let v = w.wait_settled(&video, "completed").await;
+    let tasks = w.goapi.tasks();
+    assert_eq!(tasks.len(), 1, "the retry's task: {tasks:?}");
+    let subs = w.nca.submissions();
+    assert_eq!(subs.len(), 1, "one render: {subs:?}");
+    let mixed = subs[0].body.to_string();
+    assert!(
+        !mixed.contains("music.example"),
+        "the left-over task's track is not mixed: {mixed}"
+    );
+    let jobs = v["jobs"].as_array().expect("jobs");
+    let left = jobs
+        .iter()
+        .find(|j| j["external_id"] == "task-left-over")
+        .unwrap_or_else(|| panic!("the left-over job: {v}"));
+    assert_eq!(left["status"], "failed", "superseded by the retry: {left}");
+}
+
+/// The one automatic re-submission is counted on its job, not found in a window of recent
+/// events: a flood of deliveries to the video (here 600 webhooks for tasks nobody ordered)
+/// pushes the `resubmitting` entry out of the newest 500 while the re-submitted mix is
+/// still unanswered, and NCA is still not called a third time.
+#[tokio::test]
+async fn the_one_resubmission_is_counted_on_its_job_whatever_the_event_log_holds() {
+    let w = WorldBuilder::new()
+        .app(|b| {
+            b.env("REELSTATE_INTERRUPTED_GRACE_SECS", "0")
+                .env("REELSTATE_NCA_DEADLINE_SECS", "1")
+                .env("REELSTATE_RECONCILE_INTERVAL_SECS", "600")
+        })
+        .start()
+        .await;
+    w.nca.set_down(true);
+    let video = w.seed_video(1).await;
+    w.request_music(&video).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !events_for(&w, &video)
+        .await
+        .iter()
+        .any(|e| e["endpoint"] == "resubmit")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never re-submitted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..600 {
+        let hook = goapi_fixture(
+            "udio_completed.json",
+            &format!("task-flood-{i}"),
+            1_700_000_000 + i,
+        );
+        let (s, body) = w.goapi_webhook(&video, &hook).await;
+        assert_eq!(s, 202, "{body}");
+    }
+    let v = w.wait_status(&video, "music_addition_failed").await;
+    let error = v["error_details"].as_str().unwrap_or_default();
+    assert!(error.contains("not calling a third time"), "{v}");
+    assert_eq!(w.nca.attempts(), 2, "the first call and one re-submission");
+    let jobs = v["jobs"].as_array().expect("jobs");
+    assert!(
+        jobs.iter().any(|j| j["resubmissions"] == 1),
+        "the job carries its re-submission: {v}"
+    );
 }

@@ -458,6 +458,8 @@ struct State {
     write_delay: Option<Duration>,
     /// The next this many successful writes are answered 504 (after being applied).
     gateway_timeouts: u64,
+    /// Only writes to this table count for `gateway_timeouts`, when set.
+    gateway_timeouts_table: Option<String>,
 }
 
 /// An API error: status and body.
@@ -1715,6 +1717,7 @@ impl AirtableDouble {
             minted: Vec::new(),
             write_delay: None,
             gateway_timeouts: 0,
+            gateway_timeouts_table: None,
         }));
 
         let shared = state.clone();
@@ -1749,15 +1752,27 @@ impl AirtableDouble {
                                 auth.as_deref(),
                                 &body,
                             );
-                            let (status, value) =
-                                if write && status == 200 && state.gateway_timeouts > 0 {
-                                    // A proxy in front of Airtable gave up waiting: the write was
-                                    // applied, the caller hears 504.
-                                    state.gateway_timeouts -= 1;
-                                    (504, json!("504 Gateway Time-out"))
-                                } else {
-                                    (status, value)
-                                };
+                            let table_matches =
+                                state.gateway_timeouts_table.as_deref().is_none_or(|t| {
+                                    path.as_str()
+                                        .split('/')
+                                        .nth(3)
+                                        .map(|seg| seg.replace("%20", " "))
+                                        .as_deref()
+                                        == Some(t)
+                                });
+                            let (status, value) = if write
+                                && status == 200
+                                && state.gateway_timeouts > 0
+                                && table_matches
+                            {
+                                // A proxy in front of Airtable gave up waiting: the write was
+                                // applied, the caller hears 504.
+                                state.gateway_timeouts -= 1;
+                                (504, json!("504 Gateway Time-out"))
+                            } else {
+                                (status, value)
+                            };
                             (status, value, state.write_delay.filter(|_| write))
                         };
                         // A write applied whose answer is late: what a slow network, a
@@ -1861,7 +1876,16 @@ impl AirtableDouble {
     /// The next `n` writes are applied, then answered 504 as a proxy in front of Airtable
     /// answers when it gives up waiting: the unkind case of an unknown outcome.
     pub fn gateway_timeout_after_apply(&self, n: u64) {
-        self.state().gateway_timeouts = n;
+        let mut state = self.state();
+        state.gateway_timeouts = n;
+        state.gateway_timeouts_table = None;
+    }
+
+    /// [`Self::gateway_timeout_after_apply`] for the next `n` writes to `table` only.
+    pub fn gateway_timeout_after_apply_to(&self, table: &str, n: u64) {
+        let mut state = self.state();
+        state.gateway_timeouts = n;
+        state.gateway_timeouts_table = Some(table.to_owned());
     }
 
     /// When the double handed out this attachment URL (each read mints new ones).
