@@ -226,7 +226,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then lets in-flight decisions and effects finish
-    /// (at most 30 s) and gives its leases back, and only then stops accepting requests and
+    /// (at most 30 s) and, if they did, gives its leases back, and only then stops accepting requests and
     /// returns once the requests in flight are answered.
     ///
     /// Webhooks keep being acknowledged while the work drains: a callback addressed to this
@@ -262,10 +262,16 @@ impl Application {
         })
         .await;
         if drained.is_err() {
-            warn!("in-flight work did not finish within 30 s; it resumes at the next start");
+            // Tasks still running hold their videos: a lease given back now would let
+            // another replica work on a video while a write or call of this one is still
+            // on its way. They expire on their own once this process stops renewing them.
+            warn!(
+                "in-flight work did not finish within 30 s; its leases are left to expire, and it resumes on another replica or at the next start"
+            );
+        } else {
+            // Other replicas take over at once (a rolling deploy), not a lease period later.
+            engine.store.release_leases().await;
         }
-        // Other replicas take over at once (a rolling deploy), not a lease period later.
-        engine.store.release_leases().await;
         info!("stopped working; no longer accepting requests");
         let _ = stop_serving.send(());
         if let Err(e) = server.await {

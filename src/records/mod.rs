@@ -9,6 +9,7 @@
 
 pub mod airtable;
 pub mod embedded;
+pub mod fence;
 mod mapping;
 mod typed;
 
@@ -58,6 +59,10 @@ pub enum RecordsError {
     },
     #[error("record {0} not found in {1}")]
     NotFound(String, String),
+    /// The writer lost its right to write (its lease on the video) before the request
+    /// went out: nothing was sent, and the new holder writes instead.
+    #[error("not written: the writer no longer holds the video")]
+    Fenced,
 }
 
 impl RecordsError {

@@ -118,8 +118,22 @@ impl Shared {
         method: Method,
         url: Url,
         body: Option<&Value>,
+        slot: Option<Slot>,
+        repeat: Repeat,
+    ) -> Result<Value, RecordsError> {
+        self.send_fenced(method, url, body, slot, repeat, &[]).await
+    }
+
+    /// [`Self::send_as`] for writes whose writers' `fences` must still allow them before
+    /// each retry (the first attempt's check is the caller's, when the slot is granted).
+    pub(super) async fn send_fenced(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
         mut slot: Option<Slot>,
         repeat: Repeat,
+        fences: &[crate::records::fence::Fence],
     ) -> Result<Value, RecordsError> {
         let max_attempts = self.cfg.max_attempts.max(1);
         // A read's answer is waited for (a decision, a call); a write is a projection.
@@ -135,6 +149,10 @@ impl Shared {
                 Some(s) => s,
                 None => self.budget.acquire_for(priority).await,
             };
+            // A retry may come after a 30 s lockout: the writer may have lost the video.
+            if attempt > 1 && !crate::records::fence::all_allow(fences).await {
+                return Err(RecordsError::Fenced);
+            }
             bump(&self.counters.requests, 1);
             let mut request = self
                 .http

@@ -14,6 +14,7 @@ use super::AirtableBackend;
 use super::budget::{Priority, Slot};
 use super::read::parse_records;
 use super::request::{Repeat, Shared, bump, unexpected};
+use crate::records::fence::{self, Fence};
 use crate::records::{Fields, Record, RecordsError, Write};
 
 /// Airtable accepts at most this many records per create/update request.
@@ -24,6 +25,8 @@ pub(super) struct WriteOp {
     kind: Write,
     fields: Fields,
     reply: oneshot::Sender<Result<Record, RecordsError>>,
+    /// The writer's right to write, asked just before the request is sent.
+    fence: Option<Fence>,
 }
 
 /// Writes that can share one request: the same HTTP shape.
@@ -113,6 +116,7 @@ impl AirtableBackend {
             kind,
             fields,
             reply,
+            fence: fence::current(),
         };
         {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,7 +200,10 @@ impl Shared {
             BatchKind::Create => Repeat::Unsafe,
             BatchKind::Update | BatchKind::Upsert(_) => Repeat::Safe,
         };
-        let response = self.send_as(method, url, Some(&body), slot, repeat).await?;
+        let fences: Vec<Fence> = ops.iter().filter_map(|op| op.fence.clone()).collect();
+        let response = self
+            .send_fenced(method, url, Some(&body), slot, repeat, &fences)
+            .await?;
         let written = parse_records(&response)?;
         if written.len() != ops.len() {
             return Err(unexpected(
@@ -212,6 +219,18 @@ impl Shared {
     /// records (422, or 404 for an update of a missing record) is resent record by record,
     /// so that only the bad record's caller gets the error.
     async fn write_batch(&self, table: &str, batch: Vec<WriteOp>, slot: Slot) {
+        // The slot is granted: this is the moment the request goes out. A write whose
+        // writer lost the video since it was queued is answered, not sent.
+        let mut allowed = Vec::with_capacity(batch.len());
+        for op in batch {
+            match &op.fence {
+                Some(f) if !fence::all_allow(std::slice::from_ref(f)).await => {
+                    let _ = op.reply.send(Err(RecordsError::Fenced));
+                }
+                _ => allowed.push(op),
+            }
+        }
+        let batch = allowed;
         let refs: Vec<&WriteOp> = batch.iter().collect();
         let Some(kind) = kind_of(&refs) else {
             return;
@@ -277,6 +296,7 @@ mod tests {
             kind,
             fields,
             reply,
+            fence: None,
         }
     }
 
