@@ -965,3 +965,73 @@ async fn a_create_answered_504_after_it_was_applied_is_not_repeated() {
     assert_eq!(updated.fields["Name"], json!("updated"));
     double.shutdown().await;
 }
+
+/// A replica that lost its video while its write waited out a 429 lockout sends nothing:
+/// the writer's fence (for the executor, its lease) is asked when the request goes out,
+/// not when the write was queued. Its twin, whose fence still holds, is written.
+#[tokio::test]
+async fn a_write_whose_writer_lost_the_video_while_it_waited_is_never_sent() {
+    use reelstate::records::fence::{Fence, fenced};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (double, b) = setup().await;
+    let lost = b
+        .create("Videos", fields(json!({"Name": "lost"})))
+        .await
+        .unwrap()
+        .id;
+    let kept = b
+        .create("Videos", fields(json!({"Name": "kept"})))
+        .await
+        .unwrap()
+        .id;
+    let fence_of = |holds: Arc<AtomicBool>| -> Fence {
+        Arc::new(move || {
+            let holds = holds.clone();
+            Box::pin(async move { holds.load(Ordering::SeqCst) })
+        })
+    };
+    let (lost_holds, kept_holds) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+    );
+
+    // The next request (a read) is refused with 429: the base is locked out for a second.
+    double.rate_limit_at_request(1);
+    let first = {
+        let b = b.clone();
+        tokio::spawn(async move { b.get("Videos", &rid("recAAAAAAAAAAAAAA")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (lost_write, kept_write) = {
+        let (b1, b2) = (b.clone(), b.clone());
+        let (l, k) = (lost.clone(), kept.clone());
+        let (fl, fk) = (fence_of(lost_holds.clone()), fence_of(kept_holds.clone()));
+        (
+            tokio::spawn(fenced(fl, async move {
+                b1.update("Videos", &l, fields(json!({"Name": "stale"})))
+                    .await
+            })),
+            tokio::spawn(fenced(fk, async move {
+                b2.update("Videos", &k, fields(json!({"Name": "newer"})))
+                    .await
+            })),
+        )
+    };
+    // While both wait for the lockout to end, the first writer loses its video.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lost_holds.store(false, Ordering::SeqCst);
+    let _ = first.await;
+    assert_eq!(
+        lost_write.await.unwrap(),
+        Err(RecordsError::Fenced),
+        "a writer without the video sends nothing"
+    );
+    kept_write
+        .await
+        .unwrap()
+        .expect("the writer that holds its video writes");
+    let videos = double.records_by_id("Videos");
+    assert_eq!(videos[lost.as_str()].fields["Name"], "lost");
+    assert_eq!(videos[kept.as_str()].fields["Name"], "newer");
+}
