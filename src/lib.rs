@@ -5,7 +5,6 @@ pub mod backoff;
 pub mod clients;
 pub mod commands;
 pub mod configuration;
-pub mod creation;
 pub mod domain;
 pub mod engine;
 pub mod executor;

@@ -10,35 +10,20 @@ mod music;
 mod replay;
 mod retry;
 mod retry_effect;
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod waiters;
 
 use chrono::Utc;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::domain::RecordId;
 use crate::engine::Engine;
-use crate::machine::JobId;
 use crate::store::{EntryOutcome, EntryState, NewEntry, Payload, Source, StoreError};
 
 pub use music::Music;
 pub use replay::Replay;
 pub use retry::Retry;
 pub use retry_effect::RetryEffect;
-
-/// What the worker made of a command, for the caller waiting on it.
-#[derive(Debug, Clone)]
-pub enum CommandOutcome {
-    Done {
-        outcome: String,
-        status: String,
-        job: Option<JobId>,
-    },
-    Rejected(String),
-    VideoNotFound,
-}
+pub use waiters::{CommandOutcome, Waiters};
 
 /// A command stored in the inbox: its event id, and the worker's answer when it came
 /// in time (`None`: still queued).
@@ -61,34 +46,6 @@ pub enum CommandError {
     Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The callers waiting for the worker's answer to their command, by event id.
-#[derive(Default)]
-pub struct Waiters(Mutex<HashMap<Uuid, oneshot::Sender<CommandOutcome>>>);
-
-impl Waiters {
-    fn register(&self, id: Uuid) -> oneshot::Receiver<CommandOutcome> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.0.lock() {
-            w.insert(id, tx);
-        }
-        rx
-    }
-
-    fn forget(&self, id: Uuid) {
-        if let Ok(mut w) = self.0.lock() {
-            w.remove(&id);
-        }
-    }
-
-    /// The worker's answer to a command, for its caller if it still waits here.
-    pub fn answer(&self, id: Uuid, outcome: CommandOutcome) {
-        let tx = self.0.lock().ok().and_then(|mut w| w.remove(&id));
-        if let Some(tx) = tx {
-            let _ = tx.send(outcome);
-        }
-    }
 }
 
 /// Stores a command and waits (bounded) for the worker's answer.

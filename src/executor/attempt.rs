@@ -7,14 +7,15 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::EffectError;
 use super::calls::{Prepared, external_job, prepare_external};
+use super::error::EffectError;
+use super::fold::folded_effect;
+use super::follow_up::engine_entry;
 use super::perform::perform;
-use super::projection::folded_effect;
 use crate::backoff::Backoff;
 use crate::engine::Engine;
 use crate::machine::{Effect, Event};
-use crate::store::{EffectState, Lease, NewEntry, OutboxEntry, Payload, Source};
+use crate::store::{EffectState, Lease, OutboxEntry};
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -164,20 +165,4 @@ fn lease_fence(engine: &Engine, lease: &Lease) -> crate::records::fence::Fence {
         let (store, lease) = (store.clone(), lease.clone());
         Box::pin(async move { store.holds(&lease).await.unwrap_or(false) })
     })
-}
-
-/// An event the engine feeds itself, named after the effect so that storing it twice
-/// (a retried commit) stores it once.
-pub(super) fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntry {
-    NewEntry {
-        event_id: crate::store::new_event_id(),
-        video_id: e.video_id.clone(),
-        source: Source::Engine,
-        endpoint: format!("effect/{}", e.effect.kind()),
-        dedupe_key: Some(format!("effect:{what}:{}", e.effect_id)),
-        raw_body: String::new(),
-        headers: "{}".into(),
-        received_at: Utc::now(),
-        payload: Payload::Event { event },
-    }
 }

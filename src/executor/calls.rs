@@ -5,7 +5,7 @@
 use chrono::Utc;
 use tracing::info;
 
-use super::attempt::engine_entry;
+use super::follow_up::engine_entry;
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{Effect, Event, JobId};

@@ -13,6 +13,10 @@
 
 mod attempt;
 mod calls;
+pub mod creation;
+mod error;
+mod fold;
+mod follow_up;
 mod perform;
 mod projection;
 #[cfg(test)]
@@ -24,62 +28,15 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::warn;
 
-use crate::clients::ClientError;
 use crate::engine::Engine;
-use crate::records::RecordsError;
 use crate::store::{Lane, Lease, OutboxEntry, claim_in_order};
+pub use error::EffectError;
 
 /// The shortest sleep of a pass that claimed nothing.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// How many effects run at once (Airtable's limiter, not this, bounds Airtable traffic).
 const CONCURRENCY: usize = 64;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EffectError {
-    #[error("{0}")]
-    Transient(String),
-    /// An external call that may have been received: retried only after the grace period
-    /// (its `started_at` is kept), so that its callback can arrive first.
-    #[error("{0}")]
-    Ambiguous(String),
-    #[error("{0}")]
-    Permanent(String),
-    /// This executor lost the video's lease before its write went out: nothing was
-    /// written, nothing is recorded; the new holder runs the effect.
-    #[error("the video's lease was lost; nothing was written")]
-    LeaseLost,
-}
-
-impl From<RecordsError> for EffectError {
-    fn from(e: RecordsError) -> Self {
-        if e == RecordsError::Fenced {
-            EffectError::LeaseLost
-        } else if e.is_transient() {
-            EffectError::Transient(e.to_string())
-        } else {
-            EffectError::Permanent(e.to_string())
-        }
-    }
-}
-
-impl From<ClientError> for EffectError {
-    fn from(e: ClientError) -> Self {
-        if e.is_ambiguous() {
-            EffectError::Ambiguous(e.to_string())
-        } else if e.is_transient() {
-            EffectError::Transient(e.to_string())
-        } else {
-            EffectError::Permanent(e.to_string())
-        }
-    }
-}
-
-impl From<crate::store::StoreError> for EffectError {
-    fn from(e: crate::store::StoreError) -> Self {
-        EffectError::Transient(e.to_string())
-    }
-}
 
 pub async fn run(engine: Arc<Engine>) {
     let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));

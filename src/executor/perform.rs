@@ -4,7 +4,8 @@
 use chrono::Utc;
 use tracing::info;
 
-use super::EffectError;
+use super::creation;
+use super::error::EffectError;
 use crate::clients::goapi::CreateTask;
 use crate::clients::nca::MixRequest;
 use crate::domain::{JobType, RecordId};
@@ -55,8 +56,7 @@ pub(super) async fn perform(
                 engine.records.write_job(&fields).await?
             } else {
                 let f = engine.records.job_fields_with_id(&fields);
-                crate::creation::write_once(engine, &format!("job:{job}"), jobs_table(engine), f)
-                    .await?
+                creation::write_once(engine, &format!("job:{job}"), jobs_table(engine), f).await?
             };
             engine.store.set_job_record(*job, &record).await?;
             Ok(None)
@@ -91,7 +91,7 @@ pub(super) async fn perform(
                     let f = engine.records.job_fields_with_id(&fields);
                     let owner = format!("job:{job}");
                     let record =
-                        crate::creation::write_once(engine, &owner, jobs_table(engine), f).await?;
+                        creation::write_once(engine, &owner, jobs_table(engine), f).await?;
                     engine.store.set_job_record(*job, &record).await?;
                 }
             }
@@ -248,7 +248,7 @@ pub(super) async fn perform(
                 let fields = engine.records.webhook_event_fields(&record);
                 let table = engine.records.mapping().webhook_events.table.clone();
                 let owner = format!("event:{}", entry.event_id);
-                crate::creation::write_once(engine, &owner, &table, fields).await?;
+                creation::write_once(engine, &owner, &table, fields).await?;
             }
             Ok(None)
         }

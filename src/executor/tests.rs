@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::attempt::run_one;
 use super::calls::{Prepared, external_job, prepare_external};
-use super::projection::folded_effect;
+use super::fold::folded_effect;
 use super::*;
 use crate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use crate::machine::{

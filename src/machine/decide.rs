@@ -11,16 +11,14 @@ mod requests;
 mod tests;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use uuid::Uuid;
 
-pub use answers::mix_found_no_audio_track;
 use answers::{external_accepted, goapi_update, nca_finished};
 use job_events::{give_up, resubmitting};
 use requests::{music_requested, retry_requested, track_checked};
 
-use super::{Effect, Event, JobId, JobPatch, Snapshot, VideoPatch};
-use crate::domain::{JobType, snake_case_enum};
+use super::{Effect, Event, JobId, JobPatch, Outcome, Snapshot, VideoPatch};
+use crate::domain::JobType;
 
 /// Everything decide() would otherwise have to read from the world.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,24 +46,6 @@ impl Default for Policy {
             volume: 0.2,
             max_retries: 3,
         }
-    }
-}
-
-snake_case_enum! {
-    /// What an event did. Duplicates and stale events are outcomes, not errors: they are
-    /// recorded in the event log like any other.
-    #[derive(Hash, Deserialize)]
-    pub enum Outcome {
-        /// The state changed.
-        Applied,
-        /// Valid news that changes nothing (an intermediate status); kept on record only.
-        Recorded,
-        /// The same news again.
-        Duplicate,
-        /// News that the video has already moved past (an older task, a late intermediate status).
-        Stale,
-        /// No job of this video matches the event.
-        Unmatched,
     }
 }
 

@@ -64,7 +64,7 @@ pub enum TrackCheck {
 impl Event {
     /// The label of this event in `states/` and in the transition history.
     pub fn label(&self) -> &'static str {
-        super::EventClass::of(self).label()
+        EventClass::of(self).label()
     }
 }
 
@@ -126,4 +126,102 @@ pub struct NcaUpdate {
 pub enum NcaResult {
     Succeeded { output: MediaUrl },
     Failed { error: String },
+}
+
+/// Whether a failed mix failed because the video has no audio track to mix the music under:
+/// ffmpeg's message for a filter graph naming `[0:a]` on such a video, as NCA returns it
+/// (docs/goapi-and-nca.md, "A video without an audio track").
+pub fn mix_found_no_audio_track(error: &str) -> bool {
+    error.contains("Stream specifier ':a'") && error.contains("matches no streams")
+}
+
+/// Events grouped as the tables name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, strum::EnumIter, strum::AsRefStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum EventClass {
+    MusicRequested,
+    RetryRequested,
+    RetryFromMusic,
+    RetryFromMix,
+    GoapiPending,
+    GoapiProcessing,
+    GoapiStaged,
+    GoapiCompleted,
+    GoapiCompletedUnusable,
+    GoapiFailed,
+    NcaSucceeded,
+    NcaFailed,
+    NcaFailedNoAudio,
+    ExternalAccepted,
+    EffectFailed,
+    JobDeadlinePassed,
+    Resubmitting,
+    TrackReachable,
+    TrackGone,
+    TrackUnknown,
+}
+
+impl EventClass {
+    pub fn of(e: &Event) -> Self {
+        match e {
+            Event::MusicRequested { .. } => Self::MusicRequested,
+            Event::RetryRequested {
+                from: Some(RetryFrom::Music),
+            } => Self::RetryFromMusic,
+            Event::RetryRequested {
+                from: Some(RetryFrom::Mix),
+            } => Self::RetryFromMix,
+            Event::RetryRequested { .. } => Self::RetryRequested,
+            Event::GoapiTaskUpdate(u) => match u.status {
+                TaskStatus::Pending => Self::GoapiPending,
+                TaskStatus::Processing => Self::GoapiProcessing,
+                TaskStatus::Staged => Self::GoapiStaged,
+                TaskStatus::Failed => Self::GoapiFailed,
+                TaskStatus::Completed if u.usable_track().is_some() => Self::GoapiCompleted,
+                TaskStatus::Completed => Self::GoapiCompletedUnusable,
+            },
+            Event::NcaJobFinished(u) => match &u.result {
+                NcaResult::Succeeded { .. } => Self::NcaSucceeded,
+                NcaResult::Failed { error } if mix_found_no_audio_track(error) => {
+                    Self::NcaFailedNoAudio
+                }
+                NcaResult::Failed { .. } => Self::NcaFailed,
+            },
+            Event::ExternalAccepted { .. } => Self::ExternalAccepted,
+            Event::EffectFailed { .. } => Self::EffectFailed,
+            Event::JobDeadlinePassed { .. } => Self::JobDeadlinePassed,
+            Event::Resubmitting { .. } => Self::Resubmitting,
+            Event::TrackChecked { check, .. } => match check {
+                TrackCheck::Reachable { .. } => Self::TrackReachable,
+                TrackCheck::Gone { .. } => Self::TrackGone,
+                TrackCheck::Unknown { .. } => Self::TrackUnknown,
+            },
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        // AsRefStr on a fieldless enum yields 'static strings.
+        match self {
+            Self::MusicRequested => "music_requested",
+            Self::RetryRequested => "retry_requested",
+            Self::RetryFromMusic => "retry_from_music",
+            Self::RetryFromMix => "retry_from_mix",
+            Self::GoapiPending => "goapi_pending",
+            Self::GoapiProcessing => "goapi_processing",
+            Self::GoapiStaged => "goapi_staged",
+            Self::GoapiCompleted => "goapi_completed",
+            Self::GoapiCompletedUnusable => "goapi_completed_unusable",
+            Self::GoapiFailed => "goapi_failed",
+            Self::NcaSucceeded => "nca_succeeded",
+            Self::NcaFailed => "nca_failed",
+            Self::NcaFailedNoAudio => "nca_failed_no_audio",
+            Self::ExternalAccepted => "external_accepted",
+            Self::EffectFailed => "effect_failed",
+            Self::JobDeadlinePassed => "job_deadline_passed",
+            Self::Resubmitting => "resubmitting",
+            Self::TrackReachable => "track_reachable",
+            Self::TrackGone => "track_gone",
+            Self::TrackUnknown => "track_unknown",
+        }
+    }
 }

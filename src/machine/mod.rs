@@ -9,16 +9,18 @@ mod decide;
 mod effect;
 mod event;
 mod next;
+mod outcome;
 mod snapshot;
 
 pub use catalogue::{
-    EventClass, FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows,
-    job_rows, mermaid,
+    FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows, job_rows, mermaid,
 };
-pub use decide::{Ctx, Decision, Outcome, Policy, Rejection, decide, mix_found_no_audio_track};
+pub use decide::{Ctx, Decision, Policy, Rejection, decide};
 pub use effect::{Effect, JobPatch, Table, Target, VideoPatch};
 pub use event::{
-    Event, NcaResult, NcaUpdate, RetryFrom, TaskStatus, TaskUpdate, Track, TrackCheck,
+    Event, EventClass, NcaResult, NcaUpdate, RetryFrom, TaskStatus, TaskUpdate, Track, TrackCheck,
+    mix_found_no_audio_track,
 };
 pub use next::next_events;
+pub use outcome::Outcome;
 pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};

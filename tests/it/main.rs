@@ -31,6 +31,7 @@ mod lifecycle;
 mod machine_properties;
 mod machine_purity;
 mod mix_ffmpeg;
+mod module_graph;
 mod money_safety;
 mod operations;
 mod operator_page;

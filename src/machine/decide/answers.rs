@@ -4,6 +4,7 @@
 use super::jobs::{complete_job, end_track_check, fail_job, job_mut, start_addition};
 use super::{Ctx, Rejection, Step};
 use crate::domain::{JobStatus, JobType, VideoStatus};
+use crate::machine::mix_found_no_audio_track;
 use crate::machine::{
     Effect, JobId, NcaResult, NcaUpdate, Outcome, Snapshot, TaskStatus, TaskUpdate,
 };
@@ -128,13 +129,6 @@ pub(super) fn goapi_update(
             }
         },
     }
-}
-
-/// Whether a failed mix failed because the video has no audio track to mix the music under:
-/// ffmpeg's message for a filter graph naming `[0:a]` on such a video, as NCA returns it
-/// (docs/goapi-and-nca.md, "A video without an audio track").
-pub fn mix_found_no_audio_track(error: &str) -> bool {
-    error.contains("Stream specifier ':a'") && error.contains("matches no streams")
 }
 
 pub(super) fn nca_finished(

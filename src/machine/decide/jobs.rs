@@ -3,9 +3,8 @@
 use uuid::Uuid;
 
 use super::Ctx;
-use super::answers::mix_found_no_audio_track;
 use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus};
-use crate::machine::{Effect, Job, JobId, Snapshot, submission_id};
+use crate::machine::{Effect, Job, JobId, Snapshot, mix_found_no_audio_track, submission_id};
 
 pub(super) fn start_generation(
     next: &mut Snapshot,

@@ -2,8 +2,6 @@
 //! are given once the WAL is flushed (`wal_sync`). Background work defers to the webhooks
 //! waiting here (`yield_to_intake`).
 
-use std::sync::Arc;
-
 use rusqlite::Connection;
 
 use super::inbox::accept_in;
@@ -18,15 +16,6 @@ pub(super) type AcceptJob = (
 
 /// The most entries one intake transaction commits together.
 pub(super) const ACCEPT_BATCH: usize = 256;
-
-/// One webhook waiting for its commit, for as long as this value lives.
-pub(super) struct Waiting(pub(super) Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
 
 /// The intake writer: takes every accept waiting, commits them in one transaction, and
 /// hands the answers to the WAL flusher, which gives them once the commit is on disk.

@@ -4,13 +4,21 @@
 use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use super::group_commit::Waiting;
 use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::store::decode::{EntryColumns, corrupt, uuid};
 use crate::store::{
     Accepted, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError, split_readable,
 };
+
+/// One webhook waiting for its commit, for as long as this value lives.
+struct Waiting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 #[async_trait::async_trait]
 impl Inbox for SqliteStore {

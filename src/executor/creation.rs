@@ -22,9 +22,9 @@
 use chrono::Duration;
 use serde_json::Value;
 
+use super::error::EffectError;
 use crate::domain::RecordId;
 use crate::engine::Engine;
-use crate::executor::EffectError;
 use crate::records::Fields;
 
 /// How far before the noted intent the search for an earlier attempt's record starts:
