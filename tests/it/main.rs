@@ -25,6 +25,7 @@ mod airtable_lanes;
 mod airtable_lifecycle;
 mod airtable_production_base;
 mod clients;
+mod deploy;
 mod doc_links;
 mod intake;
 mod lifecycle;
