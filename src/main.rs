@@ -58,7 +58,7 @@ impl AirtableArgs {
                     );
                 }
                 Err(format!(
-                    "which Airtable base? not set:\n  - {}",
+                    "no Airtable base to read; set:\n  - {}",
                     missing.join("\n  - ")
                 ))
             }
