@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::records::Mapping;
+use crate::webhook::CallbackSigner;
 
 mod redact;
 #[cfg(test)]
@@ -146,37 +147,90 @@ pub struct ServeArgs {
     pub retention_days: f64,
 }
 
+/// One setting that is missing or invalid. Every message starts with the environment
+/// variable and the flag that set it, so that whoever reads it knows what to write where
+/// (an env file under systemd, a flag at a terminal).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "no webhook secret: set GOAPI_WEBHOOK_SECRET (and REELSTATE_SIGNING_SECRET), or run with --dev for local development"
+        "GOAPI_WEBHOOK_SECRET (--goapi-webhook-secret) or WEBHOOK_RELAY_SECRETS (--relay-secrets): not set; GoAPI's shared secret (or a signing relay's whsec_ secret) is what authenticates webhooks"
     )]
     NoWebhookSecret,
     #[error(
-        "no signing secret: set REELSTATE_SIGNING_SECRET (any long random string) so NCA callback URLs can be authenticated, or run with --dev"
+        "REELSTATE_SIGNING_SECRET (--signing-secret): not set; any long random string (at least {min} bytes), the key of the tokens in the callback URLs handed to NCA",
+        min = CallbackSigner::MIN_KEY_BYTES
     )]
     NoSigningSecret,
-    #[error("PUBLIC_BASE_URL must be an absolute http(s) URL, got {0:?}")]
-    BadPublicUrl(String),
-    #[error("set both AIRTABLE_TOKEN and AIRTABLE_BASE_ID to use Airtable (only {0} is set)")]
-    HalfAirtable(&'static str),
-    #[error("{0}")]
-    Mapping(#[from] crate::records::MappingError),
-    #[error("REELSTATE_MUSIC_VOLUME must be between 0 and 1, got {0}")]
-    BadVolume(f64),
-    #[error("NCA_API_URL and NCA_API_KEY must be set (or run with --sandbox)")]
-    NoNca,
     #[error(
-        "no admin token: set REELSTATE_ADMIN_TOKEN (any long random string) so that the inspection and operations endpoints are not open to whoever reaches the port (a reverse proxy on this host included), or run with --dev"
+        "REELSTATE_SIGNING_SECRET (--signing-secret): {0} bytes, at least {min} needed (a short key makes the callback URLs' tokens guessable)",
+        min = CallbackSigner::MIN_KEY_BYTES
+    )]
+    ShortSigningSecret(usize),
+    #[error(
+        "PUBLIC_BASE_URL (--public-base-url): must be an absolute http(s) URL without query or fragment, got {0:?}"
+    )]
+    BadPublicUrl(String),
+    #[error(
+        "{missing} ({missing_flag}): not set, while {set} is: set both to use Airtable, or neither"
+    )]
+    HalfAirtable {
+        missing: &'static str,
+        missing_flag: &'static str,
+        set: &'static str,
+    },
+    #[error("REELSTATE_AIRTABLE_MAPPING (--airtable-mapping): {0}")]
+    Mapping(#[from] crate::records::MappingError),
+    #[error("REELSTATE_MUSIC_VOLUME (--music-volume): must be between 0 and 1, got {0}")]
+    BadVolume(f64),
+    #[error(
+        "{env} ({flag}): not set; the NCA Toolkit's {what}, needed to mix the music (or run with --sandbox)"
+    )]
+    NoNca {
+        env: &'static str,
+        flag: &'static str,
+        what: &'static str,
+    },
+    #[error(
+        "REELSTATE_ADMIN_TOKEN (--admin-token): not set; any long random string, so that the inspection and operations endpoints are not open to whoever reaches the port (a reverse proxy on this host included)"
     )]
     NoAdminToken,
     #[error(
-        "no public URL: set PUBLIC_BASE_URL to the address GoAPI and NCA reach this service at (e.g. https://reelstate.example), or run with --dev"
+        "PUBLIC_BASE_URL (--public-base-url): not set; the address GoAPI and NCA reach this service at (e.g. https://reelstate.example)"
     )]
     NoPublicBaseUrl,
-    #[error("REELSTATE_DB is not a usable postgres:// URL: {0}")]
+    #[error("REELSTATE_DB (--db): not a usable store: {0}")]
     BadDatabaseUrl(String),
+    #[error("WEBHOOK_RELAY_SECRETS (--relay-secrets): {0}")]
+    BadRelaySecret(String),
 }
+
+/// Every problem of a configuration, found in one pass: a newcomer's first `serve` names
+/// all the settings to write instead of one per run.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn problems(&self) -> &[ConfigError] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "cannot serve: {n} setting{s} missing or invalid (set each by its environment variable or its flag; for local development only, --dev runs without the secrets, the admin token and PUBLIC_BASE_URL):",
+            s = if n == 1 { " is" } else { "s are" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 /// Airtable settings, when the base is the system of record.
 #[derive(Clone)]
@@ -204,7 +258,7 @@ impl Database {
                 .map_err(|e| ConfigError::BadDatabaseUrl(e.to_string()))?;
             Ok(Database::Postgres(s.to_owned()))
         } else if s.is_empty() {
-            Err(ConfigError::BadDatabaseUrl("REELSTATE_DB is empty".into()))
+            Err(ConfigError::BadDatabaseUrl("empty".into()))
         } else {
             Ok(Database::Sqlite(PathBuf::from(s)))
         }
@@ -289,7 +343,9 @@ fn seconds(value: f64, floor: f64) -> Duration {
 const DEV_SIGNING_SECRET: &str = "reelstate-development-signing-key";
 
 impl ServeArgs {
-    pub fn validate(self) -> Result<Settings, ConfigError> {
+    /// Checks every setting before returning, so that the error lists all the problems.
+    pub fn validate(self) -> Result<Settings, ConfigErrors> {
+        let mut problems = Vec::new();
         let dev = self.dev || self.sandbox;
         let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
         let goapi_webhook_secret = nonempty(self.goapi_webhook_secret);
@@ -299,22 +355,46 @@ impl ServeArgs {
             .filter(|s| !s.trim().is_empty())
             .collect();
         if !dev && goapi_webhook_secret.is_none() && relay_secrets.is_empty() {
-            return Err(ConfigError::NoWebhookSecret);
+            problems.push(ConfigError::NoWebhookSecret);
+        }
+        // Start-up would refuse it anyway; here it joins the other problems.
+        if !relay_secrets.is_empty()
+            && let Err(e) = crate::webhook::auth::StandardWebhooks::new(&relay_secrets)
+        {
+            problems.push(ConfigError::BadRelaySecret(e.to_string()));
         }
         let signing_secret = match nonempty(self.signing_secret) {
-            Some(s) => s,
-            None if dev => DEV_SIGNING_SECRET.to_owned(),
-            None => return Err(ConfigError::NoSigningSecret),
-        };
-        let public_base_url = nonempty(self.public_base_url)
-            .map(|u| {
-                let trimmed = u.trim_end_matches('/').to_owned();
-                match url::Url::parse(&trimmed) {
-                    Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(trimmed),
-                    _ => Err(ConfigError::BadPublicUrl(u)),
+            Some(s) => {
+                if s.len() < CallbackSigner::MIN_KEY_BYTES {
+                    problems.push(ConfigError::ShortSigningSecret(s.len()));
                 }
-            })
-            .transpose()?;
+                s
+            }
+            None => {
+                if !dev {
+                    problems.push(ConfigError::NoSigningSecret);
+                }
+                DEV_SIGNING_SECRET.to_owned()
+            }
+        };
+        let public_base_url = nonempty(self.public_base_url).and_then(|u| {
+            let trimmed = u.trim().trim_end_matches('/').to_owned();
+            // What the callback signer accepts: a URL that a path can be appended to.
+            match url::Url::parse(&trimmed) {
+                Ok(p)
+                    if matches!(p.scheme(), "http" | "https")
+                        && p.host_str().is_some()
+                        && p.query().is_none()
+                        && p.fragment().is_none() =>
+                {
+                    Some(trimmed)
+                }
+                _ => {
+                    problems.push(ConfigError::BadPublicUrl(u));
+                    None
+                }
+            }
+        });
         let airtable = match (
             nonempty(self.airtable_token),
             nonempty(self.airtable_base_id),
@@ -326,33 +406,79 @@ impl ServeArgs {
                 lockout: seconds(self.airtable_lockout_secs, 0.0),
             }),
             (None, None) => None,
-            (Some(_), None) => return Err(ConfigError::HalfAirtable("AIRTABLE_TOKEN")),
-            (None, Some(_)) => return Err(ConfigError::HalfAirtable("AIRTABLE_BASE_ID")),
+            (Some(_), None) => {
+                problems.push(ConfigError::HalfAirtable {
+                    missing: "AIRTABLE_BASE_ID",
+                    missing_flag: "--airtable-base-id",
+                    set: "AIRTABLE_TOKEN",
+                });
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(ConfigError::HalfAirtable {
+                    missing: "AIRTABLE_TOKEN",
+                    missing_flag: "--airtable-token",
+                    set: "AIRTABLE_BASE_ID",
+                });
+                None
+            }
         };
         let mapping = match &self.airtable_mapping {
-            Some(p) => Mapping::load(p)?,
+            Some(p) => Mapping::load(p).unwrap_or_else(|e| {
+                problems.push(e.into());
+                Mapping::default()
+            }),
             None => Mapping::default(),
         };
         if !(0.0..=1.0).contains(&self.music_volume) {
-            return Err(ConfigError::BadVolume(self.music_volume));
+            problems.push(ConfigError::BadVolume(self.music_volume));
         }
         let nca = match (nonempty(self.nca_api_url), nonempty(self.nca_api_key)) {
             (Some(url), Some(key)) => Some(ServiceSettings {
                 url: url.trim_end_matches('/').to_owned(),
                 key,
             }),
-            _ if self.sandbox || dev => None,
-            _ => return Err(ConfigError::NoNca),
+            _ if dev => None,
+            (url, key) => {
+                if url.is_none() {
+                    problems.push(ConfigError::NoNca {
+                        env: "NCA_API_URL",
+                        flag: "--nca-api-url",
+                        what: "base URL",
+                    });
+                }
+                if key.is_none() {
+                    problems.push(ConfigError::NoNca {
+                        env: "NCA_API_KEY",
+                        flag: "--nca-api-key",
+                        what: "API key",
+                    });
+                }
+                None
+            }
         };
         // Whatever the listen address: a reverse proxy on the same host makes loopback
         // as reachable as any other interface.
         let admin_token = nonempty(self.admin_token);
         if !dev && admin_token.is_none() {
-            return Err(ConfigError::NoAdminToken);
+            problems.push(ConfigError::NoAdminToken);
         }
         // Callback URLs naming the bind address (0.0.0.0, a private IP) never reach us.
-        if !dev && public_base_url.is_none() {
-            return Err(ConfigError::NoPublicBaseUrl);
+        // An invalid one is already on the list.
+        if !dev
+            && public_base_url.is_none()
+            && !problems
+                .iter()
+                .any(|p| matches!(p, ConfigError::BadPublicUrl(_)))
+        {
+            problems.push(ConfigError::NoPublicBaseUrl);
+        }
+        let db = Database::parse(&self.db).unwrap_or_else(|e| {
+            problems.push(e);
+            Database::Sqlite(PathBuf::new())
+        });
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
         }
         let goapi = nonempty(self.goapi_api_key).map(|key| ServiceSettings {
             url: self.goapi_api_url.trim_end_matches('/').to_owned(),
@@ -360,7 +486,7 @@ impl ServeArgs {
         });
         Ok(Settings {
             listen: self.listen,
-            db: Database::parse(&self.db)?,
+            db,
             lease: seconds(self.lease_secs, 1.0).min(Duration::from_secs(3600)),
             goapi_webhook_secret,
             relay_secrets,

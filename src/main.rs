@@ -18,12 +18,14 @@ struct Cli {
 }
 
 /// The base the Airtable commands read: what they need of it, and the client they build.
+/// Optional to clap, so that a missing one is reported by its environment variable as well
+/// as its flag (clap's own message names only the flag), and both at once.
 #[derive(clap::Args)]
 struct AirtableArgs {
     #[arg(long, env = "AIRTABLE_TOKEN", hide_env_values = true)]
-    airtable_token: String,
+    airtable_token: Option<String>,
     #[arg(long, env = "AIRTABLE_BASE_ID")]
-    airtable_base_id: String,
+    airtable_base_id: Option<String>,
     #[arg(
         long,
         env = "AIRTABLE_API_URL",
@@ -33,15 +35,41 @@ struct AirtableArgs {
 }
 
 impl AirtableArgs {
-    fn config(self) -> reelstate::records::airtable::AirtableConfig {
-        reelstate::records::airtable::AirtableConfig {
-            api_url: self.airtable_api_url.trim_end_matches('/').to_owned(),
-            token: self.airtable_token,
-            base_id: self.airtable_base_id,
-            max_attempts: 3,
-            ..Default::default()
+    fn config(self) -> Result<reelstate::records::airtable::AirtableConfig, String> {
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        match (given(self.airtable_token), given(self.airtable_base_id)) {
+            (Some(token), Some(base_id)) => Ok(reelstate::records::airtable::AirtableConfig {
+                api_url: self.airtable_api_url.trim_end_matches('/').to_owned(),
+                token,
+                base_id,
+                max_attempts: 3,
+                ..Default::default()
+            }),
+            (token, base_id) => {
+                let mut missing = Vec::new();
+                if token.is_none() {
+                    missing.push(
+                        "AIRTABLE_TOKEN (--airtable-token): a personal access token with the base's data.records:read and schema.bases:read scopes",
+                    );
+                }
+                if base_id.is_none() {
+                    missing.push(
+                        "AIRTABLE_BASE_ID (--airtable-base-id): the base's id, app… (in the base's URL)",
+                    );
+                }
+                Err(format!(
+                    "no Airtable base to read; set:\n  - {}",
+                    missing.join("\n  - ")
+                ))
+            }
         }
     }
+}
+
+/// A usage error: the message, and the exit code clap gives its own usage errors.
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("reelstate: {message}");
+    ExitCode::from(2)
 }
 
 #[derive(Subcommand)]
@@ -135,10 +163,7 @@ fn main() -> ExitCode {
             telemetry::init(cli.log_format);
             let settings = match args.validate() {
                 Ok(s) => s,
-                Err(e) => {
-                    eprintln!("reelstate: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return usage_error(e),
             };
             run_async(async move {
                 let app = Application::build(settings).await?;
@@ -166,37 +191,52 @@ fn main() -> ExitCode {
         Command::CheckAirtable {
             airtable,
             airtable_mapping,
-        } => run_async(async move {
-            let mapping = match airtable_mapping {
-                Some(p) => reelstate::records::Mapping::load(&p)?,
-                None => reelstate::records::Mapping::default(),
+        } => {
+            let cfg = match airtable.config() {
+                Ok(cfg) => cfg,
+                Err(e) => return usage_error(e),
             };
-            let cfg = airtable.config();
-            let problems =
-                reelstate::records::airtable::schema::check_schema(&cfg, &mapping).await?;
-            if problems.is_empty() {
-                println!("ok: the base has every table, field and option reelstate needs");
-                Ok(())
-            } else {
-                for p in &problems {
-                    println!("- {p}");
+            let mapping = match airtable_mapping.map(|p| reelstate::records::Mapping::load(&p)) {
+                None => reelstate::records::Mapping::default(),
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    return usage_error(format_args!(
+                        "REELSTATE_AIRTABLE_MAPPING (--airtable-mapping): {e}"
+                    ));
                 }
-                Err(format!("{} schema problem(s)", problems.len()).into())
-            }
-        }),
+            };
+            run_async(async move {
+                let problems =
+                    reelstate::records::airtable::schema::check_schema(&cfg, &mapping).await?;
+                if problems.is_empty() {
+                    println!("ok: the base has every table, field and option reelstate needs");
+                    Ok(())
+                } else {
+                    for p in &problems {
+                        println!("- {p}");
+                    }
+                    Err(format!("{} schema problem(s)", problems.len()).into())
+                }
+            })
+        }
         Command::Mapping {
             from_base: _,
             airtable,
-        } => run_async(async move {
-            let cfg = airtable.config();
-            let backend = reelstate::records::airtable::AirtableBackend::new(cfg)?;
-            let meta = backend.meta_tables().await?;
-            print!(
-                "{}",
-                reelstate::records::airtable::guess::mapping_from_meta(&meta)
-            );
-            Ok(())
-        }),
+        } => {
+            let cfg = match airtable.config() {
+                Ok(cfg) => cfg,
+                Err(e) => return usage_error(e),
+            };
+            run_async(async move {
+                let backend = reelstate::records::airtable::AirtableBackend::new(cfg)?;
+                let meta = backend.meta_tables().await?;
+                print!(
+                    "{}",
+                    reelstate::records::airtable::guess::mapping_from_meta(&meta)
+                );
+                Ok(())
+            })
+        }
         Command::Trigger {
             kind,
             video,

@@ -14,7 +14,8 @@ const SECRETS: [&str; 7] = [
     "airtable-token-value",
     "nca-api-key-value",
     "goapi-api-key-value",
-    "relay-secret-value",
+    // Valid base64, as validation requires of a Standard Webhooks secret.
+    "whsec_cmVsYXktc2VjcmV0LXZhbHVl",
 ];
 
 /// Production-like flags; `drop` leaves some out. Flags, not the environment, so the
@@ -53,7 +54,10 @@ fn the_admin_token_is_required_outside_dev_even_on_loopback() {
     for listen in ["127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080"] {
         let r = args(&["--listen", listen], &["--admin-token", "--listen"]).validate();
         assert!(
-            matches!(r, Err(ConfigError::NoAdminToken)),
+            matches!(
+                r.as_ref().map_err(|e| e.problems()),
+                Err([ConfigError::NoAdminToken])
+            ),
             "{listen}: {r:?}"
         );
     }
@@ -69,7 +73,13 @@ fn the_admin_token_is_required_outside_dev_even_on_loopback() {
 #[test]
 fn the_public_base_url_is_required_outside_dev() {
     let r = args(&[], &["--public-base-url"]).validate();
-    assert!(matches!(r, Err(ConfigError::NoPublicBaseUrl)), "{r:?}");
+    assert!(
+        matches!(
+            r.as_ref().map_err(|e| e.problems()),
+            Err([ConfigError::NoPublicBaseUrl])
+        ),
+        "{r:?}"
+    );
     assert!(
         r.unwrap_err().to_string().contains("PUBLIC_BASE_URL"),
         "the message names the variable"
@@ -123,4 +133,99 @@ fn seconds_from_flags_never_panic() {
         Duration::from_secs(365 * 24 * 3600)
     );
     assert_eq!(seconds(2.5, 1.0), Duration::from_millis(2500));
+}
+
+/// `(flag, environment variable)` of every setting, as clap declares them.
+fn declared() -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((format!("--{}", a.get_long()?), env))
+        })
+        .collect()
+}
+
+#[test]
+fn every_problem_is_named_at_once_by_its_variable_and_its_flag() {
+    let bare = Cli::try_parse_from(["reelstate"]).unwrap().serve;
+    let err = bare.validate().unwrap_err();
+    let names: Vec<&str> = err
+        .problems()
+        .iter()
+        .map(|p| match p {
+            ConfigError::NoWebhookSecret => "webhook secret",
+            ConfigError::NoSigningSecret => "signing secret",
+            ConfigError::NoNca { env, .. } => env,
+            ConfigError::NoAdminToken => "admin token",
+            ConfigError::NoPublicBaseUrl => "public URL",
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "webhook secret",
+            "signing secret",
+            "NCA_API_URL",
+            "NCA_API_KEY",
+            "admin token",
+            "public URL"
+        ]
+    );
+
+    // Invalid values too, each beside the others.
+    let bad = args(
+        &[
+            "--signing-secret",
+            "short",
+            "--public-base-url",
+            "https://x.example/?q=1",
+            "--music-volume",
+            "1.5",
+            "--relay-secrets",
+            "whsec_not base64!",
+            "--airtable-mapping",
+            "/nonexistent/mapping.toml",
+            "--db",
+            "postgres://u@h:notaport/db",
+        ],
+        &[
+            "--airtable-base-id",
+            "--db",
+            "--signing-secret",
+            "--public-base-url",
+            "--relay-secrets",
+        ],
+    );
+    let err = bad.validate().unwrap_err();
+    assert_eq!(err.problems().len(), 7, "{err}");
+
+    let declared = declared();
+    for problem in err.problems().iter().chain(
+        Cli::try_parse_from(["reelstate"])
+            .unwrap()
+            .serve
+            .validate()
+            .unwrap_err()
+            .problems(),
+    ) {
+        let text = problem.to_string();
+        let named: Vec<_> = declared
+            .iter()
+            .filter(|(flag, env)| text.starts_with(&format!("{env} ({flag})")))
+            .collect();
+        assert_eq!(
+            named.len(),
+            1,
+            "{text} starts with no declared `ENV (--flag)`"
+        );
+    }
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot serve: 7 settings are missing or invalid"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 8, "{text}");
 }
