@@ -363,6 +363,11 @@ async fn a_replica_that_lost_the_video_writes_nothing_to_airtable() {
         .ok()
         .filter(|u| !u.trim().is_empty())
     else {
+        // CI runs every PostgreSQL test (.ci/run sets the URL).
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and REELSTATE_TEST_DATABASE_URL is not set"
+        );
         return;
     };
     let schema = format!("t_{}", Uuid::new_v4().simple());

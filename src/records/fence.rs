@@ -30,6 +30,15 @@ pub(crate) fn current() -> Option<Fence> {
     FENCE.try_with(Fence::clone).ok()
 }
 
+/// For a backend that sends its write at once: refuses it when the calling task's fence
+/// (if any) no longer allows it.
+pub(crate) async fn check_current() -> Result<(), super::RecordsError> {
+    match current() {
+        Some(f) if !all_allow(std::slice::from_ref(&f)).await => Err(super::RecordsError::Fenced),
+        _ => Ok(()),
+    }
+}
+
 /// Whether every fence still allows the write (a failing check answers no: a write
 /// that cannot prove its right is not sent).
 pub(crate) async fn all_allow(fences: &[Fence]) -> bool {

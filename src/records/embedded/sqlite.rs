@@ -215,6 +215,7 @@ impl RecordBackend for SqliteRecords {
     }
 
     async fn write(&self, table: &str, op: Write, fields: Fields) -> Result<Record, RecordsError> {
+        crate::records::fence::check_current().await?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
             .writes

@@ -178,16 +178,11 @@ impl RecordBackend for PgRecords {
     async fn write(&self, table: &str, op: Write, fields: Fields) -> Result<Record, RecordsError> {
         self.inner.schema.check_table(table)?;
         let op = Checked::new(&op, &fields)?;
-        let fence = crate::records::fence::current();
         let mut attempt = 1;
         loop {
             // Replicas share these tables: a writer that lost its video (paused past its
             // lease) must not land an older value after the new holder's.
-            if let Some(f) = &fence
-                && !crate::records::fence::all_allow(std::slice::from_ref(f)).await
-            {
-                return Err(RecordsError::Fenced);
-            }
+            crate::records::fence::check_current().await?;
             match self.write_once(table, &op, &fields).await {
                 Err(e) if e.is_conflict() && attempt < WRITE_ATTEMPTS => {
                     tracing::debug!(table, attempt, error = %e, "records write retried");
