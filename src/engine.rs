@@ -5,8 +5,10 @@
 //! the leases, first contact in the worker, the demo video in the sandbox).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use crate::clients::goapi::GoapiClient;
 use crate::clients::nca::NcaClient;
@@ -100,4 +102,26 @@ impl Engine {
         self.wake_worker.notify_one();
         Ok(accepted)
     }
+}
+
+/// How long a stopping process lets its work in flight finish before it stops it.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// At shutdown, for the worker's and the executor's tasks: lets them finish for at most
+/// [`DRAIN`], then aborts the rest and waits until they have stopped. Only then may the
+/// process give its leases back: a task still running (a write held by a slow base) would
+/// otherwise work on a video another replica already holds. True when all finished.
+pub async fn drain<T: 'static>(tasks: &mut JoinSet<T>) -> bool {
+    let finished =
+        tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_ok();
+    if !finished {
+        tracing::warn!(
+            tasks = tasks.len(),
+            "work in flight did not finish within the drain; stopped, it resumes on another replica or at the next start"
+        );
+        tasks.shutdown().await;
+    }
+    finished
 }

@@ -226,7 +226,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then lets in-flight decisions and effects finish
-    /// (at most 30 s) and, if they did, gives its leases back, and only then stops accepting requests and
+    /// (at most 30 s; what is left then is stopped) and gives its leases back, and only then stops accepting requests and
     /// returns once the requests in flight are answered.
     ///
     /// Webhooks keep being acknowledged while the work drains: a callback addressed to this
@@ -254,24 +254,22 @@ impl Application {
         shutdown.await;
         info!("finishing in-flight work; webhooks are still acknowledged meanwhile");
         engine.begin_shutdown();
-        let drained = tokio::time::timeout(Duration::from_secs(30), async {
-            let _ = worker.await;
-            let _ = executor.await;
-            let _ = reconciler.await;
-            let _ = pruner.await;
-        })
-        .await;
-        if drained.is_err() {
-            // Tasks still running hold their videos: a lease given back now would let
-            // another replica work on a video while a write or call of this one is still
-            // on its way. They expire on their own once this process stops renewing them.
-            warn!(
-                "in-flight work did not finish within 30 s; its leases are left to expire, and it resumes on another replica or at the next start"
-            );
-        } else {
-            // Other replicas take over at once (a rolling deploy), not a lease period later.
-            engine.store.release_leases().await;
+        // The worker and the executor each stop their own tasks after the drain
+        // (`engine::drain`), so once they have returned nothing of this process works on
+        // a video any more, and its leases can be given back.
+        let _ = worker.await;
+        let _ = executor.await;
+        for side in [reconciler, pruner] {
+            let abort = side.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), side)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
+        // Other replicas take over at once (a rolling deploy), not a lease period later.
+        engine.store.release_leases().await;
         info!("stopped working; no longer accepting requests");
         let _ = stop_serving.send(());
         if let Err(e) = server.await {

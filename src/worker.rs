@@ -133,7 +133,7 @@ pub async fn run(engine: Arc<Engine>) {
         }
     }
     // Finish in-flight videos: each entry either commits whole or stays pending.
-    while tasks.join_next().await.is_some() {}
+    crate::engine::drain(&mut tasks).await;
 }
 
 /// Marks a video as being processed by a task of this worker until dropped (also when the

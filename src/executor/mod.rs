@@ -102,5 +102,5 @@ pub async fn run(engine: Arc<Engine>) {
         }
     }
     // Graceful shutdown: effects already started finish and are recorded.
-    while tasks.join_next().await.is_some() {}
+    crate::engine::drain(&mut tasks).await;
 }
