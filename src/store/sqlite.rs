@@ -27,6 +27,7 @@ use super::{Lane, Lease, Leases, LocalLeases, StoreError};
 use crate::domain::RecordId;
 use group_commit::{ACCEPT_BATCH, AcceptJob, group_commit};
 use schema::migrate;
+pub use schema::{STORE_SCHEMA, migrate_file};
 
 /// Takes the exclusive lock of `<path>.lock` (an OS file lock: released by the kernel
 /// when the process dies, kill -9 included) and writes this process's id in it. A lock
