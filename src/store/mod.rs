@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
 
+pub use decode::ROW_FORMAT;
 pub(crate) use lease::projection_sql;
 pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
 pub use overview::{FailedVideo, Overview};
