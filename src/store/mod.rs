@@ -38,6 +38,7 @@ pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
+pub use sqlite::backup;
 pub use sqlite::{Cached, STORE_SCHEMA, SqliteStore, WriteGate, busy_wait, migrate_file, tune};
 pub use types::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventQuery,

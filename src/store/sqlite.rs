@@ -7,6 +7,7 @@
 //! depths, overview, retention); this file opens the store and runs calls on its
 //! connections.
 
+pub mod backup;
 mod checkpoint;
 mod group_commit;
 mod inbox;
