@@ -24,6 +24,7 @@ mod airtable_first_contact;
 mod airtable_lanes;
 mod airtable_lifecycle;
 mod airtable_production_base;
+mod backup;
 mod clients;
 mod doc_links;
 mod intake;
