@@ -64,6 +64,9 @@ pub enum StoreError {
         "{0} is already in use by another reelstate process{1}: the embedded store serves one process (two would roll each other's snapshots back); stop the other one, or run several replicas on PostgreSQL (REELSTATE_DB=postgres://…)"
     )]
     InUse(String, String),
+    /// A file the backup commands were given is missing, in the way, or unusable.
+    #[error("{0}")]
+    File(String),
     /// The file was written by a newer binary (its tables or rows are of a version this
     /// one does not know): reading it could misread them, writing it could break them.
     #[error(

@@ -34,7 +34,7 @@ pub struct Copied {
 }
 
 fn io(what: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |e| StoreError::Join(format!("{}: {e}", what.display()))
+    move |e| StoreError::File(format!("{}: {e}", what.display()))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -47,13 +47,13 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// service is running on `db`.
 pub fn backup(db: &Path, dest: &Path) -> Result<Copied, StoreError> {
     if !db.is_file() {
-        return Err(StoreError::Join(format!(
+        return Err(StoreError::File(format!(
             "{}: no such store file",
             db.display()
         )));
     }
     if dest.exists() {
-        return Err(StoreError::Join(format!(
+        return Err(StoreError::File(format!(
             "{} already exists: a backup never overwrites a file",
             dest.display()
         )));
@@ -71,7 +71,7 @@ pub fn backup(db: &Path, dest: &Path) -> Result<Copied, StoreError> {
     }
     let target = partial
         .to_str()
-        .ok_or_else(|| StoreError::Join(format!("{}: not UTF-8", partial.display())))?;
+        .ok_or_else(|| StoreError::File(format!("{}: not UTF-8", partial.display())))?;
     src.execute("VACUUM INTO ?1", [target])?;
     drop(src);
     let copied = seal(&partial)?;
@@ -86,7 +86,7 @@ fn seal(path: &Path) -> Result<Copied, StoreError> {
     let conn = Connection::open(path)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("delete") {
-        return Err(StoreError::Join(format!(
+        return Err(StoreError::File(format!(
             "{}: journal mode stays {mode}",
             path.display()
         )));
@@ -180,7 +180,7 @@ pub fn restore(src: &Path, db: &Path) -> Result<Copied, StoreError> {
     // file, never the one being replaced.
     let _owner = lock_owner(db)?;
     if with_suffix(src, "-wal").exists() {
-        return Err(StoreError::Join(format!(
+        return Err(StoreError::File(format!(
             "{}: a WAL lies beside it, so it is a live store, not a backup (make one with `reelstate backup`)",
             src.display()
         )));
