@@ -72,6 +72,42 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The store file the backup commands work on: the service's own setting.
+#[derive(clap::Args)]
+struct DbArg {
+    #[arg(
+        long,
+        env = "REELSTATE_DB",
+        default_value = "./reelstate.db",
+        hide_env_values = true
+    )]
+    db: String,
+}
+
+impl DbArg {
+    /// The SQLite file; PostgreSQL has its own tools for this.
+    fn file(self) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+        if self.db.starts_with("postgres://") || self.db.starts_with("postgresql://") {
+            return Err(
+                "the store is on PostgreSQL: back it up with pg_dump and restore it with pg_restore (docs/backup.md)"
+                    .into(),
+            );
+        }
+        Ok(self.db.into())
+    }
+}
+
+fn describe(c: &reelstate::store::backup::Copied) -> String {
+    let records = match c.records_schema {
+        Some(v) => format!(", records schema {v}"),
+        None => String::new(),
+    };
+    format!(
+        "store schema {}{records}, {} inbox entries, {} bytes",
+        c.store_schema, c.entries, c.bytes
+    )
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: webhooks, worker, executor, inspection API.
@@ -121,6 +157,22 @@ enum Command {
         goapi_webhook_secret: Option<String>,
         #[arg(long, env = "REELSTATE_SIGNING_SECRET", hide_env_values = true)]
         signing_secret: Option<String>,
+    },
+    /// Copy the SQLite store (its tables and the embedded records') into DEST, one
+    /// self-contained file, while the service keeps running on it (docs/backup.md).
+    Backup {
+        /// The new file (never overwritten).
+        dest: std::path::PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Put a backup in place of the SQLite store of a stopped service; the file it replaces
+    /// is moved aside, not deleted (docs/backup.md).
+    Restore {
+        /// A file made by `reelstate backup`.
+        src: std::path::PathBuf,
+        #[command(flatten)]
+        db: DbArg,
     },
     /// Ask a running server to generate music for a video.
     Music {
@@ -272,6 +324,31 @@ fn main() -> ExitCode {
                 Err(format!("server answered {status}").into())
             }
         }),
+        Command::Backup { dest, db } => run_blocking(move || {
+            let db = db.file()?;
+            let copied = reelstate::store::backup::backup(&db, &dest)?;
+            println!(
+                "backed up {} to {} ({})",
+                db.display(),
+                dest.display(),
+                describe(&copied)
+            );
+            Ok(())
+        }),
+        Command::Restore { src, db } => run_blocking(move || {
+            let db = db.file()?;
+            let copied = reelstate::store::backup::restore(&src, &db)?;
+            if let Some(aside) = &copied.moved_aside {
+                println!("moved the previous store to {}", aside.display());
+            }
+            println!(
+                "restored {} from {} ({})",
+                db.display(),
+                src.display(),
+                describe(&copied)
+            );
+            Ok(())
+        }),
         Command::Music {
             video_id,
             server,
@@ -299,6 +376,16 @@ fn main() -> ExitCode {
                 Err(format!("server answered {status}").into())
             }
         }),
+    }
+}
+
+fn run_blocking(f: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match f() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reelstate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

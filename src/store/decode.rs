@@ -10,6 +10,47 @@ use super::{ActiveJob, HistoryRow, InboxEntry, OutboxEntry, StoreError};
 use crate::domain::RecordId;
 use crate::machine::{Effect, JobId};
 
+/// The format of the JSON kept in rows (snapshots, effects, payloads), written first in
+/// each as `"v"`. A change that an older binary would misread (a renamed or retyped field;
+/// not an added optional one, which serde skips) takes the next number, and readers older
+/// than it set such rows aside as unreadable instead of acting on a misreading. On
+/// PostgreSQL, where replicas of two versions share rows through a rolling deploy, a new
+/// format is shipped readable one release before it is written (docs/upgrade.md).
+pub const ROW_FORMAT: u64 = 1;
+
+/// `value` as JSON with the row format first: `{"v":1,...}`. First, so that a reader finds
+/// it without parsing the row twice (all three are JSON objects: structs, and enums tagged
+/// inside the object, which ignore the extra field).
+pub(super) fn to_row<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+    let json = serde_json::to_string(value).map_err(|e| corrupt(what, e))?;
+    let Some(fields) = json.strip_prefix('{') else {
+        return Err(corrupt(what, "not a JSON object"));
+    };
+    let sep = if fields == "}" { "" } else { "," };
+    Ok(format!("{{\"v\":{ROW_FORMAT}{sep}{fields}"))
+}
+
+/// A row's JSON back, once its format is one this binary reads: rows from before the
+/// format was written have none and are format 1's. A newer format is the row's
+/// [`StoreError::Corrupt`], so that scans set it aside (quarantine) as any unreadable row.
+pub(super) fn from_row<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    if let Some(rest) = text.strip_prefix("{\"v\":") {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let v: u64 = rest[..digits]
+            .parse()
+            .map_err(|e| corrupt(&format!("{what} row format"), e))?;
+        if v > ROW_FORMAT {
+            return Err(StoreError::Corrupt(format!(
+                "{what} is in row format {v}, written by a newer reelstate; this binary reads up to format {ROW_FORMAT} (docs/upgrade.md)"
+            )));
+        }
+    }
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -76,7 +117,7 @@ impl<T> EntryColumns<T> {
             endpoint: self.endpoint,
             raw_body: self.raw_body,
             received_at: time(self.received_at)?,
-            payload: serde_json::from_str(&self.payload).map_err(|e| corrupt("payload", e))?,
+            payload: from_row(&self.payload, "payload")?,
             state: parse(&self.state, "entry state")?,
             outcome: self.outcome.map(|o| parse(&o, "outcome")).transpose()?,
             note: self.note,
@@ -109,8 +150,7 @@ impl<T> OutboxColumns<T> {
             effect_id: self.effect_id,
             video_id: record_id(&self.video, "video id")?,
             event_id: uuid(&self.event_id, "event id")?,
-            effect: serde_json::from_str::<Effect>(&self.effect)
-                .map_err(|e| corrupt("effect", e))?,
+            effect: from_row::<Effect>(&self.effect, "effect")?,
             state: parse(&self.state, "effect state")?,
             attempts: self.attempts,
             next_attempt_at: time(self.next_attempt_at)?,
@@ -169,5 +209,59 @@ impl<T> HistoryColumns<T> {
             outcome: parse(&self.outcome, "outcome")?,
             at: time(self.at)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Outcome;
+    use crate::store::Payload;
+
+    #[test]
+    fn rows_carry_their_format_first_and_read_back() {
+        let effect = Effect::RecordWebhookOutcome {
+            outcome: Outcome::Applied,
+            job: None,
+            detail: None,
+        };
+        let row = to_row(&effect, "effect").unwrap();
+        assert!(
+            row.starts_with(&format!("{{\"v\":{ROW_FORMAT},\"effect\":")),
+            "{row}"
+        );
+        assert_eq!(from_row::<Effect>(&row, "effect").unwrap(), effect);
+        let payload = Payload::Duplicate { of: Uuid::nil() };
+        let row = to_row(&payload, "payload").unwrap();
+        assert_eq!(from_row::<Payload>(&row, "payload").unwrap(), payload);
+    }
+
+    #[test]
+    fn rows_from_before_the_format_read_as_format_one() {
+        let old = serde_json::to_string(&Payload::Duplicate { of: Uuid::nil() }).unwrap();
+        assert!(!old.contains("\"v\""), "{old}");
+        assert_eq!(
+            from_row::<Payload>(&old, "payload").unwrap(),
+            Payload::Duplicate { of: Uuid::nil() }
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_the_rows_fault_and_says_so() {
+        let newer = format!(
+            "{{\"v\":{},\"payload\":\"duplicate\",\"of\":\"{}\"}}",
+            ROW_FORMAT + 1,
+            Uuid::nil()
+        );
+        match from_row::<Payload>(&newer, "payload") {
+            Err(StoreError::Corrupt(why)) => {
+                assert!(
+                    why.contains(&format!("row format {}", ROW_FORMAT + 1)),
+                    "{why}"
+                );
+                assert!(why.contains(&format!("up to format {ROW_FORMAT}")), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -32,12 +32,14 @@ use uuid::Uuid;
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
 
+pub use decode::ROW_FORMAT;
 pub(crate) use lease::projection_sql;
 pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
 pub use overview::{FailedVideo, Overview};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
-pub use sqlite::{Cached, SqliteStore, WriteGate, busy_wait, tune};
+pub use sqlite::backup;
+pub use sqlite::{Cached, STORE_SCHEMA, SqliteStore, WriteGate, busy_wait, migrate_file, tune};
 pub use types::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventQuery,
     HistoryRow, InboxEntry, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, RecordIntent,
@@ -62,6 +64,19 @@ pub enum StoreError {
         "{0} is already in use by another reelstate process{1}: the embedded store serves one process (two would roll each other's snapshots back); stop the other one, or run several replicas on PostgreSQL (REELSTATE_DB=postgres://…)"
     )]
     InUse(String, String),
+    /// A file the backup commands were given is missing, in the way, or unusable.
+    #[error("{0}")]
+    File(String),
+    /// The file was written by a newer binary (its tables or rows are of a version this
+    /// one does not know): reading it could misread them, writing it could break them.
+    #[error(
+        "the {what} in this file is at version {file}, written by a newer reelstate; this binary knows up to version {binary}. Run the newer binary, or restore the backup taken before the upgrade (docs/upgrade.md)"
+    )]
+    Newer {
+        what: &'static str,
+        file: i64,
+        binary: i64,
+    },
 }
 
 /// The engine's durable state, as the worker, the executor, the reconciler and the API

@@ -7,6 +7,7 @@
 //! depths, overview, retention); this file opens the store and runs calls on its
 //! connections.
 
+pub mod backup;
 mod checkpoint;
 mod group_commit;
 mod inbox;
@@ -27,6 +28,7 @@ use super::{Lane, Lease, Leases, LocalLeases, StoreError};
 use crate::domain::RecordId;
 use group_commit::{ACCEPT_BATCH, AcceptJob, group_commit};
 use schema::migrate;
+pub use schema::{STORE_SCHEMA, migrate_file};
 
 /// Takes the exclusive lock of `<path>.lock` (an OS file lock: released by the kernel
 /// when the process dies, kill -9 included) and writes this process's id in it. A lock

@@ -40,6 +40,15 @@ CREATE INDEX IF NOT EXISTS records_cells_by_text
     ON records_cells (field, text) WHERE text IS NOT NULL;
 ";
 
+/// The records' migrations, in order. Append only. Versioned apart from the store's
+/// (`records_migrations`, not `store_migrations`): the tables are the records' own, and a
+/// records-only file has no store. The first one's statements are all `IF NOT EXISTS`, so
+/// files written before the records were versioned take it as a no-op.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "records and cells", SCHEMA)];
+
+/// The newest records schema this binary knows.
+pub const RECORDS_SCHEMA: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// The SQLite store of records. Cheap to clone: clones share one connection.
 #[derive(Clone)]
 pub struct SqliteRecords {
@@ -108,7 +117,7 @@ impl SqliteRecords {
 
     /// `store_gate`: the file is the store's (see [`Self::open_sharing`]).
     fn init(
-        conn: Connection,
+        mut conn: Connection,
         mapping: &Mapping,
         store_gate: Option<WriteGate>,
     ) -> Result<Self, RecordsError> {
@@ -132,8 +141,20 @@ impl SqliteRecords {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
         crate::store::tune(&conn).map_err(db("tuning the connection"))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(db("creating the records tables"))?;
+        crate::store::migrate_file(
+            &mut conn,
+            "records_migrations",
+            "records schema",
+            MIGRATIONS,
+        )
+        .map_err(|e| match e {
+            crate::store::StoreError::Sqlite(e) => db("creating the records tables")(e),
+            newer => RecordsError::Permanent {
+                status: 500,
+                kind: "SQLITE_SCHEMA".into(),
+                message: newer.to_string(),
+            },
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -556,6 +577,45 @@ fn db(what: &str) -> impl Fn(rusqlite::Error) -> RecordsError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records tables from before they were versioned take the first migration as a
+    /// no-op and keep their rows; a newer records schema is refused, naming both versions.
+    #[test]
+    fn records_tables_are_versioned_and_a_newer_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute_batch("INSERT INTO records VALUES ('recA1b2C3d4E5f6G7', 'Videos', 'then')")
+            .unwrap();
+        drop(old);
+        let records = SqliteRecords::open(&path, &Mapping::default()).unwrap();
+        drop(records);
+        let conn = Connection::open(&path).unwrap();
+        let (version, kept): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT MAX(version) FROM records_migrations), (SELECT COUNT(*) FROM records)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, kept), (RECORDS_SCHEMA, 1));
+        conn.execute(
+            "INSERT INTO records_migrations VALUES (?1, 'later', 'then')",
+            [RECORDS_SCHEMA + 1],
+        )
+        .unwrap();
+        drop(conn);
+        let refused = SqliteRecords::open(&path, &Mapping::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            refused.contains(&format!("version {}", RECORDS_SCHEMA + 1))
+                && refused.contains(&format!("up to version {RECORDS_SCHEMA}")),
+            "{refused}"
+        );
+    }
 
     fn fields(v: Value) -> Fields {
         match v {

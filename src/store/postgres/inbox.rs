@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{PgStore, row_one, row_opt, rows, run};
 use crate::domain::RecordId;
-use crate::store::decode::{EntryColumns, corrupt, uuid};
+use crate::store::decode::{EntryColumns, to_row, uuid};
 use crate::store::{
     Accepted, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError, split_readable,
 };
@@ -171,7 +171,7 @@ pub(super) async fn insert_entry(
     e: &NewEntry,
     skip_repeat: bool,
 ) -> Result<bool, StoreError> {
-    let payload = serde_json::to_string(&e.payload).map_err(|err| corrupt("payload", err))?;
+    let payload = to_row(&e.payload, "payload")?;
     let on_conflict = if skip_repeat {
         "ON CONFLICT (dedupe_key) DO NOTHING"
     } else {

@@ -9,7 +9,7 @@ use super::{PgStore, row_opt, rows, run};
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
 use crate::store::decode::{
-    ActiveJobColumns, HistoryColumns, corrupt, job_location, record_id_opt,
+    ActiveJobColumns, HistoryColumns, from_row, job_location, record_id_opt, to_row,
 };
 use crate::store::{
     ActiveJob, Commit, HistoryRow, Lane, Lease, RecordIntent, Snapshots, StoreError,
@@ -27,7 +27,7 @@ impl Snapshots for PgStore {
         .await?;
         row.map(|r| {
             let s: String = r.get(0);
-            serde_json::from_str(&s).map_err(|e| corrupt("snapshot", e))
+            from_row(&s, "snapshot")
         })
         .transpose()
     }
@@ -53,7 +53,7 @@ impl Snapshots for PgStore {
         }
         let at = commit.at;
         if let Some(s) = &commit.snapshot {
-            let json = serde_json::to_string(s).map_err(|e| corrupt("snapshot", e))?;
+            let json = to_row(s, "snapshot")?;
             run(&tx,
                 "INSERT INTO video_state (video_id, snapshot, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (video_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at",
@@ -100,7 +100,7 @@ impl Snapshots for PgStore {
             .await?;
         }
         for (id, effect) in &commit.effects {
-            let json = serde_json::to_string(effect).map_err(|e| corrupt("effect", e))?;
+            let json = to_row(effect, "effect")?;
             // An effect id names one effect for ever: storing it again is a no-op.
             run(&tx,
                 "INSERT INTO outbox (effect_id, video_id, event_id, kind, effect, next_attempt_at, updated_at)

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
-use crate::store::decode::{EntryColumns, corrupt, uuid};
+use crate::store::decode::{EntryColumns, to_row, uuid};
 use crate::store::{
     Accepted, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError, split_readable,
 };
@@ -185,7 +185,7 @@ pub(super) const PENDING_SEQS: &str = "SELECT seq FROM (
 pub(super) const LIGHT_ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, '', received_at, payload, state, outcome, note, job_id";
 
 pub(super) fn insert_entry(tx: &rusqlite::Transaction<'_>, e: &NewEntry) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(&e.payload).map_err(|err| corrupt("payload", err))?;
+    let payload = to_row(&e.payload, "payload")?;
     tx.prepare_cached(
         "INSERT INTO inbox (event_id, video_id, source, endpoint, dedupe_key, raw_body, headers, received_at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

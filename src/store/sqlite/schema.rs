@@ -113,22 +113,51 @@ CREATE INDEX IF NOT EXISTS outbox_updated ON outbox(state, updated_at);
 CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event_id);
 "#;
 
-/// Applies the migrations the file lacks, in one immediate transaction: a second process
-/// opening the file at the same moment waits, then finds them applied.
+/// The newest store schema this binary knows (the last of [`MIGRATIONS`]).
+pub const STORE_SCHEMA: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Applies the store's migrations the file lacks (see [`migrate_file`]).
 pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
+    migrate_file(conn, "store_migrations", "store schema", MIGRATIONS)
+}
+
+/// Applies the migrations in `migrations` that the file's `table` does not list, in one
+/// immediate transaction: a second process opening the file at the same moment waits,
+/// then finds them applied. A file that lists a version beyond the last one given was
+/// written by a newer binary, whose tables this one would misread: it is refused
+/// ([`StoreError::Newer`]) before anything is written to it. One table per owner of the
+/// file's tables (the store, the embedded records), each with its own versions.
+pub fn migrate_file(
+    conn: &mut Connection,
+    table: &str,
+    what: &'static str,
+    migrations: &[(i64, &str, &str)],
+) -> Result<Vec<i64>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS store_migrations (
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
              version    INTEGER PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_at TEXT NOT NULL
-         )",
-    )?;
+         )"
+    ))?;
+    let known = migrations.last().map_or(0, |m| m.0);
+    let newest: Option<i64> =
+        tx.query_row(&format!("SELECT MAX(version) FROM {table}"), [], |r| {
+            r.get(0)
+        })?;
+    if let Some(file) = newest.filter(|v| *v > known) {
+        return Err(StoreError::Newer {
+            what,
+            file,
+            binary: known,
+        });
+    }
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
+    for (version, name, sql) in migrations {
         let done: Option<i64> = tx
             .query_row(
-                "SELECT version FROM store_migrations WHERE version = ?1",
+                &format!("SELECT version FROM {table} WHERE version = ?1"),
                 [version],
                 |r| r.get(0),
             )
@@ -136,7 +165,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
         if done.is_none() {
             tx.execute_batch(sql)?;
             tx.execute(
-                "INSERT INTO store_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                &format!("INSERT INTO {table} (version, name, applied_at) VALUES (?1, ?2, ?3)"),
                 params![version, name, ts(Utc::now())],
             )?;
             applied.push(*version);
@@ -168,6 +197,48 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();
         assert_eq!(kept, 1);
+    }
+
+    /// A file from a newer binary is refused before anything is written to it: this
+    /// binary's migrations would be applied over tables it does not know.
+    #[test]
+    fn a_file_of_a_newer_schema_is_refused_and_left_as_it_was() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO store_migrations VALUES (?1, 'later', 'then')",
+            [STORE_SCHEMA + 3],
+        )
+        .unwrap();
+        // Left for this binary to apply, were the file not refused.
+        conn.execute(
+            "DELETE FROM store_migrations WHERE version = ?1",
+            [STORE_SCHEMA],
+        )
+        .unwrap();
+        match migrate(&mut conn) {
+            Err(StoreError::Newer { what, file, binary }) => {
+                assert_eq!(
+                    (what, file, binary),
+                    ("store schema", STORE_SCHEMA + 3, STORE_SCHEMA)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM store_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, STORE_SCHEMA, "nothing applied");
+        let msg = StoreError::Newer {
+            what: "store schema",
+            file: 7,
+            binary: 4,
+        }
+        .to_string();
+        assert!(
+            msg.contains("version 7") && msg.contains("up to version 4"),
+            "{msg}"
+        );
     }
 
     /// The worker's scan chooses its entries from the pending index without reading a

@@ -9,7 +9,7 @@ use super::{Cached, SqliteStore, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
 use crate::store::decode::{
-    ActiveJobColumns, HistoryColumns, corrupt, job_location, record_id_opt,
+    ActiveJobColumns, HistoryColumns, from_row, job_location, record_id_opt, to_row,
 };
 use crate::store::{
     ActiveJob, Commit, HistoryRow, Lane, Lease, RecordIntent, Snapshots, StoreError,
@@ -27,8 +27,7 @@ impl Snapshots for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt("snapshot", e)))
-                .transpose()
+            s.map(|s| from_row(&s, "snapshot")).transpose()
         })
         .await
     }
@@ -46,7 +45,7 @@ impl Snapshots for SqliteStore {
             let video = commit.video_id.to_string();
             let at = ts(commit.at);
             if let Some(s) = &commit.snapshot {
-                let json = serde_json::to_string(s).map_err(|e| corrupt("snapshot", e))?;
+                let json = to_row(s, "snapshot")?;
                 tx.execute_cached(
                     "INSERT INTO video_state (video_id, snapshot, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(video_id) DO UPDATE SET snapshot = ?2, updated_at = ?3",
@@ -85,7 +84,7 @@ impl Snapshots for SqliteStore {
                 )?;
             }
             for (id, effect) in &commit.effects {
-                let json = serde_json::to_string(effect).map_err(|e| corrupt("effect", e))?;
+                let json = to_row(effect, "effect")?;
                 // An effect id names one effect for ever: storing it again is a no-op.
                 tx.execute_cached(
                     "INSERT INTO outbox (effect_id, video_id, event_id, kind, effect, next_attempt_at, updated_at)
