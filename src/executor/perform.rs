@@ -244,7 +244,7 @@ pub(super) async fn perform(
                 event_id: entry.event_id.to_string(),
                 service: entry.source.to_string(),
                 endpoint: entry.endpoint.clone(),
-                raw_payload: entry.raw_body.clone(),
+                raw_payload: crate::webhook::callback::mask_tokens(&entry.raw_body),
                 processed: true,
                 success,
                 timestamp: entry.received_at,
