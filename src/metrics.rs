@@ -54,6 +54,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Rows deleted by retention, by table",
     ),
     (
+        "reelstate_probe_store_calls_total",
+        "Store calls made to answer /readyz and /metrics (cached: at most one per 5 s each), by probe",
+    ),
+    (
         "reelstate_airtable_requests_total",
         "HTTP requests sent to Airtable (every attempt)",
     ),
