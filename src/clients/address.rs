@@ -12,6 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -48,6 +49,10 @@ impl Range {
         }
     }
 }
+
+/// getaddrinfo has no deadline of its own, and a resolver that does not answer must not
+/// hold a mix's submission (the name is then handed on) or a track check for long.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Names of metadata services that resolve only inside their cloud: refused by name,
 /// whatever they resolve to here (or if they do not resolve here at all).
@@ -236,11 +241,18 @@ pub async fn vet(url: &url::Url, rule: Rule, resolver: &dyn Resolver) -> Result<
             if METADATA_NAMES.contains(&bare.as_str()) {
                 return Err(refuse(name, "is a cloud metadata service's name".into()));
             }
-            let addrs = match resolver.lookup(&bare, port).await {
-                Ok(a) if !a.is_empty() => a,
-                Ok(_) => return Ok(Vetted::Unresolved(format!("{name} has no address"))),
-                Err(e) => return Ok(Vetted::Unresolved(format!("{name}: {e}"))),
-            };
+            let addrs =
+                match tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup(&bare, port)).await {
+                    Ok(Ok(a)) if !a.is_empty() => a,
+                    Ok(Ok(_)) => return Ok(Vetted::Unresolved(format!("{name} has no address"))),
+                    Ok(Err(e)) => return Ok(Vetted::Unresolved(format!("{name}: {e}"))),
+                    Err(_) => {
+                        return Ok(Vetted::Unresolved(format!(
+                            "{name}: no answer from the resolver within {} s",
+                            LOOKUP_TIMEOUT.as_secs()
+                        )));
+                    }
+                };
             for ip in &addrs {
                 let range = classify(*ip);
                 if rule.refuses(range) {
@@ -439,5 +451,31 @@ mod tests {
         ] {
             assert!(judge(url, Rule::HandOn).await.is_err(), "{url}");
         }
+    }
+
+    struct Silent;
+
+    impl Resolver for Silent {
+        fn lookup(&self, _: &str, _: u16) -> BoxFuture<'static, io::Result<Vec<IpAddr>>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resolver_that_does_not_answer_leaves_the_name_unresolved_in_time() {
+        let url = url::Url::parse("http://media.example/v.mp4").unwrap();
+        let started = std::time::Instant::now();
+        let v = vet(&url, Rule::HandOn, &Silent).await.unwrap();
+        assert!(
+            matches!(&v, Vetted::Unresolved(why) if why.contains("no answer")),
+            "{v:?}"
+        );
+        assert!(started.elapsed() < LOOKUP_TIMEOUT + Duration::from_secs(1));
+        // A literal address needs no resolver.
+        let ip = url::Url::parse("http://93.184.216.34/v.mp4").unwrap();
+        assert!(matches!(
+            vet(&ip, Rule::HandOn, &Silent).await,
+            Ok(Vetted::Addresses(_))
+        ));
     }
 }
