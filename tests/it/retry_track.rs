@@ -2,6 +2,8 @@
 //! retrying a failed mix first checks that the music's track is still there (GoAPI's track
 //! URLs are temporary), and orders new music only when its host says it is gone;
 //! `{"from": "music"}` orders new music outright; a body that says anything else is a 400.
+//! The track's URL comes from outside, so neither the check nor NCA is sent where it must
+//! not go (issue 27, item 6).
 
 use crate::support;
 
@@ -290,4 +292,35 @@ async fn a_track_redirecting_to_the_metadata_address_is_refused_even_with_privat
     );
     assert_eq!(w.goapi.tasks().len(), 1);
     assert_eq!(w.nca.submissions().len(), 1);
+}
+
+/// NCA fetches what it is handed from its own network: a music URL on the metadata
+/// address is refused before NCA is called, and the job fails saying which host and why.
+#[tokio::test]
+async fn a_track_on_the_metadata_address_is_never_handed_to_nca() {
+    let w = World::start().await;
+    let task = "60000000-0000-4000-8000-000000000001";
+    let video = w.seed_generating(1, Some(task)).await;
+    let mut body = support::world::goapi_fixture("udio_completed.json", task, 1_764_000_000);
+    for song in body["data"]["output"]["songs"].as_array_mut().unwrap() {
+        song["song_path"] = json!("http://169.254.169.254/latest/meta-data/track.mp3");
+    }
+    let (s, reply) = w.goapi_webhook(&video, &body).await;
+    assert_eq!(s, 202, "{reply}");
+
+    // The refused submission stays on record as a failed (replayable) effect.
+    let v = w
+        .app
+        .wait_for_video(video.as_str(), std::time::Duration::from_secs(30), |v| {
+            v["status"] == "music_addition_failed"
+        })
+        .await;
+    let error = v["error_details"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "the music URL is not handed on: host 169.254.169.254 is a cloud metadata address"
+        ),
+        "{v:#}"
+    );
+    assert!(w.nca.submissions().is_empty(), "NCA was not called");
 }
