@@ -55,7 +55,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "reelstate_probe_store_calls_total",
-        "Store calls made to answer /readyz and /metrics (cached: at most one per 5 s each), by probe",
+        "Store calls made to answer /readyz and /metrics (cached: at most one per 4 s each), by probe",
     ),
     (
         "reelstate_airtable_requests_total",
