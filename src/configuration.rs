@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// Start clearly labelled in-process stand-ins for GoAPI and NCA (implies --dev).
     #[arg(long, env = "REELSTATE_SANDBOX", default_value_t = false)]
     pub sandbox: bool,
+    /// Let the track check reach loopback and private networks (metadata and link-local
+    /// addresses stay refused). For hosts on your own network, and implied by --sandbox,
+    /// whose stand-ins listen on 127.0.0.1.
+    #[arg(long, env = "REELSTATE_ALLOW_PRIVATE_URLS", default_value_t = false)]
+    pub allow_private_urls: bool,
     /// Bearer token required by the inspection and operations endpoints.
     #[arg(long, env = "REELSTATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -309,6 +314,9 @@ pub struct Settings {
     pub public_base_url: Option<String>,
     pub dev: bool,
     pub sandbox: bool,
+    /// Whether URLs from webhooks and the base may name loopback and private hosts for
+    /// the track check (`clients::address`).
+    pub allow_private_urls: bool,
     pub admin_token: Option<String>,
     pub max_body_bytes: u64,
     pub airtable: Option<AirtableSettings>,
@@ -494,6 +502,7 @@ impl ServeArgs {
             public_base_url,
             dev,
             sandbox: self.sandbox,
+            allow_private_urls: self.allow_private_urls || self.sandbox,
             admin_token,
             max_body_bytes: self.max_body_bytes,
             airtable,

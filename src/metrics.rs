@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::domain::VideoStatus;
+
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -50,6 +52,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "reelstate_pruned_rows_total",
         "Rows deleted by retention, by table",
+    ),
+    (
+        "reelstate_probe_store_calls_total",
+        "Store calls made to answer /readyz and /metrics (cached: at most one per 4 s each), by probe",
     ),
     (
         "reelstate_airtable_requests_total",
@@ -244,6 +250,18 @@ impl Metrics {
     }
 
     /// Every series, in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    /// Counts a video's status change, labelled by [`VideoStatus::label`].
+    pub fn video_transition(&self, from: &VideoStatus, to: &VideoStatus) {
+        self.inc(
+            "reelstate_transitions_total",
+            &[
+                ("lifecycle", "video"),
+                ("from", from.label()),
+                ("to", to.label()),
+            ],
+        );
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -255,6 +273,43 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transitions_are_labelled_by_the_engines_statuses_and_other() {
+        let m = Metrics::default();
+        let odd = VideoStatus::from_airtable("Waiting for Bob \"2\"");
+        m.video_transition(&odd, &VideoStatus::GeneratingMusic);
+        m.video_transition(
+            &VideoStatus::from_airtable("Archived"),
+            &VideoStatus::GeneratingMusic,
+        );
+        m.video_transition(&VideoStatus::GeneratingMusic, &VideoStatus::AddingMusic);
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("reelstate_transitions_total{"))
+            .collect();
+        assert_eq!(
+            series.len(),
+            2,
+            "two odd statuses share one series: {series:?}"
+        );
+        assert!(
+            text.contains(r#"reelstate_transitions_total{lifecycle="video",from="other",to="generating_music"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"from="generating_music",to="adding_music"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Bob") && !text.contains("Archived"),
+            "{text}"
+        );
+        for known in VideoStatus::KNOWN {
+            assert_eq!(known.label(), known.name());
+        }
+    }
 
     #[test]
     fn counters_are_typed_with_help_and_histograms_have_buckets() {

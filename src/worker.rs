@@ -353,10 +353,9 @@ async fn process_entry(
                 "decided"
             );
             if before != after {
-                engine.metrics.inc(
-                    "reelstate_transitions_total",
-                    &[("lifecycle", "video"), ("from", &before), ("to", &after)],
-                );
+                engine
+                    .metrics
+                    .video_transition(&snapshot.video.status, &d.next.video.status);
             }
             let answer = CommandOutcome::Done {
                 outcome: d.outcome.to_string(),

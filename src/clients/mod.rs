@@ -1,5 +1,6 @@
 //! Clients of the external services (NCA Toolkit, GoAPI).
 
+pub mod address;
 mod error;
 pub mod goapi;
 mod http;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::address::{self, Resolver, Rule};
 use super::error::{Answered, ClientError, from_status};
 use super::http::Http;
 use super::http::Reply;
@@ -55,6 +56,8 @@ pub struct NcaAccepted {
 
 pub struct NcaClient {
     http: Http,
+    /// Resolves the media URLs' hosts for the check before they are handed on.
+    resolver: std::sync::Arc<dyn Resolver>,
 }
 
 /// Volume as ffmpeg's `volume` filter reads it: a plain decimal, at most 4 decimals,
@@ -119,7 +122,29 @@ impl NcaClient {
     pub fn new(cfg: NcaConfig) -> Result<Self, ClientError> {
         Ok(Self {
             http: Http::new(SERVICE, &cfg.api_url, &cfg.api_key, cfg.timeout)?,
+            resolver: address::system(),
         })
+    }
+
+    pub fn with_resolver(mut self, resolver: std::sync::Arc<dyn Resolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// NCA fetches the media from its own network, where a private address may be its
+    /// storage but a link-local or metadata one is its machine's credentials. A name that
+    /// does not resolve here is handed on: NCA resolves it, maybe differently.
+    async fn refuse_unsafe(&self, what: &str, media: &MediaUrl) -> Result<(), ClientError> {
+        let url = url::Url::parse(media.as_str()).map_err(|_| {
+            ClientError::permanent(None, format!("NCA: the {what} URL is not a URL"))
+        })?;
+        match address::vet(&url, Rule::HandOn, &*self.resolver).await {
+            Ok(_) => Ok(()),
+            Err(refused) => Err(ClientError::permanent(
+                None,
+                format!("NCA: the {what} URL is not handed on: {refused}"),
+            )),
+        }
     }
 
     /// Queues the mix. A `Transient` error after the request left (timeout, reset) is
@@ -139,6 +164,8 @@ impl NcaClient {
                 "NCA: webhook_url is not an http(s) URL",
             ));
         }
+        self.refuse_unsafe("video", &req.video_url).await?;
+        self.refuse_unsafe("music", &req.music_url).await?;
         let url = self.http.url(&["v1", "ffmpeg", "compose"])?;
         tracing::debug!(id = %req.id, "NCA compose submit");
         let reply = self
@@ -279,5 +306,87 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert!(!format!("{cfg:?}").contains("sekrit"));
+    }
+
+    fn client(resolver: crate::clients::address::StaticResolver) -> NcaClient {
+        NcaClient::new(NcaConfig {
+            // Nothing listens on port 9: a request that goes out fails to connect.
+            api_url: "http://127.0.0.1:9".into(),
+            api_key: "k".into(),
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap()
+        .with_resolver(std::sync::Arc::new(resolver))
+    }
+
+    fn mix(video: &str, music: &str) -> MixRequest {
+        MixRequest {
+            video_url: MediaUrl::parse(video).unwrap(),
+            music_url: MediaUrl::parse(music).unwrap(),
+            volume: 0.2,
+            webhook_url: "http://127.0.0.1:8080/webhooks/nca-toolkit".into(),
+            id: "add_music:x:1".into(),
+            voice: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn link_local_and_metadata_media_are_refused_before_nca_is_called() {
+        use crate::clients::address::StaticResolver;
+        let nca = client(
+            StaticResolver::default()
+                .with("media.example", &["169.254.3.4"])
+                .with("bucket.internal", &["10.1.2.3"]),
+        );
+        let video = "http://127.0.0.1/v.mp4";
+        for (music, named) in [
+            (
+                "http://169.254.169.254/latest/t.mp3",
+                "host 169.254.169.254 is a cloud metadata address",
+            ),
+            (
+                "http://[fe80::1]/t.mp3",
+                "host fe80::1 is a link-local address",
+            ),
+            (
+                "http://metadata.google.internal/t.mp3",
+                "host metadata.google.internal is a cloud metadata service's name",
+            ),
+            (
+                "http://media.example/t.mp3",
+                "host media.example resolves to 169.254.3.4, a link-local address",
+            ),
+        ] {
+            let err = nca.submit_mix(&mix(video, music)).await.unwrap_err();
+            assert_eq!(
+                err,
+                ClientError::permanent(
+                    None,
+                    format!("NCA: the music URL is not handed on: {named}")
+                ),
+                "{music}"
+            );
+        }
+        let err = nca
+            .submit_mix(&mix(
+                "http://[::ffff:169.254.169.254]/v.mp4",
+                "http://127.0.0.1/t.mp3",
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the video URL is not handed on"),
+            "{err}"
+        );
+        // Loopback, private and unresolvable names go on to NCA: the request is sent
+        // (and fails to connect, nobody listening), rather than refused.
+        for music in [
+            "http://127.0.0.1/t.mp3",
+            "http://bucket.internal/t.mp3",
+            "http://only-nca-knows.example/t.mp3",
+        ] {
+            let err = nca.submit_mix(&mix(video, music)).await.unwrap_err();
+            assert!(matches!(err, ClientError::Transient(_)), "{music}: {err}");
+        }
     }
 }

@@ -44,6 +44,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("public_base_url", &self.public_base_url)
             .field("dev", &self.dev)
             .field("sandbox", &self.sandbox)
+            .field("allow_private_urls", &self.allow_private_urls)
             .field("admin_token", &redacted(&self.admin_token))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("airtable_token", &redacted(&self.airtable_token))

@@ -45,6 +45,15 @@ impl VideoStatus {
         }
     }
 
+    /// The status as a metric label: the engine's own names, and `other` for whatever
+    /// else a base holds, so that a base's odd statuses cannot grow a series each.
+    pub fn label(&self) -> &str {
+        match self {
+            VideoStatus::Other(_) => "other",
+            known => known.as_ref(),
+        }
+    }
+
     pub fn is_failed(&self) -> bool {
         matches!(
             self,

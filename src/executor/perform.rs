@@ -187,12 +187,21 @@ pub(super) async fn perform(
             }))
         }
         Effect::CheckTrack { job, music } => {
-            use crate::clients::track::{TrackAnswer, check};
+            use crate::clients::track::{TrackAnswer, TrackChecker};
             use crate::machine::TrackCheck;
             let attempt = e.attempts + 1;
-            let check = match check(music).await {
+            let checker = TrackChecker::new(engine.settings.allow_private_urls);
+            let check = match checker.check(music).await {
                 TrackAnswer::Reachable(detail) => TrackCheck::Reachable { detail },
                 TrackAnswer::Gone(detail) => TrackCheck::Gone { detail },
+                // Not Unknown, which mixes anyway (handing NCA the very URL refused here),
+                // nor Gone, which buys music on no proof, nor a retry, which cannot change
+                // the answer: the job fails with the refusal in Error Details, and the
+                // operator retries `from: music` once the URL is dealt with.
+                TrackAnswer::Refused(error) => {
+                    info!(job_id = %job, %error, "track check refused");
+                    return Ok(Some(Event::EffectFailed { job: *job, error }));
+                }
                 // Asked again with backoff; after the last attempt the machine hears that
                 // nothing could be told (it mixes anyway: only proof buys new music).
                 TrackAnswer::Inconclusive(detail)
@@ -235,7 +244,7 @@ pub(super) async fn perform(
                 event_id: entry.event_id.to_string(),
                 service: entry.source.to_string(),
                 endpoint: entry.endpoint.clone(),
-                raw_payload: entry.raw_body.clone(),
+                raw_payload: crate::webhook::callback::mask_tokens(&entry.raw_body),
                 processed: true,
                 success,
                 timestamp: entry.received_at,

@@ -6,6 +6,7 @@
 mod error;
 mod inspect;
 mod ops;
+pub mod probes;
 mod ui;
 mod webhooks;
 
@@ -56,6 +57,7 @@ pub fn routes(
     engine: Arc<Engine>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let limit = engine.settings.max_body_bytes;
+    let probes = Arc::new(probes::Probes::default());
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -64,6 +66,7 @@ pub fn routes(
         .then(
             move |method, path: warp::path::FullPath, query, headers, body| {
                 let engine = engine.clone();
+                let probes = probes.clone();
                 async move {
                     let body = match read_body(body, limit).await {
                         Ok(b) => b,
@@ -76,7 +79,7 @@ pub fn routes(
                         headers,
                         body,
                     };
-                    match dispatch(&engine, req).await {
+                    match dispatch(&engine, &probes, req).await {
                         Ok(r) => r,
                         Err(e) => e.into_response(),
                     }
@@ -112,7 +115,11 @@ where
     Ok(buf.freeze())
 }
 
-async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiError> {
+async fn dispatch(
+    engine: &Arc<Engine>,
+    probes: &probes::Probes,
+    req: Request,
+) -> Result<Response, ApiError> {
     let segments: Vec<String> = req
         .path
         .trim_matches('/')
@@ -154,11 +161,11 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
         }
         ["readyz"] => {
             allow(&[Method::GET])?;
-            ops::readyz(engine).await
+            ops::readyz(engine, probes).await
         }
         ["metrics"] => {
             allow(&[Method::GET])?;
-            ops::metrics(engine).await
+            ops::metrics(engine, probes).await
         }
         ["videos", id] => {
             allow(&[Method::GET])?;

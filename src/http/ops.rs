@@ -6,14 +6,18 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::probes::{Probes, READY_WAIT};
 use super::{ApiError, Request, json};
 use crate::engine::Engine;
+
+/// A scrape waits longer than a probe: Prometheus's default scrape timeout is 10 s.
+const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn healthz() -> Response {
     json(StatusCode::OK, &json!({"status": "up"}))
 }
 
-pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+pub async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
     // Still acknowledging webhooks while its work drains, but new traffic belongs elsewhere.
     if engine.is_shutting_down() {
         return Ok(json(
@@ -21,9 +25,21 @@ pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
             &json!({"status": "stopping"}),
         ));
     }
-    let store = match engine.store.ping().await {
-        Ok(()) => json!({"ok": true}),
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    let e = engine.clone();
+    let ping = probes
+        .ping
+        .get(READY_WAIT, move || async move {
+            e.metrics
+                .inc("reelstate_probe_store_calls_total", &[("probe", "readyz")]);
+            e.store.ping().await.map_err(|err| err.to_string())
+        })
+        .await;
+    let store = match ping {
+        Some(Ok(())) => json!({"ok": true}),
+        Some(Err(e)) => json!({"ok": false, "error": e}),
+        None => json!({"ok": false, "error": format!(
+            "the store did not answer within {} s", READY_WAIT.as_secs()
+        )}),
     };
     let airtable = match &engine.airtable {
         None => json!({"configured": false}),
@@ -50,8 +66,26 @@ pub async fn readyz(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     ))
 }
 
-pub async fn metrics(engine: &Arc<Engine>) -> Result<Response, ApiError> {
-    let d = engine.store.depths().await?;
+pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
+    let e = engine.clone();
+    let depths = probes
+        .depths
+        .get(SCRAPE_WAIT, move || async move {
+            e.metrics
+                .inc("reelstate_probe_store_calls_total", &[("probe", "metrics")]);
+            e.store.depths().await.map_err(|err| err.to_string())
+        })
+        .await;
+    let d = match depths {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return Err(ApiError::unavailable(e)),
+        None => {
+            return Err(ApiError::unavailable(format!(
+                "the store did not answer within {} s",
+                SCRAPE_WAIT.as_secs()
+            )));
+        }
+    };
     let m = &engine.metrics;
     if let Some(a) = engine.airtable.as_ref().map(|a| a.stats()) {
         m.set_counter("reelstate_airtable_requests_total", a.requests);

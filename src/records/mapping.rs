@@ -27,13 +27,62 @@ pub struct Mapping {
     pub videos: VideosMapping,
     pub jobs: JobsMapping,
     pub webhook_events: WebhookEventsMapping,
-    /// Engine status name → the select option the base uses for it.
-    pub video_status_values: BTreeMap<String, String>,
-    pub job_status_values: BTreeMap<String, String>,
-    /// Engine job type (`music_generation`, `music_addition`) → the Type option.
-    pub job_type_values: BTreeMap<String, String>,
-    /// Engine service (`goapi`, `nca`) → the Service option of Webhook Events.
-    pub service_values: BTreeMap<String, String>,
+    /// Engine status name → the select options the base uses for it.
+    pub video_status_values: BTreeMap<String, Spellings>,
+    pub job_status_values: BTreeMap<String, Spellings>,
+    /// Engine job type (`music_generation`, `music_addition`) → the Type options.
+    pub job_type_values: BTreeMap<String, Spellings>,
+    /// Engine service (`goapi`, `nca`) → the Service options of Webhook Events.
+    pub service_values: BTreeMap<String, Spellings>,
+}
+
+/// The select options one engine value is read as, the first of them the one written.
+/// A base that outlived an earlier build holds records in that build's spelling too (one
+/// production base's Jobs.Type has both `music` and `music_generation`), and a record read
+/// in neither would not be recognised. In the TOML, a string or a non-empty list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "OneOrMany")]
+pub struct Spellings(Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TryFrom<OneOrMany> for Spellings {
+    type Error = String;
+    fn try_from(v: OneOrMany) -> Result<Self, String> {
+        match v {
+            OneOrMany::One(s) => Ok(Self(vec![s])),
+            OneOrMany::Many(list) if list.is_empty() => {
+                Err("an empty list: name at least the option to write".into())
+            }
+            OneOrMany::Many(list) => Ok(Self(list)),
+        }
+    }
+}
+
+impl Spellings {
+    /// The option written.
+    pub fn written(&self) -> &str {
+        &self.0[0]
+    }
+
+    pub fn reads(&self, value: &str) -> bool {
+        self.0.iter().any(|s| s == value)
+    }
+
+    pub fn all(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for Spellings {
+    fn from(s: &str) -> Self {
+        Self(vec![s.to_owned()])
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -218,7 +267,7 @@ impl Mapping {
                         known.join(", ")
                     ));
                 }
-                if v.trim().is_empty() {
+                if v.all().iter().any(|s| s.trim().is_empty()) {
                     return Err(format!("[{table}] {k} is empty; name the option to write"));
                 }
             }
@@ -244,54 +293,29 @@ impl Mapping {
 
     /// The select option written for a video status.
     pub fn video_status_value(&self, s: &VideoStatus) -> String {
-        self.video_status_values
-            .get(s.name())
-            .cloned()
-            .unwrap_or_else(|| s.name().to_owned())
+        written(&self.video_status_values, s.name())
     }
 
     /// Reads a Status cell back into the engine's status.
     pub fn parse_video_status(&self, value: &str) -> VideoStatus {
-        self.video_status_values
-            .iter()
-            .find(|(_, v)| v.as_str() == value)
-            .map(|(k, _)| VideoStatus::from_airtable(k))
-            .unwrap_or_else(|| VideoStatus::from_airtable(value))
+        VideoStatus::from_airtable(read(&self.video_status_values, value))
     }
 
     pub fn job_status_value(&self, s: JobStatus) -> String {
-        self.job_status_values
-            .get(s.as_ref())
-            .cloned()
-            .unwrap_or_else(|| s.to_string())
+        written(&self.job_status_values, s.as_ref())
     }
 
     pub fn parse_job_status(&self, value: &str) -> Option<JobStatus> {
-        let engine = self
-            .job_status_values
-            .iter()
-            .find(|(_, v)| v.as_str() == value)
-            .map(|(k, _)| k.as_str())
-            .unwrap_or(value);
-        engine.parse().ok()
+        read(&self.job_status_values, value).parse().ok()
     }
 
     pub fn job_type_value(&self, t: &JobType) -> String {
-        self.job_type_values
-            .get(t.name())
-            .cloned()
-            .unwrap_or_else(|| t.name().to_owned())
+        written(&self.job_type_values, t.name())
     }
 
     /// Reads a Type cell back into the engine's job type.
     pub fn parse_job_type(&self, value: &str) -> JobType {
-        let engine = self
-            .job_type_values
-            .iter()
-            .find(|(_, v)| v.as_str() == value)
-            .map(|(k, _)| k.as_str())
-            .unwrap_or(value);
-        JobType::from(engine.to_owned())
+        JobType::from(read(&self.job_type_values, value).to_owned())
     }
 
     /// Every Type option the engine may write.
@@ -307,8 +331,7 @@ impl Mapping {
     pub fn service_value(&self, service: &str, default: &str) -> String {
         self.service_values
             .get(service)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
+            .map_or_else(|| default.to_owned(), |v| v.written().to_owned())
     }
 
     /// Every select option the engine may write into Videos.Status.
@@ -325,6 +348,22 @@ impl Mapping {
             .map(|s| self.job_status_value(s))
             .collect()
     }
+}
+
+/// The option written for engine value `engine`: its first spelling, else its own name.
+fn written(values: &BTreeMap<String, Spellings>, engine: &str) -> String {
+    values
+        .get(engine)
+        .map_or_else(|| engine.to_owned(), |v| v.written().to_owned())
+}
+
+/// The engine value a cell's option is read as: the one listing it among its spellings,
+/// else the option itself (a base spelling the engine's own names needs no mapping).
+fn read<'a>(values: &'a BTreeMap<String, Spellings>, option: &'a str) -> &'a str {
+    values
+        .iter()
+        .find(|(_, v)| v.reads(option))
+        .map_or(option, |(k, _)| k.as_str())
 }
 
 #[cfg(test)]
@@ -395,5 +434,48 @@ mod tests {
         let typo = Mapping::from_toml("[job_status_values]\ncomplete = \"Done\"").unwrap_err();
         assert!(typo.contains("\"complete\""), "{typo}");
         assert!(Mapping::from_toml("[service_values]\ngoapi = \"\"").is_err());
+    }
+
+    #[test]
+    fn a_value_may_list_the_spellings_it_is_read_as_and_writes_the_first() {
+        let m = Mapping::from_toml(
+            r#"
+            [job_type_values]
+            music_generation = ["music_generation", "music"]
+            music_addition = "final"
+            [job_status_values]
+            completed = ["Done", "Completed"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.parse_job_type("music"), JobType::MusicGeneration);
+        assert_eq!(
+            m.parse_job_type("music_generation"),
+            JobType::MusicGeneration
+        );
+        assert_eq!(m.parse_job_type("final"), JobType::MusicAddition);
+        assert_eq!(
+            m.job_type_value(&JobType::MusicGeneration),
+            "music_generation"
+        );
+        assert_eq!(m.job_type_value(&JobType::MusicAddition), "final");
+        assert_eq!(
+            m.job_type_options(),
+            ["music_generation".to_owned(), "final".to_owned()]
+        );
+        assert_eq!(m.parse_job_status("Completed"), Some(JobStatus::Completed));
+        assert_eq!(m.parse_job_status("Done"), Some(JobStatus::Completed));
+        assert_eq!(m.job_status_value(JobStatus::Completed), "Done");
+        // An option listed nowhere is read as the engine's own name, or not at all.
+        assert_eq!(m.parse_job_type("music_addition"), JobType::MusicAddition);
+        assert!(matches!(m.parse_job_type("voice"), JobType::Other(_)));
+
+        for bad in [
+            "[job_type_values]\nmusic_generation = []",
+            "[job_type_values]\nmusic_generation = [\"music\", \"\"]",
+            "[job_type_values]\nmusic_generation = [1]",
+        ] {
+            assert!(Mapping::from_toml(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::RecordId;
 
-pub use mapping::{Mapping, MappingError, MediaKind};
+pub use mapping::{Mapping, MappingError, MediaKind, Spellings};
 pub use typed::{JobFields, JobRecord, Records, VideoFields, VideoRecord, WebhookEventRecord};
 
 /// A record's fields, as Airtable has them: empty values (`""`, `[]`, `false`) are absent.

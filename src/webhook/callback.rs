@@ -220,9 +220,100 @@ fn without_token(url: &str) -> String {
     }
 }
 
+/// `text` with the value of every `token` query parameter replaced by `***`, wherever a
+/// URL of ours is echoed in it: GoAPI's task object repeats our callback URL, and a raw
+/// payload copied to the base must not hand whoever reads the base a working token.
+/// Works on the text as sent, so the JSON's other bytes stay as they came: the parameter
+/// may follow `?` or `&` written plainly, JSON-escaped (`\u0026`, `\u003f`) or as HTML
+/// (`&amp;`), and its value ends at the next delimiter, an escape's backslash included.
+pub fn mask_tokens(text: &str) -> String {
+    const KEY: &str = "token=";
+    const MASK: &str = "***";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        out.push_str(KEY);
+        let after = &after[KEY.len()..];
+        let prefix = &out.as_bytes()[..out.len() - KEY.len()];
+        let tail = prefix[prefix.len().saturating_sub(6)..].to_ascii_lowercase();
+        let is_parameter = ["?", "&", "\\u0026", "\\u003f", "&amp;"]
+            .iter()
+            .any(|p| tail.ends_with(p.as_bytes()));
+        let end = after
+            .find(|c: char| {
+                c.is_whitespace()
+                    || matches!(
+                        c,
+                        '&' | '#' | '"' | '\'' | '\\' | '<' | '>' | ',' | '}' | ']'
+                    )
+            })
+            .unwrap_or(after.len());
+        if is_parameter && end > 0 {
+            out.push_str(MASK);
+            rest = &after[end..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_masked_in_every_way_a_payload_writes_a_url() {
+        let plain = r#"{"webhook_config":{"endpoint":"https://r.example/webhooks/goapi?video_id=recA&job=j-1&token=AbC_d-9","secret":"********"}}"#;
+        assert_eq!(
+            mask_tokens(plain),
+            r#"{"webhook_config":{"endpoint":"https://r.example/webhooks/goapi?video_id=recA&job=j-1&token=***","secret":"********"}}"#
+        );
+        // serde_json's and Python's escapes: `\/` for the slash, `\u0026` for `&`.
+        let escaped = r#"{"endpoint":"https:\/\/r.example\/webhooks\/goapi?video_id=recA\u0026job=j\u0026token=AbC_d-9\u0026x=1"}"#;
+        assert_eq!(
+            mask_tokens(escaped),
+            r#"{"endpoint":"https:\/\/r.example\/webhooks\/goapi?video_id=recA\u0026job=j\u0026token=***\u0026x=1"}"#
+        );
+        assert_eq!(
+            mask_tokens("u=https://r.example/h\\u003Ftoken=Zz9&amp;token=Yy8 and ?token=Xx7#frag"),
+            "u=https://r.example/h\\u003Ftoken=***&amp;token=*** and ?token=***#frag"
+        );
+    }
+
+    #[test]
+    fn only_a_parameter_named_token_is_masked() {
+        for kept in [
+            r#"{"note":"token=abc is not in a URL"}"#,
+            "https://r.example/h?webhook_token=abc&access_token=def",
+            "https://r.example/h?token=&x=1",
+            "",
+        ] {
+            assert_eq!(mask_tokens(kept), kept);
+        }
+        // Two URLs, two tokens; a multi-byte neighbour stays whole.
+        assert_eq!(
+            mask_tokens("é?token=a é&token=b\"é"),
+            "é?token=*** é&token=***\"é"
+        );
+    }
+
+    #[test]
+    fn a_signed_url_masked_has_no_token_left() {
+        let s = CallbackSigner::new(KEY, "https://x.example").unwrap();
+        let url = s.goapi_url(&video(), JOB);
+        let token = params(&url).token.unwrap();
+        let body =
+            serde_json::json!({ "data": { "config": { "webhook_config": { "endpoint": url } } } })
+                .to_string();
+        assert!(body.contains(&token));
+        let masked = mask_tokens(&body);
+        assert!(!masked.contains(&token), "{masked}");
+        assert!(masked.contains("&token=***"), "{masked}");
+    }
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
     const JOB: &str = "6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";

@@ -115,3 +115,93 @@ async fn first_contact_reads_a_scans_videos_and_their_jobs_together() {
     assert_eq!(airtable.records("Webhook Events").len(), n);
     assert!(airtable.max_requests_in_any_second() <= 5);
 }
+
+/// A base that outlived the old handler holds jobs of both spellings of a Type (`music`
+/// and `music_generation`, docs/airtable.md): a mapping value listing both reads each as
+/// the engine's `music_generation`, so GoAPI's callback for a job of either is matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_either_spelling_a_mapping_lists_are_matched() {
+    use support::airtable_double::{DoubleSchema, FieldType};
+    let types = ["music_generation", "music_addition", "music", "final"];
+    let schema = DoubleSchema::default().with_field(
+        "Jobs",
+        "Type",
+        FieldType::SingleSelect(types.iter().map(|t| t.to_string()).collect()),
+    );
+    let airtable = AirtableDouble::start(DoubleConfig {
+        schema,
+        ..DoubleConfig::default()
+    })
+    .await;
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    goapi.set_drop_webhooks(true);
+    let mut videos = Vec::new();
+    for (i, spelling) in ["music_generation", "music"].into_iter().enumerate() {
+        let task = format!("50000000-0000-4000-8000-{i:012}");
+        let combined = format!("{}/videos/combined-{i}.mp4", nca.url());
+        let video = airtable.insert_record(
+            "Videos",
+            json!({
+                "Name": format!("v{i}"),
+                "Status": "generating_music",
+                "Combined Segments Video": combined,
+                "Music Prompt": "calm piano",
+            }),
+        );
+        let job = airtable.insert_record(
+            "Jobs",
+            json!({
+                "Job ID": format!("old-handler-job-{i}"),
+                "Type": spelling,
+                "Status": "processing",
+                "Related Video": [video],
+                "External Job ID": task,
+            }),
+        );
+        videos.push((video, task, job));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("mapping.toml");
+    std::fs::write(
+        &mapping,
+        "[job_type_values]\nmusic_generation = [\"music_generation\", \"music\"]\n",
+    )
+    .unwrap();
+    let app = AppBuilder::new()
+        .airtable(&airtable)
+        .env("REELSTATE_AIRTABLE_MAPPING", mapping.to_str().unwrap())
+        .nca(&nca)
+        .goapi(&goapi)
+        .spawn()
+        .await;
+    for (video, task, _) in &videos {
+        let r = app
+            .client
+            .post(format!("{}/webhooks/goapi?video_id={video}", app.url))
+            .header("x-webhook-secret", GOAPI_SECRET)
+            .json(&completed(task))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    for (video, _, job) in &videos {
+        let v = app
+            .wait_settled(video, "completed", Duration::from_secs(60))
+            .await;
+        let (_, unmatched) = app
+            .get_json(&format!("/events?video_id={video}&outcome=unmatched"))
+            .await;
+        assert_eq!(unmatched["events"], json!([]), "{unmatched:#}");
+        // The job the pipeline created is the one completed, its spelling left as it was.
+        let record = &airtable.records_by_id("Jobs")[job];
+        assert_eq!(record.fields["Status"], "completed", "{v:#}");
+    }
+    let spellings: Vec<Value> = airtable
+        .records("Jobs")
+        .iter()
+        .map(|r| r.fields["Type"].clone())
+        .collect();
+    assert!(spellings.contains(&json!("music")), "{spellings:?}");
+}

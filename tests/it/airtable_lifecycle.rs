@@ -89,3 +89,48 @@ async fn videos_complete_on_airtable_through_503s_and_a_lockout() {
         airtable.max_requests_in_any_second()
     );
 }
+
+/// GoAPI's webhooks echo the callback URL we gave it, token included; the copy of the
+/// payload in Webhook Events has the token masked, so reading the base does not let anyone
+/// forge a callback.
+#[tokio::test]
+async fn webhook_events_keep_the_payload_without_its_callback_token() {
+    let airtable = AirtableDouble::start(DoubleConfig::default()).await;
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    let combined = format!("{}/videos/combined-0.mp4", nca.url());
+    let video = seed::combined_video(&airtable, "video 0", &combined);
+    let app = AppBuilder::new()
+        .airtable(&airtable)
+        .nca(&nca)
+        .goapi(&goapi)
+        .spawn()
+        .await;
+    let (status, body) = app.post(&format!("/videos/{video}/music")).await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_settled(&video, "completed", Duration::from_secs(60))
+        .await;
+
+    let endpoint = goapi.tasks()[0].body["config"]["webhook_config"]["endpoint"]
+        .as_str()
+        .expect("the task names its callback")
+        .to_owned();
+    let token = url::Url::parse(&endpoint)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .expect("the callback URL is signed");
+    // Every GoAPI delivery is on record before the video settles on `completed`.
+    let payloads: Vec<String> = airtable
+        .records("Webhook Events")
+        .iter()
+        .filter_map(|e| e.fields["Raw Payload"].as_str().map(str::to_owned))
+        .filter(|p| p.contains("webhook_config"))
+        .collect();
+    assert!(!payloads.is_empty(), "GoAPI's deliveries are on record");
+    for p in &payloads {
+        assert!(!p.contains(&token), "a token in the base: {p}");
+        assert!(p.contains("&token=***"), "the URL is kept, masked: {p}");
+    }
+}

@@ -582,3 +582,121 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused_with_a_clear_messag
     let (s, _) = app.get_json("/healthz").await;
     assert_eq!(s, 200);
 }
+
+/// A counter of `/metrics` text, 0 when the series is not there yet.
+fn counter(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Probes and scrapes are answered from a cache that one refresh renews at most every
+/// 5 s: a burst of them costs the store a bounded number of calls, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_scrapes_share_a_few_store_calls() {
+    let app = support::app::spawn_app().await;
+    let started = std::time::Instant::now();
+    let asks: Vec<_> = (0..300)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url.clone());
+            let path = if i % 3 == 0 { "metrics" } else { "readyz" };
+            tokio::spawn(async move {
+                let r = client.get(format!("{url}/{path}")).send().await.unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap(), 200);
+    }
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // At most one call per 4 s (the refresh starts a second before answers expire).
+    let bound = started.elapsed().as_secs() / 4 + 1;
+    for probe in ["readyz", "metrics"] {
+        let calls = counter(
+            &text,
+            &format!("reelstate_probe_store_calls_total{{probe=\"{probe}\"}}"),
+        );
+        assert!(
+            (1..=bound).contains(&calls),
+            "{probe}: {calls} store calls for 200 or 100 requests in {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A store that does not answer (here another connection holds SQLite's write lock, so
+/// the heartbeat waits) makes `/readyz` answer 503 within 5 s under steady probing, each
+/// answer within a second, never a hang; once the lock is gone, it is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_the_store_does_not_answer_within_a_second() {
+    let app = support::app::spawn_app().await;
+    let (s, b) = app.get_json("/readyz").await;
+    assert_eq!(s, 200, "{b}");
+    let db = app.db.clone();
+    let (locked, unlock) = (
+        std::sync::mpsc::channel::<()>(),
+        std::sync::mpsc::channel::<()>(),
+    );
+    let (locked_tx, locked_rx) = locked;
+    let (unlock_tx, unlock_rx) = unlock;
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = unlock_rx.recv();
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let locked_at = std::time::Instant::now();
+    // The answer cached before the lock may still be served; within 5 s it is not.
+    let deadline = locked_at + Duration::from_secs(5);
+    let body = loop {
+        let asked = std::time::Instant::now();
+        let (s, b) = app.get_json("/readyz").await;
+        assert!(
+            asked.elapsed() < Duration::from_millis(1500),
+            "/readyz took {:?}",
+            asked.elapsed()
+        );
+        if s == 503 {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready with the store locked: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        locked_at.elapsed() < Duration::from_millis(5500),
+        "told after {:?}",
+        locked_at.elapsed()
+    );
+    assert_eq!(body["store"]["ok"], false, "{body}");
+    assert!(
+        body["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not answer")),
+        "{body}"
+    );
+    unlock_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        let (s, b) = app.get_json("/readyz").await;
+        if s == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready again: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -2,9 +2,12 @@
 //! retrying a failed mix first checks that the music's track is still there (GoAPI's track
 //! URLs are temporary), and orders new music only when its host says it is gone;
 //! `{"from": "music"}` orders new music outright; a body that says anything else is a 400.
+//! The track's URL comes from outside, so neither the check nor NCA is sent where it must
+//! not go (issue 27, item 6).
 
 use crate::support;
 
+use reelstate::domain::RecordId;
 use serde_json::{Value, json};
 use support::goapi_double::TrackRequest;
 use support::world::{World, WorldBuilder};
@@ -222,4 +225,102 @@ async fn a_retry_body_that_says_anything_else_is_a_400_and_changes_nothing() {
     assert_eq!(v["retries"], 0, "{v}");
     assert_eq!(w.goapi.tasks().len(), 1);
     assert_eq!(w.nca.submissions().len(), 1);
+}
+
+/// The track check's URL comes from a webhook or the base: it may not make the service
+/// probe its own network. Waits for the retried mix's job to fail with the refusal.
+async fn a_refused_track_fails_the_retry_with_why(w: &World, video: &RecordId) -> Value {
+    let (s, body) = w.retry(video, None).await;
+    assert_eq!(s, 202, "{body}");
+    w.app
+        .wait_for_video(video.as_str(), std::time::Duration::from_secs(30), |v| {
+            v["status"] == "music_addition_failed"
+                && v["retries"] == 1
+                && v["effects"].as_array().is_some_and(|e| e.is_empty())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_loopback_track_is_not_checked_when_private_urls_are_not_allowed() {
+    let w = WorldBuilder::new()
+        .app(|b| b.env("REELSTATE_ALLOW_PRIVATE_URLS", "false"))
+        .start()
+        .await;
+    let (video, _, track) = w.failed_mix(MIX_ERROR).await;
+
+    let v = a_refused_track_fails_the_retry_with_why(&w, &video).await;
+    let error = v["error_details"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("host 127.0.0.1 is a loopback address"),
+        "Error Details say which host and why: {v:#}"
+    );
+    assert!(!error.contains(&track_path(&track, &w)), "{error}");
+    assert!(
+        requests_for(&track, &w).is_empty(),
+        "nothing was sent to it"
+    );
+    assert!(
+        history_events(&v).contains(&"effect_failed".to_owned()),
+        "{v:#}"
+    );
+    assert_eq!(w.goapi.tasks().len(), 1, "no music bought");
+    assert_eq!(w.nca.submissions().len(), 1, "no mix of a refused URL");
+}
+
+#[tokio::test]
+async fn a_track_redirecting_to_the_metadata_address_is_refused_even_with_private_urls() {
+    let w = World::start().await;
+    let (video, first_task, track) = w.failed_mix(MIX_ERROR).await;
+    w.goapi
+        .redirect_tracks_of(&first_task, "http://169.254.169.254/latest/meta-data/iam/");
+
+    let v = a_refused_track_fails_the_retry_with_why(&w, &video).await;
+    let error = v["error_details"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("host 169.254.169.254 is a cloud metadata address (reached by a redirect)"),
+        "{v:#}"
+    );
+    let asked: Vec<_> = requests_for(&track, &w)
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(
+        asked,
+        ["HEAD"],
+        "the redirect was refused, not followed or asked again"
+    );
+    assert_eq!(w.goapi.tasks().len(), 1);
+    assert_eq!(w.nca.submissions().len(), 1);
+}
+
+/// NCA fetches what it is handed from its own network: a music URL on the metadata
+/// address is refused before NCA is called, and the job fails saying which host and why.
+#[tokio::test]
+async fn a_track_on_the_metadata_address_is_never_handed_to_nca() {
+    let w = World::start().await;
+    let task = "60000000-0000-4000-8000-000000000001";
+    let video = w.seed_generating(1, Some(task)).await;
+    let mut body = support::world::goapi_fixture("udio_completed.json", task, 1_764_000_000);
+    for song in body["data"]["output"]["songs"].as_array_mut().unwrap() {
+        song["song_path"] = json!("http://169.254.169.254/latest/meta-data/track.mp3");
+    }
+    let (s, reply) = w.goapi_webhook(&video, &body).await;
+    assert_eq!(s, 202, "{reply}");
+
+    // The refused submission stays on record as a failed (replayable) effect.
+    let v = w
+        .app
+        .wait_for_video(video.as_str(), std::time::Duration::from_secs(30), |v| {
+            v["status"] == "music_addition_failed"
+        })
+        .await;
+    let error = v["error_details"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "the music URL is not handed on: host 169.254.169.254 is a cloud metadata address"
+        ),
+        "{v:#}"
+    );
+    assert!(w.nca.submissions().is_empty(), "NCA was not called");
 }

@@ -61,6 +61,9 @@ impl AppBuilder {
                 ("REELSTATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
                 ("REELSTATE_EFFECT_BACKOFF_MS".into(), "20".into()),
                 ("RUST_LOG".into(), "info".into()),
+                // Every double listens on 127.0.0.1, where the track check may not go
+                // by default; tests of that refusal set it back to false.
+                ("REELSTATE_ALLOW_PRIVATE_URLS".into(), "true".into()),
                 // Nobody listens on port 9: tests that need NCA set a double instead.
                 ("NCA_API_URL".into(), "http://127.0.0.1:9".into()),
                 ("NCA_API_KEY".into(), "unused".into()),

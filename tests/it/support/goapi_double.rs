@@ -131,6 +131,8 @@ struct Inner {
     deliveries: Vec<WebhookDelivery>,
     /// Per task: the status its track URLs answer instead of serving the track.
     track_answers: HashMap<String, u16>,
+    /// Per task: where its track URLs redirect (302) instead of serving the track.
+    track_redirects: HashMap<String, String>,
     head_refused: bool,
     track_requests: Vec<TrackRequest>,
 }
@@ -225,6 +227,15 @@ impl GoapiDouble {
             .lock()
             .track_answers
             .insert(task_id.to_owned(), status);
+    }
+
+    /// The track URLs of `task_id` redirect (302) to `location` from now on, as a CDN
+    /// sends its clients to storage.
+    pub fn redirect_tracks_of(&self, task_id: &str, location: &str) {
+        self.0
+            .lock()
+            .track_redirects
+            .insert(task_id.to_owned(), location.to_owned());
     }
 
     /// HEAD on a track answers 405, as some storage hosts do (GET still serves it).
@@ -340,6 +351,10 @@ fn track(
     if let Some(&status) = g.track_answers.get(task) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
         return warp::reply::with_status("expired or unavailable", status).into_response();
+    }
+    if let Some(to) = g.track_redirects.get(task) {
+        let redirect = warp::reply::with_status("", StatusCode::FOUND);
+        return warp::reply::with_header(redirect, "location", to.as_str()).into_response();
     }
     if g.head_refused && method == Method::HEAD {
         return warp::reply::with_status("", StatusCode::METHOD_NOT_ALLOWED).into_response();

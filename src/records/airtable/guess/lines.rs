@@ -266,32 +266,72 @@ pub(super) fn values_section(
         );
         return;
     }
-    for (engine, spellings) in values {
-        let exact = options.iter().find(|o| **o == *engine);
-        let guessed = exact.or_else(|| {
-            spellings.iter().find_map(|s| {
-                options
+    // Every option that reads as a value: a base written by two builds holds both
+    // spellings (`music` and `music_generation`), and a record in the one not listed would
+    // not be recognised. The engine's own name first (it is written), then the likely
+    // spellings in their order, each option once.
+    let matches: Vec<(Option<&str>, Vec<&str>)> = values
+        .iter()
+        .map(|(engine, spellings)| {
+            let exact = options.iter().copied().find(|o| *o == *engine);
+            let mut found: Vec<&str> = exact.into_iter().collect();
+            for s in spellings.iter() {
+                let like = options
                     .iter()
-                    .find(|o| **o == *s)
-                    .or_else(|| options.iter().find(|o| norm(o) == norm(s)))
-            })
-        });
-        match guessed {
-            Some(o) if Some(o) == exact => line(out, engine, o, "found"),
-            Some(o) => {
-                let others: Vec<&str> = options.iter().copied().filter(|x| x != o).collect();
-                line(
-                    out,
-                    engine,
-                    o,
-                    &format!("GUESS among the options; the others: {}", others.join(", ")),
-                );
+                    .copied()
+                    .find(|o| *o == *s)
+                    .or_else(|| options.iter().copied().find(|o| norm(o) == norm(s)));
+                if let Some(o) = like.filter(|o| !found.contains(o)) {
+                    found.push(o);
+                }
             }
-            None => {
+            (exact, found)
+        })
+        .collect();
+    for (i, ((engine, _), (exact, found))) in values.iter().zip(&matches).enumerate() {
+        let exact = *exact;
+        // An option that also matches another value (a bare `Failed`) may be written, but
+        // is not read as this one: it would be read as whichever value came first.
+        let shared = |o: &&str| {
+            matches
+                .iter()
+                .enumerate()
+                .any(|(j, (_, f))| j != i && f.contains(o))
+        };
+        let found: Vec<&str> = found
+            .iter()
+            .enumerate()
+            .filter(|(k, o)| *k == 0 || !shared(o))
+            .map(|(_, o)| *o)
+            .collect();
+        let others: Vec<&str> = options
+            .iter()
+            .copied()
+            .filter(|x| !found.contains(x))
+            .collect();
+        match found.as_slice() {
+            [] => {
                 let _ = writeln!(
                     out,
                     "# {engine} = \"?\"  # CHECK: no option like \"{engine}\"; add it to the field or name one of: {}",
                     options.join(", ")
+                );
+            }
+            [o] if Some(*o) == exact => line(out, engine, o, "found"),
+            [o] => line(
+                out,
+                engine,
+                o,
+                &format!("GUESS among the options; the others: {}", others.join(", ")),
+            ),
+            several => {
+                let list: Vec<String> = several.iter().map(|o| toml_string(o)).collect();
+                let how = if exact.is_some() { "found" } else { "GUESS" };
+                let _ = writeln!(
+                    out,
+                    "{engine} = [{}]  # {how}: every option is read as {engine}, the first written; the others: {}",
+                    list.join(", "),
+                    others.join(", ")
                 );
             }
         }

@@ -324,4 +324,57 @@ mod tests {
             assert!(l.contains("  # "), "every line says what it found: {l}");
         }
     }
+
+    #[test]
+    fn every_option_that_reads_as_a_value_is_proposed_the_engines_own_first() {
+        let meta = json!({"tables": [
+            {"id": "tblV", "name": "Videos", "fields": [
+                {"name": "Status", "type": "singleSelect", "options": {"choices": [
+                    {"name": "Music Generation Failed"}, {"name": "Music Addition Failed"}, {"name": "Failed"}]}},
+                {"name": "Combined Segments Video", "type": "url"},
+                {"name": "Music", "type": "url"},
+                {"name": "Final Video", "type": "url"},
+            ]},
+            {"id": "tblJ", "name": "Jobs", "fields": [
+                {"name": "Type", "type": "singleSelect", "options": {"choices": [
+                    {"name": "music"}, {"name": "final"}, {"name": "music_generation"}]}},
+                {"name": "Status", "type": "singleSelect", "options": {"choices": [
+                    {"name": "pending"}, {"name": "processing"}, {"name": "completed"}, {"name": "failed"}]}},
+                {"name": "Related Video", "type": "multipleRecordLinks", "options": {"linkedTableId": "tblV"}},
+                {"name": "External Job ID", "type": "singleLineText"},
+            ]},
+            {"id": "tblE", "name": "Webhook Events", "fields": [
+                {"name": "Service", "type": "singleLineText"},
+                {"name": "Raw Payload", "type": "multilineText"},
+                {"name": "Processed", "type": "checkbox"},
+                {"name": "Success", "type": "checkbox"},
+            ]},
+        ]});
+        let toml = mapping_from_meta(&meta);
+        assert!(
+            toml.contains("music_generation = [\"music_generation\", \"music\"]  # found"),
+            "{toml}"
+        );
+        let m = Mapping::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        use crate::domain::{JobType, VideoStatus};
+        assert_eq!(
+            m.job_type_value(&JobType::MusicGeneration),
+            "music_generation"
+        );
+        assert_eq!(m.parse_job_type("music"), JobType::MusicGeneration);
+        assert_eq!(
+            m.parse_job_type("music_generation"),
+            JobType::MusicGeneration
+        );
+        assert_eq!(m.job_type_value(&JobType::MusicAddition), "final");
+        // A bare "Failed" matches both failed states: it is not proposed as either's.
+        assert_eq!(
+            m.video_status_values["music_generation_failed"].all(),
+            ["Music Generation Failed".to_owned()]
+        );
+        assert_eq!(
+            m.video_status_value(&VideoStatus::MusicAdditionFailed),
+            "Music Addition Failed"
+        );
+    }
 }
