@@ -34,7 +34,7 @@ use crate::machine::{JobId, Snapshot};
 
 pub(crate) use lease::projection_sql;
 pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
-pub use overview::{FailedVideo, Overview};
+pub use overview::{FailedVideo, Overview, StuckCutoffs, VideoCursor, VideoQuery, VideoRow};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
 pub use sqlite::{Cached, SqliteStore, WriteGate, busy_wait, tune};
@@ -243,6 +243,9 @@ pub trait Maintenance: Send + Sync {
     /// Counts per state and what needs attention (at most `limit` rows of each list), for
     /// the operator page.
     async fn overview(&self, limit: u32) -> Result<Overview, StoreError>;
+    /// One page of the videos the engine has handled, filtered and most recently changed
+    /// first (the operator's list and search).
+    async fn videos(&self, q: VideoQuery) -> Result<Vec<VideoRow>, StoreError>;
     /// A cheap write that proves the store is writable (/readyz).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Rows set aside because they could not be read, newest first.

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{PgStore, overview, row_one, rows, run};
-use crate::store::{Depths, Maintenance, Overview, Pruned, Quarantined, StoreError};
+use crate::store::{
+    Depths, Maintenance, Overview, Pruned, Quarantined, StoreError, VideoQuery, VideoRow,
+};
 
 impl PgStore {
     /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
@@ -64,6 +66,11 @@ impl Maintenance for PgStore {
     async fn overview(&self, limit: u32) -> Result<Overview, StoreError> {
         let client = self.pool.get().await?;
         overview::overview(&client, limit).await
+    }
+
+    async fn videos(&self, q: VideoQuery) -> Result<Vec<VideoRow>, StoreError> {
+        let client = self.pool.get().await?;
+        overview::videos(&client, &q).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

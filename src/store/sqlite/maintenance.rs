@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Cached, SqliteStore, overview, parse_ts, ts};
-use crate::store::{Depths, Maintenance, Overview, Pruned, Quarantined, StoreError};
+use crate::store::{
+    Depths, Maintenance, Overview, Pruned, Quarantined, StoreError, VideoQuery, VideoRow,
+};
 
 impl SqliteStore {
     /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
@@ -71,6 +73,10 @@ impl Maintenance for SqliteStore {
 
     async fn overview(&self, limit: u32) -> Result<Overview, StoreError> {
         self.read(move |c| overview::overview(c, limit)).await
+    }
+
+    async fn videos(&self, q: VideoQuery) -> Result<Vec<VideoRow>, StoreError> {
+        self.read(move |c| overview::videos(c, &q)).await
     }
 
     /// A cheap write that proves the store is writable (/readyz).
