@@ -12,7 +12,10 @@ use crate::commands::{self, CommandOutcome, Submitted};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{JobId, Snapshot, next_events};
-use crate::store::{EffectState, EntryOutcome, EventQuery, HistoryRow, InboxEntry, OutboxEntry};
+use crate::store::{
+    EffectState, EntryOutcome, EventQuery, HistoryRow, InboxEntry, OutboxEntry, StuckCutoffs,
+    VideoCursor, VideoQuery, VideoRow,
+};
 
 /// A video id from a path; every route answers one that is not a record id the same way.
 pub(super) fn record_id(id: &str) -> Result<RecordId, ApiError> {
@@ -119,6 +122,144 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
             "history": history,
             "effects": open,
             "accepts_next": next_events(&s, engine.policy()),
+        }),
+    ))
+}
+
+/// The videos list's filters from a query string, shared by `GET /videos` and its page.
+/// Empty parameters count as absent (a page's form sends every field). `default_limit`
+/// applies when `limit` is absent.
+pub(super) fn video_query(
+    engine: &Engine,
+    req: &Request,
+    default_limit: u32,
+) -> Result<VideoQuery, ApiError> {
+    let param = |name: &str| {
+        req.param(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |name: &str| -> Result<bool, ApiError> {
+        match param(name).as_deref() {
+            None | Some("0") | Some("false") => Ok(false),
+            Some("1") | Some("true") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_flag",
+                format!("{name} must be 1 or 0, not {other:?}"),
+            )),
+        }
+    };
+    let now = chrono::Utc::now();
+    let status = param("status");
+    if let Some(s) = status.as_deref().filter(|s| s.len() > 100) {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            format!(
+                "a status of {} characters is longer than any",
+                s.chars().count()
+            ),
+        ));
+    }
+    let attention = flag("attention")?;
+    let stuck = (attention || flag("stuck")?).then(|| {
+        let cutoff = |d: std::time::Duration| {
+            now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        };
+        StuckCutoffs {
+            goapi: cutoff(engine.settings.goapi_deadline),
+            nca: cutoff(engine.settings.nca_deadline),
+        }
+    });
+    let limit = param("limit")
+        .map(|l| l.parse::<u32>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_limit", "limit must be an integer"))?
+        .unwrap_or(default_limit)
+        .clamp(1, 500);
+    let after = param("before")
+        .map(|b| {
+            VideoCursor::decode(&b).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "before must be a next_before value from an earlier page",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(VideoQuery {
+        status,
+        failed: attention,
+        stuck,
+        changed_before: param("older_than")
+            .map(|v| age_limit("older_than", &v, now))
+            .transpose()?,
+        changed_since: param("newer_than")
+            .map(|v| age_limit("newer_than", &v, now))
+            .transpose()?,
+        search: param("q"),
+        after,
+        limit,
+    })
+}
+
+/// `older_than` / `newer_than`: an age (`90s`, `15m`, `2h`, `7d`), counted back from
+/// `now`, or an RFC 3339 time.
+fn age_limit(
+    name: &str,
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_age",
+            format!(
+                "{name} must be an age such as 90s, 15m, 2h or 7d, or an RFC 3339 time, not {value:?}"
+            ),
+        )
+    };
+    let split = value.len().checked_sub(1).ok_or_else(invalid)?;
+    let (n, unit) = value.split_at(split);
+    let n: i64 = n.parse().map_err(|_| invalid())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(secs)
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(invalid)
+}
+
+pub(super) fn video_row_json(v: &VideoRow) -> Value {
+    json!({
+        "video_id": v.video_id,
+        "status": v.status,
+        "error_details": v.error_details,
+        "retries": v.retries,
+        "updated_at": v.updated_at,
+        "external_ids": v.external_ids,
+        "waiting_since": v.waiting_since,
+    })
+}
+
+pub async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+    let q = video_query(engine, req, 50)?;
+    let limit = q.limit;
+    let rows = engine.store.videos(q).await?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|v| v.cursor().encode()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "videos": rows.iter().map(video_row_json).collect::<Vec<_>>(),
+            "next_before": next,
         }),
     ))
 }

@@ -160,6 +160,11 @@ async fn dispatch(engine: &Arc<Engine>, req: Request) -> Result<Response, ApiErr
             allow(&[Method::GET])?;
             ops::metrics(engine).await
         }
+        ["videos"] => {
+            allow(&[Method::GET])?;
+            ops::authorize(engine, &req)?;
+            inspect::videos(engine, &req).await
+        }
         ["videos", id] => {
             allow(&[Method::GET])?;
             ops::authorize(engine, &req)?;

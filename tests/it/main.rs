@@ -41,4 +41,5 @@ mod retry_track;
 mod sigterm_handover;
 mod states_agreement;
 mod store_contract;
+mod videos_list;
 mod webhook_parsing;

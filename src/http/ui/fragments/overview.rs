@@ -12,7 +12,7 @@ use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::http::ApiError;
 use crate::store::{EventQuery, Quarantined};
-use crate::ui::escape::text as esc;
+use crate::ui::escape::{query as q, text as esc};
 
 pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     let now = Utc::now();
@@ -63,10 +63,11 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     for name in known.iter().copied().chain(others) {
         let n = count(name);
         rows.push(format!(
-            r#"<tr data-state="{s}"><td>{p}</td><td class="num{z}" data-count="{n}">{n}</td></tr>"#,
+            r#"<tr data-state="{s}"><td>{p}</td><td class="num{z}" data-count="{n}"><a href="/ui/videos?status={link}">{n}</a></td></tr>"#,
             s = esc(name),
             p = pill(name),
             z = if n == 0 { " zero" } else { "" },
+            link = esc(&q(name)),
         ));
     }
     let videos = table(&["video state", "#videos"], &rows, "");
@@ -293,7 +294,7 @@ fn attention(
     ));
     let total = failed.len() + late.len() + troubled.len() + aside.len();
     let mut html = format!(
-        r#"<section class="attention" id="attention" data-count="{total}"><h2>Needs attention ({total})</h2>"#
+        r#"<section class="attention" id="attention" data-count="{total}"><h2>Needs attention ({total}) <a class="muted" href="/ui/videos?attention=1">(failed and stuck videos in the list)</a></h2>"#
     );
     if total == 0 {
         html.push_str(r#"<p class="empty">Nothing needs attention.</p>"#);
