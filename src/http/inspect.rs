@@ -91,16 +91,12 @@ pub(super) async fn handled(
 
 pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let (video, s, history, effects) = handled(engine, id).await?;
+    let attempts = service_attempts(&effects);
     let mut jobs = Vec::new();
     for j in &s.jobs {
         let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);
-        let attempts: u32 = effects
-            .iter()
-            .filter(|e| e.effect.job() == Some(j.id))
-            .map(|e| e.attempts)
-            .sum();
         let mut body = job_json(j, record.as_ref());
-        body["attempts"] = json!(attempts);
+        body["attempts"] = json!(attempts.get(&j.id).copied().unwrap_or(0));
         jobs.push(body);
     }
     let open: Vec<Value> = effects
@@ -262,6 +258,23 @@ pub async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<Response, Api
             "next_before": next,
         }),
     ))
+}
+
+/// A job's attempts are its calls to its service (creating the GoAPI task, submitting the
+/// NCA mix, checking that its track is still there), re-submissions included. Its Airtable
+/// writes are the engine's own bookkeeping: counted in, a job that never failed would show
+/// seven or eight.
+pub(super) fn service_attempts(effects: &[OutboxEntry]) -> std::collections::HashMap<JobId, u32> {
+    let mut attempts = std::collections::HashMap::new();
+    for e in effects {
+        if let crate::machine::Effect::CreateGoapiTask { job, .. }
+        | crate::machine::Effect::SubmitNcaMix { job, .. }
+        | crate::machine::Effect::CheckTrack { job, .. } = &e.effect
+        {
+            *attempts.entry(*job).or_default() += e.attempts;
+        }
+    }
+    attempts
 }
 
 pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {

@@ -41,5 +41,6 @@ mod retry_track;
 mod sigterm_handover;
 mod states_agreement;
 mod store_contract;
+mod video_accounting;
 mod videos_list;
 mod webhook_parsing;

@@ -11,8 +11,8 @@ use super::{effect_row, entry_kind, entry_state};
 use crate::domain::MediaUrl;
 use crate::engine::Engine;
 use crate::http::ApiError;
-use crate::http::inspect::handled;
-use crate::machine::{JobId, next_events};
+use crate::http::inspect::{handled, service_attempts};
+use crate::machine::next_events;
 use crate::store::{EntryOutcome, EventQuery, Payload};
 use crate::ui::diagram::{Highlight, video_svg};
 use crate::ui::escape::text as esc;
@@ -107,12 +107,7 @@ pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
         video_svg(&highlight)
     ));
 
-    let attempts: HashMap<JobId, u32> = effects.iter().fold(HashMap::new(), |mut m, e| {
-        if let Some(j) = e.effect.job() {
-            *m.entry(j).or_default() += e.attempts;
-        }
-        m
-    });
+    let attempts = service_attempts(&effects);
     let jobs: Vec<String> = s
         .jobs
         .iter()
