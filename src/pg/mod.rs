@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "videos list and external id search",
         include_str!("migrations/0007_videos_list.sql"),
     ),
+    Migration::new(
+        8,
+        "paid calls",
+        include_str!("migrations/0008_paid_calls.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -111,6 +111,44 @@ impl VideoRow {
     }
 }
 
+/// Paid external calls started: GoAPI tasks and NCA renders, re-submissions included (each
+/// start of a call is one, whatever its answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PaidCalls {
+    pub goapi_tasks: i64,
+    pub nca_renders: i64,
+}
+
+impl PaidCalls {
+    /// Adds one count per service, as the stores read them (`goapi`, `nca`).
+    pub(crate) fn add(&mut self, service: &str, n: i64) {
+        match service {
+            "goapi" => self.goapi_tasks += n,
+            _ => self.nca_renders += n,
+        }
+    }
+}
+
+/// The paid calls started on one day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidDay {
+    pub day: chrono::NaiveDate,
+    pub calls: PaidCalls,
+}
+
+/// Adds a (day, service) count read in day order to `days`.
+pub(crate) fn add_day(days: &mut Vec<PaidDay>, day: chrono::NaiveDate, service: &str, n: i64) {
+    if days.last().is_none_or(|d| d.day != day) {
+        days.push(PaidDay {
+            day,
+            calls: PaidCalls::default(),
+        });
+    }
+    if let Some(last) = days.last_mut() {
+        last.calls.add(service, n);
+    }
+}
+
 /// The statuses [`Overview::failed`] lists, as stored in snapshots.
 pub(crate) const FAILED_STATUSES: [&str; 2] = ["music_generation_failed", "music_addition_failed"];
 

@@ -87,7 +87,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "retention and quarantine", RETENTION),
     (4, "pending index holds the video", PENDING_COVERS_VIDEO),
     (5, "videos list and external id search", VIDEOS_LIST),
+    (6, "paid calls", PAID_CALLS),
 ];
+
+/// Every start of a paid external call (a GoAPI task, an NCA render), re-submissions
+/// included: the outbox keeps only an effect's last start, and retention deletes done
+/// effects, so the counts per video and per day live here. The pruner leaves this table
+/// alone (a row is a few dozen bytes per call). Calls started before this migration are
+/// not known.
+const PAID_CALLS: &str = "
+CREATE TABLE paid_calls (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    video_id  TEXT NOT NULL,
+    job_id    TEXT,
+    effect_id TEXT NOT NULL,
+    service   TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+CREATE INDEX paid_calls_video ON paid_calls(video_id);
+CREATE INDEX paid_calls_at ON paid_calls(at, service);
+";
 
 /// The videos list pages by last change, and its search finds a video from a job's external
 /// id (GoAPI task id, NCA job id) in the job index instead of reading every snapshot. Jobs
@@ -170,7 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut first = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3, 4, 5, 6]);
         assert!(migrate(&mut first).unwrap().is_empty());
         // A file from before versioning (tables, no record of them) takes it as a no-op.
         let old = dir.path().join("old.db");
@@ -183,7 +202,7 @@ mod tests {
                INSERT INTO job_index (job_id, video_id) VALUES ('j1', 'recB'), ('j2', 'recB');"#,
         )
         .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6]);
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use reelstate::domain::{JobStatus, JobType, RecordId, VideoStatus};
+use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
 use reelstate::store::{
     Accepted, Commit, EffectState, EntryOutcome, EntryState, EventQuery, HistoryRow, Lane,
-    NewEntry, Payload, Source, Store, StuckCutoffs, VideoQuery,
+    NewEntry, PaidCalls, Payload, Source, Store, StuckCutoffs, VideoQuery,
 };
 use uuid::Uuid;
 
@@ -108,6 +108,7 @@ pub async fn run_all(store: Shared) {
     effect_results_store_their_follow_up_once(&store).await;
     failed_effects_are_listed_and_replayable(&store).await;
     started_calls_are_remembered(&store).await;
+    every_start_of_a_paid_call_is_counted(&store).await;
     late_results_do_not_reopen_a_finished_effect(&store).await;
     a_commit_needs_the_videos_worker_lease(&store).await;
     the_reconcilers_worklist_follows_active_jobs(&store).await;
@@ -570,6 +571,132 @@ pub async fn started_calls_are_remembered(store: &Shared) {
             .await
             .expect("started"),
         "a finished effect is not started again"
+    );
+}
+
+/// The paid calls per video, in total and per day: every start of a GoAPI task or an NCA
+/// mix (a re-submission is a second start), and nothing else. Totals are deltas: the suite
+/// may run on a store holding data.
+pub async fn every_start_of_a_paid_call_is_counted(store: &Shared) {
+    let v = video();
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let sum = |days: Vec<reelstate::store::PaidDay>| {
+        days.iter().fold(PaidCalls::default(), |t, d| PaidCalls {
+            goapi_tasks: t.goapi_tasks + d.calls.goapi_tasks,
+            nca_renders: t.nca_renders + d.calls.nca_renders,
+        })
+    };
+    let total_before = store.paid_calls(None).await.expect("paid calls");
+    let days_before = sum(store.paid_calls_by_day(since).await.expect("by day"));
+    let e = entry(&v, None);
+    let id = new_id(store, e.clone()).await;
+    let job = JobId(Uuid::new_v4());
+    let url = |s: &str| MediaUrl::parse(s).expect("url");
+    let (goapi, nca, write) = (
+        format!("{id}:goapi"),
+        format!("{id}:nca"),
+        format!("{id}:w"),
+    );
+    let effects = vec![
+        (goapi.clone(), Effect::CreateGoapiTask { job, prompt: None }),
+        (
+            nca.clone(),
+            Effect::SubmitNcaMix {
+                job,
+                submission_id: format!("add_music:{v}:1"),
+                video: url("https://example.com/v.mp4"),
+                music: url("https://example.com/m.mp3"),
+                volume: 0.2,
+                voice: true,
+            },
+        ),
+        (write.clone(), record_effect("a write to the base")),
+    ];
+    let worker = eventually_claim(store, Lane::Worker, &v).await;
+    store
+        .commit(commit_of(&e, None, effects), &worker)
+        .await
+        .expect("commit");
+    drop(worker);
+    assert_eq!(
+        store.paid_calls(Some(&v)).await.expect("paid calls"),
+        PaidCalls::default(),
+        "decided is not started"
+    );
+    let lease = eventually_claim(store, Lane::Executor, &v).await;
+    assert!(
+        store
+            .effect_started(&goapi, &lease, None)
+            .await
+            .expect("start")
+    );
+    assert!(
+        !store
+            .effect_started(&goapi, &lease, None)
+            .await
+            .expect("start"),
+        "a start that loses the race is no call"
+    );
+    store
+        .effect_ambiguous(&goapi, "connection reset")
+        .await
+        .expect("ambiguous");
+    let seen = stored(store, &goapi).await.started_at;
+    assert!(
+        store
+            .effect_started(&goapi, &lease, seen)
+            .await
+            .expect("re-submission")
+    );
+    store.effect_done_with(&goapi, None).await.expect("done");
+    assert!(
+        store
+            .effect_started(&nca, &lease, None)
+            .await
+            .expect("start")
+    );
+    assert!(
+        store
+            .effect_started(&write, &lease, None)
+            .await
+            .expect("start")
+    );
+    let mine = PaidCalls {
+        goapi_tasks: 2,
+        nca_renders: 1,
+    };
+    assert_eq!(store.paid_calls(Some(&v)).await.expect("paid calls"), mine);
+    assert_eq!(
+        store.paid_calls(Some(&video())).await.expect("paid calls"),
+        PaidCalls::default()
+    );
+    let total = store.paid_calls(None).await.expect("paid calls");
+    assert_eq!(
+        (
+            total.goapi_tasks - total_before.goapi_tasks,
+            total.nca_renders - total_before.nca_renders
+        ),
+        (2, 1)
+    );
+    let days = sum(store.paid_calls_by_day(since).await.expect("by day"));
+    assert_eq!(
+        (
+            days.goapi_tasks - days_before.goapi_tasks,
+            days.nca_renders - days_before.nca_renders
+        ),
+        (2, 1)
+    );
+    let today = store
+        .paid_calls_by_day(Utc::now() - chrono::Duration::minutes(1))
+        .await
+        .expect("by day");
+    assert!(
+        today
+            .last()
+            .is_some_and(|d| d.day == Utc::now().date_naive()
+                && d.calls.goapi_tasks >= 2
+                && d.calls.nca_renders >= 1),
+        "{today:?}"
     );
 }
 
