@@ -92,6 +92,7 @@ pub(super) async fn handled(
 pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let (video, s, history, effects) = handled(engine, id).await?;
     let attempts = service_attempts(&effects);
+    let paid = engine.store.paid_calls(Some(&video)).await?;
     let mut jobs = Vec::new();
     for j in &s.jobs {
         let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);
@@ -114,6 +115,7 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
             "source_video": s.video.source_video,
             "error_details": s.video.error_details,
             "retries": s.video.retries,
+            "paid_calls": paid,
             "jobs": jobs,
             "history": history,
             "effects": open,

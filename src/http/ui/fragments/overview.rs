@@ -44,6 +44,8 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         f = depths.outbox_failed,
     ));
     html.push_str(&airtable_card(engine));
+    let (paid_card, paid_days) = paid_calls(engine, now).await?;
+    html.push_str(&paid_card);
     html.push_str("</div>");
 
     // Counts per state: every state the engine knows, zeros included, then others.
@@ -109,6 +111,8 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         r#"<div class="grid2"><section id="video-states"><h2>Videos per state</h2>{videos}</section><section id="job-states"><h2>Jobs per state</h2>{jobs}</section></div>"#
     ));
 
+    html.push_str(&paid_days);
+
     let quarantined = engine.store.quarantined(50).await?;
     html.push_str(&attention(engine, &o, &quarantined, now));
 
@@ -122,6 +126,54 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         )
     ));
     Ok(html)
+}
+
+/// Today's paid calls (a card) and the last 7 days' (a table, zeros included), by UTC day:
+/// what the pipeline spent at GoAPI and NCA, re-submissions included.
+async fn paid_calls(
+    engine: &Engine,
+    now: chrono::DateTime<Utc>,
+) -> Result<(String, String), ApiError> {
+    let today = now.date_naive();
+    let first = today - chrono::Days::new(6);
+    let days = engine
+        .store
+        .paid_calls_by_day(first.and_time(chrono::NaiveTime::MIN).and_utc())
+        .await?;
+    let on = |day: chrono::NaiveDate| {
+        days.iter()
+            .find(|d| d.day == day)
+            .map(|d| d.calls)
+            .unwrap_or_default()
+    };
+    let t = on(today);
+    let card = format!(
+        r#"<div class="card" id="paid-today"><div class="label">Paid calls today (UTC)</div><div class="big" data-goapi="{g}" data-nca="{n}">{total}</div><div>{g} GoAPI tasks · {n} NCA renders, re-submissions included</div></div>"#,
+        g = t.goapi_tasks,
+        n = t.nca_renders,
+        total = t.goapi_tasks + t.nca_renders,
+    );
+    let rows: Vec<String> = (0..7u64)
+        .map(|back| {
+            let day = today - chrono::Days::new(back);
+            let c = on(day);
+            format!(
+                r#"<tr data-day="{d}"><td>{d}</td><td class="num{zg}" data-goapi="{g}">{g}</td><td class="num{zn}" data-nca="{n}">{n}</td></tr>"#,
+                d = esc(&day.to_string()),
+                g = c.goapi_tasks,
+                n = c.nca_renders,
+                zg = if c.goapi_tasks == 0 { " zero" } else { "" },
+                zn = if c.nca_renders == 0 { " zero" } else { "" },
+            )
+        })
+        .collect();
+    let table = table(&["day (UTC)", "#GoAPI tasks", "#NCA renders"], &rows, "");
+    Ok((
+        card,
+        format!(
+            r#"<section id="paid-days"><h2>Paid calls, last 7 days (re-submissions included)</h2>{table}</section>"#
+        ),
+    ))
 }
 
 fn airtable_card(engine: &Engine) -> String {

@@ -31,6 +31,7 @@ fn media(u: Option<&MediaUrl>) -> String {
 pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
     let now = Utc::now();
     let (video, s, history, effects) = handled(engine, id).await?;
+    let paid = engine.store.paid_calls(Some(&video)).await?;
     let mut entries = engine
         .store
         .events(EventQuery {
@@ -50,9 +51,11 @@ pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
         p = pill(status),
     );
     html.push_str(&format!(
-        r#"<dl class="facts"><dt>retries</dt><dd>{r} of {max}</dd><dt>combined video</dt><dd>{src}</dd><dt>music</dt><dd>{m}</dd><dt>final video</dt><dd>{f}</dd><dt>error details</dt><dd class="err">{e}</dd><dt>accepts next</dt><dd class="mono">{n}</dd></dl>"#,
+        r#"<dl class="facts"><dt>retries</dt><dd>{r} of {max}</dd><dt>paid calls</dt><dd id="paid-calls" data-goapi="{pg}" data-nca="{pn}">{pg} GoAPI task(s), {pn} NCA render(s), re-submissions included</dd><dt>combined video</dt><dd>{src}</dd><dt>music</dt><dd>{m}</dd><dt>final video</dt><dd>{f}</dd><dt>error details</dt><dd class="err">{e}</dd><dt>accepts next</dt><dd class="mono">{n}</dd></dl>"#,
         r = s.video.retries,
         max = engine.settings.max_retries,
+        pg = paid.goapi_tasks,
+        pn = paid.nca_renders,
         src = media(s.video.source_video.as_ref()),
         m = media(s.video.music.as_ref()),
         f = media(s.video.final_video.as_ref()),
