@@ -184,8 +184,20 @@ pub(super) fn video_query(
             })
         })
         .transpose()?;
+    let job_type = param("job_type");
+    let job_status = param("job_status");
+    for (name, value) in [("job_type", &job_type), ("job_status", &job_status)] {
+        if value.as_deref().is_some_and(|v| v.len() > 100) {
+            return Err(ApiError::bad_request(
+                "invalid_job_filter",
+                format!("{name} is longer than any job type or status"),
+            ));
+        }
+    }
     Ok(VideoQuery {
         status,
+        job_type,
+        job_status,
         failed: attention,
         stuck,
         changed_before: param("older_than")

@@ -40,6 +40,10 @@ pub struct FailedVideo {
 pub struct VideoQuery {
     /// A status name as stored in snapshots.
     pub status: Option<String>,
+    /// Videos with a job of this type (`music_generation`, …) and/or in this job status
+    /// (`processing`, …): both, when both are set, of one job.
+    pub job_type: Option<String>,
+    pub job_status: Option<String>,
     /// Videos in a failed state ([`FAILED_STATUSES`]).
     pub failed: bool,
     /// Videos with a job still waiting for its service since before its cutoff.

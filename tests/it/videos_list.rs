@@ -84,6 +84,18 @@ async fn the_videos_list_filters_searches_and_pages() {
     );
     assert!(list(&w, "?status=adding_music").await.0.is_empty());
     assert_eq!(list(&w, "?attention=1").await.0, ids(&[&failed]));
+    assert_eq!(
+        list(&w, "?job_type=music_addition&job_status=failed")
+            .await
+            .0,
+        ids(&[&failed])
+    );
+    assert_eq!(
+        list(&w, "?job_type=music_generation&job_status=completed")
+            .await
+            .0,
+        ids(&[&done, &failed])
+    );
     assert!(list(&w, "?stuck=1").await.0.is_empty(), "nothing waits");
     assert_eq!(list(&w, "?newer_than=1h").await.0, ids(&[&done, &failed]));
     assert!(list(&w, "?older_than=1h").await.0.is_empty());
@@ -193,6 +205,23 @@ async fn the_videos_list_filters_searches_and_pages() {
     let (_, html) = bare_get(&w, "/ui/fragments/overview", Some(ADMIN_TOKEN)).await;
     assert!(
         html.contains(r#"<a href="/ui/videos?status=completed">1</a>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            r#"<a href="/ui/videos?job_type=music_addition&amp;job_status=failed">1</a>"#
+        ),
+        "{html}"
+    );
+    let (_, html) = bare_get(
+        &w,
+        "/ui/fragments/videos?job_type=music_addition&job_status=failed",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert!(
+        html.contains(&format!(r#"data-video="{failed}""#))
+            && html.contains(r#"<option value="failed" selected>"#),
         "{html}"
     );
 }

@@ -124,6 +124,20 @@ pub(super) async fn videos(
             " AND snapshot::jsonb -> 'video' ->> 'status' = {a}"
         ));
     }
+    let mut job = Vec::new();
+    if let Some(kind) = &q.job_type {
+        job.push(format!("j ->> 'kind' = {}", arg(P::Text(kind.clone()))));
+    }
+    if let Some(status) = &q.job_status {
+        job.push(format!("j ->> 'status' = {}", arg(P::Text(status.clone()))));
+    }
+    if !job.is_empty() {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.snapshot::jsonb -> 'jobs') AS j
+                          WHERE {})",
+            job.join(" AND ")
+        ));
+    }
     let mut trouble = Vec::new();
     if q.failed {
         trouble.push(format!(

@@ -112,6 +112,21 @@ pub(super) fn videos(c: &Connection, q: &VideoQuery) -> Result<Vec<VideoRow>, St
         sql.push_str(" AND json_extract(v.snapshot, '$.video.status') = ?");
         p.push(status.clone());
     }
+    let mut job = Vec::new();
+    if let Some(kind) = &q.job_type {
+        job.push("json_extract(j.value, '$.kind') = ?");
+        p.push(kind.clone());
+    }
+    if let Some(status) = &q.job_status {
+        job.push("json_extract(j.value, '$.status') = ?");
+        p.push(status.clone());
+    }
+    if !job.is_empty() {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(v.snapshot, '$.jobs') AS j WHERE {})",
+            job.join(" AND ")
+        ));
+    }
     let mut trouble = Vec::new();
     if q.failed {
         trouble.push(format!(

@@ -975,6 +975,26 @@ pub async fn the_videos_list_filters_searches_and_pages(store: &Shared) {
         vec![generating.clone()],
         "a video is listed by its current state only"
     );
+    let jobs = |kind: Option<&str>, status: Option<&str>| VideoQuery {
+        job_type: kind.map(str::to_owned),
+        job_status: status.map(str::to_owned),
+        ..mine()
+    };
+    assert_eq!(
+        list(jobs(Some("music_addition"), Some("processing"))).await,
+        vec![mixing.clone()]
+    );
+    assert_eq!(
+        list(jobs(Some("music_generation"), None)).await,
+        vec![generating.clone(), failed.clone()]
+    );
+    assert_eq!(list(jobs(None, Some("failed"))).await, vec![failed.clone()]);
+    assert!(
+        list(jobs(Some("music_addition"), Some("failed")))
+            .await
+            .is_empty(),
+        "type and status of one job"
+    );
     // Stuck: GoAPI's jobs waiting since before its cutoff; NCA's cutoff is earlier.
     let cut = StuckCutoffs {
         goapi: at(60_000),

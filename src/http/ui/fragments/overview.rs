@@ -97,9 +97,11 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
                     .find(|(kk, ss, _)| kk == k && *ss == s.to_string())
                     .map_or(0, |(_, _, n)| *n);
                 r.push_str(&format!(
-                    r#"<td class="num{z}" data-status="{s}" data-count="{n}">{n}</td>"#,
+                    r#"<td class="num{z}" data-status="{s}" data-count="{n}"><a href="/ui/videos?job_type={lk}&amp;job_status={ls}">{n}</a></td>"#,
                     z = if n == 0 { " zero" } else { "" },
                     s = esc(s.as_ref()),
+                    lk = esc(&q(k)),
+                    ls = esc(&q(s.as_ref())),
                 ));
             }
             r.push_str("</tr>");

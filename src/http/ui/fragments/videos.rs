@@ -1,14 +1,16 @@
-//! The videos list: filtered (state, needs attention, stuck, age), searched (video id, GoAPI
-//! task id, NCA job id), paged by last change; failed videos can be selected for one
-//! confirmed bulk retry, which the page's script sends as one `POST /videos/{id}/retry`
-//! per video.
+//! The videos list: filtered (state, job type and status, needs attention, stuck, age),
+//! searched (video id, GoAPI task id, NCA job id), paged by last change; failed videos can
+//! be selected for one confirmed bulk retry, which the page's script sends as one
+//! `POST /videos/{id}/retry` per video.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use super::super::render::{opt, pill, table, time, video_link};
-use crate::domain::VideoStatus;
+use strum::IntoEnumIterator;
+
+use crate::domain::{JobStatus, JobType, VideoStatus};
 use crate::engine::Engine;
 use crate::http::inspect::video_query;
 use crate::http::{ApiError, Request};
@@ -58,9 +60,44 @@ pub(super) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<String
             v = esc(s)
         ));
     }
+    let job_select = |name: &str, options: &[&str]| {
+        let current = given(name);
+        let mut s = format!(
+            r#"<select name="{n}" id="filter-{n}"><option value="">any</option>"#,
+            n = esc(name)
+        );
+        let mut values: Vec<&str> = options.to_vec();
+        // A value from elsewhere (a link from the overview) stays selectable.
+        if let Some(c) = current.as_deref().filter(|c| !options.contains(c)) {
+            values.push(c);
+        }
+        for v in values {
+            s.push_str(&format!(
+                r#"<option value="{v}"{sel}>{v}</option>"#,
+                v = esc(v),
+                sel = if current.as_deref() == Some(v) {
+                    " selected"
+                } else {
+                    ""
+                },
+            ));
+        }
+        s.push_str("</select>");
+        s
+    };
+    let statuses: Vec<String> = JobStatus::iter().map(|s| s.to_string()).collect();
+    let statuses: Vec<&str> = statuses.iter().map(String::as_str).collect();
+    let job_type = job_select(
+        "job_type",
+        &[
+            JobType::MusicGeneration.name(),
+            JobType::MusicAddition.name(),
+        ],
+    );
+    let job_status = job_select("job_status", &statuses);
     let mut html = String::from("<h1>Videos</h1>");
     html.push_str(&format!(
-        r#"<form class="filters" method="get" action="/ui/videos"><label>state <select name="status" id="filter-status">{states}</select></label><label>search <input name="q" id="filter-q" value="{qv}" placeholder="video, GoAPI task or NCA job id" size="30"></label><label>changed more than <input name="older_than" id="filter-older" value="{older}" placeholder="e.g. 2h, 7d" size="8"></label><label>changed less than <input name="newer_than" id="filter-newer" value="{newer}" placeholder="e.g. 30m" size="8"></label><label class="check"><span>needs attention</span><input type="checkbox" name="attention" value="1" id="filter-attention"{att}></label><label class="check"><span>stuck</span><input type="checkbox" name="stuck" value="1" id="filter-stuck"{stuck}></label><button type="submit" class="primary">Search</button> <a href="/ui/videos">clear</a></form>"#,
+        r#"<form class="filters" method="get" action="/ui/videos"><label>state <select name="status" id="filter-status">{states}</select></label><label>with a job of type {job_type}</label><label>in job status {job_status}</label><label>search <input name="q" id="filter-q" value="{qv}" placeholder="video, GoAPI task or NCA job id" size="30"></label><label>changed more than <input name="older_than" id="filter-older" value="{older}" placeholder="e.g. 2h, 7d" size="8"></label><label>changed less than <input name="newer_than" id="filter-newer" value="{newer}" placeholder="e.g. 30m" size="8"></label><label class="check"><span>needs attention</span><input type="checkbox" name="attention" value="1" id="filter-attention"{att}></label><label class="check"><span>stuck</span><input type="checkbox" name="stuck" value="1" id="filter-stuck"{stuck}></label><button type="submit" class="primary">Search</button> <a href="/ui/videos">clear</a></form>"#,
         qv = esc(given("q").as_deref().unwrap_or("")),
         older = esc(given("older_than").as_deref().unwrap_or("")),
         newer = esc(given("newer_than").as_deref().unwrap_or("")),
@@ -126,6 +163,8 @@ pub(super) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<String
     let mut link = String::new();
     for k in [
         "status",
+        "job_type",
+        "job_status",
         "q",
         "older_than",
         "newer_than",
