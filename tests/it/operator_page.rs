@@ -361,7 +361,11 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     assert_eq!(status, 200);
     assert!(html.contains(r#"<main id="view""#) && html.contains("/ui/assets/app.js"));
     assert!(csp.contains("script-src 'self'"), "{csp}");
-    for path in ["/ui/fragments/overview", "/ui/fragments/events"] {
+    for path in [
+        "/ui/fragments/overview",
+        "/ui/fragments/events",
+        "/ui/fragments/videos",
+    ] {
         let (status, _, html) = get_page(&app, path, None).await;
         assert_eq!(status, 401, "{path}");
         assert!(html.contains("admin token"), "{html}");
@@ -383,6 +387,8 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
         ("/ui/fragments/events?outcome=bogus", 400, "invalid_outcome"),
         ("/ui/fragments/events?service=bogus", 400, "invalid_service"),
         ("/ui/fragments/events?before=x", 400, "invalid_cursor"),
+        ("/ui/fragments/videos?older_than=x", 400, "invalid_age"),
+        ("/ui/fragments/videos?before=x", 400, "invalid_cursor"),
         ("/ui/fragments/nothing", 404, "not_found"),
     ];
     for (path, want, code) in cases {
@@ -413,6 +419,21 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     );
     let (_, _, html) = get_page(&app, "/ui/fragments/events", Some(TOKEN)).await;
     assert!(html.contains(id) && !html.contains("<script"));
+    // What an operator typed comes back as text too.
+    let (status, _, html) = get_page(
+        &app,
+        "/ui/fragments/videos?q=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E&status=%3Cb%3E",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(r#"value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;""#)
+            && html.contains(r#"<option value="&lt;b&gt;" selected>"#)
+            && !html.contains("<script")
+            && !html.contains("<b>"),
+        "{html}"
+    );
 
     // The log pages by 50, keeping the filters.
     for i in 0..50 {
@@ -455,6 +476,9 @@ async fn the_page_reads_the_engines_store_and_never_airtable() {
         "/ui/fragments/overview",
         "/ui/fragments/events",
         "/ui/fragments/events?service=goapi&outcome=applied",
+        "/ui/videos",
+        "/ui/fragments/videos",
+        "/ui/fragments/videos?q=recAAAAAAAAAAAAAC&attention=1",
         "/ui/videos/recAAAAAAAAAAAAAC",
         "/ui/fragments/videos/recAAAAAAAAAAAAAC",
     ] {
