@@ -160,8 +160,12 @@ pub(super) fn video_query(
     }
     let attention = flag("attention")?;
     let stuck = (attention || flag("stuck")?).then(|| {
+        // A deadline too long to count back from now makes nothing stuck.
         let cutoff = |d: std::time::Duration| {
-            now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
         };
         StuckCutoffs {
             goapi: cutoff(engine.settings.goapi_deadline),
@@ -230,16 +234,15 @@ fn age_limit(
             ),
         )
     };
-    let split = value.len().checked_sub(1).ok_or_else(invalid)?;
-    let (n, unit) = value.split_at(split);
+    let (n, secs) = [('s', 1), ('m', 60), ('h', 3600), ('d', 86_400)]
+        .into_iter()
+        .find_map(|(unit, secs)| value.strip_suffix(unit).map(|n| (n, secs)))
+        .ok_or_else(invalid)?;
+    // Digits only: no sign, so no age in the future.
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
     let n: i64 = n.parse().map_err(|_| invalid())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(invalid()),
-    };
     n.checked_mul(secs)
         .and_then(chrono::Duration::try_seconds)
         .and_then(|d| now.checked_sub_signed(d))
@@ -437,5 +440,54 @@ fn command_reply(Submitted { event_id, answer }: Submitted) -> Response {
             StatusCode::ACCEPTED,
             &json!({"status": "queued", "event_id": event_id}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age_limit;
+
+    #[test]
+    fn ages_count_back_from_now_and_times_are_taken_as_given() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        assert_eq!(
+            age_limit("a", "90s", now).unwrap(),
+            at("2026-12-07T11:58:30Z")
+        );
+        assert_eq!(
+            age_limit("a", "15m", now).unwrap(),
+            at("2026-12-07T11:45:00Z")
+        );
+        assert_eq!(
+            age_limit("a", "2h", now).unwrap(),
+            at("2026-12-07T10:00:00Z")
+        );
+        assert_eq!(
+            age_limit("a", "7d", now).unwrap(),
+            at("2026-11-30T12:00:00Z")
+        );
+        assert_eq!(
+            age_limit("a", "2026-12-01T08:00:00+02:00", now).unwrap(),
+            at("2026-12-01T06:00:00Z")
+        );
+        for bad in [
+            "",
+            "h",
+            "5",
+            "5w",
+            "-5m",
+            "+5m",
+            "1.5h",
+            "5é",
+            "é",
+            "99999999999999999d",
+            "soon",
+        ] {
+            let e = age_limit("older_than", bad, now).unwrap_err();
+            assert_eq!(e.code, "invalid_age", "{bad:?}");
+        }
     }
 }
