@@ -113,10 +113,9 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         r#"<div class="grid2"><section id="video-states"><h2>Videos per state</h2>{videos}</section><section id="job-states"><h2>Jobs per state</h2>{jobs}</section></div>"#
     ));
 
-    html.push_str(&paid_days);
-
     let quarantined = engine.store.quarantined(50).await?;
     html.push_str(&attention(engine, &o, &quarantined, now));
+    html.push_str(&paid_days);
 
     let rows: Vec<String> = recent.iter().map(|e| event_row(e, now, true)).collect();
     html.push_str(&format!(
