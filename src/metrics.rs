@@ -69,6 +69,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "reelstate_airtable_retries_total",
         "Airtable attempts after the first",
     ),
+    (
+        "reelstate_paid_calls_total",
+        "Paid external calls started (GoAPI tasks, NCA renders), re-submissions included, by service; read from the store, so every replica shows the same total",
+    ),
 ];
 
 /// Values read from the store at scrape time.
@@ -213,6 +217,19 @@ impl Metrics {
                 .get_or_create(&Vec::new())
                 .inner()
                 .store(value, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// [`Self::set_counter`] for one labelled series (a total the store keeps).
+    pub fn set_counter_with(&self, name: &'static str, pairs: &[(&str, &str)], value: u64) {
+        match self.counters.get(name) {
+            Some(family) => {
+                family
+                    .get_or_create(&labels(pairs))
+                    .inner()
+                    .store(value, std::sync::atomic::Ordering::Relaxed);
+            }
+            None => debug_assert!(false, "unregistered counter {name}"),
         }
     }
 

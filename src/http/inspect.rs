@@ -12,7 +12,10 @@ use crate::commands::{self, CommandOutcome, Submitted};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{JobId, Snapshot, next_events};
-use crate::store::{EffectState, EntryOutcome, EventQuery, HistoryRow, InboxEntry, OutboxEntry};
+use crate::store::{
+    EffectState, EntryOutcome, EventQuery, HistoryRow, InboxEntry, OutboxEntry, StuckCutoffs,
+    VideoCursor, VideoQuery, VideoRow,
+};
 
 /// A video id from a path; every route answers one that is not a record id the same way.
 pub(super) fn record_id(id: &str) -> Result<RecordId, ApiError> {
@@ -88,16 +91,13 @@ pub(super) async fn handled(
 
 pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let (video, s, history, effects) = handled(engine, id).await?;
+    let attempts = service_attempts(&effects);
+    let paid = engine.store.paid_calls(Some(&video)).await?;
     let mut jobs = Vec::new();
     for j in &s.jobs {
         let record = engine.store.job_location(j.id).await?.and_then(|(_, r)| r);
-        let attempts: u32 = effects
-            .iter()
-            .filter(|e| e.effect.job() == Some(j.id))
-            .map(|e| e.attempts)
-            .sum();
         let mut body = job_json(j, record.as_ref());
-        body["attempts"] = json!(attempts);
+        body["attempts"] = json!(attempts.get(&j.id).copied().unwrap_or(0));
         jobs.push(body);
     }
     let open: Vec<Value> = effects
@@ -115,12 +115,183 @@ pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
             "source_video": s.video.source_video,
             "error_details": s.video.error_details,
             "retries": s.video.retries,
+            "paid_calls": paid,
             "jobs": jobs,
             "history": history,
             "effects": open,
             "accepts_next": next_events(&s, engine.policy()),
         }),
     ))
+}
+
+/// The videos list's filters from a query string, shared by `GET /videos` and its page.
+/// Empty parameters count as absent (a page's form sends every field). `default_limit`
+/// applies when `limit` is absent.
+pub(super) fn video_query(
+    engine: &Engine,
+    req: &Request,
+    default_limit: u32,
+) -> Result<VideoQuery, ApiError> {
+    let param = |name: &str| {
+        req.param(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |name: &str| -> Result<bool, ApiError> {
+        match param(name).as_deref() {
+            None | Some("0") | Some("false") => Ok(false),
+            Some("1") | Some("true") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_flag",
+                format!("{name} must be 1 or 0, not {other:?}"),
+            )),
+        }
+    };
+    let now = chrono::Utc::now();
+    let status = param("status");
+    if let Some(s) = status.as_deref().filter(|s| s.len() > 100) {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            format!(
+                "a status of {} characters is longer than any",
+                s.chars().count()
+            ),
+        ));
+    }
+    let attention = flag("attention")?;
+    let stuck = (attention || flag("stuck")?).then(|| {
+        // A deadline too long to count back from now makes nothing stuck.
+        let cutoff = |d: std::time::Duration| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        };
+        StuckCutoffs {
+            goapi: cutoff(engine.settings.goapi_deadline),
+            nca: cutoff(engine.settings.nca_deadline),
+        }
+    });
+    let limit = param("limit")
+        .map(|l| l.parse::<u32>())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_limit", "limit must be an integer"))?
+        .unwrap_or(default_limit)
+        .clamp(1, 500);
+    let after = param("before")
+        .map(|b| {
+            VideoCursor::decode(&b).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "before must be a next_before value from an earlier page",
+                )
+            })
+        })
+        .transpose()?;
+    let job_type = param("job_type");
+    let job_status = param("job_status");
+    for (name, value) in [("job_type", &job_type), ("job_status", &job_status)] {
+        if value.as_deref().is_some_and(|v| v.len() > 100) {
+            return Err(ApiError::bad_request(
+                "invalid_job_filter",
+                format!("{name} is longer than any job type or status"),
+            ));
+        }
+    }
+    Ok(VideoQuery {
+        status,
+        job_type,
+        job_status,
+        failed: attention,
+        stuck,
+        changed_before: param("older_than")
+            .map(|v| age_limit("older_than", &v, now))
+            .transpose()?,
+        changed_since: param("newer_than")
+            .map(|v| age_limit("newer_than", &v, now))
+            .transpose()?,
+        search: param("q"),
+        after,
+        limit,
+    })
+}
+
+/// `older_than` / `newer_than`: an age (`90s`, `15m`, `2h`, `7d`), counted back from
+/// `now`, or an RFC 3339 time.
+fn age_limit(
+    name: &str,
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_age",
+            format!(
+                "{name} must be an age such as 90s, 15m, 2h or 7d, or an RFC 3339 time, not {value:?}"
+            ),
+        )
+    };
+    let (n, secs) = [('s', 1), ('m', 60), ('h', 3600), ('d', 86_400)]
+        .into_iter()
+        .find_map(|(unit, secs)| value.strip_suffix(unit).map(|n| (n, secs)))
+        .ok_or_else(invalid)?;
+    // Digits only: no sign, so no age in the future.
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let n: i64 = n.parse().map_err(|_| invalid())?;
+    n.checked_mul(secs)
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(invalid)
+}
+
+pub(super) fn video_row_json(v: &VideoRow) -> Value {
+    json!({
+        "video_id": v.video_id,
+        "status": v.status,
+        "error_details": v.error_details,
+        "retries": v.retries,
+        "updated_at": v.updated_at,
+        "external_ids": v.external_ids,
+        "waiting_since": v.waiting_since,
+    })
+}
+
+pub async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+    let q = video_query(engine, req, 50)?;
+    let limit = q.limit;
+    let rows = engine.store.videos(q).await?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|v| v.cursor().encode()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "videos": rows.iter().map(video_row_json).collect::<Vec<_>>(),
+            "next_before": next,
+        }),
+    ))
+}
+
+/// A job's attempts are its calls to its service (creating the GoAPI task, submitting the
+/// NCA mix, checking that its track is still there), re-submissions included. Its Airtable
+/// writes are the engine's own bookkeeping: counted in, a job that never failed would show
+/// seven or eight.
+pub(super) fn service_attempts(effects: &[OutboxEntry]) -> std::collections::HashMap<JobId, u32> {
+    let mut attempts = std::collections::HashMap::new();
+    for e in effects {
+        if let crate::machine::Effect::CreateGoapiTask { job, .. }
+        | crate::machine::Effect::SubmitNcaMix { job, .. }
+        | crate::machine::Effect::CheckTrack { job, .. } = &e.effect
+        {
+            *attempts.entry(*job).or_default() += e.attempts;
+        }
+    }
+    attempts
 }
 
 pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
@@ -270,5 +441,54 @@ fn command_reply(Submitted { event_id, answer }: Submitted) -> Response {
             StatusCode::ACCEPTED,
             &json!({"status": "queued", "event_id": event_id}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age_limit;
+
+    #[test]
+    fn ages_count_back_from_now_and_times_are_taken_as_given() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        assert_eq!(
+            age_limit("a", "90s", now).unwrap(),
+            at("2026-12-07T11:58:30Z")
+        );
+        assert_eq!(
+            age_limit("a", "15m", now).unwrap(),
+            at("2026-12-07T11:45:00Z")
+        );
+        assert_eq!(
+            age_limit("a", "2h", now).unwrap(),
+            at("2026-12-07T10:00:00Z")
+        );
+        assert_eq!(
+            age_limit("a", "7d", now).unwrap(),
+            at("2026-11-30T12:00:00Z")
+        );
+        assert_eq!(
+            age_limit("a", "2026-12-01T08:00:00+02:00", now).unwrap(),
+            at("2026-12-01T06:00:00Z")
+        );
+        for bad in [
+            "",
+            "h",
+            "5",
+            "5w",
+            "-5m",
+            "+5m",
+            "1.5h",
+            "5é",
+            "é",
+            "99999999999999999d",
+            "soon",
+        ] {
+            let e = age_limit("older_than", bad, now).unwrap_err();
+            assert_eq!(e.code, "invalid_age", "{bad:?}");
+        }
     }
 }

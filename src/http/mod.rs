@@ -167,6 +167,11 @@ async fn dispatch(
             allow(&[Method::GET])?;
             ops::metrics(engine, probes).await
         }
+        ["videos"] => {
+            allow(&[Method::GET])?;
+            ops::authorize(engine, &req)?;
+            inspect::videos(engine, &req).await
+        }
         ["videos", id] => {
             allow(&[Method::GET])?;
             ops::authorize(engine, &req)?;

@@ -92,6 +92,16 @@ pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, 
         m.set_counter("reelstate_airtable_rate_limited_total", a.rate_limited);
         m.set_counter("reelstate_airtable_retries_total", a.retries);
     }
+    // Counted where each call's start is recorded (the store), and read here: the count
+    // survives restarts and retention, and no caller of the store has to remember it.
+    let paid = engine.store.paid_calls(None).await?;
+    for (service, n) in [("goapi", paid.goapi_tasks), ("nca", paid.nca_renders)] {
+        m.set_counter_with(
+            "reelstate_paid_calls_total",
+            &[("service", service)],
+            u64::try_from(n).unwrap_or(0),
+        );
+    }
     m.set_gauge("reelstate_inbox_depth", d.inbox_pending);
     m.set_gauge("reelstate_outbox_depth", d.outbox_pending);
     m.set_gauge("reelstate_outbox_failed", d.outbox_failed);

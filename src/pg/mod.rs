@@ -43,6 +43,16 @@ pub const MIGRATIONS: &[Migration] = &[
         "airtable budget readers",
         include_str!("migrations/0006_airtable_budget_readers.sql"),
     ),
+    Migration::new(
+        7,
+        "videos list and external id search",
+        include_str!("migrations/0007_videos_list.sql"),
+    ),
+    Migration::new(
+        8,
+        "paid calls",
+        include_str!("migrations/0008_paid_calls.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -80,6 +80,14 @@ pub(super) fn record_id_opt(text: Option<String>) -> Result<Option<RecordId>, St
     text.map(|r| record_id(&r, "record id")).transpose()
 }
 
+/// A JSON array of a video's external ids, as the videos list aggregates them (none: no
+/// job has one yet).
+pub(super) fn external_ids(json: Option<&str>) -> Result<Vec<String>, StoreError> {
+    json.map_or(Ok(Vec::new()), |j| {
+        serde_json::from_str(j).map_err(|e| corrupt("external ids", e))
+    })
+}
+
 /// A `job_index` row: the job's video and, once written, its record.
 pub(super) fn job_location(
     video: &str,

@@ -35,7 +35,10 @@ use crate::machine::{JobId, Snapshot};
 pub use decode::ROW_FORMAT;
 pub(crate) use lease::projection_sql;
 pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
-pub use overview::{FailedVideo, Overview};
+pub(crate) use overview::add_day;
+pub use overview::{
+    FailedVideo, Overview, PaidCalls, PaidDay, StuckCutoffs, VideoCursor, VideoQuery, VideoRow,
+};
 pub use postgres::PgStore;
 pub use quarantine::split_readable;
 pub use sqlite::backup;
@@ -258,6 +261,15 @@ pub trait Maintenance: Send + Sync {
     /// Counts per state and what needs attention (at most `limit` rows of each list), for
     /// the operator page.
     async fn overview(&self, limit: u32) -> Result<Overview, StoreError>;
+    /// One page of the videos the engine has handled, filtered and most recently changed
+    /// first (the operator's list and search).
+    async fn videos(&self, q: VideoQuery) -> Result<Vec<VideoRow>, StoreError>;
+    /// The paid calls started for `video`, or for every video ever (they outlive
+    /// retention).
+    async fn paid_calls(&self, video: Option<&RecordId>) -> Result<PaidCalls, StoreError>;
+    /// The paid calls started per day (UTC) since `since`, oldest first; days without any
+    /// are left out.
+    async fn paid_calls_by_day(&self, since: DateTime<Utc>) -> Result<Vec<PaidDay>, StoreError>;
     /// A cheap write that proves the store is writable (/readyz).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Rows set aside because they could not be read, newest first.

@@ -46,4 +46,6 @@ mod sigterm_handover;
 mod states_agreement;
 mod store_contract;
 mod upgrade;
+mod video_accounting;
+mod videos_list;
 mod webhook_parsing;

@@ -361,7 +361,11 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     assert_eq!(status, 200);
     assert!(html.contains(r#"<main id="view""#) && html.contains("/ui/assets/app.js"));
     assert!(csp.contains("script-src 'self'"), "{csp}");
-    for path in ["/ui/fragments/overview", "/ui/fragments/events"] {
+    for path in [
+        "/ui/fragments/overview",
+        "/ui/fragments/events",
+        "/ui/fragments/videos",
+    ] {
         let (status, _, html) = get_page(&app, path, None).await;
         assert_eq!(status, 401, "{path}");
         assert!(html.contains("admin token"), "{html}");
@@ -383,6 +387,8 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
         ("/ui/fragments/events?outcome=bogus", 400, "invalid_outcome"),
         ("/ui/fragments/events?service=bogus", 400, "invalid_service"),
         ("/ui/fragments/events?before=x", 400, "invalid_cursor"),
+        ("/ui/fragments/videos?older_than=x", 400, "invalid_age"),
+        ("/ui/fragments/videos?before=x", 400, "invalid_cursor"),
         ("/ui/fragments/nothing", 404, "not_found"),
     ];
     for (path, want, code) in cases {
@@ -413,6 +419,21 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     );
     let (_, _, html) = get_page(&app, "/ui/fragments/events", Some(TOKEN)).await;
     assert!(html.contains(id) && !html.contains("<script"));
+    // What an operator typed comes back as text too.
+    let (status, _, html) = get_page(
+        &app,
+        "/ui/fragments/videos?q=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E&status=%3Cb%3E",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(r#"value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;""#)
+            && html.contains(r#"<option value="&lt;b&gt;" selected>"#)
+            && !html.contains("<script")
+            && !html.contains("<b>"),
+        "{html}"
+    );
 
     // The log pages by 50, keeping the filters.
     for i in 0..50 {
@@ -455,6 +476,9 @@ async fn the_page_reads_the_engines_store_and_never_airtable() {
         "/ui/fragments/overview",
         "/ui/fragments/events",
         "/ui/fragments/events?service=goapi&outcome=applied",
+        "/ui/videos",
+        "/ui/fragments/videos",
+        "/ui/fragments/videos?q=recAAAAAAAAAAAAAC&attention=1",
         "/ui/videos/recAAAAAAAAAAAAAC",
         "/ui/fragments/videos/recAAAAAAAAAAAAAC",
     ] {
@@ -699,5 +723,92 @@ async fn an_operator_retries_a_failed_mix_with_new_music() {
         2,
         "the page's retry ordered new music: {v}"
     );
+    browser.quit().await;
+}
+
+/// A video in music_generation_failed after GoAPI's `failed` webhook for `task`.
+async fn failed_generation(w: &World, n: usize, task: &str) -> RecordId {
+    let video = w.seed_generating(n, Some(task)).await;
+    let (status, _) = w.goapi_says(&video, "udio_failed.json", task, 1).await;
+    assert_eq!(status, 202);
+    w.wait_settled(&video, "music_generation_failed").await;
+    video
+}
+
+/// The videos list in a browser: from the overview's count of failed videos to the list
+/// filtered to them, a bulk retry of two (one confirmation naming how many, every answer
+/// shown), and a search by GoAPI task id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_failed_videos_retries_two_and_searches_by_task() {
+    let Some(browser) = browser(1280, 1000).await else {
+        return;
+    };
+    let w = world_with_token().await;
+    let first_task = uuid::Uuid::new_v4().to_string();
+    let first = failed_generation(&w, 1, &first_task).await;
+    let second = failed_generation(&w, 2, &uuid::Uuid::new_v4().to_string()).await;
+    let done = w.seed_video(3).await;
+    let (status, body) = w.request_music(&done).await;
+    assert_eq!(status, 202, "{body}");
+    w.wait_settled(&done, "completed").await;
+
+    open_with_token(&browser, &format!("{}/", w.app.url)).await;
+    let count = r#"#video-states tr[data-state="music_generation_failed"] td[data-count="2"] a"#;
+    browser.wait_for(count).await;
+    browser.click(count).await;
+    browser
+        .wait_for(r#"#filter-status option[value="music_generation_failed"][selected]"#)
+        .await;
+    browser.wait_for("#videos tr[data-video]").await;
+    assert_eq!(browser.count("#videos tr[data-video]").await, 2);
+    assert_eq!(
+        browser
+            .count(&format!(r#"#videos tr[data-video="{done}"]"#))
+            .await,
+        0,
+        "filtered to failed videos"
+    );
+    for v in [&first, &second] {
+        browser.click(&format!(r#"input[data-retry="{v}"]"#)).await;
+    }
+    browser.screenshot(&shot_path("videos.png")).await;
+    browser.click("#bulk-retry").await;
+    browser.wait_for("#confirm-dialog[open]").await;
+    assert_eq!(
+        browser.text("#confirm-text").await.as_deref(),
+        Some("Retry 2 failed videos?")
+    );
+    let asked = browser.text("#confirm-call").await.unwrap_or_default();
+    assert!(
+        asked.contains(first.as_str()) && asked.contains(second.as_str()),
+        "{asked}"
+    );
+    browser.click("#confirm-ok").await;
+    browser.wait_for("#result:not([hidden])").await;
+    assert_eq!(
+        browser.text("#result-title").await.as_deref(),
+        Some("Retried 2 videos")
+    );
+    let answers = browser.text("#result-body").await.unwrap_or_default();
+    for v in [&first, &second] {
+        assert!(
+            answers.contains(&format!("POST /videos/{v}/retry → 202")),
+            "every answer is shown: {answers}"
+        );
+    }
+    for v in [&first, &second] {
+        let (_, body) = w.app.get_json(&format!("/videos/{v}")).await;
+        assert_eq!(body["retries"], json!(1), "{body}");
+    }
+
+    // A search by the GoAPI task id finds its video, whatever state it is in now.
+    browser.goto(&format!("{}/ui/videos", w.app.url)).await;
+    browser.wait_for("#filter-q").await;
+    browser.type_into("#filter-q", &first_task).await;
+    browser.click("form.filters button[type=submit]").await;
+    browser
+        .wait_for(&format!(r#"#videos tr[data-video="{first}"]"#))
+        .await;
+    assert_eq!(browser.count("#videos tr[data-video]").await, 1);
     browser.quit().await;
 }

@@ -118,7 +118,15 @@ fn check_file(db: &Path, what: &str) {
 
 #[tokio::test]
 async fn every_earlier_store_file_is_migrated_in_place_and_keeps_its_data() {
-    for version in [None, Some(1), Some(2), Some(3), Some(4)] {
+    for version in [
+        None,
+        Some(1),
+        Some(2),
+        Some(3),
+        Some(4),
+        Some(5),
+        Some(STORE_SCHEMA),
+    ] {
         let what = format!("store version {version:?}");
         let builder = AppBuilder::new().env("REELSTATE_DEV_MODE", "true");
         let db = builder.db_path();
@@ -137,7 +145,7 @@ async fn every_earlier_store_file_is_migrated_in_place_and_keeps_its_data() {
             "{what}: {e:#?}"
         );
         check_file(&db, &what);
-        if version != Some(4) {
+        if version != Some(STORE_SCHEMA) {
             continue;
         }
         // Today's file: rows today's binary wrote carry the row format, and the next

@@ -1,10 +1,11 @@
 //! The fragments the page's script swaps in. Each reads the engine's store only: the
-//! overview (`overview`), a video (`video`), the event log and one event (`events`); the
-//! rows they share are here.
+//! overview (`overview`), the videos list (`videos`), a video (`video`), the event log and
+//! one event (`events`); the rows they share are here.
 
 mod events;
 mod overview;
 mod video;
+mod videos;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub async fn render(
 ) -> Result<String, ApiError> {
     match rest {
         ["overview"] => overview::overview(engine).await,
+        ["videos"] => videos::videos(engine, req).await,
         ["videos", id] => video::video(engine, id).await,
         ["events"] => events::events(engine, req).await,
         ["events", id] => events::event(engine, id).await,

@@ -1,4 +1,5 @@
-//! The operator page: `GET /` (overview), `/ui/videos/{id}`, `/ui/events` (the event log)
+//! The operator page: `GET /` (overview), `/ui/videos` (the list), `/ui/videos/{id}`,
+//! `/ui/events` (the event log)
 //! and `/ui/events/{id}` (one event and its raw payload).
 //!
 //! A page is a static shell with no data in it, so it needs no token; its script fetches
@@ -37,6 +38,7 @@ pub async fn route(
     match seg {
         [""] => page("Overview"),
         ["ui", "events"] => page("Event log"),
+        ["ui", "videos"] => page("Videos"),
         ["ui", "events", id] => Some(
             get_only(req)
                 .and_then(|()| {
@@ -176,7 +178,7 @@ fn document(title: &str, body: &str) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · reelstate</title><link rel="stylesheet" href="/ui/assets/app.css"></head>
-<body><header class="top"><a class="brand" href="/">reelstate</a><nav><a href="/">Overview</a><a href="/ui/events">Event log</a></nav>
+<body><header class="top"><a class="brand" href="/">reelstate</a><nav><a href="/">Overview</a><a href="/ui/videos">Videos</a><a href="/ui/events">Event log</a></nav>
 <form id="goto-video"><input id="goto-input" placeholder="video id (rec…)" aria-label="video id"></form>
 <div class="auth"><span id="token-state"></span><button type="button" id="forget-token">forget token</button></div></header>
 {body}

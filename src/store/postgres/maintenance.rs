@@ -4,7 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use super::{PgStore, overview, row_one, rows, run};
-use crate::store::{Depths, Maintenance, Overview, Pruned, Quarantined, StoreError};
+use crate::domain::RecordId;
+use crate::store::{
+    Depths, Maintenance, Overview, PaidCalls, PaidDay, Pruned, Quarantined, StoreError, VideoQuery,
+    VideoRow, add_day,
+};
 
 impl PgStore {
     /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
@@ -64,6 +68,49 @@ impl Maintenance for PgStore {
     async fn overview(&self, limit: u32) -> Result<Overview, StoreError> {
         let client = self.pool.get().await?;
         overview::overview(&client, limit).await
+    }
+
+    async fn videos(&self, q: VideoQuery) -> Result<Vec<VideoRow>, StoreError> {
+        let client = self.pool.get().await?;
+        overview::videos(&client, &q).await
+    }
+
+    async fn paid_calls(&self, video: Option<&RecordId>) -> Result<PaidCalls, StoreError> {
+        let client = self.pool.get().await?;
+        let video = video.map(RecordId::to_string);
+        let mut calls = PaidCalls::default();
+        for r in rows(
+            &client,
+            "SELECT service, COUNT(*) FROM paid_calls
+             WHERE $1::text IS NULL OR video_id = $1 GROUP BY service",
+            &[&video],
+        )
+        .await?
+        {
+            calls.add(&r.try_get::<_, String>(0)?, r.try_get(1)?);
+        }
+        Ok(calls)
+    }
+
+    async fn paid_calls_by_day(&self, since: DateTime<Utc>) -> Result<Vec<PaidDay>, StoreError> {
+        let client = self.pool.get().await?;
+        let mut days: Vec<PaidDay> = Vec::new();
+        for r in rows(
+            &client,
+            "SELECT (at AT TIME ZONE 'UTC')::date AS day, service, COUNT(*) FROM paid_calls
+             WHERE at >= $1 GROUP BY day, service ORDER BY day",
+            &[&since],
+        )
+        .await?
+        {
+            add_day(
+                &mut days,
+                r.try_get(0)?,
+                &r.try_get::<_, String>(1)?,
+                r.try_get(2)?,
+            );
+        }
+        Ok(days)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -136,14 +136,25 @@ impl Outbox for PgStore {
         // Only under the executor's current lease (a replica that lost it must not start a
         // call the new holder may be starting too), and only if nobody started it since
         // the caller looked: if two race, the second finds `started_at` changed.
-        let n = run(
+        // The paid call is noted in the same statement: a start is counted exactly when it
+        // is recorded.
+        let n: i64 = row_one(
             &client,
-            "UPDATE outbox SET started_at = now(), updated_at = now()
-             WHERE effect_id = $1 AND state = 'pending' AND video_id = $5
-               AND started_at IS NOT DISTINCT FROM $6
-               AND EXISTS (SELECT 1 FROM leases
-                           WHERE lane = $2 AND video_id = outbox.video_id
-                             AND token = $3 AND owner = $4)",
+            "WITH started AS (
+                 UPDATE outbox SET started_at = now(), updated_at = now()
+                 WHERE effect_id = $1 AND state = 'pending' AND video_id = $5
+                   AND started_at IS NOT DISTINCT FROM $6
+                   AND EXISTS (SELECT 1 FROM leases
+                               WHERE lane = $2 AND video_id = outbox.video_id
+                                 AND token = $3 AND owner = $4)
+                 RETURNING video_id, effect_id, kind, effect
+             ), paid AS (
+                 INSERT INTO paid_calls (video_id, job_id, effect_id, service, at)
+                 SELECT video_id, effect::jsonb ->> 'job', effect_id,
+                        CASE kind WHEN 'create_goapi_task' THEN 'goapi' ELSE 'nca' END, now()
+                 FROM started WHERE kind IN ('create_goapi_task', 'submit_nca_mix')
+             )
+             SELECT COUNT(*) FROM started",
             &[
                 &effect_id,
                 &Lane::Executor.as_ref(),
@@ -153,7 +164,8 @@ impl Outbox for PgStore {
                 &seen,
             ],
         )
-        .await?;
+        .await?
+        .try_get(0)?;
         Ok(n == 1)
     }
 

@@ -4,8 +4,8 @@ use super::outbox::{OUTBOX_COLS, outbox_row};
 use super::snapshots::active_job_row;
 use super::{row_one, rows};
 use crate::store::StoreError;
-use crate::store::decode::record_id;
-use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview};
+use crate::store::decode::{external_ids, record_id};
+use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview, VideoQuery, VideoRow};
 
 pub(super) async fn overview(
     c: &impl deadpool_postgres::GenericClient,
@@ -88,4 +88,120 @@ pub(super) async fn overview(
         o.troubled.push(outbox_row(&r)?);
     }
     Ok(o)
+}
+
+/// One page of the videos list ([`VideoQuery`]): the filters are ANDed, `failed` and
+/// `stuck` ORed with each other; every value is a bound parameter.
+pub(super) async fn videos(
+    c: &impl deadpool_postgres::GenericClient,
+    q: &VideoQuery,
+) -> Result<Vec<VideoRow>, StoreError> {
+    use chrono::{DateTime, Utc};
+    use tokio_postgres::types::ToSql;
+
+    enum P {
+        Text(String),
+        Time(DateTime<Utc>),
+    }
+    let mut p: Vec<P> = Vec::new();
+    let mut arg = |v: P| {
+        p.push(v);
+        format!("${}", p.len())
+    };
+    let mut sql = String::from(
+        "SELECT v.video_id, snapshot::jsonb -> 'video' ->> 'status',
+                snapshot::jsonb -> 'video' ->> 'error_details',
+                (snapshot::jsonb -> 'video' ->> 'retries')::bigint, v.updated_at,
+                (SELECT json_agg(j ->> 'external_id' ORDER BY n)::text
+                 FROM jsonb_array_elements(v.snapshot::jsonb -> 'jobs') WITH ORDINALITY AS t(j, n)
+                 WHERE j ->> 'external_id' IS NOT NULL),
+                (SELECT MIN(a.since) FROM active_jobs a WHERE a.video_id = v.video_id)
+         FROM video_state v WHERE TRUE",
+    );
+    if let Some(status) = &q.status {
+        let a = arg(P::Text(status.clone()));
+        sql.push_str(&format!(
+            " AND snapshot::jsonb -> 'video' ->> 'status' = {a}"
+        ));
+    }
+    let mut job = Vec::new();
+    if let Some(kind) = &q.job_type {
+        job.push(format!("j ->> 'kind' = {}", arg(P::Text(kind.clone()))));
+    }
+    if let Some(status) = &q.job_status {
+        job.push(format!("j ->> 'status' = {}", arg(P::Text(status.clone()))));
+    }
+    if !job.is_empty() {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.snapshot::jsonb -> 'jobs') AS j
+                          WHERE {})",
+            job.join(" AND ")
+        ));
+    }
+    let mut trouble = Vec::new();
+    if q.failed {
+        trouble.push(format!(
+            "snapshot::jsonb -> 'video' ->> 'status' IN ('{}', '{}')",
+            FAILED_STATUSES[0], FAILED_STATUSES[1]
+        ));
+    }
+    if let Some(cut) = &q.stuck {
+        let (nca, goapi) = (arg(P::Time(cut.nca)), arg(P::Time(cut.goapi)));
+        trouble.push(format!(
+            "EXISTS (SELECT 1 FROM active_jobs a WHERE a.video_id = v.video_id
+                     AND a.since < CASE WHEN a.kind = 'music_addition' THEN {nca}::timestamptz
+                                        ELSE {goapi}::timestamptz END)"
+        ));
+    }
+    if !trouble.is_empty() {
+        sql.push_str(&format!(" AND ({})", trouble.join(" OR ")));
+    }
+    if let Some(t) = q.changed_before {
+        let a = arg(P::Time(t));
+        sql.push_str(&format!(" AND v.updated_at < {a}"));
+    }
+    if let Some(t) = q.changed_since {
+        let a = arg(P::Time(t));
+        sql.push_str(&format!(" AND v.updated_at >= {a}"));
+    }
+    if let Some(s) = &q.search {
+        let a = arg(P::Text(s.clone()));
+        sql.push_str(&format!(
+            " AND (v.video_id = {a} OR v.video_id IN
+                   (SELECT video_id FROM job_index WHERE external_id = {a}))"
+        ));
+    }
+    if let Some(after) = &q.after {
+        let (t, v) = (
+            arg(P::Time(after.updated_at)),
+            arg(P::Text(after.video_id.clone())),
+        );
+        sql.push_str(&format!(" AND (v.updated_at, v.video_id) < ({t}, {v})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY v.updated_at DESC, v.video_id DESC LIMIT {}",
+        q.limit.clamp(1, 500)
+    ));
+    let params: Vec<&(dyn ToSql + Sync)> = p
+        .iter()
+        .map(|v| match v {
+            P::Text(s) => s as &(dyn ToSql + Sync),
+            P::Time(t) => t as &(dyn ToSql + Sync),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for r in rows(c, &sql, &params).await? {
+        let video: String = r.try_get(0)?;
+        let ids: Option<String> = r.try_get(5)?;
+        out.push(VideoRow {
+            video_id: record_id(&video, "video id")?,
+            status: r.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
+            error_details: r.try_get(2)?,
+            retries: r.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
+            updated_at: r.try_get(4)?,
+            external_ids: external_ids(ids.as_deref())?,
+            waiting_since: r.try_get(6)?,
+        });
+    }
+    Ok(out)
 }

@@ -62,11 +62,13 @@ impl Snapshots for PgStore {
             .await?;
             for j in &s.jobs {
                 let job = j.id.to_string();
+                // Rewritten only when the external id changes (a job gets one once).
                 run(
                     &tx,
-                    "INSERT INTO job_index (job_id, video_id) VALUES ($1, $2)
-                     ON CONFLICT (job_id) DO NOTHING",
-                    &[&job, &video],
+                    "INSERT INTO job_index (job_id, video_id, external_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (job_id) DO UPDATE SET external_id = EXCLUDED.external_id
+                     WHERE job_index.external_id IS DISTINCT FROM EXCLUDED.external_id",
+                    &[&job, &video, &j.external_id],
                 )
                 .await?;
                 // The reconciler's worklist: jobs still waiting for their service.

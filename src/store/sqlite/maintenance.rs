@@ -5,7 +5,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Cached, SqliteStore, overview, parse_ts, ts};
-use crate::store::{Depths, Maintenance, Overview, Pruned, Quarantined, StoreError};
+use crate::domain::RecordId;
+use crate::store::{
+    Depths, Maintenance, Overview, PaidCalls, PaidDay, Pruned, Quarantined, StoreError, VideoQuery,
+    VideoRow, add_day,
+};
 
 impl SqliteStore {
     /// Sets unreadable rows aside (`table` is `inbox` or `outbox`, keyed by `seq`) with
@@ -71,6 +75,49 @@ impl Maintenance for SqliteStore {
 
     async fn overview(&self, limit: u32) -> Result<Overview, StoreError> {
         self.read(move |c| overview::overview(c, limit)).await
+    }
+
+    async fn videos(&self, q: VideoQuery) -> Result<Vec<VideoRow>, StoreError> {
+        self.read(move |c| overview::videos(c, &q)).await
+    }
+
+    async fn paid_calls(&self, video: Option<&RecordId>) -> Result<PaidCalls, StoreError> {
+        let video = video.map(RecordId::to_string);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT service, COUNT(*) FROM paid_calls
+                 WHERE ?1 IS NULL OR video_id = ?1 GROUP BY service",
+            )?;
+            let mut calls = PaidCalls::default();
+            for row in st.query_map([video], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+                let (service, n) = row?;
+                calls.add(&service, n);
+            }
+            Ok(calls)
+        })
+        .await
+    }
+
+    async fn paid_calls_by_day(&self, since: DateTime<Utc>) -> Result<Vec<PaidDay>, StoreError> {
+        self.read(move |c| {
+            // Times are stored as RFC 3339 in UTC: the day is their first ten characters.
+            let mut st = c.prepare_cached(
+                "SELECT substr(at, 1, 10) AS day, service, COUNT(*) FROM paid_calls
+                 WHERE at >= ?1 GROUP BY day, service ORDER BY day",
+            )?;
+            let rows = st.query_map([ts(since)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+            })?;
+            let mut days: Vec<PaidDay> = Vec::new();
+            for row in rows {
+                let (day, service, n) = row?;
+                let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                    .map_err(|e| StoreError::Corrupt(format!("paid call day {day:?}: {e}")))?;
+                add_day(&mut days, day, &service, n);
+            }
+            Ok(days)
+        })
+        .await
     }
 
     /// A cheap write that proves the store is writable (/readyz).

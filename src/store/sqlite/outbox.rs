@@ -148,12 +148,19 @@ impl Outbox for SqliteStore {
         let id = effect_id.to_owned();
         let video = lease.video().to_string();
         self.with_durably(move |c| {
-            let n = c.execute_cached(
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now = ts(Utc::now());
+            let n = tx.execute_cached(
                 "UPDATE outbox SET started_at = ?2, updated_at = ?2
                  WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
                    AND started_at IS ?4",
-                params![id, ts(Utc::now()), video, seen.map(ts)],
+                params![id, now, video, seen.map(ts)],
             )?;
+            // In the same transaction: a start is counted exactly when it is recorded.
+            if n == 1 {
+                tx.execute_cached(PAID_CALL, params![id, now])?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -234,6 +241,12 @@ impl Outbox for SqliteStore {
         .await
     }
 }
+
+/// Notes the start of effect `?1` at `?2` when it is a paid call.
+const PAID_CALL: &str = "INSERT INTO paid_calls (video_id, job_id, effect_id, service, at)
+     SELECT video_id, json_extract(effect, '$.job'), effect_id,
+            CASE kind WHEN 'create_goapi_task' THEN 'goapi' ELSE 'nca' END, ?2
+     FROM outbox WHERE effect_id = ?1 AND kind IN ('create_goapi_task', 'submit_nca_mix')";
 
 pub(super) const OUTBOX_COLS: &str = "o.seq, o.effect_id, o.video_id, o.event_id, o.effect, o.state, o.attempts, o.next_attempt_at, o.last_error, o.started_at";
 

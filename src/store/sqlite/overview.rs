@@ -3,11 +3,11 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::outbox::{OUTBOX_COLS, outbox_row};
-use super::parse_ts;
 use super::snapshots::{ACTIVE_JOB_COLS, active_job_row};
+use super::{parse_ts, ts};
 use crate::store::StoreError;
-use crate::store::decode::record_id;
-use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview};
+use crate::store::decode::{external_ids, record_id};
+use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview, VideoQuery, VideoRow};
 
 pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreError> {
     let limit = limit.clamp(1, 500);
@@ -91,4 +91,109 @@ pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreErro
         .map(|r| r?)
         .collect::<Result<_, _>>()?;
     Ok(o)
+}
+
+/// One page of the videos list ([`VideoQuery`]): the filters are ANDed, `failed` and
+/// `stuck` ORed with each other; every value is a bound parameter.
+pub(super) fn videos(c: &Connection, q: &VideoQuery) -> Result<Vec<VideoRow>, StoreError> {
+    let limit = q.limit.clamp(1, 500);
+    let mut sql = String::from(
+        "SELECT v.video_id, json_extract(v.snapshot, '$.video.status'),
+                json_extract(v.snapshot, '$.video.error_details'),
+                json_extract(v.snapshot, '$.video.retries'), v.updated_at,
+                (SELECT json_group_array(json_extract(j.value, '$.external_id'))
+                 FROM json_each(v.snapshot, '$.jobs') AS j
+                 WHERE json_extract(j.value, '$.external_id') IS NOT NULL),
+                (SELECT MIN(a.since) FROM active_jobs a WHERE a.video_id = v.video_id)
+         FROM video_state v WHERE 1 = 1",
+    );
+    let mut p: Vec<String> = Vec::new();
+    if let Some(status) = &q.status {
+        sql.push_str(" AND json_extract(v.snapshot, '$.video.status') = ?");
+        p.push(status.clone());
+    }
+    let mut job = Vec::new();
+    if let Some(kind) = &q.job_type {
+        job.push("json_extract(j.value, '$.kind') = ?");
+        p.push(kind.clone());
+    }
+    if let Some(status) = &q.job_status {
+        job.push("json_extract(j.value, '$.status') = ?");
+        p.push(status.clone());
+    }
+    if !job.is_empty() {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(v.snapshot, '$.jobs') AS j WHERE {})",
+            job.join(" AND ")
+        ));
+    }
+    let mut trouble = Vec::new();
+    if q.failed {
+        trouble.push(format!(
+            "json_extract(v.snapshot, '$.video.status') IN ('{}', '{}')",
+            FAILED_STATUSES[0], FAILED_STATUSES[1]
+        ));
+    }
+    if let Some(cut) = &q.stuck {
+        trouble.push(
+            "EXISTS (SELECT 1 FROM active_jobs a WHERE a.video_id = v.video_id
+                     AND a.since < CASE WHEN a.kind = 'music_addition' THEN ? ELSE ? END)"
+                .into(),
+        );
+        p.push(ts(cut.nca));
+        p.push(ts(cut.goapi));
+    }
+    if !trouble.is_empty() {
+        sql.push_str(&format!(" AND ({})", trouble.join(" OR ")));
+    }
+    if let Some(t) = q.changed_before {
+        sql.push_str(" AND v.updated_at < ?");
+        p.push(ts(t));
+    }
+    if let Some(t) = q.changed_since {
+        sql.push_str(" AND v.updated_at >= ?");
+        p.push(ts(t));
+    }
+    if let Some(s) = &q.search {
+        sql.push_str(
+            " AND (v.video_id = ? OR v.video_id IN
+                   (SELECT video_id FROM job_index WHERE external_id = ?))",
+        );
+        p.push(s.clone());
+        p.push(s.clone());
+    }
+    if let Some(after) = &q.after {
+        sql.push_str(" AND (v.updated_at, v.video_id) < (?, ?)");
+        p.push(ts(after.updated_at));
+        p.push(after.video_id.clone());
+    }
+    sql.push_str(&format!(
+        " ORDER BY v.updated_at DESC, v.video_id DESC LIMIT {limit}"
+    ));
+    let mut st = c.prepare_cached(&sql)?;
+    let rows = st.query_map(rusqlite::params_from_iter(p.iter()), |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (video, status, error_details, retries, at, ids, waiting) = row?;
+        out.push(VideoRow {
+            video_id: record_id(&video, "video id")?,
+            status: status.unwrap_or_default(),
+            error_details,
+            retries: retries.unwrap_or(0),
+            updated_at: parse_ts(&at)?,
+            external_ids: external_ids(ids.as_deref())?,
+            waiting_since: waiting.map(|t| parse_ts(&t)).transpose()?,
+        });
+    }
+    Ok(out)
 }

@@ -86,7 +86,41 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "record creations", RECORD_CREATIONS),
     (3, "retention and quarantine", RETENTION),
     (4, "pending index holds the video", PENDING_COVERS_VIDEO),
+    (5, "videos list and external id search", VIDEOS_LIST),
+    (6, "paid calls", PAID_CALLS),
 ];
+
+/// Every start of a paid external call (a GoAPI task, an NCA render), re-submissions
+/// included: the outbox keeps only an effect's last start, and retention deletes done
+/// effects, so the counts per video and per day live here. The pruner leaves this table
+/// alone (a row is a few dozen bytes per call). Calls started before this migration are
+/// not known.
+const PAID_CALLS: &str = "
+CREATE TABLE paid_calls (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    video_id  TEXT NOT NULL,
+    job_id    TEXT,
+    effect_id TEXT NOT NULL,
+    service   TEXT NOT NULL,
+    at        TEXT NOT NULL
+);
+CREATE INDEX paid_calls_video ON paid_calls(video_id);
+CREATE INDEX paid_calls_at ON paid_calls(at, service);
+";
+
+/// The videos list pages by last change, and its search finds a video from a job's external
+/// id (GoAPI task id, NCA job id) in the job index instead of reading every snapshot. Jobs
+/// committed before this take their external id from their snapshot here.
+const VIDEOS_LIST: &str = "
+ALTER TABLE job_index ADD COLUMN external_id TEXT;
+UPDATE job_index SET external_id = (
+    SELECT json_extract(j.value, '$.external_id')
+    FROM video_state v, json_each(v.snapshot, '$.jobs') AS j
+    WHERE v.video_id = job_index.video_id AND json_extract(j.value, '$.id') = job_index.job_id
+);
+CREATE INDEX job_index_external ON job_index(external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX video_state_updated ON video_state(updated_at, video_id);
+";
 
 /// The worker's scan chooses its entries on the pending index alone (`inbox::PENDING_SEQS`):
 /// with the video in the index, it reads no table row until it has chosen.
@@ -184,19 +218,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut first = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3, 4, 5, 6]);
         assert!(migrate(&mut first).unwrap().is_empty());
         // A file from before versioning (tables, no record of them) takes it as a no-op.
         let old = dir.path().join("old.db");
         let mut conn = Connection::open(&old).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch("INSERT INTO video_state VALUES ('recA', '{}', 'now')")
-            .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4]);
+        conn.execute_batch(
+            r#"INSERT INTO video_state VALUES ('recA', '{}', 'now');
+               INSERT INTO video_state VALUES ('recB', '{"jobs": [{"id": "j1", "external_id": null},
+                   {"id": "j2", "external_id": "task-7"}]}', 'now');
+               INSERT INTO job_index (job_id, video_id) VALUES ('j1', 'recB'), ('j2', 'recB');"#,
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6]);
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(kept, 1);
+        assert_eq!(kept, 2);
+        // Jobs from before the videos list are found by their external id too.
+        let found: Vec<String> = conn
+            .prepare("SELECT job_id FROM job_index WHERE external_id = 'task-7'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(found, vec!["j2".to_owned()]);
     }
 
     /// A file from a newer binary is refused before anything is written to it: this

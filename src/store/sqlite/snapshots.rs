@@ -52,10 +52,12 @@ impl Snapshots for SqliteStore {
                     params![video, json, at],
                 )?;
                 for j in &s.jobs {
+                    // Rewritten only when the external id changes (a job gets one once).
                     tx.execute_cached(
-                        "INSERT INTO job_index (job_id, video_id) VALUES (?1, ?2)
-                         ON CONFLICT(job_id) DO NOTHING",
-                        params![j.id.to_string(), video],
+                        "INSERT INTO job_index (job_id, video_id, external_id) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(job_id) DO UPDATE SET external_id = excluded.external_id
+                         WHERE job_index.external_id IS NOT excluded.external_id",
+                        params![j.id.to_string(), video, j.external_id],
                     )?;
                     // The reconciler's worklist: jobs still waiting for their service.
                     if j.status.is_active() {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use reelstate::domain::{JobStatus, JobType, RecordId, VideoStatus};
+use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
 use reelstate::store::{
     Accepted, Commit, EffectState, EntryOutcome, EntryState, EventQuery, HistoryRow, Lane,
-    NewEntry, Payload, Source, Store,
+    NewEntry, PaidCalls, Payload, Source, Store, StuckCutoffs, VideoQuery,
 };
 use uuid::Uuid;
 
@@ -109,11 +109,13 @@ pub async fn run_all(store: Shared) {
     effect_results_store_their_follow_up_once(&store).await;
     failed_effects_are_listed_and_replayable(&store).await;
     started_calls_are_remembered(&store).await;
+    every_start_of_a_paid_call_is_counted(&store).await;
     late_results_do_not_reopen_a_finished_effect(&store).await;
     a_commit_needs_the_videos_worker_lease(&store).await;
     the_reconcilers_worklist_follows_active_jobs(&store).await;
     events_page_and_filter(&store).await;
     overview_counts_states_and_lists_what_needs_attention(&store).await;
+    the_videos_list_filters_searches_and_pages(&store).await;
     record_creations_are_noted_then_claimed_once(&store).await;
     pruning_deletes_only_what_is_old_and_finished(&store).await;
     store.ping().await.expect("ping");
@@ -573,6 +575,132 @@ pub async fn started_calls_are_remembered(store: &Shared) {
     );
 }
 
+/// The paid calls per video, in total and per day: every start of a GoAPI task or an NCA
+/// mix (a re-submission is a second start), and nothing else. Totals are deltas: the suite
+/// may run on a store holding data.
+pub async fn every_start_of_a_paid_call_is_counted(store: &Shared) {
+    let v = video();
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let sum = |days: Vec<reelstate::store::PaidDay>| {
+        days.iter().fold(PaidCalls::default(), |t, d| PaidCalls {
+            goapi_tasks: t.goapi_tasks + d.calls.goapi_tasks,
+            nca_renders: t.nca_renders + d.calls.nca_renders,
+        })
+    };
+    let total_before = store.paid_calls(None).await.expect("paid calls");
+    let days_before = sum(store.paid_calls_by_day(since).await.expect("by day"));
+    let e = entry(&v, None);
+    let id = new_id(store, e.clone()).await;
+    let job = JobId(Uuid::new_v4());
+    let url = |s: &str| MediaUrl::parse(s).expect("url");
+    let (goapi, nca, write) = (
+        format!("{id}:goapi"),
+        format!("{id}:nca"),
+        format!("{id}:w"),
+    );
+    let effects = vec![
+        (goapi.clone(), Effect::CreateGoapiTask { job, prompt: None }),
+        (
+            nca.clone(),
+            Effect::SubmitNcaMix {
+                job,
+                submission_id: format!("add_music:{v}:1"),
+                video: url("https://example.com/v.mp4"),
+                music: url("https://example.com/m.mp3"),
+                volume: 0.2,
+                voice: true,
+            },
+        ),
+        (write.clone(), record_effect("a write to the base")),
+    ];
+    let worker = eventually_claim(store, Lane::Worker, &v).await;
+    store
+        .commit(commit_of(&e, None, effects), &worker)
+        .await
+        .expect("commit");
+    drop(worker);
+    assert_eq!(
+        store.paid_calls(Some(&v)).await.expect("paid calls"),
+        PaidCalls::default(),
+        "decided is not started"
+    );
+    let lease = eventually_claim(store, Lane::Executor, &v).await;
+    assert!(
+        store
+            .effect_started(&goapi, &lease, None)
+            .await
+            .expect("start")
+    );
+    assert!(
+        !store
+            .effect_started(&goapi, &lease, None)
+            .await
+            .expect("start"),
+        "a start that loses the race is no call"
+    );
+    store
+        .effect_ambiguous(&goapi, "connection reset")
+        .await
+        .expect("ambiguous");
+    let seen = stored(store, &goapi).await.started_at;
+    assert!(
+        store
+            .effect_started(&goapi, &lease, seen)
+            .await
+            .expect("re-submission")
+    );
+    store.effect_done_with(&goapi, None).await.expect("done");
+    assert!(
+        store
+            .effect_started(&nca, &lease, None)
+            .await
+            .expect("start")
+    );
+    assert!(
+        store
+            .effect_started(&write, &lease, None)
+            .await
+            .expect("start")
+    );
+    let mine = PaidCalls {
+        goapi_tasks: 2,
+        nca_renders: 1,
+    };
+    assert_eq!(store.paid_calls(Some(&v)).await.expect("paid calls"), mine);
+    assert_eq!(
+        store.paid_calls(Some(&video())).await.expect("paid calls"),
+        PaidCalls::default()
+    );
+    let total = store.paid_calls(None).await.expect("paid calls");
+    assert_eq!(
+        (
+            total.goapi_tasks - total_before.goapi_tasks,
+            total.nca_renders - total_before.nca_renders
+        ),
+        (2, 1)
+    );
+    let days = sum(store.paid_calls_by_day(since).await.expect("by day"));
+    assert_eq!(
+        (
+            days.goapi_tasks - days_before.goapi_tasks,
+            days.nca_renders - days_before.nca_renders
+        ),
+        (2, 1)
+    );
+    let today = store
+        .paid_calls_by_day(Utc::now() - chrono::Duration::minutes(1))
+        .await
+        .expect("by day");
+    assert!(
+        today
+            .last()
+            .is_some_and(|d| d.day == Utc::now().date_naive()
+                && d.calls.goapi_tasks >= 2
+                && d.calls.nca_renders >= 1),
+        "{today:?}"
+    );
+}
+
 /// A result arriving after the effect finished (another replica ran it, or the callback
 /// made it unneeded) changes nothing and stores no follow-up.
 pub async fn late_results_do_not_reopen_a_finished_effect(store: &Shared) {
@@ -733,6 +861,197 @@ pub async fn events_page_and_filter(store: &Shared) {
         .await
         .expect("events");
     assert_eq!(goapi.len(), 5, "the GoAPI entries only");
+}
+
+/// The videos list on a store that may hold other videos: every query is bounded to the
+/// last changes this check makes (a few milliseconds after its start, explicit times so
+/// that the order is certain), and every external id is fresh.
+pub async fn the_videos_list_filters_searches_and_pages(store: &Shared) {
+    // Stores keep microseconds.
+    let t0 = chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now");
+    let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let task = format!("task-{}", Uuid::new_v4());
+    let nca_job = format!("nca-{}", Uuid::new_v4());
+    let (done, failed, mixing, generating) = (video(), video(), video(), video());
+    let mut generation = job(JobStatus::Failed, None);
+    let mixing_job = Job {
+        kind: JobType::MusicAddition,
+        ..job(JobStatus::Processing, Some(&nca_job))
+    };
+    let waiting = job(JobStatus::Processing, None);
+    let commit_at = |v: &RecordId, status: VideoStatus, jobs: Vec<Job>, ms: i64| {
+        let (store, v) = (store.clone(), v.clone());
+        async move {
+            let e = entry(&v, None);
+            new_id(&store, e.clone()).await;
+            let lease = eventually_claim(&store, Lane::Worker, &v).await;
+            let mut c = commit_of(&e, Some(snapshot(&v, status, jobs)), Vec::new());
+            c.at = at(ms);
+            store.commit(c, &lease).await.expect("commit");
+        }
+    };
+    commit_at(&done, VideoStatus::Completed, Vec::new(), 1).await;
+    // The task id arrives with a later commit: the index follows it.
+    commit_at(
+        &failed,
+        VideoStatus::GeneratingMusic,
+        vec![generation.clone()],
+        2,
+    )
+    .await;
+    generation.external_id = Some(task.clone());
+    commit_at(
+        &failed,
+        VideoStatus::MusicGenerationFailed,
+        vec![generation],
+        3,
+    )
+    .await;
+    commit_at(&mixing, VideoStatus::AddingMusic, vec![mixing_job], 4).await;
+    commit_at(&generating, VideoStatus::GeneratingMusic, vec![waiting], 5).await;
+
+    let list = |q: VideoQuery| {
+        let store = store.clone();
+        async move {
+            let rows = store.videos(q).await.expect("videos");
+            rows.into_iter().map(|r| r.video_id).collect::<Vec<_>>()
+        }
+    };
+    let mine = || VideoQuery {
+        changed_since: Some(t0),
+        limit: 10,
+        ..VideoQuery::default()
+    };
+    assert_eq!(
+        list(mine()).await,
+        vec![
+            generating.clone(),
+            mixing.clone(),
+            failed.clone(),
+            done.clone()
+        ],
+        "most recently changed first"
+    );
+    let search = |s: &str| VideoQuery {
+        search: Some(s.to_owned()),
+        limit: 10,
+        ..VideoQuery::default()
+    };
+    assert_eq!(
+        list(search(&task)).await,
+        vec![failed.clone()],
+        "by GoAPI task id"
+    );
+    assert_eq!(
+        list(search(&nca_job)).await,
+        vec![mixing.clone()],
+        "by NCA job id"
+    );
+    assert_eq!(
+        list(search(done.as_str())).await,
+        vec![done.clone()],
+        "by video id"
+    );
+    assert!(list(search("task-nobody-made")).await.is_empty());
+    let row = store
+        .videos(search(&nca_job))
+        .await
+        .expect("videos")
+        .remove(0);
+    assert_eq!(row.status, "adding_music");
+    assert_eq!(row.external_ids, vec![nca_job.clone()]);
+    assert_eq!(row.waiting_since, Some(at(4)));
+    assert_eq!(row.updated_at, at(4));
+
+    let status = |s: &str| VideoQuery {
+        status: Some(s.to_owned()),
+        ..mine()
+    };
+    assert_eq!(
+        list(status("music_generation_failed")).await,
+        vec![failed.clone()]
+    );
+    assert_eq!(
+        list(status("generating_music")).await,
+        vec![generating.clone()],
+        "a video is listed by its current state only"
+    );
+    let jobs = |kind: Option<&str>, status: Option<&str>| VideoQuery {
+        job_type: kind.map(str::to_owned),
+        job_status: status.map(str::to_owned),
+        ..mine()
+    };
+    assert_eq!(
+        list(jobs(Some("music_addition"), Some("processing"))).await,
+        vec![mixing.clone()]
+    );
+    assert_eq!(
+        list(jobs(Some("music_generation"), None)).await,
+        vec![generating.clone(), failed.clone()]
+    );
+    assert_eq!(list(jobs(None, Some("failed"))).await, vec![failed.clone()]);
+    assert!(
+        list(jobs(Some("music_addition"), Some("failed")))
+            .await
+            .is_empty(),
+        "type and status of one job"
+    );
+    // Stuck: GoAPI's jobs waiting since before its cutoff; NCA's cutoff is earlier.
+    let cut = StuckCutoffs {
+        goapi: at(60_000),
+        nca: at(4),
+    };
+    let stuck = VideoQuery {
+        stuck: Some(cut),
+        ..mine()
+    };
+    assert_eq!(list(stuck.clone()).await, vec![generating.clone()]);
+    let both = VideoQuery {
+        stuck: Some(StuckCutoffs {
+            nca: at(60_000),
+            ..cut
+        }),
+        ..mine()
+    };
+    assert_eq!(list(both).await, vec![generating.clone(), mixing.clone()]);
+    let attention = VideoQuery {
+        failed: true,
+        ..stuck
+    };
+    assert_eq!(
+        list(attention).await,
+        vec![generating.clone(), failed.clone()],
+        "failed or stuck"
+    );
+    let older = VideoQuery {
+        changed_before: Some(at(3)),
+        ..mine()
+    };
+    assert_eq!(
+        list(older).await,
+        vec![done.clone()],
+        "changed before, strictly"
+    );
+
+    // Pages of two, then nothing after the last.
+    let page = |after| VideoQuery {
+        after,
+        limit: 2,
+        ..mine()
+    };
+    let first = store.videos(page(None)).await.expect("videos");
+    let ids: Vec<_> = first.iter().map(|r| r.video_id.clone()).collect();
+    assert_eq!(ids, vec![generating.clone(), mixing.clone()]);
+    let second = store
+        .videos(page(Some(first[1].cursor())))
+        .await
+        .expect("videos");
+    let ids: Vec<_> = second.iter().map(|r| r.video_id.clone()).collect();
+    assert_eq!(ids, vec![failed.clone(), done.clone()]);
+    assert!(
+        list(page(Some(second[1].cursor()))).await.is_empty(),
+        "nothing after the last"
+    );
 }
 
 /// The operator page's counts are deltas here: the suite may run on a store holding data.

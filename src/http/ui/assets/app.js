@@ -85,8 +85,71 @@
     if (id) location.href = "/ui/videos/" + encodeURIComponent(id);
   });
 
+  // A bulk retry names how many videos it retries, once; then one call per video.
+  function bulkRetry() {
+    var boxes = view.querySelectorAll("input[data-retry]:checked");
+    var ids = Array.prototype.map.call(boxes, function (c) { return c.getAttribute("data-retry"); });
+    if (ids.length === 0) {
+      showResult(false, "Retry selected failed videos", "No failed video is selected.");
+      return;
+    }
+    pending = {
+      method: "POST",
+      urls: ids.map(function (id) { return "/videos/" + encodeURIComponent(id) + "/retry"; })
+    };
+    document.getElementById("confirm-text").textContent =
+      "Retry " + ids.length + " failed video" + (ids.length === 1 ? "" : "s") + "?";
+    document.getElementById("confirm-call").textContent =
+      "POST /videos/{id}/retry for " + ids.join(", ");
+    confirmDialog.showModal();
+  }
+
+  function showResult(ok, title, body) {
+    result.hidden = false;
+    result.className = ok ? "result ok" : "result failed";
+    document.getElementById("result-title").textContent = title;
+    document.getElementById("result-body").textContent = body;
+  }
+
+  function pretty(body) {
+    try { return JSON.stringify(JSON.parse(body), null, 2); } catch (e) { return body; }
+  }
+
+  // One after the other, so that each answer is shown against its call.
+  function runBulk(call) {
+    var lines = [];
+    var allOk = true;
+    var headers = authHeaders();
+    headers["Content-Type"] = "application/json";
+    var chain = Promise.resolve();
+    call.urls.forEach(function (url) {
+      chain = chain.then(function () {
+        return fetch(url, { method: call.method, headers: headers, body: "{}" })
+          .then(function (r) {
+            return r.text().then(function (body) {
+              if (!r.ok) allOk = false;
+              lines.push(call.method + " " + url + " → " + r.status + " " + r.statusText + "\n" + pretty(body));
+            });
+          })
+          .catch(function (e) {
+            allOk = false;
+            lines.push(call.method + " " + url + " failed: " + String(e));
+          });
+      });
+    });
+    return chain.then(function () {
+      showResult(allOk, "Retried " + call.urls.length + " video" + (call.urls.length === 1 ? "" : "s"),
+        lines.join("\n\n"));
+      return load();
+    });
+  }
+
   // Every action asks first, then shows the API's answer as it came.
   view.addEventListener("click", function (ev) {
+    if (ev.target.closest("button[data-bulk-retry]")) {
+      bulkRetry();
+      return;
+    }
     var b = ev.target.closest("button[data-action]");
     if (!b) return;
     pending = {
@@ -108,6 +171,10 @@
     if (!pending) return;
     var call = pending;
     pending = null;
+    if (call.urls) {
+      runBulk(call);
+      return;
+    }
     var headers = authHeaders();
     headers["Content-Type"] = "application/json";
     fetch(call.url, { method: call.method, headers: headers, body: call.body || "{}" })

@@ -12,7 +12,7 @@ use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::http::ApiError;
 use crate::store::{EventQuery, Quarantined};
-use crate::ui::escape::text as esc;
+use crate::ui::escape::{query as q, text as esc};
 
 pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     let now = Utc::now();
@@ -44,6 +44,8 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         f = depths.outbox_failed,
     ));
     html.push_str(&airtable_card(engine));
+    let (paid_card, paid_days) = paid_calls(engine, now).await?;
+    html.push_str(&paid_card);
     html.push_str("</div>");
 
     // Counts per state: every state the engine knows, zeros included, then others.
@@ -63,10 +65,11 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     for name in known.iter().copied().chain(others) {
         let n = count(name);
         rows.push(format!(
-            r#"<tr data-state="{s}"><td>{p}</td><td class="num{z}" data-count="{n}">{n}</td></tr>"#,
+            r#"<tr data-state="{s}"><td>{p}</td><td class="num{z}" data-count="{n}"><a href="/ui/videos?status={link}">{n}</a></td></tr>"#,
             s = esc(name),
             p = pill(name),
             z = if n == 0 { " zero" } else { "" },
+            link = esc(&q(name)),
         ));
     }
     let videos = table(&["video state", "#videos"], &rows, "");
@@ -94,9 +97,11 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
                     .find(|(kk, ss, _)| kk == k && *ss == s.to_string())
                     .map_or(0, |(_, _, n)| *n);
                 r.push_str(&format!(
-                    r#"<td class="num{z}" data-status="{s}" data-count="{n}">{n}</td>"#,
+                    r#"<td class="num{z}" data-status="{s}" data-count="{n}"><a href="/ui/videos?job_type={lk}&amp;job_status={ls}">{n}</a></td>"#,
                     z = if n == 0 { " zero" } else { "" },
                     s = esc(s.as_ref()),
+                    lk = esc(&q(k)),
+                    ls = esc(&q(s.as_ref())),
                 ));
             }
             r.push_str("</tr>");
@@ -110,6 +115,7 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
 
     let quarantined = engine.store.quarantined(50).await?;
     html.push_str(&attention(engine, &o, &quarantined, now));
+    html.push_str(&paid_days);
 
     let rows: Vec<String> = recent.iter().map(|e| event_row(e, now, true)).collect();
     html.push_str(&format!(
@@ -121,6 +127,54 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         )
     ));
     Ok(html)
+}
+
+/// Today's paid calls (a card) and the last 7 days' (a table, zeros included), by UTC day:
+/// what the pipeline spent at GoAPI and NCA, re-submissions included.
+async fn paid_calls(
+    engine: &Engine,
+    now: chrono::DateTime<Utc>,
+) -> Result<(String, String), ApiError> {
+    let today = now.date_naive();
+    let first = today - chrono::Days::new(6);
+    let days = engine
+        .store
+        .paid_calls_by_day(first.and_time(chrono::NaiveTime::MIN).and_utc())
+        .await?;
+    let on = |day: chrono::NaiveDate| {
+        days.iter()
+            .find(|d| d.day == day)
+            .map(|d| d.calls)
+            .unwrap_or_default()
+    };
+    let t = on(today);
+    let card = format!(
+        r#"<div class="card" id="paid-today"><div class="label">Paid calls today (UTC)</div><div class="big" data-goapi="{g}" data-nca="{n}">{total}</div><div>{g} GoAPI tasks · {n} NCA renders, re-submissions included</div></div>"#,
+        g = t.goapi_tasks,
+        n = t.nca_renders,
+        total = t.goapi_tasks + t.nca_renders,
+    );
+    let rows: Vec<String> = (0..7u64)
+        .map(|back| {
+            let day = today - chrono::Days::new(back);
+            let c = on(day);
+            format!(
+                r#"<tr data-day="{d}"><td>{d}</td><td class="num{zg}" data-goapi="{g}">{g}</td><td class="num{zn}" data-nca="{n}">{n}</td></tr>"#,
+                d = esc(&day.to_string()),
+                g = c.goapi_tasks,
+                n = c.nca_renders,
+                zg = if c.goapi_tasks == 0 { " zero" } else { "" },
+                zn = if c.nca_renders == 0 { " zero" } else { "" },
+            )
+        })
+        .collect();
+    let table = table(&["day (UTC)", "#GoAPI tasks", "#NCA renders"], &rows, "");
+    Ok((
+        card,
+        format!(
+            r#"<section id="paid-days"><h2>Paid calls, last 7 days (re-submissions included)</h2>{table}</section>"#
+        ),
+    ))
 }
 
 fn airtable_card(engine: &Engine) -> String {
@@ -293,7 +347,7 @@ fn attention(
     ));
     let total = failed.len() + late.len() + troubled.len() + aside.len();
     let mut html = format!(
-        r#"<section class="attention" id="attention" data-count="{total}"><h2>Needs attention ({total})</h2>"#
+        r#"<section class="attention" id="attention" data-count="{total}"><h2>Needs attention ({total}) <a class="muted" href="/ui/videos?attention=1">(failed and stuck videos in the list)</a></h2>"#
     );
     if total == 0 {
         html.push_str(r#"<p class="empty">Nothing needs attention.</p>"#);

@@ -11,8 +11,8 @@ use super::{effect_row, entry_kind, entry_state};
 use crate::domain::MediaUrl;
 use crate::engine::Engine;
 use crate::http::ApiError;
-use crate::http::inspect::handled;
-use crate::machine::{JobId, next_events};
+use crate::http::inspect::{handled, service_attempts};
+use crate::machine::next_events;
 use crate::store::{EntryOutcome, EventQuery, Payload};
 use crate::ui::diagram::{Highlight, video_svg};
 use crate::ui::escape::text as esc;
@@ -31,6 +31,7 @@ fn media(u: Option<&MediaUrl>) -> String {
 pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
     let now = Utc::now();
     let (video, s, history, effects) = handled(engine, id).await?;
+    let paid = engine.store.paid_calls(Some(&video)).await?;
     let mut entries = engine
         .store
         .events(EventQuery {
@@ -50,9 +51,11 @@ pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
         p = pill(status),
     );
     html.push_str(&format!(
-        r#"<dl class="facts"><dt>retries</dt><dd>{r} of {max}</dd><dt>combined video</dt><dd>{src}</dd><dt>music</dt><dd>{m}</dd><dt>final video</dt><dd>{f}</dd><dt>error details</dt><dd class="err">{e}</dd><dt>accepts next</dt><dd class="mono">{n}</dd></dl>"#,
+        r#"<dl class="facts"><dt>retries</dt><dd>{r} of {max}</dd><dt>paid calls</dt><dd id="paid-calls" data-goapi="{pg}" data-nca="{pn}">{pg} GoAPI task(s), {pn} NCA render(s), re-submissions included</dd><dt>combined video</dt><dd>{src}</dd><dt>music</dt><dd>{m}</dd><dt>final video</dt><dd>{f}</dd><dt>error details</dt><dd class="err">{e}</dd><dt>accepts next</dt><dd class="mono">{n}</dd></dl>"#,
         r = s.video.retries,
         max = engine.settings.max_retries,
+        pg = paid.goapi_tasks,
+        pn = paid.nca_renders,
         src = media(s.video.source_video.as_ref()),
         m = media(s.video.music.as_ref()),
         f = media(s.video.final_video.as_ref()),
@@ -107,12 +110,7 @@ pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
         video_svg(&highlight)
     ));
 
-    let attempts: HashMap<JobId, u32> = effects.iter().fold(HashMap::new(), |mut m, e| {
-        if let Some(j) = e.effect.job() {
-            *m.entry(j).or_default() += e.attempts;
-        }
-        m
-    });
+    let attempts = service_attempts(&effects);
     let jobs: Vec<String> = s
         .jobs
         .iter()
