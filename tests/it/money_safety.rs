@@ -120,6 +120,26 @@ async fn events_for(w: &World, video: &RecordId) -> Vec<Value> {
         .unwrap_or_else(|| panic!("no event list: {events}"))
 }
 
+/// The event log's entry of the delivery `accepted` answered, once the worker has done it.
+async fn processed(w: &World, video: &RecordId, accepted: &Value) -> Value {
+    let event = accepted["event_id"].as_str().expect("event id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = events_for(w, video).await;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done")
+        {
+            return e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never processed: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Asks for music for a new video, then waits until it completed with its final video.
 async fn music_until_completed(w: &World) -> (RecordId, Value) {
     let video = w.seed_video(1).await;
@@ -356,23 +376,7 @@ async fn an_unknown_task_never_binds_to_a_waiting_job() {
     let hook = goapi_fixture("udio_completed.json", "task-not-ours", 1_700_000_000);
     let (s, body) = w.goapi_webhook(&video, &hook).await;
     assert_eq!(s, 202, "{body}");
-    let event = body["event_id"].as_str().expect("event id").to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let outcome = loop {
-        let events = events_for(&w, &video).await;
-        let found = events
-            .iter()
-            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done")
-            .cloned();
-        if let Some(e) = found {
-            break e;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never processed: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let outcome = processed(&w, &video, &body).await;
     assert_eq!(outcome["outcome"], "unmatched", "{outcome}");
     let v = w.wait_settled(&video, "generating_music").await;
     assert!(v["music"].is_null(), "{v}");
@@ -481,22 +485,7 @@ async fn a_retry_supersedes_the_jobs_left_active_before_it() {
     let late = goapi_fixture("udio_completed.json", "task-left-over", 1_700_000_200);
     let (s, body) = w.goapi_webhook(&video, &late).await;
     assert_eq!(s, 202, "{body}");
-    let event = body["event_id"].as_str().expect("event id").to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let outcome = loop {
-        let events = events_for(&w, &video).await;
-        if let Some(e) = events
-            .iter()
-            .find(|e| e["event_id"] == event.as_str() && e["state"] == "done")
-        {
-            break e.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never processed: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let outcome = processed(&w, &video, &body).await;
     assert_eq!(outcome["outcome"], "stale", "{outcome}");
 
     let v = w.wait_settled(&video, "completed").await;
