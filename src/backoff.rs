@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// The ceiling of the first retry.
@@ -27,7 +25,7 @@ impl Backoff {
     /// "Full jitter": a wait drawn uniformly from zero to [`Backoff::ceiling`].
     pub fn jittered(&self, n: u32) -> Duration {
         let ms = u64::try_from(self.ceiling(n).as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::rng().random_range(0..=ms))
+        Duration::from_millis(crate::clock::draw(ms))
     }
 }
 

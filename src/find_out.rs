@@ -56,7 +56,7 @@ pub async fn find_nca_submission(
         return Lookup::CannotTell("NCA is not configured".into());
     };
     // The window covers the call and a minute of clock skew between us and the toolkit.
-    let since = (Utc::now() - sent).num_seconds().max(0) as u64 + 60;
+    let since = (crate::clock::now() - sent).num_seconds().max(0) as u64 + 60;
     let listed = match client.recent_jobs(since).await {
         Ok(body) => match parse_nca_job_list(&body) {
             Ok(jobs) => jobs,

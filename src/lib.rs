@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod clients;
+pub mod clock;
 pub mod commands;
 pub mod configuration;
 pub mod domain;

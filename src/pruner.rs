@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
@@ -90,7 +89,7 @@ async fn prune_batch(
     retention: chrono::Duration,
 ) -> Result<Pruned, StoreError> {
     store.yield_to_intake().await;
-    store.prune(Utc::now() - retention, BATCH).await
+    store.prune(crate::clock::now() - retention, BATCH).await
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ fn parked(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
 }
 
 async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     for job in engine.store.active_jobs_due(now).await? {
         // Final is final: a job left active on a completed or failed video (an older
         // handler's, or imported at first contact) is kept as it is, never polled, never

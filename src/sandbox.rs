@@ -164,7 +164,7 @@ async fn goapi_run(
             json!([{"id": "sandbox-song", "title": "Sandbox tune", "song_path": track, "duration": 30.0, "finished": true}])
         });
         let body = json!({
-            "timestamp": chrono::Utc::now().timestamp(),
+            "timestamp": crate::clock::now().timestamp(),
             "data": {
                 "task_id": task_id, "model": "music-u", "task_type": "generate_music", "status": status,
                 "config": {"service_mode": "public", "webhook_config": {"endpoint": endpoint, "secret": "********"}},

@@ -204,7 +204,7 @@ impl Application {
             dedupe_key: None,
             raw_body: String::new(),
             headers: "{}".into(),
-            received_at: chrono::Utc::now(),
+            received_at: crate::clock::now(),
             payload: crate::store::Payload::Event {
                 event: crate::machine::Event::MusicRequested { prompt: None },
             },

@@ -69,7 +69,7 @@ pub fn build(kind: Kind, o: &Options<'_>) -> Result<Request, TriggerError> {
                 _ => UDIO_FAILED,
             });
             body["data"]["task_id"] = json!(o.task);
-            body["timestamp"] = json!(chrono::Utc::now().timestamp());
+            body["timestamp"] = json!(crate::clock::now().timestamp());
             Ok(Request {
                 url: format!("{server}/webhooks/goapi?video_id={video}"),
                 headers: vec![("x-webhook-secret", secret.to_owned())],

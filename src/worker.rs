@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::backoff::Backoff;
@@ -256,7 +255,7 @@ async fn process_entry(
     entry: &InboxEntry,
     read: &mut Option<Prefetched>,
 ) -> Result<(), ProcessError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let webhook = entry.source.is_webhook();
     let record_only = |outcome: Outcome, note: String| Commit {
         event_id: entry.event_id,
@@ -443,7 +442,7 @@ async fn finish(
                 ("outcome", outcome.as_ref()),
             ],
         );
-        let waited = Utc::now() - entry.received_at;
+        let waited = crate::clock::now() - entry.received_at;
         engine
             .metrics
             .observe_latency(waited.to_std().unwrap_or_default());

@@ -12,7 +12,6 @@ mod retry;
 mod retry_effect;
 mod waiters;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use crate::domain::RecordId;
@@ -66,7 +65,7 @@ async fn submit(
         dedupe_key: None,
         raw_body: body,
         headers: "{}".into(),
-        received_at: Utc::now(),
+        received_at: crate::clock::now(),
         payload: Payload::Event { event },
     };
     if let Err(e) = engine.enqueue(entry).await {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::calls::{Prepared, external_job, prepare_external};
@@ -123,7 +122,7 @@ pub(super) async fn run_one(
                 let delay = Backoff::new(engine.settings.effect_backoff, MAX_BACKOFF).jittered(e.attempts);
                 engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
                 warn!(error = %msg, attempt = e.attempts + 1, retry_in_ms = delay.as_millis() as u64, "effect failed; will retry");
-                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                let at = crate::clock::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 engine.store.effect_retry_later(&e.effect_id, at, &msg).await
             }
             Err(EffectError::LeaseLost) => return,

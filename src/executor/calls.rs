@@ -2,7 +2,6 @@
 //! interrupted or ambiguous call, the grace period, the look-up at the service and the one
 //! re-submission on record (ARCHITECTURE.md, "Exactly once, and the one window").
 
-use chrono::Utc;
 use tracing::info;
 
 use super::follow_up::engine_entry;
@@ -82,11 +81,11 @@ pub(super) async fn prepare_external(
     if let Some(started) = e.started_at {
         let resume = started
             + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
-        let waited_out = Utc::now() >= started + job_deadline(engine, &e.effect);
-        if Utc::now() < resume {
+        let waited_out = crate::clock::now() >= started + job_deadline(engine, &e.effect);
+        if crate::clock::now() < resume {
             // Look again in a little while: the callback may come any moment, and this
             // effect holds back the video's later calls until it is settled.
-            let next = (Utc::now() + chrono::Duration::seconds(2)).min(resume);
+            let next = (crate::clock::now() + chrono::Duration::seconds(2)).min(resume);
             info!(resume_at = %resume, "a previous call may have been received; waiting for its callback before calling again");
             engine.store.effect_defer(&e.effect_id, next).await?;
             return Ok(Prepared::Deferred);
@@ -98,7 +97,7 @@ pub(super) async fn prepare_external(
             info!(
                 "a previous call may have been received and the video has events still to process; calling again only after them"
             );
-            let next = Utc::now() + chrono::Duration::seconds(2);
+            let next = crate::clock::now() + chrono::Duration::seconds(2);
             engine.store.effect_defer(&e.effect_id, next).await?;
             return Ok(Prepared::Deferred);
         }
@@ -122,7 +121,10 @@ pub(super) async fn prepare_external(
                     engine.enqueue(entry).await?;
                     engine
                         .store
-                        .effect_defer(&e.effect_id, Utc::now() + chrono::Duration::seconds(1))
+                        .effect_defer(
+                            &e.effect_id,
+                            crate::clock::now() + chrono::Duration::seconds(1),
+                        )
                         .await?;
                     return Ok(Prepared::Deferred);
                 }
@@ -133,7 +135,7 @@ pub(super) async fn prepare_external(
                     info!(why = %why, "cannot tell yet whether the service has the job; waiting before calling again");
                     engine
                         .store
-                        .effect_defer(&e.effect_id, Utc::now() + LOOKUP_EVERY)
+                        .effect_defer(&e.effect_id, crate::clock::now() + LOOKUP_EVERY)
                         .await?;
                     return Ok(Prepared::Deferred);
                 }
@@ -176,7 +178,7 @@ pub(super) async fn prepare_external(
             }
             engine
                 .store
-                .effect_defer(&e.effect_id, Utc::now() + LOOKUP_EVERY)
+                .effect_defer(&e.effect_id, crate::clock::now() + LOOKUP_EVERY)
                 .await?;
             return Ok(Prepared::Deferred);
         }

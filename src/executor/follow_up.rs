@@ -1,7 +1,5 @@
 //! The events the executor feeds back to the machine about an effect.
 
-use chrono::Utc;
-
 use crate::machine::Event;
 use crate::store::{NewEntry, OutboxEntry, Payload, Source};
 
@@ -16,7 +14,7 @@ pub(super) fn engine_entry(e: &OutboxEntry, what: &str, event: Event) -> NewEntr
         dedupe_key: Some(format!("effect:{what}:{}", e.effect_id)),
         raw_body: String::new(),
         headers: "{}".into(),
-        received_at: Utc::now(),
+        received_at: crate::clock::now(),
         payload: Payload::Event { event },
     }
 }

@@ -25,7 +25,6 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::warn;
 
 use crate::engine::Engine;
@@ -49,7 +48,7 @@ pub async fn run(engine: Arc<Engine>) {
         // Due work none of which could be claimed: in flight here (its end wakes this
         // loop) or held by another replica.
         let mut stuck = false;
-        match engine.store.due_effects(Utc::now(), 512).await {
+        match engine.store.due_effects(crate::clock::now(), 512).await {
             Ok(due) => {
                 let before = tasks.len();
                 let any_due = !due.is_empty();
@@ -90,7 +89,7 @@ pub async fn run(engine: Arc<Engine>) {
             Duration::from_millis(5)
         };
         let sleep = match engine.store.next_due().await {
-            Ok(Some(at)) => (at - Utc::now())
+            Ok(Some(at)) => (at - crate::clock::now())
                 .to_std()
                 .unwrap_or_default()
                 .clamp(floor, Duration::from_secs(1)),

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-
 use super::attempt::run_one;
 use super::calls::external_job;
 use crate::engine::Engine;
@@ -97,7 +95,7 @@ async fn gather_calls(engine: &Engine, first: &OutboxEntry) {
         return;
     };
     let until = cause.received_at + GATHER_CALLS;
-    while Utc::now() < until && !engine.is_shutting_down() {
+    while crate::clock::now() < until && !engine.is_shutting_down() {
         let Ok(pending) = engine.store.pending_effects_of(&first.video_id, 20).await else {
             return;
         };
@@ -123,7 +121,7 @@ async fn gather_calls(engine: &Engine, first: &OutboxEntry) {
         let call_due = pending.iter().any(|e| {
             external_job(&e.effect).is_some_and(|j| written.contains(&j))
                 && e.attempts == 0
-                && e.next_attempt_at <= Utc::now()
+                && e.next_attempt_at <= crate::clock::now()
         });
         let answer_undecided = engine
             .store

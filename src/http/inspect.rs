@@ -147,7 +147,7 @@ pub(super) fn video_query(
             )),
         }
     };
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     let status = param("status");
     if let Some(s) = status.as_deref().filter(|s| s.len() > 100) {
         return Err(ApiError::bad_request(

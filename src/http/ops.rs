@@ -108,7 +108,7 @@ pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, 
     m.set_gauge("reelstate_quarantined_rows", d.quarantined);
     let age = d
         .oldest_pending
-        .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+        .and_then(|t| (crate::clock::now() - t).to_std().ok())
         .unwrap_or_default();
     m.set_oldest_pending_age(age);
     let mut r = warp::reply::Reply::into_response(m.render());

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::json;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -88,7 +87,7 @@ fn authenticate_goapi(engine: &Engine, req: &Request) -> Result<(), ApiError> {
         let id = req.header("webhook-id").unwrap_or_default();
         let ts = req.header("webhook-timestamp").unwrap_or_default();
         return verifier
-            .verify(id, ts, sig, &req.body, Utc::now())
+            .verify(id, ts, sig, &req.body, crate::clock::now())
             .map_err(|e| ApiError::unauthorized(e.to_string()));
     }
     match &s.goapi_webhook_secret {
@@ -195,7 +194,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
             dedupe_key: Some(dedupe_key),
             raw_body: text,
             headers: kept_headers(req),
-            received_at: Utc::now(),
+            received_at: crate::clock::now(),
             payload,
         };
         let accepted = engine.enqueue(entry).await?;
@@ -247,7 +246,7 @@ pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiErr
             dedupe_key: Some(nca::dedupe_key(&video, &req.body)),
             raw_body: text,
             headers: kept_headers(req),
-            received_at: Utc::now(),
+            received_at: crate::clock::now(),
             payload: Payload::Event {
                 event: Event::NcaJobFinished(hook.update.clone()),
             },

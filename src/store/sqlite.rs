@@ -453,7 +453,7 @@ mod tests {
                 dedupe_key: Some(format!("round-{round}")),
                 raw_body: "{}".into(),
                 headers: "{}".into(),
-                received_at: Utc::now(),
+                received_at: crate::clock::now(),
                 payload: Payload::Event {
                     event: Event::RetryRequested { from: None },
                 },
@@ -475,7 +475,7 @@ mod tests {
                 external_id: None,
                 submission_id: None,
                 error: None,
-                created_at: Utc::now(),
+                created_at: crate::clock::now(),
                 ended_at: None,
                 resubmissions: 0,
             });
@@ -498,14 +498,14 @@ mod tests {
                         note: None,
                         job: None,
                         job_records: Vec::new(),
-                        at: Utc::now(),
+                        at: crate::clock::now(),
                     },
                     &worker[0],
                 )
                 .await
                 .unwrap();
             drop(worker);
-            let due = store.due_effects(Utc::now(), 64).await.unwrap();
+            let due = store.due_effects(crate::clock::now(), 64).await.unwrap();
             assert_eq!(due.len(), 1);
             let executor = store
                 .claim(Lane::Executor, vec![video.clone()])

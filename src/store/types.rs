@@ -59,7 +59,10 @@ pub enum Payload {
 /// event ids grows at its end: a random id puts every accept on its own index page, one
 /// more page for each accept to write to the log, flush and checkpoint.
 pub fn new_event_id() -> Uuid {
-    Uuid::now_v7()
+    let mut random = [0u8; 10];
+    crate::clock::fill(&mut random);
+    let millis = u64::try_from(crate::clock::now().timestamp_millis()).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
 /// A webhook or command to be stored before it is acknowledged.

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
@@ -91,7 +90,7 @@ fn first_contact(v: &VideoRecord, jobs: Vec<JobRecord>) -> FirstContact {
             external_id: j.external_job_id,
             submission_id: None,
             error: j.error_details,
-            created_at: Utc::now(),
+            created_at: crate::clock::now(),
             ended_at: None,
             resubmissions: 0,
         });

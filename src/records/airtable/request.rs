@@ -186,7 +186,7 @@ impl Shared {
                             .counters
                             .last_rate_limited
                             .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Some(chrono::Utc::now());
+                            .unwrap_or_else(|p| p.into_inner()) = Some(crate::clock::now());
                         self.budget.lock_out(self.cfg.lockout).await;
                         tracing::warn!(lockout = ?self.cfg.lockout, "Airtable rate limit reached");
                         Retry::AfterLockout(format!("429 {kind}: {message}"))

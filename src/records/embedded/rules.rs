@@ -4,8 +4,6 @@
 //! that the backends differ in storage and locking and in nothing a caller can see.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde_json::Value;
 
 use crate::domain::RecordId;
@@ -288,10 +286,9 @@ pub(super) const ID_ATTEMPTS: usize = 8;
 
 /// A fresh Airtable-format id: `rec` and 14 random letters or digits.
 pub(super) fn draw_id() -> String {
-    let suffix: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(14)
-        .map(char::from)
+    const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let suffix: String = (0..14)
+        .map(|_| char::from(ALPHANUMERIC[crate::clock::draw(61) as usize]))
         .collect();
     format!("rec{suffix}")
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
@@ -332,7 +331,7 @@ fn create_in(
 ) -> Result<Record, RecordsError> {
     let writes = schema.plan(table, &fields)?;
     let id = new_id(conn)?;
-    let created_time = rules::created_time(Utc::now());
+    let created_time = rules::created_time(crate::clock::now());
     conn.execute_cached(
         "INSERT INTO records (id, tbl, created_time) VALUES (?1, ?2, ?3)",
         params![id, table, created_time],

@@ -195,7 +195,7 @@ pub fn restore(src: &Path, db: &Path) -> Result<Copied, StoreError> {
         .and_then(|f| f.sync_all())
         .map_err(io(&restoring))?;
     let moved_aside = if db.exists() {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let stamp = crate::clock::now().format("%Y%m%dT%H%M%SZ");
         let aside = with_suffix(db, &format!(".before-restore-{stamp}"));
         std::fs::rename(db, &aside).map_err(io(db))?;
         for s in ["-wal", "-shm"] {

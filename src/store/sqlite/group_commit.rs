@@ -78,7 +78,6 @@ pub(super) fn group_commit(store: &SqliteStore, mut rx: tokio::sync::mpsc::Recei
 mod tests {
     use std::path::Path;
 
-    use chrono::Utc;
     use uuid::Uuid;
 
     use super::*;
@@ -96,7 +95,7 @@ mod tests {
             dedupe_key: key.map(str::to_owned),
             raw_body: "{}".into(),
             headers: "{}".into(),
-            received_at: Utc::now(),
+            received_at: crate::clock::now(),
             payload: Payload::Event {
                 event: Event::RetryRequested { from: None },
             },

@@ -38,7 +38,7 @@ impl SqliteStore {
                 }
             };
             for (seq, why) in &rows {
-                tx.execute_cached(sql, params![seq, why, ts(Utc::now())])?;
+                tx.execute_cached(sql, params![seq, why, ts(crate::clock::now())])?;
             }
             tx.commit()?;
             Ok(())

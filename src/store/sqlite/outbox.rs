@@ -29,7 +29,7 @@ impl Outbox for SqliteStore {
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
                         started_at = NULL
                  WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, state.as_ref(), error, ts(Utc::now())],
+                params![id, state.as_ref(), error, ts(crate::clock::now())],
             )?;
             // A late result of an effect already finished stores nothing.
             if changed == 1
@@ -114,7 +114,7 @@ impl Outbox for SqliteStore {
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4,
                         started_at = NULL
                  WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, ts(at), error, ts(Utc::now())],
+                params![id, ts(at), error, ts(crate::clock::now())],
             )?;
             Ok(())
         })
@@ -149,7 +149,7 @@ impl Outbox for SqliteStore {
         let video = lease.video().to_string();
         self.with_durably(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let now = ts(Utc::now());
+            let now = ts(crate::clock::now());
             let n = tx.execute_cached(
                 "UPDATE outbox SET started_at = ?2, updated_at = ?2
                  WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
@@ -174,7 +174,7 @@ impl Outbox for SqliteStore {
             c.execute_cached(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3
                  WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, error, ts(Utc::now())],
+                params![id, error, ts(crate::clock::now())],
             )?;
             Ok(())
         })
@@ -188,7 +188,7 @@ impl Outbox for SqliteStore {
             c.execute_cached(
                 "UPDATE outbox SET next_attempt_at = ?2, updated_at = ?3
                  WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, ts(at), ts(Utc::now())],
+                params![id, ts(at), ts(crate::clock::now())],
             )?;
             Ok(())
         })
@@ -204,7 +204,7 @@ impl Outbox for SqliteStore {
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
                         attempts = 0, last_error = NULL, started_at = NULL
                  WHERE effect_id = ?1 AND state = 'failed'",
-                params![id, ts(Utc::now())],
+                params![id, ts(crate::clock::now())],
             )?;
             Ok(n == 1)
         })

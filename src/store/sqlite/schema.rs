@@ -1,6 +1,5 @@
 //! The embedded store's tables and their versioned migrations (`store_migrations`).
 
-use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ts;
@@ -200,7 +199,7 @@ pub fn migrate_file(
             tx.execute_batch(sql)?;
             tx.execute(
                 &format!("INSERT INTO {table} (version, name, applied_at) VALUES (?1, ?2, ?3)"),
-                params![version, name, ts(Utc::now())],
+                params![version, name, ts(crate::clock::now())],
             )?;
             applied.push(*version);
         }

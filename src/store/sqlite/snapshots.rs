@@ -169,7 +169,7 @@ impl Snapshots for SqliteStore {
         self.with_durably(move |c| {
             let inserted = c.execute_cached(
                 "INSERT OR IGNORE INTO record_creations (owner, started_at) VALUES (?1, ?2)",
-                params![owner, ts(Utc::now())],
+                params![owner, ts(crate::clock::now())],
             )?;
             let (since, record): (String, Option<String>) = c.query_row_cached(
                 "SELECT started_at, record_id FROM record_creations WHERE owner = ?1",
@@ -202,7 +202,7 @@ impl Snapshots for SqliteStore {
                 "INSERT INTO record_creations (owner, started_at, record_id) VALUES (?1, ?2, ?3)
                  ON CONFLICT (owner) DO UPDATE SET record_id = excluded.record_id
                  WHERE record_creations.record_id IS NULL",
-                params![owner, ts(Utc::now()), record],
+                params![owner, ts(crate::clock::now()), record],
             )?;
             Ok(n == 1)
         })

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::super::render::{action, opt, pill, table, time, video_link};
 use super::{entry_kind, entry_state, event_row};
 use crate::domain::RecordId;
@@ -16,7 +14,7 @@ use crate::ui::escape::{query as q, text as esc};
 const SOURCES: [Source; 4] = [Source::Goapi, Source::Nca, Source::Api, Source::Engine];
 
 pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let outcomes = crate::http::inspect::outcomes();
     let outcome = req.param("outcome").filter(|o| !o.is_empty());
     if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
@@ -136,7 +134,7 @@ pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String
 }
 
 pub(super) async fn event(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let id = uuid::Uuid::parse_str(id)
         .map_err(|_| ApiError::bad_request("invalid_event_id", "expected a UUID"))?;
     let Some(e) = engine.store.entry(id).await? else {

@@ -15,7 +15,7 @@ use crate::store::{EventQuery, Quarantined};
 use crate::ui::escape::{query as q, text as esc};
 
 pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let o = engine.store.overview(50).await?;
     let depths = engine.store.depths().await?;
     let recent = engine
@@ -189,7 +189,7 @@ fn airtable_card(engine: &Engine) -> String {
         .map_or(30, |a| a.lockout.as_secs());
     // A lockout this process met and that still runs. Replicas sharing a budget hold back
     // for one another's too, but only the one that met the 429 knows when it ends.
-    let now = Utc::now();
+    let now = crate::clock::now();
     let locked_until = s
         .last_rate_limited
         .map(|at| at + chrono::Duration::seconds(lockout as i64))

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::super::render::{action, action_with_body, opt, pill, table, time};
 use super::{effect_row, entry_kind, entry_state};
 use crate::domain::MediaUrl;
@@ -29,7 +27,7 @@ fn media(u: Option<&MediaUrl>) -> String {
 }
 
 pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let (video, s, history, effects) = handled(engine, id).await?;
     let paid = engine.store.paid_calls(Some(&video)).await?;
     let mut entries = engine

@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::super::render::{opt, pill, table, time, video_link};
 use strum::IntoEnumIterator;
 
@@ -19,7 +17,7 @@ use crate::ui::escape::{query as q, text as esc};
 const PAGE: u32 = 50;
 
 pub(super) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let query = video_query(engine, req, PAGE)?;
     let limit = query.limit;
     let rows = engine.store.videos(query).await?;
