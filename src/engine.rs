@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 
 use crate::clients::goapi::GoapiClient;
 use crate::clients::nca::NcaClient;
+use crate::clients::track::TrackChecker;
+use crate::clients::{Goapi, Nca, TrackHost};
 use crate::commands::Waiters;
 use crate::configuration::Settings;
 use crate::machine::Policy;
@@ -29,8 +31,10 @@ pub struct Engine {
     pub signer: CallbackSigner,
     /// The Standard Webhooks verifier of WEBHOOK_RELAY_SECRETS, decoded once at start.
     pub relay: Option<crate::webhook::auth::StandardWebhooks>,
-    pub nca: Option<NcaClient>,
-    pub goapi: Option<GoapiClient>,
+    pub nca: Option<Arc<dyn Nca>>,
+    pub goapi: Option<Arc<dyn Goapi>>,
+    /// Whether a track's host still serves it (a retried mix's check).
+    pub tracks: Arc<dyn TrackHost>,
     /// The Airtable backend when the base is the system of record (for its counters and
     /// the schema check); `records` wraps the same instance.
     pub airtable: Option<Arc<AirtableBackend>>,
@@ -57,14 +61,16 @@ impl Engine {
         airtable: Option<Arc<AirtableBackend>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let tracks = Arc::new(TrackChecker::new(settings.allow_private_urls));
         Arc::new(Self {
             store,
             records,
             settings,
             signer,
             relay,
-            nca,
-            goapi,
+            nca: nca.map(|c| Arc::new(c) as Arc<dyn Nca>),
+            goapi: goapi.map(|c| Arc::new(c) as Arc<dyn Goapi>),
+            tracks,
             airtable,
             metrics,
             schema: SchemaCache::default(),
@@ -73,6 +79,20 @@ impl Engine {
             wake_executor: Notify::new(),
             shutdown: watch::channel(false).0,
         })
+    }
+
+    /// This engine with other services behind its traits (the simulation's).
+    pub fn with_services(
+        self: Arc<Self>,
+        nca: Arc<dyn Nca>,
+        goapi: Arc<dyn Goapi>,
+        tracks: Arc<dyn TrackHost>,
+    ) -> Arc<Self> {
+        let mut engine = Arc::into_inner(self).expect("a new engine is not shared yet");
+        engine.nca = Some(nca);
+        engine.goapi = Some(goapi);
+        engine.tracks = tracks;
+        Arc::new(engine)
     }
 
     pub fn policy(&self) -> Policy {

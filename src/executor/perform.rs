@@ -187,11 +187,10 @@ pub(super) async fn perform(
             }))
         }
         Effect::CheckTrack { job, music } => {
-            use crate::clients::track::{TrackAnswer, TrackChecker};
+            use crate::clients::track::TrackAnswer;
             use crate::machine::TrackCheck;
             let attempt = e.attempts + 1;
-            let checker = TrackChecker::new(engine.settings.allow_private_urls);
-            let check = match checker.check(music).await {
+            let check = match engine.tracks.check(music).await {
                 TrackAnswer::Reachable(detail) => TrackCheck::Reachable { detail },
                 TrackAnswer::Gone(detail) => TrackCheck::Gone { detail },
                 // Not Unknown, which mixes anyway (handing NCA the very URL refused here),

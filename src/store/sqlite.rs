@@ -174,6 +174,9 @@ pub struct SqliteStore {
     checkpoints: Option<checkpoint::Checkpointer>,
     /// One process owns an embedded store, so its leases live in memory.
     leases: LocalLeases,
+    /// Every call runs on the calling thread and accepts commit there, one by one: the
+    /// deterministic simulation's mode ([`Self::open_simulated`]).
+    inline: bool,
     /// The exclusive lock that makes this process the file's only owner, held as long as
     /// any clone of the store lives (None in memory).
     _owner: Option<Arc<std::fs::File>>,
@@ -228,6 +231,41 @@ impl SqliteStore {
         Self::assemble(conn, None, None)
     }
 
+    /// In memory, with no thread of its own: every call runs on the calling thread, so
+    /// that a simulation of the whole engine on one thread is one fixed order of events
+    /// (`crate::clock::simulate`). Its commits are as atomic as ever; nothing is on disk.
+    pub fn open_simulated() -> Result<Self, StoreError> {
+        let mut conn = Self::configure(Connection::open_in_memory()?)?;
+        migrate(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        Ok(Self {
+            reader: conn.clone(),
+            conn,
+            gate: WriteGate::default(),
+            accepts: None,
+            intake_waiting: Arc::default(),
+            wal: None,
+            checkpoints: None,
+            leases: LocalLeases::default(),
+            inline: true,
+            _owner: None,
+        })
+    }
+
+    /// The same database as a process starting afresh on it would see it: the leases a
+    /// killed process held are gone with it (the simulation's crash and restart).
+    pub fn restarted(&self) -> Self {
+        Self {
+            leases: LocalLeases::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether calls run on the calling thread ([`Self::open_simulated`]).
+    pub(super) fn is_inline(&self) -> bool {
+        self.inline
+    }
+
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_handler(Some(busy_wait))?;
         tune(&conn)?;
@@ -277,6 +315,7 @@ impl SqliteStore {
             wal,
             checkpoints,
             leases: LocalLeases::default(),
+            inline: false,
             _owner: owner.map(Arc::new),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BATCH * 4);
@@ -295,6 +334,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.inline {
+            return on_this_thread(&self.reader, None, f);
+        }
         on(self.reader.clone(), None, f).await
     }
 
@@ -304,6 +346,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.inline {
+            return self.with_here(f);
+        }
         let out = on(self.conn.clone(), Some(self.gate.clone()), f).await;
         if let Some(c) = &self.checkpoints {
             c.ring();

@@ -69,6 +69,8 @@ struct Inner {
     /// not undo the others): under load the file's write lock is taken once for many
     /// writes instead of once each.
     writes: Mutex<Vec<WriteJob>>,
+    /// Calls run on the calling thread, not the blocking pool (the simulation's mode).
+    inline: bool,
 }
 
 /// A write waiting for its batch, with the reply to its caller.
@@ -160,8 +162,19 @@ impl SqliteRecords {
                 schema: Schema::from_mapping(mapping),
                 gate: store_gate.unwrap_or_default(),
                 writes: Mutex::default(),
+                inline: false,
             }),
         })
+    }
+
+    /// In memory, every call run on the calling thread: for the deterministic simulation,
+    /// which runs the whole engine on one thread (`crate::clock::simulate`).
+    pub fn open_simulated(mapping: &Mapping) -> Result<Self, RecordsError> {
+        let mut records = Self::open_in_memory(mapping)?;
+        Arc::get_mut(&mut records.inner)
+            .expect("a new store is not shared yet")
+            .inline = true;
+        Ok(records)
     }
 
     /// The connection's `wal_autocheckpoint` (0: checkpoints are left to the store).
@@ -184,6 +197,10 @@ impl SqliteRecords {
         F: FnOnce(&mut Connection, &Schema) -> Result<T, RecordsError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        if inner.inline {
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            return work(&mut conn, &inner.schema);
+        }
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave a half-applied write: the open
             // transaction rolls back when it is dropped during unwinding.

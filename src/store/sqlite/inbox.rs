@@ -27,6 +27,17 @@ impl Inbox for SqliteStore {
     /// only once the entry is committed; concurrent calls share one transaction.
     async fn accept(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
         use std::sync::atomic::Ordering;
+        if self.is_inline() {
+            return self
+                .with_durably(move |c| {
+                    let tx =
+                        c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let accepted = accept_in(&tx, entry)?;
+                    tx.commit()?;
+                    Ok(accepted)
+                })
+                .await;
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.intake_waiting.fetch_add(1, Ordering::SeqCst);
         // Decremented however this future ends, a dropped request included.
