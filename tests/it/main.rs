@@ -43,6 +43,7 @@ mod records_contract_pg;
 mod replicas;
 mod retry_track;
 mod sigterm_handover;
+mod sim;
 mod states_agreement;
 mod store_contract;
 mod upgrade;

@@ -1,0 +1,755 @@
+//! A deterministic simulation of the whole engine: the real `decide()`, worker, executor,
+//! reconciler, pruner, HTTP intake and SQLite store, on one thread, in simulated time,
+//! against simulated GoAPI, NCA, track host and base (`services`) whose answers come from a
+//! seeded fault plan. One seed is one fixed run: `SIM_SEED=N cargo test --test it sim::`
+//! replays it, and prints its trace.
+//!
+//! The engine dies (all its memory dropped, its tasks with it, whatever they were doing) at
+//! moments the plan draws, and in the middle of calls it sent; it restarts on the same
+//! store. After every step the driver checks that final is final; once the fault plan is
+//! over and the engine has had the time to settle, it checks the promise
+//! (docs/simulation.md): at most one paid call per job beyond its one recorded
+//! re-submission, every render either the video's Final Video or paid for by a recorded
+//! re-submission or an operator's retry, one record per job and per acknowledged delivery,
+//! the base equal to the store, every video finished and a failed one saying why.
+
+pub mod services;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use reelstate::domain::{JobType, MediaUrl, RecordId, VideoStatus};
+use reelstate::engine::Engine;
+use reelstate::machine::Snapshot;
+use reelstate::records::embedded::sqlite::SqliteRecords;
+use reelstate::records::{Filter, Mapping, RecordBackend, Records, VideoFields};
+use reelstate::store::SqliteStore;
+use reelstate::webhook::CallbackSigner;
+use services::{SimBase, SimGoapi, SimNca, SimTracks, World};
+
+const GOAPI_SECRET: &str = "sim-goapi-secret";
+const SIGNING_SECRET: &str = "sim-signing-secret-0123456789abcdef";
+const BASE_URL: &str = "http://reelstate.sim";
+/// While the plan plays faults; then the services behave and the engine settles.
+const FAULTY_FOR: Duration = Duration::from_secs(10 * 60);
+const SETTLE_FOR: Duration = Duration::from_secs(20 * 60);
+/// How often the driver delivers what is due and checks final is final.
+const TICK: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: reelstate::configuration::ServeArgs,
+}
+
+fn settings() -> reelstate::configuration::Settings {
+    Cli::try_parse_from([
+        "reelstate",
+        "--dev",
+        "--public-base-url",
+        BASE_URL,
+        "--signing-secret",
+        SIGNING_SECRET,
+        "--goapi-webhook-secret",
+        GOAPI_SECRET,
+        "--goapi-deadline-secs",
+        "120",
+        "--nca-deadline-secs",
+        "120",
+        "--interrupted-grace-secs",
+        "20",
+        "--reconcile-interval-secs",
+        "10",
+        "--effect-max-attempts",
+        "3",
+        "--effect-backoff-ms",
+        "500",
+    ])
+    .expect("the simulation's settings parse")
+    .serve
+    .validate()
+    .expect("the simulation's settings are valid")
+}
+
+/// What one seed's run found.
+pub struct Run {
+    pub seed: u64,
+    pub trace: String,
+    pub violations: Vec<String>,
+    pub lifecycles: usize,
+    pub crashes: usize,
+}
+
+/// The plan a seed draws before the run.
+struct Plan {
+    videos: usize,
+    keyless: bool,
+    /// When the engine is killed, from the start.
+    crashes: Vec<Duration>,
+}
+
+/// What the driver keeps across the engine's lives.
+struct Driver {
+    world: World,
+    videos: Vec<RecordId>,
+    /// Operator retries accepted per video, and the count when it was last seen final.
+    retries: BTreeMap<RecordId, u32>,
+    final_seen: BTreeMap<RecordId, (Snapshot, u32)>,
+    acked: Vec<String>,
+    violations: Vec<String>,
+}
+
+fn epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("a fixed epoch")
+        .to_utc()
+}
+
+/// Runs one seed to its end.
+pub fn run(seed: u64) -> Run {
+    let world = World::new(seed, epoch());
+    let plan = Plan {
+        videos: 1 + world.draw(3) as usize,
+        keyless: world.draw(2) == 0,
+        crashes: (0..world.draw(4))
+            .map(|_| Duration::from_millis(world.draw(FAULTY_FOR.as_millis() as u64)))
+            .collect(),
+    };
+    let mut mapping = Mapping::default();
+    if plan.keyless {
+        mapping.jobs.job_id = None;
+        mapping.webhook_events.event_id = None;
+    }
+    let store = SqliteStore::open_simulated().expect("a simulated store");
+    let plain: Arc<dyn RecordBackend> =
+        Arc::new(SqliteRecords::open_simulated(&mapping).expect("simulated records"));
+    let base: Arc<dyn RecordBackend> = Arc::new(SimBase {
+        inner: plain.clone(),
+        world: world.clone(),
+    });
+    let records = Records::new(base, mapping.clone());
+    let check = Records::new(plain, mapping);
+    {
+        let mut s = world.state();
+        let faults = s.faults.clone();
+        s.note(format_args!(
+            "seed {seed}: {} video(s), {} base, crashes at {:?}, faults {faults:?}",
+            plan.videos,
+            if plan.keyless { "keyless" } else { "keyed" },
+            plan.crashes
+        ));
+    }
+    let mut d = Driver {
+        world: world.clone(),
+        videos: Vec::new(),
+        retries: BTreeMap::new(),
+        final_seen: BTreeMap::new(),
+        acked: Vec::new(),
+        violations: Vec::new(),
+    };
+    let mut crashes = plan.crashes.clone();
+    crashes.sort();
+    let mut now = epoch();
+    let mut life = 0u64;
+    loop {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a simulated runtime");
+        let ended = rt.block_on(async {
+            let _sim =
+                reelstate::clock::simulate(now, seed.wrapping_mul(1_000_003).wrapping_add(life));
+            let crash_at = crashes
+                .first()
+                .map(|c| epoch() + chrono::Duration::from_std(*c).unwrap_or_default());
+            let end = live(&mut d, &store, &records, &check, &plan, life, crash_at).await;
+            (end, reelstate::clock::now())
+        });
+        drop(rt);
+        match ended {
+            (Life::Crashed, at) => {
+                crashes
+                    .retain(|c| epoch() + chrono::Duration::from_std(*c).unwrap_or_default() > at);
+                life += 1;
+                // The process is down a few seconds; what was posted to it meanwhile is
+                // refused (NCA does not post again; GoAPI does, later).
+                now = at + chrono::Duration::seconds(3);
+                let mut s = world.state();
+                s.now = at;
+                s.note("the engine is killed");
+                s.crash_now = false;
+                let mut kept = Vec::new();
+                for mut dl in std::mem::take(&mut s.deliveries) {
+                    if dl.due < now {
+                        if dl.attempts_left > 1 {
+                            dl.attempts_left -= 1;
+                            dl.due = now + chrono::Duration::seconds(30);
+                            kept.push(dl);
+                        } else {
+                            s.note(format_args!("{} posts to a dead process: lost", dl.service));
+                            continue;
+                        }
+                    } else {
+                        kept.push(dl);
+                    }
+                }
+                s.deliveries = kept;
+            }
+            (Life::Done, _) => break,
+        }
+    }
+    let trace = world.state().trace.join("\n");
+    Run {
+        seed,
+        trace,
+        violations: d.violations,
+        lifecycles: plan.videos,
+        crashes: life as usize,
+    }
+}
+
+enum Life {
+    Crashed,
+    Done,
+}
+
+fn engine_for(store: &SqliteStore, records: &Records, world: &World) -> Arc<Engine> {
+    let settings = settings();
+    let signer =
+        CallbackSigner::new(SIGNING_SECRET.as_bytes(), BASE_URL).expect("the signing secret");
+    Engine::new(
+        Arc::new(store.restarted()),
+        records.clone(),
+        Arc::new(settings),
+        signer,
+        None,
+        None,
+        None,
+        None,
+        Arc::default(),
+    )
+    .with_services(
+        Arc::new(SimNca(world.clone())),
+        Arc::new(SimGoapi(world.clone())),
+        Arc::new(SimTracks(world.clone())),
+    )
+}
+
+/// One life of the engine: until it is killed, or the run is over.
+async fn live(
+    d: &mut Driver,
+    store: &SqliteStore,
+    records: &Records,
+    check: &Records,
+    plan: &Plan,
+    life: u64,
+    crash_at: Option<DateTime<Utc>>,
+) -> Life {
+    let engine = engine_for(store, records, &d.world);
+    let routes = reelstate::http::routes(engine.clone());
+    tokio::spawn(reelstate::worker::run(engine.clone()));
+    tokio::spawn(reelstate::executor::run(engine.clone()));
+    tokio::spawn(reelstate::reconciler::run(engine.clone()));
+    tokio::spawn(reelstate::pruner::run(engine.clone()));
+    if life == 0 {
+        for n in 0..plan.videos {
+            let video = check
+                .create_video(&VideoFields {
+                    status: Some(VideoStatus::SegmentsCombined),
+                    combined_segments_video: Some(
+                        MediaUrl::parse(&format!("https://videos.sim/combined-{n}.mp4"))
+                            .expect("a URL"),
+                    ),
+                    music_prompt: Some(format!("calm piano #{n}")),
+                    ..VideoFields::default()
+                })
+                .await
+                .expect("seed a video");
+            d.videos.push(video.clone());
+            let (status, body) = post(&routes, &format!("/videos/{video}/music"), None, "").await;
+            d.world.state().note(format_args!(
+                "the operator asks for music for {video}: {status} {body}"
+            ));
+        }
+    }
+    let faulty_until = epoch() + chrono::Duration::from_std(FAULTY_FOR).unwrap_or_default();
+    let run_until = faulty_until + chrono::Duration::from_std(SETTLE_FOR).unwrap_or_default();
+    loop {
+        tokio::time::sleep(TICK).await;
+        let now = reelstate::clock::now();
+        {
+            let mut s = d.world.state();
+            s.now = now;
+            if s.faulty && now >= faulty_until {
+                s.faulty = false;
+                s.note("the fault plan is over");
+            }
+        }
+        if d.world.state().crash_now || crash_at.is_some_and(|c| now >= c) {
+            return Life::Crashed;
+        }
+        deliver_due(d, &routes, now).await;
+        operator(d, &routes, &engine).await;
+        final_is_final(d, &engine).await;
+        if now >= run_until {
+            settled(d, &engine, check, plan).await;
+            return Life::Done;
+        }
+    }
+}
+
+async fn post(
+    routes: &(
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + 'static
+     ),
+    target: &str,
+    secret: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut req = warp::test::request()
+        .method("POST")
+        .path(target)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(s) = secret {
+        req = req.header("x-webhook-secret", s);
+    }
+    let res = req.reply(routes).await;
+    (
+        res.status().as_u16(),
+        String::from_utf8_lossy(res.body()).into_owned(),
+    )
+}
+
+/// Delivers what the services post now, through the real intake.
+async fn deliver_due(
+    d: &mut Driver,
+    routes: &(
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + 'static
+     ),
+    now: DateTime<Utc>,
+) {
+    let due: Vec<_> = {
+        let mut s = d.world.state();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.deliveries)
+            .into_iter()
+            .partition(|dl| dl.due <= now);
+        s.deliveries = later;
+        due
+    };
+    for dl in due {
+        let (status, body) = post(routes, &dl.target, dl.secret.as_deref(), &dl.body).await;
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut s = d.world.state();
+        s.note(format_args!(
+            "{} posts {} -> {status} {}",
+            dl.service,
+            dl.target.split('?').next().unwrap_or_default(),
+            answer["status"].as_str().unwrap_or_default()
+        ));
+        if (200..300).contains(&status) {
+            if let Some(id) = answer["event_id"].as_str() {
+                d.acked.push(id.to_owned());
+            }
+        } else if status >= 500 && dl.attempts_left > 1 {
+            let mut again = dl.clone();
+            again.attempts_left -= 1;
+            again.due = now + chrono::Duration::seconds(30);
+            s.deliveries.push(again);
+        } else if !(200..300).contains(&status) {
+            d.violations.push(format!(
+                "a delivery of {} was refused with {status}: {body}",
+                dl.service
+            ));
+        }
+    }
+}
+
+/// The operator retries a failed video now and then while faults play.
+async fn operator(
+    d: &mut Driver,
+    routes: &(
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + 'static
+     ),
+    engine: &Engine,
+) {
+    if !d.world.state().faulty || d.world.draw(120) != 0 {
+        return;
+    }
+    let video = d.videos[d.world.draw(d.videos.len() as u64) as usize].clone();
+    let failed = engine
+        .store
+        .snapshot(&video)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.video.status.is_failed());
+    if !failed {
+        return;
+    }
+    let body = if d.world.draw(2) == 0 {
+        ""
+    } else {
+        r#"{"from": "music"}"#
+    };
+    let (status, answer) = post(routes, &format!("/videos/{video}/retry"), None, body).await;
+    d.world.state().note(format_args!(
+        "the operator retries {video} {body}: {status} {answer}"
+    ));
+    if status == 202 || status == 200 {
+        *d.retries.entry(video).or_default() += 1;
+    }
+}
+
+/// A completed or failed video changes only by an operator's retry, and its jobs stay as
+/// they are.
+async fn final_is_final(d: &mut Driver, engine: &Engine) {
+    for video in &d.videos {
+        let Ok(Some(now)) = engine.store.snapshot(video).await else {
+            continue;
+        };
+        let retries = d.retries.get(video).copied().unwrap_or(0);
+        if let Some((was, retries_then)) = d.final_seen.get(video)
+            && (was.video.status != now.video.status
+                || was.video.final_video != now.video.final_video
+                || was.jobs != now.jobs)
+            && retries == *retries_then
+        {
+            d.violations.push(format!(
+                "final is final: {video} was {} and became {} with no retry in between",
+                was.video.status.name(),
+                now.video.status.name()
+            ));
+        }
+        if now.video.status.is_final() {
+            d.final_seen.insert(video.clone(), (now, retries));
+        } else {
+            d.final_seen.remove(video);
+        }
+    }
+}
+
+/// Once the faults are over and the engine had the time to settle: the promise.
+async fn settled(d: &mut Driver, engine: &Engine, base: &Records, plan: &Plan) {
+    let world = d.world.state().clone_for_checks();
+    for video in &d.videos {
+        let Ok(Some(snap)) = engine.store.snapshot(video).await else {
+            d.violations.push(format!("{video} has no snapshot"));
+            continue;
+        };
+        let retried = d.retries.get(video).copied().unwrap_or(0) > 0;
+        if !snap.video.status.is_final() {
+            d.violations.push(format!(
+                "{video} is still {} after the engine settled",
+                snap.video.status.name()
+            ));
+        }
+        if snap.video.status.is_failed() && snap.video.error_details.is_none() {
+            d.violations
+                .push(format!("{video} failed without saying why"));
+        }
+        let pending = engine
+            .store
+            .pending_effects_of(video, 10)
+            .await
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            d.violations.push(format!(
+                "{video} still has pending effects: {:?}",
+                pending.iter().map(|e| &e.effect_id).collect::<Vec<_>>()
+            ));
+        }
+        // Paid calls: one per job, and one more only on the job's recorded re-submission.
+        for job in &snap.jobs {
+            let id = job.id.to_string();
+            let paid = match job.kind {
+                JobType::MusicGeneration => world.tasks.iter().filter(|t| t.job == id).count(),
+                JobType::MusicAddition => world.renders.iter().filter(|r| r.job == id).count(),
+                JobType::Other(_) => 0,
+            };
+            if paid > 1 + job.resubmissions as usize {
+                d.violations.push(format!(
+                    "{video}: job {id} ({}) paid {paid} calls with {} re-submission(s) on record",
+                    job.kind.name(),
+                    job.resubmissions
+                ));
+            }
+        }
+        for r in world.renders.iter().filter(|r| r.video == video.as_str()) {
+            if !snap.jobs.iter().any(|j| j.id.to_string() == r.job) {
+                d.violations.push(format!(
+                    "{video}: render {} for a job it does not have",
+                    r.nca_job
+                ));
+            }
+        }
+        // Every finished render is the Final Video, or was paid for by a re-submission on
+        // record or an operator's retry: never silently thrown away.
+        {
+            let final_video = snap.video.final_video.as_ref().map(MediaUrl::to_string);
+            for r in world.renders.iter().filter(|r| {
+                r.video == video.as_str() && r.done.as_ref().is_some_and(|p| p["code"] == 200)
+            }) {
+                let resubmitted = snap
+                    .jobs
+                    .iter()
+                    .any(|j| j.id.to_string() == r.job && j.resubmissions > 0);
+                if final_video.as_deref() != Some(r.output.as_str()) && !resubmitted && !retried {
+                    d.violations.push(format!(
+                        "{video}: render {} ({}) finished and was thrown away; the Final Video is {final_video:?}",
+                        r.nca_job, r.music
+                    ));
+                }
+            }
+        }
+        // Every completed task is the video's Music, or was paid for by a re-submission on
+        // record or an operator's retry.
+        let music = snap.video.music.as_ref().map(MediaUrl::to_string);
+        for t in world
+            .tasks
+            .iter()
+            .filter(|t| t.video == video.as_str() && t.status == "completed")
+        {
+            let resubmitted = snap
+                .jobs
+                .iter()
+                .any(|j| j.id.to_string() == t.job && j.resubmissions > 0);
+            if music.as_deref() != Some(t.track.as_str()) && !resubmitted && !retried {
+                d.violations.push(format!(
+                    "{video}: task {} finished and its track was thrown away; the Music is {music:?}",
+                    t.id
+                ));
+            }
+        }
+        // The base says what the store says, but for writes the base refused for good,
+        // which show as failed (replayable) effects.
+        let refused_for_good = engine
+            .store
+            .effects_of(video)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|e| {
+                e.state == reelstate::store::EffectState::Failed && e.effect.target().is_some()
+            });
+        if refused_for_good {
+            continue;
+        }
+        match base.get_video(video).await {
+            Ok(Some(rec)) => {
+                if rec.status.as_ref() != Some(&snap.video.status) {
+                    d.violations.push(format!(
+                        "{video}: the base says {:?}, the store {}",
+                        rec.status,
+                        snap.video.status.name()
+                    ));
+                }
+                if rec.final_video != snap.video.final_video || rec.music != snap.video.music {
+                    d.violations.push(format!(
+                        "{video}: the base's Music/Final Video differ from the store's"
+                    ));
+                }
+                // One Jobs record per job.
+                let jobs = base.jobs_of_video(&rec).await.unwrap_or_default();
+                if jobs.len() != snap.jobs.len() {
+                    d.violations.push(format!(
+                        "{video}: {} Jobs records for {} jobs",
+                        jobs.len(),
+                        snap.jobs.len()
+                    ));
+                }
+            }
+            other => d
+                .violations
+                .push(format!("{video}: no Videos record: {other:?}")),
+        }
+    }
+    // Every acknowledged delivery is one Webhook Events record, but for those whose write
+    // the base refused for good (a failed, replayable effect, visible as such).
+    let mut refused = std::collections::BTreeSet::new();
+    for video in &d.videos {
+        for e in engine.store.effects_of(video).await.unwrap_or_default() {
+            if e.state == reelstate::store::EffectState::Failed
+                && matches!(
+                    e.effect,
+                    reelstate::machine::Effect::RecordWebhookOutcome { .. }
+                )
+            {
+                refused.insert(e.event_id.to_string());
+            }
+        }
+    }
+    // (Such a write may still have been applied: a create whose answer was lost on the
+    // last attempt. Its replay claims that record instead of making another.)
+    let table = base.mapping().webhook_events.table.clone();
+    let records = base
+        .backend()
+        .find(
+            &table,
+            &Filter::CreatedSince(epoch() - chrono::Duration::days(1)),
+        )
+        .await
+        .unwrap_or_default();
+    let certain = d.acked.iter().filter(|id| !refused.contains(*id)).count();
+    if records.len() < certain || records.len() > d.acked.len() {
+        d.violations.push(format!(
+            "{} Webhook Events records for {} acknowledged deliveries, {} of them refused for good by the base ({} base)",
+            records.len(),
+            d.acked.len(),
+            d.acked.len() - certain,
+            if plan.keyless { "keyless" } else { "keyed" }
+        ));
+    }
+    if !plan.keyless {
+        for id in &d.acked {
+            let n = records
+                .iter()
+                .filter(|r| r.fields.get("Event ID").and_then(|v| v.as_str()) == Some(id))
+                .count();
+            if n > 1 || (n == 0 && !refused.contains(id)) {
+                d.violations
+                    .push(format!("delivery {id} has {n} Webhook Events records"));
+            }
+        }
+    }
+    let mut s = d.world.state();
+    for v in &d.violations {
+        s.note(format_args!("VIOLATION {v}"));
+    }
+}
+
+/// What a batch of seeds found.
+#[derive(Default)]
+pub struct Summary {
+    pub seeds: usize,
+    /// Videos taken through their lifecycle, and the engine's deaths, over all the seeds.
+    pub lifecycles: usize,
+    pub crashes: usize,
+    /// The seeds that broke the promise, each with its report, by seed.
+    pub failed: Vec<(u64, String)>,
+}
+
+/// Runs `seeds` on `threads` threads (each seed on one thread, as it must: the simulated
+/// clock is the thread's).
+pub fn explore(seeds: &[u64], threads: usize) -> Summary {
+    let threads = threads.max(1);
+    let parts: Vec<Summary> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(threads).collect();
+                scope.spawn(move || explore_here(&mine))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a simulation thread"))
+            .collect()
+    });
+    let mut all = Summary::default();
+    for p in parts {
+        all.seeds += p.seeds;
+        all.lifecycles += p.lifecycles;
+        all.crashes += p.crashes;
+        all.failed.extend(p.failed);
+    }
+    all.failed.sort_by_key(|(seed, _)| *seed);
+    all
+}
+
+fn explore_here(seeds: &[u64]) -> Summary {
+    let mut out = Summary::default();
+    for &seed in seeds {
+        let r = run(seed);
+        out.seeds += 1;
+        out.lifecycles += r.lifecycles;
+        out.crashes += r.crashes;
+        if !r.violations.is_empty() {
+            let mut report = String::new();
+            let _ = writeln!(
+                report,
+                "seed {} broke the promise (replay: SIM_SEED={} cargo test --test it sim::):",
+                r.seed, r.seed
+            );
+            for v in &r.violations {
+                let _ = writeln!(report, "  - {v}");
+            }
+            let _ = writeln!(report, "trace:\n{}", r.trace);
+            out.failed.push((seed, report));
+        }
+    }
+    out
+}
+
+/// How many seeds CI explores (on SQLite), besides the regressions.
+const CI_SEEDS: u64 = 2000;
+
+/// Seeds that once broke the promise, kept so that they never do again (docs/simulation.md).
+const REGRESSIONS: &[u64] = &[
+    // A GoAPI task answered ambiguously on the last allowed attempt: its job failed while
+    // the task ran, and its track was thrown away.
+    89,
+    // A keyless base with Timestamps: a Jobs create applied whose answer was lost, sent
+    // again with a new time, not found again by its content: two records for one job.
+    1,
+];
+
+fn seeds_from_env() -> Option<Vec<u64>> {
+    let one = std::env::var("SIM_SEED").ok()?;
+    Some(vec![one.parse().expect("SIM_SEED is a number")])
+}
+
+#[test]
+fn the_promise_holds_over_the_fixed_seeds_and_the_regressions() {
+    if let Some(seeds) = seeds_from_env() {
+        let r = run(seeds[0]);
+        println!("{}", r.trace);
+        assert!(r.violations.is_empty(), "{:#?}", r.violations);
+        return;
+    }
+    // CI explores the same seeds every time (deterministic); SIM_FROM and SIM_SEEDS
+    // explore others, each failure printed with its seed.
+    let number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map(|n| n.parse().unwrap_or_else(|_| panic!("{name} is a number")))
+            .unwrap_or(default)
+    };
+    let from = number("SIM_FROM", 0);
+    let count = number("SIM_SEEDS", CI_SEEDS);
+    let seeds: Vec<u64> = REGRESSIONS
+        .iter()
+        .copied()
+        .chain(from..from + count)
+        .collect();
+    let found = explore(&seeds, 2);
+    println!(
+        "sim: {} seeds ({}..{} and {} regressions), {} lifecycles, {} engine deaths",
+        found.seeds,
+        from,
+        from + count,
+        REGRESSIONS.len(),
+        found.lifecycles,
+        found.crashes
+    );
+    assert!(
+        found.failed.is_empty(),
+        "{} of {} seeds broke the promise; the first:\n{}",
+        found.failed.len(),
+        found.seeds,
+        found.failed[0].1
+    );
+}
+
+#[test]
+fn a_seed_replays_byte_for_byte() {
+    let a = run(7);
+    let b = run(7);
+    assert!(a.trace.lines().count() > 10, "{}", a.trace);
+    assert_eq!(a.trace, b.trace, "one seed, one run");
+    assert_ne!(a.trace, run(8).trace, "another seed, another run");
+}
