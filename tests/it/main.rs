@@ -29,6 +29,7 @@ mod backup;
 mod clients;
 mod deploy;
 mod doc_links;
+mod documents;
 mod intake;
 mod lifecycle;
 mod machine_properties;
