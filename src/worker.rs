@@ -1,6 +1,11 @@
 //! The worker: drains the inbox. One video at a time, in arrival order; different videos
 //! in parallel. For each entry it loads the snapshot, calls the pure machine, and stores
 //! the decision with its effects in one transaction. It performs no effect itself.
+//!
+//! `worker/first_contact.rs`: a video met for the first time (no snapshot yet) read from the
+//! base and translated into the machine's types (`snapshot_from_records`; `snapshots_from_records`
+//! for a scan's videos, read together before they are claimed: one request per 100 videos, then
+//! one per 100 of their jobs, found by the videos' link arrays).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,17 @@
 //! refused (ambiguous). Neither service deduplicates, so such a call is sent again only
 //! after finding out (`find_out`: the service does not have it) or once the job's deadline
 //! has passed, at most once per job, with a `resubmitting` event in the job's history first.
+//!
+//! Files: this one, the loop that claims each lane's next effect; `projection.rs`, a lane's
+//! next group of effects (a video's consecutive writes to one table run together to share a
+//! request; a job's writes wait at most 1 s after their cause for the job's call to be answered,
+//! so the record is written once with its external id); `attempt.rs`, one effect's run and its
+//! result recorded, inside the lease's write fence, with `follow_up.rs`, the event fed back;
+//! `calls.rs`, the checks before a call (grace period, `find_out`, the one re-submission, counted
+//! on the job); `perform.rs`, the write or call itself; `creation.rs`, creating a record once on a
+//! base with no writable key field; `fold.rs`, a record's later writes folded into its first
+//! (newest value of each field wins); `error.rs`, `EffectError`, each client's error classified
+//! once.
 
 mod attempt;
 mod calls;

@@ -3,6 +3,13 @@
 //! Invariant: nothing in this module performs IO, reads a clock, generates randomness,
 //! or knows any wire format (no tokio, warp, reqwest, serde_json). The clock and new ids
 //! arrive in [`Ctx`]; side effects leave as [`Effect`] values for the executor.
+//!
+//! Files: `decide.rs` (what a decision is, and the effects a changed snapshot asks for) with
+//! its steps per family of events in `decide/`: the operator's `requests`, the services'
+//! `answers`, `job_events`, on the shared `jobs` helpers; `effect.rs` (an `Effect` knows what it
+//! writes, `target()`, and whether an operator may replay it, `replayable()`); `catalogue.rs`
+//! (explores decide() over the canonical snapshots and events of `catalogue/canonical.rs` to
+//! produce the `states/` rows and the Mermaid diagram); `next.rs` (`next_events`).
 
 mod catalogue;
 mod decide;

@@ -6,6 +6,20 @@
 //! records with Airtable-format ids, field maps with empties omitted, linked fields as
 //! arrays of record ids. [`Records`] is the typed layer on top that the engine uses; it
 //! applies the [`Mapping`] (table, field and status names) and nothing else.
+//!
+//! Files: `typed/` (one file per table, `cells` for the values) and `mapping.rs` (TOML; `""`
+//! switches an optional field off; select values spelled per base). `airtable/`: the client
+//! (`request`: budget slot, retries, error bodies; `read`; `formula`, the one escaping formula
+//! builder; `write`: per-table queues and batches of up to 10), `budget` (the slots, reads first:
+//! `LocalBudget` in `budget/mod.rs`, `PgBudget` shared by replicas in `budget/pg.rs`), `config`
+//! (read by both, so the budget does not import the client), `schema` (a base checked against the
+//! mapping for `check-airtable` and `/readyz` through `SchemaCache`, at most once a minute, naming
+//! the mapping line that fixes each problem) and `guess` (`reelstate mapping --from-base`).
+//! `fence.rs`: the writer's right to write (the executor's lease), asked as each write request
+//! goes out, after the wait for a budget slot and before each retry (`RecordsError::Fenced`).
+//! `embedded/`: Airtable emulated in the service's own database, `sqlite` and `postgres` (row
+//! locks, and an advisory lock per upserted key), both applying `rules` (tables and links,
+//! empties, ids, what Airtable refuses, which record an upsert writes).
 
 pub mod airtable;
 pub mod embedded;

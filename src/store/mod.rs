@@ -17,6 +17,20 @@
 //! [`Store`] is all of them (any type that implements the five is one), for the engine,
 //! which holds the store for every part. Each backend implements each trait in a file of
 //! its own (`sqlite/inbox.rs`, `postgres/inbox.rs`, …).
+//!
+//! Files: `lease.rs` (leases and `claim_in_order`, the worker's and the executor's scheduling,
+//! claiming videos in order as slots free up); `types.rs` (the stored values; `EffectState`,
+//! `EntryState`, `EntryOutcome`, spelled in SQL by strum and nowhere else); `decode.rs` (a row read
+//! back into them, once for both backends, and `ROW_FORMAT`, the format of the JSON in rows);
+//! `overview.rs` (counts per state and what needs attention, for the operator page).
+//! `sqlite.rs` (opening, connections, leases in memory) with `sqlite/group_commit.rs`,
+//! `sqlite/wal_sync.rs`, `sqlite/checkpoint.rs` (the WAL copied off the commits, and `WriteGate`,
+//! the file's write lock taken in-process, shared with the embedded records), `sqlite/schema.rs`
+//! (`store_migrations`; a file of a newer version is refused) and `sqlite/backup.rs` (backup
+//! beside the running service, restore); `postgres.rs` (pool, statements; migrations in
+//! `crate::pg`) with `postgres/leases.rs` (leases as rows). Both backends read the snapshots'
+//! JSON in SQL for the overview (`sqlite/overview.rs`, `postgres/overview.rs`) and quarantine
+//! unreadable rows in `maintenance.rs`.
 
 mod decode;
 mod lease;

@@ -4,7 +4,7 @@
 //!
 //! One binary because every test binary links the whole dependency tree (tokio, warp,
 //! reqwest, rusqlite, tokio-postgres): 21 of them, 15 compiling `support` again, took three
-//! times the CPU of this one to build from clean (BENCHMARKS.md, "Test build (issue 15)").
+//! times the CPU of this one to build from clean (docs/bench-log.md, "Test build (issue 15)").
 //! The pure tests (the machine's properties, its purity, the `states/` agreement, the
 //! parsers) live here too: a binary of their own would link the same dependencies once more,
 //! and a filter runs them alone: `cargo test --test it machine_`.
@@ -29,6 +29,7 @@ mod backup;
 mod clients;
 mod deploy;
 mod doc_links;
+mod documents;
 mod intake;
 mod lifecycle;
 mod machine_properties;

@@ -135,7 +135,7 @@ fn round(
         // milliseconds' worth), the second what the pass after it copied of the commits
         // made meanwhile. Measured on the intake bench at a fixed rate: the held pass
         // took 11-12 ms (longest 24-29) with no sync before it, 6-8 ms (longest 13-19)
-        // after one, 4.5 ms (longest 6) after two (BENCHMARKS.md).
+        // after one, 4.5 ms (longest 6) after two (docs/bench-log.md).
         let synced = sync()
             .and_then(|()| passive(conn).map_err(std::io::Error::other))
             .and_then(|_| sync());

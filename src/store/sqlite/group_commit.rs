@@ -25,7 +25,7 @@ pub(super) const ACCEPT_BATCH: usize = 256;
 /// It runs on a thread of its own, which ends when the last sender is dropped: a webhook
 /// then wakes this thread directly, where a task would wake a runtime worker that hands
 /// the commit to a blocking-pool thread and is woken again by its end (two more context
-/// switches a group, on cores the HTTP side needs; measured in BENCHMARKS.md).
+/// switches a group, on cores the HTTP side needs; measured in docs/bench-log.md).
 pub(super) fn group_commit(store: &SqliteStore, mut rx: tokio::sync::mpsc::Receiver<AcceptJob>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
