@@ -690,9 +690,9 @@ const CI_SEEDS: u64 = 2000;
 
 /// Seeds that once broke the promise, kept so that they never do again (docs/simulation.md).
 const REGRESSIONS: &[u64] = &[
-    // A GoAPI task answered ambiguously on the last allowed attempt: its job failed while
-    // the task ran, and its track was thrown away.
-    89,
+    // An NCA mix answered with a gateway's 504 on the last allowed attempt: its job failed
+    // while NCA rendered, and the finished render was thrown away.
+    19,
     // A keyless base with Timestamps: a Jobs create applied whose answer was lost, sent
     // again with a new time, not found again by its content: two records for one job.
     1,
