@@ -37,6 +37,8 @@ const BASE_URL: &str = "http://reelstate.sim";
 /// While the plan plays faults; then the services behave and the engine settles.
 const FAULTY_FOR: Duration = Duration::from_secs(10 * 60);
 const SETTLE_FOR: Duration = Duration::from_secs(20 * 60);
+/// How long the engine has after the last delivery (a late one may come after the plan).
+const SETTLE_AFTER_LAST: Duration = Duration::from_secs(10 * 60);
 /// How often the driver delivers what is due and checks final is final.
 const TICK: Duration = Duration::from_secs(5);
 
@@ -101,6 +103,9 @@ struct Driver {
     final_seen: BTreeMap<RecordId, (Snapshot, u32)>,
     acked: Vec<String>,
     violations: Vec<String>,
+    /// When the services last posted something: the promise is checked only once the
+    /// engine has had the settling time after the last delivery, late ones included.
+    last_delivery: DateTime<Utc>,
 }
 
 fn epoch() -> DateTime<Utc> {
@@ -150,6 +155,7 @@ pub fn run(seed: u64) -> Run {
         final_seen: BTreeMap::new(),
         acked: Vec::new(),
         violations: Vec::new(),
+        last_delivery: epoch(),
     };
     let mut crashes = plan.crashes.clone();
     crashes.sort();
@@ -296,7 +302,11 @@ async fn live(
         deliver_due(d, &routes, now).await;
         operator(d, &routes, &engine).await;
         final_is_final(d, &engine).await;
-        if now >= run_until {
+        let quiet = d.world.state().deliveries.is_empty()
+            && now
+                >= d.last_delivery
+                    + chrono::Duration::from_std(SETTLE_AFTER_LAST).unwrap_or_default();
+        if now >= run_until && quiet {
             settled(d, &engine, check, plan).await;
             return Life::Done;
         }
@@ -343,6 +353,7 @@ async fn deliver_due(
         due
     };
     for dl in due {
+        d.last_delivery = now;
         let (status, body) = post(routes, &dl.target, dl.secret.as_deref(), &dl.body).await;
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         let mut s = d.world.state();
