@@ -296,6 +296,9 @@ mod tests {
         let store = SqliteStore::open(&newer).unwrap();
         drop(store);
         let c = Connection::open(&newer).unwrap();
+        // The dropped store's threads (intake writer, WAL flusher, checkpointer) end on
+        // their own time and may still hold the file for a moment.
+        c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
         c.execute(
             "INSERT INTO store_migrations VALUES (?1, 'from the future', 'now')",
             [STORE_SCHEMA + 1],
