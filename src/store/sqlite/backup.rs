@@ -304,7 +304,12 @@ mod tests {
             [STORE_SCHEMA + 1],
         )
         .unwrap();
-        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+        // Leaving WAL needs the file to itself, which SQLite does not wait for.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Err(e) = c.pragma_update(None, "journal_mode", "DELETE") {
+            assert!(std::time::Instant::now() < deadline, "{e}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         drop(c);
         let e = restore(&newer, &db).expect_err("refused");
         assert!(matches!(e, StoreError::Newer { .. }), "{e:?}");
