@@ -1,7 +1,9 @@
 //! Retention: what the engine no longer needs (processed inbox entries with their raw
-//! bodies, transition history, done effects) is deleted once older than
+//! bodies, transition history, done effects, the claims of keyless creates whose owner is
+//! done, jobs of final videos no longer polled) is deleted once older than
 //! `REELSTATE_RETENTION_DAYS`, so that the store's size follows the traffic of the last
-//! days, not of all time. In small batches with pauses, so that intake, the worker and
+//! days, not of all time. Paid calls older than that are folded into per-day, per-video
+//! totals, so that what each video and each day cost survives. In small batches with pauses, so that intake, the worker and
 //! the executor hardly notice; on every replica (each batch skips rows another holds).
 
 use std::sync::Arc;
@@ -47,11 +49,7 @@ async fn pass(engine: &Engine) {
         }
         match prune_batch(&*engine.store, retention).await {
             Ok(p) => {
-                for (table, n) in [
-                    ("inbox", p.inbox),
-                    ("history", p.history),
-                    ("outbox", p.outbox),
-                ] {
+                for (table, n) in p.by_table() {
                     if n > 0 {
                         engine
                             .metrics
@@ -59,17 +57,9 @@ async fn pass(engine: &Engine) {
                     }
                 }
                 if p.total() > 0 {
-                    debug!(
-                        inbox = p.inbox,
-                        history = p.history,
-                        outbox = p.outbox,
-                        "pruned"
-                    );
+                    debug!(pruned = ?p, "pruned");
                 }
-                if [p.inbox, p.history, p.outbox]
-                    .iter()
-                    .all(|n| *n < u64::from(BATCH))
-                {
+                if !p.any_full(BATCH) {
                     return;
                 }
             }

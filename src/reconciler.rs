@@ -44,11 +44,12 @@ enum Answer {
     NotYet,
 }
 
-/// How far a job the reconciler will not poll any more is pushed back: a job of a final
-/// video, or one still active after its last check (its answers changed nothing, so asking
-/// again would only spend the service's and our requests forever).
+/// A job the reconciler will not poll any more, a job of a final video or one still active
+/// after its last check (its answers changed nothing, so asking again would only spend the
+/// service's and our requests forever), is parked: retention later drops it from the
+/// active list once its video is final.
 fn parked(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
-    now + chrono::Duration::days(3650)
+    crate::store::parked_from(now)
 }
 
 async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {

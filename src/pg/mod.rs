@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "paid calls",
         include_str!("migrations/0008_paid_calls.sql"),
     ),
+    Migration::new(
+        9,
+        "paid call totals and creation claims by age",
+        include_str!("migrations/0009_retained_totals.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]

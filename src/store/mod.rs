@@ -63,6 +63,18 @@ pub use types::{
     Source, new_event_id,
 };
 
+/// When the reconciler stops polling a job (it was left on a final video, or is still
+/// active after its last check), its next check is pushed this far out: it is parked.
+pub fn parked_from(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + chrono::Duration::days(3650)
+}
+
+/// A check due later than this is a parked one (see [`parked_from`]); retention deletes
+/// parked jobs of final videos once they are older than it.
+pub(crate) fn parked_beyond(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + chrono::Duration::days(365)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store error: {0}")]

@@ -156,6 +156,17 @@ pub(crate) fn add_day(days: &mut Vec<PaidDay>, day: chrono::NaiveDate, service: 
 /// The statuses [`Overview::failed`] lists, as stored in snapshots.
 pub(crate) const FAILED_STATUSES: [&str; 2] = ["music_generation_failed", "music_addition_failed"];
 
+/// The final statuses (completed, then [`FAILED_STATUSES`]) as snapshots spell them, to
+/// bind as SQL parameters.
+pub(crate) fn final_statuses() -> (String, &'static str, &'static str) {
+    let [a, b] = FAILED_STATUSES;
+    (
+        crate::domain::VideoStatus::Completed.name().to_owned(),
+        a,
+        b,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use crate::domain::VideoStatus;

@@ -229,17 +229,41 @@ pub struct Quarantined {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// What one pruning pass deleted.
+/// What one pruning batch deleted, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
     pub inbox: u64,
     pub history: u64,
     pub outbox: u64,
+    /// Keyless-create claims whose record is known for good elsewhere (the job's index)
+    /// or whose owner has nothing left to write.
+    pub creations: u64,
+    /// Jobs no longer polled (left on a final video), out of the active list.
+    pub parked_jobs: u64,
+    /// Paid calls folded into the per-day, per-video totals.
+    pub paid_calls: u64,
 }
 
 impl Pruned {
+    /// Each table with what this batch deleted from it (the pruner's metric labels).
+    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+        [
+            ("inbox", self.inbox),
+            ("history", self.history),
+            ("outbox", self.outbox),
+            ("record_creations", self.creations),
+            ("active_jobs", self.parked_jobs),
+            ("paid_calls", self.paid_calls),
+        ]
+    }
+
     pub fn total(&self) -> u64 {
-        self.inbox + self.history + self.outbox
+        self.by_table().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Whether some table had a full batch (more may be waiting).
+    pub fn any_full(&self, batch: u32) -> bool {
+        self.by_table().iter().any(|(_, n)| *n >= u64::from(batch))
     }
 }
 

@@ -82,6 +82,9 @@ impl Maintenance for PgStore {
         for r in rows(
             &client,
             "SELECT service, COUNT(*) FROM paid_calls
+             WHERE $1::text IS NULL OR video_id = $1 GROUP BY service
+             UNION ALL
+             SELECT service, SUM(calls)::bigint FROM paid_call_totals
              WHERE $1::text IS NULL OR video_id = $1 GROUP BY service",
             &[&video],
         )
@@ -97,8 +100,13 @@ impl Maintenance for PgStore {
         let mut days: Vec<PaidDay> = Vec::new();
         for r in rows(
             &client,
-            "SELECT (at AT TIME ZONE 'UTC')::date AS day, service, COUNT(*) FROM paid_calls
-             WHERE at >= $1 GROUP BY day, service ORDER BY day",
+            "SELECT day, service, SUM(n)::bigint FROM (
+                 SELECT (at AT TIME ZONE 'UTC')::date AS day, service, COUNT(*) AS n
+                 FROM paid_calls WHERE at >= $1 GROUP BY 1, 2
+                 UNION ALL
+                 SELECT day, service, SUM(calls) FROM paid_call_totals
+                 WHERE day >= ($1 AT TIME ZONE 'UTC')::date GROUP BY 1, 2
+             ) t GROUP BY day, service ORDER BY day",
             &[&since],
         )
         .await?
@@ -182,10 +190,63 @@ impl Maintenance for PgStore {
             &[&before, &batch],
         )
         .await?;
+        let creations = run(&client, PRUNE_CREATIONS, &[&before, &batch]).await?;
+        let (completed, failed_a, failed_b) = crate::store::overview::final_statuses();
+        let finals = vec![completed, failed_a.to_owned(), failed_b.to_owned()];
+        let parked = crate::store::parked_beyond(crate::clock::now());
+        let parked_jobs = run(
+            &client,
+            "DELETE FROM active_jobs WHERE job_id IN (
+                 SELECT a.job_id FROM active_jobs a JOIN video_state v USING (video_id)
+                 WHERE a.since < $1 AND a.next_check_at > $3
+                   AND v.snapshot::jsonb -> 'video' ->> 'status' = ANY($4)
+                 LIMIT $2 FOR UPDATE OF a SKIP LOCKED)",
+            &[&before, &batch, &parked, &finals],
+        )
+        .await?;
+        let paid_calls = client
+            .query_one(FOLD_PAID_CALLS, &[&before, &batch])
+            .await
+            .map_err(crate::pg::PgError::from)?
+            .try_get::<_, i64>(0)?;
         Ok(Pruned {
             inbox,
             history,
             outbox,
+            creations,
+            parked_jobs,
+            paid_calls: paid_calls as u64,
         })
     }
 }
+
+/// A keyless create's claim is needed until nothing can write its owner's record again
+/// through [`crate::store::Snapshots::record_intent`]: a job's record is then in the job
+/// index (later writes update it by id), an event's Webhook Events record has no effect of
+/// the event left to run or to be requeued. Unclaimed intents stay: they are what finds
+/// an interrupted create's record.
+const PRUNE_CREATIONS: &str = "DELETE FROM record_creations WHERE owner IN (
+     SELECT owner FROM record_creations rc
+     WHERE rc.started_at < $1 AND rc.record_id IS NOT NULL
+       AND ((rc.owner LIKE 'job:%'
+             AND EXISTS (SELECT 1 FROM job_index j
+                         WHERE j.job_id = substr(rc.owner, 5) AND j.record_id IS NOT NULL))
+         OR (rc.owner LIKE 'event:%'
+             AND NOT EXISTS (SELECT 1 FROM outbox o
+                             WHERE o.event_id = substr(rc.owner, 7) AND o.state <> 'done')))
+     LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+/// Moves the oldest batch of paid calls past the retention into the totals in one
+/// statement, and counts them.
+const FOLD_PAID_CALLS: &str = "WITH moved AS (
+         DELETE FROM paid_calls WHERE id IN (
+             SELECT id FROM paid_calls WHERE at < $1 ORDER BY id LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         RETURNING video_id, service, at),
+     folded AS (
+         INSERT INTO paid_call_totals (day, video_id, service, calls)
+         SELECT (at AT TIME ZONE 'UTC')::date, video_id, service, COUNT(*) FROM moved
+         GROUP BY 1, 2, 3
+         ON CONFLICT (day, video_id, service)
+         DO UPDATE SET calls = paid_call_totals.calls + excluded.calls)
+     SELECT COUNT(*) FROM moved";

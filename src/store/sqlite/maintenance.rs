@@ -86,6 +86,9 @@ impl Maintenance for SqliteStore {
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT service, COUNT(*) FROM paid_calls
+                 WHERE ?1 IS NULL OR video_id = ?1 GROUP BY service
+                 UNION ALL
+                 SELECT service, SUM(calls) FROM paid_call_totals
                  WHERE ?1 IS NULL OR video_id = ?1 GROUP BY service",
             )?;
             let mut calls = PaidCalls::default();
@@ -102,8 +105,13 @@ impl Maintenance for SqliteStore {
         self.read(move |c| {
             // Times are stored as RFC 3339 in UTC: the day is their first ten characters.
             let mut st = c.prepare_cached(
-                "SELECT substr(at, 1, 10) AS day, service, COUNT(*) FROM paid_calls
-                 WHERE at >= ?1 GROUP BY day, service ORDER BY day",
+                "SELECT day, service, SUM(n) FROM (
+                     SELECT substr(at, 1, 10) AS day, service, COUNT(*) AS n FROM paid_calls
+                     WHERE at >= ?1 GROUP BY day, service
+                     UNION ALL
+                     SELECT day, service, SUM(calls) FROM paid_call_totals
+                     WHERE day >= substr(?1, 1, 10) GROUP BY day, service
+                 ) GROUP BY day, service ORDER BY day",
             )?;
             let rows = st.query_map([ts(since)], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
@@ -164,6 +172,7 @@ impl Maintenance for SqliteStore {
     /// batch's delete.
     async fn prune(&self, before: DateTime<Utc>, batch: u32) -> Result<Pruned, StoreError> {
         let cutoff = ts(before);
+        let parked_after = ts(crate::store::parked_beyond(crate::clock::now()));
         self.with(move |c| {
             let inbox = c.execute_cached(
                 "DELETE FROM inbox WHERE seq IN (
@@ -182,12 +191,57 @@ impl Maintenance for SqliteStore {
                      SELECT seq FROM outbox WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)",
                 params![cutoff, batch],
             )?;
+            let creations = c.execute_cached(PRUNE_CREATIONS, params![cutoff, batch])?;
+            let (completed, failed_a, failed_b) = crate::store::overview::final_statuses();
+            let parked_jobs = c.execute_cached(
+                "DELETE FROM active_jobs WHERE job_id IN (
+                     SELECT a.job_id FROM active_jobs a JOIN video_state v USING (video_id)
+                     WHERE a.since < ?1 AND a.next_check_at > ?3
+                       AND json_extract(v.snapshot, '$.video.status') IN (?4, ?5, ?6)
+                     LIMIT ?2)",
+                params![cutoff, batch, parked_after, completed, failed_a, failed_b],
+            )?;
+            let tx = c.transaction()?;
+            tx.execute_cached(FOLD_PAID_CALLS, params![cutoff, batch])?;
+            let paid_calls = tx.execute_cached(
+                "DELETE FROM paid_calls WHERE id IN (
+                     SELECT id FROM paid_calls WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                params![cutoff, batch],
+            )?;
+            tx.commit()?;
             Ok(Pruned {
                 inbox: inbox as u64,
                 history: history as u64,
                 outbox: outbox as u64,
+                creations: creations as u64,
+                parked_jobs: parked_jobs as u64,
+                paid_calls: paid_calls as u64,
             })
         })
         .await
     }
 }
+
+/// A keyless create's claim is needed until nothing can write its owner's record again
+/// through [`crate::store::Snapshots::record_intent`]: a job's record is then in the job
+/// index (later writes update it by id), an event's Webhook Events record has no effect of
+/// the event left to run or to be requeued. Unclaimed intents stay: they are what finds
+/// an interrupted create's record.
+const PRUNE_CREATIONS: &str = "DELETE FROM record_creations WHERE owner IN (
+     SELECT owner FROM record_creations rc
+     WHERE rc.started_at < ?1 AND rc.record_id IS NOT NULL
+       AND ((rc.owner LIKE 'job:%'
+             AND EXISTS (SELECT 1 FROM job_index j
+                         WHERE j.job_id = substr(rc.owner, 5) AND j.record_id IS NOT NULL))
+         OR (rc.owner LIKE 'event:%'
+             AND NOT EXISTS (SELECT 1 FROM outbox o
+                             WHERE o.event_id = substr(rc.owner, 7) AND o.state <> 'done')))
+     LIMIT ?2)";
+
+/// Adds the batch of paid calls [`Maintenance::prune`] is about to delete (the same
+/// oldest-first batch, in the same transaction) to the totals.
+const FOLD_PAID_CALLS: &str = "INSERT INTO paid_call_totals (day, video_id, service, calls)
+     SELECT substr(at, 1, 10), video_id, service, COUNT(*) FROM paid_calls
+     WHERE id IN (SELECT id FROM paid_calls WHERE at < ?1 ORDER BY id LIMIT ?2)
+     GROUP BY 1, 2, 3
+     ON CONFLICT (day, video_id, service) DO UPDATE SET calls = calls + excluded.calls";

@@ -87,13 +87,32 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "pending index holds the video", PENDING_COVERS_VIDEO),
     (5, "videos list and external id search", VIDEOS_LIST),
     (6, "paid calls", PAID_CALLS),
+    (
+        7,
+        "paid call totals and creation claims by age",
+        RETAINED_TOTALS,
+    ),
 ];
+
+/// Retention folds paid calls older than it into one row per day, video and service, so
+/// that the per-video and per-day counts survive it while the table of single calls stays
+/// as long as the retention. Keyless-create claims are pruned by age, found by it here.
+const RETAINED_TOTALS: &str = "
+CREATE TABLE paid_call_totals (
+    day      TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    service  TEXT NOT NULL,
+    calls    INTEGER NOT NULL,
+    PRIMARY KEY (day, video_id, service)
+);
+CREATE INDEX paid_call_totals_video ON paid_call_totals(video_id);
+CREATE INDEX record_creations_started ON record_creations(started_at);
+";
 
 /// Every start of a paid external call (a GoAPI task, an NCA render), re-submissions
 /// included: the outbox keeps only an effect's last start, and retention deletes done
-/// effects, so the counts per video and per day live here. The pruner leaves this table
-/// alone (a row is a few dozen bytes per call). Calls started before this migration are
-/// not known.
+/// effects, so the counts per video and per day live here (and, past the retention, in
+/// `paid_call_totals`). Calls started before this migration are not known.
 const PAID_CALLS: &str = "
 CREATE TABLE paid_calls (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -217,7 +236,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut first = Connection::open(&path).unwrap();
-        assert_eq!(migrate(&mut first).unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            migrate(&mut first).unwrap(),
+            (1..=STORE_SCHEMA).collect::<Vec<_>>()
+        );
         assert!(migrate(&mut first).unwrap().is_empty());
         // A file from before versioning (tables, no record of them) takes it as a no-op.
         let old = dir.path().join("old.db");
@@ -230,7 +252,10 @@ mod tests {
                INSERT INTO job_index (job_id, video_id) VALUES ('j1', 'recB'), ('j2', 'recB');"#,
         )
         .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            migrate(&mut conn).unwrap(),
+            (1..=STORE_SCHEMA).collect::<Vec<_>>()
+        );
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM video_state", [], |r| r.get(0))
             .unwrap();

@@ -118,6 +118,7 @@ pub async fn run_all(store: Shared) {
     the_videos_list_filters_searches_and_pages(&store).await;
     record_creations_are_noted_then_claimed_once(&store).await;
     pruning_deletes_only_what_is_old_and_finished(&store).await;
+    retention_keeps_what_a_row_still_serves(&store).await;
     store.ping().await.expect("ping");
     let d = store.depths().await.expect("depths");
     assert!(d.inbox_pending >= 0 && d.outbox_pending >= 0 && d.outbox_failed >= 1);
@@ -1361,4 +1362,190 @@ pub async fn pruning_deletes_only_what_is_old_and_finished(store: &Shared) {
         "done effects go, failed (replayable) ones stay"
     );
     assert_eq!(store.snapshot(&v).await.expect("snapshot"), Some(snap));
+}
+
+/// Prunes with everything old until a batch deletes nothing; the sum of what it deleted.
+async fn prune_everything(store: &Shared) -> reelstate::store::Pruned {
+    let mut all = reelstate::store::Pruned::default();
+    for _ in 0..100_000 {
+        let p = store
+            .prune(Utc::now() + chrono::Duration::minutes(1), 7)
+            .await
+            .expect("prune");
+        if p.total() == 0 {
+            return all;
+        }
+        all.creations += p.creations;
+        all.parked_jobs += p.parked_jobs;
+        all.paid_calls += p.paid_calls;
+    }
+    panic!("pruning never ends");
+}
+
+/// The tables that grow with traffic but serve something after their row's work is done:
+/// a keyless create's claim goes only once nothing can write its owner's record again, a
+/// parked job only when its video is final, and paid calls leave their counts behind.
+pub async fn retention_keeps_what_a_row_still_serves(store: &Shared) {
+    // Paid calls: counted per video and per day before and after they are folded.
+    let v = video();
+    let e = entry(&v, None);
+    let id = new_id(store, e.clone()).await;
+    let (goapi, nca) = (format!("{id}:goapi"), format!("{id}:nca"));
+    let job_a = JobId(Uuid::new_v4());
+    let url = |s: &str| MediaUrl::parse(s).expect("url");
+    let effects = vec![
+        (
+            goapi.clone(),
+            Effect::CreateGoapiTask {
+                job: job_a,
+                prompt: None,
+            },
+        ),
+        (
+            nca.clone(),
+            Effect::SubmitNcaMix {
+                job: job_a,
+                submission_id: format!("add_music:{v}:1"),
+                video: url("https://example.com/v.mp4"),
+                music: url("https://example.com/m.mp3"),
+                volume: 0.2,
+                voice: true,
+            },
+        ),
+    ];
+    let worker = eventually_claim(store, Lane::Worker, &v).await;
+    store
+        .commit(commit_of(&e, None, effects), &worker)
+        .await
+        .expect("commit");
+    drop(worker);
+    let lease = eventually_claim(store, Lane::Executor, &v).await;
+    for effect in [&goapi, &nca] {
+        assert!(
+            store
+                .effect_started(effect, &lease, None)
+                .await
+                .expect("start")
+        );
+        store.effect_done_with(effect, None).await.expect("done");
+    }
+    drop(lease);
+    let since = Utc::now() - chrono::Duration::days(2);
+    let mine = store.paid_calls(Some(&v)).await.expect("paid calls");
+    assert_eq!((mine.goapi_tasks, mine.nca_renders), (1, 1));
+    let total = store.paid_calls(None).await.expect("paid calls");
+    let days = store.paid_calls_by_day(since).await.expect("by day");
+
+    // Keyless-create claims: a job's whose record is in its index goes, one whose record
+    // is not there yet stays; an event's with an effect left to requeue stays, one whose
+    // effects are done goes; an intent never claimed stays (it finds a lost create).
+    let hex = || Uuid::new_v4().simple().to_string();
+    let rec = || RecordId::parse(&format!("rec{}", &hex()[..14])).expect("record id");
+    let v2 = video();
+    let indexed = job(JobStatus::Processing, None);
+    let unindexed = job(JobStatus::Processing, None);
+    let e2 = entry(&v2, None);
+    new_id(store, e2.clone()).await;
+    let worker = eventually_claim(store, Lane::Worker, &v2).await;
+    let snap = snapshot(
+        &v2,
+        VideoStatus::GeneratingMusic,
+        vec![indexed.clone(), unindexed.clone()],
+    );
+    store
+        .commit(commit_of(&e2, Some(snap), Vec::new()), &worker)
+        .await
+        .expect("commit");
+    drop(worker);
+    let indexed_record = rec();
+    store
+        .set_job_record(indexed.id, &indexed_record)
+        .await
+        .expect("index");
+    let failed = with_effects(store, &v2, 1).await;
+    store
+        .effect_failed_with(&failed[0], "refused", None)
+        .await
+        .expect("failed");
+    let failed_event = stored(store, &failed[0]).await.event_id;
+    let finished = with_effects(store, &v2, 1).await;
+    store
+        .effect_done_with(&finished[0], None)
+        .await
+        .expect("done");
+    let finished_event = stored(store, &finished[0]).await.event_id;
+    let owners = [
+        (format!("job:{}", indexed.id), Some(indexed_record), false),
+        (format!("job:{}", unindexed.id), Some(rec()), true),
+        (format!("event:{failed_event}"), Some(rec()), true),
+        (format!("event:{finished_event}"), Some(rec()), false),
+        (format!("event:{}", Uuid::new_v4()), None, true),
+    ];
+    for (owner, record, _) in &owners {
+        store.record_intent(owner).await.expect("intent");
+        if let Some(record) = record {
+            assert!(store.claim_record(owner, record).await.expect("claim"));
+        }
+    }
+
+    // Parked jobs: a job left on a completed video goes; one parked on a video still in
+    // flight stays (it shows as stuck until someone acts).
+    let parked_on = |status: VideoStatus| async move {
+        let v = video();
+        let left = job(JobStatus::Processing, Some("task-left"));
+        let e = entry(&v, None);
+        new_id(store, e.clone()).await;
+        let worker = eventually_claim(store, Lane::Worker, &v).await;
+        store
+            .commit(
+                commit_of(
+                    &e,
+                    Some(snapshot(&v, status, vec![left.clone()])),
+                    Vec::new(),
+                ),
+                &worker,
+            )
+            .await
+            .expect("commit");
+        store
+            .reschedule_check(left.id, 3, reelstate::store::parked_from(Utc::now()))
+            .await
+            .expect("park");
+        left.id
+    };
+    let on_completed = parked_on(VideoStatus::Completed).await;
+    let on_active = parked_on(VideoStatus::GeneratingMusic).await;
+
+    let pruned = prune_everything(store).await;
+    assert!(pruned.paid_calls >= 2, "{pruned:?}");
+    assert!(pruned.creations >= 2, "{pruned:?}");
+    assert!(pruned.parked_jobs >= 1, "{pruned:?}");
+
+    assert_eq!(store.paid_calls(Some(&v)).await.expect("paid calls"), mine);
+    assert_eq!(store.paid_calls(None).await.expect("paid calls"), total);
+    assert_eq!(store.paid_calls_by_day(since).await.expect("by day"), days);
+    for (owner, record, kept) in &owners {
+        let intent = store.record_intent(owner).await.expect("intent");
+        if *kept {
+            assert!(!intent.fresh, "{owner}'s claim is kept");
+            assert_eq!(&intent.record, record, "{owner}");
+        } else {
+            assert!(intent.fresh, "{owner}'s claim is pruned");
+        }
+    }
+    let listed: Vec<JobId> = store
+        .active_jobs_due(Utc::now() + chrono::Duration::days(3651))
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|j| j.job)
+        .collect();
+    assert!(
+        !listed.contains(&on_completed),
+        "a final video's parked job goes"
+    );
+    assert!(
+        listed.contains(&on_active),
+        "an active video's parked job stays"
+    );
 }
