@@ -7,6 +7,9 @@
 //! lifecycle instead: a video is seeded in the embedded records, its music requested, and
 //! the GoAPI and NCA doubles drive it to `completed` over the real HTTP paths.
 //!
+//! `SOAK_KEYLESS=1` runs it on a base with no writable key field, where every job and
+//! Webhook Events record is created through a claim in the store (`record_creations`).
+//!
 //! Verdict: mean RSS and fds of the last half of the samples against the first half (the
 //! sample at t = 0, before any traffic, left out). Each sample also shows the inbox depth
 //! (entries waiting for the worker), so a backlog shows as it builds.
@@ -131,34 +134,59 @@ fn file_mib(db: &std::path::Path) -> f64 {
     (len(db.to_path_buf()) + len(wal.into())) as f64 / (1024.0 * 1024.0)
 }
 
+/// The engine store's tables that retention prunes: each grows with traffic until its
+/// rows are old enough to go.
+const PRUNED: [&str; 6] = [
+    "inbox",
+    "history",
+    "outbox",
+    "record_creations",
+    "active_jobs",
+    "paid_calls",
+];
+
 /// The engine store's share of the file: the pages of the tables retention prunes (and
-/// their indexes), from SQLite's `dbstat`, and their row count.
-fn store_size(db: &std::path::Path) -> (f64, i64) {
+/// their indexes), from SQLite's `dbstat`, and the row count of each.
+fn store_size(db: &std::path::Path) -> (f64, Vec<i64>) {
     let Ok(c) =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
     else {
-        return (0.0, 0);
+        return (0.0, Vec::new());
     };
     let _ = c.busy_timeout(Duration::from_secs(5));
+    let names = PRUNED.map(|t| format!("'{t}'")).join(", ");
     let bytes: i64 = c
         .query_row(
-            "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat
-             WHERE name IN ('inbox', 'history', 'outbox')
-                OR name IN (SELECT name FROM sqlite_master
-                            WHERE type = 'index' AND tbl_name IN ('inbox', 'history', 'outbox'))",
+            &format!(
+                "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat
+                 WHERE name IN ({names})
+                    OR name IN (SELECT name FROM sqlite_master
+                                WHERE type = 'index' AND tbl_name IN ({names}))"
+            ),
             [],
             |r| r.get(0),
         )
         .unwrap_or(0);
-    let rows: i64 = c
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM history)
-                  + (SELECT COUNT(*) FROM outbox)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(0);
+    let rows = PRUNED
+        .iter()
+        .map(|t| {
+            c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap_or(-1)
+        })
+        .collect();
     (bytes as f64 / (1024.0 * 1024.0), rows)
+}
+
+/// `SOAK_KEYLESS=1`: a base with no writable Job ID or Event ID (as real bases often are),
+/// so every job and Webhook Events record is a keyless create with a claim in the store.
+fn mapping() -> (Mapping, Option<String>) {
+    if std::env::var("SOAK_KEYLESS").is_ok_and(|v| v == "1") {
+        let toml = "[jobs]\njob_id = \"\"\n\n[webhook_events]\nevent_id = \"\"\n";
+        let mapping = Mapping::from_toml(toml).expect("the keyless mapping parses");
+        (mapping, Some(toml.to_owned()))
+    } else {
+        (Mapping::default(), None)
+    }
 }
 
 #[tokio::main]
@@ -171,7 +199,11 @@ async fn main() {
     let goapi = GoapiDouble::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("soak.db");
-    let mapping = Mapping::default();
+    let (mapping, keyless) = mapping();
+    let mapping_file = dir.path().join("mapping.toml");
+    if let Some(toml) = &keyless {
+        std::fs::write(&mapping_file, toml).expect("write the mapping");
+    }
     let records = Records::new(
         Arc::new(SqliteRecords::open(&db, &mapping).expect("records")),
         mapping,
@@ -182,7 +214,11 @@ async fn main() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reelstate"));
+    if keyless.is_some() {
+        command.env("REELSTATE_AIRTABLE_MAPPING", &mapping_file);
+    }
+    let mut child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
         .env("REELSTATE_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -217,7 +253,12 @@ async fn main() {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     println!(
-        "soak: {secs} s at {rate} ticks/s (every 25th a whole lifecycle), sampling every {sample_every} s, server pid {pid}"
+        "soak: {secs} s at {rate} ticks/s (every 25th a whole lifecycle), sampling every {sample_every} s, server pid {pid}, {} base",
+        if keyless.is_some() {
+            "keyless"
+        } else {
+            "keyed"
+        }
     );
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -248,8 +289,14 @@ async fn main() {
                     .await
                     .map_or_else(|| "?".to_owned(), |d| d.to_string());
                 let (store_mib, rows) = store_size(&db);
+                let rows = PRUNED
+                    .iter()
+                    .zip(&rows)
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 println!(
-                    "  t={t:>6.0}s  VmRSS {:>7.1} MiB  fds {fds:>4}  store {store_mib:>6.2} MiB ({rows} rows)  file {:>6.1} MiB  inbox {inbox:>6}  sent {:>7}  accepted {:>7}  duplicates {:>6}  errors {:>3}  lifecycles {:>5}",
+                    "  t={t:>6.0}s  VmRSS {:>7.1} MiB  fds {fds:>4}  store {store_mib:>6.2} MiB ({rows})  file {:>6.1} MiB  inbox {inbox:>6}  sent {:>7}  accepted {:>7}  duplicates {:>6}  errors {:>3}  lifecycles {:>5}",
                     rss as f64 / 1024.0,
                     file_mib(&db),
                     counters.sent.load(Ordering::Relaxed),
@@ -399,7 +446,7 @@ async fn main() {
         fds(last)
     );
     println!(
-        "engine store (inbox, history, outbox and their indexes) mean first half {:.2} MiB, last half {:.2} MiB; retention {}",
+        "engine store (the pruned tables and their indexes) mean first half {:.2} MiB, last half {:.2} MiB; retention {}",
         store(first),
         store(last),
         std::env::var("REELSTATE_RETENTION_DAYS")

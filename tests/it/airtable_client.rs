@@ -966,6 +966,35 @@ async fn a_create_answered_504_after_it_was_applied_is_not_repeated() {
     double.shutdown().await;
 }
 
+/// Airtable documents 502 and 503 as safe to retry, but a gateway in front of it answers
+/// them too after forwarding a write: a create answered either after it was applied is not
+/// repeated (one record), as for a 504; an update answered so is.
+#[tokio::test]
+async fn a_create_answered_502_or_503_after_it_was_applied_is_not_repeated() {
+    let (double, b) = setup().await;
+    for status in [502, 503] {
+        double.answer_after_apply(Some("Videos"), status, 1);
+        let name = format!("applied, then {status}");
+        let created = b.create("Videos", fields(json!({"Name": name}))).await;
+        assert!(
+            matches!(&created, Err(RecordsError::Transient(m)) if m.contains("not repeated")),
+            "{status}: {created:?}"
+        );
+        let made = double
+            .records("Videos")
+            .into_iter()
+            .filter(|r| r.fields["Name"] == json!(name))
+            .count();
+        assert_eq!(made, 1, "{status}: one record, not two");
+    }
+    let id = rid(&double.records("Videos")[0].id);
+    double.answer_after_apply(Some("Videos"), 503, 1);
+    b.update("Videos", &id, fields(json!({"Name": "updated"})))
+        .await
+        .expect("an update answered 503 is repeated and succeeds");
+    double.shutdown().await;
+}
+
 /// A replica that lost its video while its write waited out a 429 lockout sends nothing:
 /// the writer's fence (for the executor, its lease) is asked when the request goes out,
 /// not when the write was queued. Its twin, whose fence still holds, is written.

@@ -445,3 +445,51 @@ async fn a_lost_create_answer_makes_no_second_jobs_record_when_the_base_keeps_ti
         support::app::tail(&app.log_text(), 40)
     );
 }
+
+/// A gateway's 503 after Airtable applied a Jobs create (Airtable documents 503 as safe to
+/// retry; a gateway answering it after forwarding makes that unsafe for a create): the
+/// client does not resend it, and the next attempt finds the record by its content. One
+/// Jobs record per job, and the video completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_answered_503_after_it_was_applied_makes_one_jobs_record() {
+    let airtable = double(DoubleSchema::production_base(Spelling::Code)).await;
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.toml");
+    let (ok, toml, err) = reelstate(&["mapping", "--from-base"], &airtable, None).await;
+    assert!(ok, "mapping --from-base failed: {err}");
+    std::fs::write(&mapping, &toml).expect("write the mapping");
+    let video = airtable.insert_record(
+        "Videos",
+        json!({
+            "Description": "video",
+            "Combined Segments Video": [{"url": format!("{}/videos/combined-1.mp4", nca.url())}],
+            "Music Prompt": "calm piano",
+        }),
+    );
+    let app = AppBuilder::new()
+        .airtable(&airtable)
+        .env(
+            "REELSTATE_AIRTABLE_MAPPING",
+            mapping.to_str().expect("utf-8 path"),
+        )
+        .env("REELSTATE_EFFECT_BACKOFF_MS", "50")
+        .nca(&nca)
+        .goapi(&goapi)
+        .spawn()
+        .await;
+    airtable.answer_after_apply(Some("Jobs"), 503, 1);
+    let (status, body) = app.post(&format!("/videos/{video}/music")).await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_settled(&video, "completed", Duration::from_secs(60))
+        .await;
+    let jobs = airtable.records("Jobs");
+    assert_eq!(jobs.len(), 2, "one Jobs record per job: {jobs:#?}");
+    assert!(
+        app.log_text()
+            .contains("an interrupted create had made the record; claimed it"),
+        "the 503'd create was found again:\n{}",
+        support::app::tail(&app.log_text(), 40)
+    );
+}

@@ -11,7 +11,8 @@
 //! - writes go through a per-table queue drained by a background task, which puts whatever
 //!   is queued when the next slot is granted into one request (up to 10 records);
 //! - 429s wait out the lockout for everyone sharing the budget; 502/503/504 and network errors are
-//!   retried with exponential backoff and full jitter.
+//!   retried with exponential backoff and full jitter, except for creates, whose fate they
+//!   leave unknown (the caller finds out; see `executor::creation`).
 //!
 //! Only this module knows Airtable's JSON. Its parts: `config`; `budget`; `request` (one
 //! request: a slot, retries, error bodies, the counters); `read` (`listRecords` and the

@@ -1,7 +1,8 @@
 //! One request to Airtable, sent well: a slot of the budget first, the answer's error body
 //! understood, what is worth retrying retried (429: after the lockout, for everyone sharing
 //! the budget; 502/503/504 and network errors: with backoff), a create never repeated when
-//! its fate is unknown; and the counters `/metrics` reads.
+//! its fate is unknown (any 5xx, a timeout: only a 429 or a refused connection proves it
+//! was not applied); and the counters `/metrics` reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,8 +112,10 @@ impl Shared {
     }
 
     /// [`Shared::send`], saying whether the request may be repeated when its fate is
-    /// unknown. A create may not: Airtable has no idempotency key, and a 504 or a timeout
-    /// can come after it was applied (the caller resolves that; see `creation`).
+    /// unknown. A create may not: Airtable has no idempotency key, and a 5xx or a timeout
+    /// can come after it was applied (the caller resolves that through the keyless search;
+    /// see `executor::creation`). It is resent only after a 429 or a refused connection,
+    /// which prove it was not applied.
     pub(super) async fn send_as(
         &self,
         method: Method,
@@ -190,10 +193,13 @@ impl Shared {
                         self.budget.lock_out(self.cfg.lockout).await;
                         tracing::warn!(lockout = ?self.cfg.lockout, "Airtable rate limit reached");
                         Retry::AfterLockout(format!("429 {kind}: {message}"))
-                    } else if status == StatusCode::GATEWAY_TIMEOUT && repeat == Repeat::Unsafe {
+                    } else if status.is_server_error() && repeat == Repeat::Unsafe {
+                        // Only a 429 or a refused connection proves a create was not
+                        // applied: a gateway's 502/503/504 can come after Airtable wrote it.
                         return Err(RecordsError::Transient(format!(
-                            "Airtable 504 {kind}: {message} (the request may have been applied; \
-                             not repeated)"
+                            "Airtable {} {kind}: {message} (the request may have been applied; \
+                             not repeated)",
+                            status.as_u16()
                         )));
                     } else if matches!(status.as_u16(), 502..=504) {
                         Retry::Backoff(format!("{} {kind}: {message}", status.as_u16()))

@@ -460,6 +460,8 @@ struct State {
     gateway_timeouts: u64,
     /// Only writes to this table count for `gateway_timeouts`, when set.
     gateway_timeouts_table: Option<String>,
+    /// The status those applied writes are answered with (504 unless set).
+    gateway_timeouts_status: u16,
 }
 
 /// An API error: status and body.
@@ -1718,6 +1720,7 @@ impl AirtableDouble {
             write_delay: None,
             gateway_timeouts: 0,
             gateway_timeouts_table: None,
+            gateway_timeouts_status: 504,
         }));
 
         let shared = state.clone();
@@ -1767,9 +1770,10 @@ impl AirtableDouble {
                                 && table_matches
                             {
                                 // A proxy in front of Airtable gave up waiting: the write was
-                                // applied, the caller hears 504.
+                                // applied, the caller hears 504 (or the 502/503 it was set to).
                                 state.gateway_timeouts -= 1;
-                                (504, json!("504 Gateway Time-out"))
+                                let status = state.gateway_timeouts_status;
+                                (status, json!(gateway_page(status)))
                             } else {
                                 (status, value)
                             };
@@ -1876,16 +1880,23 @@ impl AirtableDouble {
     /// The next `n` writes are applied, then answered 504 as a proxy in front of Airtable
     /// answers when it gives up waiting: the unkind case of an unknown outcome.
     pub fn gateway_timeout_after_apply(&self, n: u64) {
-        let mut state = self.state();
-        state.gateway_timeouts = n;
-        state.gateway_timeouts_table = None;
+        self.answer_after_apply(None, 504, n);
     }
 
     /// [`Self::gateway_timeout_after_apply`] for the next `n` writes to `table` only.
     pub fn gateway_timeout_after_apply_to(&self, table: &str, n: u64) {
+        self.answer_after_apply(Some(table), 504, n);
+    }
+
+    /// The next `n` writes (to `table`, when given) are applied, then answered `status`
+    /// (502, 503 or 504). Airtable documents 502 and 503 as safe to retry (docs/airtable.md);
+    /// a gateway in front of it that gives up after forwarding answers them too, after
+    /// the write was applied: the unkind case the double plays because the world allows it.
+    pub fn answer_after_apply(&self, table: Option<&str>, status: u16, n: u64) {
         let mut state = self.state();
         state.gateway_timeouts = n;
-        state.gateway_timeouts_table = Some(table.to_owned());
+        state.gateway_timeouts_table = table.map(str::to_owned);
+        state.gateway_timeouts_status = status;
     }
 
     /// When the double handed out this attachment URL (each read mints new ones).
@@ -2364,5 +2375,14 @@ pub fn config_for(double: &AirtableDouble) -> reelstate::records::airtable::Airt
         max_attempts: 12,
         request_timeout: std::time::Duration::from_secs(10),
         backoff_base: std::time::Duration::from_millis(5),
+    }
+}
+
+/// What a gateway's error page says for `status`.
+fn gateway_page(status: u16) -> &'static str {
+    match status {
+        502 => "502 Bad Gateway",
+        503 => "503 Service Temporarily Unavailable",
+        _ => "504 Gateway Time-out",
     }
 }
