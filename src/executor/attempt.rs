@@ -10,11 +10,12 @@ use super::calls::{Prepared, external_job, prepare_external};
 use super::error::EffectError;
 use super::fold::folded_effect;
 use super::follow_up::engine_entry;
-use super::perform::perform;
+use super::perform_call::perform_call;
+use super::perform_write::perform_write;
 use crate::backoff::Backoff;
 use crate::engine::Engine;
 use crate::machine::{Effect, Event};
-use crate::store::{EffectState, Lease, OutboxEntry};
+use crate::store::{EffectState, Lane, Lease, OutboxEntry};
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -79,11 +80,14 @@ pub(super) async fn run_one(
         // Airtable cannot be asked to check a lease: each write asks the store, as its
         // request goes out, whether this executor still holds the video
         // (`records::fence`), so a replica that lost it writes nothing stale.
-        let result = crate::records::fence::fenced(
-            lease_fence(engine, lease),
-            perform(engine, &OutboxEntry { effect, ..e.clone() }, &create_extra),
-        )
-        .await;
+        let folded_entry = OutboxEntry { effect, ..e.clone() };
+        let perform = async {
+            match Lane::of_effect_kind(kind) {
+                Lane::Executor => perform_call(engine, &folded_entry).await,
+                _ => perform_write(engine, &folded_entry, &create_extra).await,
+            }
+        };
+        let result = crate::records::fence::fenced(lease_fence(engine, lease), perform).await;
         if let Err(EffectError::LeaseLost) = result {
             info!("the video's lease is no longer this executor's; writing nothing");
             return;

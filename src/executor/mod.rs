@@ -17,7 +17,8 @@
 //! so the record is written once with its external id); `attempt.rs`, one effect's run and its
 //! result recorded, inside the lease's write fence, with `follow_up.rs`, the event fed back;
 //! `calls.rs`, the checks before a call (grace period, `find_out`, the one re-submission, counted
-//! on the job); `perform.rs`, the write or call itself; `creation.rs`, creating a record once on a
+//! on the job); `perform_call.rs`, a call to a service, and `perform_write.rs`, a write to the
+//! base, each for its lane's effects; `creation.rs`, creating a record once on a
 //! base with no writable key field; `fold.rs`, a record's later writes folded into its first
 //! (newest value of each field wins); `error.rs`, `EffectError`, each client's error classified
 //! once.
@@ -28,7 +29,8 @@ pub mod creation;
 mod error;
 mod fold;
 mod follow_up;
-mod perform;
+mod perform_call;
+mod perform_write;
 mod projection;
 #[cfg(test)]
 mod tests;
