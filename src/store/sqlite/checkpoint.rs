@@ -257,12 +257,22 @@ mod tests {
             restart: 50,
             valve: 200,
         };
-        // Each sync notes whether the gate was free while it ran.
+        // Each sync notes whether the checkpointer left the gate free while it ran. The
+        // test's own writes take the gate too, for one insert at a time: a gate that comes
+        // free while the checkpointer's thread is inside this sync was not the
+        // checkpointer's; one it held would stay held for as long as the sync lasts.
         let syncs = Arc::new(Mutex::new(Vec::<bool>::new()));
         let (seen, gate) = (syncs.clone(), w.1.clone());
         let db = std::fs::File::open(&path).expect("database file");
         let sync: SyncDatabase = Box::new(move || {
-            seen.lock().expect("syncs").push(gate.0.try_lock().is_ok());
+            let free = (0..5_000).any(|_| {
+                let free = gate.0.try_lock().is_ok();
+                if !free {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                free
+            });
+            seen.lock().expect("syncs").push(free);
             db.sync_data()
         });
         let ck =
