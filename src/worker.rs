@@ -337,7 +337,7 @@ async fn process_entry(
         from_webhook: webhook,
         policy: engine.policy(),
     };
-    let before = snapshot.video.status.name().to_owned();
+    let before = snapshot.video.status.clone();
     match decide(&snapshot, event, &ctx) {
         Ok(d) => {
             let effects = d
@@ -346,7 +346,7 @@ async fn process_entry(
                 .enumerate()
                 .map(|(i, e)| (effect_id(entry, i, e), e.clone()))
                 .collect();
-            let after = d.next.video.status.name().to_owned();
+            let after = d.next.video.status.clone();
             info!(
                 event = event.label(),
                 outcome = %d.outcome,
@@ -362,8 +362,8 @@ async fn process_entry(
                     .video_transition(&snapshot.video.status, &d.next.video.status);
             }
             let answer = CommandOutcome::Done {
-                outcome: d.outcome.to_string(),
-                status: after.clone(),
+                outcome: Some(d.outcome.into()),
+                status: Some(d.next.video.status.clone()),
                 job: d.job,
             };
             let commit = Commit {

@@ -104,11 +104,11 @@ async fn stored_answer(engine: &Engine, event_id: Uuid) -> CommandOutcome {
             Some(EntryOutcome::Unmatched) => CommandOutcome::VideoNotFound,
             outcome => {
                 let status = match engine.store.snapshot(&entry.video_id).await {
-                    Ok(Some(s)) => s.video.status.name().to_owned(),
-                    _ => String::new(),
+                    Ok(Some(s)) => Some(s.video.status),
+                    _ => None,
                 };
                 CommandOutcome::Done {
-                    outcome: outcome.map(|o| o.to_string()).unwrap_or_default(),
+                    outcome,
                     status,
                     job: entry.job,
                 }

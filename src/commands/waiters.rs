@@ -8,14 +8,18 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::domain::VideoStatus;
 use crate::machine::JobId;
+use crate::store::EntryOutcome;
 
 /// What the worker made of a command, for the caller waiting on it.
 #[derive(Debug, Clone)]
 pub enum CommandOutcome {
     Done {
-        outcome: String,
-        status: String,
+        /// None: an entry processed before outcomes were recorded.
+        outcome: Option<EntryOutcome>,
+        /// The video's status after it (None: the video's snapshot could not be read).
+        status: Option<VideoStatus>,
         job: Option<JobId>,
     },
     Rejected(String),

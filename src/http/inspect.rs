@@ -428,7 +428,9 @@ fn command_reply(Submitted { event_id, answer }: Submitted) -> Response {
             job,
         }) => json(
             StatusCode::ACCEPTED,
-            &json!({"status": outcome, "event_id": event_id, "video_status": status,
+            &json!({"status": outcome.map_or("", <&str>::from),
+                    "event_id": event_id,
+                    "video_status": status.as_ref().map_or("", |s| s.name()),
                     "job_id": job.map(|j| j.to_string())}),
         ),
         Some(CommandOutcome::Rejected(reason)) => {

@@ -18,7 +18,7 @@ use job_events::{give_up, resubmitting};
 use requests::{music_requested, retry_requested, track_checked};
 
 use super::{Effect, Event, JobId, JobPatch, Outcome, Snapshot, VideoPatch};
-use crate::domain::JobType;
+use crate::domain::{JobType, VideoStatus};
 
 /// Everything decide() would otherwise have to read from the world.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,17 +67,20 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("music for this video is already in progress ({status})")]
-    InProgress { status: String },
+    InProgress { status: VideoStatus },
+    /// The video's status allows a request, but one of its jobs is still out there.
+    #[error("music for this video is already in progress (a {kind} job is processing)")]
+    JobInProgress { kind: JobType },
     #[error("this video is already completed")]
     AlreadyCompleted,
     #[error("this video's music stage failed ({status}); ask for a retry instead")]
-    UseRetry { status: String },
+    UseRetry { status: VideoStatus },
     #[error("nothing to retry: the video is {status}")]
-    NothingToRetry { status: String },
+    NothingToRetry { status: VideoStatus },
     #[error(
         "no mix to retry: the video is {status} without music to mix again; retry without \"from\", or with \"from\": \"music\""
     )]
-    NothingToMix { status: String },
+    NothingToMix { status: VideoStatus },
     #[error("retry limit reached ({limit} retries)")]
     RetryLimit { limit: u32 },
     #[error("the video has no Combined Segments Video to mix music under")]

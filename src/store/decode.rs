@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{ActiveJob, HistoryRow, InboxEntry, OutboxEntry, StoreError};
-use crate::domain::RecordId;
+use crate::domain::{RecordId, VideoStatus};
 use crate::machine::{Effect, JobId};
 
 /// The format of the JSON kept in rows (snapshots, effects, payloads), written first in
@@ -212,8 +212,8 @@ impl<T> HistoryColumns<T> {
         Ok(HistoryRow {
             event_id: uuid(&self.event_id, "event id")?,
             event: self.event,
-            from: self.from,
-            to: self.to,
+            from: VideoStatus::from_airtable(&self.from),
+            to: VideoStatus::from_airtable(&self.to),
             outcome: parse(&self.outcome, "outcome")?,
             at: time(self.at)?,
         })

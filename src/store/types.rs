@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{RecordId, snake_case_enum};
+use crate::domain::{RecordId, VideoStatus, snake_case_enum};
 use crate::machine::{Effect, Event, JobId, Outcome, Snapshot};
 
 snake_case_enum! {
@@ -126,8 +126,8 @@ pub struct OutboxEntry {
 pub struct HistoryRow {
     pub event_id: Uuid,
     pub event: String,
-    pub from: String,
-    pub to: String,
+    pub from: VideoStatus,
+    pub to: VideoStatus,
     pub outcome: EntryOutcome,
     pub at: DateTime<Utc>,
 }

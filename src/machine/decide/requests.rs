@@ -15,20 +15,20 @@ pub(super) fn music_requested(
     match &next.video.status {
         VideoStatus::GeneratingMusic | VideoStatus::AddingMusic => {
             return Err(Rejection::InProgress {
-                status: next.video.status.name().to_owned(),
+                status: next.video.status.clone(),
             });
         }
         VideoStatus::Completed => return Err(Rejection::AlreadyCompleted),
         failed if failed.is_failed() => {
             return Err(Rejection::UseRetry {
-                status: failed.name().to_owned(),
+                status: failed.clone(),
             });
         }
         _ => {}
     }
     if next.active_job(&JobType::MusicGeneration).is_some() {
-        return Err(Rejection::InProgress {
-            status: "a music_generation job is processing".into(),
+        return Err(Rejection::JobInProgress {
+            kind: JobType::MusicGeneration,
         });
     }
     if next.video.source_video.is_none() {
@@ -50,7 +50,7 @@ pub(super) fn retry_requested(
 ) -> Result<Step, Rejection> {
     if !next.video.status.is_failed() {
         return Err(Rejection::NothingToRetry {
-            status: next.video.status.name().to_owned(),
+            status: next.video.status.clone(),
         });
     }
     if next.video.retries >= ctx.policy.max_retries {
@@ -63,7 +63,7 @@ pub(super) fn retry_requested(
         (_, VideoStatus::MusicAdditionFailed, Some(music)) => Some(music),
         (Some(RetryFrom::Mix), status, _) => {
             return Err(Rejection::NothingToMix {
-                status: status.name().to_owned(),
+                status: status.clone(),
             });
         }
         (None, _, _) => None,

@@ -200,7 +200,7 @@ fn retry_from_mix_needs_music_to_mix() {
     assert_eq!(
         decide(&s, &retry(Some(RetryFrom::Mix)), &ctx(10)),
         Err(Rejection::NothingToMix {
-            status: "music_generation_failed".into()
+            status: VideoStatus::MusicGenerationFailed
         })
     );
     // Without `from` it is the usual new task.

@@ -97,7 +97,7 @@ impl Snapshots for PgStore {
             run(&tx,
                 "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&video, &h.event_id.to_string(), &h.event, &h.from, &h.to, &h.outcome.as_ref(), &h.at],
+                &[&video, &h.event_id.to_string(), &h.event, &h.from.name(), &h.to.name(), &h.outcome.as_ref(), &h.at],
             )
             .await?;
         }

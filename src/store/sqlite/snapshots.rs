@@ -82,7 +82,7 @@ impl Snapshots for SqliteStore {
                 tx.execute_cached(
                     "INSERT INTO history (video_id, event_id, event, from_status, to_status, outcome, at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![video, h.event_id.to_string(), h.event, h.from, h.to, h.outcome.as_ref(), ts(h.at)],
+                    params![video, h.event_id.to_string(), h.event, h.from.name(), h.to.name(), h.outcome.as_ref(), ts(h.at)],
                 )?;
             }
             for (id, effect) in &commit.effects {

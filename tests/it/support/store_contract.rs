@@ -75,8 +75,8 @@ pub fn commit_of(e: &NewEntry, snap: Option<Snapshot>, effects: Vec<(String, Eff
         history: snap.as_ref().map(|s| HistoryRow {
             event_id: e.event_id,
             event: "retry_requested".into(),
-            from: "Processing".into(),
-            to: s.video.status.name().to_owned(),
+            from: VideoStatus::from_airtable("Processing"),
+            to: s.video.status.clone(),
             outcome: EntryOutcome::Applied,
             at: Utc::now(),
         }),
@@ -221,7 +221,7 @@ pub async fn commit_is_whole_and_marks_the_entry_done(store: &Shared) {
     let history = store.history(&v).await.expect("history");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].event_id, id);
-    assert_eq!(history[0].to, VideoStatus::GeneratingMusic.name());
+    assert_eq!(history[0].to, VideoStatus::GeneratingMusic);
     let outbox = store.effects_of(&v).await.expect("effects");
     assert_eq!(
         outbox

@@ -100,7 +100,7 @@ pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
         history
             .iter()
             .filter(|h| h.outcome == EntryOutcome::Applied)
-            .map(|h| (h.from.as_str(), h.to.as_str())),
+            .map(|h| (h.from.name(), h.to.name())),
         status,
     );
     html.push_str(&format!(
@@ -167,7 +167,7 @@ pub(super) async fn video(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
 
     let transitions: HashMap<uuid::Uuid, (&str, &str)> = history
         .iter()
-        .map(|h| (h.event_id, (h.from.as_str(), h.to.as_str())))
+        .map(|h| (h.event_id, (h.from.name(), h.to.name())))
         .collect();
     let rows: Vec<String> = entries
         .iter()
