@@ -26,6 +26,7 @@ use super::error::EffectError;
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::records::Fields;
+use crate::store::Owner;
 
 /// How far before the noted intent the search for an earlier attempt's record starts:
 /// `createdTime` is Airtable's clock, the intent this host's.
@@ -36,7 +37,7 @@ const CLOCK_MARGIN: Duration = Duration::minutes(5);
 /// attempt was interrupted where.
 pub async fn write_once(
     engine: &Engine,
-    owner: &str,
+    owner: &Owner,
     table: &str,
     fields: Fields,
 ) -> Result<RecordId, EffectError> {
@@ -55,7 +56,7 @@ pub async fn write_once(
             if same_content(&fields, &candidate.fields)
                 && engine.store.claim_record(owner, &candidate.id).await?
             {
-                tracing::info!(owner, record = %candidate.id, "an interrupted create had made the record; claimed it");
+                tracing::info!(%owner, record = %candidate.id, "an interrupted create had made the record; claimed it");
                 return Ok(candidate.id);
             }
         }

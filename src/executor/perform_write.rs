@@ -10,7 +10,7 @@ use crate::domain::{JobType, RecordId};
 use crate::engine::Engine;
 use crate::machine::{Effect, Event, JobId, JobPatch, Outcome};
 use crate::records::{JobFields, VideoFields, WebhookEventRecord};
-use crate::store::OutboxEntry;
+use crate::store::{OutboxEntry, Owner};
 use crate::webhook::callback::CallbackEndpoint;
 
 /// `create_extra`: later updates of a job folded into its creation (otherwise empty).
@@ -54,7 +54,7 @@ pub(super) async fn perform_write(
                 engine.records.write_job(&fields).await?
             } else {
                 let f = engine.records.job_fields_with_id(&fields);
-                creation::write_once(engine, &format!("job:{job}"), jobs_table(engine), f).await?
+                creation::write_once(engine, &Owner::Job(*job), jobs_table(engine), f).await?
             };
             engine.store.set_job_record(*job, &record).await?;
             Ok(None)
@@ -87,7 +87,7 @@ pub(super) async fn perform_write(
                 _ => {
                     fields.related_video = Some(video.clone());
                     let f = engine.records.job_fields_with_id(&fields);
-                    let owner = format!("job:{job}");
+                    let owner = Owner::Job(*job);
                     let record =
                         creation::write_once(engine, &owner, jobs_table(engine), f).await?;
                     engine.store.set_job_record(*job, &record).await?;
@@ -131,7 +131,7 @@ pub(super) async fn perform_write(
             } else {
                 let fields = engine.records.webhook_event_fields(&record);
                 let table = engine.records.mapping().webhook_events.table.clone();
-                let owner = format!("event:{}", entry.event_id);
+                let owner = Owner::Event(entry.event_id);
                 creation::write_once(engine, &owner, &table, fields).await?;
             }
             Ok(None)

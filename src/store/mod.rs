@@ -59,8 +59,8 @@ pub use sqlite::backup;
 pub use sqlite::{Cached, STORE_SCHEMA, SqliteStore, WriteGate, busy_wait, migrate_file, tune};
 pub use types::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventQuery,
-    HistoryRow, InboxEntry, NewEntry, OutboxEntry, Payload, Pruned, Quarantined, RecordIntent,
-    Source, new_event_id,
+    HistoryRow, InboxEntry, NewEntry, OutboxEntry, Owner, Payload, Pruned, Quarantined,
+    RecordIntent, Source, new_event_id,
 };
 
 /// When the reconciler stops polling a job (it was left on a final video, or is still
@@ -244,12 +244,12 @@ pub trait Snapshots: Send + Sync {
     ) -> Result<Option<(RecordId, Option<RecordId>)>, StoreError>;
     /// Exactly-once creation of a record on a base with no writable key field
     /// (ARCHITECTURE.md, "Creating a record without a key"): notes, durably, that the
-    /// record of `owner` (`job:<id>`, `event:<id>`) is about to be created, unless that was
-    /// noted before; answers when it was first noted and the record claimed for it, if any.
-    async fn record_intent(&self, owner: &str) -> Result<RecordIntent, StoreError>;
+    /// record of `owner` is about to be created, unless that was noted before; answers when
+    /// it was first noted and the record claimed for it, if any.
+    async fn record_intent(&self, owner: &Owner) -> Result<RecordIntent, StoreError>;
     /// Claims `record` for `owner`. False when another owner already has it (a record is
     /// claimed at most once) or `owner` already has another.
-    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError>;
+    async fn claim_record(&self, owner: &Owner, record: &RecordId) -> Result<bool, StoreError>;
     /// Active jobs whose next check is due.
     async fn active_jobs_due(&self, now: DateTime<Utc>) -> Result<Vec<ActiveJob>, StoreError>;
     async fn reschedule_check(

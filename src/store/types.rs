@@ -280,6 +280,30 @@ pub struct EventQuery {
     pub limit: u32,
 }
 
+/// Whose record a keyless create makes (`record_creations.owner`): a job's Jobs record or
+/// an event's Webhook Events record. Its text form is this type's alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Job(JobId),
+    Event(Uuid),
+}
+
+impl Owner {
+    /// How a job's owner text begins (retention finds a job's claims by it).
+    pub const JOB_PREFIX: &'static str = "job:";
+    /// How an event's owner text begins.
+    pub const EVENT_PREFIX: &'static str = "event:";
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Job(job) => write!(f, "{}{job}", Self::JOB_PREFIX),
+            Owner::Event(event) => write!(f, "{}{event}", Self::EVENT_PREFIX),
+        }
+    }
+}
+
 /// What the store knows of one record creation (see [`super::Snapshots::record_intent`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordIntent {

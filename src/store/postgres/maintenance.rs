@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{PgStore, overview, row_one, rows, run};
 use crate::domain::RecordId;
+use crate::store::Owner;
 use crate::store::{
     Depths, Maintenance, Overview, PaidCalls, PaidDay, Pruned, Quarantined, StoreError, VideoQuery,
     VideoRow, add_day,
@@ -190,7 +191,12 @@ impl Maintenance for PgStore {
             &[&before, &batch],
         )
         .await?;
-        let creations = run(&client, PRUNE_CREATIONS, &[&before, &batch]).await?;
+        let creations = run(
+            &client,
+            PRUNE_CREATIONS,
+            &[&before, &batch, &Owner::JOB_PREFIX, &Owner::EVENT_PREFIX],
+        )
+        .await?;
         let (completed, failed_a, failed_b) = crate::store::overview::final_statuses();
         let finals = vec![completed, failed_a.to_owned(), failed_b.to_owned()];
         let parked = crate::store::parked_beyond(crate::clock::now());
@@ -228,12 +234,14 @@ impl Maintenance for PgStore {
 const PRUNE_CREATIONS: &str = "DELETE FROM record_creations WHERE owner IN (
      SELECT owner FROM record_creations rc
      WHERE rc.started_at < $1 AND rc.record_id IS NOT NULL
-       AND ((rc.owner LIKE 'job:%'
+       AND ((left(rc.owner, length($3)) = $3
              AND EXISTS (SELECT 1 FROM job_index j
-                         WHERE j.job_id = substr(rc.owner, 5) AND j.record_id IS NOT NULL))
-         OR (rc.owner LIKE 'event:%'
+                         WHERE j.job_id = substr(rc.owner, length($3) + 1)
+                           AND j.record_id IS NOT NULL))
+         OR (left(rc.owner, length($4)) = $4
              AND NOT EXISTS (SELECT 1 FROM outbox o
-                             WHERE o.event_id = substr(rc.owner, 7) AND o.state <> 'done')))
+                             WHERE o.event_id = substr(rc.owner, length($4) + 1)
+                               AND o.state <> 'done')))
      LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /// Moves the oldest batch of paid calls past the retention into the totals in one

@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 use super::{PgStore, row_opt, rows, run};
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
+use crate::store::Owner;
 use crate::store::decode::{
     ActiveJobColumns, HistoryColumns, from_row, job_location, record_id_opt, to_row,
 };
@@ -177,7 +178,8 @@ impl Snapshots for PgStore {
             .transpose()
     }
 
-    async fn record_intent(&self, owner: &str) -> Result<RecordIntent, StoreError> {
+    async fn record_intent(&self, owner: &Owner) -> Result<RecordIntent, StoreError> {
+        let owner = owner.to_string();
         let client = self.pool.get().await?;
         let inserted = client
             .execute(
@@ -200,7 +202,8 @@ impl Snapshots for PgStore {
         })
     }
 
-    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError> {
+    async fn claim_record(&self, owner: &Owner, record: &RecordId) -> Result<bool, StoreError> {
+        let owner = owner.to_string();
         let client = self.pool.get().await?;
         let record = record.to_string();
         // One statement: the unique index on record_id settles a race between two owners.

@@ -135,7 +135,12 @@ mod tests {
 
         // The same for the intent noted before an Airtable create.
         let s = store.clone();
-        let intent = tokio::spawn(async move { s.record_intent("job:1").await });
+        let intent = tokio::spawn(async move {
+            s.record_intent(&crate::store::Owner::Job(crate::machine::JobId(
+                uuid::Uuid::nil(),
+            )))
+            .await
+        });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!intent.is_finished(), "answered before the WAL was flushed");
         open.send(()).unwrap();
@@ -158,7 +163,13 @@ mod tests {
         let path = dir.path().join("real.db");
         let store = SqliteStore::open(&path).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let r = rt.block_on(store.record_intent("job:1")).unwrap();
+        let r = rt
+            .block_on(
+                store.record_intent(&crate::store::Owner::Job(crate::machine::JobId(
+                    uuid::Uuid::nil(),
+                ))),
+            )
+            .unwrap();
         assert!(r.fresh);
         assert!(dir.path().join("real.db-wal").exists());
     }

@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Cached, SqliteStore, overview, parse_ts, ts};
 use crate::domain::RecordId;
+use crate::store::Owner;
 use crate::store::{
     Depths, Maintenance, Overview, PaidCalls, PaidDay, Pruned, Quarantined, StoreError, VideoQuery,
     VideoRow, add_day,
@@ -191,7 +192,10 @@ impl Maintenance for SqliteStore {
                      SELECT seq FROM outbox WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)",
                 params![cutoff, batch],
             )?;
-            let creations = c.execute_cached(PRUNE_CREATIONS, params![cutoff, batch])?;
+            let creations = c.execute_cached(
+                PRUNE_CREATIONS,
+                params![cutoff, batch, Owner::JOB_PREFIX, Owner::EVENT_PREFIX],
+            )?;
             let (completed, failed_a, failed_b) = crate::store::overview::final_statuses();
             let parked_jobs = c.execute_cached(
                 "DELETE FROM active_jobs WHERE job_id IN (
@@ -230,12 +234,14 @@ impl Maintenance for SqliteStore {
 const PRUNE_CREATIONS: &str = "DELETE FROM record_creations WHERE owner IN (
      SELECT owner FROM record_creations rc
      WHERE rc.started_at < ?1 AND rc.record_id IS NOT NULL
-       AND ((rc.owner LIKE 'job:%'
+       AND ((substr(rc.owner, 1, length(?3)) = ?3
              AND EXISTS (SELECT 1 FROM job_index j
-                         WHERE j.job_id = substr(rc.owner, 5) AND j.record_id IS NOT NULL))
-         OR (rc.owner LIKE 'event:%'
+                         WHERE j.job_id = substr(rc.owner, length(?3) + 1)
+                           AND j.record_id IS NOT NULL))
+         OR (substr(rc.owner, 1, length(?4)) = ?4
              AND NOT EXISTS (SELECT 1 FROM outbox o
-                             WHERE o.event_id = substr(rc.owner, 7) AND o.state <> 'done')))
+                             WHERE o.event_id = substr(rc.owner, length(?4) + 1)
+                               AND o.state <> 'done')))
      LIMIT ?2)";
 
 /// Adds the batch of paid calls [`Maintenance::prune`] is about to delete (the same

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{Cached, SqliteStore, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
+use crate::store::Owner;
 use crate::store::decode::{
     ActiveJobColumns, HistoryColumns, from_row, job_location, record_id_opt, to_row,
 };
@@ -163,8 +164,8 @@ impl Snapshots for SqliteStore {
         .await
     }
 
-    async fn record_intent(&self, owner: &str) -> Result<RecordIntent, StoreError> {
-        let owner = owner.to_owned();
+    async fn record_intent(&self, owner: &Owner) -> Result<RecordIntent, StoreError> {
+        let owner = owner.to_string();
         // Durable: it precedes a create that Airtable cannot deduplicate.
         self.with_durably(move |c| {
             let inserted = c.execute_cached(
@@ -185,8 +186,8 @@ impl Snapshots for SqliteStore {
         .await
     }
 
-    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError> {
-        let (owner, record) = (owner.to_owned(), record.to_string());
+    async fn claim_record(&self, owner: &Owner, record: &RecordId) -> Result<bool, StoreError> {
+        let (owner, record) = (owner.to_string(), record.to_string());
         self.with(move |c| {
             let taken: Option<String> = c
                 .query_row_cached(

@@ -11,7 +11,7 @@ use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
 use reelstate::store::{
     Accepted, Commit, EffectState, EntryOutcome, EntryState, EventQuery, HistoryRow, Lane,
-    NewEntry, PaidCalls, Payload, Source, Store, StuckCutoffs, VideoQuery,
+    NewEntry, Owner, PaidCalls, Payload, Source, Store, StuckCutoffs, VideoQuery,
 };
 use uuid::Uuid;
 
@@ -1159,8 +1159,8 @@ pub async fn overview_counts_states_and_lists_what_needs_attention(store: &Share
 /// attempt may have created the record); a record is claimed by one owner only, and an
 /// owner keeps the record it claimed.
 pub async fn record_creations_are_noted_then_claimed_once(store: &Shared) {
-    let a = format!("job:{}", Uuid::new_v4());
-    let b = format!("event:{}", Uuid::new_v4());
+    let a = Owner::Job(JobId(Uuid::new_v4()));
+    let b = Owner::Event(Uuid::new_v4());
     let first = store.record_intent(&a).await.expect("intent");
     assert!(first.fresh && first.record.is_none(), "{first:?}");
     let again = store.record_intent(&a).await.expect("intent again");
@@ -1475,11 +1475,11 @@ pub async fn retention_keeps_what_a_row_still_serves(store: &Shared) {
         .expect("done");
     let finished_event = stored(store, &finished[0]).await.event_id;
     let owners = [
-        (format!("job:{}", indexed.id), Some(indexed_record), false),
-        (format!("job:{}", unindexed.id), Some(rec()), true),
-        (format!("event:{failed_event}"), Some(rec()), true),
-        (format!("event:{finished_event}"), Some(rec()), false),
-        (format!("event:{}", Uuid::new_v4()), None, true),
+        (Owner::Job(indexed.id), Some(indexed_record), false),
+        (Owner::Job(unindexed.id), Some(rec()), true),
+        (Owner::Event(failed_event), Some(rec()), true),
+        (Owner::Event(finished_event), Some(rec()), false),
+        (Owner::Event(Uuid::new_v4()), None, true),
     ];
     for (owner, record, _) in &owners {
         store.record_intent(owner).await.expect("intent");
