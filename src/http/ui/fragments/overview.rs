@@ -327,7 +327,7 @@ fn attention(
                 t = esc(&r.table),
                 id = esc(&r.id),
                 why = esc(&r.reason),
-                at = r.at.map_or_else(|| opt(None), |at| time(at)),
+                at = r.at.map_or_else(|| opt(None), time),
             )
         })
         .collect();

@@ -134,7 +134,7 @@ pub(super) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<String
                 p = pill(&v.status),
                 t = time(v.updated_at),
                 r = v.retries,
-                w = v.waiting_since.map_or_else(|| opt(None), |t| time(t)),
+                w = v.waiting_since.map_or_else(|| opt(None), time),
                 err = opt(v.error_details.as_deref()),
             )
         })
