@@ -479,6 +479,34 @@ mod tests {
     }
 
     #[test]
+    fn the_compact_drawing_numbers_the_listed_edges_and_explains_other_in_place() {
+        let svg = video_svg_compact(&Highlight::default());
+        let edges = video_edges();
+        assert_eq!(svg.matches(r#"<g class="edge"#).count(), edges.len());
+        for e in &edges {
+            // The number on the drawing is the list's, on the edge between the same states.
+            let title = format!(
+                "<title>{} → {}: {}</title>",
+                esc(&e.from),
+                esc(&e.to),
+                esc(&e.events.join(", "))
+            );
+            let at = svg
+                .find(&title)
+                .unwrap_or_else(|| panic!("edge {} drawn", e.n));
+            let badge = &svg[at..];
+            let badge = &badge[..badge.find("</g>").expect("the edge's end")];
+            assert!(badge.ends_with(&format!(">{}</text>", e.n)), "{badge}");
+        }
+        assert!(
+            !svg.contains("font-family=\"ui-monospace, monospace\""),
+            "no legend"
+        );
+        assert!(svg.contains(&format!(">{OTHER_NOTE}</text>")));
+        assert!(video_svg(&Highlight::default()).contains("1. (other) → (other)"));
+    }
+
+    #[test]
     fn the_current_state_and_the_path_taken_are_highlighted() {
         let h = Highlight::from_history(
             [

@@ -368,6 +368,11 @@ async fn the_video_page_tells_its_story_in_order_with_honest_colours() {
     .collect();
     assert!(steps.windows(2).all(|p| p[0] < p[1]), "in order: {path}");
     assert!(path.contains(" in generating_music</span>"), "{path}");
+    assert_eq!(
+        path.matches(r#"class="edge-n""#).count(),
+        3,
+        "each step names its edge in the drawing: {path}"
+    );
     assert!(path.contains("<time datetime="), "{path}");
     let timeline = html.split(r#"id="timeline""#).nth(1).expect("a timeline");
     assert!(

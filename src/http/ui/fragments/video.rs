@@ -291,10 +291,20 @@ fn path_list(
             esc(status)
         );
     }
+    // Each step names the drawing's number for its edge, so the list reads the drawing.
+    let numbers: HashMap<(String, String), usize> = video_edges()
+        .into_iter()
+        .map(|e| ((e.from, e.to), e.n))
+        .collect();
     let mut out = String::from(r#"<ol class="path" id="path">"#);
     for h in path {
+        let n = numbers
+            .get(&(video_node(&h.from), video_node(&h.to)))
+            .map_or_else(String::new, |n| {
+                format!(r#" <span class="edge-n" title="edge {n} in the drawing">{n}</span>"#)
+            });
         out.push_str(&format!(
-            r#"<li data-event="{id}">{t}<br><span class="mono">{ev}</span>: {f} → <strong>{to}</strong>{stay}</li>"#,
+            r#"<li data-event="{id}">{t}{n}<br><span class="mono">{ev}</span>: {f} → <strong>{to}</strong>{stay}</li>"#,
             id = esc(&h.event_id.to_string()),
             t = time(h.at),
             ev = esc(&h.event),
