@@ -29,22 +29,36 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium, or says why it could not.
     pub async fn start(width: u32, height: u32) -> Result<Self, String> {
-        Self::launch(width, height, false).await
+        Self::launch(width, height, false, None).await
+    }
+
+    /// [`Self::start`] with the browser's clock in time zone `tz` (an IANA name).
+    pub async fn start_in_zone(width: u32, height: u32, tz: &str) -> Result<Self, String> {
+        Self::launch(width, height, false, Some(tz)).await
     }
 
     /// A phone: Chromium's mobile emulation with a `width` CSS-pixel viewport (a desktop
     /// window is never narrower than 500 px), touch and a mobile user agent.
     pub async fn start_phone(width: u32, height: u32) -> Result<Self, String> {
-        Self::launch(width, height, true).await
+        Self::launch(width, height, true, None).await
     }
 
-    async fn launch(width: u32, height: u32, phone: bool) -> Result<Self, String> {
+    async fn launch(
+        width: u32,
+        height: u32,
+        phone: bool,
+        tz: Option<&str>,
+    ) -> Result<Self, String> {
         let driver_bin = on_path(&["chromedriver"])
             .ok_or("chromedriver is not on PATH (apt-get install chromium-driver)")?;
         let chrome = on_path(&["chromium", "chromium-browser", "google-chrome"])
             .ok_or("chromium is not on PATH (apt-get install chromium)")?;
         let port = super::app::free_port();
-        let driver = Command::new(driver_bin)
+        let mut driver = Command::new(driver_bin);
+        if let Some(tz) = tz {
+            driver.env("TZ", tz);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
