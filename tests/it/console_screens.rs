@@ -108,6 +108,7 @@ async fn the_console_fits_a_390px_phone_without_sideways_scrolling() {
         )
         .await;
     assert_eq!(label, json!("\"state\""), "a stacked row labels its cells");
+    browser.screenshot(&shot_path("videos-390.png")).await;
 
     for (video, state, shot) in [
         (&done, "completed", "video-390.png"),
