@@ -77,16 +77,12 @@ pub fn action_with_body(
     )
 }
 
-/// A table; on a narrow screen the rows of a wide one stack, each cell labelled with its column's name
-/// (`data-label`, added here to every row's cells in order).
+/// A table; on a narrow screen the rows of a wide one stack (the page's script labels each
+/// stacked cell with its column's name).
 pub fn table(headers: &[&str], rows: &[String], empty: &str) -> String {
     if rows.is_empty() {
         return format!(r#"<p class="empty">{}</p>"#, esc(empty));
     }
-    let labels: Vec<String> = headers
-        .iter()
-        .map(|h| esc(h.trim_start_matches('#')))
-        .collect();
     // Two or three columns fit a phone as they are; wider tables stack.
     let mut out = String::from(if headers.len() > 3 {
         r#"<table class="stack"><thead><tr>"#
@@ -103,16 +99,7 @@ pub fn table(headers: &[&str], rows: &[String], empty: &str) -> String {
     }
     out.push_str("</tr></thead><tbody>");
     for r in rows {
-        let mut cells = r.split("<td");
-        out.push_str(cells.next().unwrap_or_default());
-        for (i, cell) in cells.enumerate() {
-            out.push_str("<td");
-            match labels.get(i).filter(|l| !l.is_empty()) {
-                Some(l) => out.push_str(&format!(r#" data-label="{l}""#)),
-                None => out.push_str(r#" data-label="""#),
-            }
-            out.push_str(cell);
-        }
+        out.push_str(r);
     }
     out.push_str("</tbody></table>");
     out
