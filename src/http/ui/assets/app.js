@@ -59,7 +59,9 @@
     pauseButton.setAttribute("aria-pressed", paused ? "true" : "false");
   }
 
-  function load() {
+  // `force`: the reader asked for it (opening the page, a token, an action, Resume). A
+  // periodic load that comes back after the reader paused is dropped: paused means still.
+  function load(force) {
     var sentToken = sessionStorage.getItem(KEY);
     return fetch(fragment, { headers: authHeaders(), cache: "no-store" })
       .then(function (r) {
@@ -74,6 +76,7 @@
           return;
         }
         return r.text().then(function (html) {
+          if (paused && !force) return;
           swap(html);
           view.setAttribute("data-status", String(r.status));
           airtableRate();
@@ -219,7 +222,7 @@
       next = Promise.resolve();
     } else {
       ages(view);
-      next = load();
+      next = load(false);
     }
     next.then(schedule, schedule);
   }
@@ -233,7 +236,7 @@
     if (paused) sessionStorage.setItem(PAUSE_KEY, "1");
     else sessionStorage.removeItem(PAUSE_KEY);
     showStamp();
-    if (!paused) load();
+    if (!paused) load(true);
   });
   document.getElementById("token-form").addEventListener("submit", function () {
     var v = document.getElementById("token-input").value.trim();
@@ -241,7 +244,7 @@
     document.getElementById("token-input").value = "";
     tokenError.hidden = true;
     showTokenState();
-    load();
+    load(true);
   });
   document.getElementById("forget-token").addEventListener("click", function () {
     sessionStorage.removeItem(KEY);
@@ -335,7 +338,7 @@
       var n = call.urls.length;
       showResult(done === n, "Retried " + n + " video" + (n === 1 ? "" : "s"),
         done + " of " + n + " accepted.\n" + lines.join("\n"), raw.join("\n\n"));
-      return load();
+      return load(true);
     });
   }
 
@@ -381,7 +384,7 @@
         return r.text().then(function (body) {
           showResult(r.ok, title + " → " + r.status + " " + r.statusText, sentence(r.status, body), pretty(body));
           if (r.status === 401) askToken("The server refused this token (401 Unauthorized). Check the value of REELSTATE_ADMIN_TOKEN and enter it again.");
-          return load();
+          return load(true);
         });
       })
       .catch(function (e) {
@@ -394,5 +397,5 @@
 
   showTokenState();
   showStamp();
-  load().then(schedule, schedule);
+  load(true).then(schedule, schedule);
 })();
