@@ -62,6 +62,8 @@ pub fn video_node(status: &str) -> String {
 
 /// The node of statuses others wrote, as `explore()` names it.
 const OTHER: &str = "(other)";
+/// [`OTHER_MEANS`], short enough for the node.
+const OTHER_NOTE: &str = "set by another stage";
 
 const VIDEO_LAYOUT: &[(&str, u32, u32)] = &[
     ("segments_combined", 0, 0),
@@ -81,13 +83,11 @@ const JOB_LAYOUT: &[(&str, u32, u32)] = &[
     ("failed", 2, 1),
 ];
 
-/// The video lifecycle, highlighted for one video (or plain, with the default).
-pub fn video_svg(h: &Highlight) -> String {
+/// The video lifecycle's edges, (from, to) → the events that take it, in the order the
+/// drawing numbers them (1, 2, …).
+fn video_edge_map() -> BTreeMap<(String, String), Vec<String>> {
     let (videos, _) = explore();
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    edges
-        .entry(("(start)".into(), "segments_combined".into()))
-        .or_default();
     for TransitionRow {
         from, event, to, ..
     } in videos
@@ -97,17 +97,58 @@ pub fn video_svg(h: &Highlight) -> String {
             events.push(event);
         }
     }
-    edges.remove(&("(start)".into(), "segments_combined".into()));
+    edges
+}
+
+/// One numbered edge of the video lifecycle, as the drawing numbers it.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub n: usize,
+    pub from: String,
+    pub to: String,
+    pub events: Vec<String>,
+}
+
+/// The video lifecycle's edges, numbered as [`video_svg`] numbers them: a page lists them
+/// beside the drawing instead of under it.
+pub fn video_edges() -> Vec<Edge> {
+    video_edge_map()
+        .into_iter()
+        .enumerate()
+        .map(|(i, ((from, to), events))| Edge {
+            n: i + 1,
+            from,
+            to,
+            events,
+        })
+        .collect()
+}
+
+/// What the `(other)` node stands for, said where it is drawn.
+pub const OTHER_MEANS: &str = "a status another stage of the pipeline wrote";
+
+const VIDEO_TITLE: &str = "Video lifecycle (music stage)";
+const VIDEO_NOTES: [&str; 2] = [
+    "(other): a status another part of the pipeline wrote.",
+    "Red: failed states; only an operator's retry leaves them.",
+];
+
+/// The video lifecycle, highlighted for one video (or plain, with the default), with its
+/// legend of numbered edges under the drawing (a file read on its own).
+pub fn video_svg(h: &Highlight) -> String {
     draw(
-        "Video lifecycle (music stage)",
+        VIDEO_TITLE,
         VIDEO_LAYOUT,
-        edges,
+        video_edge_map(),
         h,
-        &[
-            "(other): a status another part of the pipeline wrote.",
-            "Red: failed states; only an operator's retry leaves them.",
-        ],
+        &VIDEO_NOTES,
+        true,
     )
+}
+
+/// [`video_svg`] without the legend, for a page that lists [`video_edges`] beside it.
+pub fn video_svg_compact(h: &Highlight) -> String {
+    draw(VIDEO_TITLE, VIDEO_LAYOUT, video_edge_map(), h, &[], false)
 }
 
 /// The job lifecycle (both job types; each edge's events name their type).
@@ -133,6 +174,7 @@ pub fn job_svg() -> String {
         edges,
         &Highlight::default(),
         &["(new): a job that does not exist yet"],
+        true,
     )
 }
 
@@ -165,6 +207,7 @@ fn draw(
     edges: BTreeMap<(String, String), Vec<String>>,
     h: &Highlight,
     notes: &[&str],
+    with_legend: bool,
 ) -> String {
     // Every state the exploration found, placed by the layout or on an extra row.
     let mut states: BTreeSet<String> = BTreeSet::new();
@@ -290,8 +333,10 @@ fn draw(
             by = badge.1,
             ty = badge.1 + 3.5,
         );
-        let line = format!("{n}. {from} → {to}: {}", events.join(", "));
-        legend.extend(wrap(&line, LEGEND_WRAP));
+        if with_legend {
+            let line = format!("{n}. {from} → {to}: {}", events.join(", "));
+            legend.extend(wrap(&line, LEGEND_WRAP));
+        }
     }
     for note in notes {
         legend.push((*note).to_owned());
@@ -312,17 +357,38 @@ fn draw(
             (false, true) => " visited",
             _ => "",
         };
+        // "(other)" says what it stands for on the node itself, not in a legend.
+        let (ty, note) = if name == OTHER {
+            (
+                y - 3.0,
+                format!(
+                    r#"<text x="{x:.1}" y="{ny:.1}" text-anchor="middle" font-size="9.5" fill="{ink}">{m}</text>"#,
+                    ny = y + 12.0,
+                    m = esc(OTHER_NOTE),
+                ),
+            )
+        } else {
+            (y + 4.5, String::new())
+        };
         let _ = write!(
             body,
-            r#"<g class="state{cls}" data-state="{n}"><rect x="{rx:.1}" y="{ry:.1}" width="{W}" height="{H}" rx="8" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle" font-size="13" font-weight="{fw}" fill="{ink}">{n}</text></g>"#,
+            r#"<g class="state{cls}" data-state="{n}"><title>{tip}</title><rect x="{rx:.1}" y="{ry:.1}" width="{W}" height="{H}" rx="8" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle" font-size="13" font-weight="{fw}" fill="{ink}">{n}</text>{note}</g>"#,
             n = esc(name),
+            tip = esc(&if name == OTHER {
+                format!("{name}: {OTHER_MEANS}")
+            } else {
+                name.clone()
+            }),
             rx = x - W / 2.0,
             ry = y - H / 2.0,
-            ty = y + 4.5,
             fw = if current { "700" } else { "500" },
         );
     }
-    let height = legend_top + legend.len() as f64 * LEGEND_LINE + MARGIN;
+    let height = if legend.is_empty() {
+        bottom + H / 2.0 + MARGIN
+    } else {
+        legend_top + legend.len() as f64 * LEGEND_LINE + MARGIN
+    };
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" class="lifecycle" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="{t}" font-family="ui-sans-serif, system-ui, sans-serif"><title>{t}</title><defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#94a3b8"/></marker><marker id="arrow-taken" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#0369a1"/></marker></defs><rect width="100%" height="100%" fill="#ffffff"/><text x="{MARGIN}" y="{ty}" font-size="15" font-weight="700" fill="#0f172a">{t}</text>"##,
         t = esc(title),
@@ -410,6 +476,34 @@ mod tests {
         for r in &jobs {
             assert!(svg.contains(&format!("{} ({})", r.event, r.job_type)));
         }
+    }
+
+    #[test]
+    fn the_compact_drawing_numbers_the_listed_edges_and_explains_other_in_place() {
+        let svg = video_svg_compact(&Highlight::default());
+        let edges = video_edges();
+        assert_eq!(svg.matches(r#"<g class="edge"#).count(), edges.len());
+        for e in &edges {
+            // The number on the drawing is the list's, on the edge between the same states.
+            let title = format!(
+                "<title>{} → {}: {}</title>",
+                esc(&e.from),
+                esc(&e.to),
+                esc(&e.events.join(", "))
+            );
+            let at = svg
+                .find(&title)
+                .unwrap_or_else(|| panic!("edge {} drawn", e.n));
+            let badge = &svg[at..];
+            let badge = &badge[..badge.find("</g>").expect("the edge's end")];
+            assert!(badge.ends_with(&format!(">{}</text>", e.n)), "{badge}");
+        }
+        assert!(
+            !svg.contains("font-family=\"ui-monospace, monospace\""),
+            "no legend"
+        );
+        assert!(svg.contains(&format!(">{OTHER_NOTE}</text>")));
+        assert!(video_svg(&Highlight::default()).contains("1. (other) → (other)"));
     }
 
     #[test]

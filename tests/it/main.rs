@@ -27,6 +27,7 @@ mod airtable_production_base;
 mod alerts;
 mod backup;
 mod clients;
+mod console_screens;
 mod deploy;
 mod doc_links;
 mod documents;

@@ -15,9 +15,9 @@ use support::app::{ADMIN_TOKEN, AppBuilder, GOAPI_SECRET, TestApp};
 use support::webdriver::Browser;
 use support::world::{UDIO_TASK, World, WorldBuilder};
 
-const TOKEN: &str = "operator-page-admin-token";
+pub(super) const TOKEN: &str = "operator-page-admin-token";
 
-fn shot_path(name: &str) -> PathBuf {
+pub(super) fn shot_path(name: &str) -> PathBuf {
     if std::env::var_os("REELSTATE_UPDATE_SCREENSHOTS").is_some() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("docs/screenshots")
@@ -87,7 +87,16 @@ async fn failed_video(app: &TestApp) -> String {
 
 /// A headless Chromium, or `None` (saying why) when it is not installed; installed but not
 /// starting is a failure, not a skip.
-async fn browser(width: u32, height: u32) -> Option<Browser> {
+pub(super) async fn browser(width: u32, height: u32) -> Option<Browser> {
+    launch(width, height, false).await
+}
+
+/// [`browser`] as a phone: Chromium's mobile emulation, `width` CSS pixels wide.
+pub(super) async fn phone(width: u32, height: u32) -> Option<Browser> {
+    launch(width, height, true).await
+}
+
+async fn launch(width: u32, height: u32, phone: bool) -> Option<Browser> {
     use support::webdriver::on_path;
     if on_path(&["chromedriver"]).is_none()
         || on_path(&["chromium", "chromium-browser", "google-chrome"]).is_none()
@@ -98,15 +107,16 @@ async fn browser(width: u32, height: u32) -> Option<Browser> {
         );
         return None;
     }
-    Some(
-        Browser::start(width, height)
-            .await
-            .unwrap_or_else(|why| panic!("cannot start headless Chromium: {why}")),
-    )
+    let started = if phone {
+        Browser::start_phone(width, height).await
+    } else {
+        Browser::start(width, height).await
+    };
+    Some(started.unwrap_or_else(|why| panic!("cannot start headless Chromium: {why}")))
 }
 
 /// Opens `path` of the page and gives it the admin token, as an operator does.
-async fn open_with_token(browser: &Browser, url: &str) {
+pub(super) async fn open_with_token(browser: &Browser, url: &str) {
     browser.goto(url).await;
     browser.wait_for("#token-dialog[open]").await;
     browser.type_into("#token-input", TOKEN).await;
@@ -115,7 +125,7 @@ async fn open_with_token(browser: &Browser, url: &str) {
 
 /// Clicks the action `button` and confirms it: the call the confirmation named, and the
 /// title of the API's answer the page shows.
-async fn confirm_action(browser: &Browser, button: &str) -> (String, String) {
+pub(super) async fn confirm_action(browser: &Browser, button: &str) -> (String, String) {
     browser
         .eval(
             "document.querySelector(arguments[0]).click();",
@@ -132,7 +142,7 @@ async fn confirm_action(browser: &Browser, button: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
-    let Some(browser) = browser(1280, 1000).await else {
+    let Some(browser) = browser(1400, 1000).await else {
         return;
     };
     let app = AppBuilder::new()
@@ -188,7 +198,7 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
     browser.screenshot(&shot_path("overview.png")).await;
 
     // The completed video: its current state highlighted, its path drawn, its timeline.
-    browser.set_window(1280, 1500).await;
+    browser.set_window(1400, 1500).await;
     browser.goto(&format!("{}/ui/videos/{demo}", app.url)).await;
     browser
         .wait_for(r#"#diagram g.state.current[data-state="completed"]"#)
@@ -279,7 +289,7 @@ async fn an_operator_watches_a_video_complete_and_redrives_a_failed_one() {
     );
 
     // The event log, filtered by service.
-    browser.set_window(1280, 1000).await;
+    browser.set_window(1400, 1000).await;
     browser.goto(&format!("{}/ui/events", app.url)).await;
     browser.wait_for("#filter-service").await;
     browser
@@ -332,7 +342,11 @@ async fn goapi_webhook(app: &TestApp, body: &Value) -> Value {
     r.json().await.expect("json")
 }
 
-async fn get_page(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String, String) {
+pub(super) async fn get_page(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, String) {
     // A bare client: the app's own sends the admin token with every request.
     let mut req = reqwest::Client::new().get(format!("{}{path}", app.url));
     if let Some(t) = token {
@@ -382,7 +396,6 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
     assert_eq!(status, 400);
     assert!(html.contains("invalid_event_id"));
     let cases = [
-        ("/ui/fragments/videos/recAAAAAAAAAAAAAA", 404, "not_found"),
         ("/ui/fragments/videos/nope", 400, "invalid_video_id"),
         ("/ui/fragments/events?outcome=bogus", 400, "invalid_outcome"),
         ("/ui/fragments/events?service=bogus", 400, "invalid_service"),
@@ -396,6 +409,11 @@ async fn the_page_needs_the_admin_token_and_escapes_what_senders_send() {
         assert_eq!(status, want, "{path}: {html}");
         assert!(html.contains(code), "{path}: {html}");
     }
+    // A well-formed id the engine never heard of: said so, with what would start it.
+    let (status, _, html) =
+        get_page(&app, "/ui/fragments/videos/recAAAAAAAAAAAAAA", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(r#"id="not-handled""#) && html.contains("Request music"));
     let r = app.post_json("/ui/events", &json!({})).await;
     assert_eq!(r.status().as_u16(), 405);
 
@@ -627,7 +645,7 @@ fn states_svg_writes_both_diagrams_from_the_exploration() {
 const MIX_ERROR: &str = "FFmpeg command failed: Invalid data found when processing input";
 
 /// A world whose app has the page's admin token.
-async fn world_with_token() -> World {
+pub(super) async fn world_with_token() -> World {
     WorldBuilder::new()
         .app(|a| a.env("REELSTATE_ADMIN_TOKEN", TOKEN))
         .start()
@@ -701,7 +719,7 @@ async fn a_failed_mix_offers_a_retry_with_new_music_and_its_button_orders_it() {
 /// body, and the retry it sends orders new music (a plain retry would mix the old track).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_a_failed_mix_with_new_music() {
-    let Some(browser) = browser(1280, 1000).await else {
+    let Some(browser) = browser(1400, 1000).await else {
         return;
     };
     let w = world_with_token().await;
@@ -727,7 +745,7 @@ async fn an_operator_retries_a_failed_mix_with_new_music() {
 }
 
 /// A video in music_generation_failed after GoAPI's `failed` webhook for `task`.
-async fn failed_generation(w: &World, n: usize, task: &str) -> RecordId {
+pub(super) async fn failed_generation(w: &World, n: usize, task: &str) -> RecordId {
     let video = w.seed_generating(n, Some(task)).await;
     let (status, _) = w.goapi_says(&video, "udio_failed.json", task, 1).await;
     assert_eq!(status, 202);
@@ -740,7 +758,7 @@ async fn failed_generation(w: &World, n: usize, task: &str) -> RecordId {
 /// shown), and a search by GoAPI task id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_lists_failed_videos_retries_two_and_searches_by_task() {
-    let Some(browser) = browser(1280, 1000).await else {
+    let Some(browser) = browser(1400, 1000).await else {
         return;
     };
     let w = world_with_token().await;

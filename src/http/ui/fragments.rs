@@ -9,9 +9,7 @@ mod videos;
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
-use super::render::{action, opt, pill, time, video_link};
+use super::render::{action, opt, pill, pill_as, time, video_link};
 use crate::engine::Engine;
 use crate::http::{ApiError, Request};
 use crate::store::{EffectState, InboxEntry, OutboxEntry, Payload};
@@ -40,7 +38,7 @@ pub(super) fn entry_kind(e: &InboxEntry) -> &'static str {
     }
 }
 
-pub(super) fn effect_row(e: &OutboxEntry, now: chrono::DateTime<Utc>, with_video: bool) -> String {
+pub(super) fn effect_row(e: &OutboxEntry, with_video: bool) -> String {
     let retryable = e.state == EffectState::Failed && e.effect.replayable();
     let button = if retryable {
         action(
@@ -54,7 +52,7 @@ pub(super) fn effect_row(e: &OutboxEntry, now: chrono::DateTime<Utc>, with_video
         String::new()
     };
     let next = if e.state == EffectState::Pending {
-        time(e.next_attempt_at, now)
+        time(e.next_attempt_at)
     } else {
         opt(None)
     };
@@ -78,11 +76,11 @@ pub(super) fn effect_row(e: &OutboxEntry, now: chrono::DateTime<Utc>, with_video
     )
 }
 
-pub(super) fn event_row(e: &InboxEntry, now: chrono::DateTime<Utc>, with_video: bool) -> String {
+pub(super) fn event_row(e: &InboxEntry, with_video: bool) -> String {
     format!(
         r#"<tr data-event="{id}"><td>{t}</td>{video}<td>{src}</td><td class="mono">{kind}</td><td>{out}</td><td class="muted">{note}</td><td><a href="/ui/events/{id}">payload</a></td></tr>"#,
         id = esc(&e.event_id.to_string()),
-        t = time(e.received_at, now),
+        t = time(e.received_at),
         video = if with_video {
             format!("<td>{}</td>", video_link(e.video_id.as_str()))
         } else {
@@ -90,9 +88,30 @@ pub(super) fn event_row(e: &InboxEntry, now: chrono::DateTime<Utc>, with_video: 
         },
         src = esc(e.source.service_name()),
         kind = esc(entry_kind(e)),
-        out = pill(entry_state(e)),
+        out = outcome_pill(e),
         note = opt(e.note.as_deref()),
     )
+}
+
+/// Events that report something going wrong: applied, they are still bad news.
+const FAILURE_EVENTS: [&str; 7] = [
+    "goapi_failed",
+    "goapi_completed_unusable",
+    "nca_failed",
+    "nca_failed_no_audio",
+    "effect_failed",
+    "job_deadline_passed",
+    "track_gone",
+];
+
+/// An entry's outcome coloured by what it means: an applied failure is red, not green.
+pub(super) fn outcome_pill(e: &InboxEntry) -> String {
+    let state = entry_state(e);
+    if state == "applied" && FAILURE_EVENTS.contains(&entry_kind(e)) {
+        pill_as("applied · failure", "failure")
+    } else {
+        pill(state)
+    }
 }
 
 /// An entry's outcome once processed, else its state.

@@ -26,6 +26,7 @@ use crate::ui::escape::text as esc;
 
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const FAVICON: &str = include_str!("assets/favicon.svg");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Routes the page paths; `None` for paths that are not the page's.
@@ -43,14 +44,14 @@ pub async fn route(
             get_only(req)
                 .and_then(|()| {
                     uuid::Uuid::parse_str(id)
-                        .map(|_| shell("Event"))
+                        .map(|id| shell(&format!("Event {id}")))
                         .map_err(|_| ApiError::bad_request("invalid_event_id", "expected a UUID"))
                 })
                 .or_else(|e| Ok(error_page(&e))),
         ),
         ["ui", "videos", id] => Some(
             get_only(req)
-                .and_then(|()| super::inspect::record_id(id).map(|_| shell("Video")))
+                .and_then(|()| super::inspect::record_id(id).map(|v| shell(&format!("Video {v}"))))
                 .or_else(|e| Ok(error_page(&e))),
         ),
         ["ui", "assets", "app.js"] => {
@@ -58,6 +59,9 @@ pub async fn route(
         }
         ["ui", "assets", "app.css"] => {
             Some(get_only(req).map(|()| asset(APP_CSS, "text/css; charset=utf-8")))
+        }
+        ["ui", "assets", "favicon.svg"] => {
+            Some(get_only(req).map(|()| asset(FAVICON, "image/svg+xml")))
         }
         ["ui", "fragments", rest @ ..] => Some(match get_only(req) {
             Err(e) => Err(e),
@@ -69,6 +73,12 @@ pub async fn route(
                 },
             }),
         }),
+        // Anything else under /ui/ is a page address a person typed or followed: a page
+        // says it does not exist (the admin API's own paths keep answering JSON).
+        ["ui", ..] => Some(Ok(error_page(&ApiError::not_found(format!(
+            "no page at {}",
+            req.path
+        ))))),
         _ => None,
     }
 }
@@ -143,7 +153,7 @@ fn error_page(e: &ApiError) -> Response {
     html_response(
         e.status,
         document(
-            "Error",
+            e.status.canonical_reason().unwrap_or("Error"),
             &format!(
                 r#"<main><h1>{status}</h1><div class="error-box" data-code="{code}">{msg}</div><p><a href="/">Back to the overview</a></p></main>"#,
                 status = esc(&e.status.to_string()),
@@ -159,11 +169,12 @@ fn shell(title: &str) -> Response {
         StatusCode::OK,
         document(
             title,
-            r#"<div class="stamp" id="stamp">loading…</div>
+            r#"<div class="bar"><span class="stamp" id="stamp" data-refreshes="0" data-skipped="0">loading…</span><button type="button" id="pause" class="small" aria-pressed="false">Pause updates</button></div>
 <main id="view" aria-live="polite"><p class="muted">Loading…</p></main>
-<div id="result" class="result" hidden><button type="button" id="result-close" class="small">close</button><div class="title" id="result-title"></div><pre id="result-body"></pre></div>
+<div id="result" class="result" hidden role="status"><button type="button" id="result-close" class="small">close</button><div class="title" id="result-title"></div><p id="result-text"></p><details id="result-raw"><summary>the API's answer as sent</summary><pre id="result-body"></pre></details></div>
 <dialog id="token-dialog"><form method="dialog" id="token-form"><h2>Admin token</h2>
 <p class="muted">This server requires its admin token (REELSTATE_ADMIN_TOKEN). It is kept in this browser tab's sessionStorage only, and sent to this server alone.</p>
+<p id="token-error" class="token-error" role="alert" hidden></p>
 <input type="password" id="token-input" autocomplete="off" placeholder="token" aria-label="admin token">
 <div class="row"><button type="submit" class="primary" id="token-save">Use token</button></div></form></dialog>
 <dialog id="confirm-dialog"><h2>Are you sure?</h2><p id="confirm-text"></p><p><code id="confirm-call"></code></p>
@@ -177,7 +188,7 @@ fn document(title: &str, body: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · reelstate</title><link rel="stylesheet" href="/ui/assets/app.css"></head>
+<title>{title} · reelstate</title><link rel="icon" type="image/svg+xml" href="/ui/assets/favicon.svg"><link rel="stylesheet" href="/ui/assets/app.css"></head>
 <body><header class="top"><a class="brand" href="/">reelstate</a><nav><a href="/">Overview</a><a href="/ui/videos">Videos</a><a href="/ui/events">Event log</a></nav>
 <form id="goto-video"><input id="goto-input" placeholder="video id (rec…)" aria-label="video id"></form>
 <div class="auth"><span id="token-state"></span><button type="button" id="forget-token">forget token</button></div></header>

@@ -4,29 +4,40 @@ use chrono::{DateTime, Utc};
 
 use crate::ui::escape::text as esc;
 
-/// A timestamp with its age, e.g. `15:04:05 (12 s ago)`; the full time on hover.
-pub fn time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+/// A timestamp in UTC, saying so. The page's script shows it in the reader's zone (named)
+/// with its age, UTC on hover; the age is not rendered here so that a fragment's HTML only
+/// changes when the store does, and a refresh can leave an unchanged section alone.
+pub fn time(t: DateTime<Utc>) -> String {
+    let utc = t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     format!(
-        r#"<time datetime="{full}" title="{full}">{short}</time> <span class="muted">({age})</span>"#,
-        full = esc(&t.to_rfc3339()),
-        short = esc(&t.format("%Y-%m-%d %H:%M:%S").to_string()),
-        age = esc(&age(now - t)),
+        r#"<time datetime="{full}" title="{utc}">{utc}</time>"#,
+        full = esc(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        utc = esc(&utc),
     )
 }
 
-pub fn age(d: chrono::Duration) -> String {
-    let s = d.num_seconds();
+/// A span of time, e.g. `2 min 5 s`.
+pub fn duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
     match s {
-        s if s < 0 => "in the future".into(),
-        0..=119 => format!("{s} s ago"),
-        120..=7199 => format!("{} min ago", s / 60),
-        7200..=172_799 => format!("{} h ago", s / 3600),
-        _ => format!("{} days ago", s / 86_400),
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        3600..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} days {} h", s / 86_400, s % 86_400 / 3600),
     }
 }
 
 pub fn pill(value: &str) -> String {
     format!(r#"<span class="pill {v}">{v}</span>"#, v = esc(value))
+}
+
+/// A pill whose colour says what `value` means here rather than what it is called.
+pub fn pill_as(value: &str, meaning: &str) -> String {
+    format!(
+        r#"<span class="pill {m}">{v}</span>"#,
+        v = esc(value),
+        m = esc(meaning)
+    )
 }
 
 pub fn video_link(id: &str) -> String {
@@ -66,11 +77,18 @@ pub fn action_with_body(
     )
 }
 
+/// A table; on a narrow screen the rows of a wide one stack (the page's script labels each
+/// stacked cell with its column's name).
 pub fn table(headers: &[&str], rows: &[String], empty: &str) -> String {
     if rows.is_empty() {
         return format!(r#"<p class="empty">{}</p>"#, esc(empty));
     }
-    let mut out = String::from("<table><thead><tr>");
+    // Two or three columns fit a phone as they are; wider tables stack.
+    let mut out = String::from(if headers.len() > 3 {
+        r#"<table class="stack"><thead><tr>"#
+    } else {
+        "<table><thead><tr>"
+    });
     for h in headers {
         let num = h.starts_with('#');
         out.push_str(&format!(

@@ -1,18 +1,33 @@
 // reelstate operator page. The server renders every fragment (escaped); this script only
-// fetches them with the admin token, swaps them in, and runs the confirmed actions.
+// fetches them with the admin token, swaps in the sections that changed, shows times in the
+// reader's zone, and runs the confirmed actions.
 // The token lives in sessionStorage only: gone when the tab closes, never in a URL or cookie.
 (function () {
   "use strict";
   var KEY = "reelstate.adminToken";
+  var PAUSE_KEY = "reelstate.paused";
+  var PERIOD = 2000;
   var view = document.getElementById("view");
   var stamp = document.getElementById("stamp");
+  var pauseButton = document.getElementById("pause");
   var result = document.getElementById("result");
   var tokenDialog = document.getElementById("token-dialog");
+  var tokenError = document.getElementById("token-error");
   var confirmDialog = document.getElementById("confirm-dialog");
   var path = location.pathname;
   var fragment = "/ui/fragments" + (path === "/" ? "/overview" : path.slice(3)) + location.search;
-  var live = path === "/" || path.indexOf("/ui/videos/") === 0;
+  // Every page but one event's is live: its fragment is fetched again every PERIOD.
+  var live = path.indexOf("/ui/events/") !== 0;
+  var paused = sessionStorage.getItem(PAUSE_KEY) === "1";
   var pending = null;
+  // The server's HTML of each top-level section as last swapped in. A refresh compares
+  // against these (not against the page, which the script decorates) and replaces only the
+  // sections whose HTML changed, so a selection, a scroll position or a half-typed prompt in
+  // an unchanged section stays as it was.
+  var sections = [];
+  var refreshes = 0;
+  var skipped = 0;
+  var updatedAt = null;
 
   function authHeaders() {
     var t = sessionStorage.getItem(KEY);
@@ -24,23 +39,159 @@
       sessionStorage.getItem(KEY) ? "token set (this tab)" : "no token";
   }
 
-  function load() {
+  // The dialog says why it is open again when the server refused the token it was given.
+  function askToken(refused) {
+    if (refused) {
+      tokenError.textContent = refused;
+      tokenError.hidden = false;
+    }
+    if (!tokenDialog.open) tokenDialog.showModal();
+  }
+
+  function showStamp() {
+    var when = updatedAt ? "updated " + updatedAt.toLocaleTimeString() : "loading…";
+    stamp.textContent = !live ? when : paused ? "paused · " + when + " · the page holds still" : "live · " + when;
+    stamp.setAttribute("data-refreshes", String(refreshes));
+    stamp.setAttribute("data-skipped", String(skipped));
+    stamp.className = paused ? "stamp paused" : "stamp";
+    pauseButton.hidden = !live;
+    pauseButton.textContent = paused ? "Resume updates" : "Pause updates";
+    pauseButton.setAttribute("aria-pressed", paused ? "true" : "false");
+  }
+
+  // `force`: the reader asked for it (opening the page, a token, an action, Resume). A
+  // periodic load that comes back after the reader paused is dropped: paused means still.
+  function load(force) {
+    var sentToken = sessionStorage.getItem(KEY);
     return fetch(fragment, { headers: authHeaders(), cache: "no-store" })
       .then(function (r) {
         if (r.status === 401) {
-          if (!tokenDialog.open) tokenDialog.showModal();
+          if (sentToken) {
+            sessionStorage.removeItem(KEY);
+            showTokenState();
+            askToken("The server refused this token (401 Unauthorized). Check the value of REELSTATE_ADMIN_TOKEN and enter it again.");
+          } else {
+            askToken(null);
+          }
           return;
         }
         return r.text().then(function (html) {
-          view.innerHTML = html;
+          if (paused && !force) return;
+          swap(html);
           view.setAttribute("data-status", String(r.status));
           airtableRate();
-          stamp.textContent = (live ? "live · " : "") + "updated " + new Date().toLocaleTimeString();
+          refreshes += 1;
+          updatedAt = new Date();
+          titleFromPage();
+          showStamp();
         });
       })
       .catch(function (e) {
         stamp.textContent = "cannot reach the server (" + e.message + "); retrying";
       });
+  }
+
+  function swap(html) {
+    var tpl = document.createElement("template");
+    tpl.innerHTML = html;
+    var fresh = Array.prototype.slice.call(tpl.content.children);
+    var incoming = fresh.map(function (n) { return n.outerHTML; });
+    var current = view.children;
+    if (incoming.length !== sections.length || current.length !== sections.length) {
+      view.textContent = "";
+      fresh.forEach(function (n) { view.appendChild(n); });
+      decorate(view);
+    } else {
+      for (var i = 0; i < incoming.length; i++) {
+        if (incoming[i] === sections[i]) continue;
+        var old = current[i];
+        var kept = keep(old);
+        view.replaceChild(fresh[i], old);
+        restore(fresh[i], kept);
+        decorate(fresh[i]);
+      }
+    }
+    sections = incoming;
+  }
+
+  // What a reader set inside a section that is about to be replaced: ticked boxes, open
+  // details, typed values.
+  function keep(el) {
+    var k = { checked: [], open: [], values: {} };
+    el.querySelectorAll("input[data-retry]:checked").forEach(function (c) {
+      k.checked.push(c.getAttribute("data-retry"));
+    });
+    el.querySelectorAll("details[id][open]").forEach(function (d) { k.open.push(d.id); });
+    el.querySelectorAll("textarea[id], input[id]:not([type=checkbox])").forEach(function (f) {
+      k.values[f.id] = f.value;
+    });
+    return k;
+  }
+
+  function restore(el, k) {
+    k.checked.forEach(function (id) {
+      var c = el.querySelector('input[data-retry="' + CSS.escape(id) + '"]');
+      if (c) c.checked = true;
+    });
+    k.open.forEach(function (id) {
+      var d = el.querySelector("#" + CSS.escape(id));
+      if (d) d.open = true;
+    });
+    Object.keys(k.values).forEach(function (id) {
+      var f = el.querySelector("#" + CSS.escape(id));
+      if (f && k.values[id]) f.value = k.values[id];
+    });
+  }
+
+  // Times arrive in UTC; the reader sees them in their own zone, named, with their age,
+  // and UTC on hover.
+  var LOCAL = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+    minute: "2-digit", second: "2-digit", timeZoneName: "short" };
+  function decorate(root) {
+    // A stacked row (narrow screens) names each value with its column's header.
+    root.querySelectorAll("table.stack").forEach(function (table) {
+      var names = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+        return th.textContent;
+      });
+      table.querySelectorAll("tbody tr").forEach(function (tr) {
+        Array.prototype.forEach.call(tr.children, function (td, i) {
+          if (names[i]) td.setAttribute("data-label", names[i]);
+        });
+      });
+    });
+    root.querySelectorAll("time[datetime]").forEach(function (t) {
+      var d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d.getTime())) return;
+      t.textContent = d.toLocaleString(undefined, LOCAL);
+      t.title = "UTC: " + t.title.replace(/ UTC$/, "");
+      var age = document.createElement("span");
+      age.className = "age muted";
+      t.after(age);
+    });
+    ages(root);
+  }
+
+  function ages(root) {
+    var now = Date.now();
+    root.querySelectorAll("time[datetime] + span.age").forEach(function (a) {
+      var s = Math.round((now - new Date(a.previousElementSibling.getAttribute("datetime")).getTime()) / 1000);
+      var text = " (" + (s < -5 ? "in " + span(-s) : s < 5 ? "now" : span(s) + " ago") + ")";
+      if (a.textContent !== text) a.textContent = text;
+    });
+  }
+
+  function span(s) {
+    if (s < 120) return s + " s";
+    if (s < 7200) return Math.floor(s / 60) + " min";
+    if (s < 172800) return Math.floor(s / 3600) + " h";
+    return Math.floor(s / 86400) + " days";
+  }
+
+  // A video's tab names the video and where it is.
+  function titleFromPage() {
+    var st = document.getElementById("video-status");
+    var base = document.title.split(" · ")[0].replace(/ \(.*\)$/, "");
+    if (st) document.title = base + " (" + st.getAttribute("data-status") + ") · reelstate";
   }
 
   // The Airtable request rate now, from the counter's change between two refreshes: the
@@ -52,28 +203,48 @@
     if (!el || !out) return;
     var n = Number(el.getAttribute("data-requests"));
     var t = Date.now();
+    var text = "measuring the current rate…";
     if (lastSample && t - lastSample.t > 500 && n >= lastSample.n) {
       var perSecond = ((n - lastSample.n) * 1000) / (t - lastSample.t);
-      out.textContent = "now about " + perSecond.toFixed(1) + " requests/s (the base allows 5)";
-    } else {
-      out.textContent = "measuring the current rate…";
+      text = "now about " + perSecond.toFixed(1) + " requests/s (the base allows 5)";
     }
+    if (out.textContent !== text) out.textContent = text;
     lastSample = { n: n, t: t };
   }
 
-  function schedule() {
-    if (!live) return;
-    setTimeout(function () {
-      (document.hidden ? Promise.resolve() : load()).then(schedule, schedule);
-    }, 2000);
+  function tick() {
+    var next;
+    if (paused) {
+      skipped += 1;
+      showStamp();
+      next = Promise.resolve();
+    } else if (document.hidden) {
+      next = Promise.resolve();
+    } else {
+      ages(view);
+      next = load(false);
+    }
+    next.then(schedule, schedule);
   }
 
+  function schedule() {
+    if (live) setTimeout(tick, PERIOD);
+  }
+
+  pauseButton.addEventListener("click", function () {
+    paused = !paused;
+    if (paused) sessionStorage.setItem(PAUSE_KEY, "1");
+    else sessionStorage.removeItem(PAUSE_KEY);
+    showStamp();
+    if (!paused) load(true);
+  });
   document.getElementById("token-form").addEventListener("submit", function () {
     var v = document.getElementById("token-input").value.trim();
     if (v) sessionStorage.setItem(KEY, v);
     document.getElementById("token-input").value = "";
+    tokenError.hidden = true;
     showTokenState();
-    load();
+    load(true);
   });
   document.getElementById("forget-token").addEventListener("click", function () {
     sessionStorage.removeItem(KEY);
@@ -90,7 +261,7 @@
     var boxes = view.querySelectorAll("input[data-retry]:checked");
     var ids = Array.prototype.map.call(boxes, function (c) { return c.getAttribute("data-retry"); });
     if (ids.length === 0) {
-      showResult(false, "Retry selected failed videos", "No failed video is selected.");
+      showResult(false, "Retry selected failed videos", "No failed video is selected.", "");
       return;
     }
     pending = {
@@ -104,21 +275,46 @@
     confirmDialog.showModal();
   }
 
-  function showResult(ok, title, body) {
+  function showResult(ok, title, text, raw) {
     result.hidden = false;
     result.className = ok ? "result ok" : "result failed";
     document.getElementById("result-title").textContent = title;
-    document.getElementById("result-body").textContent = body;
+    document.getElementById("result-text").textContent = text;
+    document.getElementById("result-body").textContent = raw;
+    document.getElementById("result-raw").hidden = !raw;
   }
 
   function pretty(body) {
     try { return JSON.stringify(JSON.parse(body), null, 2); } catch (e) { return body; }
   }
 
+  // The API's answer as a sentence; the JSON stays one click away.
+  function sentence(status, body) {
+    var j = null;
+    try { j = JSON.parse(body); } catch (e) { /* not JSON */ }
+    if (status === 401) return "The server refused the admin token: enter it again.";
+    if (j && j.error) {
+      var why = j.error.message || j.error.code;
+      if (status === 409) return "Refused: the video's state does not accept this now (" + why + ").";
+      return "Not done (" + status + "): " + why;
+    }
+    if (j && j.status === "applied") {
+      return "Done: the video is now " + j.video_status + (j.job_id ? ", with job " + j.job_id : "") + ".";
+    }
+    if (j && j.status === "queued") return "Queued: the engine takes it up within seconds.";
+    if (j && j.status === "requeued") return "The effect is back in the queue and runs again shortly.";
+    if (j && j.status && j.video_status) {
+      return "Taken as " + j.status + "; the video is " + j.video_status + ".";
+    }
+    if (status >= 200 && status < 300) return "Accepted.";
+    return "The server answered " + status + ".";
+  }
+
   // One after the other, so that each answer is shown against its call.
   function runBulk(call) {
     var lines = [];
-    var allOk = true;
+    var raw = [];
+    var done = 0;
     var headers = authHeaders();
     headers["Content-Type"] = "application/json";
     var chain = Promise.resolve();
@@ -127,24 +323,26 @@
         return fetch(url, { method: call.method, headers: headers, body: "{}" })
           .then(function (r) {
             return r.text().then(function (body) {
-              if (!r.ok) allOk = false;
-              lines.push(call.method + " " + url + " → " + r.status + " " + r.statusText + "\n" + pretty(body));
+              if (r.ok) done += 1;
+              lines.push(url.split("/")[2] + ": " + sentence(r.status, body));
+              raw.push(call.method + " " + url + " → " + r.status + " " + r.statusText + "\n" + pretty(body));
             });
           })
           .catch(function (e) {
-            allOk = false;
-            lines.push(call.method + " " + url + " failed: " + String(e));
+            lines.push(url.split("/")[2] + ": the call failed (" + String(e) + ")");
+            raw.push(call.method + " " + url + " failed: " + String(e));
           });
       });
     });
     return chain.then(function () {
-      showResult(allOk, "Retried " + call.urls.length + " video" + (call.urls.length === 1 ? "" : "s"),
-        lines.join("\n\n"));
-      return load();
+      var n = call.urls.length;
+      showResult(done === n, "Retried " + n + " video" + (n === 1 ? "" : "s"),
+        done + " of " + n + " accepted.\n" + lines.join("\n"), raw.join("\n\n"));
+      return load(true);
     });
   }
 
-  // Every action asks first, then shows the API's answer as it came.
+  // Every action asks first, then says what the API answered.
   view.addEventListener("click", function (ev) {
     if (ev.target.closest("button[data-bulk-retry]")) {
       bulkRetry();
@@ -152,11 +350,14 @@
     }
     var b = ev.target.closest("button[data-action]");
     if (!b) return;
-    pending = {
-      method: b.getAttribute("data-method"),
-      url: b.getAttribute("data-action"),
-      body: b.getAttribute("data-body")
-    };
+    var body = b.getAttribute("data-body");
+    var promptFrom = b.getAttribute("data-prompt");
+    if (promptFrom) {
+      var field = document.getElementById(promptFrom);
+      var prompt = field ? field.value.trim() : "";
+      body = prompt ? JSON.stringify({ prompt: prompt }) : null;
+    }
+    pending = { method: b.getAttribute("data-method"), url: b.getAttribute("data-action"), body: body };
     document.getElementById("confirm-text").textContent = b.getAttribute("data-confirm");
     document.getElementById("confirm-call").textContent =
       pending.method + " " + pending.url + (pending.body ? " " + pending.body : "");
@@ -177,25 +378,17 @@
     }
     var headers = authHeaders();
     headers["Content-Type"] = "application/json";
+    var title = call.method + " " + call.url;
     fetch(call.url, { method: call.method, headers: headers, body: call.body || "{}" })
       .then(function (r) {
         return r.text().then(function (body) {
-          var pretty = body;
-          try { pretty = JSON.stringify(JSON.parse(body), null, 2); } catch (e) { /* as sent */ }
-          result.hidden = false;
-          result.className = r.ok ? "result ok" : "result failed";
-          document.getElementById("result-title").textContent =
-            call.method + " " + call.url + " → " + r.status + " " + r.statusText;
-          document.getElementById("result-body").textContent = pretty;
-          if (r.status === 401) tokenDialog.showModal();
-          return load();
+          showResult(r.ok, title + " → " + r.status + " " + r.statusText, sentence(r.status, body), pretty(body));
+          if (r.status === 401) askToken("The server refused this token (401 Unauthorized). Check the value of REELSTATE_ADMIN_TOKEN and enter it again.");
+          return load(true);
         });
       })
       .catch(function (e) {
-        result.hidden = false;
-        result.className = "result failed";
-        document.getElementById("result-title").textContent = call.method + " " + call.url + " failed";
-        document.getElementById("result-body").textContent = String(e);
+        showResult(false, title + " failed", "The call did not reach the server: " + String(e), "");
       });
   });
   document.getElementById("result-close").addEventListener("click", function () {
@@ -203,5 +396,6 @@
   });
 
   showTokenState();
-  load().then(schedule, schedule);
+  showStamp();
+  load(true).then(schedule, schedule);
 })();

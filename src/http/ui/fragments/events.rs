@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::super::render::{action, opt, pill, table, time, video_link};
-use super::{entry_kind, entry_state, event_row};
+use super::super::render::{action, opt, table, time, video_link};
+use super::{entry_kind, event_row, outcome_pill};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::http::inspect::record_id;
@@ -14,7 +14,6 @@ use crate::ui::escape::{query as q, text as esc};
 const SOURCES: [Source; 4] = [Source::Goapi, Source::Nca, Source::Api, Source::Engine];
 
 pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError> {
-    let now = crate::clock::now();
     let outcomes = crate::http::inspect::outcomes();
     let outcome = req.param("outcome").filter(|o| !o.is_empty());
     if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
@@ -86,14 +85,15 @@ pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String
     let services: Vec<(&str, &str)> = services.iter().map(|(v, l)| (v.as_str(), *l)).collect();
     let outcome_options: Vec<(&str, &str)> = outcomes.iter().map(|o| (*o, *o)).collect();
     let source_name = source.map(|s| s.to_string());
-    let mut html = String::from("<h1>Event log</h1>");
+    let mut html =
+        String::from(r#"<h1>Event log <span class="muted small">newest first</span></h1>"#);
     html.push_str(&format!(
         r#"<form class="filters" method="get" action="/ui/events"><label>outcome {o}</label><label>service {s}</label><label>video <input name="video_id" id="filter-video" value="{v}" placeholder="rec…" size="20"></label><button type="submit" class="primary">Search</button> <a href="/ui/events">clear</a></form>"#,
         o = select("outcome", outcome.as_deref(), &outcome_options),
         s = select("service", source_name.as_deref(), &services),
         v = esc(video_param.as_deref().unwrap_or("")),
     ));
-    let rows: Vec<String> = entries.iter().map(|e| event_row(e, now, true)).collect();
+    let rows: Vec<String> = entries.iter().map(|e| event_row(e, true)).collect();
     html.push_str(&format!(
         r#"<div id="events">{}</div>"#,
         table(
@@ -134,7 +134,6 @@ pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String
 }
 
 pub(super) async fn event(engine: &Arc<Engine>, id: &str) -> Result<String, ApiError> {
-    let now = crate::clock::now();
     let id = uuid::Uuid::parse_str(id)
         .map_err(|_| ApiError::bad_request("invalid_event_id", "expected a UUID"))?;
     let Some(e) = engine.store.entry(id).await? else {
@@ -150,9 +149,9 @@ pub(super) async fn event(engine: &Arc<Engine>, id: &str) -> Result<String, ApiE
         v = video_link(e.video_id.as_str()),
         src = esc(e.source.service_name()),
         ep = esc(&e.endpoint),
-        t = time(e.received_at, now),
+        t = time(e.received_at),
         kind = esc(entry_kind(&e)),
-        out = pill(entry_state(&e)),
+        out = outcome_pill(&e),
         note = opt(e.note.as_deref()),
         job = opt(e.job.map(|j| j.to_string()).as_deref()),
     );

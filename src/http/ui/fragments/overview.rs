@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use strum::IntoEnumIterator;
 
-use super::super::render::{action, age, opt, pill, table, time, video_link};
+use super::super::render::{action, opt, pill, table, time, video_link};
 use super::{effect_row, event_row};
 use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::engine::Engine;
@@ -27,13 +27,12 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         .await?;
     let mut html = String::from("<h1>Overview</h1><div class=\"cards\">");
 
-    let oldest = o.oldest_pending.map(|t| age(now - t));
     html.push_str(&format!(
         r#"<div class="card{warn}" id="inbox"><div class="label">Inbox</div><div class="big" data-count="{n}">{n}</div><div>{what}</div></div>"#,
         warn = if o.inbox_pending > 0 && o.oldest_pending.is_some_and(|t| now - t > chrono::Duration::seconds(60)) { " warn" } else { "" },
         n = o.inbox_pending,
-        what = match &oldest {
-            Some(a) => format!("waiting for the worker; oldest arrived {}", esc(a)),
+        what = match o.oldest_pending {
+            Some(t) => format!("waiting for the worker; oldest arrived {}", time(t)),
             None => "nothing waiting for the worker".into(),
         },
     ));
@@ -117,7 +116,7 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     html.push_str(&attention(engine, &o, &quarantined, now));
     html.push_str(&paid_days);
 
-    let rows: Vec<String> = recent.iter().map(|e| event_row(e, now, true)).collect();
+    let rows: Vec<String> = recent.iter().map(|e| event_row(e, true)).collect();
     html.push_str(&format!(
         r#"<section id="recent"><h2>Latest events <a class="muted" href="/ui/events">(the whole log)</a></h2>{}</section>"#,
         table(
@@ -238,7 +237,7 @@ fn attention(
                 link = video_link(f.video_id.as_str()),
                 p = pill(&f.status),
                 err = opt(f.error_details.as_deref()),
-                t = time(f.updated_at, now),
+                t = time(f.updated_at),
                 b = action(
                     "Retry",
                     "POST",
@@ -275,7 +274,7 @@ fn attention(
                 link = video_link(j.video_id.as_str()),
                 k = esc(j.kind.name()),
                 ext = opt(j.external_id.as_deref()),
-                t = time(j.since, now),
+                t = time(j.since),
                 c = j.checks,
             )
         })
@@ -295,11 +294,7 @@ fn attention(
             "",
         ),
     ));
-    let troubled: Vec<String> = o
-        .troubled
-        .iter()
-        .map(|e| effect_row(e, now, true))
-        .collect();
+    let troubled: Vec<String> = o.troubled.iter().map(|e| effect_row(e, true)).collect();
     groups.push((
         "troubled-effects",
         "Effects retrying, interrupted or failed",
@@ -332,7 +327,7 @@ fn attention(
                 t = esc(&r.table),
                 id = esc(&r.id),
                 why = esc(&r.reason),
-                at = r.at.map_or_else(|| opt(None), |at| time(at, now)),
+                at = r.at.map_or_else(|| opt(None), time),
             )
         })
         .collect();

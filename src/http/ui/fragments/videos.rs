@@ -17,7 +17,6 @@ use crate::ui::escape::{query as q, text as esc};
 const PAGE: u32 = 50;
 
 pub(super) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError> {
-    let now = crate::clock::now();
     let query = video_query(engine, req, PAGE)?;
     let limit = query.limit;
     let rows = engine.store.videos(query).await?;
@@ -133,9 +132,9 @@ pub(super) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<String
                 st = esc(&v.status),
                 link = video_link(id),
                 p = pill(&v.status),
-                t = time(v.updated_at, now),
+                t = time(v.updated_at),
                 r = v.retries,
-                w = v.waiting_since.map_or_else(|| opt(None), |t| time(t, now)),
+                w = v.waiting_since.map_or_else(|| opt(None), time),
                 err = opt(v.error_details.as_deref()),
             )
         })
