@@ -196,7 +196,7 @@ fn main() -> ExitCode {
             print!("{}", reelstate::machine::mermaid());
             ExitCode::SUCCESS
         }
-        Command::States { svg: Some(dir) } => match reelstate::ui::diagram::write_files(&dir) {
+        Command::States { svg: Some(dir) } => match reelstate::diagram::write_files(&dir) {
             Ok(paths) => {
                 for p in paths {
                     println!("{}", p.display());

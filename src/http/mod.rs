@@ -7,7 +7,7 @@ mod error;
 mod inspect;
 mod ops;
 pub mod probes;
-mod ui;
+pub(crate) mod ui;
 mod webhooks;
 
 use std::sync::Arc;

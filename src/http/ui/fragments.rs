@@ -9,11 +9,11 @@ mod videos;
 
 use std::sync::Arc;
 
+use super::escape::{query as q, text as esc};
 use super::render::{action, opt, pill, pill_as, time, video_link};
 use crate::engine::Engine;
 use crate::http::{ApiError, Request};
 use crate::store::{EffectState, InboxEntry, OutboxEntry, Payload};
-use crate::ui::escape::{query as q, text as esc};
 
 pub async fn render(
     engine: &Arc<Engine>,

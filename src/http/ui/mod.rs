@@ -12,6 +12,7 @@
 //! allows scripts and styles from this origin only, so even markup that slipped through
 //! escaping could not run.
 
+pub(crate) mod escape;
 mod fragments;
 mod render;
 
@@ -20,9 +21,9 @@ use std::sync::Arc;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
+use self::escape::text as esc;
 use super::{ApiError, Request};
 use crate::engine::Engine;
-use crate::ui::escape::text as esc;
 
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::ui::escape::text as esc;
+use super::escape::text as esc;
 
 /// A timestamp in UTC, saying so. The page's script shows it in the reader's zone (named)
 /// with its age, UTC on hover; the age is not rendered here so that a fragment's HTML only

@@ -7,9 +7,9 @@ use super::{entry_kind, event_row, outcome_pill};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::http::inspect::record_id;
+use crate::http::ui::escape::{query as q, text as esc};
 use crate::http::{ApiError, Request};
 use crate::store::{EventQuery, Payload, Source};
-use crate::ui::escape::{query as q, text as esc};
 
 const SOURCES: [Source; 4] = [Source::Goapi, Source::Nca, Source::Api, Source::Engine];
 

@@ -11,8 +11,8 @@ use super::{effect_row, event_row};
 use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::http::ApiError;
+use crate::http::ui::escape::{query as q, text as esc};
 use crate::store::{EventQuery, Quarantined};
-use crate::ui::escape::{query as q, text as esc};
 
 pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     let now = crate::clock::now();

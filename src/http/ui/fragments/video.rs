@@ -9,14 +9,14 @@ use super::super::render::{action, action_with_body, duration, opt, pill, table,
 use super::{effect_row, entry_kind, outcome_pill};
 use warp::http::StatusCode;
 
+use crate::diagram::{Highlight, OTHER_MEANS, video_edges, video_node, video_svg_compact};
 use crate::domain::MediaUrl;
 use crate::engine::Engine;
 use crate::http::ApiError;
 use crate::http::inspect::{handled, service_attempts};
+use crate::http::ui::escape::text as esc;
 use crate::machine::next_events;
 use crate::store::{EffectState, EntryOutcome, EventQuery, HistoryRow, Payload};
-use crate::ui::diagram::{Highlight, OTHER_MEANS, video_edges, video_node, video_svg_compact};
-use crate::ui::escape::text as esc;
 
 fn media(u: Option<&MediaUrl>) -> String {
     match u {

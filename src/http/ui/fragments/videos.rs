@@ -11,8 +11,8 @@ use strum::IntoEnumIterator;
 use crate::domain::{JobStatus, JobType, VideoStatus};
 use crate::engine::Engine;
 use crate::http::inspect::video_query;
+use crate::http::ui::escape::{query as q, text as esc};
 use crate::http::{ApiError, Request};
-use crate::ui::escape::{query as q, text as esc};
 
 const PAGE: u32 = 50;
 

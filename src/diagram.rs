@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::escape::text as esc;
+use crate::http::ui::escape::text as esc;
 use crate::machine::{JobTransitionRow, TransitionRow, explore};
 
 /// What to highlight: the states a video went through, the transitions it took, and

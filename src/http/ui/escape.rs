@@ -1,5 +1,6 @@
 //! Escaping for HTML and SVG. Every value that comes from the store (payloads are sent by
-//! others, so attacker-controlled) goes through `text` before it is put into markup.
+//! others, so attacker-controlled) goes through `text` before it is put into markup: the
+//! page's fragments, and the lifecycle drawing (`crate::diagram`) that the page inlines.
 
 use std::fmt::Write;
 
