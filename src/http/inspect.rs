@@ -1,4 +1,5 @@
-//! State inspection and operations: what people who run reelstate use every day.
+//! State inspection: a video, its jobs and its events as the admin API and the operator
+//! page read them (the commands that change them are `commands.rs`).
 
 use std::sync::Arc;
 
@@ -8,7 +9,6 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{ApiError, Request, json};
-use crate::commands::{self, CommandOutcome, Submitted};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{JobId, Snapshot, next_events};
@@ -27,7 +27,7 @@ pub(super) fn record_id(id: &str) -> Result<RecordId, ApiError> {
     })
 }
 
-fn uuid(id: &str, what: &'static str) -> Result<Uuid, ApiError> {
+pub(super) fn uuid(id: &str, what: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::bad_request(what, "expected a UUID"))
 }
 
@@ -394,56 +394,6 @@ pub async fn event(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError>
     let mut body = entry_json(&e);
     body["raw_payload"] = json!(e.raw_body);
     Ok(json(StatusCode::OK, &body))
-}
-
-pub async fn replay(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
-    let id = uuid(id, "invalid_event_id")?;
-    let submitted = commands::Replay::apply_to(engine, id).await?;
-    Ok(command_reply(submitted))
-}
-
-pub async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
-    let requeued = commands::RetryEffect::apply_to(engine, id).await?;
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({"status": "requeued", "effect_id": requeued.effect_id}),
-    ))
-}
-
-pub async fn music(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
-    let command = commands::Music::parse(record_id(id)?, &req.body)?;
-    Ok(command_reply(command.apply(engine).await?))
-}
-
-pub async fn retry(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
-    let command = commands::Retry::parse(record_id(id)?, &req.body)?;
-    Ok(command_reply(command.apply(engine).await?))
-}
-
-fn command_reply(Submitted { event_id, answer }: Submitted) -> Response {
-    match answer {
-        Some(CommandOutcome::Done {
-            outcome,
-            status,
-            job,
-        }) => json(
-            StatusCode::ACCEPTED,
-            &json!({"status": outcome.map_or("", <&str>::from),
-                    "event_id": event_id,
-                    "video_status": status.as_ref().map_or("", |s| s.name()),
-                    "job_id": job.map(|j| j.to_string())}),
-        ),
-        Some(CommandOutcome::Rejected(reason)) => {
-            ApiError::new(StatusCode::CONFLICT, "rejected", reason).into_response()
-        }
-        Some(CommandOutcome::VideoNotFound) => {
-            ApiError::not_found("no such video in the Videos table").into_response()
-        }
-        None => json(
-            StatusCode::ACCEPTED,
-            &json!({"status": "queued", "event_id": event_id}),
-        ),
-    }
 }
 
 #[cfg(test)]

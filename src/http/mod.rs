@@ -3,6 +3,7 @@
 //! errors included, comes from one place: a JSON body `{"error": {"code", "message"}}`,
 //! 404 for unknown paths, 405 only for a known path with the wrong method.
 
+mod commands;
 mod error;
 mod inspect;
 mod ops;
@@ -180,12 +181,12 @@ async fn dispatch(
         ["videos", id, "music"] => {
             allow(&[Method::POST])?;
             ops::authorize(engine, &req)?;
-            inspect::music(engine, id, &req).await
+            commands::music(engine, id, &req).await
         }
         ["videos", id, "retry"] => {
             allow(&[Method::POST])?;
             ops::authorize(engine, &req)?;
-            inspect::retry(engine, id, &req).await
+            commands::retry(engine, id, &req).await
         }
         ["jobs", id] => {
             allow(&[Method::GET])?;
@@ -205,7 +206,7 @@ async fn dispatch(
         ["events", id, "replay"] => {
             allow(&[Method::POST])?;
             ops::authorize(engine, &req)?;
-            inspect::replay(engine, id).await
+            commands::replay(engine, id).await
         }
         ["sandbox", "videos"] if engine.settings.sandbox => {
             allow(&[Method::POST])?;
@@ -227,7 +228,7 @@ async fn dispatch(
         ["effects", id, "retry"] => {
             allow(&[Method::POST])?;
             ops::authorize(engine, &req)?;
-            inspect::retry_effect(engine, id).await
+            commands::retry_effect(engine, id).await
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
