@@ -45,7 +45,29 @@ pub struct Engine {
     pub commands: Waiters,
     pub wake_worker: Notify,
     pub wake_executor: Notify,
+    /// When this replica last found its store unreachable.
+    pub store_outage: StoreOutage,
+    /// What the finished NCA jobs it has read were submitted as.
+    pub nca_done: crate::find_out::DoneJobs,
     shutdown: watch::Sender<bool>,
+}
+
+/// When the store was last found unreachable here (a request refused with 503, a
+/// reconciliation pass that failed). A callback refused meanwhile is not sent again (NCA
+/// sends one), so once the store answers the reconciler asks the services about the jobs
+/// still waiting instead of leaving them to their deadlines.
+#[derive(Default)]
+pub struct StoreOutage(std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>);
+
+impl StoreOutage {
+    pub fn note(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(crate::clock::now());
+    }
+
+    /// The last outage noted since the previous call, cleared.
+    pub fn take(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Engine {
@@ -77,6 +99,8 @@ impl Engine {
             commands: Waiters::default(),
             wake_worker: Notify::new(),
             wake_executor: Notify::new(),
+            store_outage: StoreOutage::default(),
+            nca_done: Default::default(),
             shutdown: watch::channel(false).0,
         })
     }
