@@ -27,6 +27,7 @@ mod airtable_production_base;
 mod alerts;
 mod backup;
 mod clients;
+mod db_outage;
 mod deploy;
 mod doc_links;
 mod documents;
