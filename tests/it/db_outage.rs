@@ -404,7 +404,10 @@ async fn post_completion(app: &TestApp, n: usize) -> (u16, Value) {
         support::world::goapi_fixture("udio_completed.json", &format!("full-{n}"), 1_765_248_943);
     let r = app
         .client
-        .post(format!("{}/webhooks/goapi?video_id=recFull{n:010}", app.url))
+        .post(format!(
+            "{}/webhooks/goapi?video_id=recFull{n:010}",
+            app.url
+        ))
         .header("x-webhook-secret", GOAPI_SECRET)
         .json(&body)
         .send()
@@ -412,6 +415,20 @@ async fn post_completion(app: &TestApp, n: usize) -> (u16, Value) {
         .expect("the service answers");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `/readyz` until it answers `want` (its answer is cached for up to 5 s), or the last
+/// answer after 15 s.
+async fn ready_becomes(app: &TestApp, want: u16) -> (u16, Value) {
+    let mut last = (0, Value::Null);
+    for _ in 0..60 {
+        last = app.get_json("/readyz").await;
+        if last.0 == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    last
 }
 
 #[tokio::test]
@@ -442,6 +459,14 @@ async fn a_full_sqlite_store_refuses_webhooks_with_503_and_takes_them_again_once
     let refused = refused.expect("a full store refuses webhooks");
     // Refused again while still full: the sender's retry is refused the same way.
     assert_eq!(post_completion(&app, refused).await.0, 503);
+    let (status, ready) = ready_becomes(&app, 503).await;
+    assert_eq!(status, 503, "/readyz while full: {ready}");
+    assert!(
+        ready["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full") || e.contains("limit")),
+        "{ready}"
+    );
 
     // Room again (an operator freed it; retention does the same): intake resumes, and
     // what was acknowledged before the disk filled is on record.
@@ -453,6 +478,8 @@ async fn a_full_sqlite_store_refuses_webhooks_with_503_and_takes_them_again_once
         status, 202,
         "the refused delivery is taken once there is room: {body}"
     );
+    let (status, ready) = ready_becomes(&app, 200).await;
+    assert_eq!(status, 200, "/readyz once there is room: {ready}");
     for n in std::iter::once(0).chain(taken.iter().copied()) {
         let (status, body) = post_completion(&app, n).await;
         assert_eq!(
