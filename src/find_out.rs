@@ -123,31 +123,3 @@ pub async fn find_nca_submission(
         ))
     }
 }
-
-/// The submission id each finished NCA job carried, as read from its status: a done job's
-/// payload never changes, so a look-up reads each one once, however many look-ups a busy
-/// toolkit's listing takes part in.
-#[derive(Default)]
-pub struct DoneJobs(std::sync::Mutex<std::collections::HashMap<String, Option<String>>>);
-
-/// Past this many jobs the memory starts afresh (they are read again if listed).
-const DONE_JOBS_KEPT: usize = 20_000;
-
-impl DoneJobs {
-    /// `Some(submission)` when the job was read (`submission` `None`: it named none).
-    fn submission_of(&self, job_id: &str) -> Option<Option<String>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(job_id)
-            .cloned()
-    }
-
-    fn remember(&self, job_id: &str, submission: Option<String>) {
-        let mut jobs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if jobs.len() >= DONE_JOBS_KEPT {
-            jobs.clear();
-        }
-        jobs.insert(job_id.to_owned(), submission);
-    }
-}

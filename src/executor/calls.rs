@@ -41,36 +41,6 @@ fn job_deadline(engine: &Engine, effect: &Effect) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or_default()
 }
 
-/// The service has the job's result: it goes in as the service's answer, and the effect
-/// looks again once the worker has processed it (the job then no longer waits).
-async fn feed_found(
-    engine: &Engine,
-    e: &OutboxEntry,
-    job: JobId,
-    started: chrono::DateTime<chrono::Utc>,
-    event: Event,
-) -> Result<Prepared, crate::store::StoreError> {
-    info!("the service has the job's result: feeding it in instead of calling again");
-    let entry = NewEntry {
-        dedupe_key: Some(format!(
-            "lookup:{}:{}",
-            e.effect_id,
-            started.timestamp_millis()
-        )),
-        endpoint: "find-out".into(),
-        ..engine_entry(e, "found", crate::reconciler::name_job(event, job))
-    };
-    engine.enqueue(entry).await?;
-    engine
-        .store
-        .effect_defer(
-            &e.effect_id,
-            crate::clock::now() + chrono::Duration::seconds(1),
-        )
-        .await?;
-    Ok(Prepared::Deferred)
-}
-
 /// How many automatic re-submissions the job has on record, as its snapshot says now.
 /// Read after the video's inbox is empty, so that a `resubmitting` already stored has
 /// been counted.
@@ -113,14 +83,6 @@ pub(super) async fn prepare_external(
             + chrono::Duration::from_std(engine.settings.interrupted_grace).unwrap_or_default();
         let waited_out = crate::clock::now() >= started + job_deadline(engine, &e.effect);
         if crate::clock::now() < resume {
-            // Where the service can be asked, its callback (refused while the store was
-            // unreachable, or lost) need not be waited for: a done job is its result.
-            if matches!(e.effect, Effect::SubmitNcaMix { .. })
-                && let crate::find_out::Lookup::Found(event) =
-                    crate::find_out::look_up(engine, &e.effect, started).await
-            {
-                return feed_found(engine, e, job, started, event).await;
-            }
             // Look again in a little while: the callback may come any moment, and this
             // effect holds back the video's later calls until it is settled.
             let next = (crate::clock::now() + chrono::Duration::seconds(2)).min(resume);
@@ -144,7 +106,27 @@ pub(super) async fn prepare_external(
         if !waited_out {
             match crate::find_out::look_up(engine, &e.effect, started).await {
                 crate::find_out::Lookup::Found(event) => {
-                    return feed_found(engine, e, job, started, event).await;
+                    info!(
+                        "the service has the job's result: feeding it in instead of calling again"
+                    );
+                    let entry = NewEntry {
+                        dedupe_key: Some(format!(
+                            "lookup:{}:{}",
+                            e.effect_id,
+                            started.timestamp_millis()
+                        )),
+                        endpoint: "find-out".into(),
+                        ..engine_entry(e, "found", crate::reconciler::name_job(event, job))
+                    };
+                    engine.enqueue(entry).await?;
+                    engine
+                        .store
+                        .effect_defer(
+                            &e.effect_id,
+                            crate::clock::now() + chrono::Duration::seconds(1),
+                        )
+                        .await?;
+                    return Ok(Prepared::Deferred);
                 }
                 crate::find_out::Lookup::Absent => {
                     info!("the service answered that it does not have the job");
