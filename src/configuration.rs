@@ -29,6 +29,12 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub db: String,
+    /// On SQLite: the most the store's file may hold, in MB (no limit by default). Past
+    /// it the store's writes fail as on a full disk: webhooks are answered 503 and
+    /// retried by their senders, nothing acknowledged is lost, and intake resumes once
+    /// pages are free again (retention, or a restart with a higher limit).
+    #[arg(long, env = "REELSTATE_DB_MAX_MB")]
+    pub db_max_mb: Option<f64>,
     /// On PostgreSQL: how long a replica's claim on a video outlives the replica (a killed
     /// replica's work is taken over after this); renewed every third of it while alive.
     #[arg(long, env = "REELSTATE_LEASE_SECS", default_value_t = 15.0)]
@@ -306,6 +312,8 @@ pub struct ServiceSettings {
 pub struct Settings {
     pub listen: SocketAddr,
     pub db: Database,
+    /// The SQLite store's size limit in bytes (`REELSTATE_DB_MAX_MB`).
+    pub db_max_bytes: Option<u64>,
     pub lease: Duration,
     pub goapi_webhook_secret: Option<String>,
     pub relay_secrets: Vec<String>,
@@ -495,6 +503,10 @@ impl ServeArgs {
         Ok(Settings {
             listen: self.listen,
             db,
+            db_max_bytes: self
+                .db_max_mb
+                .filter(|mb| mb.is_finite() && *mb > 0.0)
+                .map(|mb| (mb * 1024.0 * 1024.0) as u64),
             lease: seconds(self.lease_secs, 1.0).min(Duration::from_secs(3600)),
             goapi_webhook_secret,
             relay_secrets,

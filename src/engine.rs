@@ -45,7 +45,29 @@ pub struct Engine {
     pub commands: Waiters,
     pub wake_worker: Notify,
     pub wake_executor: Notify,
+    /// When this replica last found its store unreachable.
+    pub store_outage: StoreOutage,
+    /// What the finished NCA jobs it has read were submitted as.
+    pub nca_done: DoneJobs,
     shutdown: watch::Sender<bool>,
+}
+
+/// When the store was last found unreachable here (a request refused with 503, a
+/// reconciliation pass that failed). A callback refused meanwhile is not sent again (NCA
+/// sends one), so once the store answers the reconciler asks the services about the jobs
+/// still waiting instead of leaving them to their deadlines.
+#[derive(Default)]
+pub struct StoreOutage(std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>);
+
+impl StoreOutage {
+    pub fn note(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(crate::clock::now());
+    }
+
+    /// The last outage noted since the previous call, cleared.
+    pub fn take(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Engine {
@@ -77,6 +99,8 @@ impl Engine {
             commands: Waiters::default(),
             wake_worker: Notify::new(),
             wake_executor: Notify::new(),
+            store_outage: StoreOutage::default(),
+            nca_done: Default::default(),
             shutdown: watch::channel(false).0,
         })
     }
@@ -144,4 +168,32 @@ pub async fn drain<T: 'static>(tasks: &mut JoinSet<T>) -> bool {
         tasks.shutdown().await;
     }
     finished
+}
+
+/// The submission id each finished NCA job carried, as read from its status: a done job's
+/// payload never changes, so a look-up reads each one once, however many look-ups a busy
+/// toolkit's listing takes part in.
+#[derive(Default)]
+pub struct DoneJobs(std::sync::Mutex<std::collections::HashMap<String, Option<String>>>);
+
+/// Past this many jobs the memory starts afresh (they are read again if listed).
+const DONE_JOBS_KEPT: usize = 20_000;
+
+impl DoneJobs {
+    /// `Some(submission)` when the job was read (`submission` `None`: it named none).
+    pub(crate) fn submission_of(&self, job_id: &str) -> Option<Option<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job_id)
+            .cloned()
+    }
+
+    pub(crate) fn remember(&self, job_id: &str, submission: Option<String>) {
+        let mut jobs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.len() >= DONE_JOBS_KEPT {
+            jobs.clear();
+        }
+        jobs.insert(job_id.to_owned(), submission);
+    }
 }

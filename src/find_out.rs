@@ -17,8 +17,8 @@ use crate::engine::Engine;
 use crate::machine::{Effect, Event};
 use crate::webhook::nca::{NcaJobState, parse_nca_job_list, parse_nca_status};
 
-/// At most this many done jobs are opened to read their `id`: a busier toolkit is not
-/// scanned (the answer is then "cannot tell", and the caller keeps waiting).
+/// At most this many done jobs are opened per look-up to read their `id`: on a busier
+/// toolkit the answer is "cannot tell" until later look-ups have read the rest.
 const MAX_DONE_JOBS_READ: usize = 50;
 
 /// What the service says about a request that may or may not have reached it.
@@ -65,24 +65,56 @@ pub async fn find_nca_submission(
         Err(e) => return Lookup::CannotTell(e.to_string()),
     };
     let (done, open): (Vec<_>, Vec<_>) = listed.into_iter().partition(|j| j.status == "done");
-    if done.len() > MAX_DONE_JOBS_READ {
-        return Lookup::CannotTell(format!(
-            "NCA lists {} finished jobs; not reading them all",
-            done.len()
-        ));
-    }
+    let mut unread = 0;
+    let mut read_now = 0;
     for job in &done {
-        let body = match client.job_status(&job.job_id).await {
-            Ok(body) => body,
-            Err(e) => return Lookup::CannotTell(e.to_string()),
+        let known = engine.nca_done.submission_of(&job.job_id);
+        let submission = match known {
+            Some(s) => s,
+            None if read_now >= MAX_DONE_JOBS_READ => {
+                unread += 1;
+                continue;
+            }
+            None => {
+                read_now += 1;
+                let body = match client.job_status(&job.job_id).await {
+                    Ok(body) => body,
+                    Err(e) => return Lookup::CannotTell(e.to_string()),
+                };
+                let submission = match parse_nca_status(&body) {
+                    Ok(NcaJobState::Done(hook)) => hook.update.submission_id.clone(),
+                    _ => None,
+                };
+                engine.nca_done.remember(&job.job_id, submission.clone());
+                if submission.as_deref() == Some(submission_id)
+                    && let Ok(NcaJobState::Done(hook)) = parse_nca_status(&body)
+                {
+                    return Lookup::Found(Event::NcaJobFinished(hook.update));
+                }
+                continue;
+            }
         };
-        if let Ok(NcaJobState::Done(hook)) = parse_nca_status(&body)
-            && hook.update.submission_id.as_deref() == Some(submission_id)
-        {
-            return Lookup::Found(Event::NcaJobFinished(hook.update));
+        if submission.as_deref() == Some(submission_id) {
+            // Read before: its result is asked for again rather than kept.
+            return match client
+                .job_status(&job.job_id)
+                .await
+                .map(|b| parse_nca_status(&b))
+            {
+                Ok(Ok(NcaJobState::Done(hook))) => {
+                    Lookup::Found(Event::NcaJobFinished(hook.update))
+                }
+                Ok(_) => Lookup::CannotTell("NCA's done job no longer reads as done".into()),
+                Err(e) => Lookup::CannotTell(e.to_string()),
+            };
         }
     }
-    if open.is_empty() {
+    if unread > 0 {
+        Lookup::CannotTell(format!(
+            "NCA lists {} finished jobs; {unread} are left to read at the next look",
+            done.len()
+        ))
+    } else if open.is_empty() {
         Lookup::Absent
     } else {
         Lookup::CannotTell(format!(

@@ -27,8 +27,24 @@ pub async fn run(engine: Arc<Engine>) {
         if engine.is_shutting_down() {
             break;
         }
-        if let Err(e) = check_due(&engine).await {
-            warn!(error = %e, "reconciliation pass failed");
+        match check_due(&engine).await {
+            Err(e) => {
+                engine.store_outage.note();
+                warn!(error = %e, "reconciliation pass failed");
+            }
+            Ok(()) => {
+                if let Some(since) = engine.store_outage.take() {
+                    match catch_up(&engine).await {
+                        Ok(found) => {
+                            info!(%since, found, "the store answers again; asked the services about the jobs still waiting")
+                        }
+                        Err(e) => {
+                            engine.store_outage.note();
+                            warn!(error = %e, "asking about the jobs still waiting after the store's outage failed");
+                        }
+                    }
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -112,18 +128,8 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
             Answer::NotYet => None,
         };
         if let Some(event) = event {
-            let entry = NewEntry {
-                event_id: crate::store::new_event_id(),
-                video_id: job.video_id.clone(),
-                source: Source::Engine,
-                endpoint: "reconcile".into(),
-                dedupe_key: Some(format!("reconcile:{}:{}:{checks}", job.job, event.label())),
-                raw_body: String::new(),
-                headers: "{}".into(),
-                received_at: now,
-                payload: Payload::Event { event },
-            };
-            engine.enqueue(entry).await?;
+            let key = format!("reconcile:{}:{}:{checks}", job.job, event.label());
+            engine.enqueue(entry(&job, event, key, now)).await?;
             engine.metrics.inc(
                 "reelstate_reconciliations_total",
                 &[("kind", job.kind.name())],
@@ -139,6 +145,59 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
         engine.store.reschedule_check(job.job, checks, next).await?;
     }
     Ok(())
+}
+
+/// After the store was unreachable here: every job still waiting on a video that is not
+/// final is asked at its service now. A result is fed in as the reconciler's; any other
+/// answer changes nothing (the job keeps its deadline and its checks), since a callback
+/// still to come will bring it. Returns how many results were found.
+async fn catch_up(engine: &Engine) -> Result<usize, crate::store::StoreError> {
+    let now = crate::clock::now();
+    let s = &engine.settings;
+    let furthest = s
+        .nca_deadline
+        .max(s.goapi_deadline)
+        .max(s.reconcile_interval);
+    let horizon = now + chrono::Duration::from_std(furthest).unwrap_or_default();
+    let mut found = 0;
+    for job in engine.store.active_jobs_due(horizon).await? {
+        let snapshot = engine.store.snapshot(&job.video_id).await?;
+        if snapshot.as_ref().is_none_or(|s| s.video.status.is_final()) {
+            continue;
+        }
+        let submission = snapshot
+            .as_ref()
+            .and_then(|s| s.job(job.job))
+            .and_then(|j| j.submission_id.clone());
+        let Ok(Answer::Result(event)) = ask(engine, &job, submission.as_deref()).await else {
+            continue;
+        };
+        let event = name_job(event, job.job);
+        let key = format!("catch-up:{}:{}", job.job, event.label());
+        engine.enqueue(entry(&job, event, key, now)).await?;
+        engine.metrics.inc(
+            "reelstate_reconciliations_total",
+            &[("kind", job.kind.name())],
+        );
+        found += 1;
+    }
+    Ok(found)
+}
+
+/// The reconciler's answer about `job`, as an inbox entry; `key` deduplicates it (every
+/// replica may find the same answer).
+fn entry(job: &ActiveJob, event: Event, key: String, now: chrono::DateTime<Utc>) -> NewEntry {
+    NewEntry {
+        event_id: crate::store::new_event_id(),
+        video_id: job.video_id.clone(),
+        source: Source::Engine,
+        endpoint: "reconcile".into(),
+        dedupe_key: Some(key),
+        raw_body: String::new(),
+        headers: "{}".into(),
+        received_at: now,
+        payload: Payload::Event { event },
+    }
 }
 
 async fn ask(engine: &Engine, job: &ActiveJob, submission: Option<&str>) -> Result<Answer, String> {

@@ -86,6 +86,14 @@ impl Application {
         let (store, home): (Arc<dyn Store>, Home) = match &settings.db {
             Database::Sqlite(path) => {
                 let sqlite = SqliteStore::open(path).map_err(store_error)?;
+                if let Some(bytes) = settings.db_max_bytes {
+                    let pages = sqlite.limit_size(bytes).map_err(store_error)?;
+                    info!(
+                        max_bytes = bytes,
+                        max_pages = pages,
+                        "the store's size is limited"
+                    );
+                }
                 let gate = sqlite.write_gate();
                 (Arc::new(sqlite), Home::File(path.clone(), gate))
             }

@@ -40,9 +40,12 @@ impl ApiError {
         )
     }
 
+    /// The code of [`ApiError::unavailable`].
+    pub const UNAVAILABLE: &'static str = "unavailable";
+
     /// The store failed: the request was not taken, so the sender should try again.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Self::UNAVAILABLE, message)
     }
 
     pub fn into_response(self) -> Response {

@@ -82,7 +82,12 @@ pub fn routes(
                     };
                     match dispatch(&engine, &probes, req).await {
                         Ok(r) => r,
-                        Err(e) => e.into_response(),
+                        Err(e) => {
+                            if e.code == ApiError::UNAVAILABLE {
+                                engine.store_outage.note();
+                            }
+                            e.into_response()
+                        }
                     }
                 }
             },

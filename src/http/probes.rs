@@ -125,11 +125,28 @@ impl<T: Clone + Send + Sync + 'static> Cached<T> {
     }
 }
 
-/// The caches of the two endpoints, one per server.
-#[derive(Default)]
+/// How long the Airtable schema check may run before it is abandoned: it waits for the
+/// base's request budget like any other request, so it is given longer than a store call.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The caches of `/readyz` and `/metrics`, one per server.
 pub struct Probes {
     pub ping: Cached<()>,
     pub depths: Cached<Depths>,
+    /// The Airtable schema's problems: the check calls Airtable (through the request
+    /// budget, which lives in the store on PostgreSQL), so a probe never waits on it
+    /// longer than [`READY_WAIT`].
+    pub schema: Cached<Vec<String>>,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Self {
+            ping: Cached::default(),
+            depths: Cached::default(),
+            schema: Cached::new(MAX_AGE, REFRESH_AFTER, SCHEMA_TIMEOUT),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod maintenance;
 mod outbox;
 mod overview;
 mod schema;
+mod size_limit;
 mod snapshots;
 #[cfg(test)]
 mod tests;

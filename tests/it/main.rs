@@ -28,6 +28,7 @@ mod alerts;
 mod backup;
 mod clients;
 mod console_screens;
+mod db_outage;
 mod deploy;
 mod doc_links;
 mod documents;

@@ -137,6 +137,19 @@ impl Maintenance for SqliteStore {
                  INSERT INTO heartbeat (id, at) VALUES (1, datetime('now'))
                  ON CONFLICT(id) DO UPDATE SET at = excluded.at;",
             )?;
+            // That update fits in its page even when the file is at its page limit
+            // (`REELSTATE_DB_MAX_MB`), where new rows no longer do: not ready then.
+            let page = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
+            let (pages, max) = (page("page_count")?, page("max_page_count")?);
+            if pages >= max && page("freelist_count")? == 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    Some(format!(
+                        "the store's file is at its limit of {max} pages (REELSTATE_DB_MAX_MB)"
+                    )),
+                )
+                .into());
+            }
             Ok(())
         })
         .await

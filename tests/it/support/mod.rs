@@ -2,6 +2,7 @@
 
 pub mod airtable_double;
 pub mod app;
+pub mod cut_proxy;
 pub mod goapi_double;
 pub mod nca_double;
 pub mod pg;
