@@ -43,6 +43,7 @@ mod records_contract;
 mod records_contract_pg;
 mod replicas;
 mod retry_track;
+mod sandbox_failures;
 mod sigterm_handover;
 mod sim;
 mod states_agreement;
