@@ -39,6 +39,7 @@ mod module_graph;
 mod money_safety;
 mod operations;
 mod operator_page;
+mod quick_start;
 mod records_contract;
 mod records_contract_pg;
 mod replicas;
