@@ -146,8 +146,8 @@ async fn fill(path: &std::path::Path, n: usize) {
             history: Some(HistoryRow {
                 event_id: entry.event_id,
                 event: "music_requested".into(),
-                from: "segments_combined".into(),
-                to: snap.video.status.name().to_owned(),
+                from: VideoStatus::SegmentsCombined,
+                to: snap.video.status.clone(),
                 outcome: EntryOutcome::Applied,
                 at,
             }),
