@@ -345,6 +345,22 @@ pub struct Settings {
     pub worker_concurrency: usize,
     /// How long processed entries, history and done effects are kept.
     pub retention: Duration,
+    /// The secrets `--sandbox` made up for this run because none was set: only these may
+    /// be handed out (`GET /sandbox/secrets`); one the operator set never is.
+    pub generated: GeneratedSecrets,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GeneratedSecrets {
+    pub goapi_webhook_secret: bool,
+    pub signing_secret: bool,
+}
+
+/// A secret for one sandbox run: 32 random bytes, hex.
+fn throwaway_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Seconds from a flag, never panicking: NaN and negatives become `floor`, infinity and
@@ -364,7 +380,13 @@ impl ServeArgs {
         let mut problems = Vec::new();
         let dev = self.dev || self.sandbox;
         let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-        let goapi_webhook_secret = nonempty(self.goapi_webhook_secret);
+        let mut generated = GeneratedSecrets::default();
+        let goapi_webhook_secret = nonempty(self.goapi_webhook_secret).or_else(|| {
+            // The sandbox's webhooks are authenticated as production's are, with a secret
+            // of its own that `reelstate trigger` can ask it for.
+            generated.goapi_webhook_secret = self.sandbox;
+            self.sandbox.then(throwaway_secret)
+        });
         let relay_secrets: Vec<String> = self
             .relay_secrets
             .into_iter()
@@ -385,6 +407,10 @@ impl ServeArgs {
                     problems.push(ConfigError::ShortSigningSecret(s.len()));
                 }
                 s
+            }
+            None if self.sandbox => {
+                generated.signing_secret = true;
+                throwaway_secret()
             }
             None => {
                 if !dev {
@@ -537,6 +563,7 @@ impl ServeArgs {
             retention: Duration::from_secs_f64(
                 (self.retention_days * 24.0 * 3600.0).clamp(60.0, 10.0 * 365.0 * 24.0 * 3600.0),
             ),
+            generated,
         })
     }
 }

@@ -142,21 +142,28 @@ enum Command {
         /// The video's Airtable record id.
         #[arg(long)]
         video: String,
-        /// GoAPI task id to report on (the video's music_generation job's External Job ID).
-        #[arg(long, default_value = "5c7a1e2b-8d3f-4f6a-9b21-0e4d7c9a1f33")]
-        task: String,
-        /// For NCA callbacks: the music_addition job id (from GET /videos/{id}).
+        /// GoAPI task id to report on (default: the video's latest music_generation job's,
+        /// asked of the server).
+        #[arg(long)]
+        task: Option<String>,
+        /// For NCA callbacks: the music_addition job id (default: the video's latest, asked
+        /// of the server).
         #[arg(long)]
         job: Option<String>,
-        /// For NCA callbacks: the submission id (default add_music:<video>:1).
+        /// For NCA callbacks: the submission id (default: that job's, else add_music:<video>:1).
         #[arg(long)]
         submission_id: Option<String>,
         #[arg(long, env = "REELSTATE_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// The server's (default: asked of a --sandbox server, which makes up its own).
         #[arg(long, env = "GOAPI_WEBHOOK_SECRET", hide_env_values = true)]
         goapi_webhook_secret: Option<String>,
+        /// The server's (default: asked of a --sandbox server, which makes up its own).
         #[arg(long, env = "REELSTATE_SIGNING_SECRET", hide_env_values = true)]
         signing_secret: Option<String>,
+        /// To read the video and the sandbox's secrets from a server that has one.
+        #[arg(long, env = "REELSTATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Copy the SQLite store (its tables and the embedded records') into DEST, one
     /// self-contained file, while the service keeps running on it (docs/backup.md).
@@ -222,19 +229,7 @@ fn main() -> ExitCode {
                 // Tests and scripts read the bound address from this line.
                 println!("reelstate listening on http://{}", app.local_addr());
                 if let Some(video) = app.start_demo().await? {
-                    let url = format!("http://{}", app.local_addr());
-                    println!(
-                        "SANDBOX mode: GoAPI and NCA are local stand-ins; nothing real is generated."
-                    );
-                    println!(
-                        "Demo video {video}: music requested. Watch it go generating_music -> adding_music -> completed:"
-                    );
-                    println!("  in a browser: {url}/ui/videos/{video}   (overview: {url}/)");
-                    println!("  curl -s {url}/videos/{video}");
-                    println!("  curl -s '{url}/events?video_id={video}'");
-                    println!(
-                        "Another demo video: curl -s -X POST {url}/sandbox/videos   (then POST /videos/<its id>/music)"
-                    );
+                    print_sandbox_tour(&format!("http://{}", app.local_addr()), &video);
                 }
                 app.run_until_stopped(shutdown_signal()).await;
                 Ok(())
@@ -298,19 +293,20 @@ fn main() -> ExitCode {
             server,
             goapi_webhook_secret,
             signing_secret,
+            admin_token,
         } => run_async(async move {
-            let req = reelstate::trigger::build(
-                kind,
-                &reelstate::trigger::Options {
-                    server: &server,
-                    video: &video,
-                    task: &task,
-                    job: job.as_deref(),
-                    submission_id: submission_id.as_deref(),
-                    goapi_secret: goapi_webhook_secret.as_deref(),
-                    signing_secret: signing_secret.as_deref(),
-                },
-            )?;
+            let given = reelstate::trigger::Given {
+                server,
+                video,
+                task,
+                job,
+                submission_id,
+                goapi_secret: goapi_webhook_secret,
+                signing_secret,
+                admin_token,
+            };
+            let given = reelstate::trigger::fill_in(kind, given).await?;
+            let req = reelstate::trigger::build(kind, &given.options())?;
             let mut http = reqwest::Client::new().post(&req.url).json(&req.body);
             for (k, v) in &req.headers {
                 http = http.header(*k, v);
@@ -377,6 +373,32 @@ fn main() -> ExitCode {
             }
         }),
     }
+}
+
+/// What `serve --sandbox` prints: every line that is a command runs as printed, in a
+/// second terminal (a test runs each of them).
+fn print_sandbox_tour(url: &str, video: &reelstate::domain::RecordId) {
+    // The binary that is running: `cargo run` puts none on the PATH.
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "reelstate".into());
+    println!("SANDBOX mode: GoAPI and NCA are local stand-ins; nothing real is generated.");
+    println!(
+        "Demo video {video}: music requested. Watch it go generating_music -> adding_music -> completed:"
+    );
+    println!("  in a browser: {url}/ui/videos/{video}   (overview: {url}/)");
+    println!("  curl -s {url}/videos/{video}");
+    println!("  curl -s '{url}/events?video_id={video}'");
+    println!("Every video, last changed first:");
+    println!("  curl -s {url}/videos");
+    println!("Demo videos that fail (each answer says the state it reaches and how to Retry it):");
+    for fail in ["music", "mix", "callback_lost"] {
+        println!("  curl -s -X POST {url}/sandbox/videos -d '{{\"fail\": \"{fail}\"}}'");
+    }
+    println!(
+        "Send a webhook by hand, as GoAPI would (trigger asks this sandbox for its secrets and the task):"
+    );
+    println!("  {me} trigger goapi-completed --video {video} --server {url}");
 }
 
 fn run_blocking(f: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) -> ExitCode {

@@ -58,6 +58,7 @@ pub struct Application {
 impl Application {
     pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
         if settings.sandbox {
+            crate::sandbox::shorten_deadlines(&mut settings);
             let sandbox = crate::sandbox::Sandbox::start(settings.goapi_webhook_secret.clone())
                 .await
                 .map_err(|e| StartupError::Config(format!("cannot start the sandbox: {e}")))?;
@@ -201,27 +202,16 @@ impl Application {
     /// that a first run shows the whole lifecycle.
     pub async fn start_demo(&self) -> Result<Option<crate::domain::RecordId>, StartupError> {
         let e = &self.engine;
-        let Some(video) = crate::sandbox::create_demo_video(&e.settings, &e.records).await? else {
+        let Some(video) = crate::sandbox::create_demo_video(&e.settings, &e.records, None).await?
+        else {
             return Ok(None);
         };
-        e.enqueue(crate::store::NewEntry {
-            event_id: crate::store::new_event_id(),
-            video_id: video.clone(),
-            source: crate::store::Source::Api,
-            endpoint: "/videos/music".into(),
-            dedupe_key: None,
-            raw_body: String::new(),
-            headers: "{}".into(),
-            received_at: crate::clock::now(),
-            payload: crate::store::Payload::Event {
-                event: crate::machine::Event::MusicRequested { prompt: None },
-            },
-        })
-        .await
-        .map_err(|source| StartupError::Store {
-            path: e.settings.db.to_string(),
-            source,
-        })?;
+        crate::sandbox::request_music(e, &video)
+            .await
+            .map_err(|source| StartupError::Store {
+                path: e.settings.db.to_string(),
+                source,
+            })?;
         Ok(Some(video))
     }
 

@@ -1,6 +1,9 @@
 //! `reelstate trigger <kind>`: sends a correctly authenticated sample webhook to a running
 //! server, in the spirit of `stripe trigger`, so that an operator can exercise a path
 //! without waiting for GoAPI or NCA. The samples are the recorded payloads the tests use.
+//! What the command line leaves out is asked of the server: the task and job from the
+//! video's own record, and, from a `--sandbox` server only, the secrets it made up for its
+//! run (a production server never hands out a secret).
 
 use serde_json::{Value, json};
 
@@ -28,10 +31,23 @@ const NCA_FAILURE: &str = include_str!("../tests/fixtures/nca/compose_failure_we
 pub enum TriggerError {
     #[error("{0} is not an Airtable record id")]
     BadVideo(String),
-    #[error("GoAPI webhooks need GOAPI_WEBHOOK_SECRET (the server's) to authenticate")]
+    #[error(
+        "GoAPI webhooks need the server's GOAPI_WEBHOOK_SECRET to authenticate (a --sandbox server hands out its own)"
+    )]
     NoGoapiSecret,
-    #[error("NCA callbacks need REELSTATE_SIGNING_SECRET (the server's) and --job to sign the URL")]
+    #[error(
+        "NCA callbacks need the server's REELSTATE_SIGNING_SECRET (a --sandbox server hands out its own) and --job to sign the URL"
+    )]
     NoSigning,
+    #[error("cannot ask the server: {0}")]
+    Server(String),
+    #[error("video {video} has no {kind} job{what}; name it with {flag}")]
+    NoJob {
+        video: String,
+        kind: &'static str,
+        what: &'static str,
+        flag: &'static str,
+    },
     #[error("cannot sign the callback URL: {0}")]
     Signer(String),
 }
@@ -99,6 +115,128 @@ pub fn build(kind: Kind, o: &Options<'_>) -> Result<Request, TriggerError> {
             })
         }
     }
+}
+
+/// What the command line gave; `fill_in` asks the server for what it left out.
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub server: String,
+    pub video: String,
+    pub task: Option<String>,
+    pub job: Option<String>,
+    pub submission_id: Option<String>,
+    pub goapi_secret: Option<String>,
+    pub signing_secret: Option<String>,
+    pub admin_token: Option<String>,
+}
+
+impl Given {
+    pub fn options(&self) -> Options<'_> {
+        Options {
+            server: &self.server,
+            video: &self.video,
+            task: self.task.as_deref().unwrap_or_default(),
+            job: self.job.as_deref(),
+            submission_id: self.submission_id.as_deref(),
+            goapi_secret: self.goapi_secret.as_deref(),
+            signing_secret: self.signing_secret.as_deref(),
+        }
+    }
+}
+
+async fn get_json(
+    http: &reqwest::Client,
+    g: &Given,
+    path: &str,
+) -> Result<Option<Value>, TriggerError> {
+    let mut req = http.get(format!("{}{path}", g.server.trim_end_matches('/')));
+    if let Some(t) = &g.admin_token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| TriggerError::Server(e.to_string()))?;
+    let status = resp.status();
+    // Not a sandbox, or no such video: the caller says what is missing.
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| TriggerError::Server(e.to_string()))?;
+    if !status.is_success() {
+        return Err(TriggerError::Server(format!("GET {path}: {status} {body}")));
+    }
+    serde_json::from_str(&body)
+        .map(Some)
+        .map_err(|e| TriggerError::Server(format!("GET {path}: {e}")))
+}
+
+/// Completes `g` for `kind` from the running server: the secret (a sandbox's own only),
+/// the GoAPI task or the NCA job (the video's latest of that type).
+pub async fn fill_in(kind: Kind, mut g: Given) -> Result<Given, TriggerError> {
+    let http = reqwest::Client::new();
+    let goapi = matches!(
+        kind,
+        Kind::GoapiPending | Kind::GoapiProcessing | Kind::GoapiCompleted | Kind::GoapiFailed
+    );
+    let secret_missing = if goapi {
+        g.goapi_secret.is_none()
+    } else {
+        g.signing_secret.is_none()
+    };
+    if secret_missing && let Some(s) = get_json(&http, &g, "/sandbox/secrets").await? {
+        let field = |name: &str| s[name].as_str().map(str::to_owned);
+        g.goapi_secret = g.goapi_secret.or_else(|| field("goapi_webhook_secret"));
+        g.signing_secret = g.signing_secret.or_else(|| field("signing_secret"));
+    }
+    let job_missing = if goapi {
+        g.task.is_none()
+    } else {
+        g.job.is_none()
+    };
+    if !job_missing {
+        return Ok(g);
+    }
+    let video = RecordId::parse(&g.video).map_err(|_| TriggerError::BadVideo(g.video.clone()))?;
+    let v = get_json(&http, &g, &format!("/videos/{video}"))
+        .await?
+        .unwrap_or(Value::Null);
+    let kind_name = if goapi {
+        "music_generation"
+    } else {
+        "music_addition"
+    };
+    let latest = v["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rfind(|j| j["type"] == kind_name);
+    let missing = |what, flag| TriggerError::NoJob {
+        video: g.video.clone(),
+        kind: kind_name,
+        what,
+        flag,
+    };
+    if goapi {
+        let task = latest.and_then(|j| j["external_id"].as_str());
+        g.task = Some(
+            task.ok_or_else(|| missing(" with a GoAPI task id", "--task"))?
+                .to_owned(),
+        );
+    } else {
+        let job = latest.and_then(|j| j["job_id"].as_str());
+        let job = job.ok_or_else(|| missing("", "--job"))?.to_owned();
+        if g.submission_id.is_none() {
+            g.submission_id = latest
+                .and_then(|j| j["submission_id"].as_str())
+                .map(str::to_owned);
+        }
+        g.job = Some(job);
+    }
+    Ok(g)
 }
 
 #[cfg(test)]

@@ -129,6 +129,7 @@ impl std::fmt::Debug for Settings {
             .field("reconcile_checks", &self.reconcile_checks)
             .field("worker_concurrency", &self.worker_concurrency)
             .field("retention", &self.retention)
+            .field("generated", &self.generated)
             .finish()
     }
 }

@@ -229,3 +229,24 @@ fn every_problem_is_named_at_once_by_its_variable_and_its_flag() {
     );
     assert_eq!(text.lines().count(), 8, "{text}");
 }
+
+#[test]
+fn the_sandbox_makes_up_only_the_secrets_left_unset() {
+    let given = args(&["--sandbox"], &[]).validate().unwrap();
+    assert_eq!(given.generated, GeneratedSecrets::default());
+    assert_eq!(given.goapi_webhook_secret.as_deref(), Some(SECRETS[0]));
+    assert_eq!(given.signing_secret, SECRETS[1]);
+
+    let unset = ["--goapi-webhook-secret", "--signing-secret"];
+    let own = args(&["--sandbox"], &unset).validate().unwrap();
+    let again = args(&["--sandbox"], &unset).validate().unwrap();
+    assert!(own.generated.goapi_webhook_secret && own.generated.signing_secret);
+    assert!(own.signing_secret.len() >= CallbackSigner::MIN_KEY_BYTES);
+    assert_ne!(own.signing_secret, DEV_SIGNING_SECRET);
+    assert_ne!(own.signing_secret, again.signing_secret, "one per run");
+    assert_ne!(own.goapi_webhook_secret, again.goapi_webhook_secret);
+    // --dev alone makes up none: its webhooks stay open and its signing key fixed.
+    let dev = args(&["--dev"], &unset).validate().unwrap();
+    assert_eq!(dev.generated, GeneratedSecrets::default());
+    assert!(dev.goapi_webhook_secret.is_none());
+}

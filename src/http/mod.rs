@@ -8,6 +8,7 @@ mod error;
 mod inspect;
 mod ops;
 pub mod probes;
+mod sandbox;
 pub(crate) mod ui;
 mod webhooks;
 
@@ -215,15 +216,12 @@ async fn dispatch(
         }
         ["sandbox", "videos"] if engine.settings.sandbox => {
             allow(&[Method::POST])?;
-            match crate::sandbox::create_demo_video(&engine.settings, &engine.records).await {
-                Ok(Some(video)) => Ok(json(
-                    StatusCode::CREATED,
-                    &serde_json::json!({"video_id": video, "status": "segments_combined",
-                        "next": format!("POST /videos/{video}/music")}),
-                )),
-                Ok(None) => Err(ApiError::not_found("the sandbox is off")),
-                Err(e) => Err(ApiError::unavailable(e.to_string())),
-            }
+            sandbox::create_video(engine, &req).await
+        }
+        ["sandbox", "secrets"] if engine.settings.sandbox => {
+            allow(&[Method::GET])?;
+            ops::authorize(engine, &req)?;
+            Ok(sandbox::secrets(engine))
         }
         ["quarantine"] => {
             allow(&[Method::GET])?;
