@@ -86,6 +86,11 @@ impl PgStore {
     pub async fn renew_leases(&self) -> Result<(), StoreError> {
         renew_held(&self.held, &self.pool, &self.owner, self.lease_for, self.at()).await
     }
+
+    /// How many leases this process holds now.
+    pub fn leases_held(&self) -> usize {
+        self.held.lock().map_or(0, |h| h.len())
+    }
 }
 
 #[async_trait::async_trait]
