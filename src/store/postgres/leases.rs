@@ -84,7 +84,14 @@ impl PgStore {
     /// Renews this process's leases once. A simulated store (`connect_simulated`) runs
     /// no renewal of its own: the simulation calls this on its own clock.
     pub async fn renew_leases(&self) -> Result<(), StoreError> {
-        renew_held(&self.held, &self.pool, &self.owner, self.lease_for, self.at()).await
+        renew_held(
+            &self.held,
+            &self.pool,
+            &self.owner,
+            self.lease_for,
+            self.at(),
+        )
+        .await
     }
 
     /// How many leases this process holds now.

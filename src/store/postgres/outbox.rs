@@ -86,7 +86,11 @@ impl Outbox for PgStore {
                                  AND l.expires_at > COALESCE($3::timestamptz, now()))",
                 lane = projection_sql("outbox")
             ),
-            &[&Lane::Executor.as_ref(), &Lane::Projection.as_ref(), &self.at()],
+            &[
+                &Lane::Executor.as_ref(),
+                &Lane::Projection.as_ref(),
+                &self.at(),
+            ],
         )
         .await?;
         Ok(row.try_get(0)?)

@@ -657,7 +657,11 @@ pub fn explore(seeds: &[u64], threads: usize) -> Summary {
 }
 
 /// Runs `seeds` with `run_one` on `threads` threads.
-pub fn explore_with(seeds: &[u64], threads: usize, run_one: &(dyn Fn(u64) -> Run + Sync)) -> Summary {
+pub fn explore_with(
+    seeds: &[u64],
+    threads: usize,
+    run_one: &(dyn Fn(u64) -> Run + Sync),
+) -> Summary {
     let threads = threads.max(1);
     let parts: Vec<Summary> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)

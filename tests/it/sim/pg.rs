@@ -52,8 +52,8 @@ use uuid::Uuid;
 
 use super::services::{SimBase, SimGoapi, SimNca, SimTracks, World};
 use super::{
-    BASE_URL, Driver, FAULTY_FOR, Plan, Run, SETTLE_AFTER_LAST, SETTLE_FOR, SIGNING_SECRET,
-    TICK, deliver_due, epoch, final_is_final, operator, post, settings, settled,
+    BASE_URL, Driver, FAULTY_FOR, Plan, Run, SETTLE_AFTER_LAST, SETTLE_FOR, SIGNING_SECRET, TICK,
+    deliver_due, epoch, final_is_final, operator, post, settings, settled,
 };
 
 /// Replicas sharing the database.
@@ -651,9 +651,7 @@ fn kill(r: &mut Replica, n: usize, world: &World, restart_in: Duration) {
     }
     r.down_until =
         Some(reelstate::clock::now() + chrono::Duration::from_std(restart_in).unwrap_or_default());
-    world
-        .state()
-        .note(format_args!("replica {n} is killed"));
+    world.state().note(format_args!("replica {n} is killed"));
 }
 
 /// A replica event of the plan.
@@ -677,7 +675,10 @@ pub fn run(seed: u64, url: &str) -> Run {
     let at = |w: &World| Duration::from_millis(w.draw(FAULTY_FOR.as_millis() as u64));
     let mut events: Vec<(Duration, Event)> = Vec::new();
     for _ in 0..world.draw(4) {
-        events.push((at(&world), Event::Kill(world.draw(REPLICAS as u64) as usize)));
+        events.push((
+            at(&world),
+            Event::Kill(world.draw(REPLICAS as u64) as usize),
+        ));
     }
     for _ in 0..world.draw(4) {
         let past = LEASE + Duration::from_secs(5 + world.draw(40));
@@ -755,7 +756,10 @@ pub fn run(seed: u64, url: &str) -> Run {
     drop(sim);
     let admin = url.to_owned();
     let drop_schema = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-    on(pg.handle(), async move { execute(&admin, &drop_schema).await });
+    on(
+        pg.handle(),
+        async move { execute(&admin, &drop_schema).await },
+    );
     drop(pg);
     let fence = std::mem::take(&mut *lock(&shared.fence));
     {
@@ -847,9 +851,9 @@ async fn drive(
         {
             events.remove(0);
             let serving = |except: usize, rs: &[Replica]| {
-                rs.iter().enumerate().any(|(i, r)| {
-                    i != except && r.down_until.is_none() && !r.store.gate.paused()
-                })
+                rs.iter()
+                    .enumerate()
+                    .any(|(i, r)| i != except && r.down_until.is_none() && !r.store.gate.paused())
             };
             match ev {
                 Event::Kill(n) if serving(n, &replicas) => {
@@ -979,8 +983,12 @@ fn the_promise_holds_on_postgresql_with_three_replicas() {
 #[test]
 fn a_postgresql_seed_replays_byte_for_byte() {
     let Some(url) = enabled() else { return };
-    let a = run(3, &url);
-    let b = run(3, &url);
+    // The two runs side by side, each on its own thread and schema.
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| run(3, &url));
+        let b = scope.spawn(|| run(3, &url));
+        (a.join().expect("a run"), b.join().expect("a run"))
+    });
     assert!(a.trace.lines().count() > 10, "{}", a.trace);
     assert_eq!(a.trace, b.trace, "one seed, one run, on PostgreSQL too");
 }
