@@ -103,6 +103,9 @@ struct Driver {
     videos: Vec<RecordId>,
     /// Operator retries accepted per video, and the count when it was last seen final.
     retries: BTreeMap<RecordId, u32>,
+    /// Retries accepted but not yet decided (answered `queued`: the worker had not
+    /// decided within the request's wait), by their inbox entry: each counts once decided.
+    queued: Vec<(RecordId, uuid::Uuid)>,
     final_seen: BTreeMap<RecordId, (Snapshot, u32)>,
     acked: Vec<String>,
     violations: Vec<String>,
@@ -155,6 +158,7 @@ pub fn run(seed: u64) -> Run {
         world: world.clone(),
         videos: Vec::new(),
         retries: BTreeMap::new(),
+        queued: Vec::new(),
         final_seen: BTreeMap::new(),
         acked: Vec::new(),
         violations: Vec::new(),
@@ -416,14 +420,29 @@ async fn operator(
     d.world.state().note(format_args!(
         "the operator retries {video} {body}: {status} {answer}"
     ));
-    if status == 202 || status == 200 {
-        *d.retries.entry(video).or_default() += 1;
+    let queued = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .filter(|a| a["status"] == "queued")
+        .and_then(|a| a["event_id"].as_str().and_then(|id| id.parse().ok()));
+    match queued {
+        Some(entry) if status == 202 => d.queued.push((video, entry)),
+        _ if status == 202 || status == 200 => *d.retries.entry(video).or_default() += 1,
+        _ => {}
     }
 }
 
 /// A completed or failed video changes only by an operator's retry, and its jobs stay as
 /// they are.
 async fn final_is_final(d: &mut Driver, engine: &Engine) {
+    // A queued retry counts from when the worker decided it.
+    let mut still = Vec::new();
+    for (video, entry) in std::mem::take(&mut d.queued) {
+        match engine.store.is_pending(entry).await {
+            Ok(false) => *d.retries.entry(video).or_default() += 1,
+            _ => still.push((video, entry)),
+        }
+    }
+    d.queued = still;
     for video in &d.videos {
         let Ok(Some(now)) = engine.store.snapshot(video).await else {
             continue;

@@ -344,7 +344,7 @@ impl reelstate::store::Outbox for SimPg {
     ) -> Result<bool, StoreError> {
         let id = effect_id.to_owned();
         self.fenced(
-            "the start of a paid call",
+            "start of a paid call",
             lease,
             move |s, l| async move { s.effect_started(&id, &l, seen).await },
             |r| matches!(r, Ok(true)),
@@ -390,7 +390,7 @@ impl reelstate::store::Snapshots for SimPg {
     }
     async fn commit(&self, commit: Commit, lease: &Lease) -> Result<(), StoreError> {
         self.fenced(
-            "a commit",
+            "commit",
             lease,
             |s, l| async move { s.commit(commit, &l).await },
             Result::is_ok,
@@ -739,6 +739,7 @@ pub fn run(seed: u64, url: &str) -> Run {
         world: world.clone(),
         videos: Vec::new(),
         retries: Default::default(),
+        queued: Vec::new(),
         final_seen: Default::default(),
         acked: Vec::new(),
         violations: Vec::new(),
@@ -926,7 +927,12 @@ const CI_SEEDS: u64 = 20;
 
 /// Seeds that once broke the promise on PostgreSQL, kept so that they never do again
 /// (docs/simulation.md).
-const REGRESSIONS: &[u64] = &[];
+const REGRESSIONS: &[u64] = &[
+    // An operator's retry answered `queued` (the replica deciding it was paused past its
+    // lease) was decided later: the checker took it for a final video changing with no
+    // retry in between. The checker now counts a queued retry once it is decided.
+    1_000_061,
+];
 
 /// The database to run on, or `None` (and a note) when PostgreSQL runs are not enabled;
 /// never `None` under `CI=true`, where a PostgreSQL test that passed by returning early
@@ -957,7 +963,7 @@ fn the_promise_holds_on_postgresql_with_three_replicas() {
     // Four threads on CI's two cores: a seed mostly waits for PostgreSQL's answers.
     let found = super::explore_with(&seeds, 4, &|seed| run(seed, &url));
     println!(
-        "sim on PostgreSQL: {} seeds (0..{CI_SEEDS} and {} regressions), {REPLICAS} replicas each, {} lifecycles, {} replica kills, {} writes stopped by the fence, in {:.1} s",
+        "sim on PostgreSQL: {} seeds (0..{CI_SEEDS} and {} regression(s)), {REPLICAS} replicas each, {} lifecycles, {} replica kills, {} writes stopped by the fence, in {:.1} s",
         found.seeds,
         REGRESSIONS.len(),
         found.lifecycles,
