@@ -53,7 +53,7 @@ pub(crate) use overview::add_day;
 pub use overview::{
     FailedVideo, Overview, PaidCalls, PaidDay, StuckCutoffs, VideoCursor, VideoQuery, VideoRow,
 };
-pub use postgres::PgStore;
+pub use postgres::{PgSimulation, PgStore};
 pub use quarantine::split_readable;
 pub use sqlite::backup;
 pub use sqlite::{Cached, STORE_SCHEMA, SqliteStore, WriteGate, busy_wait, migrate_file, tune};

@@ -17,9 +17,11 @@ mod overview;
 mod snapshots;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -56,6 +58,38 @@ pub struct PgStore {
     /// The leases this process holds, so that it never claims one twice and renews only
     /// what it holds.
     held: Arc<Mutex<HashSet<(Lane, RecordId)>>>,
+    /// Set when a deterministic simulation drives this store.
+    sim: Option<PgSimulation>,
+}
+
+/// How a deterministic simulation (tests/it/sim/pg.rs) drives a store on PostgreSQL: its
+/// statements read the simulation's clock instead of the server's `now()`, so that leases
+/// expire in simulated time and a seed is one fixed order; its connections live on a
+/// runtime of their own, apart from the simulation's paused one.
+#[derive(Clone)]
+pub struct PgSimulation {
+    /// What the store's statements use for the current time.
+    pub now: Arc<Mutex<DateTime<Utc>>>,
+    /// The runtime the store's connections run on.
+    pub runtime: tokio::runtime::Handle,
+    /// Set once the simulated process is killed: what it drops after that (a lease it
+    /// held) reaches nothing, as after a kill -9.
+    pub killed: Arc<AtomicBool>,
+}
+
+impl PgSimulation {
+    /// Runs `work` on the store's runtime and waits for it, unless the process is killed.
+    fn wait_for(&self, work: impl Future<Output = ()> + Send + 'static) {
+        if self.killed.load(Ordering::SeqCst) {
+            return;
+        }
+        let (done, wait) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            work.await;
+            let _ = done.send(());
+        });
+        let _ = wait.recv();
+    }
 }
 
 impl PgStore {
@@ -79,6 +113,7 @@ impl PgStore {
             owner: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
             lease_for: lease_for.max(Duration::from_millis(300)),
             held: Arc::default(),
+            sim: None,
         };
         tokio::spawn(renew(
             Arc::downgrade(&store.held),
@@ -87,6 +122,32 @@ impl PgStore {
             store.lease_for,
         ));
         Ok(store)
+    }
+
+    /// A store a deterministic simulation drives: connected on `sim.runtime` (call it
+    /// there), with no renewal of its own ([`PgStore::renew_leases`] is the
+    /// simulation's to call) and its times read from `sim.now`.
+    pub async fn connect_simulated(
+        url: &str,
+        lease_for: Duration,
+        sim: PgSimulation,
+    ) -> Result<Self, StoreError> {
+        let pool = crate::pg::pool(url, 4)?;
+        crate::pg::migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            owner: format!("sim-{}", Uuid::new_v4().simple()),
+            lease_for,
+            held: Arc::default(),
+            sim: Some(sim),
+        })
+    }
+
+    /// The time a statement uses: the simulation's, else `None` (the server's `now()`).
+    fn at(&self) -> Option<DateTime<Utc>> {
+        self.sim
+            .as_ref()
+            .and_then(|s| s.now.lock().ok().map(|t| *t))
     }
 
     /// The pool, for the other parts kept in the same database (records, the Airtable

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
 use super::{PgStore, row_opt, rows, run};
@@ -29,14 +30,6 @@ pub(super) async fn renew(
     loop {
         tokio::time::sleep(every).await;
         let Some(held) = held.upgrade() else { return };
-        let (lanes, videos): (Vec<String>, Vec<String>) = match held.lock() {
-            Ok(h) => h
-                .iter()
-                .map(|(l, v)| (l.to_string(), v.to_string()))
-                .unzip(),
-            Err(_) => return,
-        };
-        drop(held);
         tick += 1;
         if tick.is_multiple_of(CLEANUP_EVERY)
             && let Ok(c) = pool.get().await
@@ -50,25 +43,60 @@ pub(super) async fn renew(
             )
             .await;
         }
-        if lanes.is_empty() {
-            continue;
-        }
-        let renewed = async {
-            let c = pool.get().await?;
-            run(
-                &c,
-                "UPDATE leases SET expires_at = now() + make_interval(secs => $4)
-                 WHERE owner = $1 AND expires_at > now()
-                   AND (lane, video_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
-                &[&owner, &lanes, &videos, &lease_for.as_secs_f64()],
-            )
-            .await
-            .map_err(StoreError::from)
-        }
-        .await;
-        if let Err(e) = renewed {
+        if let Err(e) = renew_held(&held, &pool, &owner, lease_for, None).await {
             tracing::warn!(error = %e, "could not renew this replica's leases");
         }
+    }
+}
+
+/// One renewal of the leases in `held` that have not expired, at `at` (the server's
+/// `now()` when `None`).
+pub(super) async fn renew_held(
+    held: &Mutex<HashSet<(Lane, RecordId)>>,
+    pool: &Pool,
+    owner: &str,
+    lease_for: Duration,
+    at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let (lanes, videos): (Vec<String>, Vec<String>) = match held.lock() {
+        Ok(h) => h
+            .iter()
+            .map(|(l, v)| (l.to_string(), v.to_string()))
+            .unzip(),
+        Err(_) => return Ok(()),
+    };
+    if lanes.is_empty() {
+        return Ok(());
+    }
+    let c = pool.get().await?;
+    run(
+        &c,
+        "UPDATE leases SET expires_at = COALESCE($5::timestamptz, now()) + make_interval(secs => $4)
+         WHERE owner = $1 AND expires_at > COALESCE($5::timestamptz, now())
+           AND (lane, video_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+        &[&owner, &lanes, &videos, &lease_for.as_secs_f64(), &at],
+    )
+    .await?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Renews this process's leases once. A simulated store (`connect_simulated`) runs
+    /// no renewal of its own: the simulation calls this on its own clock.
+    pub async fn renew_leases(&self) -> Result<(), StoreError> {
+        renew_held(
+            &self.held,
+            &self.pool,
+            &self.owner,
+            self.lease_for,
+            self.at(),
+        )
+        .await
+    }
+
+    /// How many leases this process holds now.
+    pub fn leases_held(&self) -> usize {
+        self.held.lock().map_or(0, |h| h.len())
     }
 }
 
@@ -113,15 +141,15 @@ impl Leases for PgStore {
                 "WITH free AS (
                          SELECT lane, video_id FROM leases
                          WHERE lane = $1 AND video_id = ANY($2)
-                           AND (expires_at < now() OR owner = $3)
+                           AND (expires_at < COALESCE($5::timestamptz, now()) OR owner = $3)
                          ORDER BY video_id
                          FOR UPDATE SKIP LOCKED
                      )
                      UPDATE leases l SET owner = $3, token = l.token + 1,
-                            expires_at = now() + make_interval(secs => $4)
+                            expires_at = COALESCE($5::timestamptz, now()) + make_interval(secs => $4)
                      FROM free WHERE l.lane = free.lane AND l.video_id = free.video_id
                      RETURNING l.video_id, l.token",
-                &[&lane.as_ref(), &ids, &self.owner, &self.secs()],
+                &[&lane.as_ref(), &ids, &self.owner, &self.secs(), &self.at()],
             )
             .await?;
             Ok::<_, StoreError>(rows)
@@ -144,24 +172,34 @@ impl Leases for PgStore {
             };
             got.insert(video.clone());
             let (held, pool, owner) = (self.held.clone(), self.pool.clone(), self.owner.clone());
+            let sim = self.sim.clone();
             leases.push(Lease::new(lane, video.clone(), token, move || {
                 if let Ok(mut h) = held.lock() {
                     h.remove(&(lane, video.clone()));
                 }
-                // Written back in the background: until it lands the row still names this
-                // process, which may claim it again; others wait at most one lease period.
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        if let Ok(c) = pool.get().await {
-                            let _ = run(
-                                &c,
-                                "UPDATE leases SET expires_at = '-infinity'
-                                 WHERE lane = $1 AND video_id = $2 AND token = $3 AND owner = $4",
-                                &[&lane.as_ref(), &video.to_string(), &token, &owner],
-                            )
-                            .await;
+                let write_back = async move {
+                    if let Ok(c) = pool.get().await {
+                        let _ = run(
+                            &c,
+                            "UPDATE leases SET expires_at = '-infinity'
+                             WHERE lane = $1 AND video_id = $2 AND token = $3 AND owner = $4",
+                            &[&lane.as_ref(), &video.to_string(), &token, &owner],
+                        )
+                        .await;
+                    }
+                };
+                match &sim {
+                    // A simulation waits for it: a seed is one fixed order of events, and
+                    // a killed process gives nothing back.
+                    Some(sim) => sim.wait_for(write_back),
+                    // Written back in the background: until it lands the row still names
+                    // this process, which may claim it again; others wait at most one
+                    // lease period.
+                    None => {
+                        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                            rt.spawn(write_back);
                         }
-                    });
+                    }
                 }
             }));
         }
@@ -204,12 +242,13 @@ impl Leases for PgStore {
         let row = row_opt(
             &client,
             "SELECT 1 FROM leases WHERE lane = $1 AND video_id = $2 AND token = $3
-                 AND owner = $4 AND expires_at > now()",
+                 AND owner = $4 AND expires_at > COALESCE($5::timestamptz, now())",
             &[
                 &lease.lane().as_ref(),
                 &lease.video().to_string(),
                 &lease.token(),
                 &self.owner,
+                &self.at(),
             ],
         )
         .await?;

@@ -24,18 +24,18 @@ impl PgStore {
         }
         let sql = match table {
             "inbox" => {
-                "UPDATE inbox SET state = 'quarantined', note = $2, processed_at = now()
+                "UPDATE inbox SET state = 'quarantined', note = $2, processed_at = COALESCE($3::timestamptz, now())
                  WHERE seq = $1 AND state = 'pending'"
             }
             _ => {
-                "UPDATE outbox SET state = 'quarantined', last_error = $2, updated_at = now()
+                "UPDATE outbox SET state = 'quarantined', last_error = $2, updated_at = COALESCE($3::timestamptz, now())
                  WHERE seq = $1 AND state = 'pending'"
             }
         };
         let client = self.pool.get().await?;
         for (seq, why) in &rows {
             tracing::error!(table, seq, reason = %why, "unreadable row quarantined");
-            run(&client, sql, &[seq, why]).await?;
+            run(&client, sql, &[seq, why, &self.at()]).await?;
         }
         Ok(())
     }
@@ -126,9 +126,9 @@ impl Maintenance for PgStore {
         let client = self.pool.get().await?;
         run(
             &client,
-            "INSERT INTO heartbeat (id, at) VALUES (1, now())
+            "INSERT INTO heartbeat (id, at) VALUES (1, COALESCE($1::timestamptz, now()))
                  ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
-            &[],
+            &[&self.at()],
         )
         .await?;
         Ok(())

@@ -27,9 +27,9 @@ impl Outbox for PgStore {
         let changed = run(
             &tx,
             "UPDATE outbox SET state = $2, attempts = attempts + 1, last_error = $3,
-                    updated_at = now(), started_at = NULL
+                    updated_at = COALESCE($4::timestamptz, now()), started_at = NULL
              WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &state.as_ref(), &error],
+            &[&effect_id, &state.as_ref(), &error, &self.at()],
         )
         .await?;
         // A late result of an effect already finished (by another replica, or by the
@@ -83,10 +83,14 @@ impl Outbox for PgStore {
              ) o
              WHERE NOT EXISTS (SELECT 1 FROM leases l
                                WHERE l.lane = o.lane AND l.video_id = o.video_id
-                                 AND l.expires_at > now())",
+                                 AND l.expires_at > COALESCE($3::timestamptz, now()))",
                 lane = projection_sql("outbox")
             ),
-            &[&Lane::Executor.as_ref(), &Lane::Projection.as_ref()],
+            &[
+                &Lane::Executor.as_ref(),
+                &Lane::Projection.as_ref(),
+                &self.at(),
+            ],
         )
         .await?;
         Ok(row.try_get(0)?)
@@ -102,9 +106,9 @@ impl Outbox for PgStore {
         run(
             &client,
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
-                        updated_at = now(), started_at = NULL
+                        updated_at = COALESCE($4::timestamptz, now()), started_at = NULL
                  WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &at, &error],
+            &[&effect_id, &at, &error, &self.at()],
         )
         .await?;
         Ok(())
@@ -141,7 +145,8 @@ impl Outbox for PgStore {
         let n: i64 = row_one(
             &client,
             "WITH started AS (
-                 UPDATE outbox SET started_at = now(), updated_at = now()
+                 UPDATE outbox SET started_at = COALESCE($7::timestamptz, now()),
+                                   updated_at = COALESCE($7::timestamptz, now())
                  WHERE effect_id = $1 AND state = 'pending' AND video_id = $5
                    AND started_at IS NOT DISTINCT FROM $6
                    AND EXISTS (SELECT 1 FROM leases
@@ -151,7 +156,8 @@ impl Outbox for PgStore {
              ), paid AS (
                  INSERT INTO paid_calls (video_id, job_id, effect_id, service, at)
                  SELECT video_id, effect::jsonb ->> 'job', effect_id,
-                        CASE kind WHEN 'create_goapi_task' THEN 'goapi' ELSE 'nca' END, now()
+                        CASE kind WHEN 'create_goapi_task' THEN 'goapi' ELSE 'nca' END,
+                        COALESCE($7::timestamptz, now())
                  FROM started WHERE kind IN ('create_goapi_task', 'submit_nca_mix')
              )
              SELECT COUNT(*) FROM started",
@@ -162,6 +168,7 @@ impl Outbox for PgStore {
                 &self.owner,
                 &lease.video().to_string(),
                 &seen,
+                &self.at(),
             ],
         )
         .await?
@@ -173,9 +180,10 @@ impl Outbox for PgStore {
         let client = self.pool.get().await?;
         run(
             &client,
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, updated_at = now()
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                        updated_at = COALESCE($3::timestamptz, now())
                  WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &error],
+            &[&effect_id, &error, &self.at()],
         )
         .await?;
         Ok(())
@@ -185,8 +193,9 @@ impl Outbox for PgStore {
         let client = self.pool.get().await?;
         run(
             &client,
-            "UPDATE outbox SET next_attempt_at = $2, updated_at = now() WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &at],
+            "UPDATE outbox SET next_attempt_at = $2, updated_at = COALESCE($3::timestamptz, now())
+                 WHERE effect_id = $1 AND state = 'pending'",
+            &[&effect_id, &at, &self.at()],
         )
         .await?;
         Ok(())
@@ -196,10 +205,11 @@ impl Outbox for PgStore {
         let client = self.pool.get().await?;
         let n = run(
             &client,
-            "UPDATE outbox SET state = 'pending', next_attempt_at = now(), updated_at = now(),
+            "UPDATE outbox SET state = 'pending', next_attempt_at = COALESCE($2::timestamptz, now()),
+                        updated_at = COALESCE($2::timestamptz, now()),
                         attempts = 0, last_error = NULL, started_at = NULL
                  WHERE effect_id = $1 AND state = 'failed'",
-            &[&effect_id],
+            &[&effect_id, &self.at()],
         )
         .await?;
         Ok(n == 1)

@@ -183,8 +183,9 @@ impl Snapshots for PgStore {
         let client = self.pool.get().await?;
         let inserted = client
             .execute(
-                "INSERT INTO record_creations (owner) VALUES ($1) ON CONFLICT (owner) DO NOTHING",
-                &[&owner],
+                "INSERT INTO record_creations (owner, started_at)
+                 VALUES ($1, COALESCE($2::timestamptz, now())) ON CONFLICT (owner) DO NOTHING",
+                &[&owner, &self.at()],
             )
             .await?;
         let row = client

@@ -13,6 +13,7 @@
 //! re-submission or an operator's retry, one record per job and per acknowledged delivery,
 //! the base equal to the store, every video finished and a failed one saying why.
 
+pub mod pg;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,8 @@ pub struct Run {
     pub violations: Vec<String>,
     pub lifecycles: usize,
     pub crashes: usize,
+    /// Writes the lease fence stopped (replicas on PostgreSQL).
+    pub fenced: usize,
 }
 
 /// The plan a seed draws before the run.
@@ -100,6 +103,9 @@ struct Driver {
     videos: Vec<RecordId>,
     /// Operator retries accepted per video, and the count when it was last seen final.
     retries: BTreeMap<RecordId, u32>,
+    /// Retries accepted but not yet decided (answered `queued`: the worker had not
+    /// decided within the request's wait), by their inbox entry: each counts once decided.
+    queued: Vec<(RecordId, uuid::Uuid)>,
     final_seen: BTreeMap<RecordId, (Snapshot, u32)>,
     acked: Vec<String>,
     violations: Vec<String>,
@@ -152,6 +158,7 @@ pub fn run(seed: u64) -> Run {
         world: world.clone(),
         videos: Vec::new(),
         retries: BTreeMap::new(),
+        queued: Vec::new(),
         final_seen: BTreeMap::new(),
         acked: Vec::new(),
         violations: Vec::new(),
@@ -216,6 +223,7 @@ pub fn run(seed: u64) -> Run {
         violations: d.violations,
         lifecycles: plan.videos,
         crashes: life as usize,
+        fenced: 0,
     }
 }
 
@@ -412,14 +420,29 @@ async fn operator(
     d.world.state().note(format_args!(
         "the operator retries {video} {body}: {status} {answer}"
     ));
-    if status == 202 || status == 200 {
-        *d.retries.entry(video).or_default() += 1;
+    let queued = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .filter(|a| a["status"] == "queued")
+        .and_then(|a| a["event_id"].as_str().and_then(|id| id.parse().ok()));
+    match queued {
+        Some(entry) if status == 202 => d.queued.push((video, entry)),
+        _ if status == 202 || status == 200 => *d.retries.entry(video).or_default() += 1,
+        _ => {}
     }
 }
 
 /// A completed or failed video changes only by an operator's retry, and its jobs stay as
 /// they are.
 async fn final_is_final(d: &mut Driver, engine: &Engine) {
+    // A queued retry counts from when the worker decided it.
+    let mut still = Vec::new();
+    for (video, entry) in std::mem::take(&mut d.queued) {
+        match engine.store.is_pending(entry).await {
+            Ok(false) => *d.retries.entry(video).or_default() += 1,
+            _ => still.push((video, entry)),
+        }
+    }
+    d.queued = still;
     for video in &d.videos {
         let Ok(Some(now)) = engine.store.snapshot(video).await else {
             continue;
@@ -641,6 +664,7 @@ pub struct Summary {
     /// Videos taken through their lifecycle, and the engine's deaths, over all the seeds.
     pub lifecycles: usize,
     pub crashes: usize,
+    pub fenced: usize,
     /// The seeds that broke the promise, each with its report, by seed.
     pub failed: Vec<(u64, String)>,
 }
@@ -648,12 +672,21 @@ pub struct Summary {
 /// Runs `seeds` on `threads` threads (each seed on one thread, as it must: the simulated
 /// clock is the thread's).
 pub fn explore(seeds: &[u64], threads: usize) -> Summary {
+    explore_with(seeds, threads, &run)
+}
+
+/// Runs `seeds` with `run_one` on `threads` threads.
+pub fn explore_with(
+    seeds: &[u64],
+    threads: usize,
+    run_one: &(dyn Fn(u64) -> Run + Sync),
+) -> Summary {
     let threads = threads.max(1);
     let parts: Vec<Summary> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(threads).collect();
-                scope.spawn(move || explore_here(&mine))
+                scope.spawn(move || explore_here(&mine, run_one))
             })
             .collect();
         workers
@@ -666,19 +699,21 @@ pub fn explore(seeds: &[u64], threads: usize) -> Summary {
         all.seeds += p.seeds;
         all.lifecycles += p.lifecycles;
         all.crashes += p.crashes;
+        all.fenced += p.fenced;
         all.failed.extend(p.failed);
     }
     all.failed.sort_by_key(|(seed, _)| *seed);
     all
 }
 
-fn explore_here(seeds: &[u64]) -> Summary {
+fn explore_here(seeds: &[u64], run_one: &(dyn Fn(u64) -> Run + Sync)) -> Summary {
     let mut out = Summary::default();
     for &seed in seeds {
-        let r = run(seed);
+        let r = run_one(seed);
         out.seeds += 1;
         out.lifecycles += r.lifecycles;
         out.crashes += r.crashes;
+        out.fenced += r.fenced;
         if !r.violations.is_empty() {
             let mut report = String::new();
             let _ = writeln!(

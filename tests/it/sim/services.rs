@@ -120,6 +120,10 @@ pub struct State {
     pub deliveries: Vec<Delivery>,
     /// Set by a call that the engine is to die in; the driver crashes it.
     pub crash_now: bool,
+    /// Which replica is calling a service now (several share one world on PostgreSQL),
+    /// and the one a call killed.
+    pub caller: Option<usize>,
+    pub crash_of: Option<usize>,
     pub trace: Vec<String>,
     started: DateTime<Utc>,
 }
@@ -212,6 +216,8 @@ impl World {
             renders: Vec::new(),
             deliveries: Vec::new(),
             crash_now: false,
+            caller: None,
+            crash_of: None,
             trace: Vec::new(),
             started,
         })))
@@ -242,6 +248,7 @@ impl World {
             let crash = s.chance(p);
             if crash {
                 s.crash_now = true;
+                s.crash_of = s.caller;
                 s.note(format_args!("the engine dies during {what}"));
             }
             crash
