@@ -42,8 +42,8 @@ use reelstate::records::embedded::sqlite::SqliteRecords;
 use reelstate::records::{Mapping, RecordBackend, Records, VideoFields};
 use reelstate::store::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
-    Lease, NewEntry, OutboxEntry, Overview, PaidCalls, PaidDay, PgSimulation, PgStore, Pruned,
-    Quarantined, RecordIntent, StoreError, VideoQuery, VideoRow,
+    Lease, NewEntry, OutboxEntry, Overview, Owner, PaidCalls, PaidDay, PgSimulation, PgStore,
+    Pruned, Quarantined, RecordIntent, StoreError, VideoQuery, VideoRow,
 };
 use reelstate::webhook::CallbackSigner;
 use serde_json::Value;
@@ -413,13 +413,13 @@ impl reelstate::store::Snapshots for SimPg {
         self.read(move |s| async move { s.job_location(job).await })
             .await
     }
-    async fn record_intent(&self, owner: &str) -> Result<RecordIntent, StoreError> {
-        let owner = owner.to_owned();
+    async fn record_intent(&self, owner: &Owner) -> Result<RecordIntent, StoreError> {
+        let owner = *owner;
         self.call(|s| async move { s.record_intent(&owner).await })
             .await
     }
-    async fn claim_record(&self, owner: &str, record: &RecordId) -> Result<bool, StoreError> {
-        let (owner, record) = (owner.to_owned(), record.clone());
+    async fn claim_record(&self, owner: &Owner, record: &RecordId) -> Result<bool, StoreError> {
+        let (owner, record) = (*owner, record.clone());
         self.call(|s| async move { s.claim_record(&owner, &record).await })
             .await
     }
