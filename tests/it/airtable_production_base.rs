@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::airtable_double::{AirtableDouble, DoubleConfig, DoubleSchema, Spelling};
-use support::app::AppBuilder;
+use support::app::{AppBuilder, TestApp};
 use support::goapi_double::GoapiDouble;
 use support::nca_double::NcaDouble;
 
@@ -396,37 +396,12 @@ async fn a_lost_create_answer_makes_no_second_jobs_record_when_the_base_keeps_ti
         FieldType::MultilineText,
     ))
     .await;
-    let nca = NcaDouble::start().await;
-    let goapi = GoapiDouble::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mapping = dir.path().join("mapping.toml");
-    let (ok, toml, err) = reelstate(&["mapping", "--from-base"], &airtable, None).await;
-    assert!(ok, "mapping --from-base failed: {err}");
+    let (app, video, toml, _services) = one_video_by_a_generated_mapping(&airtable).await;
     assert!(
         toml.lines()
             .any(|l| l.trim_start().starts_with("timestamps") && l.contains("\"Timestamps\"")),
         "the generated mapping maps Timestamps:\n{toml}"
     );
-    std::fs::write(&mapping, &toml).expect("write the mapping");
-    let video = airtable.insert_record(
-        "Videos",
-        json!({
-            "Description": "video",
-            "Combined Segments Video": [{"url": format!("{}/videos/combined-1.mp4", nca.url())}],
-            "Music Prompt": "calm piano",
-        }),
-    );
-    let app = AppBuilder::new()
-        .airtable(&airtable)
-        .env(
-            "REELSTATE_AIRTABLE_MAPPING",
-            mapping.to_str().expect("utf-8 path"),
-        )
-        .env("REELSTATE_EFFECT_BACKOFF_MS", "50")
-        .nca(&nca)
-        .goapi(&goapi)
-        .spawn()
-        .await;
     airtable.gateway_timeout_after_apply_to("Jobs", 1);
     let (status, body) = app.post(&format!("/videos/{video}/music")).await;
     assert_eq!(status, 202, "{body}");
@@ -453,32 +428,7 @@ async fn a_lost_create_answer_makes_no_second_jobs_record_when_the_base_keeps_ti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_answered_503_after_it_was_applied_makes_one_jobs_record() {
     let airtable = double(DoubleSchema::production_base(Spelling::Code)).await;
-    let nca = NcaDouble::start().await;
-    let goapi = GoapiDouble::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mapping = dir.path().join("mapping.toml");
-    let (ok, toml, err) = reelstate(&["mapping", "--from-base"], &airtable, None).await;
-    assert!(ok, "mapping --from-base failed: {err}");
-    std::fs::write(&mapping, &toml).expect("write the mapping");
-    let video = airtable.insert_record(
-        "Videos",
-        json!({
-            "Description": "video",
-            "Combined Segments Video": [{"url": format!("{}/videos/combined-1.mp4", nca.url())}],
-            "Music Prompt": "calm piano",
-        }),
-    );
-    let app = AppBuilder::new()
-        .airtable(&airtable)
-        .env(
-            "REELSTATE_AIRTABLE_MAPPING",
-            mapping.to_str().expect("utf-8 path"),
-        )
-        .env("REELSTATE_EFFECT_BACKOFF_MS", "50")
-        .nca(&nca)
-        .goapi(&goapi)
-        .spawn()
-        .await;
+    let (app, video, _toml, _services) = one_video_by_a_generated_mapping(&airtable).await;
     airtable.answer_after_apply(Some("Jobs"), 503, 1);
     let (status, body) = app.post(&format!("/videos/{video}/music")).await;
     assert_eq!(status, 202, "{body}");
@@ -492,4 +442,42 @@ async fn a_create_answered_503_after_it_was_applied_makes_one_jobs_record() {
         "the 503'd create was found again:\n{}",
         support::app::tail(&app.log_text(), 40)
     );
+}
+
+/// The services a one-video app talks to, and the folder of its mapping: kept alive as
+/// long as the app runs.
+type Services = (NcaDouble, GoapiDouble, tempfile::TempDir);
+
+/// The app on `airtable` by the mapping `mapping --from-base` writes for it (returned as
+/// written), with one video ready for music and effects retried after 50 ms.
+async fn one_video_by_a_generated_mapping(
+    airtable: &AirtableDouble,
+) -> (TestApp, String, String, Services) {
+    let nca = NcaDouble::start().await;
+    let goapi = GoapiDouble::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapping = dir.path().join("mapping.toml");
+    let (ok, toml, err) = reelstate(&["mapping", "--from-base"], airtable, None).await;
+    assert!(ok, "mapping --from-base failed: {err}");
+    std::fs::write(&mapping, &toml).expect("write the mapping");
+    let video = airtable.insert_record(
+        "Videos",
+        json!({
+            "Description": "video",
+            "Combined Segments Video": [{"url": format!("{}/videos/combined-1.mp4", nca.url())}],
+            "Music Prompt": "calm piano",
+        }),
+    );
+    let app = AppBuilder::new()
+        .airtable(airtable)
+        .env(
+            "REELSTATE_AIRTABLE_MAPPING",
+            mapping.to_str().expect("utf-8 path"),
+        )
+        .env("REELSTATE_EFFECT_BACKOFF_MS", "50")
+        .nca(&nca)
+        .goapi(&goapi)
+        .spawn()
+        .await;
+    (app, video, toml, (nca, goapi, dir))
 }

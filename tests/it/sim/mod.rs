@@ -254,6 +254,37 @@ fn engine_for(store: &SqliteStore, records: &Records, world: &World) -> Arc<Engi
     )
 }
 
+/// The plan's videos, made in the base as the earlier stage leaves them, and music
+/// requested for each through the routes.
+async fn seed_and_request(
+    d: &mut Driver,
+    check: &Records,
+    plan: &Plan,
+    routes: &(
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + 'static
+     ),
+) {
+    for n in 0..plan.videos {
+        let video = check
+            .create_video(&VideoFields {
+                status: Some(VideoStatus::SegmentsCombined),
+                combined_segments_video: Some(
+                    MediaUrl::parse(&format!("https://videos.sim/combined-{n}.mp4"))
+                        .expect("a URL"),
+                ),
+                music_prompt: Some(format!("calm piano #{n}")),
+                ..VideoFields::default()
+            })
+            .await
+            .expect("seed a video");
+        d.videos.push(video.clone());
+        let (status, body) = post(routes, &format!("/videos/{video}/music"), None, "").await;
+        d.world.state().note(format_args!(
+            "the operator asks for music for {video}: {status} {body}"
+        ));
+    }
+}
+
 /// One life of the engine: until it is killed, or the run is over.
 async fn live(
     d: &mut Driver,
@@ -271,25 +302,7 @@ async fn live(
     tokio::spawn(reelstate::reconciler::run(engine.clone()));
     tokio::spawn(reelstate::pruner::run(engine.clone()));
     if life == 0 {
-        for n in 0..plan.videos {
-            let video = check
-                .create_video(&VideoFields {
-                    status: Some(VideoStatus::SegmentsCombined),
-                    combined_segments_video: Some(
-                        MediaUrl::parse(&format!("https://videos.sim/combined-{n}.mp4"))
-                            .expect("a URL"),
-                    ),
-                    music_prompt: Some(format!("calm piano #{n}")),
-                    ..VideoFields::default()
-                })
-                .await
-                .expect("seed a video");
-            d.videos.push(video.clone());
-            let (status, body) = post(&routes, &format!("/videos/{video}/music"), None, "").await;
-            d.world.state().note(format_args!(
-                "the operator asks for music for {video}: {status} {body}"
-            ));
-        }
+        seed_and_request(d, check, plan, &routes).await;
     }
     let faulty_until = epoch() + chrono::Duration::from_std(FAULTY_FOR).unwrap_or_default();
     let run_until = faulty_until + chrono::Duration::from_std(SETTLE_FOR).unwrap_or_default();

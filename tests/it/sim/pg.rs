@@ -35,11 +35,11 @@ use chrono::{DateTime, Utc};
 use reelstate::clients::nca::{MixRequest, NcaAccepted};
 use reelstate::clients::track::TrackAnswer;
 use reelstate::clients::{ClientError, CreateTask, Goapi, Nca, TrackHost};
-use reelstate::domain::{MediaUrl, RecordId, VideoStatus};
+use reelstate::domain::{MediaUrl, RecordId};
 use reelstate::engine::Engine;
 use reelstate::machine::{JobId, Snapshot};
 use reelstate::records::embedded::sqlite::SqliteRecords;
-use reelstate::records::{Mapping, RecordBackend, Records, VideoFields};
+use reelstate::records::{Mapping, RecordBackend, Records};
 use reelstate::store::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
     Lease, NewEntry, OutboxEntry, Overview, Owner, PaidCalls, PaidDay, PgSimulation, PgStore,
@@ -53,7 +53,7 @@ use uuid::Uuid;
 use super::services::{SimBase, SimGoapi, SimNca, SimTracks, World};
 use super::{
     BASE_URL, Driver, FAULTY_FOR, Plan, Run, SETTLE_AFTER_LAST, SETTLE_FOR, SIGNING_SECRET, TICK,
-    deliver_due, epoch, final_is_final, operator, post, settings, settled,
+    deliver_due, epoch, final_is_final, operator, seed_and_request, settings, settled,
 };
 
 /// Replicas sharing the database.
@@ -809,25 +809,7 @@ async fn drive(
     let mut kills = 0;
     {
         let routes = reelstate::http::routes(replicas[0].engine.clone());
-        for n in 0..plan.videos {
-            let video = check
-                .create_video(&VideoFields {
-                    status: Some(VideoStatus::SegmentsCombined),
-                    combined_segments_video: Some(
-                        MediaUrl::parse(&format!("https://videos.sim/combined-{n}.mp4"))
-                            .expect("a URL"),
-                    ),
-                    music_prompt: Some(format!("calm piano #{n}")),
-                    ..VideoFields::default()
-                })
-                .await
-                .expect("seed a video");
-            d.videos.push(video.clone());
-            let (status, body) = post(&routes, &format!("/videos/{video}/music"), None, "").await;
-            d.world.state().note(format_args!(
-                "the operator asks for music for {video}: {status} {body}"
-            ));
-        }
+        seed_and_request(d, check, plan, &routes).await;
     }
     let faulty_until = epoch() + chrono::Duration::from_std(FAULTY_FOR).unwrap_or_default();
     let run_until = faulty_until + chrono::Duration::from_std(SETTLE_FOR).unwrap_or_default();
