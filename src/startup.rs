@@ -234,10 +234,10 @@ impl Application {
     /// `stopping` meanwhile, so that a load balancer sends new traffic elsewhere.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let engine = self.engine;
-        let worker = tokio::spawn(crate::worker::run(engine.clone()));
-        let executor = tokio::spawn(crate::executor::run(engine.clone()));
-        let reconciler = tokio::spawn(crate::reconciler::run(engine.clone()));
-        let pruner = tokio::spawn(crate::pruner::run(engine.clone()));
+        let worker = tokio::spawn(crate::runners::worker::run(engine.clone()));
+        let executor = tokio::spawn(crate::runners::executor::run(engine.clone()));
+        let reconciler = tokio::spawn(crate::runners::reconciler::run(engine.clone()));
+        let pruner = tokio::spawn(crate::runners::pruner::run(engine.clone()));
         let routes = crate::http::routes(engine.clone());
         info!(addr = %self.addr, "serving");
         let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();

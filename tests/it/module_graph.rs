@@ -592,15 +592,18 @@ fn the_graph_sees_use_lines_inline_paths_and_reexports() {
     // `use crate::store::Lease` names store/mod.rs, which re-exports it from lease.rs.
     assert!(has_edge("src/startup.rs", "src/engine.rs"), "a use line");
     assert!(
-        has_edge("src/worker.rs", "src/store/lease.rs"),
+        has_edge("src/runners/worker.rs", "src/store/lease.rs"),
         "through a re-export"
     );
     assert!(
-        has_edge("src/executor/attempt.rs", "src/executor/calls.rs"),
+        has_edge(
+            "src/runners/executor/attempt.rs",
+            "src/runners/executor/calls.rs"
+        ),
         "a super:: path to a sibling"
     );
     assert!(
-        has_edge("src/executor/calls.rs", "src/find_out.rs"),
+        has_edge("src/runners/executor/calls.rs", "src/find_out.rs"),
         "an inline crate:: path (`crate::find_out::look_up(…)`)"
     );
     assert!(

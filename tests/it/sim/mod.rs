@@ -297,10 +297,10 @@ async fn live(
 ) -> Life {
     let engine = engine_for(store, records, &d.world);
     let routes = reelstate::http::routes(engine.clone());
-    tokio::spawn(reelstate::worker::run(engine.clone()));
-    tokio::spawn(reelstate::executor::run(engine.clone()));
-    tokio::spawn(reelstate::reconciler::run(engine.clone()));
-    tokio::spawn(reelstate::pruner::run(engine.clone()));
+    tokio::spawn(reelstate::runners::worker::run(engine.clone()));
+    tokio::spawn(reelstate::runners::executor::run(engine.clone()));
+    tokio::spawn(reelstate::runners::reconciler::run(engine.clone()));
+    tokio::spawn(reelstate::runners::pruner::run(engine.clone()));
     if life == 0 {
         seed_and_request(d, check, plan, &routes).await;
     }

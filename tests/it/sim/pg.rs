@@ -615,10 +615,10 @@ fn start(n: usize, sh: &Shared) -> Replica {
     );
     let renewing = store.clone();
     let tasks = vec![
-        tokio::spawn(reelstate::worker::run(engine.clone())),
-        tokio::spawn(reelstate::executor::run(engine.clone())),
-        tokio::spawn(reelstate::reconciler::run(engine.clone())),
-        tokio::spawn(reelstate::pruner::run(engine.clone())),
+        tokio::spawn(reelstate::runners::worker::run(engine.clone())),
+        tokio::spawn(reelstate::runners::executor::run(engine.clone())),
+        tokio::spawn(reelstate::runners::reconciler::run(engine.clone())),
+        tokio::spawn(reelstate::runners::pruner::run(engine.clone())),
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE / 3).await;

@@ -116,7 +116,7 @@ pub(super) async fn prepare_external(
                             started.timestamp_millis()
                         )),
                         endpoint: "find-out".into(),
-                        ..engine_entry(e, "found", crate::reconciler::name_job(event, job))
+                        ..engine_entry(e, "found", crate::runners::reconciler::name_job(event, job))
                     };
                     engine.enqueue(entry).await?;
                     engine
