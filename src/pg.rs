@@ -20,43 +20,43 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::new(
         1,
         "engine store",
-        include_str!("migrations/0001_engine_store.sql"),
+        include_str!("pg/migrations/0001_engine_store.sql"),
     ),
-    Migration::new(2, "records", include_str!("migrations/0002_records.sql")),
+    Migration::new(2, "records", include_str!("pg/migrations/0002_records.sql")),
     Migration::new(
         3,
         "airtable budget",
-        include_str!("migrations/0003_airtable_budget.sql"),
+        include_str!("pg/migrations/0003_airtable_budget.sql"),
     ),
     Migration::new(
         4,
         "record creations",
-        include_str!("migrations/0004_record_creations.sql"),
+        include_str!("pg/migrations/0004_record_creations.sql"),
     ),
     Migration::new(
         5,
         "retention and quarantine",
-        include_str!("migrations/0005_retention_quarantine.sql"),
+        include_str!("pg/migrations/0005_retention_quarantine.sql"),
     ),
     Migration::new(
         6,
         "airtable budget readers",
-        include_str!("migrations/0006_airtable_budget_readers.sql"),
+        include_str!("pg/migrations/0006_airtable_budget_readers.sql"),
     ),
     Migration::new(
         7,
         "videos list and external id search",
-        include_str!("migrations/0007_videos_list.sql"),
+        include_str!("pg/migrations/0007_videos_list.sql"),
     ),
     Migration::new(
         8,
         "paid calls",
-        include_str!("migrations/0008_paid_calls.sql"),
+        include_str!("pg/migrations/0008_paid_calls.sql"),
     ),
     Migration::new(
         9,
         "paid call totals and creation claims by age",
-        include_str!("migrations/0009_retained_totals.sql"),
+        include_str!("pg/migrations/0009_retained_totals.sql"),
     ),
 ];
 

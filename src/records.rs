@@ -11,7 +11,7 @@
 //! switches an optional field off; select values spelled per base). `airtable/`: the client
 //! (`request`: budget slot, retries, error bodies; `read`; `formula`, the one escaping formula
 //! builder; `write`: per-table queues and batches of up to 10), `budget` (the slots, reads first:
-//! `LocalBudget` in `budget/mod.rs`, `PgBudget` shared by replicas in `budget/pg.rs`), `config`
+//! `LocalBudget` in `budget.rs`, `PgBudget` shared by replicas in `budget/pg.rs`), `config`
 //! (read by both, so the budget does not import the client), `schema` (a base checked against the
 //! mapping for `check-airtable` and `/readyz` through `SchemaCache`, at most once a minute, naming
 //! the mapping line that fixes each problem) and `guess` (`reelstate mapping --from-base`).

@@ -25,9 +25,9 @@ use self::escape::text as esc;
 use super::{ApiError, Request};
 use crate::engine::Engine;
 
-const APP_JS: &str = include_str!("assets/app.js");
-const APP_CSS: &str = include_str!("assets/app.css");
-const FAVICON: &str = include_str!("assets/favicon.svg");
+const APP_JS: &str = include_str!("ui/assets/app.js");
+const APP_CSS: &str = include_str!("ui/assets/app.css");
+const FAVICON: &str = include_str!("ui/assets/favicon.svg");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Routes the page paths; `None` for paths that are not the page's.
