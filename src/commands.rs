@@ -10,7 +10,7 @@ mod music;
 mod replay;
 mod retry;
 mod retry_effect;
-mod waiters;
+pub mod waiters;
 
 use uuid::Uuid;
 

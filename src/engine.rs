@@ -14,7 +14,7 @@ use crate::clients::goapi::GoapiClient;
 use crate::clients::nca::NcaClient;
 use crate::clients::track::TrackChecker;
 use crate::clients::{Goapi, Nca, TrackHost};
-use crate::commands::Waiters;
+use crate::commands::waiters::Waiters;
 use crate::configuration::Settings;
 use crate::machine::Policy;
 use crate::metrics::Metrics;
