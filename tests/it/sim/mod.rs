@@ -130,20 +130,8 @@ pub fn run(seed: u64) -> Run {
             .map(|_| Duration::from_millis(world.draw(FAULTY_FOR.as_millis() as u64)))
             .collect(),
     };
-    let mut mapping = Mapping::default();
-    if plan.keyless {
-        mapping.jobs.job_id = None;
-        mapping.webhook_events.event_id = None;
-    }
     let store = SqliteStore::open_simulated().expect("a simulated store");
-    let plain: Arc<dyn RecordBackend> =
-        Arc::new(SqliteRecords::open_simulated(&mapping).expect("simulated records"));
-    let base: Arc<dyn RecordBackend> = Arc::new(SimBase {
-        inner: plain.clone(),
-        world: world.clone(),
-    });
-    let records = Records::new(base, mapping.clone());
-    let check = Records::new(plain, mapping);
+    let (records, check) = sim_records(&plan, &world);
     {
         let mut s = world.state();
         let faults = s.faults.clone();
@@ -283,6 +271,25 @@ async fn seed_and_request(
             "the operator asks for music for {video}: {status} {body}"
         ));
     }
+}
+
+/// The simulated base the engine writes through (its faults drawn from `world`), and a
+/// plain view of the same records for the checker.
+fn sim_records(plan: &Plan, world: &World) -> (Records, Records) {
+    let mut mapping = Mapping::default();
+    if plan.keyless {
+        mapping.jobs.job_id = None;
+        mapping.webhook_events.event_id = None;
+    }
+    let plain: Arc<dyn RecordBackend> =
+        Arc::new(SqliteRecords::open_simulated(&mapping).expect("simulated records"));
+    let base: Arc<dyn RecordBackend> = Arc::new(SimBase {
+        inner: plain.clone(),
+        world: world.clone(),
+    });
+    let records = Records::new(base, mapping.clone());
+    let check = Records::new(plain, mapping);
+    (records, check)
 }
 
 /// One life of the engine: until it is killed, or the run is over.

@@ -38,8 +38,7 @@ use reelstate::clients::{ClientError, CreateTask, Goapi, Nca, TrackHost};
 use reelstate::domain::{MediaUrl, RecordId};
 use reelstate::engine::Engine;
 use reelstate::machine::{JobId, Snapshot};
-use reelstate::records::embedded::sqlite::SqliteRecords;
-use reelstate::records::{Mapping, RecordBackend, Records};
+use reelstate::records::Records;
 use reelstate::store::{
     Accepted, ActiveJob, Commit, Depths, EffectState, EventQuery, HistoryRow, InboxEntry, Lane,
     Lease, NewEntry, OutboxEntry, Overview, Owner, PaidCalls, PaidDay, PgSimulation, PgStore,
@@ -50,10 +49,10 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
-use super::services::{SimBase, SimGoapi, SimNca, SimTracks, World};
+use super::services::{SimGoapi, SimNca, SimTracks, World};
 use super::{
     BASE_URL, Driver, FAULTY_FOR, Plan, Run, SETTLE_AFTER_LAST, SETTLE_FOR, SIGNING_SECRET, TICK,
-    deliver_due, epoch, final_is_final, operator, seed_and_request, settings, settled,
+    deliver_due, epoch, final_is_final, operator, seed_and_request, settings, settled, sim_records,
 };
 
 /// Replicas sharing the database.
@@ -695,19 +694,7 @@ pub fn run(seed: u64, url: &str) -> Run {
         ));
     }
     events.sort_by_key(|(t, _)| *t);
-    let mut mapping = Mapping::default();
-    if plan.keyless {
-        mapping.jobs.job_id = None;
-        mapping.webhook_events.event_id = None;
-    }
-    let plain: Arc<dyn RecordBackend> =
-        Arc::new(SqliteRecords::open_simulated(&mapping).expect("simulated records"));
-    let base: Arc<dyn RecordBackend> = Arc::new(SimBase {
-        inner: plain.clone(),
-        world: world.clone(),
-    });
-    let records = Records::new(base, mapping.clone());
-    let check = Records::new(plain, mapping);
+    let (records, check) = sim_records(&plan, &world);
     {
         let mut s = world.state();
         let faults = s.faults.clone();
