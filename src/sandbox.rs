@@ -165,7 +165,8 @@ pub async fn request_music(
 }
 
 /// What the stand-ins share: the failures planned per video, and NCA's finished jobs
-/// (its status endpoint answers from them, as the toolkit's does).
+/// (its status endpoint answers from them, as the toolkit's does: docs/goapi-and-nca.md,
+/// "NCA, one job").
 #[derive(Default)]
 struct State {
     plans: HashMap<String, Failure>,
