@@ -9,6 +9,7 @@
 
 pub mod backup;
 mod checkpoint;
+mod disk_space;
 mod group_commit;
 mod inbox;
 mod maintenance;

@@ -493,3 +493,107 @@ async fn a_full_sqlite_store_refuses_webhooks_with_503_and_takes_them_again_once
         taken.len()
     );
 }
+
+/// A filesystem of the test's own, small enough to fill: tmpfs, mounted over a temporary
+/// directory and unmounted when dropped. None where this process may not mount (not root,
+/// or a container without the capability).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the filesystem refuses another byte (ENOSPC), as another
+    /// program sharing the disk would.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler file");
+        for size in [65_536, 4_096, 512, 1] {
+            let chunk = vec![0u8; size];
+            while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A real full disk, not the configured page limit: the store on a 16 MiB tmpfs that
+/// another file fills to the last byte. Webhooks are refused with 503 (never a 202 that
+/// the disk did not keep), `/readyz` says the disk is full, and once space is freed intake
+/// resumes with every earlier acknowledgement on record.
+#[tokio::test]
+async fn a_full_disk_refuses_webhooks_with_503_and_takes_them_again_once_freed() {
+    let Some(disk) = SmallDisk::mount(16 * 1024 * 1024) else {
+        eprintln!("db_outage: skipped: this process may not mount a tmpfs (needs root)");
+        return;
+    };
+    let app = AppBuilder::new().db_in(disk.path()).spawn().await;
+    let (status, body) = post_completion(&app, 0).await;
+    assert_eq!(status, 202, "taken while there is room: {body}");
+    let (status, ready) = ready_becomes(&app, 200).await;
+    assert_eq!(status, 200, "/readyz with room: {ready}");
+
+    let filler = disk.fill();
+    // The WAL reuses what it already has, so a few more may fit; then none.
+    let mut taken = Vec::new();
+    let mut refused = None;
+    for n in 1..=5_000 {
+        match post_completion(&app, n).await {
+            (202, _) => taken.push(n),
+            (503, body) => {
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                refused = Some(n);
+                break;
+            }
+            (other, body) => panic!("answered {other}: {body}"),
+        }
+    }
+    let refused = refused.expect("a full disk refuses webhooks");
+    assert_eq!(post_completion(&app, refused).await.0, 503, "and again");
+    let (status, ready) = ready_becomes(&app, 503).await;
+    assert_eq!(status, 503, "/readyz on a full disk: {ready}");
+    assert!(
+        ready["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full")),
+        "{ready}"
+    );
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    let (status, body) = post_completion(&app, refused).await;
+    assert_eq!(status, 202, "taken once the disk has room: {body}");
+    let (status, ready) = ready_becomes(&app, 200).await;
+    assert_eq!(status, 200, "/readyz once the disk has room: {ready}");
+    for n in std::iter::once(0).chain(taken.iter().copied()) {
+        let (status, body) = post_completion(&app, n).await;
+        assert_eq!(status, 200, "delivery {n} acknowledged before: {body}");
+        assert_eq!(body["status"], "duplicate");
+    }
+    eprintln!(
+        "db_outage: full disk: {} webhooks taken after the disk filled, then 503 until it was freed",
+        taken.len()
+    );
+}

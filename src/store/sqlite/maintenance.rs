@@ -129,7 +129,7 @@ impl Maintenance for SqliteStore {
         .await
     }
 
-    /// A cheap write that proves the store is writable (/readyz).
+    /// A cheap write that proves the store is writable, and room for more (/readyz).
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute_batch(
@@ -142,13 +142,22 @@ impl Maintenance for SqliteStore {
             let page = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
             let (pages, max) = (page("page_count")?, page("max_page_count")?);
             if pages >= max && page("freelist_count")? == 0 {
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                    Some(format!(
-                        "the store's file is at its limit of {max} pages (REELSTATE_DB_MAX_MB)"
-                    )),
-                )
-                .into());
+                return Err(full(format!(
+                    "the store's file is at its limit of {max} pages (REELSTATE_DB_MAX_MB)"
+                )));
+            }
+            // A full disk does not fail that update either (the WAL takes it into frames
+            // it already has), while commits that need new pages fail: ask the disk.
+            if let Some(file) = c.path().filter(|p| !p.is_empty()) {
+                let file = std::path::Path::new(file);
+                if let Ok(free) = super::disk_space::free_bytes(file)
+                    && free < super::disk_space::MIN_FREE_BYTES
+                {
+                    return Err(full(format!(
+                        "the store's disk is full: {free} bytes free on the filesystem of {}",
+                        file.display()
+                    )));
+                }
             }
             Ok(())
         })
@@ -264,3 +273,12 @@ const FOLD_PAID_CALLS: &str = "INSERT INTO paid_call_totals (day, video_id, serv
      WHERE id IN (SELECT id FROM paid_calls WHERE at < ?1 ORDER BY id LIMIT ?2)
      GROUP BY 1, 2, 3
      ON CONFLICT (day, video_id, service) DO UPDATE SET calls = calls + excluded.calls";
+
+/// SQLite's own error for a full database, with what filled it.
+fn full(why: String) -> StoreError {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some(why),
+    )
+    .into()
+}

@@ -43,6 +43,8 @@ pub struct AppBuilder {
     env: Vec<(String, String)>,
     port: u16,
     dir: std::sync::Arc<tempfile::TempDir>,
+    /// The store's file, when not in `dir` (a filesystem of the test's own).
+    db: Option<PathBuf>,
 }
 
 impl Default for AppBuilder {
@@ -70,6 +72,7 @@ impl AppBuilder {
             ],
             port: 0,
             dir: std::sync::Arc::new(dir),
+            db: None,
         }
     }
 
@@ -109,8 +112,16 @@ impl AppBuilder {
         self
     }
 
+    /// The store's file in `dir` instead (the server's log stays in the builder's own).
+    pub fn db_in(mut self, dir: &std::path::Path) -> Self {
+        self.db = Some(dir.join("reelstate.db"));
+        self
+    }
+
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("reelstate.db")
+        self.db
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("reelstate.db"))
     }
 
     pub async fn spawn(mut self) -> TestApp {
