@@ -275,13 +275,31 @@
     confirmDialog.showModal();
   }
 
-  function showResult(ok, title, text, raw) {
+  // `video`: a video the answer made, linked to its page (built as DOM, never as markup).
+  function showResult(ok, title, text, raw, video) {
     result.hidden = false;
     result.className = ok ? "result ok" : "result failed";
     document.getElementById("result-title").textContent = title;
     document.getElementById("result-text").textContent = text;
     document.getElementById("result-body").textContent = raw;
     document.getElementById("result-raw").hidden = !raw;
+    var link = document.getElementById("result-link");
+    document.getElementById("result-link-line").hidden = !video;
+    if (video) {
+      link.href = "/ui/videos/" + encodeURIComponent(video);
+      link.textContent = "Open video " + video;
+    }
+  }
+
+  // The video a sandbox answer made, if this call made one.
+  function madeVideo(call, status, body) {
+    if (call.url !== "/sandbox/videos" || status !== 201) return null;
+    try {
+      var id = JSON.parse(body).video_id;
+      return typeof id === "string" ? id : null;
+    } catch (e) {
+      return null;
+    }
   }
 
   function pretty(body) {
@@ -297,6 +315,12 @@
       var why = j.error.message || j.error.code;
       if (status === 409) return "Refused: the video's state does not accept this now (" + why + ").";
       return "Not done (" + status + "): " + why;
+    }
+    if (j && j.video_id && j.reaches) {
+      return "Made demo video " + j.video_id + ", now " + j.status + "; it will reach " + j.reaches + ": " + j.how + ".";
+    }
+    if (j && j.video_id && j.next) {
+      return "Made demo video " + j.video_id + ", now " + j.status + "; on its page, request its music.";
     }
     if (j && j.status === "applied") {
       return "Done: the video is now " + j.video_status + (j.job_id ? ", with job " + j.job_id : "") + ".";
@@ -382,7 +406,8 @@
     fetch(call.url, { method: call.method, headers: headers, body: call.body || "{}" })
       .then(function (r) {
         return r.text().then(function (body) {
-          showResult(r.ok, title + " → " + r.status + " " + r.statusText, sentence(r.status, body), pretty(body));
+          showResult(r.ok, title + " → " + r.status + " " + r.statusText, sentence(r.status, body), pretty(body),
+            madeVideo(call, r.status, body));
           if (r.status === 401) askToken("The server refused this token (401 Unauthorized). Check the value of REELSTATE_ADMIN_TOKEN and enter it again.");
           return load(true);
         });
