@@ -459,6 +459,28 @@ async fn the_video_page_tells_its_story_in_order_with_honest_colours() {
         "each step names its edge in the drawing: {path}"
     );
     assert!(path.contains("<time datetime="), "{path}");
+    // And the drawing numbers those steps on the edges they took.
+    let drawing = html
+        .split(r#"id="diagram">"#)
+        .nth(1)
+        .and_then(|d| d.split("</svg>").next())
+        .expect("a drawing");
+    for (n, from, to) in [
+        (1, "segments_combined", "generating_music"),
+        (2, "generating_music", "adding_music"),
+        (3, "adding_music", "completed"),
+    ] {
+        let edge = drawing
+            .split(&format!(r#"data-from="{from}" data-to="{to}">"#))
+            .nth(1)
+            .unwrap_or_else(|| panic!("the edge {from} → {to}: {drawing}"));
+        assert!(
+            edge.split("</g>")
+                .nth(1)
+                .is_some_and(|s| s.starts_with(&format!(r#"<g class="steps" data-steps="{n}">"#))),
+            "step {n} on {from} → {to}: {edge}"
+        );
+    }
     let timeline = html.split(r#"id="timeline""#).nth(1).expect("a timeline");
     assert!(
         timeline.contains(" in adding_music</td>"),
