@@ -256,6 +256,7 @@ fn draw(
     let mut legend: Vec<String> = Vec::new();
     let mut body = String::new();
     let mut badges: Vec<(f64, f64)> = Vec::new();
+    let mut on_top = String::new();
     for (n, ((from, to), events)) in edges.iter().enumerate() {
         let n = n + 1;
         let taken = h.taken.contains(&(from.clone(), to.clone()));
@@ -344,7 +345,8 @@ fn draw(
             by = badge.1,
             ty = badge.1 + 3.5,
         );
-        // This video's steps along the edge, beside its number: the path reads on the drawing.
+        // This video's steps along the edge, over its number: the path reads on the drawing.
+        // Drawn after the states, so that a short edge's label is not hidden behind one.
         if let Some(steps) = h.steps.get(&(from.clone(), to.clone())) {
             let list: Vec<String> = steps.iter().map(usize::to_string).collect();
             let label = format!(
@@ -352,15 +354,17 @@ fn draw(
                 if steps.len() == 1 { "step" } else { "steps" },
                 list.join(", ")
             );
+            let w = label.chars().count() as f64 * 5.8 + 10.0;
             let _ = write!(
-                body,
-                r##"<g class="steps" data-steps="{d}"><rect x="{rx:.1}" y="{ry:.1}" width="{w:.1}" height="15" rx="7.5" fill="#0369a1"/><text x="{tx:.1}" y="{ty:.1}" font-size="10" font-weight="600" fill="#ffffff">{l}</text></g>"##,
+                on_top,
+                r##"<g class="steps" data-from="{f}" data-to="{t}" data-steps="{d}"><rect x="{rx:.1}" y="{ry:.1}" width="{w:.1}" height="15" rx="7.5" fill="#0369a1"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle" font-size="10" font-weight="600" fill="#ffffff">{l}</text></g>"##,
+                f = esc(from),
+                t = esc(to),
                 d = list.join(","),
-                rx = badge.0 + 11.0,
-                ry = badge.1 - 7.5,
-                w = label.chars().count() as f64 * 5.8 + 10.0,
-                tx = badge.0 + 16.0,
-                ty = badge.1 + 3.5,
+                rx = badge.0 - w / 2.0,
+                ry = badge.1 - 27.0,
+                x = badge.0,
+                ty = badge.1 - 16.0,
                 l = esc(&label),
             );
         }
@@ -415,6 +419,7 @@ fn draw(
             fw = if current { "700" } else { "500" },
         );
     }
+    body.push_str(&on_top);
     let height = if legend.is_empty() {
         bottom + H / 2.0 + MARGIN
     } else {
@@ -552,25 +557,13 @@ mod tests {
         assert!(svg.contains(r#"<g class="state" data-state="completed">"#));
         assert_eq!(svg.matches(r#"class="edge taken""#).count(), 2);
         // Each step of the path is numbered on the edge it took.
-        let edge = |from: &str, to: &str| {
-            let at = svg
-                .find(&format!(r#"data-from="{from}" data-to="{to}">"#))
-                .expect("the edge");
-            svg[at..]
-                .split("</g>")
-                .nth(1)
-                .expect("what follows")
-                .to_owned()
-        };
-        assert!(
-            edge("segments_combined", "generating_music")
-                .starts_with(r#"<g class="steps" data-steps="1">"#)
-        );
-        assert!(
-            edge("generating_music", "adding_music")
-                .starts_with(r#"<g class="steps" data-steps="2">"#)
-        );
+        assert!(svg.contains(r#"<g class="steps" data-from="segments_combined" data-to="generating_music" data-steps="1">"#));
+        assert!(svg.contains(
+            r#"<g class="steps" data-from="generating_music" data-to="adding_music" data-steps="2">"#
+        ));
         assert_eq!(svg.matches(r#"<g class="steps""#).count(), 2);
+        // Over the states, so that none hides a label.
+        assert!(svg.rfind(r#"<g class="state"#) < svg.find(r#"<g class="steps""#));
         // A retry takes an edge twice: both steps are named on it.
         let h = Highlight::from_history(
             [
