@@ -12,18 +12,21 @@ use std::fmt::Write;
 use crate::http::ui::escape::text as esc;
 use crate::machine::{JobTransitionRow, TransitionRow, explore};
 
-/// What to highlight: the states a video went through, the transitions it took, and
-/// where it is now. Names are status names as stored; statuses others wrote count as
-/// `(other)`.
+/// What to highlight: the states a video went through, the transitions it took (with the
+/// numbers of its path's steps that took each), and where it is now. Names are status
+/// names as stored; statuses others wrote count as `(other)`.
 #[derive(Debug, Clone, Default)]
 pub struct Highlight {
     pub visited: BTreeSet<String>,
     pub taken: BTreeSet<(String, String)>,
+    pub steps: BTreeMap<(String, String), Vec<usize>>,
     pub current: Option<String>,
 }
 
 impl Highlight {
-    /// From a video's transition history (from, to) and its current status.
+    /// From a video's transition history (from, to), in order, and its current status.
+    /// Its path's steps are the transitions that changed the status, numbered from 1 as a
+    /// page lists them.
     pub fn from_history<'a>(
         steps: impl IntoIterator<Item = (&'a str, &'a str)>,
         current: &str,
@@ -32,10 +35,18 @@ impl Highlight {
             current: Some(video_node(current)),
             ..Highlight::default()
         };
-        for (from, to) in steps {
-            let (from, to) = (video_node(from), video_node(to));
+        let mut step = 0;
+        for (raw_from, raw_to) in steps {
+            let (from, to) = (video_node(raw_from), video_node(raw_to));
             h.visited.insert(from.clone());
             h.visited.insert(to.clone());
+            if raw_from != raw_to {
+                step += 1;
+                h.steps
+                    .entry((from.clone(), to.clone()))
+                    .or_default()
+                    .push(step);
+            }
             h.taken.insert((from, to));
         }
         h.visited.insert(video_node(current));
@@ -245,6 +256,7 @@ fn draw(
     let mut legend: Vec<String> = Vec::new();
     let mut body = String::new();
     let mut badges: Vec<(f64, f64)> = Vec::new();
+    let mut on_top = String::new();
     for (n, ((from, to), events)) in edges.iter().enumerate() {
         let n = n + 1;
         let taken = h.taken.contains(&(from.clone(), to.clone()));
@@ -333,6 +345,29 @@ fn draw(
             by = badge.1,
             ty = badge.1 + 3.5,
         );
+        // This video's steps along the edge, over its number: the path reads on the drawing.
+        // Drawn after the states, so that a short edge's label is not hidden behind one.
+        if let Some(steps) = h.steps.get(&(from.clone(), to.clone())) {
+            let list: Vec<String> = steps.iter().map(usize::to_string).collect();
+            let label = format!(
+                "{} {}",
+                if steps.len() == 1 { "step" } else { "steps" },
+                list.join(", ")
+            );
+            let w = label.chars().count() as f64 * 5.8 + 10.0;
+            let _ = write!(
+                on_top,
+                r##"<g class="steps" data-from="{f}" data-to="{t}" data-steps="{d}"><rect x="{rx:.1}" y="{ry:.1}" width="{w:.1}" height="15" rx="7.5" fill="#0369a1"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle" font-size="10" font-weight="600" fill="#ffffff">{l}</text></g>"##,
+                f = esc(from),
+                t = esc(to),
+                d = list.join(","),
+                rx = badge.0 - w / 2.0,
+                ry = badge.1 - 27.0,
+                x = badge.0,
+                ty = badge.1 - 16.0,
+                l = esc(&label),
+            );
+        }
         if with_legend {
             let line = format!("{n}. {from} → {to}: {}", events.join(", "));
             legend.extend(wrap(&line, LEGEND_WRAP));
@@ -384,6 +419,7 @@ fn draw(
             fw = if current { "700" } else { "500" },
         );
     }
+    body.push_str(&on_top);
     let height = if legend.is_empty() {
         bottom + H / 2.0 + MARGIN
     } else {
@@ -520,6 +556,25 @@ mod tests {
         assert!(svg.contains(r#"<g class="state visited" data-state="segments_combined">"#));
         assert!(svg.contains(r#"<g class="state" data-state="completed">"#));
         assert_eq!(svg.matches(r#"class="edge taken""#).count(), 2);
+        // Each step of the path is numbered on the edge it took.
+        assert!(svg.contains(r#"<g class="steps" data-from="segments_combined" data-to="generating_music" data-steps="1">"#));
+        assert!(svg.contains(
+            r#"<g class="steps" data-from="generating_music" data-to="adding_music" data-steps="2">"#
+        ));
+        assert_eq!(svg.matches(r#"<g class="steps""#).count(), 2);
+        // Over the states, so that none hides a label.
+        assert!(svg.rfind(r#"<g class="state"#) < svg.find(r#"<g class="steps""#));
+        // A retry takes an edge twice: both steps are named on it.
+        let h = Highlight::from_history(
+            [
+                ("generating_music", "music_generation_failed"),
+                ("music_generation_failed", "generating_music"),
+                ("generating_music", "music_generation_failed"),
+            ],
+            "music_generation_failed",
+        );
+        assert!(video_svg(&h).contains(r#"data-steps="1,3"><rect"#));
+        assert!(video_svg(&h).contains(">steps 1, 3</text>"));
         // A status another stage wrote is the (other) node.
         let h = Highlight::from_history([], "segments_<combining>");
         assert!(video_svg(&h).contains(r#"class="state current visited" data-state="(other)""#));

@@ -172,7 +172,7 @@ fn shell(title: &str) -> Response {
             title,
             r#"<div class="bar"><span class="stamp" id="stamp" data-refreshes="0" data-skipped="0">loading…</span><button type="button" id="pause" class="small" aria-pressed="false">Pause updates</button></div>
 <main id="view" aria-live="polite"><p class="muted">Loading…</p></main>
-<div id="result" class="result" hidden role="status"><button type="button" id="result-close" class="small">close</button><div class="title" id="result-title"></div><p id="result-text"></p><details id="result-raw"><summary>the API's answer as sent</summary><pre id="result-body"></pre></details></div>
+<div id="result" class="result" hidden role="status"><button type="button" id="result-close" class="small">close</button><div class="title" id="result-title"></div><p id="result-text"></p><p id="result-link-line" hidden><a id="result-link"></a></p><details id="result-raw"><summary>the API's answer as sent</summary><pre id="result-body"></pre></details></div>
 <dialog id="token-dialog"><form method="dialog" id="token-form"><h2>Admin token</h2>
 <p class="muted">This server requires its admin token (REELSTATE_ADMIN_TOKEN). It is kept in this browser tab's sessionStorage only, and sent to this server alone.</p>
 <p id="token-error" class="token-error" role="alert" hidden></p>

@@ -269,12 +269,50 @@ async fn a_refresh_keeps_the_selection_and_a_pause_holds_the_page_still() {
         .await;
     assert_eq!(browser.count(r#"#pause[aria-pressed="true"]"#).await, 1);
     browser.click("#pause").await;
+    browser.wait_for(r#"#pause[aria-pressed="false"]"#).await;
+
+    // A new event adds its row to the timeline; the row a reader is selecting in stays,
+    // node and selection both.
+    let rows = browser.count("#timeline tr[data-event]").await;
+    let selected = browser
+        .eval(
+            "var td = document.querySelector('#timeline tr[data-event] td:nth-child(3)');\
+             td.parentElement.dataset.marked = 'before';\
+             var r = document.createRange(); r.selectNodeContents(td);\
+             var s = window.getSelection(); s.removeAllRanges(); s.addRange(r); return s.toString();",
+            Value::Null,
+        )
+        .await;
+    let selected = selected.as_str().expect("text").to_owned();
+    assert!(!selected.is_empty(), "an event's name is selected");
+    let (status, _) = w.goapi_says(&video, "udio_failed.json", &task, 2).await;
+    assert_eq!(status, 202);
+    until(
+        &browser,
+        "the new event in the timeline",
+        &format!("return document.querySelectorAll('#timeline tr[data-event]').length > {rows};"),
+    )
+    .await;
+    assert_eq!(
+        browser
+            .eval("return window.getSelection().toString();", Value::Null)
+            .await,
+        json!(selected),
+        "the selection in the timeline survived the new row"
+    );
+    assert_eq!(
+        browser
+            .count(r#"#timeline tr[data-event][data-marked="before"]"#)
+            .await,
+        1,
+        "the unchanged row was left in place"
+    );
 
     // The event log is live: a new event shows without a reload.
     browser.goto(&format!("{}/ui/events", w.app.url)).await;
     browser.wait_for("#events tr[data-event]").await;
     let before = browser.count("#events tr[data-event]").await;
-    let (status, _) = w.goapi_says(&video, "udio_failed.json", &task, 2).await;
+    let (status, _) = w.goapi_says(&video, "udio_failed.json", &task, 3).await;
     assert_eq!(status, 202);
     until(
         &browser,
@@ -421,6 +459,24 @@ async fn the_video_page_tells_its_story_in_order_with_honest_colours() {
         "each step names its edge in the drawing: {path}"
     );
     assert!(path.contains("<time datetime="), "{path}");
+    // And the drawing numbers those steps on the edges they took.
+    let drawing = html
+        .split(r#"id="diagram">"#)
+        .nth(1)
+        .and_then(|d| d.split("</svg>").next())
+        .expect("a drawing");
+    for (n, from, to) in [
+        (1, "segments_combined", "generating_music"),
+        (2, "generating_music", "adding_music"),
+        (3, "adding_music", "completed"),
+    ] {
+        assert!(
+            drawing.contains(&format!(
+                r#"<g class="steps" data-from="{from}" data-to="{to}" data-steps="{n}">"#
+            )),
+            "step {n} on {from} → {to}: {drawing}"
+        );
+    }
     let timeline = html.split(r#"id="timeline""#).nth(1).expect("a timeline");
     assert!(
         timeline.contains(" in adding_music</td>"),

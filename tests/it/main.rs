@@ -47,6 +47,7 @@ mod records_contract_pg;
 mod replicas;
 mod retry_track;
 mod sandbox_failures;
+mod sandbox_panel;
 mod sigterm_handover;
 mod sim;
 mod states_agreement;

@@ -761,6 +761,29 @@ async fn an_operator_lists_failed_videos_retries_two_and_searches_by_task() {
     let Some(browser) = browser(1400, 1000).await else {
         return;
     };
+    retry_two_and_search(browser, 1400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_390px_phone_too_an_operator_retries_two_and_searches_by_task() {
+    let Some(browser) = phone(390, 844).await else {
+        return;
+    };
+    retry_two_and_search(browser, 390).await;
+}
+
+/// Whether the page fits `width` CSS pixels, with no sideways scrolling.
+async fn fits(browser: &Browser, width: u64, what: &str) {
+    let w = browser
+        .eval("return document.documentElement.scrollWidth;", Value::Null)
+        .await
+        .as_u64()
+        .expect("a width");
+    assert!(w <= width, "{what}: {w} px wide in a {width} px viewport");
+}
+
+/// The bulk retry and the search, as an operator does them in a `width` px viewport.
+async fn retry_two_and_search(browser: Browser, width: u64) {
     let w = world_with_token().await;
     let first_task = uuid::Uuid::new_v4().to_string();
     let first = failed_generation(&w, 1, &first_task).await;
@@ -773,6 +796,8 @@ async fn an_operator_lists_failed_videos_retries_two_and_searches_by_task() {
     open_with_token(&browser, &format!("{}/", w.app.url)).await;
     let count = r#"#video-states tr[data-state="music_generation_failed"] td[data-count="2"] a"#;
     browser.wait_for(count).await;
+    let viewport = browser.eval("return window.innerWidth;", Value::Null).await;
+    assert_eq!(viewport, json!(width), "the viewport");
     browser.click(count).await;
     browser
         .wait_for(r#"#filter-status option[value="music_generation_failed"][selected]"#)
@@ -789,9 +814,13 @@ async fn an_operator_lists_failed_videos_retries_two_and_searches_by_task() {
     for v in [&first, &second] {
         browser.click(&format!(r#"input[data-retry="{v}"]"#)).await;
     }
-    browser.screenshot(&shot_path("videos.png")).await;
+    fits(&browser, width, "the filtered list").await;
+    if width == 1400 {
+        browser.screenshot(&shot_path("videos.png")).await;
+    }
     browser.click("#bulk-retry").await;
     browser.wait_for("#confirm-dialog[open]").await;
+    fits(&browser, width, "the confirmation").await;
     assert_eq!(
         browser.text("#confirm-text").await.as_deref(),
         Some("Retry 2 failed videos?")
@@ -807,6 +836,7 @@ async fn an_operator_lists_failed_videos_retries_two_and_searches_by_task() {
         browser.text("#result-title").await.as_deref(),
         Some("Retried 2 videos")
     );
+    fits(&browser, width, "the result").await;
     let answers = browser.text("#result-body").await.unwrap_or_default();
     for v in [&first, &second] {
         assert!(

@@ -106,12 +106,84 @@
         if (incoming[i] === sections[i]) continue;
         var old = current[i];
         var kept = keep(old);
+        if (patchRows(old, fresh[i], sections[i])) {
+          restore(old, kept);
+          decorate(old);
+          continue;
+        }
         view.replaceChild(fresh[i], old);
         restore(fresh[i], kept);
         decorate(fresh[i]);
       }
     }
     sections = incoming;
+  }
+
+  // A row's stable name: its first data- attribute (data-event="…", data-video="…").
+  function rowKey(tr) {
+    var a = tr.attributes[0];
+    return a && a.name.indexOf("data-") === 0 ? a.name + "=" + a.value : null;
+  }
+
+  // A section's HTML without its table rows.
+  function frame(el) {
+    var c = el.cloneNode(true);
+    c.querySelectorAll("tbody > tr").forEach(function (tr) { tr.remove(); });
+    return c.outerHTML;
+  }
+
+  // When only rows of a section changed (its frame is as it was, every row named by a key),
+  // only those rows are replaced: an unchanged row keeps its node, and a selection in it.
+  // `was` is the section's HTML as last swapped in. False, touching nothing, otherwise.
+  function patchRows(old, fresh, was) {
+    var tpl = document.createElement("template");
+    tpl.innerHTML = was;
+    var server = tpl.content.firstElementChild;
+    if (!server || frame(server) !== frame(fresh)) return false;
+    var liveBodies = old.querySelectorAll("tbody");
+    var serverBodies = server.querySelectorAll("tbody");
+    var freshBodies = fresh.querySelectorAll("tbody");
+    if (liveBodies.length !== serverBodies.length || freshBodies.length !== serverBodies.length) return false;
+    var plans = [];
+    for (var b = 0; b < freshBodies.length; b++) {
+      var live = liveBodies[b].children;
+      var before = serverBodies[b].children;
+      if (live.length !== before.length) return false;
+      var prior = new Map();
+      for (var i = 0; i < before.length; i++) {
+        var k = rowKey(before[i]);
+        if (k === null || prior.has(k)) return false;
+        prior.set(k, { html: before[i].outerHTML, node: live[i] });
+      }
+      var wanted = [];
+      var seen = new Set();
+      var rows = Array.prototype.slice.call(freshBodies[b].children);
+      for (var j = 0; j < rows.length; j++) {
+        var key = rowKey(rows[j]);
+        if (key === null || seen.has(key)) return false;
+        seen.add(key);
+        var p = prior.get(key);
+        wanted.push(p && p.html === rows[j].outerHTML ? p.node : rows[j]);
+      }
+      plans.push({ body: liveBodies[b], wanted: wanted });
+    }
+    plans.forEach(function (plan) {
+      var keepRows = new Set(plan.wanted);
+      Array.prototype.slice.call(plan.body.children).forEach(function (tr) {
+        if (!keepRows.has(tr)) tr.remove();
+      });
+      // Kept rows stay where they are; new ones go in between, so a kept row never moves
+      // (a move would drop a selection in it) unless the order itself changed.
+      var cursor = plan.body.firstElementChild;
+      plan.wanted.forEach(function (tr) {
+        if (tr === cursor) {
+          cursor = cursor.nextElementSibling;
+        } else {
+          plan.body.insertBefore(tr, cursor);
+        }
+      });
+    });
+    return true;
   }
 
   // What a reader set inside a section that is about to be replaced: ticked boxes, open
@@ -159,9 +231,11 @@
         });
       });
     });
-    root.querySelectorAll("time[datetime]").forEach(function (t) {
+    // Rows kept by a refresh are decorated already: a time is localised once.
+    root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (t) {
       var d = new Date(t.getAttribute("datetime"));
       if (isNaN(d.getTime())) return;
+      t.setAttribute("data-local", "");
       t.textContent = d.toLocaleString(undefined, LOCAL);
       t.title = "UTC: " + t.title.replace(/ UTC$/, "");
       var age = document.createElement("span");
@@ -275,13 +349,31 @@
     confirmDialog.showModal();
   }
 
-  function showResult(ok, title, text, raw) {
+  // `video`: a video the answer made, linked to its page (built as DOM, never as markup).
+  function showResult(ok, title, text, raw, video) {
     result.hidden = false;
     result.className = ok ? "result ok" : "result failed";
     document.getElementById("result-title").textContent = title;
     document.getElementById("result-text").textContent = text;
     document.getElementById("result-body").textContent = raw;
     document.getElementById("result-raw").hidden = !raw;
+    var link = document.getElementById("result-link");
+    document.getElementById("result-link-line").hidden = !video;
+    if (video) {
+      link.href = "/ui/videos/" + encodeURIComponent(video);
+      link.textContent = "Open video " + video;
+    }
+  }
+
+  // The video a sandbox answer made, if this call made one.
+  function madeVideo(call, status, body) {
+    if (call.url !== "/sandbox/videos" || status !== 201) return null;
+    try {
+      var id = JSON.parse(body).video_id;
+      return typeof id === "string" ? id : null;
+    } catch (e) {
+      return null;
+    }
   }
 
   function pretty(body) {
@@ -297,6 +389,12 @@
       var why = j.error.message || j.error.code;
       if (status === 409) return "Refused: the video's state does not accept this now (" + why + ").";
       return "Not done (" + status + "): " + why;
+    }
+    if (j && j.video_id && j.reaches) {
+      return "Made demo video " + j.video_id + ", now " + j.status + "; it will reach " + j.reaches + ": " + j.how + ".";
+    }
+    if (j && j.video_id && j.next) {
+      return "Made demo video " + j.video_id + ", now " + j.status + "; on its page, request its music.";
     }
     if (j && j.status === "applied") {
       return "Done: the video is now " + j.video_status + (j.job_id ? ", with job " + j.job_id : "") + ".";
@@ -382,7 +480,8 @@
     fetch(call.url, { method: call.method, headers: headers, body: call.body || "{}" })
       .then(function (r) {
         return r.text().then(function (body) {
-          showResult(r.ok, title + " → " + r.status + " " + r.statusText, sentence(r.status, body), pretty(body));
+          showResult(r.ok, title + " → " + r.status + " " + r.statusText, sentence(r.status, body), pretty(body),
+            madeVideo(call, r.status, body));
           if (r.status === 401) askToken("The server refused this token (401 Unauthorized). Check the value of REELSTATE_ADMIN_TOKEN and enter it again.");
           return load(true);
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use strum::IntoEnumIterator;
 
-use super::super::render::{action, opt, pill, table, time, video_link};
+use super::super::render::{action, action_with_body, opt, pill, table, time, video_link};
 use super::{effect_row, event_row};
 use crate::domain::{JobStatus, JobType, RecordId, VideoStatus};
 use crate::engine::Engine;
@@ -46,6 +46,9 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
     let (paid_card, paid_days) = paid_calls(engine, now).await?;
     html.push_str(&paid_card);
     html.push_str("</div>");
+    if engine.settings.sandbox {
+        html.push_str(&sandbox_panel());
+    }
 
     // Counts per state: every state the engine knows, zeros included, then others.
     let mut rows = Vec::new();
@@ -126,6 +129,48 @@ pub(super) async fn overview(engine: &Arc<Engine>) -> Result<String, ApiError> {
         )
     ));
     Ok(html)
+}
+
+/// Under `--sandbox` only: demo videos made from the page, each planned to succeed or to
+/// fail at one point, so that a newcomer sees every path the console shows without a
+/// terminal. The buttons are ordinary confirmed actions (`POST /sandbox/videos`).
+fn sandbox_panel() -> String {
+    let kinds: [(&str, Option<crate::sandbox::Failure>); 4] = [
+        ("Demo video", None),
+        ("…that fails at music", Some(crate::sandbox::Failure::Music)),
+        ("…that fails at the mix", Some(crate::sandbox::Failure::Mix)),
+        (
+            "…whose callback is lost",
+            Some(crate::sandbox::Failure::CallbackLost),
+        ),
+    ];
+    let buttons: String = kinds
+        .iter()
+        .map(|(label, fail)| match fail {
+            None => action(
+                label,
+                "POST",
+                "/sandbox/videos",
+                "Make a demo video? It waits in segments_combined until you request its music on its page.",
+                true,
+            ),
+            Some(f) => {
+                let (reaches, how) = f.promise();
+                let body = serde_json::json!({ "fail": f }).to_string();
+                action_with_body(
+                    label,
+                    "POST",
+                    "/sandbox/videos",
+                    Some(&body),
+                    &format!("Make a demo video that ends in {reaches}? {how}."),
+                    false,
+                )
+            }
+        })
+        .collect();
+    format!(
+        r#"<section id="sandbox" class="sandbox"><h2>Sandbox</h2><p class="muted">This server runs with --sandbox: stand-ins play GoAPI, NCA and Airtable. Make a demo video that succeeds, or one that fails at one point, and follow the link to watch it.</p><div class="actions">{buttons}</div></section>"#
+    )
 }
 
 /// Today's paid calls (a card) and the last 7 days' (a table, zeros included), by UTC day:
