@@ -8,7 +8,8 @@ use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::store::decode::{EntryColumns, to_row, uuid};
 use crate::store::{
-    Accepted, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError, split_readable,
+    Accepted, EventFilter, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError,
+    split_readable,
 };
 
 /// One webhook waiting for its commit, for as long as this value lives.
@@ -117,13 +118,12 @@ impl Inbox for SqliteStore {
         self.read(move |c| {
             let mut sql = format!("SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE 1=1");
             let mut args: Vec<String> = Vec::new();
-            match q.outcome.as_deref() {
-                // Failed: an effect of the event failed for good (recorded, replayable).
-                Some("failed") => sql.push_str(
+            match q.filter {
+                Some(EventFilter::EffectFailed) => sql.push_str(
                     " AND event_id IN (SELECT event_id FROM outbox WHERE state = 'failed')",
                 ),
-                Some(o) => {
-                    args.push(o.to_owned());
+                Some(EventFilter::Outcome(o)) => {
+                    args.push(o.to_string());
                     sql.push_str(&format!(" AND outcome = ?{}", args.len()));
                 }
                 None => {}
