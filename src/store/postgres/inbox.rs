@@ -10,8 +10,8 @@ use super::{PgStore, row_one, row_opt, rows, run};
 use crate::domain::RecordId;
 use crate::store::decode::{EntryColumns, to_row, uuid};
 use crate::store::{
-    Accepted, EventFilter, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError,
-    split_readable,
+    Accepted, EntryState, EventFilter, EventQuery, Inbox, InboxEntry, NewEntry, Payload,
+    StoreError, split_readable,
 };
 
 #[async_trait::async_trait]
@@ -76,15 +76,15 @@ impl Inbox for PgStore {
             &[&event_id.to_string()],
         )
         .await?;
-        Ok(row.map(|r| r.get::<_, String>(0)).as_deref() == Some("pending"))
+        Ok(row.map(|r| r.get::<_, String>(0)).as_deref() == Some(EntryState::Pending.as_ref()))
     }
 
     async fn has_pending_entries(&self, video: &RecordId) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let row = row_one(
             &client,
-            "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = $1 AND state = 'pending')",
-            &[&video.to_string()],
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = $1 AND state = $2)",
+            &[&video.to_string(), &EntryState::Pending.as_ref()],
         )
         .await?;
         Ok(row.try_get(0)?)
