@@ -23,7 +23,7 @@ pub use catalogue::{
     FinalStateRow, JobTransitionRow, TransitionRow, explore, final_state_rows, job_rows, mermaid,
 };
 pub use decide::{Ctx, Decision, Policy, Rejection, decide};
-pub use effect::{Effect, JobPatch, Table, Target, VideoPatch};
+pub use effect::{Effect, EffectKind, JobPatch, Table, Target, VideoPatch};
 pub use event::{
     Event, EventClass, NcaResult, NcaUpdate, RetryFrom, TaskStatus, TaskUpdate, Track, TrackCheck,
     mix_found_no_audio_track,

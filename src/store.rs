@@ -58,9 +58,9 @@ pub use quarantine::split_readable;
 pub use sqlite::backup;
 pub use sqlite::{Cached, STORE_SCHEMA, SqliteStore, WriteGate, busy_wait, migrate_file, tune};
 pub use types::{
-    Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventQuery,
-    HistoryRow, InboxEntry, NewEntry, OutboxEntry, Owner, Payload, Pruned, Quarantined,
-    RecordIntent, Source, new_event_id,
+    Accepted, ActiveJob, Commit, Depths, EffectState, EntryOutcome, EntryState, EventFilter,
+    EventQuery, HistoryRow, InboxEntry, NewEntry, OutboxEntry, Owner, Payload, Pruned, Quarantined,
+    RecordIntent, Source, UnknownEventFilter, new_event_id,
 };
 
 /// When the reconciler stops polling a job (it was left on a final video, or is still

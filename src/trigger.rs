@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::RecordId;
+use crate::domain::{JobType, RecordId};
 use crate::webhook::callback::CallbackSigner;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,7 +44,7 @@ pub enum TriggerError {
     #[error("video {video} has no {kind} job{what}; name it with {flag}")]
     NoJob {
         video: String,
-        kind: &'static str,
+        kind: JobType,
         what: &'static str,
         flag: &'static str,
     },
@@ -204,11 +204,12 @@ pub async fn fill_in(kind: Kind, mut g: Given) -> Result<Given, TriggerError> {
     let v = get_json(&http, &g, &format!("/videos/{video}"))
         .await?
         .unwrap_or(Value::Null);
-    let kind_name = if goapi {
-        "music_generation"
+    let kind = if goapi {
+        JobType::MusicGeneration
     } else {
-        "music_addition"
+        JobType::MusicAddition
     };
+    let kind_name = kind.name();
     let latest = v["jobs"]
         .as_array()
         .into_iter()
@@ -216,7 +217,7 @@ pub async fn fill_in(kind: Kind, mut g: Given) -> Result<Given, TriggerError> {
         .rfind(|j| j["type"] == kind_name);
     let missing = |what, flag| TriggerError::NoJob {
         video: g.video.clone(),
-        kind: kind_name,
+        kind: kind.clone(),
         what,
         flag,
     };

@@ -120,6 +120,9 @@ pub enum JobType {
 }
 
 impl JobType {
+    /// The types the engine itself creates.
+    pub const KNOWN: [JobType; 2] = [JobType::MusicGeneration, JobType::MusicAddition];
+
     pub fn name(&self) -> &str {
         match self {
             JobType::Other(s) => s,

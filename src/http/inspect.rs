@@ -13,7 +13,7 @@ use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{JobId, Snapshot, next_events};
 use crate::store::{
-    EffectState, EntryOutcome, EventQuery, HistoryRow, InboxEntry, OutboxEntry, StuckCutoffs,
+    EffectState, EventFilter, EventQuery, HistoryRow, InboxEntry, OutboxEntry, StuckCutoffs,
     VideoCursor, VideoQuery, VideoRow,
 };
 
@@ -332,25 +332,19 @@ fn job_json(j: &crate::machine::Job, record: Option<&RecordId>) -> Value {
     })
 }
 
-/// What the event log can be filtered on: every outcome, and `failed` (events with an
-/// effect that failed for good).
-pub(super) fn outcomes() -> Vec<&'static str> {
-    use strum::IntoEnumIterator;
-    EntryOutcome::iter()
-        .map(|o| -> &'static str { o.into() })
-        .chain(["failed"])
-        .collect()
+/// The event log's filter of a query string's `outcome`; a value no filter spells is the
+/// client's mistake.
+pub(super) fn event_filter(outcome: Option<&str>) -> Result<Option<EventFilter>, ApiError> {
+    outcome
+        .map(|o| {
+            o.parse::<EventFilter>()
+                .map_err(|e| ApiError::bad_request("invalid_outcome", e.to_string()))
+        })
+        .transpose()
 }
 
 pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
-    let outcome = req.param("outcome");
-    let outcomes = outcomes();
-    if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
-        return Err(ApiError::bad_request(
-            "invalid_outcome",
-            format!("outcome {o:?} is not one of {}", outcomes.join(", ")),
-        ));
-    }
+    let filter = event_filter(req.param("outcome").as_deref())?;
     let video = req.param("video_id").map(|v| record_id(&v)).transpose()?;
     let before_seq = req
         .param("before")
@@ -367,7 +361,7 @@ pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, Api
     let entries = engine
         .store
         .events(EventQuery {
-            outcome,
+            filter,
             video,
             source: None,
             before_seq,

@@ -8,6 +8,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{ApiError, Request, json};
+use crate::domain::VideoStatus;
 use crate::engine::Engine;
 use crate::sandbox::Failure;
 
@@ -27,7 +28,7 @@ pub async fn create_video(engine: &Arc<Engine>, req: &Request) -> Result<Respons
     let Some(fail) = fail else {
         return Ok(json(
             StatusCode::CREATED,
-            &json!({"video_id": video, "status": "segments_combined",
+            &json!({"video_id": video, "status": VideoStatus::SegmentsCombined.name(),
                 "next": format!("POST /videos/{video}/music"),
                 "commands": [format!("curl -s -X POST {base}/videos/{video}/music")]}),
         ));
@@ -42,7 +43,7 @@ pub async fn create_video(engine: &Arc<Engine>, req: &Request) -> Result<Respons
     }
     Ok(json(
         StatusCode::CREATED,
-        &json!({"video_id": video, "status": "generating_music", "fail": fail,
+        &json!({"video_id": video, "status": VideoStatus::GeneratingMusic.name(), "fail": fail,
             "reaches": reaches, "how": how,
             "page": format!("{base}/ui/videos/{video}"),
             "commands": commands}),

@@ -43,17 +43,46 @@ pub enum Effect {
     },
 }
 
+/// What an effect does, without its data: the outbox's `kind` column, a metric's label.
+/// Spelled as the effect's own JSON tag.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum EffectKind {
+    UpdateVideo,
+    CreateJob,
+    UpdateJob,
+    CreateGoapiTask,
+    SubmitNcaMix,
+    CheckTrack,
+    RecordWebhookOutcome,
+}
+
 impl Effect {
-    pub fn kind(&self) -> &'static str {
+    pub fn effect_kind(&self) -> EffectKind {
         match self {
-            Effect::UpdateVideo(_) => "update_video",
-            Effect::CreateJob { .. } => "create_job",
-            Effect::UpdateJob { .. } => "update_job",
-            Effect::CreateGoapiTask { .. } => "create_goapi_task",
-            Effect::SubmitNcaMix { .. } => "submit_nca_mix",
-            Effect::CheckTrack { .. } => "check_track",
-            Effect::RecordWebhookOutcome { .. } => "record_webhook_outcome",
+            Effect::UpdateVideo(_) => EffectKind::UpdateVideo,
+            Effect::CreateJob { .. } => EffectKind::CreateJob,
+            Effect::UpdateJob { .. } => EffectKind::UpdateJob,
+            Effect::CreateGoapiTask { .. } => EffectKind::CreateGoapiTask,
+            Effect::SubmitNcaMix { .. } => EffectKind::SubmitNcaMix,
+            Effect::CheckTrack { .. } => EffectKind::CheckTrack,
+            Effect::RecordWebhookOutcome { .. } => EffectKind::RecordWebhookOutcome,
         }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.effect_kind().into()
     }
 
     /// The job the effect concerns, if any.

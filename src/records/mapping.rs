@@ -252,7 +252,7 @@ impl Mapping {
             .map(|s| s.name().to_owned())
             .collect();
         let job: Vec<String> = JobStatus::iter().map(|s| s.to_string()).collect();
-        let types = vec!["music_generation".to_owned(), "music_addition".to_owned()];
+        let types: Vec<String> = JobType::KNOWN.iter().map(|t| t.name().to_owned()).collect();
         let services = vec!["goapi".to_owned(), "nca".to_owned()];
         for (table, values, known) in [
             ("video_status_values", &self.video_status_values, &video),

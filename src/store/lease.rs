@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use crate::domain::RecordId;
+use crate::machine::EffectKind;
 
 use super::Leases;
 
@@ -24,17 +25,17 @@ pub enum Lane {
 
 /// The effect kinds that only write the base: they run in the `Projection` lane, every
 /// other kind (a call to a service) in the `Executor` lane.
-pub const PROJECTION_KINDS: [&str; 4] = [
-    "update_video",
-    "create_job",
-    "update_job",
-    "record_webhook_outcome",
+pub const PROJECTION_KINDS: [EffectKind; 4] = [
+    EffectKind::UpdateVideo,
+    EffectKind::CreateJob,
+    EffectKind::UpdateJob,
+    EffectKind::RecordWebhookOutcome,
 ];
 
 impl Lane {
     /// The executor lane of an effect of this kind (`Effect::kind`).
     pub fn of_effect_kind(kind: &str) -> Lane {
-        if PROJECTION_KINDS.contains(&kind) {
+        if PROJECTION_KINDS.iter().any(|k| k.as_ref() == kind) {
             Lane::Projection
         } else {
             Lane::Executor
@@ -46,7 +47,7 @@ impl Lane {
 pub(crate) fn projection_sql(alias: &str) -> String {
     let kinds = PROJECTION_KINDS
         .iter()
-        .map(|k| format!("'{k}'"))
+        .map(|k| format!("'{}'", k.as_ref()))
         .collect::<Vec<_>>()
         .join(", ");
     format!("({alias}.kind IN ({kinds}))")

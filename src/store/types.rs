@@ -151,7 +151,7 @@ pub struct Commit {
 
 snake_case_enum! {
     /// Where an effect is. Its SQL spelling is strum's.
-    #[derive(strum::AsRefStr, strum::IntoStaticStr)]
+    #[derive(strum::AsRefStr, strum::IntoStaticStr, strum::EnumIter)]
     pub enum EffectState {
         /// To run, or running.
         Pending,
@@ -165,7 +165,7 @@ snake_case_enum! {
 
 snake_case_enum! {
     /// Where an inbox entry is.
-    #[derive(strum::AsRefStr, strum::IntoStaticStr)]
+    #[derive(strum::AsRefStr, strum::IntoStaticStr, strum::EnumIter)]
     pub enum EntryState {
         /// Waiting for the worker.
         Pending,
@@ -267,12 +267,64 @@ impl Pruned {
     }
 }
 
+/// Which events of the log to show: those of one outcome, or those with an effect that
+/// failed for good (recorded, replayable). Spelled in a query string as the outcome, or
+/// as `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFilter {
+    Outcome(EntryOutcome),
+    EffectFailed,
+}
+
+impl EventFilter {
+    const EFFECT_FAILED: &'static str = "failed";
+
+    /// Every filter, in the order an operator is offered them.
+    pub fn all() -> impl Iterator<Item = EventFilter> {
+        use strum::IntoEnumIterator;
+        EntryOutcome::iter()
+            .map(EventFilter::Outcome)
+            .chain([EventFilter::EffectFailed])
+    }
+
+    /// Every filter's query-string spelling.
+    pub fn spellings() -> Vec<&'static str> {
+        EventFilter::all().map(EventFilter::as_str).collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventFilter::Outcome(o) => o.into(),
+            EventFilter::EffectFailed => Self::EFFECT_FAILED,
+        }
+    }
+}
+
+impl std::fmt::Display for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A query string's filter that names no outcome and is not `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("outcome {0:?} is not one of {list}", list = EventFilter::spellings().join(", "))]
+pub struct UnknownEventFilter(pub String);
+
+impl std::str::FromStr for EventFilter {
+    type Err = UnknownEventFilter;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventFilter::all()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| UnknownEventFilter(s.to_owned()))
+    }
+}
+
 /// One page of the event log.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
-    /// An outcome (`applied`, `duplicate`, …), or `failed`: events with an effect that
-    /// failed for good.
-    pub outcome: Option<String>,
+    pub filter: Option<EventFilter>,
     pub video: Option<RecordId>,
     /// Where the entries came from (GoAPI, NCA, an operator, the engine).
     pub source: Option<Source>,
@@ -324,4 +376,25 @@ pub struct ActiveJob {
     pub external_id: Option<String>,
     pub since: DateTime<Utc>,
     pub checks: u32,
+}
+
+#[cfg(test)]
+mod event_filter_tests {
+    use super::*;
+
+    #[test]
+    fn every_filter_reads_back_from_its_spelling() {
+        for f in EventFilter::all() {
+            assert_eq!(f.as_str().parse::<EventFilter>(), Ok(f));
+        }
+        assert_eq!("failed".parse(), Ok(EventFilter::EffectFailed));
+        assert_eq!(
+            "duplicate".parse(),
+            Ok(EventFilter::Outcome(EntryOutcome::Duplicate))
+        );
+        assert_eq!(
+            "Failed".parse::<EventFilter>(),
+            Err(UnknownEventFilter("Failed".into()))
+        );
+    }
 }

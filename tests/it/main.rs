@@ -52,6 +52,7 @@ mod sigterm_handover;
 mod sim;
 mod states_agreement;
 mod store_contract;
+mod string_literals;
 mod upgrade;
 mod video_accounting;
 mod videos_list;

@@ -150,6 +150,29 @@ async fn the_event_log_pages_and_filters() {
         (s, b["error"]["code"].as_str()),
         (400, Some("invalid_outcome"))
     );
+    // Near misses of a filter's spelling are refused too, each with the service's JSON
+    // error naming every filter the log knows.
+    for near in [
+        "Failed",
+        "APPLIED",
+        "effect_failed",
+        "applied%20",
+        "failed,applied",
+    ] {
+        let (s, b) = w.app.get_json(&format!("/events?outcome={near}")).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("invalid_outcome")),
+            "{near}: {b}"
+        );
+        let message = b["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("applied")
+                && message.contains("rejected")
+                && message.contains("failed"),
+            "{near}: {message}"
+        );
+    }
 }
 
 #[tokio::test]

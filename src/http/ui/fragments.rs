@@ -13,7 +13,7 @@ use super::escape::{query as q, text as esc};
 use super::render::{action, opt, pill, pill_as, time, video_link};
 use crate::engine::Engine;
 use crate::http::{ApiError, Request};
-use crate::store::{EffectState, InboxEntry, OutboxEntry, Payload};
+use crate::store::{EffectState, EntryOutcome, InboxEntry, OutboxEntry, Payload};
 
 pub async fn render(
     engine: &Arc<Engine>,
@@ -107,7 +107,7 @@ const FAILURE_EVENTS: [&str; 7] = [
 /// An entry's outcome coloured by what it means: an applied failure is red, not green.
 pub(super) fn outcome_pill(e: &InboxEntry) -> String {
     let state = entry_state(e);
-    if state == "applied" && FAILURE_EVENTS.contains(&entry_kind(e)) {
+    if state == EntryOutcome::Applied.as_ref() && FAILURE_EVENTS.contains(&entry_kind(e)) {
         pill_as("applied · failure", "failure")
     } else {
         pill(state)

@@ -54,7 +54,7 @@ pub(super) async fn run_one(
                     engine
                         .metrics
                         .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
-                    let entry = engine_entry(&e, "failed", Event::EffectFailed { job, error: msg.clone() });
+                    let entry = engine_entry(&e, EffectState::Failed.as_ref(), Event::EffectFailed { job, error: msg.clone() });
                     match engine.store.effect_failed_with(&e.effect_id, &msg, Some(entry)).await {
                         Ok(()) => engine.wake_worker.notify_one(),
                         Err(err) => warn!(error = %err, "could not record the failed effect"),
@@ -98,7 +98,7 @@ pub(super) async fn run_one(
                 engine
                     .metrics
                     .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Done.as_ref())]);
-                let entry = follow_up.map(|event| engine_entry(&e, "done", event));
+                let entry = follow_up.map(|event| engine_entry(&e, EffectState::Done.as_ref(), event));
                 let done = engine.store.effect_done_with(&e.effect_id, entry).await;
                 // Folded writes were written with this one. Should the process die before
                 // they are marked, they run again: a repeat of the newest values.
@@ -140,7 +140,7 @@ pub(super) async fn run_one(
                 // A job that could not be started fails, with the reason in Error Details.
                 let entry = match &e.effect {
                     Effect::CreateGoapiTask { job, .. } | Effect::SubmitNcaMix { job, .. } => {
-                        Some(engine_entry(&e, "failed", Event::EffectFailed { job: *job, error: msg.clone() }))
+                        Some(engine_entry(&e, EffectState::Failed.as_ref(), Event::EffectFailed { job: *job, error: msg.clone() }))
                     }
                     _ => None,
                 };

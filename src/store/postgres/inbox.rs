@@ -10,7 +10,8 @@ use super::{PgStore, row_one, row_opt, rows, run};
 use crate::domain::RecordId;
 use crate::store::decode::{EntryColumns, to_row, uuid};
 use crate::store::{
-    Accepted, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError, split_readable,
+    Accepted, EntryState, EventFilter, EventQuery, Inbox, InboxEntry, NewEntry, Payload,
+    StoreError, split_readable,
 };
 
 #[async_trait::async_trait]
@@ -75,15 +76,15 @@ impl Inbox for PgStore {
             &[&event_id.to_string()],
         )
         .await?;
-        Ok(row.map(|r| r.get::<_, String>(0)).as_deref() == Some("pending"))
+        Ok(row.map(|r| r.get::<_, String>(0)).as_deref() == Some(EntryState::Pending.as_ref()))
     }
 
     async fn has_pending_entries(&self, video: &RecordId) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let row = row_one(
             &client,
-            "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = $1 AND state = 'pending')",
-            &[&video.to_string()],
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = $1 AND state = $2)",
+            &[&video.to_string(), &EntryState::Pending.as_ref()],
         )
         .await?;
         Ok(row.try_get(0)?)
@@ -105,12 +106,11 @@ impl Inbox for PgStore {
     async fn events(&self, q: EventQuery) -> Result<Vec<InboxEntry>, StoreError> {
         let mut sql = format!("SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE true");
         let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        match q.outcome.as_deref() {
-            // Failed: an effect of the event failed for good (recorded, replayable).
-            Some("failed") => sql
+        match q.filter {
+            Some(EventFilter::EffectFailed) => sql
                 .push_str(" AND event_id IN (SELECT event_id FROM outbox WHERE state = 'failed')"),
-            Some(o) => {
-                args.push(Box::new(o.to_owned()));
+            Some(EventFilter::Outcome(o)) => {
+                args.push(Box::new(o.to_string()));
                 sql.push_str(&format!(" AND outcome = ${}", args.len()));
             }
             None => {}

@@ -7,8 +7,8 @@ use super::{PgStore, overview, row_one, rows, run};
 use crate::domain::RecordId;
 use crate::store::Owner;
 use crate::store::{
-    Depths, Maintenance, Overview, PaidCalls, PaidDay, Pruned, Quarantined, StoreError, VideoQuery,
-    VideoRow, add_day,
+    Depths, EffectState, EntryState, Maintenance, Overview, PaidCalls, PaidDay, Pruned,
+    Quarantined, StoreError, VideoQuery, VideoRow, add_day,
 };
 
 impl PgStore {
@@ -22,20 +22,29 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = match table {
-            "inbox" => {
-                "UPDATE inbox SET state = 'quarantined', note = $2, processed_at = COALESCE($3::timestamptz, now())
-                 WHERE seq = $1 AND state = 'pending'"
-            }
-            _ => {
-                "UPDATE outbox SET state = 'quarantined', last_error = $2, updated_at = COALESCE($3::timestamptz, now())
-                 WHERE seq = $1 AND state = 'pending'"
-            }
+        let (sql, quarantined, pending) = match table {
+            "inbox" => (
+                "UPDATE inbox SET state = $4, note = $2, processed_at = COALESCE($3::timestamptz, now())
+                 WHERE seq = $1 AND state = $5",
+                EntryState::Quarantined.as_ref(),
+                EntryState::Pending.as_ref(),
+            ),
+            _ => (
+                "UPDATE outbox SET state = $4, last_error = $2, updated_at = COALESCE($3::timestamptz, now())
+                 WHERE seq = $1 AND state = $5",
+                EffectState::Quarantined.as_ref(),
+                EffectState::Pending.as_ref(),
+            ),
         };
         let client = self.pool.get().await?;
         for (seq, why) in &rows {
             tracing::error!(table, seq, reason = %why, "unreadable row quarantined");
-            run(&client, sql, &[seq, why, &self.at()]).await?;
+            run(
+                &client,
+                sql,
+                &[seq, why, &self.at(), &quarantined, &pending],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -171,9 +180,9 @@ impl Maintenance for PgStore {
             "DELETE FROM inbox WHERE seq IN (
                  SELECT seq FROM inbox i WHERE state = 'done' AND processed_at < $1
                    AND NOT EXISTS (SELECT 1 FROM outbox o
-                                   WHERE o.event_id = i.event_id AND o.state <> 'done')
+                                   WHERE o.event_id = i.event_id AND o.state <> $3)
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            &[&before, &batch],
+            &[&before, &batch, &EffectState::Done.as_ref()],
         )
         .await?;
         let history = run(
@@ -194,7 +203,13 @@ impl Maintenance for PgStore {
         let creations = run(
             &client,
             PRUNE_CREATIONS,
-            &[&before, &batch, &Owner::JOB_PREFIX, &Owner::EVENT_PREFIX],
+            &[
+                &before,
+                &batch,
+                &Owner::JOB_PREFIX,
+                &Owner::EVENT_PREFIX,
+                &EffectState::Done.as_ref(),
+            ],
         )
         .await?;
         let (completed, failed_a, failed_b) = crate::store::overview::final_statuses();
@@ -241,7 +256,7 @@ const PRUNE_CREATIONS: &str = "DELETE FROM record_creations WHERE owner IN (
          OR (left(rc.owner, length($4)) = $4
              AND NOT EXISTS (SELECT 1 FROM outbox o
                              WHERE o.event_id = substr(rc.owner, length($4) + 1)
-                               AND o.state <> 'done')))
+                               AND o.state <> $5)))
      LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /// Moves the oldest batch of paid calls past the retention into the totals in one

@@ -7,9 +7,10 @@ use tokio_postgres::Row;
 use super::inbox::insert_entry;
 use super::{PgStore, row_one, row_opt, rows, run};
 use crate::domain::RecordId;
+use crate::machine::EffectKind;
 use crate::store::decode::OutboxColumns;
 use crate::store::{
-    EffectState, Lane, Lease, NewEntry, Outbox, OutboxEntry, StoreError, projection_sql,
+    EffectState, Lane, Lease, NewEntry, Outbox, OutboxEntry, Source, StoreError, projection_sql,
     split_readable,
 };
 
@@ -28,8 +29,14 @@ impl Outbox for PgStore {
             &tx,
             "UPDATE outbox SET state = $2, attempts = attempts + 1, last_error = $3,
                     updated_at = COALESCE($4::timestamptz, now()), started_at = NULL
-             WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &state.as_ref(), &error, &self.at()],
+             WHERE effect_id = $1 AND state = $5",
+            &[
+                &effect_id,
+                &state.as_ref(),
+                &error,
+                &self.at(),
+                &EffectState::Pending.as_ref(),
+            ],
         )
         .await?;
         // A late result of an effect already finished (by another replica, or by the
@@ -107,8 +114,14 @@ impl Outbox for PgStore {
             &client,
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
                         updated_at = COALESCE($4::timestamptz, now()), started_at = NULL
-                 WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &at, &error, &self.at()],
+                 WHERE effect_id = $1 AND state = $5",
+            &[
+                &effect_id,
+                &at,
+                &error,
+                &self.at(),
+                &EffectState::Pending.as_ref(),
+            ],
         )
         .await?;
         Ok(())
@@ -147,7 +160,7 @@ impl Outbox for PgStore {
             "WITH started AS (
                  UPDATE outbox SET started_at = COALESCE($7::timestamptz, now()),
                                    updated_at = COALESCE($7::timestamptz, now())
-                 WHERE effect_id = $1 AND state = 'pending' AND video_id = $5
+                 WHERE effect_id = $1 AND state = $8 AND video_id = $5
                    AND started_at IS NOT DISTINCT FROM $6
                    AND EXISTS (SELECT 1 FROM leases
                                WHERE lane = $2 AND video_id = outbox.video_id
@@ -156,9 +169,9 @@ impl Outbox for PgStore {
              ), paid AS (
                  INSERT INTO paid_calls (video_id, job_id, effect_id, service, at)
                  SELECT video_id, effect::jsonb ->> 'job', effect_id,
-                        CASE kind WHEN 'create_goapi_task' THEN 'goapi' ELSE 'nca' END,
+                        CASE kind WHEN $9 THEN $11 ELSE $12 END,
                         COALESCE($7::timestamptz, now())
-                 FROM started WHERE kind IN ('create_goapi_task', 'submit_nca_mix')
+                 FROM started WHERE kind IN ($9, $10)
              )
              SELECT COUNT(*) FROM started",
             &[
@@ -169,6 +182,11 @@ impl Outbox for PgStore {
                 &lease.video().to_string(),
                 &seen,
                 &self.at(),
+                &EffectState::Pending.as_ref(),
+                &EffectKind::CreateGoapiTask.as_ref(),
+                &EffectKind::SubmitNcaMix.as_ref(),
+                &Source::Goapi.to_string(),
+                &Source::Nca.to_string(),
             ],
         )
         .await?
@@ -182,8 +200,13 @@ impl Outbox for PgStore {
             &client,
             "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
                         updated_at = COALESCE($3::timestamptz, now())
-                 WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &error, &self.at()],
+                 WHERE effect_id = $1 AND state = $4",
+            &[
+                &effect_id,
+                &error,
+                &self.at(),
+                &EffectState::Pending.as_ref(),
+            ],
         )
         .await?;
         Ok(())
@@ -194,8 +217,8 @@ impl Outbox for PgStore {
         run(
             &client,
             "UPDATE outbox SET next_attempt_at = $2, updated_at = COALESCE($3::timestamptz, now())
-                 WHERE effect_id = $1 AND state = 'pending'",
-            &[&effect_id, &at, &self.at()],
+                 WHERE effect_id = $1 AND state = $4",
+            &[&effect_id, &at, &self.at(), &EffectState::Pending.as_ref()],
         )
         .await?;
         Ok(())
@@ -205,11 +228,16 @@ impl Outbox for PgStore {
         let client = self.pool.get().await?;
         let n = run(
             &client,
-            "UPDATE outbox SET state = 'pending', next_attempt_at = COALESCE($2::timestamptz, now()),
+            "UPDATE outbox SET state = $3, next_attempt_at = COALESCE($2::timestamptz, now()),
                         updated_at = COALESCE($2::timestamptz, now()),
                         attempts = 0, last_error = NULL, started_at = NULL
-                 WHERE effect_id = $1 AND state = 'failed'",
-            &[&effect_id, &self.at()],
+                 WHERE effect_id = $1 AND state = $4",
+            &[
+                &effect_id,
+                &self.at(),
+                &EffectState::Pending.as_ref(),
+                &EffectState::Failed.as_ref(),
+            ],
         )
         .await?;
         Ok(n == 1)

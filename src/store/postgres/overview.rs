@@ -3,6 +3,7 @@
 use super::outbox::{OUTBOX_COLS, outbox_row};
 use super::snapshots::active_job_row;
 use super::{row_one, rows};
+use crate::domain::JobType;
 use crate::store::StoreError;
 use crate::store::decode::{external_ids, record_id};
 use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview, VideoQuery, VideoRow};
@@ -146,10 +147,11 @@ pub(super) async fn videos(
         ));
     }
     if let Some(cut) = &q.stuck {
+        let addition = arg(P::Text(JobType::MusicAddition.to_string()));
         let (nca, goapi) = (arg(P::Time(cut.nca)), arg(P::Time(cut.goapi)));
         trouble.push(format!(
             "EXISTS (SELECT 1 FROM active_jobs a WHERE a.video_id = v.video_id
-                     AND a.since < CASE WHEN a.kind = 'music_addition' THEN {nca}::timestamptz
+                     AND a.since < CASE WHEN a.kind = {addition} THEN {nca}::timestamptz
                                         ELSE {goapi}::timestamptz END)"
         ));
     }

@@ -13,7 +13,7 @@ use crate::store::decode::{
     ActiveJobColumns, HistoryColumns, from_row, job_location, record_id_opt, to_row,
 };
 use crate::store::{
-    ActiveJob, Commit, HistoryRow, Lane, Lease, RecordIntent, Snapshots, StoreError,
+    ActiveJob, Commit, EntryState, HistoryRow, Lane, Lease, RecordIntent, Snapshots, StoreError,
 };
 
 #[async_trait::async_trait]
@@ -112,8 +112,9 @@ impl Snapshots for PgStore {
             )
             .await?;
         }
-        run(&tx,
-            "UPDATE inbox SET state = 'done', outcome = $2, note = $3, job_id = $4, processed_at = $5
+        run(
+            &tx,
+            "UPDATE inbox SET state = $6, outcome = $2, note = $3, job_id = $4, processed_at = $5
              WHERE event_id = $1",
             &[
                 &commit.event_id.to_string(),
@@ -121,6 +122,7 @@ impl Snapshots for PgStore {
                 &commit.note,
                 &commit.job.map(|j| j.to_string()),
                 &at,
+                &EntryState::Done.as_ref(),
             ],
         )
         .await?;

@@ -8,7 +8,8 @@ use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::store::decode::{EntryColumns, to_row, uuid};
 use crate::store::{
-    Accepted, EventQuery, Inbox, InboxEntry, NewEntry, Payload, StoreError, split_readable,
+    Accepted, EffectState, EntryState, EventFilter, EventQuery, Inbox, InboxEntry, NewEntry,
+    Payload, StoreError, split_readable,
 };
 
 /// One webhook waiting for its commit, for as long as this value lives.
@@ -67,7 +68,10 @@ impl Inbox for SqliteStore {
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE seq IN ({PENDING_SEQS}) ORDER BY seq"
                 ))?;
-                let rows = st.query_map([limit], keyed(entry_row))?;
+                let rows = st.query_map(
+                    params![limit, EntryState::Pending.as_ref()],
+                    keyed(entry_row),
+                )?;
                 split_readable(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
@@ -83,7 +87,7 @@ impl Inbox for SqliteStore {
                 .prepare_cached("SELECT state FROM inbox WHERE event_id = ?1")?
                 .query_row([event_id.to_string()], |r| r.get(0))
                 .optional()?;
-            Ok(state.as_deref() == Some("pending"))
+            Ok(state.as_deref() == Some(EntryState::Pending.as_ref()))
         })
         .await
     }
@@ -93,9 +97,9 @@ impl Inbox for SqliteStore {
         let video = video.to_string();
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = ?1 AND state = 'pending')",
+                "SELECT EXISTS (SELECT 1 FROM inbox WHERE video_id = ?1 AND state = ?2)",
             )?
-            .query_row([video], |r| r.get(0))?)
+            .query_row([video.as_str(), EntryState::Pending.as_ref()], |r| r.get(0))?)
         })
         .await
     }
@@ -117,13 +121,16 @@ impl Inbox for SqliteStore {
         self.read(move |c| {
             let mut sql = format!("SELECT {LIGHT_ENTRY_COLS} FROM inbox WHERE 1=1");
             let mut args: Vec<String> = Vec::new();
-            match q.outcome.as_deref() {
-                // Failed: an effect of the event failed for good (recorded, replayable).
-                Some("failed") => sql.push_str(
-                    " AND event_id IN (SELECT event_id FROM outbox WHERE state = 'failed')",
-                ),
-                Some(o) => {
-                    args.push(o.to_owned());
+            match q.filter {
+                Some(EventFilter::EffectFailed) => {
+                    args.push(EffectState::Failed.to_string());
+                    sql.push_str(&format!(
+                        " AND event_id IN (SELECT event_id FROM outbox WHERE state = ?{})",
+                        args.len()
+                    ));
+                }
+                Some(EventFilter::Outcome(o)) => {
+                    args.push(o.to_string());
                     sql.push_str(&format!(" AND outcome = ?{}", args.len()));
                 }
                 None => {}
@@ -183,14 +190,15 @@ pub(super) fn accept_in(
 }
 
 pub(super) const ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, raw_body, received_at, payload, state, outcome, note, job_id";
-/// Which pending entries the worker's scan takes, by `seq` (`?1`: how many). At most a
+/// Which pending entries the worker's scan takes, by `seq` (`?1`: how many; `?2`: the
+/// pending state). At most a
 /// few entries per video, so that one chatty video cannot fill the window and hide every
 /// other video's events (looking at the oldest 4096). Chosen on the pending index alone
 /// (it holds the video): under a backlog, carrying whole rows (raw bodies, headers)
 /// through the window's sort made every scan cost tens of milliseconds of CPU.
 pub(super) const PENDING_SEQS: &str = "SELECT seq FROM (
          SELECT seq, ROW_NUMBER() OVER (PARTITION BY video_id ORDER BY seq) AS nth
-         FROM (SELECT seq, video_id FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 4096)
+         FROM (SELECT seq, video_id FROM inbox WHERE state = ?2 ORDER BY seq LIMIT 4096)
      ) WHERE nth <= 16 ORDER BY seq LIMIT ?1";
 /// The same without the raw body, for lists (a body can be a megabyte).
 pub(super) const LIGHT_ENTRY_COLS: &str = "seq, event_id, video_id, source, endpoint, '', received_at, payload, state, outcome, note, job_id";

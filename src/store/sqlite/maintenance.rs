@@ -8,8 +8,8 @@ use super::{Cached, SqliteStore, overview, parse_ts, ts};
 use crate::domain::RecordId;
 use crate::store::Owner;
 use crate::store::{
-    Depths, Maintenance, Overview, PaidCalls, PaidDay, Pruned, Quarantined, StoreError, VideoQuery,
-    VideoRow, add_day,
+    Depths, EffectState, EntryState, Maintenance, Overview, PaidCalls, PaidDay, Pruned,
+    Quarantined, StoreError, VideoQuery, VideoRow, add_day,
 };
 
 impl SqliteStore {
@@ -28,18 +28,25 @@ impl SqliteStore {
         }
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let sql = match table {
-                "inbox" => {
-                    "UPDATE inbox SET state = 'quarantined', note = ?2, processed_at = ?3
-                     WHERE seq = ?1 AND state = 'pending'"
-                }
-                _ => {
-                    "UPDATE outbox SET state = 'quarantined', last_error = ?2, updated_at = ?3
-                     WHERE seq = ?1 AND state = 'pending'"
-                }
+            let (sql, quarantined, pending) = match table {
+                "inbox" => (
+                    "UPDATE inbox SET state = ?4, note = ?2, processed_at = ?3
+                     WHERE seq = ?1 AND state = ?5",
+                    EntryState::Quarantined.as_ref(),
+                    EntryState::Pending.as_ref(),
+                ),
+                _ => (
+                    "UPDATE outbox SET state = ?4, last_error = ?2, updated_at = ?3
+                     WHERE seq = ?1 AND state = ?5",
+                    EffectState::Quarantined.as_ref(),
+                    EffectState::Pending.as_ref(),
+                ),
             };
             for (seq, why) in &rows {
-                tx.execute_cached(sql, params![seq, why, ts(crate::clock::now())])?;
+                tx.execute_cached(
+                    sql,
+                    params![seq, why, ts(crate::clock::now()), quarantined, pending],
+                )?;
             }
             tx.commit()?;
             Ok(())
@@ -52,21 +59,31 @@ impl SqliteStore {
 impl Maintenance for SqliteStore {
     async fn depths(&self) -> Result<Depths, StoreError> {
         self.read(|c| {
-            let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+            let count =
+                |sql: &str, state: &str| c.query_row_cached(sql, [state], |r| r.get::<_, i64>(0));
             let oldest: Option<String> = c
-                .query_row(
-                    "SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 1",
-                    [],
+                .query_row_cached(
+                    "SELECT received_at FROM inbox WHERE state = ?1 ORDER BY seq LIMIT 1",
+                    [EntryState::Pending.as_ref()],
                     |r| r.get(0),
                 )
                 .optional()?;
+            let (inbox, outbox) = (
+                "SELECT COUNT(*) FROM inbox WHERE state = ?1",
+                "SELECT COUNT(*) FROM outbox WHERE state = ?1",
+            );
             Ok(Depths {
-                inbox_pending: count("SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
-                outbox_pending: count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
-                outbox_failed: count("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?,
-                quarantined: count(
-                    "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'quarantined')
-                          + (SELECT COUNT(*) FROM outbox WHERE state = 'quarantined')",
+                inbox_pending: count(inbox, EntryState::Pending.as_ref())?,
+                outbox_pending: count(outbox, EffectState::Pending.as_ref())?,
+                outbox_failed: count(outbox, EffectState::Failed.as_ref())?,
+                quarantined: c.query_row_cached(
+                    "SELECT (SELECT COUNT(*) FROM inbox WHERE state = ?1)
+                          + (SELECT COUNT(*) FROM outbox WHERE state = ?2)",
+                    [
+                        EntryState::Quarantined.as_ref(),
+                        EffectState::Quarantined.as_ref(),
+                    ],
+                    |r| r.get::<_, i64>(0),
                 )?,
                 oldest_pending: oldest.map(|t| parse_ts(&t)).transpose()?,
             })
@@ -169,13 +186,17 @@ impl Maintenance for SqliteStore {
             let mut st = c.prepare_cached(
                 "SELECT * FROM (
                      SELECT 'inbox', event_id, video_id, COALESCE(note, ''), processed_at
-                     FROM inbox WHERE state = 'quarantined'
+                     FROM inbox WHERE state = ?2
                      UNION ALL
                      SELECT 'outbox', effect_id, video_id, COALESCE(last_error, ''), updated_at
-                     FROM outbox WHERE state = 'quarantined'
+                     FROM outbox WHERE state = ?3
                  ) ORDER BY 5 DESC LIMIT ?1",
             )?;
-            let rows = st.query_map([limit], |r| {
+            let states = (
+                EntryState::Quarantined.as_ref(),
+                EffectState::Quarantined.as_ref(),
+            );
+            let rows = st.query_map(params![limit, states.0, states.1], |r| {
                 Ok(Quarantined {
                     table: r.get(0)?,
                     id: r.get(1)?,
@@ -199,11 +220,16 @@ impl Maintenance for SqliteStore {
         self.with(move |c| {
             let inbox = c.execute_cached(
                 "DELETE FROM inbox WHERE seq IN (
-                     SELECT seq FROM inbox i WHERE state = 'done' AND processed_at < ?1
+                     SELECT seq FROM inbox i WHERE state = ?3 AND processed_at < ?1
                        AND NOT EXISTS (SELECT 1 FROM outbox o
-                                       WHERE o.event_id = i.event_id AND o.state <> 'done')
+                                       WHERE o.event_id = i.event_id AND o.state <> ?4)
                      LIMIT ?2)",
-                params![cutoff, batch],
+                params![
+                    cutoff,
+                    batch,
+                    EntryState::Done.as_ref(),
+                    EffectState::Done.as_ref()
+                ],
             )?;
             let history = c.execute_cached(
                 "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE at < ?1 LIMIT ?2)",
@@ -211,12 +237,18 @@ impl Maintenance for SqliteStore {
             )?;
             let outbox = c.execute_cached(
                 "DELETE FROM outbox WHERE seq IN (
-                     SELECT seq FROM outbox WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)",
-                params![cutoff, batch],
+                     SELECT seq FROM outbox WHERE state = ?3 AND updated_at < ?1 LIMIT ?2)",
+                params![cutoff, batch, EffectState::Done.as_ref()],
             )?;
             let creations = c.execute_cached(
                 PRUNE_CREATIONS,
-                params![cutoff, batch, Owner::JOB_PREFIX, Owner::EVENT_PREFIX],
+                params![
+                    cutoff,
+                    batch,
+                    Owner::JOB_PREFIX,
+                    Owner::EVENT_PREFIX,
+                    EffectState::Done.as_ref()
+                ],
             )?;
             let (completed, failed_a, failed_b) = crate::store::overview::final_statuses();
             let parked_jobs = c.execute_cached(
@@ -263,7 +295,7 @@ const PRUNE_CREATIONS: &str = "DELETE FROM record_creations WHERE owner IN (
          OR (substr(rc.owner, 1, length(?4)) = ?4
              AND NOT EXISTS (SELECT 1 FROM outbox o
                              WHERE o.event_id = substr(rc.owner, length(?4) + 1)
-                               AND o.state <> 'done')))
+                               AND o.state <> ?5)))
      LIMIT ?2)";
 
 /// Adds the batch of paid calls [`Maintenance::prune`] is about to delete (the same

@@ -7,9 +7,10 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::inbox::insert_entry;
 use super::{Cached, SqliteStore, keyed, parse_ts, ts};
 use crate::domain::RecordId;
+use crate::machine::EffectKind;
 use crate::store::decode::OutboxColumns;
 use crate::store::{
-    EffectState, Lane, Lease, NewEntry, Outbox, OutboxEntry, StoreError, projection_sql,
+    EffectState, Lane, Lease, NewEntry, Outbox, OutboxEntry, Source, StoreError, projection_sql,
     split_readable,
 };
 
@@ -28,8 +29,8 @@ impl Outbox for SqliteStore {
             let changed = tx.execute_cached(
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
                         started_at = NULL
-                 WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, state.as_ref(), error, ts(crate::clock::now())],
+                 WHERE effect_id = ?1 AND state = ?5",
+                params![id, state.as_ref(), error, ts(crate::clock::now()), EffectState::Pending.as_ref()],
             )?;
             // A late result of an effect already finished stores nothing.
             if changed == 1
@@ -65,13 +66,16 @@ impl Outbox for SqliteStore {
                 let (p_lane, o_lane) = (projection_sql("p"), projection_sql("o"));
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {OUTBOX_COLS} FROM outbox o
-                 WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+                 WHERE o.state = ?3 AND o.next_attempt_at <= ?1
                    AND o.seq = (SELECT MIN(seq) FROM outbox p
-                                WHERE p.video_id = o.video_id AND p.state = 'pending'
+                                WHERE p.video_id = o.video_id AND p.state = ?3
                                   AND {p_lane} = {o_lane})
                  ORDER BY o.seq LIMIT ?2"
                 ))?;
-                let rows = st.query_map(params![ts(now), limit], keyed(outbox_row))?;
+                let rows = st.query_map(
+                    params![ts(now), limit, EffectState::Pending.as_ref()],
+                    keyed(outbox_row),
+                )?;
                 split_readable(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
@@ -89,12 +93,12 @@ impl Outbox for SqliteStore {
             let s: Option<String> = c.query_row_cached(
                 &format!(
                     "SELECT MIN(o.next_attempt_at) FROM outbox o
-                 WHERE o.state = 'pending'
+                 WHERE o.state = ?1
                    AND o.seq = (SELECT MIN(seq) FROM outbox p
-                                WHERE p.video_id = o.video_id AND p.state = 'pending'
+                                WHERE p.video_id = o.video_id AND p.state = ?1
                                   AND {p_lane} = {o_lane})"
                 ),
-                [],
+                [EffectState::Pending.as_ref()],
                 |r| r.get(0),
             )?;
             s.map(|s| parse_ts(&s)).transpose()
@@ -113,8 +117,8 @@ impl Outbox for SqliteStore {
             c.execute_cached(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3, updated_at = ?4,
                         started_at = NULL
-                 WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, ts(at), error, ts(crate::clock::now())],
+                 WHERE effect_id = ?1 AND state = ?5",
+                params![id, ts(at), error, ts(crate::clock::now()), EffectState::Pending.as_ref()],
             )?;
             Ok(())
         })
@@ -152,13 +156,23 @@ impl Outbox for SqliteStore {
             let now = ts(crate::clock::now());
             let n = tx.execute_cached(
                 "UPDATE outbox SET started_at = ?2, updated_at = ?2
-                 WHERE effect_id = ?1 AND state = 'pending' AND video_id = ?3
+                 WHERE effect_id = ?1 AND state = ?5 AND video_id = ?3
                    AND started_at IS ?4",
-                params![id, now, video, seen.map(ts)],
+                params![id, now, video, seen.map(ts), EffectState::Pending.as_ref()],
             )?;
             // In the same transaction: a start is counted exactly when it is recorded.
             if n == 1 {
-                tx.execute_cached(PAID_CALL, params![id, now])?;
+                tx.execute_cached(
+                    PAID_CALL,
+                    params![
+                        id,
+                        now,
+                        EffectKind::CreateGoapiTask.as_ref(),
+                        EffectKind::SubmitNcaMix.as_ref(),
+                        Source::Goapi.to_string(),
+                        Source::Nca.to_string(),
+                    ],
+                )?;
             }
             tx.commit()?;
             Ok(n == 1)
@@ -173,8 +187,13 @@ impl Outbox for SqliteStore {
         self.with(move |c| {
             c.execute_cached(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3
-                 WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, error, ts(crate::clock::now())],
+                 WHERE effect_id = ?1 AND state = ?4",
+                params![
+                    id,
+                    error,
+                    ts(crate::clock::now()),
+                    EffectState::Pending.as_ref()
+                ],
             )?;
             Ok(())
         })
@@ -187,8 +206,13 @@ impl Outbox for SqliteStore {
         self.with(move |c| {
             c.execute_cached(
                 "UPDATE outbox SET next_attempt_at = ?2, updated_at = ?3
-                 WHERE effect_id = ?1 AND state = 'pending'",
-                params![id, ts(at), ts(crate::clock::now())],
+                 WHERE effect_id = ?1 AND state = ?4",
+                params![
+                    id,
+                    ts(at),
+                    ts(crate::clock::now()),
+                    EffectState::Pending.as_ref()
+                ],
             )?;
             Ok(())
         })
@@ -201,10 +225,15 @@ impl Outbox for SqliteStore {
         let id = effect_id.to_owned();
         self.with_durably(move |c| {
             let n = c.execute_cached(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2, updated_at = ?2,
+                "UPDATE outbox SET state = ?3, next_attempt_at = ?2, updated_at = ?2,
                         attempts = 0, last_error = NULL, started_at = NULL
-                 WHERE effect_id = ?1 AND state = 'failed'",
-                params![id, ts(crate::clock::now())],
+                 WHERE effect_id = ?1 AND state = ?4",
+                params![
+                    id,
+                    ts(crate::clock::now()),
+                    EffectState::Pending.as_ref(),
+                    EffectState::Failed.as_ref()
+                ],
             )?;
             Ok(n == 1)
         })
@@ -220,10 +249,13 @@ impl Outbox for SqliteStore {
         let video = video.to_string();
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLS} FROM outbox o WHERE video_id = ?1 AND state = 'pending'
+                "SELECT {OUTBOX_COLS} FROM outbox o WHERE video_id = ?1 AND state = ?3
                  ORDER BY seq LIMIT ?2"
             ))?;
-            let rows = st.query_map(params![video, limit], keyed(outbox_row))?;
+            let rows = st.query_map(
+                params![video, limit, EffectState::Pending.as_ref()],
+                keyed(outbox_row),
+            )?;
             Ok(split_readable(rows.collect::<Result<Vec<_>, _>>()?)?.0)
         })
         .await
@@ -242,11 +274,12 @@ impl Outbox for SqliteStore {
     }
 }
 
-/// Notes the start of effect `?1` at `?2` when it is a paid call.
+/// Notes the start of effect `?1` at `?2` when it is a paid call: one of kind `?3` (to
+/// service `?5`) or `?4` (to service `?6`).
 const PAID_CALL: &str = "INSERT INTO paid_calls (video_id, job_id, effect_id, service, at)
      SELECT video_id, json_extract(effect, '$.job'), effect_id,
-            CASE kind WHEN 'create_goapi_task' THEN 'goapi' ELSE 'nca' END, ?2
-     FROM outbox WHERE effect_id = ?1 AND kind IN ('create_goapi_task', 'submit_nca_mix')";
+            CASE kind WHEN ?3 THEN ?5 ELSE ?6 END, ?2
+     FROM outbox WHERE effect_id = ?1 AND kind IN (?3, ?4)";
 
 pub(super) const OUTBOX_COLS: &str = "o.seq, o.effect_id, o.video_id, o.event_id, o.effect, o.state, o.attempts, o.next_attempt_at, o.last_error, o.started_at";
 

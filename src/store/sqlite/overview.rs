@@ -4,10 +4,11 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::outbox::{OUTBOX_COLS, outbox_row};
 use super::snapshots::{ACTIVE_JOB_COLS, active_job_row};
-use super::{parse_ts, ts};
-use crate::store::StoreError;
+use super::{Cached, parse_ts, ts};
+use crate::domain::JobType;
 use crate::store::decode::{external_ids, record_id};
 use crate::store::overview::{FAILED_STATUSES, FailedVideo, Overview, VideoQuery, VideoRow};
+use crate::store::{EffectState, EntryState, StoreError};
 
 pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreError> {
     let limit = limit.clamp(1, 500);
@@ -39,15 +40,15 @@ pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreErro
             ))
         })?
         .collect::<Result<_, _>>()?;
-    o.inbox_pending = c.query_row(
-        "SELECT COUNT(*) FROM inbox WHERE state = 'pending'",
-        [],
+    o.inbox_pending = c.query_row_cached(
+        "SELECT COUNT(*) FROM inbox WHERE state = ?1",
+        [EntryState::Pending.as_ref()],
         |r| r.get(0),
     )?;
     let oldest: Option<String> = c
-        .query_row(
-            "SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY seq LIMIT 1",
-            [],
+        .query_row_cached(
+            "SELECT received_at FROM inbox WHERE state = ?1 ORDER BY seq LIMIT 1",
+            [EntryState::Pending.as_ref()],
             |r| r.get(0),
         )
         .optional()?;
@@ -83,11 +84,14 @@ pub(super) fn overview(c: &Connection, limit: u32) -> Result<Overview, StoreErro
     }
     let mut st = c.prepare_cached(&format!(
         "SELECT {OUTBOX_COLS} FROM outbox o
-         WHERE o.state = 'failed' OR (o.state = 'pending' AND (o.attempts > 0 OR o.started_at IS NOT NULL))
+         WHERE o.state = ?1 OR (o.state = ?2 AND (o.attempts > 0 OR o.started_at IS NOT NULL))
          ORDER BY o.seq DESC LIMIT {limit}"
     ))?;
     o.troubled = st
-        .query_map([], outbox_row)?
+        .query_map(
+            [EffectState::Failed.as_ref(), EffectState::Pending.as_ref()],
+            outbox_row,
+        )?
         .map(|r| r?)
         .collect::<Result<_, _>>()?;
     Ok(o)
@@ -137,9 +141,10 @@ pub(super) fn videos(c: &Connection, q: &VideoQuery) -> Result<Vec<VideoRow>, St
     if let Some(cut) = &q.stuck {
         trouble.push(
             "EXISTS (SELECT 1 FROM active_jobs a WHERE a.video_id = v.video_id
-                     AND a.since < CASE WHEN a.kind = 'music_addition' THEN ? ELSE ? END)"
+                     AND a.since < CASE WHEN a.kind = ? THEN ? ELSE ? END)"
                 .into(),
         );
+        p.push(JobType::MusicAddition.to_string());
         p.push(ts(cut.nca));
         p.push(ts(cut.goapi));
     }

@@ -331,7 +331,10 @@ mod tests {
         let sql = format!("EXPLAIN QUERY PLAN {}", super::super::inbox::PENDING_SEQS);
         let mut st = conn.prepare(&sql).unwrap();
         let plan: Vec<String> = st
-            .query_map([256], |r| r.get::<_, String>(3))
+            .query_map(
+                rusqlite::params![256, crate::store::EntryState::Pending.as_ref()],
+                |r| r.get::<_, String>(3),
+            )
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -10,8 +10,8 @@ use chrono::Utc;
 use reelstate::domain::{JobStatus, JobType, MediaUrl, RecordId, VideoStatus};
 use reelstate::machine::{Effect, Event, Job, JobId, Outcome, Snapshot, Video};
 use reelstate::store::{
-    Accepted, Commit, EffectState, EntryOutcome, EntryState, EventQuery, HistoryRow, Lane,
-    NewEntry, Owner, PaidCalls, Payload, Source, Store, StuckCutoffs, VideoQuery,
+    Accepted, Commit, EffectState, EntryOutcome, EntryState, EventFilter, EventQuery, HistoryRow,
+    Lane, NewEntry, Owner, PaidCalls, Payload, Source, Store, StuckCutoffs, VideoQuery,
 };
 use uuid::Uuid;
 
@@ -490,7 +490,7 @@ pub async fn failed_effects_are_listed_and_replayable(store: &Shared) {
     assert_eq!(e.last_error.as_deref(), Some("422 INVALID_VALUE"));
     let failed = store
         .events(EventQuery {
-            outcome: Some("failed".into()),
+            filter: Some(EventFilter::EffectFailed),
             video: Some(v.clone()),
             source: None,
             before_seq: None,
@@ -815,7 +815,7 @@ pub async fn events_page_and_filter(store: &Shared) {
         ids.push(new_id(store, entry(&v, None)).await);
     }
     let q = |before_seq| EventQuery {
-        outcome: None,
+        filter: None,
         video: Some(v.clone()),
         source: None,
         before_seq,
@@ -834,7 +834,7 @@ pub async fn events_page_and_filter(store: &Shared) {
     );
     let applied = store
         .events(EventQuery {
-            outcome: Some("applied".into()),
+            filter: Some(EventFilter::Outcome(EntryOutcome::Applied)),
             video: Some(v.clone()),
             source: None,
             before_seq: None,

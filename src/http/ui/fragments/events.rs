@@ -9,19 +9,15 @@ use crate::engine::Engine;
 use crate::http::inspect::record_id;
 use crate::http::ui::escape::{query as q, text as esc};
 use crate::http::{ApiError, Request};
-use crate::store::{EventQuery, Payload, Source};
+use crate::store::{EventFilter, EventQuery, Payload, Source};
 
 const SOURCES: [Source; 4] = [Source::Goapi, Source::Nca, Source::Api, Source::Engine];
 
 pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String, ApiError> {
-    let outcomes = crate::http::inspect::outcomes();
-    let outcome = req.param("outcome").filter(|o| !o.is_empty());
-    if let Some(o) = outcome.as_deref().filter(|o| !outcomes.contains(o)) {
-        return Err(ApiError::bad_request(
-            "invalid_outcome",
-            format!("outcome {o:?} is not one of {}", outcomes.join(", ")),
-        ));
-    }
+    let filter = crate::http::inspect::event_filter(
+        req.param("outcome").filter(|o| !o.is_empty()).as_deref(),
+    )?;
+    let outcome = filter.map(EventFilter::as_str);
     let source = req
         .param("service")
         .filter(|s| !s.is_empty())
@@ -49,7 +45,7 @@ pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String
     let entries = engine
         .store
         .events(EventQuery {
-            outcome: outcome.clone(),
+            filter,
             video: video.clone(),
             source,
             before_seq,
@@ -83,13 +79,16 @@ pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String
         .map(|s| (s.to_string(), s.service_name()))
         .collect();
     let services: Vec<(&str, &str)> = services.iter().map(|(v, l)| (v.as_str(), *l)).collect();
-    let outcome_options: Vec<(&str, &str)> = outcomes.iter().map(|o| (*o, *o)).collect();
+    let outcome_options: Vec<(&str, &str)> = EventFilter::spellings()
+        .into_iter()
+        .map(|o| (o, o))
+        .collect();
     let source_name = source.map(|s| s.to_string());
     let mut html =
         String::from(r#"<h1>Event log <span class="muted small">newest first</span></h1>"#);
     html.push_str(&format!(
         r#"<form class="filters" method="get" action="/ui/events"><label>outcome {o}</label><label>service {s}</label><label>video <input name="video_id" id="filter-video" value="{v}" placeholder="rec…" size="20"></label><button type="submit" class="primary">Search</button> <a href="/ui/events">clear</a></form>"#,
-        o = select("outcome", outcome.as_deref(), &outcome_options),
+        o = select("outcome", outcome, &outcome_options),
         s = select("service", source_name.as_deref(), &services),
         v = esc(video_param.as_deref().unwrap_or("")),
     ));
@@ -106,7 +105,7 @@ pub(super) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<String
     ));
     let mut link = String::new();
     for (k, v) in [
-        ("outcome", outcome.as_deref()),
+        ("outcome", outcome),
         ("service", source_name.as_deref()),
         ("video_id", video.as_ref().map(RecordId::as_str)),
     ] {
