@@ -15,6 +15,9 @@ struct Simulated {
     /// What `now()` answers at `start` on the runtime's clock.
     epoch: DateTime<Utc>,
     start: tokio::time::Instant,
+    /// How far the wall clock was stepped ([`step`]): an NTP correction, while the
+    /// runtime's clock, like a monotonic one, runs on unmoved.
+    stepped: chrono::Duration,
     chance: rand::rngs::StdRng,
 }
 
@@ -28,6 +31,7 @@ pub fn now() -> DateTime<Utc> {
         .with(|s| {
             s.borrow().as_ref().map(|s| {
                 s.epoch
+                    + s.stepped
                     + chrono::Duration::from_std(tokio::time::Instant::now() - s.start)
                         .unwrap_or_default()
             })
@@ -63,10 +67,22 @@ pub fn simulate(epoch: DateTime<Utc>, seed: u64) -> Simulation {
         *s.borrow_mut() = Some(Simulated {
             epoch,
             start: tokio::time::Instant::now(),
+            stepped: chrono::Duration::zero(),
             chance: rand::rngs::StdRng::seed_from_u64(seed),
         })
     });
     Simulation(())
+}
+
+/// Steps this simulated thread's wall clock by `by` (forward or back), as NTP may step a
+/// real one, while sleeps and deadlines of the runtime's clock run on as they were. Does
+/// nothing outside a simulation: production's wall clock is the system's.
+pub fn step(by: chrono::Duration) {
+    SIMULATED.with(|s| {
+        if let Some(s) = s.borrow_mut().as_mut() {
+            s.stepped += by;
+        }
+    })
 }
 
 /// Ends the simulation of this thread when dropped.
@@ -97,7 +113,20 @@ mod tests {
         assert_eq!(now(), epoch);
         tokio::time::sleep(std::time::Duration::from_secs(90)).await;
         assert_eq!(now(), epoch + chrono::Duration::seconds(90));
+        step(chrono::Duration::minutes(-2));
+        assert_eq!(
+            now(),
+            epoch - chrono::Duration::seconds(30),
+            "the wall clock stepped back"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        assert_eq!(
+            now(),
+            epoch - chrono::Duration::seconds(20),
+            "and runs on from there"
+        );
         drop(_sim);
+        step(chrono::Duration::days(-1000));
         assert!(
             now() > epoch + chrono::Duration::days(300),
             "the system's clock again"

@@ -393,8 +393,11 @@ async fn process_entry(
         Err(rejection) => {
             info!(event = event.label(), status = %before, reason = %rejection, "rejected");
             let commit = Commit {
-                // A video just read from the base is remembered even when refused.
+                // A video just read from the base is remembered even when refused, and
+                // with it the records of its jobs: a job an older handler left is updated
+                // in its own record later, never created a second time.
                 snapshot: first_contact.then_some(snapshot),
+                job_records,
                 outcome: EntryOutcome::Rejected,
                 ..record_only(Outcome::Stale, rejection.to_string())
             };

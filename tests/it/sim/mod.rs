@@ -112,6 +112,95 @@ struct Driver {
     /// When the services last posted something: the promise is checked only once the
     /// engine has had the settling time after the last delivery, late ones included.
     last_delivery: DateTime<Utc>,
+    /// Deliveries the engine acknowledged, for a flood to repeat.
+    posted: Vec<services::Delivery>,
+    extras: Extras,
+}
+
+impl Driver {
+    fn new(world: &World, seed: u64) -> Self {
+        Driver {
+            world: world.clone(),
+            videos: Vec::new(),
+            retries: BTreeMap::new(),
+            queued: Vec::new(),
+            final_seen: BTreeMap::new(),
+            acked: Vec::new(),
+            violations: Vec::new(),
+            last_delivery: epoch(),
+            posted: Vec::new(),
+            extras: Extras::drawn(seed),
+        }
+    }
+}
+
+/// A video already in the base when the engine meets it, as an older handler left it:
+/// in flight or failed, its job still `processing` at GoAPI or NCA.
+#[derive(Debug, Clone, Copy)]
+enum Import {
+    /// `generating_music`, a `music_generation` job whose GoAPI task is still running.
+    GeneratingMusic,
+    /// `adding_music`, a `music_addition` job whose NCA render is still running.
+    AddingMusic,
+    /// `music_generation_failed`, its GoAPI task still running all the same.
+    GenerationFailed,
+}
+
+/// What the plan plays beyond the services' faults: an imported video, the operator's
+/// replays and effect retries, a flood, the wall clock stepping. Drawn from a generator of
+/// its own, so that a seed's service faults and crashes stay the ones it drew before.
+struct Extras {
+    rng: rand::rngs::StdRng,
+    import: Option<Import>,
+    /// When a flood of one delivery repeated comes, and how many copies.
+    flood: Option<(Duration, usize)>,
+    /// When the engine's wall clock steps, and by how much (SQLite runs only).
+    steps: Vec<(Duration, chrono::Duration)>,
+}
+
+impl Extras {
+    fn drawn(seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x0e7a_5e7a_0e7a_5e7a);
+        let faulty = FAULTY_FOR.as_millis() as u64;
+        let import = match rng.random_range(0..9) {
+            0 => Some(Import::GeneratingMusic),
+            1 => Some(Import::AddingMusic),
+            2 => Some(Import::GenerationFailed),
+            _ => None,
+        };
+        let flood = (rng.random_range(0..6) == 0).then(|| {
+            (
+                Duration::from_millis(rng.random_range(0..faulty)),
+                rng.random_range(50..=300),
+            )
+        });
+        let mut steps: Vec<_> = (0..[0, 0, 0, 1, 2][rng.random_range(0..5)])
+            .map(|_| {
+                let at = Duration::from_millis(rng.random_range(0..faulty));
+                // NTP steps a clock forward by what it lost (minutes after a suspended VM)
+                // and back by what it gained (seconds).
+                let by = if rng.random_bool(0.5) {
+                    chrono::Duration::seconds(rng.random_range(60..=900))
+                } else {
+                    -chrono::Duration::seconds(rng.random_range(1..=30))
+                };
+                (at, by)
+            })
+            .collect();
+        steps.sort();
+        Extras {
+            rng,
+            import,
+            flood,
+            steps,
+        }
+    }
+
+    fn draw(&mut self, below: u64) -> u64 {
+        use rand::Rng;
+        self.rng.random_range(0..below.max(1))
+    }
 }
 
 fn epoch() -> DateTime<Utc> {
@@ -142,16 +231,11 @@ pub fn run(seed: u64) -> Run {
             plan.crashes
         ));
     }
-    let mut d = Driver {
-        world: world.clone(),
-        videos: Vec::new(),
-        retries: BTreeMap::new(),
-        queued: Vec::new(),
-        final_seen: BTreeMap::new(),
-        acked: Vec::new(),
-        violations: Vec::new(),
-        last_delivery: epoch(),
-    };
+    let mut d = Driver::new(&world, seed);
+    world.state().note(format_args!(
+        "imports {:?}, a flood {:?}, clock steps {:?}",
+        d.extras.import, d.extras.flood, d.extras.steps
+    ));
     let mut crashes = plan.crashes.clone();
     crashes.sort();
     let mut now = epoch();
@@ -173,23 +257,28 @@ pub fn run(seed: u64) -> Run {
         });
         drop(rt);
         match ended {
-            (Life::Crashed, at) => {
+            (Life::Crashed, wall) => {
+                // The world keeps true time; the engine's wall clock stays stepped across
+                // its restart (the host's clock was).
+                let skew = world.state().skew;
+                let at = wall - skew;
                 crashes
                     .retain(|c| epoch() + chrono::Duration::from_std(*c).unwrap_or_default() > at);
                 life += 1;
                 // The process is down a few seconds; what was posted to it meanwhile is
                 // refused (NCA does not post again; GoAPI does, later).
-                now = at + chrono::Duration::seconds(3);
+                let up = at + chrono::Duration::seconds(3);
+                now = up + skew;
                 let mut s = world.state();
                 s.now = at;
                 s.note("the engine is killed");
                 s.crash_now = false;
                 let mut kept = Vec::new();
                 for mut dl in std::mem::take(&mut s.deliveries) {
-                    if dl.due < now {
+                    if dl.due < up {
                         if dl.attempts_left > 1 {
                             dl.attempts_left -= 1;
-                            dl.due = now + chrono::Duration::seconds(30);
+                            dl.due = up + chrono::Duration::seconds(30);
                             kept.push(dl);
                         } else {
                             s.note(format_args!("{} posts to a dead process: lost", dl.service));
@@ -271,6 +360,173 @@ async fn seed_and_request(
             "the operator asks for music for {video}: {status} {body}"
         ));
     }
+    if let Some(import) = d.extras.import {
+        import_video(d, check, import, plan.videos, routes).await;
+    }
+}
+
+/// A video an older handler left in the base in flight or failed, its job still
+/// `processing` at GoAPI or NCA (docs/airtable.md: the records the old handler left), that
+/// service's late news on the way to the URL that handler gave it: GoAPI's to the
+/// pipeline's shape (`job_id`, `operation`, `target_id`, its secret), NCA's to the
+/// reference handler's (`video_id`, `operation=add_music`, no token: let in by development
+/// mode, as the simulation runs). The engine meets the video when the operator asks for
+/// music (in flight: refused, met all the same), or retries it (failed), or the news comes.
+async fn import_video(
+    d: &mut Driver,
+    check: &Records,
+    import: Import,
+    n: usize,
+    routes: &(
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + 'static
+     ),
+) {
+    use reelstate::domain::JobStatus;
+    use reelstate::records::JobFields;
+    let (status, kind) = match import {
+        Import::GeneratingMusic => (VideoStatus::GeneratingMusic, JobType::MusicGeneration),
+        Import::AddingMusic => (VideoStatus::AddingMusic, JobType::MusicAddition),
+        Import::GenerationFailed => (VideoStatus::MusicGenerationFailed, JobType::MusicGeneration),
+    };
+    let music = format!("https://tracks.sim/old-{n}.mp3");
+    let video = check
+        .create_video(&VideoFields {
+            status: Some(status),
+            combined_segments_video: Some(
+                MediaUrl::parse(&format!("https://videos.sim/combined-{n}.mp4")).expect("a URL"),
+            ),
+            music_prompt: Some(format!("calm piano #{n}")),
+            music: matches!(import, Import::AddingMusic)
+                .then(|| MediaUrl::parse(&music).expect("a URL")),
+            error_details: Some(
+                matches!(import, Import::GenerationFailed)
+                    .then(|| "the older handler gave up waiting for GoAPI".to_owned()),
+            ),
+            ..VideoFields::default()
+        })
+        .await
+        .expect("seed an imported video");
+    let external = match kind {
+        JobType::MusicAddition => format!("nca-old-{n}"),
+        _ => format!("task-old-{n}"),
+    };
+    // Created as the older handler did, whether or not the base has a Job ID to key on.
+    let fields = check.job_fields_with_id(&JobFields {
+        job_id: format!("old-handler-{n}"),
+        job_type: Some(kind.clone()),
+        status: Some(JobStatus::Processing),
+        related_video: Some(video.clone()),
+        external_job_id: Some(external.clone()),
+        webhook_url: None,
+        error_details: None,
+        timestamps: None,
+    });
+    let record = check
+        .backend()
+        .write(
+            &check.mapping().jobs.table,
+            reelstate::records::Write::Create,
+            fields,
+        )
+        .await
+        .expect("seed a left-over job")
+        .id;
+    let job = reelstate::machine::JobId::for_record(&record).to_string();
+    let left_over = matches!(import, Import::GenerationFailed);
+    let fails = d.extras.draw(4) == 0;
+    let late = Duration::from_secs(30 + d.extras.draw(25 * 60));
+    let lost = d.extras.draw(4) == 0;
+    {
+        let mut s = d.world.state();
+        let due = s.now + chrono::Duration::from_std(late).unwrap_or_default();
+        let delivery = match kind {
+            JobType::MusicAddition => {
+                let mut payload: serde_json::Value =
+                    serde_json::from_str(services::NCA_SUCCESS).expect("fixture");
+                let output = format!("https://storage.sim/{external}_output_0.mp4");
+                payload["id"] = serde_json::json!(format!("old-handler-mix-{n}"));
+                payload["job_id"] = serde_json::json!(external);
+                if fails {
+                    payload["code"] = serde_json::json!(500);
+                    payload["message"] =
+                        serde_json::json!("ffmpeg failed: simulated render failure");
+                    payload["response"] = serde_json::Value::Null;
+                } else {
+                    payload["response"][0]["file_url"] = serde_json::json!(output);
+                }
+                s.renders.push(services::Render {
+                    nca_job: external.clone(),
+                    video: video.to_string(),
+                    job: job.clone(),
+                    music: music.clone(),
+                    done: Some(payload.clone()),
+                    output,
+                    left_over,
+                });
+                services::Delivery {
+                    due,
+                    service: "nca",
+                    target: format!("/webhooks/nca-toolkit?video_id={video}&operation=add_music"),
+                    secret: None,
+                    body: payload.to_string(),
+                    attempts_left: 1,
+                }
+            }
+            _ => {
+                let task = services::Task {
+                    id: external.clone(),
+                    video: video.to_string(),
+                    job: job.clone(),
+                    status: if fails { "failed" } else { "completed" },
+                    track: music.clone(),
+                    left_over,
+                };
+                let mut hook = services::task_object(&task);
+                hook["timestamp"] = serde_json::json!(1_764_000_000 + n as i64);
+                s.tasks.push(task);
+                services::Delivery {
+                    due,
+                    service: "goapi",
+                    target: format!(
+                        "/webhooks/goapi?job_id={record}&operation=generate_music_only&target_id={video}"
+                    ),
+                    secret: Some(GOAPI_SECRET.to_owned()),
+                    body: hook.to_string(),
+                    attempts_left: 3,
+                }
+            }
+        };
+        s.note(format_args!(
+            "{video} is imported {}, its {} job {job} left processing as {external} ({}), its news {}",
+            status_name(import),
+            kind.name(),
+            if fails { "it will fail" } else { "it will succeed" },
+            if lost { "lost".to_owned() } else { format!("in {} s", late.as_secs()) }
+        ));
+        if !lost {
+            s.deliveries.push(delivery);
+        }
+    }
+    d.videos.push(video.clone());
+    let (status, body) = match import {
+        Import::GenerationFailed => {
+            let (status, body) = post(routes, &format!("/videos/{video}/retry"), None, "").await;
+            count_retry(d, &video, status, &body);
+            (status, body)
+        }
+        _ => post(routes, &format!("/videos/{video}/music"), None, "").await,
+    };
+    d.world
+        .state()
+        .note(format_args!("the operator meets {video}: {status} {body}"));
+}
+
+fn status_name(import: Import) -> &'static str {
+    match import {
+        Import::GeneratingMusic => "generating_music",
+        Import::AddingMusic => "adding_music",
+        Import::GenerationFailed => "music_generation_failed",
+    }
 }
 
 /// The simulated base the engine writes through (its faults drawn from `world`), and a
@@ -315,7 +571,8 @@ async fn live(
     let run_until = faulty_until + chrono::Duration::from_std(SETTLE_FOR).unwrap_or_default();
     loop {
         tokio::time::sleep(TICK).await;
-        let now = reelstate::clock::now();
+        step_clock(d);
+        let now = reelstate::clock::now() - d.world.state().skew;
         {
             let mut s = d.world.state();
             s.now = now;
@@ -338,6 +595,29 @@ async fn live(
             settled(d, &engine, check, plan).await;
             return Life::Done;
         }
+    }
+}
+
+/// Steps the engine's wall clock when the plan says (the world's time runs on).
+fn step_clock(d: &mut Driver) {
+    let mut s = d.world.state();
+    let now = reelstate::clock::now() - s.skew;
+    while let Some(&(at, by)) = d.extras.steps.first() {
+        if now < epoch() + chrono::Duration::from_std(at).unwrap_or_default() {
+            break;
+        }
+        d.extras.steps.remove(0);
+        reelstate::clock::step(by);
+        s.skew += by;
+        s.note(format_args!(
+            "the engine's wall clock steps {}{} s",
+            if by > chrono::Duration::zero() {
+                "+"
+            } else {
+                ""
+            },
+            by.num_seconds()
+        ));
     }
 }
 
@@ -395,6 +675,9 @@ async fn deliver_due(
             if let Some(id) = answer["event_id"].as_str() {
                 d.acked.push(id.to_owned());
             }
+            if d.posted.len() < 64 {
+                d.posted.push(dl.clone());
+            }
         } else if status >= 500 && dl.attempts_left > 1 {
             let mut again = dl.clone();
             again.attempts_left -= 1;
@@ -417,17 +700,23 @@ async fn operator(
      ),
     engine: &Engine,
 ) {
+    flood(d);
+    if d.world.state().faulty {
+        replay_or_redrive(d, routes, engine).await;
+    }
     if !d.world.state().faulty || d.world.draw(120) != 0 {
         return;
     }
     let video = d.videos[d.world.draw(d.videos.len() as u64) as usize].clone();
+    // A video the engine has not met yet is failed as far as the operator can see: the
+    // base says so (an imported one).
     let failed = engine
         .store
         .snapshot(&video)
         .await
         .ok()
-        .flatten()
-        .is_some_and(|s| s.video.status.is_failed());
+        .map(|s| s.is_none_or(|s| s.video.status.is_failed()))
+        .unwrap_or(false);
     if !failed {
         return;
     }
@@ -440,13 +729,98 @@ async fn operator(
     d.world.state().note(format_args!(
         "the operator retries {video} {body}: {status} {answer}"
     ));
-    let queued = serde_json::from_str::<serde_json::Value>(&answer)
+    count_retry(d, &video, status, &answer);
+}
+
+/// An accepted retry counts for final is final; one answered `queued` once decided.
+fn count_retry(d: &mut Driver, video: &RecordId, status: u16, answer: &str) {
+    let queued = serde_json::from_str::<serde_json::Value>(answer)
         .ok()
         .filter(|a| a["status"] == "queued")
         .and_then(|a| a["event_id"].as_str().and_then(|id| id.parse().ok()));
     match queued {
-        Some(entry) if status == 202 => d.queued.push((video, entry)),
-        _ if status == 202 || status == 200 => *d.retries.entry(video).or_default() += 1,
+        Some(entry) if status == 202 => d.queued.push((video.clone(), entry)),
+        _ if status == 202 || status == 200 => *d.retries.entry(video.clone()).or_default() += 1,
+        _ => {}
+    }
+}
+
+/// A flood: one delivery the engine acknowledged, posted again 50 to 300 times within
+/// half a minute (a relay or a sender retrying in a loop; GoAPI posts again whatever was
+/// not answered 2xx, docs/goapi-and-nca.md).
+fn flood(d: &mut Driver) {
+    let Some((at, copies)) = d.extras.flood else {
+        return;
+    };
+    let now = d.world.state().now;
+    if now < epoch() + chrono::Duration::from_std(at).unwrap_or_default() || d.posted.is_empty() {
+        return;
+    }
+    d.extras.flood = None;
+    let which = d.extras.draw(d.posted.len() as u64) as usize;
+    let dl = d.posted[which].clone();
+    let mut s = d.world.state();
+    s.note(format_args!(
+        "a flood: {copies} copies of {}'s delivery to {}",
+        dl.service,
+        dl.target.split('?').next().unwrap_or_default()
+    ));
+    for n in 0..copies {
+        s.deliveries.push(services::Delivery {
+            due: now + chrono::Duration::milliseconds((30_000 * n / copies) as i64),
+            attempts_left: 1,
+            ..dl.clone()
+        });
+    }
+}
+
+/// The operator, now and then while faults play, runs a recorded delivery through the
+/// machine again (`POST /events/{id}/replay`) or puts a failed effect back in the queue
+/// (`POST /effects/{id}/retry`), as the admin API lets them (README, HTTP API).
+async fn replay_or_redrive(
+    d: &mut Driver,
+    routes: &(
+         impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + 'static
+     ),
+    engine: &Engine,
+) {
+    match d.extras.draw(200) {
+        0 if !d.acked.is_empty() => {
+            let id = d.acked[d.extras.draw(d.acked.len() as u64) as usize].clone();
+            let (status, answer) = post(routes, &format!("/events/{id}/replay"), None, "").await;
+            d.world.state().note(format_args!(
+                "the operator replays event {id}: {status} {answer}"
+            ));
+            if !(200..300).contains(&status) {
+                d.violations.push(format!(
+                    "a replay of {id} was refused with {status}: {answer}"
+                ));
+            }
+        }
+        1 => {
+            let video = d.videos[d.extras.draw(d.videos.len() as u64) as usize].clone();
+            let failed: Vec<_> = engine
+                .store
+                .effects_of(&video)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| {
+                    e.state == reelstate::store::EffectState::Failed && e.effect.replayable()
+                })
+                .collect();
+            if failed.is_empty() {
+                return;
+            }
+            let effect = failed[d.extras.draw(failed.len() as u64) as usize]
+                .effect_id
+                .clone();
+            let (status, answer) =
+                post(routes, &format!("/effects/{effect}/retry"), None, "").await;
+            d.world.state().note(format_args!(
+                "the operator retries effect {effect} of {video}: {status} {answer}"
+            ));
+        }
         _ => {}
     }
 }
@@ -547,7 +921,9 @@ async fn settled(d: &mut Driver, engine: &Engine, base: &Records, plan: &Plan) {
         {
             let final_video = snap.video.final_video.as_ref().map(MediaUrl::to_string);
             for r in world.renders.iter().filter(|r| {
-                r.video == video.as_str() && r.done.as_ref().is_some_and(|p| p["code"] == 200)
+                r.video == video.as_str()
+                    && !r.left_over
+                    && r.done.as_ref().is_some_and(|p| p["code"] == 200)
             }) {
                 let resubmitted = snap
                     .jobs
@@ -567,7 +943,7 @@ async fn settled(d: &mut Driver, engine: &Engine, base: &Records, plan: &Plan) {
         for t in world
             .tasks
             .iter()
-            .filter(|t| t.video == video.as_str() && t.status == "completed")
+            .filter(|t| t.video == video.as_str() && !t.left_over && t.status == "completed")
         {
             let resubmitted = snap
                 .jobs
@@ -612,9 +988,17 @@ async fn settled(d: &mut Driver, engine: &Engine, base: &Records, plan: &Plan) {
                 let jobs = base.jobs_of_video(&rec).await.unwrap_or_default();
                 if jobs.len() != snap.jobs.len() {
                     d.violations.push(format!(
-                        "{video}: {} Jobs records for {} jobs",
+                        "{video}: {} Jobs records for {} jobs: {:?}",
                         jobs.len(),
-                        snap.jobs.len()
+                        snap.jobs.len(),
+                        jobs.iter()
+                            .map(|j| (
+                                j.id.to_string(),
+                                j.job_type.name(),
+                                j.status,
+                                j.external_job_id.clone()
+                            ))
+                            .collect::<Vec<_>>()
                     ));
                 }
             }
@@ -762,6 +1146,10 @@ const REGRESSIONS: &[u64] = &[
     // A keyless base with Timestamps: a Jobs create applied whose answer was lost, sent
     // again with a new time, not found again by its content: two records for one job.
     1,
+    // A video imported mid-flight, met through a refused request for music: its snapshot
+    // was kept without its jobs' records, and the left-over job's update made a second
+    // Jobs record.
+    8,
 ];
 
 fn seeds_from_env() -> Option<Vec<u64>> {

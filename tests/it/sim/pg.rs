@@ -722,16 +722,9 @@ pub fn run(seed: u64, url: &str) -> Run {
         fence: Arc::default(),
         memo: Arc::default(),
     };
-    let mut d = Driver {
-        world: world.clone(),
-        videos: Vec::new(),
-        retries: Default::default(),
-        queued: Vec::new(),
-        final_seen: Default::default(),
-        acked: Vec::new(),
-        violations: Vec::new(),
-        last_delivery: epoch(),
-    };
+    let mut d = Driver::new(&world, seed);
+    // The wall clock steps on SQLite only: the replicas share one database's leases.
+    d.extras.steps.clear();
     let sim = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

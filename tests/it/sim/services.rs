@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 /// A GoAPI task webhook as GoAPI sends it (tests/fixtures/goapi/udio_completed.json).
 const GOAPI_COMPLETED: &str = include_str!("../../fixtures/goapi/udio_completed.json");
 /// NCA's callback of a finished mix (tests/fixtures/nca/compose_success_webhook.json).
-const NCA_SUCCESS: &str = include_str!("../../fixtures/nca/compose_success_webhook.json");
+pub const NCA_SUCCESS: &str = include_str!("../../fixtures/nca/compose_success_webhook.json");
 
 /// How likely each unkind answer is while the fault plan is on.
 #[derive(Debug, Clone)]
@@ -97,6 +97,8 @@ pub struct Task {
     pub job: String,
     pub status: &'static str,
     pub track: String,
+    /// Paid for by an older handler before the engine met the video, not by the engine.
+    pub left_over: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +109,8 @@ pub struct Render {
     pub music: String,
     pub done: Option<Value>,
     pub output: String,
+    /// Paid for by an older handler before the engine met the video, not by the engine.
+    pub left_over: bool,
 }
 
 pub struct State {
@@ -115,6 +119,9 @@ pub struct State {
     /// False once the fault plan is over: every service then answers as it should.
     pub faulty: bool,
     pub now: DateTime<Utc>,
+    /// How far the engine's wall clock was stepped from the world's (NTP): the services
+    /// keep true time, the engine reads `now + skew`.
+    pub skew: chrono::Duration,
     pub tasks: Vec<Task>,
     pub renders: Vec<Render>,
     pub deliveries: Vec<Delivery>,
@@ -157,7 +164,7 @@ impl State {
             .push(format!("{:>8}.{:03} {what}", t / 1000, t % 1000));
     }
 
-    fn deliver(
+    pub fn deliver(
         &mut self,
         service: &'static str,
         url: &str,
@@ -212,6 +219,7 @@ impl World {
             faults,
             faulty: true,
             now: started,
+            skew: chrono::Duration::zero(),
             tasks: Vec::new(),
             renders: Vec::new(),
             deliveries: Vec::new(),
@@ -235,7 +243,7 @@ impl World {
     /// The engine's clock, read on the simulated thread; the world keeps it for its notes.
     fn tick(&self) -> MutexGuard<'_, State> {
         let mut s = self.state();
-        s.now = reelstate::clock::now();
+        s.now = reelstate::clock::now() - s.skew;
         s
     }
 
@@ -307,6 +315,7 @@ impl Nca for SimNca {
                 music: req.music_url.to_string(),
                 done: None,
                 output,
+                left_over: false,
             });
             let after = Duration::from_secs(10 + s.rng.random_range(0..170));
             s.deliver("nca", &req.webhook_url, None, payload.clone(), after);
@@ -381,7 +390,7 @@ fn query_param(url: &str, name: &str) -> String {
 }
 
 /// A task object (`data` of GoAPI's envelope) in `status`.
-fn task_object(t: &Task) -> Value {
+pub fn task_object(t: &Task) -> Value {
     let mut v: Value = serde_json::from_str(GOAPI_COMPLETED).expect("fixture");
     v["data"]["task_id"] = json!(t.id);
     v["data"]["status"] = json!(t.status);
@@ -418,6 +427,7 @@ impl Goapi for SimGoapi {
                 job: query_param(&req.webhook_url, "job"),
                 status: if fails { "failed" } else { "completed" },
                 track: format!("https://tracks.sim/{id}.mp3"),
+                left_over: false,
             };
             s.note(format_args!(
                 "goapi takes {id} for job {} ({})",
