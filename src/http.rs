@@ -23,6 +23,8 @@ use warp::reply::Response;
 pub use error::ApiError;
 
 use crate::engine::Engine;
+use crate::metrics::ServiceLabels;
+use crate::store::Source;
 
 /// A request as the handlers see it.
 pub struct Request {
@@ -152,14 +154,24 @@ async fn dispatch(
             let answer = webhooks::goapi(engine, &req).await;
             engine
                 .metrics
-                .observe_webhook_ack("goapi", started.elapsed());
+                .webhook_ack
+                .get_or_create(&ServiceLabels {
+                    service: Source::Goapi,
+                })
+                .observe(started.elapsed().as_secs_f64());
             answer
         }
         ["webhooks", "nca-toolkit"] => {
             allow(&[Method::POST])?;
             let started = std::time::Instant::now();
             let answer = webhooks::nca(engine, &req).await;
-            engine.metrics.observe_webhook_ack("nca", started.elapsed());
+            engine
+                .metrics
+                .webhook_ack
+                .get_or_create(&ServiceLabels {
+                    service: Source::Nca,
+                })
+                .observe(started.elapsed().as_secs_f64());
             answer
         }
         ["healthz"] => {

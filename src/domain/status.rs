@@ -87,7 +87,7 @@ impl From<VideoStatus> for String {
 
 snake_case_enum! {
     /// A Job record's lifecycle: `pending → processing → completed | failed`.
-    #[derive(Hash, AsRefStr, strum::EnumIter, Deserialize)]
+    #[derive(AsRefStr, strum::EnumIter, Deserialize)]
     pub enum JobStatus {
         Pending,
         Processing,

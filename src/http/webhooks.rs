@@ -13,6 +13,7 @@ use super::{ApiError, Request, json};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{Event, JobId};
+use crate::metrics::{WebhookLabels, WebhookOutcome};
 use crate::store::{Accepted, NewEntry, Payload, Source};
 use crate::webhook::auth::verify_shared_secret;
 use crate::webhook::callback::{CallbackEndpoint, CallbackParams};
@@ -103,20 +104,28 @@ fn authenticate_goapi(engine: &Engine, req: &Request) -> Result<(), ApiError> {
 fn accepted_reply(engine: &Engine, source: Source, a: Accepted) -> Response {
     match a {
         Accepted::New(id) => {
-            engine.metrics.inc(
-                "reelstate_webhooks_total",
-                &[("service", &source.to_string()), ("outcome", "accepted")],
-            );
+            engine
+                .metrics
+                .webhooks
+                .get_or_create(&WebhookLabels {
+                    service: source,
+                    outcome: WebhookOutcome::Accepted,
+                })
+                .inc();
             json(
                 StatusCode::ACCEPTED,
                 &json!({"status": "accepted", "event_id": id}),
             )
         }
         Accepted::Duplicate { of, entry } => {
-            engine.metrics.inc(
-                "reelstate_webhooks_total",
-                &[("service", &source.to_string()), ("outcome", "duplicate")],
-            );
+            engine
+                .metrics
+                .webhooks
+                .get_or_create(&WebhookLabels {
+                    service: source,
+                    outcome: WebhookOutcome::Duplicate,
+                })
+                .inc();
             json(
                 StatusCode::OK,
                 &json!({"status": "duplicate", "event_id": entry, "duplicate_of": of}),
@@ -126,10 +135,14 @@ fn accepted_reply(engine: &Engine, source: Source, a: Accepted) -> Response {
 }
 
 fn reject(engine: &Engine, source: Source, e: ApiError) -> ApiError {
-    engine.metrics.inc(
-        "reelstate_webhooks_total",
-        &[("service", &source.to_string()), ("outcome", e.code)],
-    );
+    engine
+        .metrics
+        .webhooks
+        .get_or_create(&WebhookLabels {
+            service: source,
+            outcome: WebhookOutcome::Refused(e.code),
+        })
+        .inc();
     warn!(service = %source, code = e.code, status = e.status.as_u16(), "webhook rejected");
     e
 }

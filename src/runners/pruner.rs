@@ -12,6 +12,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
+use crate::metrics::TableLabels;
 use crate::store::{Inbox, Maintenance, Pruned, StoreError};
 
 /// Rows per table and statement: a batch's delete holds the writer for milliseconds.
@@ -53,7 +54,9 @@ async fn pass(engine: &Engine) {
                     if n > 0 {
                         engine
                             .metrics
-                            .add("reelstate_pruned_rows_total", &[("table", table)], n);
+                            .pruned_rows
+                            .get_or_create(&TableLabels { table })
+                            .inc_by(n);
                     }
                 }
                 if p.total() > 0 {
