@@ -23,7 +23,7 @@ use crate::domain::{JobType, VideoStatus};
 use crate::store::{EffectState, EntryOutcome, Source};
 
 /// The content type of [`Metrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Label values are the engine's own values, spelled as they are everywhere else outside
 /// the program (strum's snake_case). The crate escapes `\\`, `"` and line feeds in them
@@ -180,13 +180,13 @@ fn slow_histogram() -> Histogram {
 static AIRTABLE_REQUEST_SECONDS: LazyLock<Histogram> = LazyLock::new(slow_histogram);
 
 /// Times one Airtable request, from sending to its whole response (or its failure).
-pub fn observe_airtable_request(d: Duration) {
+pub(crate) fn observe_airtable_request(d: Duration) {
     AIRTABLE_REQUEST_SECONDS.observe(d.as_secs_f64());
 }
 
 /// Sets a counter kept elsewhere (the Airtable client's totals, the store's paid calls)
 /// to its current value.
-pub fn set_total(counter: &Counter, value: u64) {
+pub(crate) fn set_total(counter: &Counter, value: u64) {
     counter.inner().store(value, Ordering::Relaxed);
 }
 
@@ -400,7 +400,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts a video's status change, labelled by [`VideoStatus::label`].
-    pub fn video_transition(&self, from: &VideoStatus, to: &VideoStatus) {
+    pub(crate) fn video_transition(&self, from: &VideoStatus, to: &VideoStatus) {
         self.transitions
             .get_or_create(&TransitionLabels {
                 lifecycle: Lifecycle::Video,
@@ -418,7 +418,7 @@ impl Metrics {
     }
 
     /// Every series, in the OpenMetrics text format ([`CONTENT_TYPE`]).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -219,7 +219,7 @@ impl Application {
         self.addr
     }
 
-    pub fn engine(&self) -> Arc<Engine> {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
     }
 

@@ -47,7 +47,7 @@ impl VideoStatus {
 
     /// The status as a metric label: the engine's own names, and `other` for whatever
     /// else a base holds, so that a base's odd statuses cannot grow a series each.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             VideoStatus::Other(_) => "other",
             known => known.as_ref(),

@@ -15,11 +15,11 @@ use crate::store::Source;
 /// A scrape waits longer than a probe: Prometheus's default scrape timeout is 10 s.
 const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn healthz() -> Response {
+pub(crate) fn healthz() -> Response {
     json(StatusCode::OK, &json!({"status": "up"}))
 }
 
-pub async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
+pub(crate) async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
     // Still acknowledging webhooks while its work drains, but new traffic belongs elsewhere.
     if engine.is_shutting_down() {
         return Ok(json(
@@ -87,7 +87,7 @@ pub async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, A
     ))
 }
 
-pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
     let e = engine.clone();
     let depths = probes
         .depths
@@ -151,14 +151,14 @@ pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, 
 
 /// Inbox entries and effects set aside because they could not be read (newest first):
 /// what an operator looks at when `reelstate_quarantined_rows` is above zero.
-pub async fn quarantine(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+pub(crate) async fn quarantine(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     let rows = engine.store.quarantined(500).await?;
     Ok(json(StatusCode::OK, &json!({"quarantined": rows})))
 }
 
 /// The inspection and operations endpoints require the admin token; only --dev may run
 /// without one (and then they are open), whatever address the service listens on.
-pub fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
+pub(crate) fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let Some(expected) = &engine.settings.admin_token else {
         // Settings refuse this outside --dev; should they ever not, stay closed.
         if engine.settings.dev {

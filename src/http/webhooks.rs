@@ -147,7 +147,7 @@ fn reject(engine: &Engine, source: Source, e: ApiError) -> ApiError {
     e
 }
 
-pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let source = Source::Goapi;
     let result = async {
         // `target_id` is the production pipeline's older URL shape
@@ -221,7 +221,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
     }
 }
 
-pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let source = Source::Nca;
     let result = async {
         let video = video_param(req, &["video_id"])?;

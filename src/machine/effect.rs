@@ -44,7 +44,7 @@ pub enum Effect {
 }
 
 impl Effect {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Effect::UpdateVideo(_) => "update_video",
             Effect::CreateJob { .. } => "create_job",
@@ -57,7 +57,7 @@ impl Effect {
     }
 
     /// The job the effect concerns, if any.
-    pub fn job(&self) -> Option<JobId> {
+    pub(crate) fn job(&self) -> Option<JobId> {
         match self {
             Effect::CreateJob { job, .. }
             | Effect::UpdateJob { job, .. }
@@ -88,7 +88,7 @@ impl Effect {
     /// that started a job is not: its job already failed through the machine, and a new
     /// attempt is a new job (a retry of the video's stage). A track check costs nothing,
     /// and an answer that comes too late is stale to the machine.
-    pub fn replayable(&self) -> bool {
+    pub(crate) fn replayable(&self) -> bool {
         !matches!(
             self,
             Effect::CreateGoapiTask { .. } | Effect::SubmitNcaMix { .. }
@@ -117,7 +117,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn table(self) -> Table {
+    pub(crate) fn table(self) -> Table {
         match self {
             Target::Video => Table::Videos,
             Target::Job(_) => Table::Jobs,
@@ -127,7 +127,7 @@ impl Target {
 
     /// Whether two effects with these targets write the same record. Two Webhook Events
     /// writes never do: they close two events' records.
-    pub fn same_record(self, other: Target) -> bool {
+    pub(crate) fn same_record(self, other: Target) -> bool {
         match (self, other) {
             (Target::Video, Target::Video) => true,
             (Target::Job(a), Target::Job(b)) => a == b,

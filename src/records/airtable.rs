@@ -47,8 +47,8 @@ pub mod schema;
 mod write;
 
 pub use config::AirtableConfig;
-pub use request::AirtableStats;
-pub use write::MAX_RECORDS_PER_WRITE;
+pub(crate) use request::AirtableStats;
+pub(crate) use write::MAX_RECORDS_PER_WRITE;
 
 pub struct AirtableBackend {
     shared: Arc<Shared>,

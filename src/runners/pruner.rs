@@ -16,13 +16,13 @@ use crate::metrics::TableLabels;
 use crate::store::{Inbox, Maintenance, Pruned, StoreError};
 
 /// Rows per table and statement: a batch's delete holds the writer for milliseconds.
-pub const BATCH: u32 = 500;
+pub(crate) const BATCH: u32 = 500;
 
 /// Between two batches of one pass: intake goes first.
 const PAUSE: Duration = Duration::from_millis(20);
 
 /// Time between passes: a tenth of the retention, at least 1 s, at most a minute.
-pub fn interval(retention: Duration) -> Duration {
+pub(crate) fn interval(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 

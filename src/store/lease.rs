@@ -33,7 +33,7 @@ pub const PROJECTION_KINDS: [&str; 4] = [
 
 impl Lane {
     /// The executor lane of an effect of this kind (`Effect::kind`).
-    pub fn of_effect_kind(kind: &str) -> Lane {
+    pub(crate) fn of_effect_kind(kind: &str) -> Lane {
         if PROJECTION_KINDS.contains(&kind) {
             Lane::Projection
         } else {
@@ -43,7 +43,7 @@ impl Lane {
 }
 
 /// SQL that is true for an outbox row (`kind` column of `alias`) in the projection lane.
-pub(crate) fn projection_sql(alias: &str) -> String {
+pub fn projection_sql(alias: &str) -> String {
     let kinds = PROJECTION_KINDS
         .iter()
         .map(|k| format!("'{k}'"))
@@ -65,7 +65,7 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(
+    pub(crate) fn new(
         lane: Lane,
         video: RecordId,
         token: i64,
@@ -129,7 +129,7 @@ pub struct LocalLeases {
 }
 
 impl LocalLeases {
-    pub fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Vec<Lease> {
+    pub(crate) fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Vec<Lease> {
         let Ok(mut held) = self.held.lock() else {
             return Vec::new();
         };

@@ -26,7 +26,7 @@ snake_case_enum! {
 
 impl Source {
     /// The Service value of a Webhook Events record.
-    pub fn service_name(self) -> &'static str {
+    pub(crate) fn service_name(self) -> &'static str {
         match self {
             Source::Goapi => "GoAPI",
             Source::Nca => "NCA Toolkit",
@@ -35,7 +35,7 @@ impl Source {
         }
     }
 
-    pub fn is_webhook(self) -> bool {
+    pub(crate) fn is_webhook(self) -> bool {
         matches!(self, Source::Goapi | Source::Nca)
     }
 }
@@ -246,7 +246,7 @@ pub struct Pruned {
 
 impl Pruned {
     /// Each table with what this batch deleted from it (the pruner's metric labels).
-    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+    pub(crate) fn by_table(&self) -> [(&'static str, u64); 6] {
         [
             ("inbox", self.inbox),
             ("history", self.history),
@@ -262,7 +262,7 @@ impl Pruned {
     }
 
     /// Whether some table had a full batch (more may be waiting).
-    pub fn any_full(&self, batch: u32) -> bool {
+    pub(crate) fn any_full(&self, batch: u32) -> bool {
         self.by_table().iter().any(|(_, n)| *n >= u64::from(batch))
     }
 }
@@ -290,9 +290,9 @@ pub enum Owner {
 
 impl Owner {
     /// How a job's owner text begins (retention finds a job's claims by it).
-    pub const JOB_PREFIX: &'static str = "job:";
+    pub(crate) const JOB_PREFIX: &'static str = "job:";
     /// How an event's owner text begins.
-    pub const EVENT_PREFIX: &'static str = "event:";
+    pub(crate) const EVENT_PREFIX: &'static str = "event:";
 }
 
 impl std::fmt::Display for Owner {

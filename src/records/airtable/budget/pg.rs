@@ -132,7 +132,7 @@ impl PgBudget {
 
     /// This budget with writes letting reads go ahead for `patience` instead of
     /// [`WRITE_PATIENCE`] (tests).
-    pub fn with_patience(mut self, patience: Duration) -> Self {
+    pub(crate) fn with_patience(mut self, patience: Duration) -> Self {
         self.turn = Turns::new(1, patience);
         self.patience = patience;
         self
