@@ -22,7 +22,7 @@ pub(crate) use music::Music;
 pub(crate) use replay::Replay;
 pub(crate) use retry::Retry;
 pub(crate) use retry_effect::RetryEffect;
-pub(crate) use waiters::{CommandOutcome, Waiters};
+pub(crate) use waiters::CommandOutcome;
 
 /// A command stored in the inbox: its event id, and the worker's answer when it came
 /// in time (`None`: still queued).

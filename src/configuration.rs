@@ -221,6 +221,7 @@ pub enum ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
+    #[cfg(test)]
     pub(crate) fn problems(&self) -> &[ConfigError] {
         &self.0
     }

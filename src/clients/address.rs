@@ -7,6 +7,7 @@
 //! resolved, every address of the answer: one refused address refuses the host, since
 //! the connection could go to any of them.
 
+#[cfg(test)]
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -211,9 +212,11 @@ pub(crate) fn system() -> Arc<dyn Resolver> {
 }
 
 /// Fixed answers; any other name does not resolve.
+#[cfg(test)]
 #[derive(Default)]
 pub(crate) struct StaticResolver(pub HashMap<String, Vec<IpAddr>>);
 
+#[cfg(test)]
 impl StaticResolver {
     pub(crate) fn with(mut self, host: &str, addrs: &[&str]) -> Self {
         let ips = addrs.iter().map(|a| a.parse().expect("an IP address"));
@@ -222,6 +225,7 @@ impl StaticResolver {
     }
 }
 
+#[cfg(test)]
 impl Resolver for StaticResolver {
     fn lookup(&self, host: &str, _port: u16) -> BoxFuture<'static, io::Result<Vec<IpAddr>>> {
         let answer = self.0.get(host).cloned().ok_or_else(|| {

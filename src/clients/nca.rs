@@ -126,6 +126,7 @@ impl NcaClient {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn with_resolver(mut self, resolver: std::sync::Arc<dyn Resolver>) -> Self {
         self.resolver = resolver;
         self

@@ -15,7 +15,9 @@ use crate::engine::Engine;
 use crate::machine::{Event, JobId};
 use crate::metrics::{WebhookLabels, WebhookOutcome};
 use crate::store::{Accepted, NewEntry, Payload, Source};
-use crate::webhook::auth::verify_shared_secret;
+use crate::webhook::auth::{
+    GOAPI_SECRET_HEADER, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify_shared_secret,
+};
 use crate::webhook::callback::{CallbackEndpoint, CallbackParams};
 use crate::webhook::goapi::parse_goapi;
 use crate::webhook::nca::{self, parse_nca};
@@ -24,8 +26,8 @@ use crate::webhook::nca::{self, parse_nca};
 const KEPT_HEADERS: [&str; 5] = [
     "content-type",
     "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
+    HEADER_ID,
+    HEADER_TIMESTAMP,
     "x-forwarded-for",
 ];
 
@@ -79,20 +81,20 @@ fn body_text(req: &Request) -> Result<String, ApiError> {
 /// configured (only possible in --dev) anything is let in, and said so in the log.
 fn authenticate_goapi(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let s = &engine.settings;
-    if let Some(sig) = req.header("webhook-signature") {
+    if let Some(sig) = req.header(HEADER_SIGNATURE) {
         let Some(verifier) = &engine.relay else {
             return Err(ApiError::unauthorized(
                 "a signed webhook arrived but no WEBHOOK_RELAY_SECRETS is configured",
             ));
         };
-        let id = req.header("webhook-id").unwrap_or_default();
-        let ts = req.header("webhook-timestamp").unwrap_or_default();
+        let id = req.header(HEADER_ID).unwrap_or_default();
+        let ts = req.header(HEADER_TIMESTAMP).unwrap_or_default();
         return verifier
             .verify(id, ts, sig, &req.body, crate::clock::now())
             .map_err(|e| ApiError::unauthorized(e.to_string()));
     }
     match &s.goapi_webhook_secret {
-        Some(secret) => verify_shared_secret(req.header("x-webhook-secret"), secret)
+        Some(secret) => verify_shared_secret(req.header(GOAPI_SECRET_HEADER), secret)
             .map_err(|e| ApiError::unauthorized(e.to_string())),
         None if s.relay_secrets.is_empty() && s.dev => Ok(()),
         None => Err(ApiError::unauthorized(
@@ -184,7 +186,7 @@ pub(crate) async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Respons
         // GoAPI's secret like the rest of the call).
         hook.update.named_job = named_job(req, signed)?
             .or_else(|| pipeline_job.as_ref().map(JobId::for_record));
-        let dedupe_key = hook.dedupe_key(req.header("webhook-id"), &req.body);
+        let dedupe_key = hook.dedupe_key(req.header(HEADER_ID), &req.body);
         let payload = if hook.is_music {
             Payload::Event {
                 event: Event::GoapiTaskUpdate(hook.update.clone()),

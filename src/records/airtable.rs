@@ -48,7 +48,6 @@ mod write;
 
 pub use config::AirtableConfig;
 pub(crate) use request::AirtableStats;
-pub(crate) use write::MAX_RECORDS_PER_WRITE;
 
 pub struct AirtableBackend {
     shared: Arc<Shared>,

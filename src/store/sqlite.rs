@@ -212,6 +212,7 @@ impl SqliteStore {
     /// The writer connection's `synchronous` level (1 = NORMAL: the commits that promise
     /// are flushed after they return, see `wal_sync`; in memory they run at 2 = FULL, see
     /// `durably`).
+    #[cfg(test)]
     pub(crate) fn synchronous_level(&self) -> Result<i64, StoreError> {
         let c = self
             .conn

@@ -121,7 +121,7 @@ impl StandardWebhooks {
     }
 
     /// From a whitespace- or comma-separated list, as an environment variable holds it.
-    pub(crate) fn from_list(list: &str) -> Result<Self, AuthError> {
+    pub fn from_list(list: &str) -> Result<Self, AuthError> {
         Self::new(
             list.split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|s| !s.is_empty()),
@@ -145,7 +145,7 @@ impl StandardWebhooks {
         })
     }
 
-    pub(crate) fn with_tolerance(mut self, tolerance: Duration) -> Self {
+    pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance_secs = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
         self
     }

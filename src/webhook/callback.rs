@@ -93,7 +93,7 @@ impl CallbackSigner {
         })
     }
 
-    pub(crate) fn base_url(&self) -> &str {
+    pub fn base_url(&self) -> &str {
         &self.base
     }
 

@@ -93,11 +93,6 @@ impl Slot {
             release: Some(Box::new(release)),
         }
     }
-
-    /// A slot that returns nothing when dropped: for budgets that could not account for it.
-    pub(crate) fn untracked() -> Self {
-        Self { release: None }
-    }
 }
 
 impl Drop for Slot {

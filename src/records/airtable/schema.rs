@@ -14,9 +14,7 @@ mod required;
 
 pub(crate) use check::problems;
 pub use report::SchemaProblem;
-pub(crate) use required::{
-    Access, COMPUTED, RequiredField, RequiredTable, is_computed, required_schema,
-};
+pub(crate) use required::is_computed;
 
 /// Reads the base's schema (`GET /v0/meta/bases/{base}/tables`, one request; the token needs
 /// `schema.bases:read`) and lists every problem; an empty list means the mapping fits.
