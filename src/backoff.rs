@@ -5,25 +5,25 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// The ceiling of the first retry.
-    pub base: Duration,
+    pub(crate) base: Duration,
     /// No wait is longer, whatever the retry.
-    pub cap: Duration,
+    pub(crate) cap: Duration,
 }
 
 impl Backoff {
-    pub const fn new(base: Duration, cap: Duration) -> Self {
+    pub(crate) const fn new(base: Duration, cap: Duration) -> Self {
         Self { base, cap }
     }
 
     /// The longest wait before retry `n` (0 for the first): `base · 2^n`, capped.
-    pub fn ceiling(&self, n: u32) -> Duration {
+    pub(crate) fn ceiling(&self, n: u32) -> Duration {
         self.base.saturating_mul(1u32 << n.min(16)).min(self.cap)
     }
 
     /// "Full jitter": a wait drawn uniformly from zero to [`Backoff::ceiling`].
-    pub fn jittered(&self, n: u32) -> Duration {
+    pub(crate) fn jittered(&self, n: u32) -> Duration {
         let ms = u64::try_from(self.ceiling(n).as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(crate::clock::draw(ms))
     }

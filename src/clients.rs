@@ -7,9 +7,9 @@
 //! to the judged addresses) or NCA reach (no link-local or metadata address), behind a resolver
 //! seam the tests fill in.
 
-pub mod address;
+pub(crate) mod address;
 mod error;
-pub mod goapi;
+pub(crate) mod goapi;
 mod http;
 pub mod nca;
 pub mod services;

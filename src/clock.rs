@@ -40,7 +40,7 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// A number drawn uniformly from `0..=max`.
-pub fn draw(max: u64) -> u64 {
+pub(crate) fn draw(max: u64) -> u64 {
     SIMULATED
         .with(|s| {
             s.borrow_mut()
@@ -51,7 +51,7 @@ pub fn draw(max: u64) -> u64 {
 }
 
 /// Random bytes (the random part of new ids).
-pub fn fill(bytes: &mut [u8]) {
+pub(crate) fn fill(bytes: &mut [u8]) {
     SIMULATED.with(|s| match s.borrow_mut().as_mut() {
         Some(s) => s.chance.fill_bytes(bytes),
         None => rand::rng().fill_bytes(bytes),

@@ -10,7 +10,7 @@ mod music;
 mod replay;
 mod retry;
 mod retry_effect;
-pub mod waiters;
+pub(crate) mod waiters;
 
 use uuid::Uuid;
 
@@ -18,23 +18,23 @@ use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::store::{EntryOutcome, EntryState, NewEntry, Payload, Source, StoreError};
 
-pub use music::Music;
-pub use replay::Replay;
-pub use retry::Retry;
-pub use retry_effect::RetryEffect;
-pub use waiters::{CommandOutcome, Waiters};
+pub(crate) use music::Music;
+pub(crate) use replay::Replay;
+pub(crate) use retry::Retry;
+pub(crate) use retry_effect::RetryEffect;
+pub(crate) use waiters::CommandOutcome;
 
 /// A command stored in the inbox: its event id, and the worker's answer when it came
 /// in time (`None`: still queued).
 #[derive(Debug, Clone)]
-pub struct Submitted {
-    pub event_id: Uuid,
-    pub answer: Option<CommandOutcome>,
+pub(crate) struct Submitted {
+    pub(crate) event_id: Uuid,
+    pub(crate) answer: Option<CommandOutcome>,
 }
 
 /// Why a command was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// What the caller sent is not a valid command.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },

@@ -221,7 +221,8 @@ pub enum ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    pub fn problems(&self) -> &[ConfigError] {
+    #[cfg(test)]
+    pub(crate) fn problems(&self) -> &[ConfigError] {
         &self.0
     }
 }
@@ -262,7 +263,7 @@ pub enum Database {
 }
 
 impl Database {
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             s.parse::<tokio_postgres::Config>()

@@ -16,18 +16,18 @@ use crate::machine::{JobTransitionRow, TransitionRow, explore};
 /// numbers of its path's steps that took each), and where it is now. Names are status
 /// names as stored; statuses others wrote count as `(other)`.
 #[derive(Debug, Clone, Default)]
-pub struct Highlight {
-    pub visited: BTreeSet<String>,
-    pub taken: BTreeSet<(String, String)>,
-    pub steps: BTreeMap<(String, String), Vec<usize>>,
-    pub current: Option<String>,
+pub(crate) struct Highlight {
+    pub(crate) visited: BTreeSet<String>,
+    pub(crate) taken: BTreeSet<(String, String)>,
+    pub(crate) steps: BTreeMap<(String, String), Vec<usize>>,
+    pub(crate) current: Option<String>,
 }
 
 impl Highlight {
     /// From a video's transition history (from, to), in order, and its current status.
     /// Its path's steps are the transitions that changed the status, numbered from 1 as a
     /// page lists them.
-    pub fn from_history<'a>(
+    pub(crate) fn from_history<'a>(
         steps: impl IntoIterator<Item = (&'a str, &'a str)>,
         current: &str,
     ) -> Self {
@@ -55,7 +55,7 @@ impl Highlight {
 }
 
 /// The diagram node a stored video status belongs to.
-pub fn video_node(status: &str) -> String {
+pub(crate) fn video_node(status: &str) -> String {
     const VIDEO_LAYOUT_NAMES: [&str; 6] = [
         "segments_combined",
         "generating_music",
@@ -113,16 +113,16 @@ fn video_edge_map() -> BTreeMap<(String, String), Vec<String>> {
 
 /// One numbered edge of the video lifecycle, as the drawing numbers it.
 #[derive(Debug, Clone)]
-pub struct Edge {
-    pub n: usize,
-    pub from: String,
-    pub to: String,
-    pub events: Vec<String>,
+pub(crate) struct Edge {
+    pub(crate) n: usize,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) events: Vec<String>,
 }
 
 /// The video lifecycle's edges, numbered as [`video_svg`] numbers them: a page lists them
 /// beside the drawing instead of under it.
-pub fn video_edges() -> Vec<Edge> {
+pub(crate) fn video_edges() -> Vec<Edge> {
     video_edge_map()
         .into_iter()
         .enumerate()
@@ -136,7 +136,7 @@ pub fn video_edges() -> Vec<Edge> {
 }
 
 /// What the `(other)` node stands for, said where it is drawn.
-pub const OTHER_MEANS: &str = "a status another stage of the pipeline wrote";
+pub(crate) const OTHER_MEANS: &str = "a status another stage of the pipeline wrote";
 
 const VIDEO_TITLE: &str = "Video lifecycle (music stage)";
 const VIDEO_NOTES: [&str; 2] = [
@@ -146,7 +146,7 @@ const VIDEO_NOTES: [&str; 2] = [
 
 /// The video lifecycle, highlighted for one video (or plain, with the default), with its
 /// legend of numbered edges under the drawing (a file read on its own).
-pub fn video_svg(h: &Highlight) -> String {
+pub(crate) fn video_svg(h: &Highlight) -> String {
     draw(
         VIDEO_TITLE,
         VIDEO_LAYOUT,
@@ -158,12 +158,12 @@ pub fn video_svg(h: &Highlight) -> String {
 }
 
 /// [`video_svg`] without the legend, for a page that lists [`video_edges`] beside it.
-pub fn video_svg_compact(h: &Highlight) -> String {
+pub(crate) fn video_svg_compact(h: &Highlight) -> String {
     draw(VIDEO_TITLE, VIDEO_LAYOUT, video_edge_map(), h, &[], false)
 }
 
 /// The job lifecycle (both job types; each edge's events name their type).
-pub fn job_svg() -> String {
+pub(crate) fn job_svg() -> String {
     let (_, jobs) = explore();
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for JobTransitionRow {

@@ -60,12 +60,12 @@ pub struct Engine {
 pub struct StoreOutage(std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>);
 
 impl StoreOutage {
-    pub fn note(&self) {
+    pub(crate) fn note(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(crate::clock::now());
     }
 
     /// The last outage noted since the previous call, cleared.
-    pub fn take(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn take(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
@@ -119,29 +119,29 @@ impl Engine {
         Arc::new(engine)
     }
 
-    pub fn policy(&self) -> Policy {
+    pub(crate) fn policy(&self) -> Policy {
         Policy {
             volume: self.settings.volume,
             max_retries: self.settings.max_retries,
         }
     }
 
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
         self.wake_worker.notify_waiters();
         self.wake_executor.notify_waiters();
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
 
     /// Stores an entry, then wakes the worker.
-    pub async fn enqueue(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
+    pub(crate) async fn enqueue(&self, entry: NewEntry) -> Result<Accepted, StoreError> {
         let accepted = self.store.accept(entry).await?;
         self.wake_worker.notify_one();
         Ok(accepted)
@@ -149,13 +149,13 @@ impl Engine {
 }
 
 /// How long a stopping process lets its work in flight finish before it stops it.
-pub const DRAIN: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN: Duration = Duration::from_secs(30);
 
 /// At shutdown, for the worker's and the executor's tasks: lets them finish for at most
 /// [`DRAIN`], then aborts the rest and waits until they have stopped. Only then may the
 /// process give its leases back: a task still running (a write held by a slow base) would
 /// otherwise work on a video another replica already holds. True when all finished.
-pub async fn drain<T: 'static>(tasks: &mut JoinSet<T>) -> bool {
+pub(crate) async fn drain<T: 'static>(tasks: &mut JoinSet<T>) -> bool {
     let finished =
         tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
             .await

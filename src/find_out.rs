@@ -23,7 +23,7 @@ const MAX_DONE_JOBS_READ: usize = 50;
 
 /// What the service says about a request that may or may not have reached it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// The service has done the work: this event is its result (the lost callback).
     Found(Event),
     /// The service answered, and it does not have the work.
@@ -33,7 +33,7 @@ pub enum Lookup {
 }
 
 /// Asks the service about the work an external effect asked for, sent at `sent`.
-pub async fn look_up(engine: &Engine, effect: &Effect, sent: DateTime<Utc>) -> Lookup {
+pub(crate) async fn look_up(engine: &Engine, effect: &Effect, sent: DateTime<Utc>) -> Lookup {
     match effect {
         Effect::SubmitNcaMix { submission_id, .. } => {
             find_nca_submission(engine, submission_id, sent).await
@@ -47,7 +47,7 @@ pub async fn look_up(engine: &Engine, effect: &Effect, sent: DateTime<Utc>) -> L
 }
 
 /// Looks for the NCA job whose request carried `submission_id`, sent at `sent` or later.
-pub async fn find_nca_submission(
+pub(crate) async fn find_nca_submission(
     engine: &Engine,
     submission_id: &str,
     sent: DateTime<Utc>,

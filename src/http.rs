@@ -7,7 +7,7 @@ mod commands;
 mod error;
 mod inspect;
 mod ops;
-pub mod probes;
+pub(crate) mod probes;
 mod sandbox;
 pub(crate) mod ui;
 mod webhooks;
@@ -20,32 +20,34 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 use crate::engine::Engine;
+use crate::metrics::ServiceLabels;
+use crate::store::Source;
 
 /// A request as the handlers see it.
-pub struct Request {
-    pub method: Method,
-    pub path: String,
-    pub query: String,
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Request {
-    pub fn param(&self, name: &str) -> Option<String> {
+    pub(crate) fn param(&self, name: &str) -> Option<String> {
         url::form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut r =
         warp::Reply::into_response(warp::reply::with_status(warp::reply::json(body), status));
     r.headers_mut().insert(
@@ -152,14 +154,24 @@ async fn dispatch(
             let answer = webhooks::goapi(engine, &req).await;
             engine
                 .metrics
-                .observe_webhook_ack("goapi", started.elapsed());
+                .webhook_ack
+                .get_or_create(&ServiceLabels {
+                    service: Source::Goapi,
+                })
+                .observe(started.elapsed().as_secs_f64());
             answer
         }
         ["webhooks", "nca-toolkit"] => {
             allow(&[Method::POST])?;
             let started = std::time::Instant::now();
             let answer = webhooks::nca(engine, &req).await;
-            engine.metrics.observe_webhook_ack("nca", started.elapsed());
+            engine
+                .metrics
+                .webhook_ack
+                .get_or_create(&ServiceLabels {
+                    service: Source::Nca,
+                })
+                .observe(started.elapsed().as_secs_f64());
             answer
         }
         ["healthz"] => {

@@ -28,6 +28,6 @@ pub use event::{
     Event, EventClass, NcaResult, NcaUpdate, RetryFrom, TaskStatus, TaskUpdate, Track, TrackCheck,
     mix_found_no_audio_track,
 };
-pub use next::next_events;
+pub(crate) use next::next_events;
 pub use outcome::Outcome;
 pub use snapshot::{Job, JobId, Snapshot, Video, submission_id};

@@ -1,93 +1,161 @@
 //! Prometheus metrics, kept with `prometheus-client` (the Prometheus project's own Rust
 //! client): every series is registered once with its type and HELP, counters are typed
 //! counters (`_total`), latencies are histograms, and the text is the OpenMetrics
-//! exposition the crate encodes. Callers keep one-line calls by name; the names and
-//! their help live in the tables below (and in the README's table of series).
+//! exposition the crate encodes. Each family is a field of [`Metrics`] whose label set is
+//! a struct of the engine's own values, so a series or label that does not exist does not
+//! compile; the names and their help are registered below (and listed in the README's
+//! table of series).
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::domain::VideoStatus;
+use crate::domain::{JobType, VideoStatus};
+use crate::store::{EffectState, EntryOutcome, Source};
 
 /// The content type of [`Metrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Labels = Vec<(String, String)>;
+/// Label values are the engine's own values, spelled as they are everywhere else outside
+/// the program (strum's snake_case). The crate escapes `\\`, `"` and line feeds in them
+/// when it encodes (prometheus-client 0.26, `LabelValueEncoder`).
+macro_rules! label_value_by_display {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                write!(encoder, "{self}")
+            }
+        }
+    )*};
+}
 
-/// Counters by their full name (as callers and dashboards spell them, with `_total`).
-const COUNTERS: &[(&str, &str)] = &[
-    (
-        "reelstate_webhooks_total",
-        "Webhooks received, by service and outcome (accepted, duplicate, or the error code of a refusal)",
-    ),
-    (
-        "reelstate_events_processed_total",
-        "Webhook entries the worker processed, by source and outcome",
-    ),
-    (
-        "reelstate_transitions_total",
-        "Status changes, by lifecycle, from and to",
-    ),
-    (
-        "reelstate_effects_total",
-        "Effects finished, by kind and outcome (done, or failed for good)",
-    ),
-    (
-        "reelstate_effect_retries_total",
-        "Effect attempts that failed and will be retried, by kind",
-    ),
-    (
-        "reelstate_reconciliations_total",
-        "Jobs checked at their service after their deadline, by kind",
-    ),
-    (
-        "reelstate_pruned_rows_total",
-        "Rows deleted by retention, by table",
-    ),
-    (
-        "reelstate_probe_store_calls_total",
-        "Store calls made to answer /readyz and /metrics (cached: at most one per 4 s each), by probe",
-    ),
-    (
-        "reelstate_airtable_requests_total",
-        "HTTP requests sent to Airtable (every attempt)",
-    ),
-    (
-        "reelstate_airtable_rate_limited_total",
-        "429 answers from Airtable",
-    ),
-    (
-        "reelstate_airtable_retries_total",
-        "Airtable attempts after the first",
-    ),
-    (
-        "reelstate_paid_calls_total",
-        "Paid external calls started (GoAPI tasks, NCA renders), re-submissions included, by service; read from the store, so every replica shows the same total",
-    ),
-];
+label_value_by_display!(Source, EntryOutcome, EffectState, Lifecycle, Probe);
 
-/// Values read from the store at scrape time.
-const GAUGES: &[(&str, &str)] = &[
-    ("reelstate_inbox_depth", "Entries waiting for the worker"),
-    ("reelstate_outbox_depth", "Effects waiting for the executor"),
-    (
-        "reelstate_outbox_failed",
-        "Effects that failed for good (replayable with POST /effects/{id}/retry)",
-    ),
-    (
-        "reelstate_quarantined_rows",
-        "Inbox entries and effects set aside because they could not be read (GET /quarantine)",
-    ),
-];
+impl EncodeLabelValue for JobType {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.name())
+    }
+}
+
+/// What became of a webhook: accepted, a duplicate, or refused with an error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WebhookOutcome {
+    Accepted,
+    Duplicate,
+    /// The `code` of the refusal's `ApiError`.
+    Refused(&'static str),
+}
+
+impl EncodeLabelValue for WebhookOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            WebhookOutcome::Accepted => "accepted",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Refused(code) => code,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::Display)]
+#[strum(serialize_all = "snake_case")]
+pub enum Lifecycle {
+    Video,
+}
+
+/// Which probe asked the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::Display)]
+#[strum(serialize_all = "snake_case")]
+pub enum Probe {
+    Readyz,
+    Metrics,
+}
+
+/// A video status as a label: every status a base holds that the engine does not know
+/// is one `other` series ([`VideoStatus::label`]), so odd statuses cannot grow a series
+/// each.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StatusLabel(VideoStatus);
+
+impl From<&VideoStatus> for StatusLabel {
+    fn from(s: &VideoStatus) -> Self {
+        match s {
+            VideoStatus::Other(_) => StatusLabel(VideoStatus::Other(String::new())),
+            known => StatusLabel(known.clone()),
+        }
+    }
+}
+
+impl EncodeLabelValue for StatusLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.0.label())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub service: Source,
+    pub outcome: WebhookOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ProcessedLabels {
+    pub source: Source,
+    pub outcome: EntryOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub lifecycle: Lifecycle,
+    pub from: StatusLabel,
+    pub to: StatusLabel,
+}
+
+/// An effect's kind is [`crate::machine::Effect::kind`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EffectLabels {
+    pub kind: &'static str,
+    pub outcome: EffectState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EffectKindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct JobKindLabels {
+    pub kind: JobType,
+}
+
+/// A table retention prunes, as `store::Pruned::by_table` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub probe: Probe,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: Source,
+}
+
+/// An unlabelled series that has no sample until it is first set (the Airtable client's
+/// totals, absent when no base is configured).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct NoLabels {}
 
 /// Seconds a webhook waits for its acknowledgement (fast: the inbox commit).
 const ACK_BUCKETS: [f64; 12] = [
@@ -112,82 +180,218 @@ fn slow_histogram() -> Histogram {
 static AIRTABLE_REQUEST_SECONDS: LazyLock<Histogram> = LazyLock::new(slow_histogram);
 
 /// Times one Airtable request, from sending to its whole response (or its failure).
-pub fn observe_airtable_request(d: Duration) {
+pub(crate) fn observe_airtable_request(d: Duration) {
     AIRTABLE_REQUEST_SECONDS.observe(d.as_secs_f64());
 }
 
-/// Label values go in as they are: the crate escapes `\\`, `"` and line feeds in them
-/// when it encodes (prometheus-client 0.26, `LabelValueEncoder`).
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+/// Sets a counter kept elsewhere (the Airtable client's totals, the store's paid calls)
+/// to its current value.
+pub(crate) fn set_total(counter: &Counter, value: u64) {
+    counter.inner().store(value, Ordering::Relaxed);
 }
 
 pub struct Metrics {
     registry: Registry,
-    counters: HashMap<&'static str, Family<Labels, Counter>>,
-    gauges: HashMap<&'static str, Gauge<i64, AtomicI64>>,
-    oldest_pending: Gauge<f64, AtomicU64>,
-    processing: Histogram,
-    webhook_ack: Family<Labels, Histogram>,
-    effect_duration: Family<Labels, Histogram>,
+    counter_names: Vec<&'static str>,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub events_processed: Family<ProcessedLabels, Counter>,
+    pub transitions: Family<TransitionLabels, Counter>,
+    pub effects: Family<EffectLabels, Counter>,
+    pub effect_retries: Family<EffectKindLabels, Counter>,
+    pub reconciliations: Family<JobKindLabels, Counter>,
+    pub pruned_rows: Family<TableLabels, Counter>,
+    pub probe_store_calls: Family<ProbeLabels, Counter>,
+    pub airtable_requests: Family<NoLabels, Counter>,
+    pub airtable_rate_limited: Family<NoLabels, Counter>,
+    pub airtable_retries: Family<NoLabels, Counter>,
+    pub paid_calls: Family<ServiceLabels, Counter>,
+    pub inbox_depth: Gauge<i64, AtomicI64>,
+    pub outbox_depth: Gauge<i64, AtomicI64>,
+    pub outbox_failed: Gauge<i64, AtomicI64>,
+    pub quarantined_rows: Gauge<i64, AtomicI64>,
+    pub oldest_pending_age: Gauge<f64, AtomicU64>,
+    /// From a webhook's acknowledgement to its decision being stored.
+    pub processing_latency: Histogram,
+    /// Time a webhook's sender waited for its answer.
+    pub webhook_ack: Family<ServiceLabels, Histogram>,
+    /// Time one attempt of an effect took.
+    pub effect_duration: Family<EffectKindLabels, Histogram>,
+}
+
+/// Registers a counter family under its full name (as callers and dashboards spell it).
+fn counter<L>(
+    registry: &mut Registry,
+    names: &mut Vec<&'static str>,
+    name: &'static str,
+    help: &str,
+) -> Family<L, Counter>
+where
+    L: EncodeLabelSet + Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    // The crate adds `_total` to a counter's name itself.
+    registry.register(name.trim_end_matches("_total"), help, family.clone());
+    names.push(name);
+    family
+}
+
+/// Registers a gauge read from the store at scrape time.
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge<i64, AtomicI64> {
+    let gauge = Gauge::<i64, AtomicI64>::default();
+    registry.register(name, help, gauge.clone());
+    gauge
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let mut counters = HashMap::new();
-        for (name, help) in COUNTERS {
-            let family = Family::<Labels, Counter>::default();
-            // The crate adds `_total` to a counter's name itself.
-            registry.register(name.trim_end_matches("_total"), *help, family.clone());
-            counters.insert(*name, family);
-        }
-        let mut gauges = HashMap::new();
-        for (name, help) in GAUGES {
-            let gauge = Gauge::<i64, AtomicI64>::default();
-            registry.register(*name, *help, gauge.clone());
-            gauges.insert(*name, gauge);
-        }
-        let oldest_pending = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        let mut r = Registry::default();
+        let mut counter_names = Vec::new();
+        let webhooks = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_webhooks_total",
+            "Webhooks received, by service and outcome (accepted, duplicate, or the error code of a refusal)",
+        );
+        let events_processed = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_events_processed_total",
+            "Webhook entries the worker processed, by source and outcome",
+        );
+        let transitions = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_transitions_total",
+            "Status changes, by lifecycle, from and to",
+        );
+        let effects = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_effects_total",
+            "Effects finished, by kind and outcome (done, or failed for good)",
+        );
+        let effect_retries = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_effect_retries_total",
+            "Effect attempts that failed and will be retried, by kind",
+        );
+        let reconciliations = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_reconciliations_total",
+            "Jobs checked at their service after their deadline, by kind",
+        );
+        let pruned_rows = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_pruned_rows_total",
+            "Rows deleted by retention, by table",
+        );
+        let probe_store_calls = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_probe_store_calls_total",
+            "Store calls made to answer /readyz and /metrics (cached: at most one per 4 s each), by probe",
+        );
+        let airtable_requests = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_airtable_requests_total",
+            "HTTP requests sent to Airtable (every attempt)",
+        );
+        let airtable_rate_limited = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_airtable_rate_limited_total",
+            "429 answers from Airtable",
+        );
+        let airtable_retries = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_airtable_retries_total",
+            "Airtable attempts after the first",
+        );
+        let paid_calls = counter(
+            &mut r,
+            &mut counter_names,
+            "reelstate_paid_calls_total",
+            "Paid external calls started (GoAPI tasks, NCA renders), re-submissions included, by service; read from the store, so every replica shows the same total",
+        );
+        let inbox_depth = gauge(
+            &mut r,
+            "reelstate_inbox_depth",
+            "Entries waiting for the worker",
+        );
+        let outbox_depth = gauge(
+            &mut r,
+            "reelstate_outbox_depth",
+            "Effects waiting for the executor",
+        );
+        let outbox_failed = gauge(
+            &mut r,
+            "reelstate_outbox_failed",
+            "Effects that failed for good (replayable with POST /effects/{id}/retry)",
+        );
+        let quarantined_rows = gauge(
+            &mut r,
+            "reelstate_quarantined_rows",
+            "Inbox entries and effects set aside because they could not be read (GET /quarantine)",
+        );
+        let oldest_pending_age = Gauge::<f64, AtomicU64>::default();
+        r.register(
             "reelstate_inbox_oldest_pending_age_seconds",
             "Age of the oldest entry waiting for the worker (0 when none)",
-            oldest_pending.clone(),
+            oldest_pending_age.clone(),
         );
-        let processing = slow_histogram();
-        registry.register(
+        let processing_latency = slow_histogram();
+        r.register(
             "reelstate_processing_latency_seconds",
             "From a webhook's acknowledgement to its decision being stored (time in the inbox)",
-            processing.clone(),
+            processing_latency.clone(),
         );
-        let webhook_ack =
-            Family::<Labels, Histogram>::new_with_constructor(ack_histogram as fn() -> Histogram);
-        registry.register(
+        let webhook_ack = Family::<ServiceLabels, Histogram>::new_with_constructor(
+            ack_histogram as fn() -> Histogram,
+        );
+        r.register(
             "reelstate_webhook_ack_seconds",
             "From a webhook's request to its answer (202, 200 duplicate, or a refusal), by service",
             webhook_ack.clone(),
         );
-        let effect_duration =
-            Family::<Labels, Histogram>::new_with_constructor(slow_histogram as fn() -> Histogram);
-        registry.register(
+        let effect_duration = Family::<EffectKindLabels, Histogram>::new_with_constructor(
+            slow_histogram as fn() -> Histogram,
+        );
+        r.register(
             "reelstate_effect_duration_seconds",
             "Time one effect's attempt took (Airtable write, GoAPI task, NCA mix), by kind",
             effect_duration.clone(),
         );
-        registry.register(
+        r.register(
             "reelstate_airtable_request_seconds",
             "Time one Airtable HTTP request took, from sending to its whole response",
             AIRTABLE_REQUEST_SECONDS.clone(),
         );
         Self {
-            registry,
-            counters,
-            gauges,
-            oldest_pending,
-            processing,
+            registry: r,
+            counter_names,
+            webhooks,
+            events_processed,
+            transitions,
+            effects,
+            effect_retries,
+            reconciliations,
+            pruned_rows,
+            probe_store_calls,
+            airtable_requests,
+            airtable_rate_limited,
+            airtable_retries,
+            paid_calls,
+            inbox_depth,
+            outbox_depth,
+            outbox_failed,
+            quarantined_rows,
+            oldest_pending_age,
+            processing_latency,
             webhook_ack,
             effect_duration,
         }
@@ -195,91 +399,26 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
-        self.add(name, pairs, 1);
+    /// Counts a video's status change, labelled by [`VideoStatus::label`].
+    pub(crate) fn video_transition(&self, from: &VideoStatus, to: &VideoStatus) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                lifecycle: Lifecycle::Video,
+                from: from.into(),
+                to: to.into(),
+            })
+            .inc();
     }
 
-    /// Adds to a counter of [`COUNTERS`]. An unknown name is a programming error: loud in
-    /// debug builds, ignored in release (metrics never take the service down).
-    pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        match self.counters.get(name) {
-            Some(family) => {
-                family.get_or_create(&labels(pairs)).inc_by(n);
-            }
-            None => debug_assert!(false, "unregistered counter {name}"),
-        }
-    }
-
-    /// Sets a counter kept elsewhere (the Airtable client's totals) to its current value.
-    pub fn set_counter(&self, name: &'static str, value: u64) {
-        if let Some(family) = self.counters.get(name) {
-            family
-                .get_or_create(&Vec::new())
-                .inner()
-                .store(value, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// [`Self::set_counter`] for one labelled series (a total the store keeps).
-    pub fn set_counter_with(&self, name: &'static str, pairs: &[(&str, &str)], value: u64) {
-        match self.counters.get(name) {
-            Some(family) => {
-                family
-                    .get_or_create(&labels(pairs))
-                    .inner()
-                    .store(value, std::sync::atomic::Ordering::Relaxed);
-            }
-            None => debug_assert!(false, "unregistered counter {name}"),
-        }
-    }
-
-    /// Sets a gauge of [`GAUGES`] (read at scrape time).
-    pub fn set_gauge(&self, name: &'static str, value: i64) {
-        match self.gauges.get(name) {
-            Some(g) => {
-                g.set(value);
-            }
-            None => debug_assert!(false, "unregistered gauge {name}"),
-        }
-    }
-
-    pub fn set_oldest_pending_age(&self, d: Duration) {
-        self.oldest_pending.set(d.as_secs_f64());
-    }
-
-    /// Time from a webhook's acknowledgement to its decision being stored.
-    pub fn observe_latency(&self, d: Duration) {
-        self.processing.observe(d.as_secs_f64());
-    }
-
-    /// Time a webhook's sender waited for its answer.
-    pub fn observe_webhook_ack(&self, service: &str, d: Duration) {
-        self.webhook_ack
-            .get_or_create(&labels(&[("service", service)]))
-            .observe(d.as_secs_f64());
-    }
-
-    /// Time one attempt of an effect took.
-    pub fn observe_effect(&self, kind: &str, d: Duration) {
-        self.effect_duration
-            .get_or_create(&labels(&[("kind", kind)]))
-            .observe(d.as_secs_f64());
+    /// The full names (`_total` included) of the counters registered: a family is shown
+    /// only once it has a sample, so this is how a name read elsewhere (an alert rule) is
+    /// checked against the registry.
+    pub fn counter_names(&self) -> &[&'static str] {
+        &self.counter_names
     }
 
     /// Every series, in the OpenMetrics text format ([`CONTENT_TYPE`]).
-    /// Counts a video's status change, labelled by [`VideoStatus::label`].
-    pub fn video_transition(&self, from: &VideoStatus, to: &VideoStatus) {
-        self.inc(
-            "reelstate_transitions_total",
-            &[
-                ("lifecycle", "video"),
-                ("from", from.label()),
-                ("to", to.label()),
-            ],
-        );
-    }
-
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -331,18 +470,24 @@ mod tests {
     #[test]
     fn counters_are_typed_with_help_and_histograms_have_buckets() {
         let m = Metrics::default();
-        m.inc(
-            "reelstate_webhooks_total",
-            &[("service", "goapi"), ("outcome", "accepted")],
-        );
-        m.inc(
-            "reelstate_webhooks_total",
-            &[("service", "goapi"), ("outcome", "accepted")],
-        );
-        m.set_gauge("reelstate_inbox_depth", 3);
-        m.observe_latency(Duration::from_millis(20));
-        m.observe_webhook_ack("goapi", Duration::from_micros(700));
-        m.observe_effect("update_video", Duration::from_millis(40));
+        let accepted = WebhookLabels {
+            service: Source::Goapi,
+            outcome: WebhookOutcome::Accepted,
+        };
+        m.webhooks.get_or_create(&accepted).inc();
+        m.webhooks.get_or_create(&accepted).inc();
+        m.inbox_depth.set(3);
+        m.processing_latency.observe(0.020);
+        m.webhook_ack
+            .get_or_create(&ServiceLabels {
+                service: Source::Goapi,
+            })
+            .observe(0.0007);
+        m.effect_duration
+            .get_or_create(&EffectKindLabels {
+                kind: "update_video",
+            })
+            .observe(0.040);
         observe_airtable_request(Duration::from_millis(120));
         let text = m.render();
         for needle in [
@@ -380,13 +525,12 @@ mod tests {
     #[test]
     fn label_values_cannot_break_the_text() {
         let m = Metrics::default();
-        m.inc(
-            "reelstate_webhooks_total",
-            &[
-                ("service", "goapi"),
-                ("outcome", "bad\"code\nwith \\ newline"),
-            ],
-        );
+        m.webhooks
+            .get_or_create(&WebhookLabels {
+                service: Source::Goapi,
+                outcome: WebhookOutcome::Refused("bad\"code\nwith \\ newline"),
+            })
+            .inc();
         let text = m.render();
         assert!(
             text.contains("outcome=\"bad\\\"code\\nwith \\\\ newline\"} 1"),

@@ -26,7 +26,7 @@ use crate::domain::{RecordId, VideoStatus};
 use crate::engine::Engine;
 use crate::records::{Records, RecordsError};
 
-pub const SANDBOX_KEY: &str = "sandbox-key";
+pub(crate) const SANDBOX_KEY: &str = "sandbox-key";
 
 /// How long each stand-in takes per step, so a person can watch the statuses change.
 const STEP: Duration = Duration::from_millis(1500);
@@ -34,7 +34,7 @@ const STEP: Duration = Duration::from_millis(1500);
 /// Where a demo video is made to fail (`POST /sandbox/videos {"fail": …}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Failure {
+pub(crate) enum Failure {
     /// GoAPI's task fails.
     Music,
     /// NCA's render fails.
@@ -44,10 +44,10 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const NAMES: &'static str = "\"music\", \"mix\" or \"callback_lost\"";
+    pub(crate) const NAMES: &'static str = "\"music\", \"mix\" or \"callback_lost\"";
 
     /// The state the video reaches, and what shows it.
-    pub fn promise(self) -> (&'static str, &'static str) {
+    pub(crate) fn promise(self) -> (&'static str, &'static str) {
         match self {
             Failure::Music => (
                 "music_generation_failed",
@@ -66,7 +66,7 @@ impl Failure {
 }
 
 /// The body of `POST /sandbox/videos`: empty, `{}`, or `{"fail": "<kind>"}`.
-pub fn parse_request(body: &[u8]) -> Result<Option<Failure>, String> {
+pub(crate) fn parse_request(body: &[u8]) -> Result<Option<Failure>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -88,7 +88,7 @@ pub fn parse_request(body: &[u8]) -> Result<Option<Failure>, String> {
 
 /// The sandbox answers quickly: deadlines shortened so that a lost callback is found by
 /// the reconciler within half a minute (a shorter setting is kept).
-pub fn shorten_deadlines(settings: &mut Settings) {
+pub(crate) fn shorten_deadlines(settings: &mut Settings) {
     settings.goapi_deadline = settings.goapi_deadline.min(Duration::from_secs(20));
     settings.nca_deadline = settings.nca_deadline.min(Duration::from_secs(10));
     settings.reconcile_interval = settings.reconcile_interval.min(Duration::from_secs(5));
@@ -96,7 +96,7 @@ pub fn shorten_deadlines(settings: &mut Settings) {
 
 /// Sandbox only: a Videos record whose segments are combined, with a placeholder source
 /// video the sandbox serves, planned to fail at `fail`. `None` outside the sandbox.
-pub async fn create_demo_video(
+pub(crate) async fn create_demo_video(
     settings: &Settings,
     records: &Records,
     fail: Option<Failure>,
@@ -142,7 +142,7 @@ pub async fn create_demo_video(
 
 /// Requests a demo video's music, as `POST /videos/{id}/music` does, without waiting for
 /// the worker's answer.
-pub async fn request_music(
+pub(crate) async fn request_music(
     engine: &Engine,
     video: &RecordId,
 ) -> Result<(), crate::store::StoreError> {
@@ -187,16 +187,16 @@ fn take_plan(s: &Shared, video: &str, which: &[Failure]) -> Option<Failure> {
     Some(planned)
 }
 
-pub struct Sandbox {
-    pub addr: SocketAddr,
+pub(crate) struct Sandbox {
+    pub(crate) addr: SocketAddr,
 }
 
 impl Sandbox {
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub async fn start(goapi_secret: Option<String>) -> std::io::Result<Self> {
+    pub(crate) async fn start(goapi_secret: Option<String>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let base = format!("http://{addr}");

@@ -219,10 +219,6 @@ impl Application {
         self.addr
     }
 
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine.clone()
-    }
-
     /// Serves until `shutdown` resolves; then lets in-flight decisions and effects finish
     /// (at most 30 s; what is left then is stopped) and gives its leases back, and only then stops accepting requests and
     /// returns once the requests in flight are answered.

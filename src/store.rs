@@ -47,14 +47,14 @@ use crate::domain::RecordId;
 use crate::machine::{JobId, Snapshot};
 
 pub use decode::ROW_FORMAT;
-pub(crate) use lease::projection_sql;
-pub use lease::{Lane, Lease, LocalLeases, PROJECTION_KINDS, claim_in_order};
+pub use lease::projection_sql;
+pub use lease::{Lane, Lease, LocalLeases, claim_in_order};
 pub(crate) use overview::add_day;
 pub use overview::{
     FailedVideo, Overview, PaidCalls, PaidDay, StuckCutoffs, VideoCursor, VideoQuery, VideoRow,
 };
 pub use postgres::{PgSimulation, PgStore};
-pub use quarantine::split_readable;
+pub(crate) use quarantine::split_readable;
 pub use sqlite::backup;
 pub use sqlite::{Cached, STORE_SCHEMA, SqliteStore, WriteGate, busy_wait, migrate_file, tune};
 pub use types::{

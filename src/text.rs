@@ -1,7 +1,7 @@
 //! Text helpers shared by the boundaries.
 
 /// Shortens `s` to at most `max` bytes, keeping the start and the end around a marker.
-pub fn shorten(s: &str, max: usize) -> String {
+pub(crate) fn shorten(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

@@ -7,6 +7,7 @@
 //! resolved, every address of the answer: one refused address refuses the host, since
 //! the connection could go to any of them.
 
+#[cfg(test)]
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -18,7 +19,7 @@ use futures::future::BoxFuture;
 
 /// The kind of address a host is, as far as reaching it from here is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Range {
+pub(crate) enum Range {
     Public,
     Loopback,
     /// RFC 1918 and unique local IPv6 (fc00::/7).
@@ -79,7 +80,7 @@ const METADATA_V4: &[Ipv4Addr] = &[
 /// AWS's IPv6 metadata endpoint.
 const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
-pub fn classify(ip: IpAddr) -> Range {
+pub(crate) fn classify(ip: IpAddr) -> Range {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
@@ -140,7 +141,7 @@ fn classify_v6(ip: Ipv6Addr) -> Range {
 
 /// Whose request a URL is for, which decides what it may reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
+pub(crate) enum Rule {
     /// We fetch it ourselves (the track check). `allow_private` lets loopback, private
     /// and CGNAT ranges through for sandboxes and tests whose hosts are on 127.0.0.1;
     /// metadata, link-local and unspecified addresses stay refused.
@@ -176,9 +177,9 @@ impl Rule {
 /// A host we will not reach, and why: the message names the host, never the rest of the
 /// URL (a signed URL's query is a credential).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub host: String,
-    pub why: String,
+pub(crate) struct Refused {
+    pub(crate) host: String,
+    pub(crate) why: String,
 }
 
 impl fmt::Display for Refused {
@@ -189,12 +190,12 @@ impl fmt::Display for Refused {
 
 /// Maps a host name to its addresses. The seam lets tests give names addresses (there is
 /// no DNS where they run) and makes the check and the connection use the same answer.
-pub trait Resolver: Send + Sync {
+pub(crate) trait Resolver: Send + Sync {
     fn lookup(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<IpAddr>>>;
 }
 
 /// The system's resolver (getaddrinfo, through tokio).
-pub struct SystemResolver;
+pub(crate) struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn lookup(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<IpAddr>>> {
@@ -206,22 +207,25 @@ impl Resolver for SystemResolver {
     }
 }
 
-pub fn system() -> Arc<dyn Resolver> {
+pub(crate) fn system() -> Arc<dyn Resolver> {
     Arc::new(SystemResolver)
 }
 
 /// Fixed answers; any other name does not resolve.
+#[cfg(test)]
 #[derive(Default)]
-pub struct StaticResolver(pub HashMap<String, Vec<IpAddr>>);
+pub(crate) struct StaticResolver(pub HashMap<String, Vec<IpAddr>>);
 
+#[cfg(test)]
 impl StaticResolver {
-    pub fn with(mut self, host: &str, addrs: &[&str]) -> Self {
+    pub(crate) fn with(mut self, host: &str, addrs: &[&str]) -> Self {
         let ips = addrs.iter().map(|a| a.parse().expect("an IP address"));
         self.0.insert(host.to_owned(), ips.collect());
         self
     }
 }
 
+#[cfg(test)]
 impl Resolver for StaticResolver {
     fn lookup(&self, host: &str, _port: u16) -> BoxFuture<'static, io::Result<Vec<IpAddr>>> {
         let answer = self.0.get(host).cloned().ok_or_else(|| {
@@ -233,7 +237,7 @@ impl Resolver for StaticResolver {
 
 /// What a URL's host was found to be when it was not refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vetted {
+pub(crate) enum Vetted {
     /// The addresses to connect to (the port is the URL's).
     Addresses(Vec<SocketAddr>),
     /// The name did not resolve here, for the reason given.
@@ -242,7 +246,11 @@ pub enum Vetted {
 
 /// Judges `url`'s host under `rule`: a literal address as it is, a name by every address
 /// it resolves to.
-pub async fn vet(url: &url::Url, rule: Rule, resolver: &dyn Resolver) -> Result<Vetted, Refused> {
+pub(crate) async fn vet(
+    url: &url::Url,
+    rule: Rule,
+    resolver: &dyn Resolver,
+) -> Result<Vetted, Refused> {
     let port = url.port_or_known_default().unwrap_or(80);
     let refuse = |host: &str, why: String| Refused {
         host: host.to_owned(),

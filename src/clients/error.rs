@@ -32,7 +32,7 @@ impl ClientError {
         matches!(self, Self::Transient(_) | Self::Ambiguous(_))
     }
 
-    pub fn is_ambiguous(&self) -> bool {
+    pub(crate) fn is_ambiguous(&self) -> bool {
         matches!(self, Self::Ambiguous(_))
     }
 

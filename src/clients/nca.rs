@@ -63,7 +63,7 @@ pub struct NcaClient {
 /// Volume as ffmpeg's `volume` filter reads it: a plain decimal, at most 4 decimals,
 /// no trailing zeros (0.2 → `0.2`, 1 → `1`, 0.1+0.2 → `0.3`). Rounding avoids float noise
 /// like `0.30000000000000004` in the filter graph; 1e-4 is far below audibility steps.
-pub fn format_volume(volume: f64) -> String {
+pub(crate) fn format_volume(volume: f64) -> String {
     let s = format!("{volume:.4}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     match s {
@@ -126,7 +126,8 @@ impl NcaClient {
         })
     }
 
-    pub fn with_resolver(mut self, resolver: std::sync::Arc<dyn Resolver>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_resolver(mut self, resolver: std::sync::Arc<dyn Resolver>) -> Self {
         self.resolver = resolver;
         self
     }
@@ -225,7 +226,7 @@ impl NcaClient {
     /// NCA's jobs whose status changed in the last `since_seconds`, as `(job_id,
     /// job_status)` pairs (`POST /v1/toolkit/jobs/status`, build 209). A job names the
     /// request's `id` only once it is done, in its status (`job_status`).
-    pub async fn recent_jobs(&self, since_seconds: u64) -> Result<Value, ClientError> {
+    pub(crate) async fn recent_jobs(&self, since_seconds: u64) -> Result<Value, ClientError> {
         let body = json!({ "since_seconds": since_seconds });
         self.status_reply(
             &["v1", "toolkit", "jobs", "status"],

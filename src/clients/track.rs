@@ -19,10 +19,10 @@ use crate::domain::MediaUrl;
 
 /// Per request: the host of a track answers at once or not usefully; the executor's
 /// backoff asks again.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// CDNs redirect to their storage, once or twice; more is a loop or a trick.
-pub const MAX_REDIRECTS: usize = 5;
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
 /// What a track's host answered. Each carries a short description for the job's history:
 /// methods and statuses only, never the URL (a signed URL's query is a credential).
@@ -42,18 +42,18 @@ pub enum TrackAnswer {
 
 /// How the check reaches hosts: which addresses it may, and how names resolve.
 #[derive(Clone)]
-pub struct TrackChecker {
+pub(crate) struct TrackChecker {
     rule: Rule,
     resolver: Arc<dyn Resolver>,
 }
 
 impl TrackChecker {
     /// `allow_private`: loopback and private networks are reachable (sandbox, tests).
-    pub fn new(allow_private: bool) -> Self {
+    pub(crate) fn new(allow_private: bool) -> Self {
         Self::with_resolver(allow_private, address::system())
     }
 
-    pub fn with_resolver(allow_private: bool, resolver: Arc<dyn Resolver>) -> Self {
+    pub(crate) fn with_resolver(allow_private: bool, resolver: Arc<dyn Resolver>) -> Self {
         Self {
             rule: Rule::Fetch { allow_private },
             resolver,
@@ -155,7 +155,7 @@ impl TrackChecker {
         )))
     }
 
-    pub async fn check(&self, url: &MediaUrl) -> TrackAnswer {
+    pub(crate) async fn check(&self, url: &MediaUrl) -> TrackAnswer {
         let refused =
             |why: String| TrackAnswer::Refused(format!("the music's URL is not checked: {why}"));
         let head = match self.fetch(reqwest::Method::HEAD, url.as_str()).await {

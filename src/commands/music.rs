@@ -8,15 +8,15 @@ use crate::engine::Engine;
 use crate::machine::Event;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Music {
-    pub video: RecordId,
-    pub prompt: Option<String>,
+pub(crate) struct Music {
+    pub(crate) video: RecordId,
+    pub(crate) prompt: Option<String>,
     /// As sent, for the event log.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl Music {
-    pub fn parse(video: RecordId, body: &[u8]) -> Result<Self, CommandError> {
+    pub(crate) fn parse(video: RecordId, body: &[u8]) -> Result<Self, CommandError> {
         let invalid = |code, message: &str| CommandError::Invalid {
             code,
             message: message.to_owned(),
@@ -44,7 +44,7 @@ impl Music {
         })
     }
 
-    pub async fn apply(self, engine: &Engine) -> Result<Submitted, CommandError> {
+    pub(crate) async fn apply(self, engine: &Engine) -> Result<Submitted, CommandError> {
         let event = Event::MusicRequested {
             prompt: self.prompt,
         };

@@ -10,16 +10,16 @@ use crate::machine::Event;
 use crate::store::{InboxEntry, Payload};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Replay {
-    pub of: Uuid,
-    pub video: RecordId,
-    pub event: Event,
-    pub body: String,
+pub(crate) struct Replay {
+    pub(crate) of: Uuid,
+    pub(crate) video: RecordId,
+    pub(crate) event: Event,
+    pub(crate) body: String,
 }
 
 impl Replay {
     /// The replay of a stored entry: only one that went through the machine.
-    pub fn parse(stored: &InboxEntry) -> Result<Self, CommandError> {
+    pub(crate) fn parse(stored: &InboxEntry) -> Result<Self, CommandError> {
         let Payload::Event { event } = stored.payload.clone() else {
             return Err(CommandError::Conflict {
                 code: "not_replayable",
@@ -35,14 +35,14 @@ impl Replay {
     }
 
     /// Replays the stored entry `id`.
-    pub async fn apply_to(engine: &Engine, id: Uuid) -> Result<Submitted, CommandError> {
+    pub(crate) async fn apply_to(engine: &Engine, id: Uuid) -> Result<Submitted, CommandError> {
         let Some(stored) = engine.store.entry(id).await? else {
             return Err(CommandError::NotFound(format!("no event {id}")));
         };
         Self::parse(&stored)?.apply(engine).await
     }
 
-    pub async fn apply(self, engine: &Engine) -> Result<Submitted, CommandError> {
+    pub(crate) async fn apply(self, engine: &Engine) -> Result<Submitted, CommandError> {
         let endpoint = format!("/events/{}/replay", self.of);
         Ok(submit(engine, self.video, self.event, &endpoint, self.body).await?)
     }

@@ -10,15 +10,15 @@ use crate::engine::Engine;
 use crate::machine::{Event, RetryFrom};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Retry {
-    pub video: RecordId,
-    pub from: Option<RetryFrom>,
+pub(crate) struct Retry {
+    pub(crate) video: RecordId,
+    pub(crate) from: Option<RetryFrom>,
     /// As sent, for the event log.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl Retry {
-    pub fn parse(video: RecordId, body: &[u8]) -> Result<Self, CommandError> {
+    pub(crate) fn parse(video: RecordId, body: &[u8]) -> Result<Self, CommandError> {
         Ok(Self {
             video,
             from: retry_from(body)?,
@@ -26,7 +26,7 @@ impl Retry {
         })
     }
 
-    pub async fn apply(self, engine: &Engine) -> Result<Submitted, CommandError> {
+    pub(crate) async fn apply(self, engine: &Engine) -> Result<Submitted, CommandError> {
         let event = Event::RetryRequested { from: self.from };
         Ok(submit(engine, self.video, event, "/videos/retry", self.body).await?)
     }

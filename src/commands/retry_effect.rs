@@ -7,13 +7,16 @@ use crate::machine::Effect;
 use crate::store::{EffectState, OutboxEntry};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryEffect {
-    pub effect_id: String,
+pub(crate) struct RetryEffect {
+    pub(crate) effect_id: String,
 }
 
 impl RetryEffect {
     /// Whether `failed` may run again, given the video's effects (`effects_of`).
-    pub fn parse(failed: &OutboxEntry, effects: &[OutboxEntry]) -> Result<Self, CommandError> {
+    pub(crate) fn parse(
+        failed: &OutboxEntry,
+        effects: &[OutboxEntry],
+    ) -> Result<Self, CommandError> {
         let conflict = |message: String| CommandError::Conflict {
             code: "not_replayable",
             message,
@@ -44,7 +47,7 @@ impl RetryEffect {
     }
 
     /// Requeues the failed effect `id`.
-    pub async fn apply_to(engine: &Engine, id: &str) -> Result<Self, CommandError> {
+    pub(crate) async fn apply_to(engine: &Engine, id: &str) -> Result<Self, CommandError> {
         let not_found = || CommandError::NotFound(format!("no failed effect {id}"));
         let Some(failed) = engine
             .store

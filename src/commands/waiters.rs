@@ -14,7 +14,7 @@ use crate::store::EntryOutcome;
 
 /// What the worker made of a command, for the caller waiting on it.
 #[derive(Debug, Clone)]
-pub enum CommandOutcome {
+pub(crate) enum CommandOutcome {
     Done {
         /// None: an entry processed before outcomes were recorded.
         outcome: Option<EntryOutcome>,
@@ -46,7 +46,7 @@ impl Waiters {
     }
 
     /// The worker's answer to a command, for its caller if it still waits here.
-    pub fn answer(&self, id: Uuid, outcome: CommandOutcome) {
+    pub(crate) fn answer(&self, id: Uuid, outcome: CommandOutcome) {
         let tx = self.0.lock().ok().and_then(|mut w| w.remove(&id));
         if let Some(tx) = tx {
             let _ = tx.send(outcome);

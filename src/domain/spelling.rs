@@ -13,6 +13,7 @@ macro_rules! snake_case_enum {
             Copy,
             PartialEq,
             Eq,
+            Hash,
             serde::Serialize,
             strum::Display,
             strum::EnumString,

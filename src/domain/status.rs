@@ -47,7 +47,7 @@ impl VideoStatus {
 
     /// The status as a metric label: the engine's own names, and `other` for whatever
     /// else a base holds, so that a base's odd statuses cannot grow a series each.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             VideoStatus::Other(_) => "other",
             known => known.as_ref(),
@@ -87,7 +87,7 @@ impl From<VideoStatus> for String {
 
 snake_case_enum! {
     /// A Job record's lifecycle: `pending → processing → completed | failed`.
-    #[derive(Hash, AsRefStr, strum::EnumIter, Deserialize)]
+    #[derive(AsRefStr, strum::EnumIter, Deserialize)]
     pub enum JobStatus {
         Pending,
         Processing,

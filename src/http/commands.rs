@@ -12,13 +12,13 @@ use super::{ApiError, Request, json};
 use crate::commands::{self, CommandOutcome, Submitted};
 use crate::engine::Engine;
 
-pub async fn replay(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+pub(crate) async fn replay(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let id = uuid(id, "invalid_event_id")?;
     let submitted = commands::Replay::apply_to(engine, id).await?;
     Ok(command_reply(submitted))
 }
 
-pub async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+pub(crate) async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let requeued = commands::RetryEffect::apply_to(engine, id).await?;
     Ok(json(
         StatusCode::ACCEPTED,
@@ -26,12 +26,20 @@ pub async fn retry_effect(engine: &Arc<Engine>, id: &str) -> Result<Response, Ap
     ))
 }
 
-pub async fn music(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn music(
+    engine: &Arc<Engine>,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let command = commands::Music::parse(record_id(id)?, &req.body)?;
     Ok(command_reply(command.apply(engine).await?))
 }
 
-pub async fn retry(engine: &Arc<Engine>, id: &str, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn retry(
+    engine: &Arc<Engine>,
+    id: &str,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let command = commands::Retry::parse(record_id(id)?, &req.body)?;
     Ok(command_reply(command.apply(engine).await?))
 }

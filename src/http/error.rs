@@ -4,14 +4,14 @@ use warp::reply::Response;
 /// Every error answer: a status and a JSON body `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status} {code}: {message}")]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -19,19 +19,19 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    pub fn method_not_allowed(allowed: &[Method]) -> Self {
+    pub(crate) fn method_not_allowed(allowed: &[Method]) -> Self {
         let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -41,14 +41,14 @@ impl ApiError {
     }
 
     /// The code of [`ApiError::unavailable`].
-    pub const UNAVAILABLE: &'static str = "unavailable";
+    pub(crate) const UNAVAILABLE: &'static str = "unavailable";
 
     /// The store failed: the request was not taken, so the sender should try again.
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, Self::UNAVAILABLE, message)
     }
 
-    pub fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         let mut r = super::json(
             self.status,
             &serde_json::json!({"error": {"code": self.code, "message": self.message}}),

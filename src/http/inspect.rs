@@ -89,7 +89,7 @@ pub(super) async fn handled(
     Ok((video, snapshot, history, effects))
 }
 
-pub async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+pub(crate) async fn video(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let (video, s, history, effects) = handled(engine, id).await?;
     let attempts = service_attempts(&effects);
     let paid = engine.store.paid_calls(Some(&video)).await?;
@@ -261,7 +261,7 @@ pub(super) fn video_row_json(v: &VideoRow) -> Value {
     })
 }
 
-pub async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn videos(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let q = video_query(engine, req, 50)?;
     let limit = q.limit;
     let rows = engine.store.videos(q).await?;
@@ -294,7 +294,7 @@ pub(super) fn service_attempts(effects: &[OutboxEntry]) -> std::collections::Has
     attempts
 }
 
-pub async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+pub(crate) async fn job(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let job = JobId(uuid(id, "invalid_job_id")?);
     let Some((video, record)) = engine.store.job_location(job).await? else {
         return Err(ApiError::not_found(format!("no job {job}")));
@@ -343,7 +343,7 @@ pub(super) fn event_filter(outcome: Option<&str>) -> Result<Option<EventFilter>,
         .transpose()
 }
 
-pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let filter = event_filter(req.param("outcome").as_deref())?;
     let video = req.param("video_id").map(|v| record_id(&v)).transpose()?;
     let before_seq = req
@@ -380,7 +380,7 @@ pub async fn events(engine: &Arc<Engine>, req: &Request) -> Result<Response, Api
     ))
 }
 
-pub async fn event(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
+pub(crate) async fn event(engine: &Arc<Engine>, id: &str) -> Result<Response, ApiError> {
     let id = uuid(id, "invalid_event_id")?;
     let Some(e) = engine.store.entry(id).await? else {
         return Err(ApiError::not_found(format!("no event {id}")));

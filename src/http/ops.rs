@@ -9,15 +9,17 @@ use warp::reply::Response;
 use super::probes::{Probes, READY_WAIT};
 use super::{ApiError, Request, json};
 use crate::engine::Engine;
+use crate::metrics::{NoLabels, Probe, ProbeLabels, ServiceLabels, set_total};
+use crate::store::Source;
 
 /// A scrape waits longer than a probe: Prometheus's default scrape timeout is 10 s.
 const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn healthz() -> Response {
+pub(crate) fn healthz() -> Response {
     json(StatusCode::OK, &json!({"status": "up"}))
 }
 
-pub async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
+pub(crate) async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
     // Still acknowledging webhooks while its work drains, but new traffic belongs elsewhere.
     if engine.is_shutting_down() {
         return Ok(json(
@@ -30,7 +32,11 @@ pub async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, A
         .ping
         .get(READY_WAIT, move || async move {
             e.metrics
-                .inc("reelstate_probe_store_calls_total", &[("probe", "readyz")]);
+                .probe_store_calls
+                .get_or_create(&ProbeLabels {
+                    probe: Probe::Readyz,
+                })
+                .inc();
             e.store.ping().await.map_err(|err| err.to_string())
         })
         .await;
@@ -81,13 +87,17 @@ pub async fn readyz(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, A
     ))
 }
 
-pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, ApiError> {
     let e = engine.clone();
     let depths = probes
         .depths
         .get(SCRAPE_WAIT, move || async move {
             e.metrics
-                .inc("reelstate_probe_store_calls_total", &[("probe", "metrics")]);
+                .probe_store_calls
+                .get_or_create(&ProbeLabels {
+                    probe: Probe::Metrics,
+                })
+                .inc();
             e.store.depths().await.map_err(|err| err.to_string())
         })
         .await;
@@ -103,29 +113,34 @@ pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, 
     };
     let m = &engine.metrics;
     if let Some(a) = engine.airtable.as_ref().map(|a| a.stats()) {
-        m.set_counter("reelstate_airtable_requests_total", a.requests);
-        m.set_counter("reelstate_airtable_rate_limited_total", a.rate_limited);
-        m.set_counter("reelstate_airtable_retries_total", a.retries);
+        set_total(&m.airtable_requests.get_or_create(&NoLabels {}), a.requests);
+        set_total(
+            &m.airtable_rate_limited.get_or_create(&NoLabels {}),
+            a.rate_limited,
+        );
+        set_total(&m.airtable_retries.get_or_create(&NoLabels {}), a.retries);
     }
     // Counted where each call's start is recorded (the store), and read here: the count
     // survives restarts and retention, and no caller of the store has to remember it.
     let paid = engine.store.paid_calls(None).await?;
-    for (service, n) in [("goapi", paid.goapi_tasks), ("nca", paid.nca_renders)] {
-        m.set_counter_with(
-            "reelstate_paid_calls_total",
-            &[("service", service)],
+    for (service, n) in [
+        (Source::Goapi, paid.goapi_tasks),
+        (Source::Nca, paid.nca_renders),
+    ] {
+        set_total(
+            &m.paid_calls.get_or_create(&ServiceLabels { service }),
             u64::try_from(n).unwrap_or(0),
         );
     }
-    m.set_gauge("reelstate_inbox_depth", d.inbox_pending);
-    m.set_gauge("reelstate_outbox_depth", d.outbox_pending);
-    m.set_gauge("reelstate_outbox_failed", d.outbox_failed);
-    m.set_gauge("reelstate_quarantined_rows", d.quarantined);
+    m.inbox_depth.set(d.inbox_pending);
+    m.outbox_depth.set(d.outbox_pending);
+    m.outbox_failed.set(d.outbox_failed);
+    m.quarantined_rows.set(d.quarantined);
     let age = d
         .oldest_pending
         .and_then(|t| (crate::clock::now() - t).to_std().ok())
         .unwrap_or_default();
-    m.set_oldest_pending_age(age);
+    m.oldest_pending_age.set(age.as_secs_f64());
     let mut r = warp::reply::Reply::into_response(m.render());
     r.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
@@ -136,14 +151,14 @@ pub async fn metrics(engine: &Arc<Engine>, probes: &Probes) -> Result<Response, 
 
 /// Inbox entries and effects set aside because they could not be read (newest first):
 /// what an operator looks at when `reelstate_quarantined_rows` is above zero.
-pub async fn quarantine(engine: &Arc<Engine>) -> Result<Response, ApiError> {
+pub(crate) async fn quarantine(engine: &Arc<Engine>) -> Result<Response, ApiError> {
     let rows = engine.store.quarantined(500).await?;
     Ok(json(StatusCode::OK, &json!({"quarantined": rows})))
 }
 
 /// The inspection and operations endpoints require the admin token; only --dev may run
 /// without one (and then they are open), whatever address the service listens on.
-pub fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
+pub(crate) fn authorize(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let Some(expected) = &engine.settings.admin_token else {
         // Settings refuse this outside --dev; should they ever not, stay closed.
         if engine.settings.dev {

@@ -19,14 +19,14 @@ use tokio::sync::watch;
 use crate::store::Depths;
 
 /// The oldest figure a probe or a scrape is answered with.
-pub const MAX_AGE: Duration = Duration::from_secs(5);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// The age at which a caller starts the refresh (and is still answered from the cache).
-pub const REFRESH_AFTER: Duration = Duration::from_secs(4);
+pub(crate) const REFRESH_AFTER: Duration = Duration::from_secs(4);
 
 /// How long `/readyz` waits for a refresh before it says the store does not answer: a
 /// load balancer's probe has a timeout of its own, and a hung probe says nothing.
-pub const READY_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// A store call still running after this is abandoned (its answer an error), so that a
 /// hung store does not hold the one refresh forever.
@@ -35,7 +35,7 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(4);
 type Answer<T> = Option<(Instant, Result<T, String>)>;
 
 /// One cached store answer and the single refresh that renews it.
-pub struct Cached<T> {
+pub(crate) struct Cached<T> {
     latest: Arc<watch::Sender<Answer<T>>>,
     /// When the refresh in flight started; `None` when there is none.
     refreshing: Arc<Mutex<Option<Instant>>>,
@@ -68,7 +68,7 @@ impl<T: Clone + Send + Sync + 'static> Cached<T> {
     /// `wait` after that refresh started (`None`: none came in time). `load` runs only
     /// when no other refresh is running, in a task of its own, so a caller that stops
     /// waiting leaves it to finish for the next.
-    pub async fn get<F, Fut>(&self, wait: Duration, load: F) -> Option<Result<T, String>>
+    pub(crate) async fn get<F, Fut>(&self, wait: Duration, load: F) -> Option<Result<T, String>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, String>> + Send + 'static,
@@ -130,13 +130,13 @@ impl<T: Clone + Send + Sync + 'static> Cached<T> {
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The caches of `/readyz` and `/metrics`, one per server.
-pub struct Probes {
-    pub ping: Cached<()>,
-    pub depths: Cached<Depths>,
+pub(crate) struct Probes {
+    pub(crate) ping: Cached<()>,
+    pub(crate) depths: Cached<Depths>,
     /// The Airtable schema's problems: the check calls Airtable (through the request
     /// budget, which lives in the store on PostgreSQL), so a probe never waits on it
     /// longer than [`READY_WAIT`].
-    pub schema: Cached<Vec<String>>,
+    pub(crate) schema: Cached<Vec<String>>,
 }
 
 impl Default for Probes {

@@ -15,7 +15,10 @@ use crate::sandbox::Failure;
 /// `POST /sandbox/videos` (body empty, `{}` or `{"fail": "music" | "mix" | "callback_lost"}`).
 /// Without `fail` the video waits for `POST /videos/{id}/music`; with it, its music is
 /// requested at once, since the failure is what it is for.
-pub async fn create_video(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn create_video(
+    engine: &Arc<Engine>,
+    req: &Request,
+) -> Result<Response, ApiError> {
     let fail = crate::sandbox::parse_request(&req.body)
         .map_err(|m| ApiError::bad_request("bad_sandbox_request", m))?;
     let video =
@@ -52,7 +55,7 @@ pub async fn create_video(engine: &Arc<Engine>, req: &Request) -> Result<Respons
 
 /// `GET /sandbox/secrets`: the secrets this sandbox run made up for itself (null for one
 /// the operator set: that one is never handed out).
-pub fn secrets(engine: &Engine) -> Response {
+pub(crate) fn secrets(engine: &Engine) -> Response {
     let s = &engine.settings;
     let generated = s.generated;
     json(

@@ -31,7 +31,7 @@ const FAVICON: &str = include_str!("ui/assets/favicon.svg");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Routes the page paths; `None` for paths that are not the page's.
-pub async fn route(
+pub(crate) async fn route(
     engine: &Arc<Engine>,
     req: &Request,
     seg: &[&str],

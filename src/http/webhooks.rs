@@ -13,8 +13,11 @@ use super::{ApiError, Request, json};
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{Event, JobId};
+use crate::metrics::{WebhookLabels, WebhookOutcome};
 use crate::store::{Accepted, NewEntry, Payload, Source};
-use crate::webhook::auth::verify_shared_secret;
+use crate::webhook::auth::{
+    GOAPI_SECRET_HEADER, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify_shared_secret,
+};
 use crate::webhook::callback::{CallbackEndpoint, CallbackParams};
 use crate::webhook::goapi::parse_goapi;
 use crate::webhook::nca::{self, parse_nca};
@@ -23,8 +26,8 @@ use crate::webhook::nca::{self, parse_nca};
 const KEPT_HEADERS: [&str; 5] = [
     "content-type",
     "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
+    HEADER_ID,
+    HEADER_TIMESTAMP,
     "x-forwarded-for",
 ];
 
@@ -78,20 +81,20 @@ fn body_text(req: &Request) -> Result<String, ApiError> {
 /// configured (only possible in --dev) anything is let in, and said so in the log.
 fn authenticate_goapi(engine: &Engine, req: &Request) -> Result<(), ApiError> {
     let s = &engine.settings;
-    if let Some(sig) = req.header("webhook-signature") {
+    if let Some(sig) = req.header(HEADER_SIGNATURE) {
         let Some(verifier) = &engine.relay else {
             return Err(ApiError::unauthorized(
                 "a signed webhook arrived but no WEBHOOK_RELAY_SECRETS is configured",
             ));
         };
-        let id = req.header("webhook-id").unwrap_or_default();
-        let ts = req.header("webhook-timestamp").unwrap_or_default();
+        let id = req.header(HEADER_ID).unwrap_or_default();
+        let ts = req.header(HEADER_TIMESTAMP).unwrap_or_default();
         return verifier
             .verify(id, ts, sig, &req.body, crate::clock::now())
             .map_err(|e| ApiError::unauthorized(e.to_string()));
     }
     match &s.goapi_webhook_secret {
-        Some(secret) => verify_shared_secret(req.header("x-webhook-secret"), secret)
+        Some(secret) => verify_shared_secret(req.header(GOAPI_SECRET_HEADER), secret)
             .map_err(|e| ApiError::unauthorized(e.to_string())),
         None if s.relay_secrets.is_empty() && s.dev => Ok(()),
         None => Err(ApiError::unauthorized(
@@ -103,20 +106,28 @@ fn authenticate_goapi(engine: &Engine, req: &Request) -> Result<(), ApiError> {
 fn accepted_reply(engine: &Engine, source: Source, a: Accepted) -> Response {
     match a {
         Accepted::New(id) => {
-            engine.metrics.inc(
-                "reelstate_webhooks_total",
-                &[("service", &source.to_string()), ("outcome", "accepted")],
-            );
+            engine
+                .metrics
+                .webhooks
+                .get_or_create(&WebhookLabels {
+                    service: source,
+                    outcome: WebhookOutcome::Accepted,
+                })
+                .inc();
             json(
                 StatusCode::ACCEPTED,
                 &json!({"status": "accepted", "event_id": id}),
             )
         }
         Accepted::Duplicate { of, entry } => {
-            engine.metrics.inc(
-                "reelstate_webhooks_total",
-                &[("service", &source.to_string()), ("outcome", "duplicate")],
-            );
+            engine
+                .metrics
+                .webhooks
+                .get_or_create(&WebhookLabels {
+                    service: source,
+                    outcome: WebhookOutcome::Duplicate,
+                })
+                .inc();
             json(
                 StatusCode::OK,
                 &json!({"status": "duplicate", "event_id": entry, "duplicate_of": of}),
@@ -126,15 +137,19 @@ fn accepted_reply(engine: &Engine, source: Source, a: Accepted) -> Response {
 }
 
 fn reject(engine: &Engine, source: Source, e: ApiError) -> ApiError {
-    engine.metrics.inc(
-        "reelstate_webhooks_total",
-        &[("service", &source.to_string()), ("outcome", e.code)],
-    );
+    engine
+        .metrics
+        .webhooks
+        .get_or_create(&WebhookLabels {
+            service: source,
+            outcome: WebhookOutcome::Refused(e.code),
+        })
+        .inc();
     warn!(service = %source, code = e.code, status = e.status.as_u16(), "webhook rejected");
     e
 }
 
-pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let source = Source::Goapi;
     let result = async {
         // `target_id` is the production pipeline's older URL shape
@@ -171,7 +186,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
         // GoAPI's secret like the rest of the call).
         hook.update.named_job = named_job(req, signed)?
             .or_else(|| pipeline_job.as_ref().map(JobId::for_record));
-        let dedupe_key = hook.dedupe_key(req.header("webhook-id"), &req.body);
+        let dedupe_key = hook.dedupe_key(req.header(HEADER_ID), &req.body);
         let payload = if hook.is_music {
             Payload::Event {
                 event: Event::GoapiTaskUpdate(hook.update.clone()),
@@ -208,7 +223,7 @@ pub async fn goapi(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiE
     }
 }
 
-pub async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
+pub(crate) async fn nca(engine: &Arc<Engine>, req: &Request) -> Result<Response, ApiError> {
     let source = Source::Nca;
     let result = async {
         let video = video_param(req, &["video_id"])?;

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use canonical::epoch;
-pub use canonical::{canonical_events, canonical_snapshots};
+pub(crate) use canonical::{canonical_events, canonical_snapshots};
 
 use super::{Ctx, EventClass, Outcome, Policy, decide};
 use crate::domain::VideoStatus;
@@ -34,9 +34,9 @@ pub struct JobTransitionRow {
 }
 
 /// The label under which statuses written by others appear in the tables.
-pub const OTHER: &str = "(other)";
+pub(crate) const OTHER: &str = "(other)";
 /// The label of a job that does not exist yet.
-pub const NEW: &str = "(new)";
+pub(crate) const NEW: &str = "(new)";
 
 fn status_label(s: &VideoStatus) -> String {
     match s {

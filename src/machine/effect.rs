@@ -69,7 +69,7 @@ pub enum EffectKind {
 }
 
 impl Effect {
-    pub fn effect_kind(&self) -> EffectKind {
+    pub(crate) fn effect_kind(&self) -> EffectKind {
         match self {
             Effect::UpdateVideo(_) => EffectKind::UpdateVideo,
             Effect::CreateJob { .. } => EffectKind::CreateJob,
@@ -81,12 +81,12 @@ impl Effect {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.effect_kind().into()
     }
 
     /// The job the effect concerns, if any.
-    pub fn job(&self) -> Option<JobId> {
+    pub(crate) fn job(&self) -> Option<JobId> {
         match self {
             Effect::CreateJob { job, .. }
             | Effect::UpdateJob { job, .. }
@@ -146,7 +146,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn table(self) -> Table {
+    pub(crate) fn table(self) -> Table {
         match self {
             Target::Video => Table::Videos,
             Target::Job(_) => Table::Jobs,
@@ -156,7 +156,7 @@ impl Target {
 
     /// Whether two effects with these targets write the same record. Two Webhook Events
     /// writes never do: they close two events' records.
-    pub fn same_record(self, other: Target) -> bool {
+    pub(crate) fn same_record(self, other: Target) -> bool {
         match (self, other) {
             (Target::Video, Target::Video) => true,
             (Target::Job(a), Target::Job(b)) => a == b,

@@ -162,7 +162,7 @@ pub enum EventClass {
 }
 
 impl EventClass {
-    pub fn of(e: &Event) -> Self {
+    pub(crate) fn of(e: &Event) -> Self {
         match e {
             Event::MusicRequested { .. } => Self::MusicRequested,
             Event::RetryRequested {
@@ -199,7 +199,7 @@ impl EventClass {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         // AsRefStr on a fieldless enum yields 'static strings.
         match self {
             Self::MusicRequested => "music_requested",

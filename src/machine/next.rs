@@ -5,7 +5,7 @@ use super::catalogue::canonical_events;
 use super::{Ctx, EventClass, Outcome, Policy, Snapshot, decide};
 
 /// The event classes that would change this snapshot now (for the inspection API).
-pub fn next_events(s: &Snapshot, policy: Policy) -> Vec<&'static str> {
+pub(crate) fn next_events(s: &Snapshot, policy: Policy) -> Vec<&'static str> {
     let ctx = Ctx {
         now: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
         event_id: Uuid::nil(),

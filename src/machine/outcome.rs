@@ -8,7 +8,7 @@ use crate::domain::snake_case_enum;
 snake_case_enum! {
     /// What an event did. Duplicates and stale events are outcomes, not errors: they are
     /// recorded in the event log like any other.
-    #[derive(Hash, Deserialize)]
+    #[derive(Deserialize)]
     pub enum Outcome {
         /// The state changed.
         Applied,

@@ -89,7 +89,7 @@ pub fn submission_id(video: &RecordId, attempt: usize) -> String {
 
 impl Snapshot {
     /// A video the engine has not seen act yet, with no jobs.
-    pub fn new(video: Video) -> Self {
+    pub(crate) fn new(video: Video) -> Self {
         Self {
             video,
             jobs: Vec::new(),
@@ -100,7 +100,7 @@ impl Snapshot {
         self.jobs.iter().find(|j| j.id == id)
     }
 
-    pub fn active_job(&self, kind: &JobType) -> Option<&Job> {
+    pub(crate) fn active_job(&self, kind: &JobType) -> Option<&Job> {
         self.jobs
             .iter()
             .rev()

@@ -47,8 +47,7 @@ pub mod schema;
 mod write;
 
 pub use config::AirtableConfig;
-pub use request::AirtableStats;
-pub use write::MAX_RECORDS_PER_WRITE;
+pub(crate) use request::AirtableStats;
 
 pub struct AirtableBackend {
     shared: Arc<Shared>,

@@ -66,15 +66,15 @@ impl TryFrom<OneOrMany> for Spellings {
 
 impl Spellings {
     /// The option written.
-    pub fn written(&self) -> &str {
+    pub(crate) fn written(&self) -> &str {
         &self.0[0]
     }
 
-    pub fn reads(&self, value: &str) -> bool {
+    pub(crate) fn reads(&self, value: &str) -> bool {
         self.0.iter().any(|s| s == value)
     }
 
-    pub fn all(&self) -> &[String] {
+    pub(crate) fn all(&self) -> &[String] {
         &self.0
     }
 }
@@ -292,29 +292,29 @@ impl Mapping {
     }
 
     /// The select option written for a video status.
-    pub fn video_status_value(&self, s: &VideoStatus) -> String {
+    pub(crate) fn video_status_value(&self, s: &VideoStatus) -> String {
         written(&self.video_status_values, s.name())
     }
 
     /// Reads a Status cell back into the engine's status.
-    pub fn parse_video_status(&self, value: &str) -> VideoStatus {
+    pub(crate) fn parse_video_status(&self, value: &str) -> VideoStatus {
         VideoStatus::from_airtable(read(&self.video_status_values, value))
     }
 
-    pub fn job_status_value(&self, s: JobStatus) -> String {
+    pub(crate) fn job_status_value(&self, s: JobStatus) -> String {
         written(&self.job_status_values, s.as_ref())
     }
 
-    pub fn parse_job_status(&self, value: &str) -> Option<JobStatus> {
+    pub(crate) fn parse_job_status(&self, value: &str) -> Option<JobStatus> {
         read(&self.job_status_values, value).parse().ok()
     }
 
-    pub fn job_type_value(&self, t: &JobType) -> String {
+    pub(crate) fn job_type_value(&self, t: &JobType) -> String {
         written(&self.job_type_values, t.name())
     }
 
     /// Reads a Type cell back into the engine's job type.
-    pub fn parse_job_type(&self, value: &str) -> JobType {
+    pub(crate) fn parse_job_type(&self, value: &str) -> JobType {
         JobType::from(read(&self.job_type_values, value).to_owned())
     }
 
@@ -328,7 +328,7 @@ impl Mapping {
 
     /// The Service option written for a delivery from `service` (`goapi`, `nca`);
     /// `default` is the spelling of the reference handler.
-    pub fn service_value(&self, service: &str, default: &str) -> String {
+    pub(crate) fn service_value(&self, service: &str, default: &str) -> String {
         self.service_values
             .get(service)
             .map_or_else(|| default.to_owned(), |v| v.written().to_owned())

@@ -25,7 +25,7 @@
 
 mod attempt;
 mod calls;
-pub mod creation;
+pub(crate) mod creation;
 mod error;
 mod fold;
 mod follow_up;
@@ -42,7 +42,6 @@ use tracing::warn;
 
 use crate::engine::Engine;
 use crate::store::{Lane, Lease, OutboxEntry, claim_in_order};
-pub use error::EffectError;
 
 /// The shortest sleep of a pass that claimed nothing.
 const IDLE_POLL: Duration = Duration::from_millis(250);

@@ -12,16 +12,17 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
+use crate::metrics::TableLabels;
 use crate::store::{Inbox, Maintenance, Pruned, StoreError};
 
 /// Rows per table and statement: a batch's delete holds the writer for milliseconds.
-pub const BATCH: u32 = 500;
+pub(crate) const BATCH: u32 = 500;
 
 /// Between two batches of one pass: intake goes first.
 const PAUSE: Duration = Duration::from_millis(20);
 
 /// Time between passes: a tenth of the retention, at least 1 s, at most a minute.
-pub fn interval(retention: Duration) -> Duration {
+pub(crate) fn interval(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
@@ -53,7 +54,9 @@ async fn pass(engine: &Engine) {
                     if n > 0 {
                         engine
                             .metrics
-                            .add("reelstate_pruned_rows_total", &[("table", table)], n);
+                            .pruned_rows
+                            .get_or_create(&TableLabels { table })
+                            .inc_by(n);
                     }
                 }
                 if p.total() > 0 {

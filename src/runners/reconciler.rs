@@ -13,6 +13,7 @@ use crate::domain::JobType;
 use crate::engine::Engine;
 use crate::find_out::{Lookup, find_nca_submission};
 use crate::machine::{Event, TaskStatus};
+use crate::metrics::JobKindLabels;
 use crate::store::{ActiveJob, NewEntry, Payload, Source};
 use crate::webhook::goapi::parse_task_object;
 use crate::webhook::nca::{NcaJobState, parse_nca_status};
@@ -130,10 +131,13 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
         if let Some(event) = event {
             let key = format!("reconcile:{}:{}:{checks}", job.job, event.label());
             engine.enqueue(entry(&job, event, key, now)).await?;
-            engine.metrics.inc(
-                "reelstate_reconciliations_total",
-                &[("kind", job.kind.name())],
-            );
+            engine
+                .metrics
+                .reconciliations
+                .get_or_create(&JobKindLabels {
+                    kind: job.kind.clone(),
+                })
+                .inc();
         }
         let next = if checks >= engine.settings.reconcile_checks {
             // The last check has been fed in: a job that is still active afterwards is one
@@ -175,10 +179,13 @@ async fn catch_up(engine: &Engine) -> Result<usize, crate::store::StoreError> {
         let event = name_job(event, job.job);
         let key = format!("catch-up:{}:{}", job.job, event.label());
         engine.enqueue(entry(&job, event, key, now)).await?;
-        engine.metrics.inc(
-            "reelstate_reconciliations_total",
-            &[("kind", job.kind.name())],
-        );
+        engine
+            .metrics
+            .reconciliations
+            .get_or_create(&JobKindLabels {
+                kind: job.kind.clone(),
+            })
+            .inc();
         found += 1;
     }
     Ok(found)

@@ -18,6 +18,7 @@ use crate::commands::CommandOutcome;
 use crate::domain::RecordId;
 use crate::engine::Engine;
 use crate::machine::{Ctx, Effect, Event, Outcome, decide};
+use crate::metrics::ProcessedLabels;
 use crate::store::{
     Commit, EntryOutcome, HistoryRow, InboxEntry, Lane, Lease, Payload, claim_in_order,
 };
@@ -443,17 +444,19 @@ async fn finish(
     let has_effects = !commit.effects.is_empty();
     engine.store.commit(commit, lease).await?;
     if entry.source.is_webhook() {
-        engine.metrics.inc(
-            "reelstate_events_processed_total",
-            &[
-                ("source", &entry.source.to_string()),
-                ("outcome", outcome.as_ref()),
-            ],
-        );
+        engine
+            .metrics
+            .events_processed
+            .get_or_create(&ProcessedLabels {
+                source: entry.source,
+                outcome,
+            })
+            .inc();
         let waited = crate::clock::now() - entry.received_at;
         engine
             .metrics
-            .observe_latency(waited.to_std().unwrap_or_default());
+            .processing_latency
+            .observe(waited.to_std().unwrap_or_default().as_secs_f64());
     }
     if has_effects {
         engine.wake_executor.notify_one();

@@ -98,22 +98,22 @@ pub(super) fn job_location(
 
 /// An inbox row's columns as read, `T` being the backend's timestamp.
 pub(super) struct EntryColumns<T> {
-    pub seq: i64,
-    pub event_id: String,
-    pub video: String,
-    pub source: String,
-    pub endpoint: String,
-    pub raw_body: String,
-    pub received_at: T,
-    pub payload: String,
-    pub state: String,
-    pub outcome: Option<String>,
-    pub note: Option<String>,
-    pub job: Option<String>,
+    pub(crate) seq: i64,
+    pub(crate) event_id: String,
+    pub(crate) video: String,
+    pub(crate) source: String,
+    pub(crate) endpoint: String,
+    pub(crate) raw_body: String,
+    pub(crate) received_at: T,
+    pub(crate) payload: String,
+    pub(crate) state: String,
+    pub(crate) outcome: Option<String>,
+    pub(crate) note: Option<String>,
+    pub(crate) job: Option<String>,
 }
 
 impl<T> EntryColumns<T> {
-    pub fn decode(
+    pub(crate) fn decode(
         self,
         time: impl Fn(T) -> Result<DateTime<Utc>, StoreError>,
     ) -> Result<InboxEntry, StoreError> {
@@ -136,20 +136,20 @@ impl<T> EntryColumns<T> {
 
 /// An outbox row's columns as read, `T` being the backend's timestamp.
 pub(super) struct OutboxColumns<T> {
-    pub seq: i64,
-    pub effect_id: String,
-    pub video: String,
-    pub event_id: String,
-    pub effect: String,
-    pub state: String,
-    pub attempts: u32,
-    pub next_attempt_at: T,
-    pub last_error: Option<String>,
-    pub started_at: Option<T>,
+    pub(crate) seq: i64,
+    pub(crate) effect_id: String,
+    pub(crate) video: String,
+    pub(crate) event_id: String,
+    pub(crate) effect: String,
+    pub(crate) state: String,
+    pub(crate) attempts: u32,
+    pub(crate) next_attempt_at: T,
+    pub(crate) last_error: Option<String>,
+    pub(crate) started_at: Option<T>,
 }
 
 impl<T> OutboxColumns<T> {
-    pub fn decode(
+    pub(crate) fn decode(
         self,
         time: impl Fn(T) -> Result<DateTime<Utc>, StoreError>,
     ) -> Result<OutboxEntry, StoreError> {
@@ -170,16 +170,16 @@ impl<T> OutboxColumns<T> {
 
 /// An `active_jobs` row's columns as read, `T` being the backend's timestamp.
 pub(super) struct ActiveJobColumns<T> {
-    pub job: String,
-    pub video: String,
-    pub kind: String,
-    pub external_id: Option<String>,
-    pub since: T,
-    pub checks: u32,
+    pub(crate) job: String,
+    pub(crate) video: String,
+    pub(crate) kind: String,
+    pub(crate) external_id: Option<String>,
+    pub(crate) since: T,
+    pub(crate) checks: u32,
 }
 
 impl<T> ActiveJobColumns<T> {
-    pub fn decode(
+    pub(crate) fn decode(
         self,
         time: impl Fn(T) -> Result<DateTime<Utc>, StoreError>,
     ) -> Result<ActiveJob, StoreError> {
@@ -196,16 +196,16 @@ impl<T> ActiveJobColumns<T> {
 
 /// A `history` row's columns as read, `T` being the backend's timestamp.
 pub(super) struct HistoryColumns<T> {
-    pub event_id: String,
-    pub event: String,
-    pub from: String,
-    pub to: String,
-    pub outcome: String,
-    pub at: T,
+    pub(crate) event_id: String,
+    pub(crate) event: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) outcome: String,
+    pub(crate) at: T,
 }
 
 impl<T> HistoryColumns<T> {
-    pub fn decode(
+    pub(crate) fn decode(
         self,
         time: impl Fn(T) -> Result<DateTime<Utc>, StoreError>,
     ) -> Result<HistoryRow, StoreError> {

@@ -25,7 +25,7 @@ pub enum Lane {
 
 /// The effect kinds that only write the base: they run in the `Projection` lane, every
 /// other kind (a call to a service) in the `Executor` lane.
-pub const PROJECTION_KINDS: [EffectKind; 4] = [
+pub(crate) const PROJECTION_KINDS: [EffectKind; 4] = [
     EffectKind::UpdateVideo,
     EffectKind::CreateJob,
     EffectKind::UpdateJob,
@@ -34,7 +34,7 @@ pub const PROJECTION_KINDS: [EffectKind; 4] = [
 
 impl Lane {
     /// The executor lane of an effect of this kind (`Effect::kind`).
-    pub fn of_effect_kind(kind: &str) -> Lane {
+    pub(crate) fn of_effect_kind(kind: &str) -> Lane {
         if PROJECTION_KINDS.iter().any(|k| k.as_ref() == kind) {
             Lane::Projection
         } else {
@@ -44,7 +44,7 @@ impl Lane {
 }
 
 /// SQL that is true for an outbox row (`kind` column of `alias`) in the projection lane.
-pub(crate) fn projection_sql(alias: &str) -> String {
+pub fn projection_sql(alias: &str) -> String {
     let kinds = PROJECTION_KINDS
         .iter()
         .map(|k| format!("'{}'", k.as_ref()))
@@ -66,7 +66,7 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(
+    pub(crate) fn new(
         lane: Lane,
         video: RecordId,
         token: i64,
@@ -130,7 +130,7 @@ pub struct LocalLeases {
 }
 
 impl LocalLeases {
-    pub fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Vec<Lease> {
+    pub(crate) fn claim(&self, lane: Lane, videos: Vec<RecordId>) -> Vec<Lease> {
         let Ok(mut held) = self.held.lock() else {
             return Vec::new();
         };

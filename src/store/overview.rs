@@ -78,11 +78,11 @@ pub struct VideoCursor {
 
 impl VideoCursor {
     /// `<microseconds since the epoch>-<video id>`: opaque to callers, safe in a URL.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!("{}-{}", self.updated_at.timestamp_micros(), self.video_id)
     }
 
-    pub fn decode(s: &str) -> Option<Self> {
+    pub(crate) fn decode(s: &str) -> Option<Self> {
         let (micros, video) = s.split_once('-')?;
         let updated_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
         (!video.is_empty()).then(|| Self {

@@ -6,12 +6,12 @@
 use super::StoreError;
 
 /// The readable values, and each unreadable row's key with the reason.
-pub type Split<K, T> = (Vec<T>, Vec<(K, String)>);
+pub(crate) type Split<K, T> = (Vec<T>, Vec<(K, String)>);
 
 /// Splits read rows into the readable values and the keys of the unreadable ones, with
 /// the reason. Only [`StoreError::Corrupt`] is the row's fault; any other error (the
 /// database itself failing) fails the whole scan as before.
-pub fn split_readable<K, T>(
+pub(crate) fn split_readable<K, T>(
     rows: impl IntoIterator<Item = (K, Result<T, StoreError>)>,
 ) -> Result<Split<K, T>, StoreError> {
     let mut good = Vec::new();

@@ -151,7 +151,7 @@ pub struct WriteGate(Arc<Mutex<()>>);
 
 impl WriteGate {
     /// Waits for the lock; it is held until the guard is dropped.
-    pub fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -213,7 +213,8 @@ impl SqliteStore {
     /// The writer connection's `synchronous` level (1 = NORMAL: the commits that promise
     /// are flushed after they return, see `wal_sync`; in memory they run at 2 = FULL, see
     /// `durably`).
-    pub fn synchronous_level(&self) -> Result<i64, StoreError> {
+    #[cfg(test)]
+    pub(crate) fn synchronous_level(&self) -> Result<i64, StoreError> {
         let c = self
             .conn
             .lock()
@@ -223,7 +224,7 @@ impl SqliteStore {
 
     /// The gate that another connection writing this file (the embedded records) takes
     /// around its write transactions.
-    pub fn write_gate(&self) -> WriteGate {
+    pub(crate) fn write_gate(&self) -> WriteGate {
         self.gate.clone()
     }
 

@@ -26,7 +26,7 @@ snake_case_enum! {
 
 impl Source {
     /// The Service value of a Webhook Events record.
-    pub fn service_name(self) -> &'static str {
+    pub(crate) fn service_name(self) -> &'static str {
         match self {
             Source::Goapi => "GoAPI",
             Source::Nca => "NCA Toolkit",
@@ -35,7 +35,7 @@ impl Source {
         }
     }
 
-    pub fn is_webhook(self) -> bool {
+    pub(crate) fn is_webhook(self) -> bool {
         matches!(self, Source::Goapi | Source::Nca)
     }
 }
@@ -246,7 +246,7 @@ pub struct Pruned {
 
 impl Pruned {
     /// Each table with what this batch deleted from it (the pruner's metric labels).
-    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+    pub(crate) fn by_table(&self) -> [(&'static str, u64); 6] {
         [
             ("inbox", self.inbox),
             ("history", self.history),
@@ -262,7 +262,7 @@ impl Pruned {
     }
 
     /// Whether some table had a full batch (more may be waiting).
-    pub fn any_full(&self, batch: u32) -> bool {
+    pub(crate) fn any_full(&self, batch: u32) -> bool {
         self.by_table().iter().any(|(_, n)| *n >= u64::from(batch))
     }
 }
@@ -288,11 +288,11 @@ impl EventFilter {
     }
 
     /// Every filter's query-string spelling.
-    pub fn spellings() -> Vec<&'static str> {
+    pub(crate) fn spellings() -> Vec<&'static str> {
         EventFilter::all().map(EventFilter::as_str).collect()
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventFilter::Outcome(o) => o.into(),
             EventFilter::EffectFailed => Self::EFFECT_FAILED,

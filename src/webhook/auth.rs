@@ -15,11 +15,11 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 /// Header GoAPI sends the configured secret in, verbatim.
-pub const GOAPI_SECRET_HEADER: &str = "x-webhook-secret";
+pub(crate) const GOAPI_SECRET_HEADER: &str = "x-webhook-secret";
 /// Standard Webhooks headers.
-pub const HEADER_ID: &str = "webhook-id";
-pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
-pub const HEADER_SIGNATURE: &str = "webhook-signature";
+pub(crate) const HEADER_ID: &str = "webhook-id";
+pub(crate) const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+pub(crate) const HEADER_SIGNATURE: &str = "webhook-signature";
 
 /// Why a request was not authenticated (→ 401). The messages tell an operator which
 /// part is wrong without echoing what was sent.
@@ -89,7 +89,7 @@ impl fmt::Debug for StandardWebhooks {
 
 impl StandardWebhooks {
     /// The spec's recommended tolerance, in both directions.
-    pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+    pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
     /// Entries of a signature header looked at; a sender rotating keys sends two or three.
     const MAX_SIGNATURES: usize = 16;
 
@@ -129,7 +129,7 @@ impl StandardWebhooks {
     }
 
     /// From raw key bytes.
-    pub fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, AuthError> {
+    pub(crate) fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, AuthError> {
         if keys.is_empty() {
             return Err(AuthError::Malformed("no signing secret configured".into()));
         }

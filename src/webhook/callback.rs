@@ -24,7 +24,7 @@ pub enum CallbackEndpoint {
 }
 
 impl CallbackEndpoint {
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             CallbackEndpoint::Goapi => "/webhooks/goapi",
             CallbackEndpoint::Nca => "/webhooks/nca-toolkit",
@@ -43,7 +43,7 @@ pub struct CallbackParams {
 }
 
 /// The operation NCA callbacks carry.
-pub const NCA_OPERATION: &str = "add_music";
+pub(crate) const NCA_OPERATION: &str = "add_music";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackConfigError {
@@ -70,7 +70,7 @@ impl fmt::Debug for CallbackSigner {
 
 impl CallbackSigner {
     /// A short key would make the only protection of the NCA route guessable.
-    pub const MIN_KEY_BYTES: usize = 16;
+    pub(crate) const MIN_KEY_BYTES: usize = 16;
 
     /// `base_url` is where GoAPI and NCA reach us, e.g. `https://x.example/prefix`.
     pub fn new(key: &[u8], base_url: &str) -> Result<Self, CallbackConfigError> {
@@ -109,7 +109,12 @@ impl CallbackSigner {
 
     /// The callback URL for people reading the base (a job's Webhook URL): without its
     /// token, so that whoever can read the base cannot forge a callback.
-    pub fn readable_url(&self, endpoint: CallbackEndpoint, video: &RecordId, job: &str) -> String {
+    pub(crate) fn readable_url(
+        &self,
+        endpoint: CallbackEndpoint,
+        video: &RecordId,
+        job: &str,
+    ) -> String {
         let op = match endpoint {
             CallbackEndpoint::Nca => Some(NCA_OPERATION),
             CallbackEndpoint::Goapi => None,
@@ -226,7 +231,7 @@ fn without_token(url: &str) -> String {
 /// Works on the text as sent, so the JSON's other bytes stay as they came: the parameter
 /// may follow `?` or `&` written plainly, JSON-escaped (`\u0026`, `\u003f`) or as HTML
 /// (`&amp;`), and its value ends at the next delimiter, an escape's backslash included.
-pub fn mask_tokens(text: &str) -> String {
+pub(crate) fn mask_tokens(text: &str) -> String {
     const KEY: &str = "token=";
     const MASK: &str = "***";
     let mut out = String::with_capacity(text.len());

@@ -24,15 +24,15 @@ use crate::domain::MediaUrl;
 use crate::machine::{TaskStatus, TaskUpdate, Track};
 use crate::text::shorten;
 
-pub use music::is_music;
+pub(crate) use music::is_music;
 
 /// At most this many tracks are kept: music tasks return two, and a hostile payload must
 /// not turn into a huge event.
-pub const MAX_TRACKS: usize = 50;
+pub(crate) const MAX_TRACKS: usize = 50;
 /// Error texts are cut (keeping both ends) to this many bytes.
-pub const MAX_ERROR_BYTES: usize = 4_000;
+pub(crate) const MAX_ERROR_BYTES: usize = 4_000;
 /// A task id longer than this is not GoAPI's (they are UUIDs) and is refused.
-pub const MAX_TASK_ID_BYTES: usize = 256;
+pub(crate) const MAX_TASK_ID_BYTES: usize = 256;
 /// `model`, `task_type` and the raw status are informational and cut to this.
 const MAX_LABEL_BYTES: usize = 200;
 

@@ -14,7 +14,7 @@ use crate::text::shorten;
 
 /// NCA's `message` on failure is ffmpeg's stderr (many KB): both ends are kept, as the
 /// start says what ran and the end says why it stopped.
-pub const MAX_MESSAGE_BYTES: usize = 8_000;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 8_000;
 /// Ids we put in the request (`id`) or NCA generates (`job_id`, a UUID).
 const MAX_ID_BYTES: usize = 256;
 
@@ -49,7 +49,7 @@ pub enum NcaJobState {
 /// videos' id-less failure callbacks can be byte for byte the same (same ffmpeg error),
 /// and neither is a repeat of the other. The spelling must never change: stored keys are
 /// what an existing database deduplicates on.
-pub fn dedupe_key(video: &RecordId, body: &[u8]) -> String {
+pub(crate) fn dedupe_key(video: &RecordId, body: &[u8]) -> String {
     format!("nca:body:{video}:{}", super::sha256_hex(body))
 }
 
@@ -61,7 +61,7 @@ pub fn parse_nca(body: &[u8]) -> Result<NcaWebhook, ParseError> {
 /// Parses NCA's final payload when it is already JSON: the body of the callback, or the
 /// reply of a compose call that NCA ran synchronously (200 with `response`), which is the
 /// same envelope.
-pub fn parse_nca_value(v: &Value) -> Result<NcaWebhook, ParseError> {
+pub(crate) fn parse_nca_value(v: &Value) -> Result<NcaWebhook, ParseError> {
     parse_value(v)
 }
 
@@ -156,17 +156,17 @@ fn id_field(v: &Value, key: &str) -> Option<String> {
 
 /// A job of NCA's recent-jobs listing, by its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedJob {
-    pub job_id: String,
+pub(crate) struct ListedJob {
+    pub(crate) job_id: String,
     /// `queued`, `running` or `done` (lowercased); anything else is kept as it came.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// Parses the reply of `POST /v1/toolkit/jobs/status` (toolkit build 209): the envelope's
 /// `response` maps NCA job ids to their `job_status`, for the jobs whose status file
 /// changed in the window asked for. Entries whose value is not a string (a newer build
 /// may give objects) are kept with the object's `job_status`, or as `unknown`.
-pub fn parse_nca_job_list(body: &Value) -> Result<Vec<ListedJob>, ParseError> {
+pub(crate) fn parse_nca_job_list(body: &Value) -> Result<Vec<ListedJob>, ParseError> {
     if !body.is_object() {
         return Err(ParseError::NotObject);
     }

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 /// Escapes for element content and for double- or single-quoted attribute values.
-pub fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -25,7 +25,7 @@ pub fn text(s: &str) -> String {
 }
 
 /// Escapes a value for a URL query component (then `text` it for the attribute).
-pub fn query(s: &str) -> String {
+pub(crate) fn query(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

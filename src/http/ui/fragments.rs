@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::http::{ApiError, Request};
 use crate::store::{EffectState, EntryOutcome, InboxEntry, OutboxEntry, Payload};
 
-pub async fn render(
+pub(crate) async fn render(
     engine: &Arc<Engine>,
     req: &Request,
     rest: &[&str],

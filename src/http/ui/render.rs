@@ -7,7 +7,7 @@ use super::escape::text as esc;
 /// A timestamp in UTC, saying so. The page's script shows it in the reader's zone (named)
 /// with its age, UTC on hover; the age is not rendered here so that a fragment's HTML only
 /// changes when the store does, and a refresh can leave an unchanged section alone.
-pub fn time(t: DateTime<Utc>) -> String {
+pub(crate) fn time(t: DateTime<Utc>) -> String {
     let utc = t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     format!(
         r#"<time datetime="{full}" title="{utc}">{utc}</time>"#,
@@ -17,7 +17,7 @@ pub fn time(t: DateTime<Utc>) -> String {
 }
 
 /// A span of time, e.g. `2 min 5 s`.
-pub fn duration(d: chrono::Duration) -> String {
+pub(crate) fn duration(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0);
     match s {
         0..=59 => format!("{s} s"),
@@ -27,12 +27,12 @@ pub fn duration(d: chrono::Duration) -> String {
     }
 }
 
-pub fn pill(value: &str) -> String {
+pub(crate) fn pill(value: &str) -> String {
     format!(r#"<span class="pill {v}">{v}</span>"#, v = esc(value))
 }
 
 /// A pill whose colour says what `value` means here rather than what it is called.
-pub fn pill_as(value: &str, meaning: &str) -> String {
+pub(crate) fn pill_as(value: &str, meaning: &str) -> String {
     format!(
         r#"<span class="pill {m}">{v}</span>"#,
         v = esc(value),
@@ -40,25 +40,25 @@ pub fn pill_as(value: &str, meaning: &str) -> String {
     )
 }
 
-pub fn video_link(id: &str) -> String {
+pub(crate) fn video_link(id: &str) -> String {
     format!(
         r#"<a class="mono" href="/ui/videos/{v}">{v}</a>"#,
         v = esc(id)
     )
 }
 
-pub fn opt(value: Option<&str>) -> String {
+pub(crate) fn opt(value: Option<&str>) -> String {
     value.map_or_else(|| r#"<span class="muted">–</span>"#.to_owned(), esc)
 }
 
 /// A button the page's script runs after a confirmation: `method url` of the admin API.
-pub fn action(label: &str, method: &str, url: &str, confirm: &str, primary: bool) -> String {
+pub(crate) fn action(label: &str, method: &str, url: &str, confirm: &str, primary: bool) -> String {
     action_with_body(label, method, url, None, confirm, primary)
 }
 
 /// [`action`] whose request carries `body` (JSON) instead of `{}`: the same endpoint asked
 /// for something else, e.g. a retry `{"from": "music"}`.
-pub fn action_with_body(
+pub(crate) fn action_with_body(
     label: &str,
     method: &str,
     url: &str,
@@ -79,7 +79,7 @@ pub fn action_with_body(
 
 /// A table; on a narrow screen the rows of a wide one stack (the page's script labels each
 /// stacked cell with its column's name).
-pub fn table(headers: &[&str], rows: &[String], empty: &str) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[String], empty: &str) -> String {
     if rows.is_empty() {
         return format!(r#"<p class="empty">{}</p>"#, esc(empty));
     }

@@ -34,7 +34,7 @@ fn job(n: u128, kind: JobType, status: JobStatus, ext: Option<&str>, sid: Option
 }
 
 /// A canonical snapshot of each state, including the jobs a video in it has.
-pub fn canonical_snapshots() -> Vec<Snapshot> {
+pub(crate) fn canonical_snapshots() -> Vec<Snapshot> {
     use JobStatus::{Completed, Failed, Pending, Processing};
     let id = RecordId::parse("recCata1ogue00000").expect("valid id");
     let sid = submission_id(&id, 1);
@@ -186,7 +186,7 @@ pub fn canonical_snapshots() -> Vec<Snapshot> {
 }
 
 /// The canonical events of a class, aimed at the snapshot's current jobs.
-pub fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
+pub(crate) fn canonical_events(class: EventClass, s: &Snapshot) -> Vec<Event> {
     let gen_job = s
         .active_job(&JobType::MusicGeneration)
         .or_else(|| s.jobs_of(&JobType::MusicGeneration).last());

@@ -43,13 +43,13 @@ mod tests;
 pub use pg::{BudgetError, LEASE_MARGIN, PgBudget};
 
 /// The window Airtable counts its requests per base in.
-pub const AIRTABLE_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const AIRTABLE_WINDOW: Duration = Duration::from_secs(1);
 
 /// How long a queued write lets reads go ahead of it: once it has waited this long, it
 /// takes the next slot whatever reads are waiting. Two windows: in a burst a read still
 /// overtakes the writes queued ahead of it (each waits well under this at 5 requests a
 /// second), and under a flood of reads every write still goes out within a few seconds.
-pub const WRITE_PATIENCE: Duration = Duration::from_secs(2);
+pub(crate) const WRITE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Which queue a request waits in for its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,15 +88,10 @@ pub struct Slot {
 
 impl Slot {
     /// A slot whose drop runs `release` (once, on the dropping thread: it must not block).
-    pub fn new(release: impl FnOnce() + Send + 'static) -> Self {
+    pub(crate) fn new(release: impl FnOnce() + Send + 'static) -> Self {
         Self {
             release: Some(Box::new(release)),
         }
-    }
-
-    /// A slot that returns nothing when dropped: for budgets that could not account for it.
-    pub fn untracked() -> Self {
-        Self { release: None }
     }
 }
 
@@ -278,7 +273,7 @@ pub struct LocalBudget {
 
 impl LocalBudget {
     /// `requests_per_window` slots (at least one), Airtable's one-second window.
-    pub fn new(requests_per_window: u32) -> Self {
+    pub(crate) fn new(requests_per_window: u32) -> Self {
         Self::with_window(requests_per_window, AIRTABLE_WINDOW)
     }
 
@@ -287,7 +282,11 @@ impl LocalBudget {
     }
 
     /// [`LocalBudget::with_window`] whose writes let reads go ahead for `patience` (tests).
-    pub fn with_patience(requests_per_window: u32, window: Duration, patience: Duration) -> Self {
+    pub(crate) fn with_patience(
+        requests_per_window: u32,
+        window: Duration,
+        patience: Duration,
+    ) -> Self {
         Self {
             slots: Turns::new(requests_per_window.max(1) as usize, patience),
             window,

@@ -12,9 +12,9 @@ mod check;
 mod report;
 mod required;
 
-pub use check::problems;
+pub(crate) use check::problems;
 pub use report::SchemaProblem;
-pub use required::{Access, COMPUTED, RequiredField, RequiredTable, is_computed, required_schema};
+pub(crate) use required::is_computed;
 
 /// Reads the base's schema (`GET /v0/meta/bases/{base}/tables`, one request; the token needs
 /// `schema.bases:read`) and lists every problem; an empty list means the mapping fits.
@@ -28,7 +28,7 @@ pub async fn check_schema(
 }
 
 /// The problems found in the base's schema (empty: all good), or why it could not be read.
-pub type SchemaCheck = Result<Vec<String>, String>;
+pub(crate) type SchemaCheck = Result<Vec<String>, String>;
 
 /// The last schema check, so that a readiness probe does not spend the rate limit.
 #[derive(Default)]
@@ -36,7 +36,11 @@ pub struct SchemaCache(tokio::sync::Mutex<Option<(std::time::Instant, SchemaChec
 
 impl SchemaCache {
     /// The base's schema problems (empty: all good), checked at most once a minute.
-    pub async fn problems(&self, airtable: &AirtableBackend, mapping: &Mapping) -> SchemaCheck {
+    pub(crate) async fn problems(
+        &self,
+        airtable: &AirtableBackend,
+        mapping: &Mapping,
+    ) -> SchemaCheck {
         let mut cached = self.0.lock().await;
         if let Some((_, result)) = cached
             .as_ref()

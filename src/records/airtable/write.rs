@@ -18,7 +18,7 @@ use crate::records::fence::{self, Fence};
 use crate::records::{Fields, Record, RecordsError, Write};
 
 /// Airtable accepts at most this many records per create/update request.
-pub const MAX_RECORDS_PER_WRITE: usize = 10;
+pub(crate) const MAX_RECORDS_PER_WRITE: usize = 10;
 
 /// One pending write and the caller waiting for its outcome.
 pub(super) struct WriteOp {

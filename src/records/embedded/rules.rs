@@ -18,14 +18,14 @@ pub(super) struct Schema {
 /// One side of a linked-record field: `table.field` holds ids of `target` records, and
 /// (when the base has it) `target.inverse` holds the ids pointing back.
 pub(super) struct Link {
-    pub table: String,
-    pub field: String,
-    pub target: String,
-    pub inverse: Option<String>,
+    pub(crate) table: String,
+    pub(crate) field: String,
+    pub(crate) target: String,
+    pub(crate) inverse: Option<String>,
 }
 
 impl Schema {
-    pub fn from_mapping(m: &Mapping) -> Self {
+    pub(crate) fn from_mapping(m: &Mapping) -> Self {
         let videos = &m.videos.table;
         let jobs = &m.jobs.table;
         let events = &m.webhook_events.table;
@@ -67,7 +67,7 @@ impl Schema {
         }
     }
 
-    pub fn check_table(&self, table: &str) -> Result<(), RecordsError> {
+    pub(crate) fn check_table(&self, table: &str) -> Result<(), RecordsError> {
         if self.tables.iter().any(|t| t == table) {
             Ok(())
         } else {
@@ -80,7 +80,7 @@ impl Schema {
         }
     }
 
-    pub fn link(&self, table: &str, field: &str) -> Option<&Link> {
+    pub(crate) fn link(&self, table: &str, field: &str) -> Option<&Link> {
         self.links
             .iter()
             .find(|l| l.table == table && l.field == field)
@@ -88,7 +88,7 @@ impl Schema {
 
     /// What a write of `fields` to a record of `table` does, field by field, checked as
     /// far as it can be without the stored records: every link value is a list of ids.
-    pub fn plan<'a>(
+    pub(crate) fn plan<'a>(
         &'a self,
         table: &str,
         fields: &'a Fields,
@@ -232,7 +232,7 @@ pub(super) enum Checked<'a> {
 }
 
 impl<'a> Checked<'a> {
-    pub fn new(op: &'a Write, fields: &Fields) -> Result<Self, RecordsError> {
+    pub(crate) fn new(op: &'a Write, fields: &Fields) -> Result<Self, RecordsError> {
         Ok(match op {
             Write::Create => Checked::Create,
             Write::Update(id) => Checked::Update(id),

@@ -103,7 +103,7 @@ impl SqliteRecords {
     /// store's checkpointer checkpoints what this connection writes.
     ///
     /// [`SqliteStore::write_gate`]: crate::store::SqliteStore::write_gate
-    pub fn open_sharing(
+    pub(crate) fn open_sharing(
         path: &Path,
         mapping: &Mapping,
         gate: WriteGate,
@@ -188,7 +188,7 @@ impl SqliteRecords {
 
     /// The connection's `wal_autocheckpoint` (0: checkpoints are left to the store).
     #[cfg(test)]
-    pub fn autocheckpoint(&self) -> i64 {
+    pub(crate) fn autocheckpoint(&self) -> i64 {
         let conn = self
             .inner
             .conn

@@ -8,7 +8,7 @@ use crate::records::{Fields, MediaKind};
 use crate::text::shorten;
 
 /// Airtable's long text limit; longer values are cut, keeping start and end.
-pub const LONG_TEXT_MAX: usize = 100_000;
+pub(crate) const LONG_TEXT_MAX: usize = 100_000;
 
 /// A text cell; absent and empty are the same (Airtable omits empties).
 pub(super) fn text(f: &Fields, name: &str) -> Option<String> {
@@ -69,7 +69,7 @@ pub(super) fn links(f: &Fields, name: &str) -> Vec<RecordId> {
 
 /// Cuts text to Airtable's long text limit, keeping its start and its end, where an
 /// ffmpeg error usually says what went wrong.
-pub fn long_text(s: &str) -> String {
+pub(crate) fn long_text(s: &str) -> String {
     shorten(s, LONG_TEXT_MAX)
 }
 

@@ -164,7 +164,7 @@ impl Records {
     /// The Combined Segments Video as the base has it now. Airtable's attachment URLs are
     /// copies that expire after a few hours, so the URL handed to another service is read
     /// just before handing it over, never taken from an earlier read.
-    pub async fn current_source_video(
+    pub(crate) async fn current_source_video(
         &self,
         id: &RecordId,
     ) -> Result<Option<MediaUrl>, RecordsError> {
@@ -176,7 +176,7 @@ impl Records {
 
     /// Whether the source video is an attachment (its URL expires; see
     /// [`Records::current_source_video`]).
-    pub fn source_video_expires(&self) -> bool {
+    pub(crate) fn source_video_expires(&self) -> bool {
         self.mapping.videos.combined_segments_video_kind == MediaKind::Attachment
     }
 

@@ -15,6 +15,7 @@ use super::perform_write::perform_write;
 use crate::backoff::Backoff;
 use crate::engine::Engine;
 use crate::machine::{Effect, Event};
+use crate::metrics::{EffectKindLabels, EffectLabels};
 use crate::store::{EffectState, Lane, Lease, OutboxEntry};
 
 /// How long a video's effects pause after the store failed (the claim is held meanwhile).
@@ -53,7 +54,9 @@ pub(super) async fn run_one(
                     warn!(error = %msg, "giving up on the call");
                     engine
                         .metrics
-                        .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
+                        .effects
+                        .get_or_create(&EffectLabels { kind, outcome: EffectState::Failed })
+                        .inc();
                     let entry = engine_entry(&e, EffectState::Failed.as_ref(), Event::EffectFailed { job, error: msg.clone() });
                     match engine.store.effect_failed_with(&e.effect_id, &msg, Some(entry)).await {
                         Ok(()) => engine.wake_worker.notify_one(),
@@ -92,12 +95,18 @@ pub(super) async fn run_one(
             info!("the video's lease is no longer this executor's; writing nothing");
             return;
         }
-        engine.metrics.observe_effect(kind, started.elapsed());
+        engine
+            .metrics
+            .effect_duration
+            .get_or_create(&EffectKindLabels { kind })
+            .observe(started.elapsed().as_secs_f64());
         let stored = match result {
             Ok(follow_up) => {
                 engine
                     .metrics
-                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Done.as_ref())]);
+                    .effects
+                        .get_or_create(&EffectLabels { kind, outcome: EffectState::Done })
+                        .inc();
                 let entry = follow_up.map(|event| engine_entry(&e, EffectState::Done.as_ref(), event));
                 let done = engine.store.effect_done_with(&e.effect_id, entry).await;
                 // Folded writes were written with this one. Should the process die before
@@ -118,13 +127,13 @@ pub(super) async fn run_one(
             // an interrupted one (`calls::prepare_external`): its callback, a look-up at
             // the service, or its deadline and the one re-submission on record.
             Err(EffectError::Ambiguous(msg)) if external_job(&e.effect).is_some() => {
-                engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
+                engine.metrics.effect_retries.get_or_create(&EffectKindLabels { kind }).inc();
                 warn!(error = %msg, "the call may have been received; waiting for its callback before calling again");
                 engine.store.effect_ambiguous(&e.effect_id, &msg).await
             }
             Err(EffectError::Transient(msg)) if e.attempts + 1 < engine.settings.effect_max_attempts => {
                 let delay = Backoff::new(engine.settings.effect_backoff, MAX_BACKOFF).jittered(e.attempts);
-                engine.metrics.inc("reelstate_effect_retries_total", &[("kind", kind)]);
+                engine.metrics.effect_retries.get_or_create(&EffectKindLabels { kind }).inc();
                 warn!(error = %msg, attempt = e.attempts + 1, retry_in_ms = delay.as_millis() as u64, "effect failed; will retry");
                 let at = crate::clock::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 engine.store.effect_retry_later(&e.effect_id, at, &msg).await
@@ -135,7 +144,9 @@ pub(super) async fn run_one(
             | Err(EffectError::Permanent(msg)) => {
                 engine
                     .metrics
-                    .inc("reelstate_effects_total", &[("kind", kind), ("outcome", EffectState::Failed.as_ref())]);
+                    .effects
+                        .get_or_create(&EffectLabels { kind, outcome: EffectState::Failed })
+                        .inc();
                 warn!(error = %msg, attempts = e.attempts + 1, "effect failed for good; recorded and replayable");
                 // A job that could not be started fails, with the reason in Error Details.
                 let entry = match &e.effect {

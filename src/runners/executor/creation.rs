@@ -35,7 +35,7 @@ const CLOCK_MARGIN: Duration = Duration::minutes(5);
 /// Creates the record of `owner` in `table` with `fields`, or, when the owner already has
 /// one, updates it with them; returns its id. Exactly one record per owner, whatever
 /// attempt was interrupted where.
-pub async fn write_once(
+pub(crate) async fn write_once(
     engine: &Engine,
     owner: &Owner,
     table: &str,
@@ -75,7 +75,7 @@ pub async fn write_once(
 /// Whether a stored record holds what `written` wrote, as Airtable gives it back:
 /// empties are absent, link lists come in any order, attachments are known by file name
 /// (their URL is Airtable's copy), dates are normalised.
-pub fn same_content(written: &Fields, stored: &Fields) -> bool {
+pub(crate) fn same_content(written: &Fields, stored: &Fields) -> bool {
     written.iter().all(|(name, value)| {
         let have = stored.get(name);
         match (value, have) {

@@ -5,7 +5,7 @@ use crate::clients::ClientError;
 use crate::records::RecordsError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum EffectError {
+pub(crate) enum EffectError {
     #[error("{0}")]
     Transient(String),
     /// An external call that may have been received: retried only after the grace period

@@ -12,7 +12,7 @@ use crate::machine::{Job, JobId, Snapshot, Video};
 use crate::records::{JobRecord, Records, RecordsError, VideoRecord};
 
 /// A video the engine has not handled yet, as the base has it.
-pub async fn snapshot_from_records(
+pub(crate) async fn snapshot_from_records(
     records: &Records,
     video: &RecordId,
 ) -> Result<Option<FirstContact>, RecordsError> {
@@ -26,7 +26,7 @@ pub async fn snapshot_from_records(
 /// [`snapshot_from_records`] for several videos at once, in two batched reads
 /// (the videos, then all their jobs) instead of two reads per video. Every id asked
 /// for is in the answer: `None` when the Videos table has no such record.
-pub async fn snapshots_from_records(
+pub(crate) async fn snapshots_from_records(
     records: &Records,
     videos: &[RecordId],
 ) -> Result<HashMap<RecordId, Option<FirstContact>>, RecordsError> {
@@ -43,7 +43,10 @@ pub async fn snapshots_from_records(
 
 /// Refreshes what others write on the video (the source video, the prompt) into a
 /// snapshot the engine already has.
-pub async fn refresh_inputs(records: &Records, s: &mut Snapshot) -> Result<bool, RecordsError> {
+pub(crate) async fn refresh_inputs(
+    records: &Records,
+    s: &mut Snapshot,
+) -> Result<bool, RecordsError> {
     let Some(v) = records.get_video(&s.video.id).await? else {
         return Ok(false);
     };
@@ -54,7 +57,7 @@ pub async fn refresh_inputs(records: &Records, s: &mut Snapshot) -> Result<bool,
 
 /// What first contact learns of a video: its snapshot, and the engine's ids for the job
 /// records it found (for the store's job index).
-pub type FirstContact = (Snapshot, Vec<(JobId, RecordId)>);
+pub(crate) type FirstContact = (Snapshot, Vec<(JobId, RecordId)>);
 
 fn first_contact(v: &VideoRecord, jobs: Vec<JobRecord>) -> FirstContact {
     let mut known = Vec::new();

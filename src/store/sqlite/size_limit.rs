@@ -9,7 +9,7 @@ use crate::store::StoreError;
 impl SqliteStore {
     /// Limits the file to `bytes`, rounded down to whole pages (at least the file's size
     /// now: SQLite never sets the limit below it). Returns the limit in pages.
-    pub fn limit_size(&self, bytes: u64) -> Result<u64, StoreError> {
+    pub(crate) fn limit_size(&self, bytes: u64) -> Result<u64, StoreError> {
         let c = self
             .conn
             .lock()

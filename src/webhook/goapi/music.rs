@@ -64,7 +64,7 @@ const VISUAL_TOKENS: &[&str] = &[
 ///    (`kling`, `hailuo`, `luma`, `midjourney`, `Qubico/flux…`, `txt2img`, `img2video`,
 ///    `video_generation`, `imagine`, `upscale`…), or `output` only has image/video keys;
 /// 3. otherwise music (the flat format, which has no model, and models we do not know).
-pub fn is_music(model: Option<&str>, task_type: Option<&str>, output: &Value) -> bool {
+pub(crate) fn is_music(model: Option<&str>, task_type: Option<&str>, output: &Value) -> bool {
     let labels: Vec<String> = [model, task_type]
         .into_iter()
         .flatten()

@@ -130,14 +130,6 @@ impl PgBudget {
         })
     }
 
-    /// This budget with writes letting reads go ahead for `patience` instead of
-    /// [`WRITE_PATIENCE`] (tests).
-    pub fn with_patience(mut self, patience: Duration) -> Self {
-        self.turn = Turns::new(1, patience);
-        self.patience = patience;
-        self
-    }
-
     /// The budget an [`AirtableBackend`](crate::records::airtable::AirtableBackend) with `cfg` needs:
     /// its base and rate, Airtable's window, and a lease of the request timeout (which
     /// bounds a request, body included) plus the window plus [`LEASE_MARGIN`].

@@ -7,7 +7,7 @@ use super::required::{Access, URL, is_computed, required_schema};
 use crate::records::{Mapping, MediaKind};
 
 /// Compares a meta tables response with what the mapping needs.
-pub fn problems(meta: &Value, mapping: &Mapping) -> Vec<SchemaProblem> {
+pub(crate) fn problems(meta: &Value, mapping: &Mapping) -> Vec<SchemaProblem> {
     let tables: &[Value] = meta
         .get("tables")
         .and_then(Value::as_array)

@@ -17,7 +17,7 @@ const TIMESTAMP: &[&str] = &["dateTime", "singleLineText"];
 /// Field types whose value Airtable computes: every write to them, `null` included, is
 /// refused with 422 `INVALID_VALUE_FOR_COLUMN` ("cannot accept a value because the field
 /// is computed"). Fine for a field the engine only reads; never for one it writes.
-pub const COMPUTED: &[&str] = &[
+pub(crate) const COMPUTED: &[&str] = &[
     "formula",
     "autoNumber",
     "createdTime",
@@ -29,49 +29,49 @@ pub const COMPUTED: &[&str] = &[
     "count",
 ];
 
-pub fn is_computed(field_type: &str) -> bool {
+pub(crate) fn is_computed(field_type: &str) -> bool {
     COMPUTED.contains(&field_type)
 }
 
 /// Whether the engine writes a field or only reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }
 
 /// One field the engine reads or writes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequiredField {
-    pub name: String,
+pub(crate) struct RequiredField {
+    pub(crate) name: String,
     /// The mapping line that names it: `[jobs] job_id`.
-    pub key: String,
+    pub(crate) key: String,
     /// Whether `key = ""` switches it off.
-    pub optional: bool,
-    pub access: Access,
+    pub(crate) optional: bool,
+    pub(crate) access: Access,
     /// Acceptable Airtable field types, the preferred one first.
-    pub types: &'static [&'static str],
+    pub(crate) types: &'static [&'static str],
     /// Options a `singleSelect` must offer (ignored for text types), each with the mapping
     /// line that spells it: (`[job_type_values] music_addition`, `music_addition`).
-    pub options: Vec<(String, String)>,
+    pub(crate) options: Vec<(String, String)>,
     /// For a link: the table it must point to.
-    pub links_to: Option<String>,
+    pub(crate) links_to: Option<String>,
     /// For a media field: the `*_kind` line and the kind the mapping says.
-    pub media: Option<(String, MediaKind)>,
+    pub(crate) media: Option<(String, MediaKind)>,
     /// What the engine uses it for (for README docs and messages).
-    pub purpose: &'static str,
+    pub(crate) purpose: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequiredTable {
-    pub name: String,
+pub(crate) struct RequiredTable {
+    pub(crate) name: String,
     /// `[videos] table`.
-    pub key: String,
-    pub fields: Vec<RequiredField>,
+    pub(crate) key: String,
+    pub(crate) fields: Vec<RequiredField>,
 }
 
 /// Everything the mapping needs from the base.
-pub fn required_schema(m: &Mapping) -> Vec<RequiredTable> {
+pub(crate) fn required_schema(m: &Mapping) -> Vec<RequiredTable> {
     let field = |section: &str, key: &str, name: &str, types, access, purpose| RequiredField {
         name: name.to_owned(),
         key: format!("[{section}] {key}"),
