@@ -10,8 +10,8 @@
 
 pub mod auth;
 pub mod callback;
-pub(crate) mod goapi;
-pub(crate) mod nca;
+pub mod goapi;
+pub mod nca;
 
 pub use auth::{AuthError, StandardWebhooks, verify_shared_secret};
 pub use callback::{CallbackConfigError, CallbackEndpoint, CallbackParams, CallbackSigner};

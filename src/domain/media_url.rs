@@ -20,7 +20,7 @@ pub enum MediaUrlError {
 
 impl MediaUrl {
     /// Long enough for signed CDN URLs, short enough to keep a hostile payload small.
-    pub(crate) const MAX_LEN: usize = 4096;
+    pub const MAX_LEN: usize = 4096;
 
     pub fn parse(s: &str) -> Result<Self, MediaUrlError> {
         let s = s.trim();

@@ -129,7 +129,7 @@ impl StandardWebhooks {
     }
 
     /// From raw key bytes.
-    pub(crate) fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, AuthError> {
+    pub fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, AuthError> {
         if keys.is_empty() {
             return Err(AuthError::Malformed("no signing secret configured".into()));
         }

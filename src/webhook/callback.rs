@@ -24,7 +24,7 @@ pub enum CallbackEndpoint {
 }
 
 impl CallbackEndpoint {
-    pub(crate) fn path(self) -> &'static str {
+    pub fn path(self) -> &'static str {
         match self {
             CallbackEndpoint::Goapi => "/webhooks/goapi",
             CallbackEndpoint::Nca => "/webhooks/nca-toolkit",
@@ -70,7 +70,7 @@ impl fmt::Debug for CallbackSigner {
 
 impl CallbackSigner {
     /// A short key would make the only protection of the NCA route guessable.
-    pub(crate) const MIN_KEY_BYTES: usize = 16;
+    pub const MIN_KEY_BYTES: usize = 16;
 
     /// `base_url` is where GoAPI and NCA reach us, e.g. `https://x.example/prefix`.
     pub fn new(key: &[u8], base_url: &str) -> Result<Self, CallbackConfigError> {

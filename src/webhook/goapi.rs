@@ -28,11 +28,11 @@ pub(crate) use music::is_music;
 
 /// At most this many tracks are kept: music tasks return two, and a hostile payload must
 /// not turn into a huge event.
-pub(crate) const MAX_TRACKS: usize = 50;
+pub const MAX_TRACKS: usize = 50;
 /// Error texts are cut (keeping both ends) to this many bytes.
-pub(crate) const MAX_ERROR_BYTES: usize = 4_000;
+pub const MAX_ERROR_BYTES: usize = 4_000;
 /// A task id longer than this is not GoAPI's (they are UUIDs) and is refused.
-pub(crate) const MAX_TASK_ID_BYTES: usize = 256;
+pub const MAX_TASK_ID_BYTES: usize = 256;
 /// `model`, `task_type` and the raw status are informational and cut to this.
 const MAX_LABEL_BYTES: usize = 200;
 

@@ -14,7 +14,7 @@ use crate::text::shorten;
 
 /// NCA's `message` on failure is ffmpeg's stderr (many KB): both ends are kept, as the
 /// start says what ran and the end says why it stopped.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 8_000;
+pub const MAX_MESSAGE_BYTES: usize = 8_000;
 /// Ids we put in the request (`id`) or NCA generates (`job_id`, a UUID).
 const MAX_ID_BYTES: usize = 256;
 
