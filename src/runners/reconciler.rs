@@ -131,13 +131,7 @@ async fn check_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
         if let Some(event) = event {
             let key = format!("reconcile:{}:{}:{checks}", job.job, event.label());
             engine.enqueue(entry(&job, event, key, now)).await?;
-            engine
-                .metrics
-                .reconciliations
-                .get_or_create(&JobKindLabels {
-                    kind: job.kind.clone(),
-                })
-                .inc();
+            counted(engine, &job);
         }
         let next = if checks >= engine.settings.reconcile_checks {
             // The last check has been fed in: a job that is still active afterwards is one
@@ -179,13 +173,7 @@ async fn catch_up(engine: &Engine) -> Result<usize, crate::store::StoreError> {
         let event = name_job(event, job.job);
         let key = format!("catch-up:{}:{}", job.job, event.label());
         engine.enqueue(entry(&job, event, key, now)).await?;
-        engine
-            .metrics
-            .reconciliations
-            .get_or_create(&JobKindLabels {
-                kind: job.kind.clone(),
-            })
-            .inc();
+        counted(engine, &job);
         found += 1;
     }
     Ok(found)
@@ -262,4 +250,15 @@ pub(crate) fn name_job(event: Event, job: crate::machine::JobId) -> Event {
         }
         other => other,
     }
+}
+
+/// One more job checked at its service (`reelstate_reconciliations_total`).
+fn counted(engine: &Engine, job: &ActiveJob) {
+    engine
+        .metrics
+        .reconciliations
+        .get_or_create(&JobKindLabels {
+            kind: job.kind.clone(),
+        })
+        .inc();
 }

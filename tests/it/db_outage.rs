@@ -417,6 +417,23 @@ async fn post_completion(app: &TestApp, n: usize) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Completions 1, 2, … until one is refused with 503 and the JSON `unavailable` error (any
+/// other answer fails the test): those taken, and the refused one, if any of `up_to` was.
+async fn post_until_refused(app: &TestApp, up_to: usize) -> (Vec<usize>, Option<usize>) {
+    let mut taken = Vec::new();
+    for n in 1..=up_to {
+        match post_completion(app, n).await {
+            (202, _) => taken.push(n),
+            (503, body) => {
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                return (taken, Some(n));
+            }
+            (other, body) => panic!("answered {other}: {body}"),
+        }
+    }
+    (taken, None)
+}
+
 /// `/readyz` until it answers `want` (its answer is cached for up to 5 s), or the last
 /// answer after 15 s.
 async fn ready_becomes(app: &TestApp, want: u16) -> (u16, Value) {
@@ -443,19 +460,7 @@ async fn a_full_sqlite_store_refuses_webhooks_with_503_and_takes_them_again_once
 
     let filler = fill(&app.db, 2 * 1024 * 1024 / 4096);
     // A few more may still fit in the pages the store's tables have; then none.
-    let mut taken = Vec::new();
-    let mut refused = None;
-    for n in 1..=200 {
-        match post_completion(&app, n).await {
-            (202, _) => taken.push(n),
-            (503, body) => {
-                assert_eq!(body["error"]["code"], "unavailable", "{body}");
-                refused = Some(n);
-                break;
-            }
-            (other, body) => panic!("answered {other}: {body}"),
-        }
-    }
+    let (taken, refused) = post_until_refused(&app, 200).await;
     let refused = refused.expect("a full store refuses webhooks");
     // Refused again while still full: the sender's retry is refused the same way.
     assert_eq!(post_completion(&app, refused).await.0, 503);
@@ -558,19 +563,7 @@ async fn a_full_disk_refuses_webhooks_with_503_and_takes_them_again_once_freed()
 
     let filler = disk.fill();
     // The WAL reuses what it already has, so a few more may fit; then none.
-    let mut taken = Vec::new();
-    let mut refused = None;
-    for n in 1..=5_000 {
-        match post_completion(&app, n).await {
-            (202, _) => taken.push(n),
-            (503, body) => {
-                assert_eq!(body["error"]["code"], "unavailable", "{body}");
-                refused = Some(n);
-                break;
-            }
-            (other, body) => panic!("answered {other}: {body}"),
-        }
-    }
+    let (taken, refused) = post_until_refused(&app, 5_000).await;
     let refused = refused.expect("a full disk refuses webhooks");
     assert_eq!(post_completion(&app, refused).await.0, 503, "and again");
     let (status, ready) = ready_becomes(&app, 503).await;
