@@ -108,6 +108,11 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
         "a JSON key of the operator API",
     ),
     (
+        "src/metrics.rs",
+        &["duplicate"],
+        "reelstate_webhooks_total's outcome label for a repeated delivery, as README's table of series spells it",
+    ),
+    (
         "src/http/inspect.rs",
         &["duplicate"],
         "the kind of a Payload::Duplicate entry, not an outcome",
