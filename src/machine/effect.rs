@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{JobId, Outcome};
-use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus};
+use crate::domain::{JobStatus, JobType, MediaUrl, VideoStatus, snake_case_enum};
 
 /// A side effect decided by the machine and performed, later and durably, by the executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,29 +43,19 @@ pub enum Effect {
     },
 }
 
-/// What an effect does, without its data: the outbox's `kind` column, a metric's label.
-/// Spelled as the effect's own JSON tag.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::Display,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum EffectKind {
-    UpdateVideo,
-    CreateJob,
-    UpdateJob,
-    CreateGoapiTask,
-    SubmitNcaMix,
-    CheckTrack,
-    RecordWebhookOutcome,
+snake_case_enum! {
+    /// What an effect does, without its data: the outbox's `kind` column, a metric's label.
+    /// Spelled as the effect's own JSON tag.
+    #[derive(strum::AsRefStr, strum::IntoStaticStr, strum::EnumIter)]
+    pub enum EffectKind {
+        UpdateVideo,
+        CreateJob,
+        UpdateJob,
+        CreateGoapiTask,
+        SubmitNcaMix,
+        CheckTrack,
+        RecordWebhookOutcome,
+    }
 }
 
 impl Effect {
