@@ -126,6 +126,12 @@ pub trait Inbox: Send + Sync {
     /// Lets webhooks waiting for their commit go first (bounded); background work calls
     /// it before each step. Stores whose intake does not queue need not wait.
     async fn yield_to_intake(&self) {}
+    /// How often the worker scans the inbox when nothing woke it. Entries this process
+    /// accepts wake the worker themselves; the scan finds what arrived some other way (on
+    /// a store shared by replicas, every other replica's entries), so the default is short.
+    fn rescan_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(250)
+    }
     /// Pending entries in arrival order, at most 16 per video.
     async fn pending_entries(&self, limit: u32) -> Result<Vec<InboxEntry>, StoreError>;
     /// Whether an entry still waits for the worker (a cheap re-check of a listed entry).

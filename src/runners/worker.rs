@@ -31,6 +31,9 @@ use first_contact::{FirstContact, refresh_inputs, snapshot_from_records, snapsho
 /// (reading the base), doubling up to the cap: the policy's ceiling, without jitter.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(60));
 
+/// How soon the inbox is read again after the store failed to answer.
+const STORE_ERROR_PAUSE: Duration = Duration::from_millis(250);
+
 /// Entries read per scan of the inbox.
 const SCAN: u32 = 256;
 
@@ -64,6 +67,7 @@ pub async fn run(engine: Arc<Engine>) {
             break;
         }
         let wake = engine.wake_worker.notified();
+        let mut rescan = engine.store.rescan_every();
         match engine.store.pending_entries(SCAN).await {
             Ok(entries) => {
                 let now = tokio::time::Instant::now();
@@ -125,16 +129,29 @@ pub async fn run(engine: Arc<Engine>) {
                 )
                 .await;
             }
-            Err(e) => warn!(error = %e, "worker could not read the inbox"),
+            Err(e) => {
+                warn!(error = %e, "worker could not read the inbox");
+                rescan = rescan.min(STORE_ERROR_PAUSE);
+            }
         }
         while let Some(done) = tasks.try_join_next() {
             if let Err(e) = done {
                 tracing::error!(error = %e, "a worker task failed; its video is released");
             }
         }
+        // Nothing wakes the worker when a video's backoff ends: look again then.
+        let now = tokio::time::Instant::now();
+        if let Some(next) = backoff.lock().ok().and_then(|b| {
+            b.values()
+                .map(|(_, until)| *until)
+                .filter(|u| *u > now)
+                .min()
+        }) {
+            rescan = rescan.min(next - now);
+        }
         tokio::select! {
             _ = wake => {}
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(rescan) => {}
         }
     }
     // Finish in-flight videos: each entry either commits whole or stays pending.

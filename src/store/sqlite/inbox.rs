@@ -23,6 +23,13 @@ impl Drop for Waiting {
 
 #[async_trait::async_trait]
 impl Inbox for SqliteStore {
+    /// One process owns the file and every entry comes in through its intake, which wakes
+    /// the worker: the scan is only a safety net, so an idle service (or a simulated hour)
+    /// does not read the inbox four times a second for nothing.
+    fn rescan_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+
     /// Stores an entry durably. A repeat (same dedupe key) is stored too, as a duplicate
     /// entry pointing at the first, so that the event log shows every delivery. Returns
     /// only once the entry is committed; concurrent calls share one transaction.
